@@ -1,0 +1,1 @@
+"""payloop: shared settings, money types, database engine and the CLI."""

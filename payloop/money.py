@@ -1,0 +1,79 @@
+"""Money: integer minor units plus an ISO 4217 currency inside; decimal strings at the edges. Never floats."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+# ISO 4217 minor-unit exponents for the currencies the platform accepts.
+CURRENCY_EXPONENTS: dict[str, int] = {
+    "EUR": 2, "USD": 2, "GBP": 2, "CHF": 2, "SEK": 2, "NOK": 2, "DKK": 2, "PLN": 2, "CZK": 2,
+    "HUF": 2, "RON": 2, "CAD": 2, "AUD": 2, "NZD": 2, "BRL": 2, "MXN": 2, "ZAR": 2, "INR": 2,
+    "TRY": 2, "JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "KWD": 3, "BHD": 3, "JOD": 3, "TND": 3,
+}
+
+# Largest amount accepted in one operation, in minor units (fits a signed 64-bit column many times over).
+MAX_MINOR_UNITS = 10**13
+
+_AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?$")
+
+
+class MoneyError(ValueError):
+    """An amount or currency that the platform does not accept; `code` is the API's stable error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def currency_exponent(currency: str) -> int:
+    try:
+        return CURRENCY_EXPONENTS[currency]
+    except KeyError:
+        raise MoneyError("unsupported_currency", f"currency {currency!r} is not supported") from None
+
+
+def to_minor_units(amount: str, currency: str) -> int:
+    """Parse a positive decimal string ("50.00") into minor units; extra precision is an error, not rounding."""
+    exponent = currency_exponent(currency)
+    if not isinstance(amount, str) or not _AMOUNT_RE.match(amount):
+        raise MoneyError("invalid_amount", "amount must be a positive decimal string such as \"50.00\"")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:  # pragma: no cover - the regex already rules this out
+        raise MoneyError("invalid_amount", "amount is not a decimal number") from None
+    minor = value.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise MoneyError(
+            "amount_precision", f"{currency} amounts have at most {exponent} decimal places"
+        )
+    units = int(minor)
+    if units <= 0:
+        raise MoneyError("invalid_amount", "amount must be greater than zero")
+    if units > MAX_MINOR_UNITS:
+        raise MoneyError("amount_too_large", "amount exceeds the largest accepted amount")
+    return units
+
+
+def to_decimal_string(minor_units: int, currency: str) -> str:
+    """Format minor units as the API's decimal string, with exactly the currency's exponent of places."""
+    exponent = currency_exponent(currency)
+    sign = "-" if minor_units < 0 else ""
+    digits = str(abs(minor_units)).rjust(exponent + 1, "0")
+    if exponent == 0:
+        return f"{sign}{digits}"
+    return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    minor_units: int
+    currency: str
+
+    @classmethod
+    def parse(cls, amount: str, currency: str) -> "Money":
+        return cls(to_minor_units(amount, currency), currency)
+
+    def __str__(self) -> str:
+        return f"{to_decimal_string(self.minor_units, self.currency)} {self.currency}"

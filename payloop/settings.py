@@ -1,0 +1,67 @@
+"""Runtime settings, read from `PAYLOOP_*` environment variables (see README for the table)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".payloop")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYLOOP_", extra="ignore")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Empty means: a SQLite file inside data_dir.
+    database_url: str = ""
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://localhost:8233"
+    task_queue: str = "payloop"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # "key:client_id:scope,scope;key2:client2:scope" — a bearer key, the client it belongs to, its scopes.
+    api_keys: str = "dev-key-change-me:dev:payments,wallet,ops"
+
+    sandbox_psp_host: str = "127.0.0.1"
+    sandbox_psp_port: int = 8100
+    sandbox_webhook_secret: str = "whsec_sandbox_dev"
+    # Where the sandbox PSP delivers webhooks; `{psp}` is replaced by the PSP name.
+    sandbox_webhook_url: str = "http://127.0.0.1:8000/v1/webhooks/{psp}"
+
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    deposit_webhook_timeout_seconds: float = Field(default=120.0, gt=0)
+    deposit_status_poll_attempts: int = Field(default=3, ge=1)
+    deposit_status_poll_interval_seconds: float = Field(default=5.0, gt=0)
+    psp_http_timeout_seconds: float = Field(default=10.0, gt=0)
+    init_update_timeout_seconds: float = Field(default=30.0, gt=0)
+    idempotency_ttl_hours: int = Field(default=24, ge=24)
+
+    @field_validator("database_url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'payloop.db').resolve()}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def sandbox_psp_url(self) -> str:
+        return f"http://{self.sandbox_psp_host}:{self.sandbox_psp_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
