@@ -1,0 +1,355 @@
+"""The wallet ledger: idempotent double-entry transfers and two-phase holds.
+
+Every balance change happens in SQL, with the floor checked by a conditional UPDATE inside the same
+transaction (never read-then-write in Python), and accounts are always locked in sorted-id order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ledger.accounts import PLAYER, parse_account
+from ledger.errors import (
+    CurrencyMismatch,
+    HoldAlreadyResolved,
+    InsufficientFunds,
+    InvalidTransfer,
+    NotAHold,
+    TransferConflict,
+    TransferNotFound,
+)
+from ledger.models import ledger_accounts as accounts
+from ledger.models import ledger_transfers as transfers
+from payloop.db import insert_if_missing, utcnow
+from payloop.money import CURRENCY_EXPONENTS, MAX_MINOR_UNITS
+
+POSTED = "posted"
+PENDING = "pending"
+VOIDED = "voided"
+
+# PostgreSQL serialization_failure / deadlock_detected: the whole transaction is safe to run again.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+_MAX_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    id: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    currency: str
+    kind: str
+    reference: str
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    id: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    currency: str
+    kind: str
+    reference: str
+    status: str
+    created_at: datetime
+    replayed: bool = False
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalance:
+    account_id: str
+    currency: str
+    kind: str
+    posted: int
+    pending_debits: int
+    pending_credits: int
+    available: int  # posted - pending_debits: what the owner can spend now
+
+
+def fingerprint(req: TransferRequest, *, hold: bool) -> str:
+    body = {
+        "debit": req.debit_account,
+        "credit": req.credit_account,
+        "amount": req.amount,
+        "currency": req.currency,
+        "kind": req.kind,
+        "reference": req.reference,
+        "hold": hold,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class _Overdraft(Exception):
+    """Raised inside a transaction to roll it back; turned into InsufficientFunds afterwards."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        if engine.dialect.name not in ("postgresql", "sqlite"):
+            raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
+
+    # ---- writes ---------------------------------------------------------------------------------------
+
+    async def post_transfer(self, req: TransferRequest) -> Transfer:
+        """Post `req` at once, exactly once per id; raises InsufficientFunds if the debit side would overdraw."""
+        return await self._create(req, hold=False)
+
+    async def hold(self, req: TransferRequest) -> Transfer:
+        """Reserve `req.amount` (a pending transfer); it counts against the debit account's available balance."""
+        return await self._create(req, hold=True)
+
+    async def post_hold(self, transfer_id: str) -> Transfer:
+        return await self._resolve(transfer_id, POSTED)
+
+    async def void_hold(self, transfer_id: str) -> Transfer:
+        return await self._resolve(transfer_id, VOIDED)
+
+    async def _create(self, req: TransferRequest, *, hold: bool) -> Transfer:
+        _validate(req)
+        fp = fingerprint(req, hold=hold)
+        try:
+            return await self._transaction(lambda conn: self._create_tx(conn, req, fp, hold))
+        except _Overdraft as e:
+            balance = await self.account_balance(e.account_id)
+            raise InsufficientFunds(e.account_id, balance.available if balance else 0) from None
+
+    async def _create_tx(self, conn: AsyncConnection, req: TransferRequest, fp: str, hold: bool) -> Transfer:
+        now = utcnow()
+        for account_id in sorted((req.debit_account, req.credit_account)):
+            kind, owner, currency, floor = parse_account(account_id)
+            await insert_if_missing(conn, accounts, {
+                "id": account_id, "currency": currency, "kind": kind, "owner": owner, "floor": floor,
+                "created_at": now, "updated_at": now,
+            })
+        # ON CONFLICT DO NOTHING instead of catching IntegrityError: on PostgreSQL a concurrent insert of the
+        # same id waits for the other transaction, then either inserts (it rolled back) or does nothing.
+        inserted = await insert_if_missing(conn, transfers, {
+            "id": req.id, "debit_account_id": req.debit_account, "credit_account_id": req.credit_account,
+            "amount": req.amount, "currency": req.currency, "kind": req.kind, "reference": req.reference,
+            "status": PENDING if hold else POSTED, "fingerprint": fp, "metadata": req.metadata, "created_at": now,
+        })
+        if not inserted:
+            existing = (await conn.execute(select(transfers).where(transfers.c.id == req.id))).one()
+            if existing.fingerprint != fp:
+                raise TransferConflict(req.id)
+            return _to_transfer(existing, replayed=True)
+
+        debit_col = accounts.c.pending_debits if hold else accounts.c.posted_balance
+        credit_col = accounts.c.pending_credits if hold else accounts.c.posted_balance
+        amount = req.amount
+        for account_id in sorted((req.debit_account, req.credit_account)):
+            if account_id == req.debit_account:
+                # Conditional debit: the floor check and the write are one statement, safe under concurrency.
+                values = {debit_col.key: debit_col + amount if hold else debit_col - amount}
+                result = await conn.execute(
+                    update(accounts)
+                    .where(
+                        accounts.c.id == account_id,
+                        or_(
+                            accounts.c.floor.is_(None),
+                            accounts.c.posted_balance - accounts.c.pending_debits - amount >= accounts.c.floor,
+                        ),
+                    )
+                    .values(**values, updated_at=now)
+                )
+                if result.rowcount != 1:
+                    raise _Overdraft(account_id)
+            else:
+                await conn.execute(
+                    update(accounts)
+                    .where(accounts.c.id == account_id)
+                    .values({credit_col.key: credit_col + amount, "updated_at": now})
+                )
+        return Transfer(
+            id=req.id,
+            debit_account=req.debit_account,
+            credit_account=req.credit_account,
+            amount=req.amount,
+            currency=req.currency,
+            kind=req.kind,
+            reference=req.reference,
+            status=PENDING if hold else POSTED,
+            created_at=now,
+            metadata=req.metadata,
+        )
+
+    async def _resolve(self, transfer_id: str, target: str) -> Transfer:
+        return await self._transaction(lambda conn: self._resolve_tx(conn, transfer_id, target))
+
+    async def _resolve_tx(self, conn: AsyncConnection, transfer_id: str, target: str) -> Transfer:
+        now = utcnow()
+        # The status guard makes concurrent post/void calls resolve a hold exactly once.
+        won = (
+            await conn.execute(
+                update(transfers)
+                .where(transfers.c.id == transfer_id, transfers.c.status == PENDING)
+                .values(status=target, resolved_at=now)
+                .returning(*transfers.c)
+            )
+        ).one_or_none()
+        if won is None:
+            row = (await conn.execute(select(transfers).where(transfers.c.id == transfer_id))).one_or_none()
+            if row is None:
+                raise TransferNotFound(transfer_id)
+            if row.resolved_at is None:
+                raise NotAHold(transfer_id)
+            if row.status != target:
+                raise HoldAlreadyResolved(transfer_id, row.status)
+            return _to_transfer(row, replayed=True)
+
+        amount = won.amount
+        post = target == POSTED
+        for account_id in sorted((won.debit_account_id, won.credit_account_id)):
+            if account_id == won.debit_account_id:
+                # Moving a hold to posted leaves available (posted - pending_debits) unchanged: no floor check.
+                values: dict[str, Any] = {"pending_debits": accounts.c.pending_debits - amount}
+                if post:
+                    values["posted_balance"] = accounts.c.posted_balance - amount
+            else:
+                values = {"pending_credits": accounts.c.pending_credits - amount}
+                if post:
+                    values["posted_balance"] = accounts.c.posted_balance + amount
+            await conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values, updated_at=now))
+        return _to_transfer(won, replayed=False)
+
+    async def _transaction(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                async with self._engine.begin() as conn:
+                    return await fn(conn)
+            except DBAPIError as e:
+                if attempt == _MAX_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in _RETRYABLE_SQLSTATES:
+                    raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    # ---- reads ----------------------------------------------------------------------------------------
+
+    async def get_transfer(self, transfer_id: str) -> Transfer | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(transfers).where(transfers.c.id == transfer_id))).one_or_none()
+        return _to_transfer(row) if row else None
+
+    async def account_balance(self, account_id: str) -> AccountBalance | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).one_or_none()
+        return _to_balance(row) if row else None
+
+    async def player_balances(self, player_id: str) -> list[AccountBalance]:
+        """One balance per currency the player has ever used, ordered by currency."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(accounts)
+                .where(accounts.c.owner == player_id, accounts.c.kind == PLAYER)
+                .order_by(accounts.c.currency)
+            )
+            return [_to_balance(r) for r in rows]
+
+    async def credited_since(self, account_id: str, kind: str, since: datetime) -> int:
+        """Total of posted `kind` transfers credited to the account at or after `since` (e.g. deposit limits)."""
+        async with self._engine.connect() as conn:
+            total = (
+                await conn.execute(
+                    select(func.coalesce(func.sum(transfers.c.amount), 0)).where(
+                        transfers.c.credit_account_id == account_id,
+                        transfers.c.created_at >= since,
+                        transfers.c.kind == kind,
+                        transfers.c.status == POSTED,
+                    )
+                )
+            ).scalar_one()
+        return int(total)
+
+    async def account_transfers(self, account_id: str, limit: int = 50, before: str | None = None) -> list[Transfer]:
+        """Transfers touching the account, newest first; `before` is the last id of the previous page."""
+        query = (
+            select(transfers)
+            .where(or_(transfers.c.debit_account_id == account_id, transfers.c.credit_account_id == account_id))
+            .order_by(transfers.c.created_at.desc(), transfers.c.id.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            if before is not None:
+                cursor = (
+                    await conn.execute(select(transfers.c.created_at).where(transfers.c.id == before))
+                ).scalar_one_or_none()
+                if cursor is None:
+                    raise TransferNotFound(before)
+                query = query.where(
+                    or_(
+                        transfers.c.created_at < cursor,
+                        and_(transfers.c.created_at == cursor, transfers.c.id < before),
+                    )
+                )
+            return [_to_transfer(r) for r in await conn.execute(query)]
+
+
+def _validate(req: TransferRequest) -> None:
+    if not isinstance(req.id, str) or not 0 < len(req.id) <= 200:
+        raise InvalidTransfer("transfer id must be a non-empty string of at most 200 characters")
+    if isinstance(req.amount, bool) or not isinstance(req.amount, int) or not 0 < req.amount <= MAX_MINOR_UNITS:
+        raise InvalidTransfer(f"amount must be an integer number of minor units in 1..{MAX_MINOR_UNITS}")
+    if req.currency not in CURRENCY_EXPONENTS:
+        raise InvalidTransfer(f"unsupported currency {req.currency!r}")
+    if req.debit_account == req.credit_account:
+        raise InvalidTransfer("debit and credit accounts must differ")
+    if not req.kind or not req.reference or len(req.kind) > 32 or len(req.reference) > 200:
+        raise InvalidTransfer("kind (max 32 chars) and reference (max 200 chars) are required")
+    if req.metadata is not None and not (
+        isinstance(req.metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in req.metadata.items())
+    ):
+        raise InvalidTransfer("metadata must be a dict of strings")
+    for account_id in (req.debit_account, req.credit_account):
+        currency = parse_account(account_id).currency
+        if currency != req.currency:
+            raise CurrencyMismatch(account_id, currency, req.currency)
+
+
+def _to_transfer(row: Row[Any], replayed: bool = False) -> Transfer:
+    return Transfer(
+        id=row.id,
+        debit_account=row.debit_account_id,
+        credit_account=row.credit_account_id,
+        amount=row.amount,
+        currency=row.currency,
+        kind=row.kind,
+        reference=row.reference,
+        status=row.status,
+        created_at=row.created_at,
+        replayed=replayed,
+        metadata=row._mapping["metadata"],
+    )
+
+
+def _to_balance(row: Row[Any]) -> AccountBalance:
+    return AccountBalance(
+        account_id=row.id,
+        currency=row.currency,
+        kind=row.kind,
+        posted=row.posted_balance,
+        pending_debits=row.pending_debits,
+        pending_credits=row.pending_credits,
+        available=row.posted_balance - row.pending_debits,
+    )

@@ -1,0 +1,46 @@
+"""Schema migrations: Alembic `upgrade head`, run programmatically on an async engine (no alembic.ini)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, MetaData
+
+from payloop.db import create_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def all_tables() -> MetaData:
+    """The metadata with every table of the one database: the ledger, player controls, the API's stores."""
+    import api.models  # noqa: F401
+    import ledger.models  # noqa: F401
+    import payloop.players  # noqa: F401
+    from payloop.db import metadata
+
+    return metadata
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+async def upgrade(url: str, schema: str | None = None, revision: str = "head") -> None:
+    """Migrate the database at `url` to `revision`; on PostgreSQL, inside `schema` (search_path) when given."""
+    engine = create_engine(url, schema=schema, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_run_upgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+def _run_upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    # env.py picks the connection up from here, so alembic_version lands in the same database/schema.
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
