@@ -1,0 +1,101 @@
+"""The PSP connector protocol: what activities call, and what every provider module implements.
+
+Amounts are integer minor units plus an ISO 4217 currency here; each connector converts to and from
+its provider's wire format. `payment_id` is always OUR id (providers call it the merchant reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+PAYMENT_STATUSES = frozenset(
+    {"pending", "requires_action", "authorized", "captured", "failed", "cancelled", "expired"}
+)
+
+
+@dataclass(frozen=True)
+class CreatePaymentRequest:
+    payment_id: str
+    amount_minor: int
+    currency: str
+    method: str
+    player_id: str
+    return_url: str
+    country: str | None = None
+    # Merchant metadata `meta.sandbox_scenario`; real PSPs carry it as opaque metadata too.
+    scenario: str | None = None
+
+
+@dataclass(frozen=True)
+class PspPayment:
+    psp: str
+    payment_id: str
+    psp_reference: str
+    status: str
+    amount_minor: int
+    currency: str
+    redirect_url: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    psp: str
+    event_id: str
+    payment_id: str
+    psp_reference: str
+    status: str
+    amount_minor: int
+    currency: str
+    occurred_at: str
+    failure_code: str | None = None
+
+
+class PspError(Exception):
+    """A PSP call that did not produce a usable answer; `code` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class PspDeclined(PspError):
+    """Hard decline (card declined, insufficient funds): never retried, never failed over."""
+
+
+class PspTransientError(PspError):
+    """5xx, timeout or connection error: retry with backoff, then fail over to the next PSP."""
+
+
+class PspRequestRejected(PspError):
+    """Any other 4xx: our request is wrong or illegal in the payment's state; retrying cannot help."""
+
+
+class PspNotFound(PspError):
+    """The PSP does not know this payment."""
+
+
+class InvalidWebhook(PspError):
+    """A webhook that must be refused. Codes: missing_signature, bad_signature, stale_timestamp, malformed_payload."""
+
+
+# `verifier(headers, raw_body, now) -> WebhookEvent`, raising InvalidWebhook; what the API needs per PSP.
+WebhookVerifier = Callable[[Mapping[str, str], bytes, float], WebhookEvent]
+
+
+class PspConnector(Protocol):
+    name: str
+    methods: frozenset[str]
+
+    async def create_payment(self, req: CreatePaymentRequest) -> PspPayment: ...
+
+    async def get_payment(self, payment_id: str) -> PspPayment: ...
+
+    async def cancel_payment(self, payment_id: str) -> PspPayment: ...
+
+    def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
+        """Check the signature on the raw body before parsing it; raise InvalidWebhook when refused."""
+        ...

@@ -1,0 +1,5 @@
+"""The sandbox PSP service (card with 3DS, e-wallet), run as its own process or inside tests."""
+
+from psp.sandbox.app import SandboxConfig, config_from_settings, create_app
+
+__all__ = ["SandboxConfig", "config_from_settings", "create_app"]

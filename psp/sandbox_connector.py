@@ -1,0 +1,179 @@
+"""Connector for the sandbox PSPs (card, e-wallet): JSON over HTTP, HMAC-signed webhooks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import httpx
+
+from payloop.money import to_decimal_string, to_minor_units
+from psp import signatures
+from psp.base import (
+    PAYMENT_STATUSES,
+    CreatePaymentRequest,
+    InvalidWebhook,
+    PspDeclined,
+    PspError,
+    PspNotFound,
+    PspPayment,
+    PspRequestRejected,
+    PspTransientError,
+    WebhookEvent,
+)
+
+# 408 and 429 are "try again later", not "your request is wrong".
+_TRANSIENT_4XX = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class SandboxWebhookVerifier:
+    """Verifies and parses one sandbox PSP's webhooks; needs no HTTP client (the API uses it alone)."""
+
+    psp: str
+    secret: str = field(repr=False)
+    tolerance_seconds: float = 300
+
+    def __call__(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
+        signatures.verify(self.secret, headers, raw_body, now, self.tolerance_seconds)
+        try:
+            body = json.loads(raw_body)
+            if not isinstance(body, dict):
+                raise ValueError("body is not a JSON object")
+            currency = _str(body, "currency")
+            status = _status(body)
+            return WebhookEvent(
+                psp=self.psp,
+                event_id=_str(body, "event_id"),
+                payment_id=_str(body, "merchant_reference"),
+                psp_reference=_str(body, "reference"),
+                status=status,
+                amount_minor=to_minor_units(_str(body, "amount"), currency),
+                currency=currency,
+                occurred_at=_str(body, "occurred_at"),
+                failure_code=_optional_str(body, "failure_code"),
+            )
+        except (ValueError, KeyError, TypeError) as exc:  # JSON and MoneyError are ValueErrors
+            raise InvalidWebhook("malformed_payload", str(exc)) from None
+
+
+class SandboxConnector:
+    def __init__(
+        self,
+        name: str,
+        methods: frozenset[str],
+        base_url: str,
+        webhook_secret: str,
+        http: httpx.AsyncClient,
+        tolerance_seconds: float = 300,
+    ) -> None:
+        self.name = name
+        self.methods = methods
+        self._base_url = base_url.rstrip("/")
+        self._http = http
+        self._verifier = SandboxWebhookVerifier(name, webhook_secret, tolerance_seconds)
+
+    async def create_payment(self, req: CreatePaymentRequest) -> PspPayment:
+        body: dict[str, Any] = {
+            "merchant_reference": req.payment_id,
+            "amount": to_decimal_string(req.amount_minor, req.currency),
+            "currency": req.currency,
+            "method": req.method,
+            "return_url": req.return_url,
+            "customer_id": req.player_id,
+            "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+        }
+        if req.country:
+            body["country"] = req.country
+        # The key makes a retried create (after a timeout or a 5xx) return the first payment, not a second one.
+        response = await self._send(
+            "POST", "/v1/payments", json=body, headers={"Idempotency-Key": req.payment_id}, lookup=False
+        )
+        return self._payment(response, req.payment_id)
+
+    async def get_payment(self, payment_id: str) -> PspPayment:
+        response = await self._send("GET", f"/v1/payments/{quote(payment_id, safe='')}")
+        return self._payment(response, payment_id)
+
+    async def cancel_payment(self, payment_id: str) -> PspPayment:
+        response = await self._send("POST", f"/v1/payments/{quote(payment_id, safe='')}/cancel")
+        return self._payment(response, payment_id)
+
+    def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
+        return self._verifier(headers, raw_body, now)
+
+    async def _send(self, method: str, path: str, *, lookup: bool = True, **kwargs: Any) -> httpx.Response:
+        """`lookup`: the path names one payment, so a 404 means the PSP does not know it."""
+        try:
+            response = await self._http.request(method, self._base_url + path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise PspTransientError("psp_timeout", f"{self.name}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise PspTransientError("psp_unreachable", f"{self.name}: {type(exc).__name__}") from exc
+        if response.is_success:
+            return response
+        self._raise_for(response, lookup)
+
+    def _raise_for(self, response: httpx.Response, lookup: bool) -> NoReturn:
+        status = response.status_code
+        code, message = _error_of(response)
+        if status == 402:
+            raise PspDeclined(code or "declined", message)
+        if status >= 500 or status in _TRANSIENT_4XX:
+            raise PspTransientError(code or f"psp_http_{status}", message or f"{self.name} answered {status}")
+        if status == 404 and lookup:
+            raise PspNotFound(code or "payment_not_found", message)
+        raise PspRequestRejected(code or f"psp_http_{status}", message or f"{self.name} answered {status}")
+
+    def _payment(self, response: httpx.Response, payment_id: str) -> PspPayment:
+        try:
+            body = response.json()
+            if not isinstance(body, dict):
+                raise ValueError("body is not a JSON object")
+            if _str(body, "merchant_reference") != payment_id:
+                raise ValueError("merchant_reference does not match the payment asked for")
+            currency = _str(body, "currency")
+            return PspPayment(
+                psp=self.name,
+                payment_id=payment_id,
+                psp_reference=_str(body, "reference"),
+                status=_status(body),
+                amount_minor=to_minor_units(_str(body, "amount"), currency),
+                currency=currency,
+                redirect_url=_optional_str(body, "redirect_url"),
+                failure_code=_optional_str(body, "failure_code"),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PspError("bad_psp_response", f"{self.name}: {exc}") from None
+
+
+def _error_of(response: httpx.Response) -> tuple[str | None, str]:
+    """The sandbox's `{error: {code, message}}`, tolerating any other body."""
+    try:
+        error = response.json()["error"]
+        code, message = error.get("code"), error.get("message", "")
+        return (code if isinstance(code, str) else None), str(message)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, ""
+
+
+def _str(body: Mapping[str, Any], field: str) -> str:
+    value = body[field]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field} must be a non-empty string")
+    return value
+
+
+def _optional_str(body: Mapping[str, Any], field: str) -> str | None:
+    return _str(body, field) if body.get(field) is not None else None
+
+
+def _status(body: Mapping[str, Any]) -> str:
+    status = _str(body, "status")
+    if status not in PAYMENT_STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    return status
+

@@ -1,0 +1,145 @@
+"""Helpers for the PSP tests: polling, in-loop uvicorn servers, and a webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+
+from psp.base import CreatePaymentRequest
+from psp.sandbox import SandboxConfig
+
+T = TypeVar("T")
+
+WEBHOOK_SECRET = "whsec_psp_tests"
+SLOW_SECONDS = 0.5
+RETRY_DELAYS = (0.05, 0.1, 0.2)
+RETURN_URL = "https://casino.example/cashier/return"
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    url: str
+    config: SandboxConfig
+
+
+
+
+@overload
+async def eventually(
+    predicate: Callable[[], Awaitable[T]], timeout: float = ..., interval: float = ...
+) -> T: ...
+@overload
+async def eventually(predicate: Callable[[], T], timeout: float = ..., interval: float = ...) -> T: ...
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Poll `predicate` (sync or async) until it returns something truthy; return that value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() >= deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def stays(predicate: Callable[[], bool], duration: float = 0.3, interval: float = 0.02) -> None:
+    """Assert that `predicate` holds for the whole of `duration` (for "nothing happens" checks)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + duration
+    while loop.time() < deadline:
+        assert predicate(), "condition stopped holding"
+        await asyncio.sleep(interval)
+
+
+def bound_socket() -> tuple[socket.socket, str]:
+    """A socket bound to a free local port, and its base URL (known before the app is built)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@asynccontextmanager
+async def serve(app: FastAPI, sock: socket.socket) -> AsyncIterator[None]:
+    """Run `app` with uvicorn on `sock` as a task of the current loop, until the block exits."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await eventually(lambda: server.started or task.done(), timeout=10)
+        if task.done():
+            task.result()  # surface a startup failure
+        yield
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@dataclass
+class Received:
+    psp: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass
+class WebhookReceiver:
+    """Records webhook deliveries; `fail_first[merchant_reference] = n` answers 500 to the next n of them."""
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    fail_first: dict[str, int] = field(default_factory=dict)
+
+    def for_payment(self, merchant_reference: str) -> list[Received]:
+        return [r for r in self.received if r.json.get("merchant_reference") == merchant_reference]
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/webhooks/{psp}")
+        async def receive(psp: str, request: Request) -> Response:
+            body = await request.body()
+            try:
+                reference = json.loads(body).get("merchant_reference", "")
+            except ValueError:
+                reference = ""
+            if self.fail_first.get(reference, 0) > 0:
+                self.fail_first[reference] -= 1
+                return Response(status_code=500)
+            self.received.append(Received(psp, dict(request.headers), body))
+            return Response(status_code=200)
+
+        return app
+
+
+def payment_request(
+    scenario: str | None = None, method: str = "card", amount_minor: int = 5000, currency: str = "EUR"
+) -> CreatePaymentRequest:
+    return CreatePaymentRequest(
+        payment_id=f"pay_{uuid.uuid4().hex[:16]}",
+        amount_minor=amount_minor,
+        currency=currency,
+        method=method,
+        player_id="player_1",
+        return_url=RETURN_URL,
+        country="DE",
+        scenario=scenario,
+    )

@@ -1,0 +1,53 @@
+"""The registry wires settings to connectors and verifiers; checked against the running sandbox."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from payloop.settings import Settings
+from psp.registry import build_connectors, build_verifiers
+from psp.sandbox import config_from_settings
+from tests.psp.psp_testkit import WEBHOOK_SECRET, RunningSandbox, WebhookReceiver, eventually, payment_request
+
+
+def settings_for(sandbox: RunningSandbox) -> Settings:
+    host, port = urlsplit(sandbox.url).netloc.split(":")
+    return Settings(
+        sandbox_psp_host=host,
+        sandbox_psp_port=int(port),
+        sandbox_webhook_secret=WEBHOOK_SECRET,
+        webhook_tolerance_seconds=60,
+    )
+
+
+async def test_connectors_and_verifiers_per_provider(
+    sandbox: RunningSandbox, http: httpx.AsyncClient, receiver: WebhookReceiver
+) -> None:
+    settings = settings_for(sandbox)
+    connectors = build_connectors(settings, http)
+    verifiers = build_verifiers(settings)
+
+    assert {name: c.methods for name, c in connectors.items()} == {
+        "card": frozenset({"card"}), "ewallet": frozenset({"ewallet"}),
+    }
+    assert all(c.name == name for name, c in connectors.items())
+    assert set(verifiers) == set(connectors)
+    for name in connectors:
+        req = payment_request(method=name)
+        created = await connectors[name].create_payment(req)
+        [delivery] = await eventually(lambda: receiver.for_payment(req.payment_id))
+        event = verifiers[name](delivery.headers, delivery.body, time.time())
+        assert (event.psp, event.psp_reference, event.status) == (name, created.psp_reference, "captured")
+
+
+def test_sandbox_config_from_settings() -> None:
+    settings = Settings(sandbox_psp_port=9100, sandbox_webhook_secret="whsec_x")
+
+    config = config_from_settings(settings)
+
+    assert config.public_url == "http://127.0.0.1:9100"
+    assert config.webhook_secret == "whsec_x"
+    assert config.webhook_url_template == settings.sandbox_webhook_url

@@ -1,0 +1,140 @@
+"""The signature scheme and the webhook verifier: signature on the raw body first, then freshness, then parsing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+
+import pytest
+
+from psp import signatures
+from psp.base import InvalidWebhook, WebhookEvent
+from psp.sandbox_connector import SandboxWebhookVerifier
+
+SECRET = "whsec_unit"
+NOW = 1_700_000_000
+EVENT = {
+    "event_id": "evt_1",
+    "type": "payment.failed",
+    "merchant_reference": "pay_1",
+    "reference": "card_abc",
+    "status": "failed",
+    "amount": "50.00",
+    "currency": "EUR",
+    "failure_code": "3ds_failed",
+    "occurred_at": "2023-11-14T22:13:20.000Z",
+}
+verify_card = SandboxWebhookVerifier("card", SECRET)
+
+
+def signed(body: bytes, timestamp: int = NOW, secret: str = SECRET) -> dict[str, str]:
+    return signatures.signed_headers(secret, timestamp, body)
+
+
+def body_of(event: Mapping[str, object]) -> bytes:
+    return json.dumps(event).encode()
+
+
+def test_sign_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    expected = hmac.new(b"k", b"123.{}", hashlib.sha256).hexdigest()
+    assert signatures.sign("k", 123, b"{}") == f"sha256={expected}"
+
+
+def test_a_valid_webhook_parses_into_an_event() -> None:
+    body = body_of(EVENT)
+
+    event = verify_card(signed(body), body, NOW)
+
+    assert event == WebhookEvent(
+        psp="card", event_id="evt_1", payment_id="pay_1", psp_reference="card_abc", status="failed",
+        amount_minor=5000, currency="EUR", occurred_at="2023-11-14T22:13:20.000Z", failure_code="3ds_failed",
+    )
+
+
+def test_header_names_are_case_insensitive() -> None:
+    body = body_of(EVENT)
+    headers = {name.upper(): value for name, value in signed(body).items()}
+    assert verify_card(headers, body, NOW).event_id == "evt_1"
+
+
+@pytest.mark.parametrize("skew", [-300, 300])
+def test_timestamps_within_tolerance_are_accepted(skew: int) -> None:
+    body = body_of(EVENT)
+    assert verify_card(signed(body, NOW + skew), body, NOW).event_id == "evt_1"
+
+
+def _refusal(headers: dict[str, str], body: bytes, verifier: SandboxWebhookVerifier = verify_card) -> str:
+    with pytest.raises(InvalidWebhook) as refused:
+        verifier(headers, body, NOW)
+    return refused.value.code
+
+
+def test_tampered_body_is_a_bad_signature() -> None:
+    body = body_of(EVENT)
+    tampered = body.replace(b'"50.00"', b'"5000.00"')
+    assert _refusal(signed(body), tampered) == "bad_signature"
+
+
+def test_wrong_secret_is_a_bad_signature() -> None:
+    body = body_of(EVENT)
+    assert _refusal(signed(body, secret="whsec_other"), body) == "bad_signature"
+
+
+@pytest.mark.parametrize("bad", ["sha256=deadbeef", "md5=00", "", "sha256=ü", "garbage"])
+def test_malformed_signature_values_are_refused(bad: str) -> None:
+    body = body_of(EVENT)
+    headers = signed(body) | {"X-Signature": bad}
+    assert _refusal(headers, body) in {"bad_signature", "missing_signature"}
+
+
+def test_timestamp_that_is_not_unix_seconds_is_refused() -> None:
+    body = body_of(EVENT)
+    headers = signed(body) | {"X-Timestamp": "1.7e9"}
+    assert _refusal(headers, body) == "bad_signature"
+
+
+@pytest.mark.parametrize("skew", [-301, 301, -86_400, 86_400])
+def test_stale_or_future_timestamp_is_refused(skew: int) -> None:
+    body = body_of(EVENT)
+    assert _refusal(signed(body, NOW + skew), body) == "stale_timestamp"
+
+
+@pytest.mark.parametrize("missing", ["X-Signature", "X-Timestamp"])
+def test_missing_header_is_refused(missing: str) -> None:
+    body = body_of(EVENT)
+    headers = {k: v for k, v in signed(body).items() if k != missing}
+    assert _refusal(headers, body) == "missing_signature"
+
+
+def test_signature_is_checked_before_the_body_is_parsed() -> None:
+    assert _refusal(signed(b"{}", secret="whsec_other"), b"not json") == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b"\xff\xfe",
+        body_of({k: v for k, v in EVENT.items() if k != "event_id"}),
+        body_of(EVENT | {"amount": 50}),
+        body_of(EVENT | {"amount": "50.001"}),
+        body_of(EVENT | {"currency": "XXX"}),
+        body_of(EVENT | {"status": "teleported"}),
+        body_of(EVENT | {"merchant_reference": ""}),
+    ],
+)
+def test_correctly_signed_but_malformed_payload_is_refused(body: bytes) -> None:
+    assert _refusal(signed(body), body) == "malformed_payload"
+
+
+def test_tolerance_is_configurable() -> None:
+    body = body_of(EVENT)
+    strict = SandboxWebhookVerifier("card", SECRET, tolerance_seconds=10)
+    assert _refusal(signed(body, NOW - 11), body, strict) == "stale_timestamp"
+
+
+def test_the_secret_is_not_in_the_verifier_repr() -> None:
+    assert SECRET not in repr(verify_card)
