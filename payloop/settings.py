@@ -30,6 +30,9 @@ class Settings(BaseSettings):
 
     sandbox_psp_host: str = "127.0.0.1"
     sandbox_psp_port: int = 8100
+    # Where workers reach the sandbox PSP, and where a player's browser does (3DS pages); empty = host:port.
+    sandbox_psp_base_url: str = ""
+    sandbox_psp_public_url: str = ""
     sandbox_webhook_secret: str = "whsec_sandbox_dev"
     # Where the sandbox PSP delivers webhooks; `{psp}` is replaced by the PSP name.
     sandbox_webhook_url: str = "http://127.0.0.1:8000/v1/webhooks/{psp}"
@@ -59,7 +62,11 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_psp_url(self) -> str:
-        return f"http://{self.sandbox_psp_host}:{self.sandbox_psp_port}"
+        return self.sandbox_psp_base_url or f"http://{self.sandbox_psp_host}:{self.sandbox_psp_port}"
+
+    @property
+    def sandbox_psp_browser_url(self) -> str:
+        return self.sandbox_psp_public_url or self.sandbox_psp_url
 
 
 @lru_cache

@@ -1,0 +1,167 @@
+"""Activities of the deposit workflow: screening, routing, PSP calls and the wallet credit.
+
+Every side effect is idempotent: PSP creates carry the payment id as Idempotency-Key, and the ledger transfer id
+derives from the payment id and the step, so a retried or re-run activity never moves money twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
+from ledger.errors import LedgerError
+from payloop.players import LimitPeriod, PlayerStore, screen_deposit, window_start
+from psp.base import (
+    CreatePaymentRequest,
+    PspConnector,
+    PspDeclined,
+    PspError,
+    PspPayment,
+    PspRequestRejected,
+)
+from workflows.types import (
+    ActivityName,
+    CreatePspPaymentInput,
+    CreditDepositInput,
+    ErrorType,
+    LedgerPosting,
+    PspPaymentRef,
+    PspPaymentView,
+    RouteInput,
+    ScreenDepositInput,
+    ScreeningResult,
+)
+
+
+def deposit_credit_transfer_id(payment_id: str) -> str:
+    return f"deposit:{payment_id}:credit"
+
+
+class DepositActivities:
+    def __init__(
+        self,
+        ledger: Ledger,
+        players: PlayerStore,
+        connectors: Mapping[str, PspConnector],
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.ledger = ledger
+        self.players = players
+        self.connectors = connectors
+        self.clock = clock
+
+    def all(self) -> list[Callable]:
+        return [
+            self.screen_deposit,
+            self.route_deposit,
+            self.create_psp_payment,
+            self.get_psp_payment,
+            self.cancel_psp_payment,
+            self.credit_deposit,
+        ]
+
+    @activity.defn(name=ActivityName.SCREEN_DEPOSIT)
+    async def screen_deposit(self, input: ScreenDepositInput) -> ScreeningResult:
+        now = self.clock()
+        controls = await self.players.controls(input.player_id, input.currency)
+        account = player_account(input.player_id, input.currency)
+        deposited = {
+            period: await self.ledger.credited_since(account, "deposit", window_start(period, now))
+            for period in (controls.deposit_limits or {})
+        }
+        decision = screen_deposit(controls, input.amount_minor, deposited, now)
+        return ScreeningResult(decision.outcome, decision.code, decision.reason)
+
+    @activity.defn(name=ActivityName.ROUTE_DEPOSIT)
+    async def route_deposit(self, input: RouteInput) -> list[str]:
+        # Candidates in configuration order among the PSPs that take this method.
+        return [name for name, connector in self.connectors.items() if input.method in connector.methods]
+
+    @activity.defn(name=ActivityName.CREATE_PSP_PAYMENT)
+    async def create_psp_payment(self, input: CreatePspPaymentInput) -> PspPaymentView:
+        connector = self._connector(input.psp)
+        request = CreatePaymentRequest(
+            payment_id=input.payment_id,
+            amount_minor=input.amount_minor,
+            currency=input.currency,
+            method=input.method,
+            player_id=input.player_id,
+            return_url=input.return_url,
+            country=input.country,
+            scenario=input.sandbox_scenario,
+        )
+        return _view(await _call_psp(connector.create_payment(request)))
+
+    @activity.defn(name=ActivityName.GET_PSP_PAYMENT)
+    async def get_psp_payment(self, ref: PspPaymentRef) -> PspPaymentView:
+        return _view(await _call_psp(self._connector(ref.psp).get_payment(ref.payment_id)))
+
+    @activity.defn(name=ActivityName.CANCEL_PSP_PAYMENT)
+    async def cancel_psp_payment(self, ref: PspPaymentRef) -> PspPaymentView:
+        """Cancels at the PSP; when the PSP refuses because the payment settled, returns its settled state."""
+        connector = self._connector(ref.psp)
+        try:
+            return _view(await connector.cancel_payment(ref.payment_id))
+        except PspRequestRejected:
+            return _view(await _call_psp(connector.get_payment(ref.payment_id)))
+        except PspError as err:
+            raise _as_application_error(err) from err
+
+    @activity.defn(name=ActivityName.CREDIT_DEPOSIT)
+    async def credit_deposit(self, input: CreditDepositInput) -> LedgerPosting:
+        request = TransferRequest(
+            id=deposit_credit_transfer_id(input.payment_id),
+            debit_account=psp_clearing_account(input.psp, input.currency),
+            credit_account=player_account(input.player_id, input.currency),
+            amount=input.amount_minor,
+            currency=input.currency,
+            kind="deposit",
+            reference=input.payment_id,
+        )
+        try:
+            transfer = await self.ledger.post_transfer(request)
+        except LedgerError as err:
+            # A conflict means the same id was posted with another body: a bug to look at, never to retry.
+            raise ApplicationError(str(err), err.code, type=ErrorType.LEDGER_CONFLICT, non_retryable=True) from err
+        return LedgerPosting(transfer.id, transfer.replayed)
+
+    def _connector(self, psp: str) -> PspConnector:
+        try:
+            return self.connectors[psp]
+        except KeyError:
+            raise ApplicationError(
+                f"unknown PSP {psp!r}", "unknown_psp", type=ErrorType.PSP_REQUEST_REJECTED, non_retryable=True
+            ) from None
+
+
+async def _call_psp(call) -> PspPayment:  # noqa: ANN001
+    try:
+        return await call
+    except PspError as err:
+        raise _as_application_error(err) from err
+
+
+def _as_application_error(err: PspError) -> ApplicationError:
+    """PSP errors become typed ApplicationErrors; the workflow's retry policy decides by type."""
+    if isinstance(err, PspDeclined):
+        return ApplicationError(err.message, err.code, type=ErrorType.PSP_DECLINED, non_retryable=True)
+    if isinstance(err, PspRequestRejected):
+        return ApplicationError(err.message, err.code, type=ErrorType.PSP_REQUEST_REJECTED, non_retryable=True)
+    # Transient errors, unknown payments and malformed answers: retry, then let the workflow fail over.
+    return ApplicationError(err.message, err.code, type=ErrorType.PSP_TRANSIENT)
+
+
+def _view(payment: PspPayment) -> PspPaymentView:
+    return PspPaymentView(
+        psp=payment.psp,
+        psp_reference=payment.psp_reference,
+        status=payment.status,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        redirect_url=payment.redirect_url,
+        failure_code=payment.failure_code,
+    )

@@ -1,0 +1,1 @@
+"""The public HTTP API: routes, auth, idempotency, error model, webhook verification → signals."""

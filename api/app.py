@@ -1,0 +1,51 @@
+"""The FastAPI application: wires settings, database, Temporal client and PSP verifiers into the routes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from api import errors
+from api.auth import parse_api_keys
+from api.idempotency import IdempotencyStore
+from api.routes import health, payments, wallet, webhooks
+from api.webhook_inbox import WebhookInbox
+from ledger import Ledger
+from payloop.db import create_engine
+from payloop.settings import Settings
+from payloop.temporal import connect
+from psp.registry import build_verifiers, payment_methods
+
+
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None, temporal: Client | None = None) -> FastAPI:
+    """The API app. Tests pass their own engine and client; otherwise both are made from settings at startup."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        db = engine or create_engine(settings.effective_database_url)
+        state = app.state
+        state.engine = db
+        state.temporal = temporal or await connect(settings)
+        state.ledger = Ledger(db)
+        state.idempotency = IdempotencyStore(db, timedelta(hours=settings.idempotency_ttl_hours))
+        state.webhook_inbox = WebhookInbox(db)
+        yield
+        if own_engine:
+            await db.dispose()
+
+    app = FastAPI(title="payloop", version="1", lifespan=lifespan,
+                  description="Deposits, withdrawals and the wallet of a real-money gaming platform.")
+    app.state.settings = settings
+    app.state.api_keys = parse_api_keys(settings.api_keys)
+    app.state.webhook_verifiers = build_verifiers(settings)
+    app.state.methods = payment_methods()
+    errors.install(app)
+    for module in (health, payments, webhooks, wallet):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,59 @@
+"""Bearer API keys with scopes. Keys come from PAYLOOP_API_KEYS ("key:client:scope,scope;…")."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+
+from api.errors import Problem
+
+SCOPES = frozenset({"payments", "wallet", "ops"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    client_id: str
+    scopes: frozenset[str]
+
+
+def parse_api_keys(spec: str) -> dict[str, Principal]:
+    keys: dict[str, Principal] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(";"))):
+        try:
+            key, client_id, scopes = entry.split(":", 2)
+        except ValueError:
+            raise ValueError("each PAYLOOP_API_KEYS entry is key:client_id:scope,scope") from None
+        scope_set = frozenset(s.strip() for s in scopes.split(",") if s.strip())
+        if not key or not client_id or not scope_set <= SCOPES:
+            raise ValueError(f"bad PAYLOOP_API_KEYS entry for client {client_id!r}; scopes are {sorted(SCOPES)}")
+        keys[key] = Principal(client_id, scope_set)
+    return keys
+
+
+def _authenticate(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Problem(401, "unauthorized", "Unauthorized", "a bearer API key is required",
+                      headers={"WWW-Authenticate": "Bearer"})
+    keys: dict[str, Principal] = request.app.state.api_keys
+    # Compare against every key in constant time so timing says nothing about which keys exist.
+    found = None
+    for key, principal in keys.items():
+        if hmac.compare_digest(key.encode(), token.encode()):
+            found = principal
+    if found is None:
+        raise Problem(401, "unauthorized", "Unauthorized", "the API key is not valid",
+                      headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def require_scope(scope: str):  # noqa: ANN201
+    def dependency(principal: Principal = Depends(_authenticate)) -> Principal:
+        if scope not in principal.scopes:
+            raise Problem(403, "insufficient_scope", "Forbidden", f"this API key lacks the {scope!r} scope")
+        return principal
+
+    return dependency

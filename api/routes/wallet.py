@@ -1,0 +1,36 @@
+"""Wallet reads: balances per currency (available, held, posted)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from api.auth import Principal, require_scope
+from api.schemas import CurrencyBalance, WalletBalance
+from payloop.money import to_decimal_string
+
+router = APIRouter(prefix="/v1/wallet", tags=["wallet"])
+
+PlayerIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+@router.get("/{player_id}/balance", response_model=WalletBalance)
+async def wallet_balance(
+    player_id: PlayerIdPath,
+    request: Request,
+    _principal: Annotated[Principal, Depends(require_scope("wallet"))],
+) -> WalletBalance:
+    balances = await request.app.state.ledger.player_balances(player_id)
+    return WalletBalance(
+        player_id=player_id,
+        balances=[
+            CurrencyBalance(
+                currency=b.currency,
+                available=to_decimal_string(b.available, b.currency),
+                held=to_decimal_string(b.pending_debits, b.currency),
+                posted=to_decimal_string(b.posted, b.currency),
+            )
+            for b in balances
+        ],
+    )

@@ -1,0 +1,130 @@
+"""`payloop` command line: run the embedded stack, its parts one by one, migrations, the ledger check, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+from payloop.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="payloop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", aliases=["dev"], help="start the whole product locally; Ctrl-C stops it")
+    commands.add_parser("api", help="serve the public HTTP API")
+    commands.add_parser("worker", help="run a payments worker")
+    commands.add_parser("sandbox-psp", help="serve the sandbox PSPs")
+    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, stop")
+    ledger = commands.add_parser("ledger", help="ledger tools")
+    ledger.add_subparsers(dest="ledger_command", required=True).add_parser(
+        "check", help="verify the ledger invariants; exit 1 when one is broken"
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+
+    if args.command in ("run", "dev"):
+        return _run(settings)
+    if args.command == "api":
+        import uvicorn
+
+        from api.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+        return 0
+    if args.command == "worker":
+        from workers.payments import run
+
+        _run_until_signal(run(settings))
+        return 0
+    if args.command == "sandbox-psp":
+        import uvicorn
+
+        from psp.sandbox.app import config_from_settings, create_app
+
+        uvicorn.run(create_app(config_from_settings(settings)), host=settings.sandbox_psp_host,
+                    port=settings.sandbox_psp_port, log_level="warning")
+        return 0
+    if args.command == "migrate":
+        from payloop.migrate import upgrade
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(upgrade(settings.effective_database_url))
+        print("database migrated")
+        return 0
+    if args.command == "demo":
+        from payloop.demo import run_demo
+
+        return run_demo(settings)
+    if args.command == "ledger":
+        return asyncio.run(_ledger_check(settings))
+    return 2
+
+
+def _run(settings) -> int:  # noqa: ANN001
+    from payloop.stack import EmbeddedStack
+
+    stack = EmbeddedStack(settings)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.start()
+        print(f"""payloop is running
+  API          {settings.api_url}   (docs: {settings.api_url}/docs)
+  Temporal UI  {settings.temporal_ui_url}
+  Sandbox PSP  {settings.sandbox_psp_url}
+  Dev API key  {settings.api_keys.split(';')[0].split(':')[0]}
+  Logs         {settings.data_dir / 'logs'}
+Ctrl-C stops everything.""", flush=True)
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+    except RuntimeError as err:
+        print(f"payloop: {err}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+def _interrupt(*_args: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_until_signal(coro) -> None:  # noqa: ANN001
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+
+
+async def _ledger_check(settings) -> int:  # noqa: ANN001
+    from ledger import check_invariants
+    from payloop.db import create_engine
+
+    engine = create_engine(settings.effective_database_url)
+    try:
+        report = await check_invariants(engine)
+    finally:
+        await engine.dispose()
+    print(f"{report.accounts} accounts, {report.transfers} transfers")
+    for violation in report.violations:
+        print(f"VIOLATION: {violation}")
+    print("ledger invariants hold" if report.ok else "ledger invariants BROKEN")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

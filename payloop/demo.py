@@ -1,0 +1,56 @@
+"""`payloop demo`: the product end to end in one command, through the public HTTP API only."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+
+from payloop.settings import Settings
+from payloop.stack import EmbeddedStack
+
+FINAL = {"credited", "failed", "rejected", "expired", "in_review"}
+
+
+def run_demo(settings: Settings) -> int:
+    stack = EmbeddedStack(settings)
+    started = time.monotonic()
+    try:
+        print("starting the embedded stack…", flush=True)
+        stack.start()
+        api_key = settings.api_keys.split(";")[0].split(":")[0]
+        player_id = f"demo-{uuid.uuid4().hex[:8]}"
+        with httpx.Client(base_url=settings.api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as api:
+            for method, amount in (("card", "50.00"), ("ewallet", "25.00")):
+                payment = _deposit(api, player_id, method, amount)
+                print(f"{method:8} deposit {amount} EUR  {payment['payment_id']}  status={payment['status']}")
+                print(f"         Temporal UI: {payment['temporal_ui_url']}")
+            balance = api.get(f"/v1/wallet/{player_id}/balance").json()
+        for entry in balance["balances"]:
+            print(f"wallet of {player_id}: available {entry['available']} {entry['currency']}")
+        print(f"demo finished in {time.monotonic() - started:.1f} s")
+        return 0
+    except (RuntimeError, httpx.HTTPError) as err:
+        print(f"demo failed: {err}")
+        return 1
+    finally:
+        stack.stop()
+
+
+def _deposit(api: httpx.Client, player_id: str, method: str, amount: str) -> dict:
+    response = api.post(
+        "/v1/payments/init",
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+        json={"amount": amount, "currency": "EUR", "method": method, "player_id": player_id,
+              "return_url": "https://casino.example/cashier/return", "meta": {"country": "DE"}},
+    )
+    if response.status_code != 201:
+        raise RuntimeError(f"init answered {response.status_code}: {response.text}")
+    payment_id = response.json()["payment_id"]
+    deadline = time.monotonic() + 30
+    while True:
+        payment = api.get(f"/v1/payments/{payment_id}").json()
+        if payment["status"] in FINAL or time.monotonic() > deadline:
+            return payment
+        time.sleep(0.1)

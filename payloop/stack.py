@@ -1,0 +1,105 @@
+"""The embedded stack: Temporal dev server, sandbox PSP, worker and API as child processes of one command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from payloop.settings import Settings
+from payloop.temporal import search_attribute_flags, temporal_cli_path
+
+
+@dataclass
+class EmbeddedStack:
+    settings: Settings
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        logs = s.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        host, _, port = s.temporal_address.rpartition(":")
+        ui_port = urlsplit(s.temporal_ui_url).port or 8233
+        self._spawn("temporal", [
+            temporal_cli_path(), "server", "start-dev",
+            "--db-filename", str(s.data_dir / "temporal.db"),
+            "--ip", host or "127.0.0.1", "--port", port, "--ui-port", str(ui_port),
+            "--namespace", s.temporal_namespace, "--log-level", "warn",
+            *search_attribute_flags(),
+        ], logs)
+        self._spawn("sandbox-psp", [sys.executable, "-m", "payloop.cli", "sandbox-psp"], logs)
+        _wait_for_tcp(host or "127.0.0.1", int(port), "Temporal dev server", self)
+        _run_checked([sys.executable, "-m", "payloop.cli", "migrate"])
+        self._spawn("worker", [sys.executable, "-m", "payloop.cli", "worker"], logs)
+        self._spawn("api", [sys.executable, "-m", "payloop.cli", "api"], logs)
+        _wait_for_http(f"{s.api_url}/readyz", "API", self)
+        _wait_for_http(f"{s.sandbox_psp_url}/healthz", "sandbox PSP", self)
+
+    def _spawn(self, name: str, argv: list[str], logs) -> None:  # noqa: ANN001
+        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        # Own process group: Ctrl-C reaches only this command, which then stops the children in order.
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+        )
+
+    def check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode}; see {self.settings.data_dir / 'logs' / (name + '.log')}"
+                )
+
+    def stop(self) -> None:
+        # API first (no new work), then the worker, then the servers it talks to.
+        for name in ("api", "worker", "sandbox-psp", "temporal"):
+            proc = self.processes.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _run_checked(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[-2:])} failed:\n{result.stdout}{result.stderr}")
+
+
+def _wait_for_tcp(host: str, port: int, what: str, stack: EmbeddedStack, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check_alive()
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start within {timeout:.0f} s") from None
+            time.sleep(0.2)
+
+
+def _wait_for_http(url: str, what: str, stack: EmbeddedStack, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check_alive()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready within {timeout:.0f} s ({url})")
+        time.sleep(0.2)

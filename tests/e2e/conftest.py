@@ -1,0 +1,169 @@
+"""End-to-end harness: a real Temporal dev server, and per ledger backend a stack of real HTTP servers
+(API, sandbox PSP) plus a worker, all talking over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from ledger import assert_invariants
+from payloop.settings import Settings
+from payloop.temporal import temporal_cli_path
+from psp.sandbox.app import SandboxConfig
+from psp.sandbox.app import create_app as create_sandbox_app
+from tests.conftest import BACKENDS, FreshDatabase
+from workers.payments import payments_worker
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+API_KEY = "test-key"
+OTHER_CLIENT_KEY = "other-key"
+WEBHOOK_SECRET = "whsec_test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI, port: int) -> AsyncIterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@dataclass
+class Stack:
+    backend: str
+    settings: Settings
+    engine: AsyncEngine
+    client: Client
+    api: httpx.AsyncClient
+    sandbox: httpx.AsyncClient
+
+    async def deposit(
+        self, *, method: str = "card", amount: str = "50.00", currency: str = "EUR", scenario: str | None = None,
+        player_id: str | None = None, key: str | None = None, expect: int = 201,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "amount": amount, "currency": currency, "method": method,
+            "player_id": player_id or new_player(), "return_url": "https://casino.example/return",
+            "meta": {"country": "DE", **({"sandbox_scenario": scenario} if scenario else {})},
+        }
+        response = await self.api.post("/v1/payments/init", json=body,
+                                       headers={"Idempotency-Key": key or uuid.uuid4().hex})
+        assert response.status_code == expect, response.text
+        return response.json()
+
+    async def payment(self, payment_id: str) -> dict[str, Any]:
+        response = await self.api.get(f"/v1/payments/{payment_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def wait_final(self, payment_id: str, timeout: float = 20) -> dict[str, Any]:
+        final = {"credited", "failed", "rejected", "expired", "in_review"}
+        return await eventually(lambda: self.payment(payment_id), lambda p: p["status"] in final, timeout)
+
+    async def balance(self, player_id: str, currency: str = "EUR") -> str:
+        response = await self.api.get(f"/v1/wallet/{player_id}/balance")
+        assert response.status_code == 200, response.text
+        for entry in response.json()["balances"]:
+            if entry["currency"] == currency:
+                return entry["available"]
+        return "0.00"
+
+    async def check_invariants(self) -> None:
+        await assert_invariants(self.engine)
+
+
+def new_player() -> str:
+    return f"p-{uuid.uuid4().hex[:12]}"
+
+
+async def eventually(
+    fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 20, interval: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def stack(
+    request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    backend = request.param
+    api_port, sandbox_port = free_port(), free_port()
+    async with FreshDatabase(backend, tmp_path_factory.mktemp(f"e2e-{backend}")) as db:
+        settings = Settings(
+            database_url=db.url,
+            task_queue=f"payloop-e2e-{backend}",
+            api_port=api_port,
+            sandbox_psp_port=sandbox_port,
+            api_keys=f"{API_KEY}:casino-a:payments,wallet,ops;{OTHER_CLIENT_KEY}:casino-b:payments,wallet",
+            sandbox_webhook_secret=WEBHOOK_SECRET,
+            deposit_webhook_timeout_seconds=2.0,
+            deposit_status_poll_attempts=2,
+            deposit_status_poll_interval_seconds=0.5,
+            init_update_timeout_seconds=15,
+        )
+        sandbox_config = SandboxConfig(
+            webhook_url_template=f"http://127.0.0.1:{api_port}/v1/webhooks/{{psp}}",
+            webhook_secret=WEBHOOK_SECRET,
+            public_url=settings.sandbox_psp_url,
+            settle_delay_seconds=0.05,
+            webhook_retry_delays=(0.1, 0.2, 0.5, 1.0),
+            slow_seconds=0.5,
+        )
+        engine = db.engine()
+        client = temporal_env.client
+        async with (
+            serve(create_sandbox_app(sandbox_config), sandbox_port),
+            payments_worker(client, settings, schema=db.schema),
+            serve(create_app(settings, engine=engine, temporal=client), api_port),
+            httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
+                              timeout=30) as api,
+            httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,
+        ):
+            yield Stack(backend, settings, engine, client, api, sandbox)
+        await engine.dispose()

@@ -1,0 +1,1 @@
+"""Worker processes: which task queue, which workflows and activities, and how they are tuned."""

@@ -1,0 +1,43 @@
+"""The payments worker: deposit workflows and their activities on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deposit import DepositActivities
+from ledger import Ledger
+from payloop.db import create_engine
+from payloop.players import PlayerStore
+from payloop.settings import Settings
+from payloop.temporal import connect
+from psp.registry import build_connectors
+from workflows.deposit import DepositWorkflow
+
+WORKFLOWS = [DepositWorkflow]
+
+
+@contextlib.asynccontextmanager
+async def payments_worker(client: Client, settings: Settings, *, schema: str | None = None) -> AsyncIterator[Worker]:
+    """A running worker with its own database pool and PSP HTTP client; stops cleanly on exit."""
+    engine = create_engine(settings.effective_database_url, schema=schema)
+    async with httpx.AsyncClient(timeout=settings.psp_http_timeout_seconds) as http:
+        activities = DepositActivities(Ledger(engine), PlayerStore(engine), build_connectors(settings, http))
+        worker = Worker(client, task_queue=settings.task_queue, workflows=WORKFLOWS, activities=activities.all())
+        async with worker:
+            yield worker
+    await engine.dispose()
+
+
+async def run(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = await connect(settings)
+    async with payments_worker(client, settings):
+        logging.getLogger(__name__).info("worker polling task queue %s", settings.task_queue)
+        await asyncio.Event().wait()

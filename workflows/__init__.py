@@ -1,0 +1,1 @@
+"""Deterministic workflow code: deposit (and later withdrawal, reconciliation) with their types."""

@@ -1,0 +1,325 @@
+"""Deposit workflow (`deposit-<payment_id>`): screen, route, create at a PSP, wait for the outcome, credit once.
+
+Deterministic: every I/O step is an activity called by name; time comes from `workflow.now()`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows import search_attributes as sa
+from workflows.types import (
+    ActivityName,
+    CreatePspPaymentInput,
+    CreditDepositInput,
+    DepositInput,
+    DepositState,
+    DepositStatus,
+    ErrorType,
+    InitAnswer,
+    LedgerPosting,
+    PspEventSignal,
+    PspPaymentRef,
+    PspPaymentView,
+    RouteInput,
+    ScreenDepositInput,
+    ScreeningResult,
+)
+
+# Order of a payment's life at the PSP; an event never moves a payment back to an earlier rank.
+_PSP_STATUS_RANK = {"pending": 0, "requires_action": 1, "authorized": 2, "captured": 3, "failed": 3, "cancelled": 3}
+_PSP_FINAL = frozenset({"captured", "failed", "cancelled", "expired"})
+
+_INTERNAL_STEP = dict(
+    start_to_close_timeout=timedelta(seconds=10),
+    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
+)
+_PSP_CALL_TIMEOUT = timedelta(seconds=15)
+# Transient PSP errors retry on the same PSP with backoff; declines and rejected requests never retry.
+_PSP_CREATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=4,
+    non_retryable_error_types=[ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED],
+)
+_PSP_LOOKUP_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=5,
+    non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED],
+)
+_LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[ErrorType.LEDGER_CONFLICT],
+)
+
+
+@workflow.defn
+class DepositWorkflow:
+    @workflow.init
+    def __init__(self, input: DepositInput) -> None:
+        now = workflow.now().isoformat()
+        self._input = input
+        self._state = DepositState(
+            payment_id=input.payment_id,
+            client_id=input.client_id,
+            player_id=input.player_id,
+            amount_minor=input.amount_minor,
+            currency=input.currency,
+            method=input.method,
+            status=DepositStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
+        self._answered = False
+        self._psp_status = "pending"
+        self._seen_event_ids: set[str] = set()
+        self._events: list[PspEventSignal] = []
+
+    # --- handlers --------------------------------------------------------------------------------------
+
+    @workflow.update
+    async def init_answer(self) -> InitAnswer:
+        """Returns once the PSP has answered (or the deposit ended before reaching one)."""
+        await workflow.wait_condition(lambda: self._answered)
+        s = self._state
+        return InitAnswer(s.payment_id, s.status, s.psp, s.redirect_url, s.failure_code)
+
+    @workflow.signal
+    def psp_event(self, event: PspEventSignal) -> None:
+        # PSPs redeliver; the API dedupes too, but a replayed dead letter may arrive again.
+        if event.event_id in self._seen_event_ids:
+            return
+        self._seen_event_ids.add(event.event_id)
+        self._events.append(event)
+        if self._answered and event.psp == self._state.psp:
+            self._advance_psp_status(event.status)
+
+    @workflow.query
+    def status(self) -> DepositState:
+        return self._state
+
+    # --- the flow --------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: DepositInput) -> DepositState:
+        self._publish()
+        screening = await workflow.execute_activity(
+            ActivityName.SCREEN_DEPOSIT,
+            ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
+            result_type=ScreeningResult,
+            **_INTERNAL_STEP,
+        )
+        if screening.outcome != "allow":
+            return await self._finish(DepositStatus.REJECTED, failure_code=screening.code)
+
+        candidates: list[str] = await workflow.execute_activity(
+            ActivityName.ROUTE_DEPOSIT,
+            RouteInput(input.method, input.currency, input.amount_minor, input.country),
+            result_type=list[str],
+            **_INTERNAL_STEP,
+        )
+        if not candidates:
+            return await self._finish(DepositStatus.FAILED, failure_code="no_route")
+
+        created = await self._create_at_first_available_psp(candidates)
+        if created is None:
+            return await self._finish(DepositStatus.FAILED, failure_code=self._state.failure_code)
+        if created.status == "failed":
+            return await self._finish(DepositStatus.FAILED, failure_code=created.failure_code or "psp_failed")
+
+        s = self._state
+        s.psp, s.psp_reference, s.redirect_url = created.psp, created.psp_reference, created.redirect_url
+        self._advance_psp_status(created.status)
+        for event in self._events:  # webhooks that overtook the create call's answer
+            if event.psp == s.psp:
+                self._advance_psp_status(event.status)
+        self._answered = True
+
+        outcome = await self._await_outcome()
+        return await self._settle(outcome)
+
+    async def _create_at_first_available_psp(self, candidates: list[str]) -> PspPaymentView | None:
+        """Tries the candidates in order; a PSP that stays unavailable fails over to the next one."""
+        input = self._input
+        for psp in candidates:
+            self._state.attempts.append(psp)
+            try:
+                return await workflow.execute_activity(
+                    ActivityName.CREATE_PSP_PAYMENT,
+                    CreatePspPaymentInput(
+                        psp=psp,
+                        payment_id=input.payment_id,
+                        player_id=input.player_id,
+                        amount_minor=input.amount_minor,
+                        currency=input.currency,
+                        method=input.method,
+                        return_url=input.return_url,
+                        country=input.country,
+                        sandbox_scenario=input.sandbox_scenario,
+                    ),
+                    result_type=PspPaymentView,
+                    start_to_close_timeout=_PSP_CALL_TIMEOUT,
+                    retry_policy=_PSP_CREATE_RETRY,
+                )
+            except ActivityError as err:
+                cause = err.cause
+                error_type = cause.type if isinstance(cause, ApplicationError) else None
+                code = _error_code(cause)
+                if error_type in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
+                    self._state.psp = psp
+                    self._state.failure_code = code or "declined"
+                    return None
+                workflow.logger.warning("PSP %s unavailable (%s); failing over", psp, code)
+                self._state.failure_code = "psp_unavailable"
+        return None
+
+    async def _await_outcome(self) -> PspPaymentView | PspEventSignal | str:
+        """The final PSP outcome from a webhook or a status look-up; else why there is none."""
+        input = self._input
+        if await self._wait(lambda: self._final_event() is not None, input.webhook_timeout_seconds):
+            return self._final_event()
+        ref = PspPaymentRef(self._state.psp or "", input.payment_id)
+        for attempt in range(input.status_poll_attempts):
+            view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
+            if view is not None:
+                self._advance_psp_status(view.status)
+                if view.status in _PSP_FINAL:
+                    return view
+            if attempt + 1 < input.status_poll_attempts:
+                # A webhook may still land while we wait between polls.
+                if await self._wait(lambda: self._final_event() is not None, input.status_poll_interval_seconds):
+                    return self._final_event()
+        # Still unknown: cancel at the PSP. If the PSP settled meanwhile, the cancel answer says so.
+        view = await self._psp_lookup(ActivityName.CANCEL_PSP_PAYMENT, ref)
+        if view is None:
+            # We could not learn whether money moved at the PSP: a person must look, not a timer.
+            return "psp_status_unknown"
+        return view if view.status == "captured" else "psp_timeout"
+
+    async def _psp_lookup(self, activity_name: str, ref: PspPaymentRef) -> PspPaymentView | None:
+        try:
+            return await workflow.execute_activity(
+                activity_name,
+                ref,
+                result_type=PspPaymentView,
+                start_to_close_timeout=_PSP_CALL_TIMEOUT,
+                retry_policy=_PSP_LOOKUP_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("%s failed for %s: %s", activity_name, ref.payment_id, err.cause)
+            return None
+
+    async def _settle(self, outcome: PspPaymentView | PspEventSignal | str) -> DepositState:
+        s = self._state
+        if outcome == "psp_timeout":
+            return await self._finish(DepositStatus.EXPIRED, failure_code=outcome)
+        if isinstance(outcome, str):
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason=outcome)
+        if outcome.status != "captured":
+            return await self._finish(DepositStatus.FAILED, failure_code=_failure_code(outcome))
+        s.captured_amount_minor = outcome.amount_minor
+        self._set_status(DepositStatus.CAPTURED)
+        mismatch = self._mismatch(outcome)
+        if mismatch:
+            workflow.logger.warning("payment %s captured with a mismatch: %s", s.payment_id, mismatch)
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason=mismatch)
+        try:
+            posting = await workflow.execute_activity(
+                ActivityName.CREDIT_DEPOSIT,
+                CreditDepositInput(s.payment_id, s.player_id, outcome.psp, s.amount_minor, s.currency),
+                result_type=LedgerPosting,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=_LEDGER_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.error("credit of %s refused by the ledger: %s", s.payment_id, err.cause)
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason="ledger_conflict")
+        s.credit_transfer_id = posting.transfer_id
+        return await self._finish(DepositStatus.CREDITED)
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    def _final_event(self) -> PspEventSignal | None:
+        """The first final event from the PSP this payment went to (pure: used as a wait condition)."""
+        for event in self._events:
+            if event.psp == self._state.psp and event.status in _PSP_FINAL:
+                return event
+        return None
+
+    def _advance_psp_status(self, psp_status: str) -> None:
+        """Moves the payment forward on a PSP status; a late, lower-rank status is ignored, never applied."""
+        if _PSP_STATUS_RANK.get(psp_status, -1) <= _PSP_STATUS_RANK.get(self._psp_status, -1):
+            if psp_status != self._psp_status:
+                workflow.logger.info("ignoring out-of-order PSP status %s after %s", psp_status, self._psp_status)
+            return
+        self._psp_status = psp_status
+        mirrored = {"requires_action": DepositStatus.REQUIRES_ACTION, "authorized": DepositStatus.AUTHORIZED}
+        if psp_status in mirrored and self._state.status not in DepositStatus.FINAL:
+            self._set_status(mirrored[psp_status])
+
+    def _mismatch(self, outcome: PspPaymentView | PspEventSignal) -> str | None:
+        s = self._state
+        if outcome.psp_reference != s.psp_reference:
+            return "reference_mismatch"
+        if outcome.currency != s.currency:
+            return "currency_mismatch"
+        if outcome.amount_minor != s.amount_minor:
+            return "amount_mismatch"
+        return None
+
+    async def _wait(self, condition, timeout_seconds: float) -> bool:  # noqa: ANN001
+        try:
+            await workflow.wait_condition(condition, timeout=timedelta(seconds=timeout_seconds))
+            return True
+        except TimeoutError:
+            return False
+
+    def _set_status(self, status: str) -> None:
+        self._state.status = status
+        self._state.updated_at = workflow.now().isoformat()
+        self._publish()
+
+    def _publish(self) -> None:
+        s = self._state
+        updates = [
+            sa.PAYMENT_STATUS.value_set(s.status),
+            sa.PLAYER_ID.value_set(s.player_id),
+            sa.PAYMENT_METHOD.value_set(s.method),
+            sa.PAYMENT_AMOUNT_MINOR.value_set(s.amount_minor),
+            sa.PAYMENT_CURRENCY.value_set(s.currency),
+        ]
+        if s.psp:
+            updates.append(sa.PAYMENT_PSP.value_set(s.psp))
+        workflow.upsert_search_attributes(updates)
+
+    async def _finish(
+        self, status: str, *, failure_code: str | None = None, review_reason: str | None = None
+    ) -> DepositState:
+        if failure_code:
+            self._state.failure_code = failure_code
+        if review_reason:
+            self._state.review_reason = review_reason
+        self._set_status(status)
+        self._answered = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state
+
+
+def _error_code(cause: BaseException | None) -> str | None:
+    if isinstance(cause, ApplicationError) and cause.details:
+        detail = cause.details[0]
+        if isinstance(detail, str):
+            return detail
+    return None
+
+
+def _failure_code(outcome: PspPaymentView | PspEventSignal) -> str:
+    code = getattr(outcome, "failure_code", None)
+    return code or f"psp_{outcome.status}"
