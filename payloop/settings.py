@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".payloop")
@@ -44,11 +44,6 @@ class Settings(BaseSettings):
     psp_http_timeout_seconds: float = Field(default=10.0, gt=0)
     init_update_timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
-
-    @field_validator("database_url")
-    @classmethod
-    def _strip(cls, v: str) -> str:
-        return v.strip()
 
     @property
     def effective_database_url(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 from temporalio.client import Client
@@ -29,7 +30,14 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
     engine = create_engine(settings.effective_database_url, schema=schema)
     async with httpx.AsyncClient(timeout=settings.psp_http_timeout_seconds) as http:
         activities = DepositActivities(Ledger(engine), PlayerStore(engine), build_connectors(settings, http))
-        worker = Worker(client, task_queue=settings.task_queue, workflows=WORKFLOWS, activities=activities.all())
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=activities.all(),
+            # On SIGTERM, let running activities finish instead of abandoning them to a timeout and retry.
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
         async with worker:
             yield worker
     await engine.dispose()
@@ -37,6 +45,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
 
 async def run(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PSP call is noise, not history
     client = await connect(settings)
     async with payments_worker(client, settings):
         logging.getLogger(__name__).info("worker polling task queue %s", settings.task_queue)

@@ -66,8 +66,9 @@ async def init_payment(
     try:
         amount_minor = to_minor_units(body.amount, body.currency)
     except MoneyError as err:
+        field = "currency" if err.code == "unsupported_currency" else "amount"
         raise Problem(422, err.code, "Invalid amount", str(err),
-                      errors=[{"field": "amount", "code": err.code, "message": str(err)}]) from None
+                      errors=[{"field": field, "code": err.code, "message": str(err)}]) from None
     if body.method not in state.methods:
         raise Problem(422, "unsupported_method", "Unsupported method", f"method must be one of {sorted(state.methods)}",
                       errors=[{"field": "method", "code": "unsupported", "message": "unknown payment method"}])

@@ -32,6 +32,7 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 API_KEY = "test-key"
 OTHER_CLIENT_KEY = "other-key"
+WALLET_ONLY_KEY = "wallet-only-key"
 WEBHOOK_SECRET = "whsec_test"
 
 
@@ -140,7 +141,8 @@ async def stack(
             task_queue=f"payloop-e2e-{backend}",
             api_port=api_port,
             sandbox_psp_port=sandbox_port,
-            api_keys=f"{API_KEY}:casino-a:payments,wallet,ops;{OTHER_CLIENT_KEY}:casino-b:payments,wallet",
+            api_keys=(f"{API_KEY}:casino-a:payments,wallet,ops;{OTHER_CLIENT_KEY}:casino-b:payments,wallet;"
+                      f"{WALLET_ONLY_KEY}:game-provider:wallet"),
             sandbox_webhook_secret=WEBHOOK_SECRET,
             deposit_webhook_timeout_seconds=2.0,
             deposit_status_poll_attempts=2,
@@ -167,3 +169,8 @@ async def stack(
         ):
             yield Stack(backend, settings, engine, client, api, sandbox)
         await engine.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Replay tests read the histories every other test left behind, so they run last.
+    items.sort(key=lambda item: item.get_closest_marker("replay") is not None)

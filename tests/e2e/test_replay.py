@@ -1,0 +1,49 @@
+"""Determinism guard: every deposit history of this session, and the recorded ones in tests/histories, replay
+against today's workflow code. Runs last (see conftest) so it sees the histories of all scenario tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from workers.payments import WORKFLOWS
+
+HISTORIES = Path(__file__).parent.parent / "histories"
+pytestmark = pytest.mark.replay
+
+
+async def session_histories(env: WorkflowEnvironment) -> list[WorkflowHistory]:
+    query = "WorkflowType = 'DepositWorkflow' AND ExecutionStatus != 'Running'"
+    return [await env.client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()
+            async for w in env.client.list_workflows(query)]
+
+
+async def replay_failures(histories: list[WorkflowHistory]) -> dict[str, str]:
+    async def each() -> AsyncIterator[WorkflowHistory]:
+        for history in histories:
+            yield history
+
+    result = await Replayer(workflows=WORKFLOWS).replay_workflows(each(), raise_on_replay_failure=False)
+    return {run_id: repr(failure) for run_id, failure in result.replay_failures.items()}
+
+
+async def test_this_sessions_histories_replay(temporal_env: WorkflowEnvironment) -> None:
+    histories = await session_histories(temporal_env)
+    assert len(histories) >= 20, "the scenario tests should have left their histories"
+    assert await replay_failures(histories) == {}
+    if target := os.environ.get("PAYLOOP_RECORD_HISTORIES"):
+        for history in histories:
+            (Path(target) / f"{history.workflow_id}.json").write_text(history.to_json())
+
+
+async def test_recorded_histories_replay() -> None:
+    files = sorted(HISTORIES.glob("*.json"))
+    assert files, f"no recorded histories in {HISTORIES}"
+    histories = [WorkflowHistory.from_json(file.stem, file.read_text()) for file in files]
+    assert await replay_failures(histories) == {}

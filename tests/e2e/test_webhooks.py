@@ -1,0 +1,114 @@
+"""The webhook endpoint: only verified events count, each is stored once, unknown payments become dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from api.models import webhook_events
+from psp.signatures import signed_headers
+from tests.e2e.conftest import WEBHOOK_SECRET, Stack, new_player
+
+
+def captured_event(payment_id: str, psp_reference: str, amount: str = "50.00", **overrides: Any) -> bytes:
+    event = {
+        "event_id": f"evt_{uuid.uuid4().hex}", "type": "payment.captured", "merchant_reference": payment_id,
+        "reference": psp_reference, "status": "captured", "amount": amount, "currency": "EUR",
+        "occurred_at": "2026-11-21T10:00:00Z", **overrides,
+    }
+    return json.dumps(event).encode()
+
+
+async def post_webhook(stack: Stack, body: bytes, *, psp: str = "card", timestamp: int | None = None,
+                       secret: str = WEBHOOK_SECRET, headers: dict[str, str] | None = None):
+    sent_headers = headers if headers is not None else signed_headers(secret, timestamp or int(time.time()), body)
+    return await stack.api.post(f"/v1/webhooks/{psp}", content=body, headers=sent_headers)
+
+
+async def waiting_payment(stack: Stack, player: str) -> tuple[str, str]:
+    """A card payment waiting on a 3DS challenge that nobody completes: only a forged webhook could settle it."""
+    init = await stack.deposit(method="card", scenario="challenge", player_id=player)
+    at_psp = (await stack.sandbox.get(f"/card/v1/payments/{init['payment_id']}")).json()
+    return init["payment_id"], at_psp["reference"]
+
+
+async def stored_events(stack: Stack, payment_id: str) -> list:
+    async with stack.engine.connect() as conn:
+        query = sa.select(webhook_events).where(webhook_events.c.payment_id == payment_id)
+        return (await conn.execute(query)).all()
+
+
+async def test_twenty_concurrent_copies_credit_exactly_once(stack: Stack) -> None:
+    player = new_player()
+    payment_id, reference = await waiting_payment(stack, player)
+    body = captured_event(payment_id, reference)
+    responses = await asyncio.gather(*[post_webhook(stack, body) for _ in range(20)])
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    acks = sorted(r.json()["status"] for r in responses)
+    assert acks.count("accepted") == 1 and acks.count("duplicate") == 19
+    assert (await stack.wait_final(payment_id))["status"] == "credited"
+    assert len(await stored_events(stack, payment_id)) == 1
+    assert await stack.balance(player) == "50.00"
+    await stack.check_invariants()
+
+
+async def test_refused_webhooks_change_nothing(stack: Stack) -> None:
+    player = new_player()
+    payment_id, reference = await waiting_payment(stack, player)
+    body = captured_event(payment_id, reference)
+    now = int(time.time())
+    cases = {
+        "bad_signature": await post_webhook(stack, body, secret="whsec_wrong"),
+        "stale_timestamp": await post_webhook(stack, body, timestamp=now - 301),
+        "future_timestamp": await post_webhook(stack, body, timestamp=now + 301),
+        "missing_signature": await post_webhook(stack, body, headers={"Content-Type": "application/json"}),
+        "tampered_body": await stack.api.post(
+            "/v1/webhooks/card", content=body.replace(b"50.00", b"5000.00"), headers=signed_headers(
+                WEBHOOK_SECRET, now, body)),
+        "malformed_json": await post_webhook(stack, b"{not json"),
+        "unknown_psp": await post_webhook(stack, body, psp="nopsp"),
+    }
+    expected = {"bad_signature": 401, "stale_timestamp": 401, "future_timestamp": 401, "missing_signature": 401,
+                "tampered_body": 401, "malformed_json": 400, "unknown_psp": 404}
+    for name, response in cases.items():
+        assert response.status_code == expected[name], (name, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["trace_id"]
+    assert await stored_events(stack, payment_id) == []
+    assert (await stack.payment(payment_id))["status"] == "requires_action"
+    assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
+
+
+async def test_oversized_webhook_is_refused(stack: Stack) -> None:
+    body = b'{"padding": "' + b"x" * 70_000 + b'"}'
+    response = await post_webhook(stack, body)
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+
+async def test_webhook_for_an_unknown_payment_is_kept_as_a_dead_letter(stack: Stack) -> None:
+    unknown = f"pay_{uuid.uuid4().hex[:24]}"
+    response = await post_webhook(stack, captured_event(unknown, "card_nothing"))
+    assert response.status_code == 200 and response.json()["status"] == "dead_letter"
+    rows = await stored_events(stack, unknown)
+    assert [(r.state, r.dead_letter_reason) for r in rows] == [("dead_letter", "unknown_payment")]
+    # Redelivery of a dead letter for an unknown payment is a duplicate: nothing changes.
+    again = await post_webhook(stack, captured_event(unknown, "card_nothing", event_id=rows[0].event_id))
+    assert again.json()["status"] == "duplicate"
+    await stack.check_invariants()
+
+
+async def test_forged_reference_never_credits(stack: Stack) -> None:
+    player = new_player()
+    payment_id, _reference = await waiting_payment(stack, player)
+    response = await post_webhook(stack, captured_event(payment_id, "card_someone_elses"))
+    assert response.status_code == 200
+    payment = await stack.wait_final(payment_id)
+    assert payment["status"] == "in_review" and payment["review_reason"] == "reference_mismatch"
+    assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
