@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from datetime import datetime, timezone
@@ -11,8 +12,9 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal, require_scope
@@ -120,6 +122,8 @@ async def _start_deposit(
         id=deposit_workflow_id(payment_id),
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A payment id belongs to one payment for ever: a finished deposit is answered, never run again.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     client = request.app.state.temporal
     try:
@@ -127,6 +131,12 @@ async def _start_deposit(
             client.execute_update_with_start_workflow(DepositWorkflow.init_answer, start_workflow_operation=start),
             timeout=settings.init_update_timeout_seconds,
         )
+    except WorkflowAlreadyStartedError:
+        # The payment finished long ago (its Idempotency-Key expired): answer with how it ended.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()  # consumes the start operation's copy of the error
+        state: DepositState = await _query_state(client, deposit_workflow_id(payment_id))
+        answer = InitAnswer(state.payment_id, state.status, state.psp, state.redirect_url, state.failure_code)
     except asyncio.TimeoutError:
         raise Problem(504, "psp_timeout", "PSP did not answer in time",
                       "the payment was started; read its status with GET /v1/payments/{payment_id}",
@@ -163,14 +173,7 @@ async def get_payment(
     if not PAYMENT_ID_RE.match(payment_id):
         raise Problem(404, "payment_not_found", "Payment not found", "no payment has this id")
     workflow_id = deposit_workflow_id(payment_id)
-    handle = request.app.state.temporal.get_workflow_handle(workflow_id)
-    try:
-        state: DepositState = await handle.query(DepositWorkflow.status)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise Problem(404, "payment_not_found", "Payment not found", "no payment has this id") from None
-        raise Problem(503, "temporal_unavailable", "Service unavailable", "payment status is unavailable",
-                      retryable=True, headers={"Retry-After": "2"}) from err
+    state = await _query_state(request.app.state.temporal, workflow_id)
     if state.client_id != principal.client_id:
         raise Problem(403, "forbidden", "Forbidden", "this payment belongs to another client")
     settings = request.app.state.settings
@@ -192,3 +195,13 @@ async def get_payment(
             f"{settings.temporal_ui_url}/namespaces/{quote(settings.temporal_namespace)}/workflows/{workflow_id}"
         ),
     )
+
+
+async def _query_state(client: Client, workflow_id: str) -> DepositState:
+    try:
+        return await client.get_workflow_handle(workflow_id).query(DepositWorkflow.status)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise Problem(404, "payment_not_found", "Payment not found", "no payment has this id") from None
+        raise Problem(503, "temporal_unavailable", "Service unavailable", "payment status is unavailable",
+                      retryable=True, headers={"Retry-After": "2"}) from err

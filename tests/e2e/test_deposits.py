@@ -8,7 +8,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from api.models import webhook_events
+from api.models import idempotency_keys, webhook_events
 from tests.e2e.conftest import Stack, eventually, new_player
 
 
@@ -203,3 +203,18 @@ def test_payment_ids_are_opaque() -> None:
 
     assert re.fullmatch(r"pay_[0-9a-f]{24}", payment_id_for("c", "k"))
     assert payment_id_for("c", "k") != payment_id_for("other", "k")
+
+
+async def test_a_retry_after_the_key_expired_answers_from_the_finished_payment(stack: Stack) -> None:
+    player = new_player()
+    key = "expired-" + player
+    first = await stack.deposit(method="ewallet", player_id=player, key=key)
+    assert (await stack.wait_final(first["payment_id"]))["status"] == "credited"
+    async with stack.engine.begin() as conn:  # what the 24 h expiry does
+        await conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.key == key))
+    again = await stack.deposit(method="ewallet", player_id=player, key=key)
+    assert again["payment_id"] == first["payment_id"] and again["status"] == "credited"
+    runs = [w async for w in stack.client.list_workflows(f"WorkflowId = 'deposit-{first['payment_id']}'")]
+    assert len(runs) == 1, "a finished payment must never be started again"
+    assert await stack.balance(player) == "50.00"
+    await stack.check_invariants()
