@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.models import ledger_accounts
 from payloop.db import utcnow
-from payloop.migrate import all_tables, upgrade
+from payloop.migrate import alembic_config, all_tables, upgrade
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -27,14 +28,14 @@ async def test_migrated_schema_matches_models(engine: AsyncEngine) -> None:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     assert diff == []
     assert {"alembic_version", "ledger_accounts", "ledger_transfers", "players", "player_deposit_limits",
-            "idempotency_keys", "webhook_events"} <= tables
+            "idempotency_keys", "webhook_events", "audit_log"} <= tables
 
 
 async def test_upgrade_is_idempotent(fresh_db: Any, engine: AsyncEngine) -> None:
     await upgrade(fresh_db.url, schema=fresh_db.schema)
     async with engine.connect() as conn:
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-    assert version == "0002_players_and_api_stores"
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 async def test_database_refuses_a_player_overdraft(engine: AsyncEngine) -> None:
