@@ -1,7 +1,8 @@
 """The PSP connector protocol: what activities call, and what every provider module implements.
 
 Amounts are integer minor units plus an ISO 4217 currency here; each connector converts to and from
-its provider's wire format. `payment_id` is always OUR id (providers call it the merchant reference).
+its provider's wire format. `payment_id` and `payout_id` are always OUR ids (providers call them the
+merchant reference).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 PAYMENT_STATUSES = frozenset(
     {"pending", "requires_action", "authorized", "captured", "failed", "cancelled", "expired"}
 )
+PAYOUT_STATUSES = frozenset({"pending", "paid", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,31 @@ class PspPayment:
 
 
 @dataclass(frozen=True)
+class CreatePayoutRequest:
+    payout_id: str
+    amount_minor: int
+    currency: str
+    method: str
+    player_id: str
+    country: str | None = None
+    scenario: str | None = None  # as for payments: merchant metadata `sandbox_scenario`
+
+
+@dataclass(frozen=True)
+class PspPayout:
+    psp: str
+    payout_id: str
+    psp_reference: str
+    status: str  # one of PAYOUT_STATUSES
+    amount_minor: int
+    currency: str
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
+    """A payment or payout event: for a payout, `payment_id` is the payout id and `status` a payout status."""
+
     psp: str
     event_id: str
     payment_id: str
@@ -63,7 +89,8 @@ class PspError(Exception):
 
 
 class PspDeclined(PspError):
-    """Hard decline (card declined, insufficient funds): never retried, never failed over."""
+    """Hard decline (card declined, insufficient funds, payout declined, account closed): never retried,
+    never failed over."""
 
 
 class PspTransientError(PspError):
@@ -75,7 +102,7 @@ class PspRequestRejected(PspError):
 
 
 class PspNotFound(PspError):
-    """The PSP does not know this payment."""
+    """The PSP does not know this payment or payout."""
 
 
 class InvalidWebhook(PspError):
@@ -88,13 +115,18 @@ WebhookVerifier = Callable[[Mapping[str, str], bytes, float], WebhookEvent]
 
 class PspConnector(Protocol):
     name: str
-    methods: frozenset[str]
+    methods: frozenset[str]  # what players can pay with
+    payout_methods: frozenset[str]  # what this PSP can pay players out to
 
     async def create_payment(self, req: CreatePaymentRequest) -> PspPayment: ...
 
     async def get_payment(self, payment_id: str) -> PspPayment: ...
 
     async def cancel_payment(self, payment_id: str) -> PspPayment: ...
+
+    async def create_payout(self, req: CreatePayoutRequest) -> PspPayout: ...
+
+    async def get_payout(self, payout_id: str) -> PspPayout: ...
 
     def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
         """Check the signature on the raw body before parsing it; raise InvalidWebhook when refused."""

@@ -19,12 +19,13 @@ from psp.sandbox_connector import SandboxConnector, SandboxWebhookVerifier
 @dataclass(frozen=True)
 class Provider:
     name: str
-    methods: frozenset[str]
+    methods: frozenset[str]  # taken for payments
+    payout_methods: frozenset[str]  # paid out to
     connector: Callable[[Settings, httpx.AsyncClient], PspConnector]
     verifier: Callable[[Settings], WebhookVerifier]
 
 
-def sandbox_provider(name: str, methods: frozenset[str]) -> Provider:
+def sandbox_provider(name: str, methods: frozenset[str], payout_methods: frozenset[str]) -> Provider:
     """A provider served by the sandbox PSP service under `{sandbox_psp_url}/{name}`."""
 
     def connector(settings: Settings, http: httpx.AsyncClient) -> PspConnector:
@@ -35,17 +36,18 @@ def sandbox_provider(name: str, methods: frozenset[str]) -> Provider:
             webhook_secret=settings.sandbox_webhook_secret,
             http=http,
             tolerance_seconds=settings.webhook_tolerance_seconds,
+            payout_methods=payout_methods,
         )
 
     def verifier(settings: Settings) -> WebhookVerifier:
         return SandboxWebhookVerifier(name, settings.sandbox_webhook_secret, settings.webhook_tolerance_seconds)
 
-    return Provider(name, methods, connector, verifier)
+    return Provider(name, methods, payout_methods, connector, verifier)
 
 
 PROVIDERS: tuple[Provider, ...] = (
-    sandbox_provider("card", frozenset({"card"})),
-    sandbox_provider("ewallet", frozenset({"ewallet"})),
+    sandbox_provider("card", frozenset({"card"}), payout_methods=frozenset({"card"})),
+    sandbox_provider("ewallet", frozenset({"ewallet"}), payout_methods=frozenset({"ewallet"})),
 )
 
 
@@ -62,3 +64,8 @@ def build_verifiers(settings: Settings) -> dict[str, WebhookVerifier]:
 def payment_methods() -> frozenset[str]:
     """Every payment method some provider takes."""
     return frozenset(method for p in PROVIDERS for method in p.methods)
+
+
+def payout_methods() -> frozenset[str]:
+    """Every method some provider pays out to."""
+    return frozenset(method for p in PROVIDERS for method in p.payout_methods)

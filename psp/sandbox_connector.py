@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -14,12 +14,15 @@ from payloop.money import to_decimal_string, to_minor_units
 from psp import signatures
 from psp.base import (
     PAYMENT_STATUSES,
+    PAYOUT_STATUSES,
     CreatePaymentRequest,
+    CreatePayoutRequest,
     InvalidWebhook,
     PspDeclined,
     PspError,
     PspNotFound,
     PspPayment,
+    PspPayout,
     PspRequestRejected,
     PspTransientError,
     WebhookEvent,
@@ -27,6 +30,10 @@ from psp.base import (
 
 # 408 and 429 are "try again later", not "your request is wrong".
 _TRANSIENT_4XX = frozenset({408, 429})
+# A webhook's `type` is "<family>.<status>"; its status must be one of that family's.
+_STATUSES_BY_EVENT_FAMILY = {"payment": PAYMENT_STATUSES, "payout": PAYOUT_STATUSES}
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,18 +50,15 @@ class SandboxWebhookVerifier:
             body = json.loads(raw_body)
             if not isinstance(body, dict):
                 raise ValueError("body is not a JSON object")
-            currency = _str(body, "currency")
-            status = _status(body)
+            family = _str(body, "type").partition(".")[0]
+            if family not in _STATUSES_BY_EVENT_FAMILY:
+                raise ValueError(f"unknown event type {body['type']!r}")
             return WebhookEvent(
                 psp=self.psp,
                 event_id=_str(body, "event_id"),
                 payment_id=_str(body, "merchant_reference"),
-                psp_reference=_str(body, "reference"),
-                status=status,
-                amount_minor=to_minor_units(_str(body, "amount"), currency),
-                currency=currency,
                 occurred_at=_str(body, "occurred_at"),
-                failure_code=_optional_str(body, "failure_code"),
+                **_state(body, _STATUSES_BY_EVENT_FAMILY[family]),
             )
         except (ValueError, KeyError, TypeError) as exc:  # JSON and MoneyError are ValueErrors
             raise InvalidWebhook("malformed_payload", str(exc)) from None
@@ -69,29 +73,20 @@ class SandboxConnector:
         webhook_secret: str,
         http: httpx.AsyncClient,
         tolerance_seconds: float = 300,
+        *,
+        payout_methods: frozenset[str] | None = None,
     ) -> None:
+        """`payout_methods`: by default a sandbox PSP pays out to the methods it takes payments with."""
         self.name = name
         self.methods = methods
+        self.payout_methods = methods if payout_methods is None else payout_methods
         self._base_url = base_url.rstrip("/")
         self._http = http
         self._verifier = SandboxWebhookVerifier(name, webhook_secret, tolerance_seconds)
 
     async def create_payment(self, req: CreatePaymentRequest) -> PspPayment:
-        body: dict[str, Any] = {
-            "merchant_reference": req.payment_id,
-            "amount": to_decimal_string(req.amount_minor, req.currency),
-            "currency": req.currency,
-            "method": req.method,
-            "return_url": req.return_url,
-            "customer_id": req.player_id,
-            "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
-        }
-        if req.country:
-            body["country"] = req.country
-        # The key makes a retried create (after a timeout or a 5xx) return the first payment, not a second one.
-        response = await self._send(
-            "POST", "/v1/payments", json=body, headers={"Idempotency-Key": req.payment_id}, lookup=False
-        )
+        body = _create_body(req.payment_id, req) | {"return_url": req.return_url}
+        response = await self._create("/v1/payments", body)
         return self._payment(response, req.payment_id)
 
     async def get_payment(self, payment_id: str) -> PspPayment:
@@ -102,11 +97,24 @@ class SandboxConnector:
         response = await self._send("POST", f"/v1/payments/{quote(payment_id, safe='')}/cancel")
         return self._payment(response, payment_id)
 
+    async def create_payout(self, req: CreatePayoutRequest) -> PspPayout:
+        response = await self._create("/v1/payouts", _create_body(req.payout_id, req))
+        return self._payout(response, req.payout_id)
+
+    async def get_payout(self, payout_id: str) -> PspPayout:
+        response = await self._send("GET", f"/v1/payouts/{quote(payout_id, safe='')}")
+        return self._payout(response, payout_id)
+
     def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
         return self._verifier(headers, raw_body, now)
 
+    async def _create(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        # Our id as the key makes a retried create (after a timeout or a 5xx) return the first one, not a second.
+        key = body["merchant_reference"]
+        return await self._send("POST", path, json=body, headers={"Idempotency-Key": key}, lookup=False)
+
     async def _send(self, method: str, path: str, *, lookup: bool = True, **kwargs: Any) -> httpx.Response:
-        """`lookup`: the path names one payment, so a 404 means the PSP does not know it."""
+        """`lookup`: the path names one payment or payout, so a 404 means the PSP does not know it."""
         try:
             response = await self._http.request(method, self._base_url + path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -129,25 +137,50 @@ class SandboxConnector:
         raise PspRequestRejected(code or f"psp_http_{status}", message or f"{self.name} answered {status}")
 
     def _payment(self, response: httpx.Response, payment_id: str) -> PspPayment:
+        return self._parse(
+            response,
+            payment_id,
+            lambda body: PspPayment(
+                psp=self.name,
+                payment_id=payment_id,
+                redirect_url=_optional_str(body, "redirect_url"),
+                **_state(body, PAYMENT_STATUSES),
+            ),
+        )
+
+    def _payout(self, response: httpx.Response, payout_id: str) -> PspPayout:
+        return self._parse(
+            response,
+            payout_id,
+            lambda body: PspPayout(psp=self.name, payout_id=payout_id, **_state(body, PAYOUT_STATUSES)),
+        )
+
+    def _parse(self, response: httpx.Response, merchant_reference: str, build: Callable[[dict[str, Any]], T]) -> T:
+        """`build(body)` from an answer about `merchant_reference`; anything malformed is a bad_psp_response."""
         try:
             body = response.json()
             if not isinstance(body, dict):
                 raise ValueError("body is not a JSON object")
-            if _str(body, "merchant_reference") != payment_id:
-                raise ValueError("merchant_reference does not match the payment asked for")
-            currency = _str(body, "currency")
-            return PspPayment(
-                psp=self.name,
-                payment_id=payment_id,
-                psp_reference=_str(body, "reference"),
-                status=_status(body),
-                amount_minor=to_minor_units(_str(body, "amount"), currency),
-                currency=currency,
-                redirect_url=_optional_str(body, "redirect_url"),
-                failure_code=_optional_str(body, "failure_code"),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
+            if _str(body, "merchant_reference") != merchant_reference:
+                raise ValueError("merchant_reference does not match the one asked for")
+            return build(body)
+        except (ValueError, KeyError, TypeError) as exc:  # JSON and MoneyError are ValueErrors
             raise PspError("bad_psp_response", f"{self.name}: {exc}") from None
+
+
+def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayoutRequest) -> dict[str, Any]:
+    """The fields payment and payout creates share."""
+    body: dict[str, Any] = {
+        "merchant_reference": merchant_reference,
+        "amount": to_decimal_string(req.amount_minor, req.currency),
+        "currency": req.currency,
+        "method": req.method,
+        "customer_id": req.player_id,
+        "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+    }
+    if req.country:
+        body["country"] = req.country
+    return body
 
 
 def _error_of(response: httpx.Response) -> tuple[str | None, str]:
@@ -171,9 +204,17 @@ def _optional_str(body: Mapping[str, Any], field: str) -> str | None:
     return _str(body, field) if body.get(field) is not None else None
 
 
-def _status(body: Mapping[str, Any]) -> str:
+def _state(body: Mapping[str, Any], statuses: frozenset[str]) -> dict[str, Any]:
+    """The reference, status, money and failure code that answers and webhooks carry alike."""
     status = _str(body, "status")
-    if status not in PAYMENT_STATUSES:
+    if status not in statuses:
         raise ValueError(f"unknown status {status!r}")
-    return status
+    currency = _str(body, "currency")
+    return {
+        "psp_reference": _str(body, "reference"),
+        "status": status,
+        "amount_minor": to_minor_units(_str(body, "amount"), currency),
+        "currency": currency,
+        "failure_code": _optional_str(body, "failure_code"),
+    }
 

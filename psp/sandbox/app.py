@@ -1,7 +1,8 @@
-"""The sandbox PSP service: a card PSP (3DS) and an e-wallet, behaving per `metadata.sandbox_scenario`.
+"""The sandbox PSP service: a card PSP (3DS) and an e-wallet, taking payments and making payouts, each
+behaving per `metadata.sandbox_scenario`.
 
-State lives in memory. Handlers change a payment only in code without `await` between the check and
-the change, so each change is atomic on the event loop and no per-payment lock is needed.
+State lives in memory. Handlers change a payment or payout only in code without `await` between the check
+and the change, so each change is atomic on the event loop and no per-record lock is needed.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import html
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import httpx
 from fastapi import Depends, FastAPI, Form, Header, Query, Request
@@ -30,14 +30,16 @@ from psp.sandbox.webhooks import WebhookSender, utc_now_iso
 
 logger = logging.getLogger("psp.sandbox")
 
+# Each sandbox PSP takes payments with, and pays out to, its own method.
 METHODS: dict[str, frozenset[str]] = {"card": frozenset({"card"}), "ewallet": frozenset({"ewallet"})}
 DECLINE_CODES = {"card": "card_declined", "ewallet": "insufficient_funds"}
-SCENARIOS = frozenset(
-    {
-        "approve", "decline", "challenge", "3ds_fail", "no_webhook", "lost",
-        "duplicate_webhook", "out_of_order", "wrong_amount", "flaky", "slow",
-    }
+PAYOUT_DECLINE_CODE = "payout_declined"
+PAYOUT_FAILURE_CODE = "beneficiary_rejected"  # the `fail` scenario: accepted, then refused downstream
+_COMMON_SCENARIOS = frozenset(
+    {"approve", "decline", "no_webhook", "lost", "duplicate_webhook", "out_of_order", "wrong_amount", "flaky", "slow"}
 )
+SCENARIOS = _COMMON_SCENARIOS | {"challenge", "3ds_fail"}
+PAYOUT_SCENARIOS = _COMMON_SCENARIOS | {"fail"}
 CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})
 SILENT_SCENARIOS = frozenset({"no_webhook", "lost"})
 CANCELLABLE = frozenset({"pending", "requires_action", "authorized"})
@@ -74,36 +76,49 @@ class SandboxError(Exception):
         self.message = message
 
 
-class CreatePaymentBody(BaseModel):
-    # Unknown fields are refused: in particular the sandbox never accepts card data.
+class CreateBody(BaseModel):
+    """What payment and payout creates share."""
+
+    # Unknown fields are refused: in particular the sandbox never accepts card or account data.
     model_config = ConfigDict(extra="forbid")
 
     merchant_reference: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     amount: str
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     method: str
-    return_url: str = Field(max_length=2048, pattern=r"^https?://\S+$")
     customer_id: str = Field(min_length=1, max_length=128)
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class CreatePaymentBody(CreateBody):
+    return_url: str = Field(max_length=2048, pattern=r"^https?://\S+$")
+
+
+class CreatePayoutBody(CreateBody):
+    pass
 
 
 class ControlBody(BaseModel):
     mode: Mode
 
 
-@dataclass
-class Payment:
+@dataclass(kw_only=True)
+class Record:
+    """What payments and payouts share: identity, money, scenario and status."""
+
+    kind: ClassVar[str]  # "payment" | "payout": the webhook type prefix
+    settled_status: ClassVar[str]  # where a successful scenario ends
+    stale_status: ClassVar[str]  # what `out_of_order` re-sends late, after settled_status
+
     psp: str
     reference: str
     merchant_reference: str
     amount_minor: int
     currency: str
-    return_url: str
     scenario: str
-    status: str
+    status: str = "pending"
     created_at: str = field(default_factory=utc_now_iso)
-    redirect_url: str | None = None
     failure_code: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
@@ -114,11 +129,36 @@ class Payment:
             "amount": to_decimal_string(self.amount_minor, self.currency),
             "currency": self.currency,
         }
-        if self.redirect_url and self.status == "requires_action":
-            body["redirect_url"] = self.redirect_url
         if self.failure_code:
             body["failure_code"] = self.failure_code
         return body
+
+
+@dataclass(kw_only=True)
+class Payment(Record):
+    kind = "payment"
+    settled_status = "captured"
+    stale_status = "authorized"
+
+    return_url: str
+    redirect_url: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        body = super().to_wire()
+        if self.redirect_url and self.status == "requires_action":
+            body["redirect_url"] = self.redirect_url
+        return body
+
+
+@dataclass(kw_only=True)
+class Payout(Record):
+    kind = "payout"
+    settled_status = "paid"
+    stale_status = "pending"
+
+
+R = TypeVar("R", bound=Record)
+B = TypeVar("B", bound=CreateBody)
 
 
 @dataclass(frozen=True)
@@ -128,13 +168,32 @@ class StoredResponse:
     body: dict[str, Any]
 
 
+@dataclass
+class Book(Generic[R]):
+    """All records of one kind at the sandbox PSPs, with the state their create endpoint keeps."""
+
+    kind: str
+    scenarios: frozenset[str]
+    records: dict[tuple[str, str], R] = field(default_factory=dict)  # (psp, merchant_reference)
+    idempotent: dict[tuple[str, str], StoredResponse] = field(default_factory=dict)  # (psp, Idempotency-Key)
+    flaky_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # (psp, merchant_reference)
+
+    def find(self, psp: str, merchant_reference: str) -> R:
+        record = self.records.get((psp, merchant_reference))
+        if record is None:
+            raise SandboxError(404, f"{self.kind}_not_found", f"no {psp} {self.kind} {merchant_reference!r}")
+        return record
+
+    def add(self, record: R) -> None:
+        self.records[(record.psp, record.merchant_reference)] = record
+
+
 class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.payments: dict[tuple[str, str], Payment] = {}  # (psp, merchant_reference)
-        self.by_reference: dict[str, Payment] = {}
-        self.idempotent: dict[tuple[str, str], StoredResponse] = {}  # (psp, Idempotency-Key)
-        self.flaky_attempts: dict[tuple[str, str], int] = {}
+        self.payments: Book[Payment] = Book("payment", SCENARIOS)
+        self.payouts: Book[Payout] = Book("payout", PAYOUT_SCENARIOS)
+        self.by_reference: dict[str, Payment] = {}  # for the challenge pages
         self.modes: dict[str, Mode] = {psp: "up" for psp in METHODS}
         self.webhooks: WebhookSender | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -152,13 +211,7 @@ class Sandbox:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # -- payments ----------------------------------------------------------------------------------
-
-    def find(self, psp: str, merchant_reference: str) -> Payment:
-        payment = self.payments.get((psp, merchant_reference))
-        if payment is None:
-            raise SandboxError(404, "payment_not_found", f"no {psp} payment {merchant_reference!r}")
-        return payment
+    # -- payments and payouts ----------------------------------------------------------------------
 
     def behaviour(self, psp: str, scenario: str) -> str:
         # An e-wallet has no 3DS: the challenge scenarios behave as approve there.
@@ -166,41 +219,60 @@ class Sandbox:
             return "approve"
         return scenario
 
-    def create(
+    def create_payment(
         self, psp: str, body: CreatePaymentBody, amount_minor: int, scenario: str
     ) -> tuple[int, dict[str, Any]]:
-        reference = f"{psp}_{secrets.token_hex(8)}"
         payment = Payment(
             psp=psp,
-            reference=reference,
+            reference=_new_reference(psp),
             merchant_reference=body.merchant_reference,
             amount_minor=amount_minor,
             currency=body.currency,
             return_url=body.return_url,
             scenario=scenario,
-            status="pending",
         )
-        self.payments[(psp, payment.merchant_reference)] = payment
-        self.by_reference[reference] = payment
+        self.by_reference[payment.reference] = payment
         behaviour = self.behaviour(psp, scenario)
-        if behaviour == "decline":
-            payment.status, payment.failure_code = "failed", DECLINE_CODES[psp]
-            return 402, _error_body(payment.failure_code, "the payment was declined")
         if behaviour in CHALLENGE_SCENARIOS:
             payment.status = "requires_action"
-            payment.redirect_url = f"{self.config.public_url.rstrip('/')}/card/challenge/{reference}"
-        elif behaviour != "lost":
-            self.spawn(self.settle(payment))
-        return 201, payment.to_wire()
+            payment.redirect_url = f"{self.config.public_url.rstrip('/')}/card/challenge/{payment.reference}"
+        return self.start(self.payments, payment, behaviour, DECLINE_CODES[psp])
 
-    async def settle(self, payment: Payment) -> None:
+    def create_payout(
+        self, psp: str, body: CreatePayoutBody, amount_minor: int, scenario: str
+    ) -> tuple[int, dict[str, Any]]:
+        payout = Payout(
+            psp=psp,
+            reference=_new_reference(psp),
+            merchant_reference=body.merchant_reference,
+            amount_minor=amount_minor,
+            currency=body.currency,
+            scenario=scenario,
+        )
+        return self.start(self.payouts, payout, scenario, PAYOUT_DECLINE_CODE)
+
+    def start(self, book: Book[R], record: R, behaviour: str, decline_code: str) -> tuple[int, dict[str, Any]]:
+        """Store a new record and play its scenario's first step; the answer is (HTTP status, body)."""
+        book.add(record)
+        if behaviour == "decline":
+            record.status, record.failure_code = "failed", decline_code
+            return 402, _error_body(decline_code, f"the {record.kind} was declined")
+        # Only a pending record settles by itself: a challenged payment waits for the form, a lost one forever.
+        if record.status == "pending" and behaviour != "lost":
+            self.spawn(self.settle(record))
+        return 201, record.to_wire()
+
+    async def settle(self, record: Record) -> None:
         await asyncio.sleep(self.config.settle_delay_seconds)
-        if payment.status != "pending":  # cancelled meanwhile
+        if record.status != "pending":  # cancelled meanwhile
             return
-        if payment.scenario == "wrong_amount":
-            payment.amount_minor += WRONG_AMOUNT_EXTRA_MINOR
-        payment.status = "captured"
-        self.announce(payment)
+        if record.scenario == "fail":
+            record.status, record.failure_code = "failed", PAYOUT_FAILURE_CODE
+        else:
+            if record.scenario == "wrong_amount":
+                record.amount_minor += WRONG_AMOUNT_EXTRA_MINOR
+            record.status = record.settled_status
+        self.announce(record)
 
     def complete_challenge(self, payment: Payment, outcome: str) -> None:
         if payment.status != "requires_action":  # a re-submitted form changes nothing
@@ -221,34 +293,38 @@ class Sandbox:
 
     # -- webhooks ----------------------------------------------------------------------------------
 
-    def announce(self, payment: Payment) -> None:
-        """Schedule the webhook(s) for the payment's new status, shaped by its scenario."""
-        if payment.scenario in SILENT_SCENARIOS:
+    def announce(self, record: Record) -> None:
+        """Schedule the webhook(s) for the record's new status, shaped by its scenario."""
+        if record.scenario in SILENT_SCENARIOS:
             return
-        event = _event(payment, payment.status, utc_now_iso())
+        event = _event(record, record.status, utc_now_iso())
         events = [event]
-        if payment.status == "captured" and payment.scenario == "duplicate_webhook":
+        if record.status == record.settled_status and record.scenario == "duplicate_webhook":
             events.append(event)
-        if payment.status == "captured" and payment.scenario == "out_of_order":
-            events.append(_event(payment, "authorized", payment.created_at))
+        if record.status == record.settled_status and record.scenario == "out_of_order":
+            events.append(_event(record, record.stale_status, record.created_at))
         if self.webhooks is None:
             raise RuntimeError("webhooks are sent only while the app runs (its lifespan creates the sender)")
-        self.spawn(self.webhooks.deliver_in_order(payment.psp, events))
+        self.spawn(self.webhooks.deliver_in_order(record.psp, events))
 
 
-def _event(payment: Payment, status: str, occurred_at: str) -> dict[str, Any]:
+def _new_reference(psp: str) -> str:
+    return f"{psp}_{secrets.token_hex(8)}"
+
+
+def _event(record: Record, status: str, occurred_at: str) -> dict[str, Any]:
     event: dict[str, Any] = {
         "event_id": f"evt_{secrets.token_hex(12)}",
-        "type": f"payment.{status}",
-        "merchant_reference": payment.merchant_reference,
-        "reference": payment.reference,
+        "type": f"{record.kind}.{status}",
+        "merchant_reference": record.merchant_reference,
+        "reference": record.reference,
         "status": status,
-        "amount": to_decimal_string(payment.amount_minor, payment.currency),
-        "currency": payment.currency,
+        "amount": to_decimal_string(record.amount_minor, record.currency),
+        "currency": record.currency,
         "occurred_at": occurred_at,
     }
-    if payment.failure_code and status == "failed":
-        event["failure_code"] = payment.failure_code
+    if record.failure_code and status == "failed":
+        event["failure_code"] = record.failure_code
     return event
 
 
@@ -256,7 +332,7 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def _fingerprint(body: CreatePaymentBody) -> str:
+def _fingerprint(body: CreateBody) -> str:
     return json.dumps(body.model_dump(), sort_keys=True)
 
 
@@ -329,8 +405,8 @@ def create_app(config: SandboxConfig) -> FastAPI:
             await asyncio.sleep(config.slow_seconds)
         return psp
 
-    def replay(key: tuple[str, str] | None, fingerprint: str) -> JSONResponse | None:
-        stored = sandbox.idempotent.get(key) if key else None
+    def replay(book: Book[Any], key: tuple[str, str] | None, fingerprint: str) -> JSONResponse | None:
+        stored = book.idempotent.get(key) if key else None
         if stored is None:
             return None
         if stored.fingerprint != fingerprint:
@@ -341,14 +417,16 @@ def create_app(config: SandboxConfig) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/{psp}/v1/payments", status_code=201)
-    async def create_payment(
-        body: CreatePaymentBody,
-        psp: str = Depends(psp_api),
-        idempotency_key: str | None = Header(default=None, max_length=255),
+    async def create_once(
+        book: Book[Any],
+        create: Callable[[str, B, int, str], tuple[int, dict[str, Any]]],
+        psp: str,
+        body: B,
+        idempotency_key: str | None,
     ) -> JSONResponse:
+        """The create contract payments and payouts share: validation, Idempotency-Key, flaky and slow."""
         scenario = body.metadata.get("sandbox_scenario", "approve")
-        if scenario not in SCENARIOS:
+        if scenario not in book.scenarios:
             raise SandboxError(422, "unknown_scenario", f"unknown sandbox_scenario {scenario!r}")
         if body.method not in METHODS[psp]:
             raise SandboxError(422, "unsupported_method", f"{psp} does not take method {body.method!r}")
@@ -359,35 +437,57 @@ def create_app(config: SandboxConfig) -> FastAPI:
 
         key = (psp, idempotency_key) if idempotency_key else None
         fingerprint = _fingerprint(body)
-        if (stored := replay(key, fingerprint)) is not None:
+        if (stored := replay(book, key, fingerprint)) is not None:
             return stored
         if scenario == "slow":
             await asyncio.sleep(config.slow_seconds)
-            if (stored := replay(key, fingerprint)) is not None:  # a concurrent retry finished first
+            if (stored := replay(book, key, fingerprint)) is not None:  # a concurrent retry finished first
                 return stored
         # No await from here on: the checks and the creation happen atomically.
         ref_key = (psp, body.merchant_reference)
         if scenario == "flaky":
-            attempt = sandbox.flaky_attempts[ref_key] = sandbox.flaky_attempts.get(ref_key, 0) + 1
+            attempt = book.flaky_attempts[ref_key] = book.flaky_attempts.get(ref_key, 0) + 1
             if attempt <= FLAKY_FAILURES:
                 raise SandboxError(503, "psp_unavailable", f"flaky: attempt {attempt} fails")
-        if ref_key in sandbox.payments:
-            raise SandboxError(409, "duplicate_merchant_reference", "a payment with this merchant_reference exists")
-        status, response = sandbox.create(psp, body, amount_minor, scenario)
-        # A decline is stored too: that payment exists (failed), so a retry must get the same answer.
+        if ref_key in book.records:
+            raise SandboxError(
+                409, "duplicate_merchant_reference", f"a {book.kind} with this merchant_reference exists"
+            )
+        status, response = create(psp, body, amount_minor, scenario)
+        # A decline is stored too: that record exists (failed), so a retry must get the same answer.
         if key:
-            sandbox.idempotent[key] = StoredResponse(fingerprint, status, response)
+            book.idempotent[key] = StoredResponse(fingerprint, status, response)
         return JSONResponse(response, status_code=status)
+
+    @app.post("/{psp}/v1/payments", status_code=201)
+    async def create_payment(
+        body: CreatePaymentBody,
+        psp: str = Depends(psp_api),
+        idempotency_key: str | None = Header(default=None, max_length=255),
+    ) -> JSONResponse:
+        return await create_once(sandbox.payments, sandbox.create_payment, psp, body, idempotency_key)
 
     @app.get("/{psp}/v1/payments/{merchant_reference}")
     async def get_payment(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
-        return sandbox.find(psp, merchant_reference).to_wire()
+        return sandbox.payments.find(psp, merchant_reference).to_wire()
 
     @app.post("/{psp}/v1/payments/{merchant_reference}/cancel")
     async def cancel_payment(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
-        payment = sandbox.find(psp, merchant_reference)
+        payment = sandbox.payments.find(psp, merchant_reference)
         sandbox.cancel(payment)
         return payment.to_wire()
+
+    @app.post("/{psp}/v1/payouts", status_code=201)
+    async def create_payout(
+        body: CreatePayoutBody,
+        psp: str = Depends(psp_api),
+        idempotency_key: str | None = Header(default=None, max_length=255),
+    ) -> JSONResponse:
+        return await create_once(sandbox.payouts, sandbox.create_payout, psp, body, idempotency_key)
+
+    @app.get("/{psp}/v1/payouts/{merchant_reference}")
+    async def get_payout(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
+        return sandbox.payouts.find(psp, merchant_reference).to_wire()
 
     def challenged_payment(reference: str) -> Payment:
         payment = sandbox.by_reference.get(reference)

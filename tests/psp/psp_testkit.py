@@ -6,17 +6,20 @@ import asyncio
 import inspect
 import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from psp.base import CreatePaymentRequest
+from psp.base import CreatePaymentRequest, CreatePayoutRequest, WebhookEvent
 from psp.sandbox import SandboxConfig
+from psp.sandbox_connector import SandboxConnector
 
 T = TypeVar("T")
 
@@ -30,8 +33,6 @@ RETURN_URL = "https://casino.example/cashier/return"
 class RunningSandbox:
     url: str
     config: SandboxConfig
-
-
 
 
 @overload
@@ -143,3 +144,46 @@ def payment_request(
         country="DE",
         scenario=scenario,
     )
+
+
+def payout_request(
+    scenario: str | None = None, method: str = "card", amount_minor: int = 5000, currency: str = "EUR"
+) -> CreatePayoutRequest:
+    return CreatePayoutRequest(
+        payout_id=f"po_{uuid.uuid4().hex[:16]}",
+        amount_minor=amount_minor,
+        currency=currency,
+        method=method,
+        player_id="player_1",
+        country="DE",
+        scenario=scenario,
+    )
+
+
+def verified(connector: SandboxConnector, receiver: WebhookReceiver, merchant_reference: str) -> list[WebhookEvent]:
+    """The webhooks received for `merchant_reference`, each passed through the connector's verifier."""
+    return [connector.verify_webhook(r.headers, r.body, time.time()) for r in receiver.for_payment(merchant_reference)]
+
+
+async def wait_for_webhooks(receiver: WebhookReceiver, merchant_reference: str, count: int = 1) -> None:
+    await eventually(lambda: len(receiver.for_payment(merchant_reference)) >= count)
+
+
+async def deliveries(
+    http: httpx.AsyncClient, sandbox: RunningSandbox, merchant_reference: str
+) -> list[dict[str, Any]]:
+    """The sandbox's webhook delivery log for `merchant_reference`."""
+    response = await http.get(f"{sandbox.url}/_sandbox/deliveries", params={"merchant_reference": merchant_reference})
+    log: list[dict[str, Any]] = response.json()["deliveries"]
+    return log
+
+
+@asynccontextmanager
+async def psp_mode(http: httpx.AsyncClient, sandbox: RunningSandbox, psp: str, mode: str) -> AsyncIterator[None]:
+    """Put `psp` in control `mode` for the block, then back up."""
+    response = await http.post(f"{sandbox.url}/control/{psp}", json={"mode": mode})
+    assert response.json() == {"psp": psp, "mode": mode}
+    try:
+        yield
+    finally:
+        await http.post(f"{sandbox.url}/control/{psp}", json={"mode": "up"})

@@ -9,7 +9,7 @@ import pytest
 
 from psp.base import PspDeclined, PspError, PspNotFound, PspRequestRejected, PspTransientError
 from psp.sandbox_connector import SandboxConnector
-from tests.psp.psp_testkit import bound_socket, payment_request
+from tests.psp.psp_testkit import bound_socket, payment_request, payout_request
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -125,3 +125,80 @@ async def test_connection_refused_is_transient() -> None:
         with pytest.raises(PspTransientError) as raised:
             await connector.create_payment(payment_request())
     assert raised.value.code == "psp_unreachable"
+
+
+async def test_create_payout_sends_the_wire_format_with_an_idempotency_key() -> None:
+    seen: list[httpx.Request] = []
+    req = payout_request("fail", amount_minor=5050)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json=payment_json(req.payout_id))
+
+    payout = await connector_answering(handler).create_payout(req)
+
+    [request] = seen
+    assert (request.method, str(request.url)) == ("POST", "http://psp.test/card/v1/payouts")
+    assert request.headers["Idempotency-Key"] == req.payout_id
+    assert httpx.Response(200, content=request.content).json() == {
+        "merchant_reference": req.payout_id, "amount": "50.50", "currency": "EUR", "method": "card",
+        "customer_id": "player_1", "country": "DE", "metadata": {"sandbox_scenario": "fail"},
+    }
+    assert (payout.psp, payout.payout_id, payout.psp_reference, payout.status) == (
+        "card", req.payout_id, "card_1", "pending",
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "code"),
+    [
+        (402, {"error": {"code": "account_closed"}}, PspDeclined, "account_closed"),
+        (503, None, PspTransientError, "psp_http_503"),
+        (422, {"error": {"code": "unsupported_method"}}, PspRequestRejected, "unsupported_method"),
+    ],
+)
+async def test_create_payout_maps_http_errors(status: int, body: object, error: type[PspError], code: str) -> None:
+    connector = connector_answering(
+        lambda request: httpx.Response(status, json=body) if body is not None else httpx.Response(status)
+    )
+
+    with pytest.raises(error) as raised:
+        await connector.create_payout(payout_request())
+
+    assert type(raised.value) is error and raised.value.code == code
+
+
+async def test_payout_ids_are_escaped_in_paths() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(404, json={"error": {"code": "payout_not_found"}})
+
+    with pytest.raises(PspNotFound):
+        await connector_answering(handler).get_payout("po/1?x")
+    assert seen == ["/card/v1/payouts/po%2F1%3Fx"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda pid: httpx.Response(200, json=payment_json(pid, status="captured")),  # a payment status
+        lambda pid: httpx.Response(200, json=payment_json("po_someone_else")),
+    ],
+)
+async def test_malformed_payout_answers_are_bad_psp_response(answer: Callable[[str], httpx.Response]) -> None:
+    connector = connector_answering(lambda request: answer("po_1"))
+
+    with pytest.raises(PspError) as raised:
+        await connector.get_payout("po_1")
+
+    assert type(raised.value) is PspError and raised.value.code == "bad_psp_response"
+
+
+async def test_payout_methods_default_to_the_payment_methods() -> None:
+    async with httpx.AsyncClient() as http:
+        default = SandboxConnector("w", frozenset({"card"}), "http://psp.test/w", "s", http)
+        narrower = SandboxConnector("w", frozenset({"card"}), "http://psp.test/w", "s", http, payout_methods=frozenset())
+
+    assert (default.payout_methods, narrower.payout_methods) == (frozenset({"card"}), frozenset())

@@ -8,9 +8,16 @@ from urllib.parse import urlsplit
 import httpx
 
 from payloop.settings import Settings
-from psp.registry import build_connectors, build_verifiers
+from psp.registry import build_connectors, build_verifiers, payment_methods, payout_methods
 from psp.sandbox import config_from_settings
-from tests.psp.psp_testkit import WEBHOOK_SECRET, RunningSandbox, WebhookReceiver, eventually, payment_request
+from tests.psp.psp_testkit import (
+    WEBHOOK_SECRET,
+    RunningSandbox,
+    WebhookReceiver,
+    eventually,
+    payment_request,
+    payout_request,
+)
 
 
 def settings_for(sandbox: RunningSandbox) -> Settings:
@@ -51,3 +58,26 @@ def test_sandbox_config_from_settings() -> None:
     assert config.public_url == "http://127.0.0.1:9100"
     assert config.webhook_secret == "whsec_x"
     assert config.webhook_url_template == settings.sandbox_webhook_url
+
+
+def test_methods_across_providers() -> None:
+    assert payment_methods() == frozenset({"card", "ewallet"})
+    assert payout_methods() == frozenset({"card", "ewallet"})
+
+
+async def test_connectors_pay_out_to_their_own_method(
+    sandbox: RunningSandbox, http: httpx.AsyncClient, receiver: WebhookReceiver
+) -> None:
+    settings = settings_for(sandbox)
+    connectors = build_connectors(settings, http)
+    verifiers = build_verifiers(settings)
+
+    assert {name: c.payout_methods for name, c in connectors.items()} == {
+        "card": frozenset({"card"}), "ewallet": frozenset({"ewallet"}),
+    }
+    for name in connectors:
+        req = payout_request(method=name)
+        created = await connectors[name].create_payout(req)
+        [delivery] = await eventually(lambda: receiver.for_payment(req.payout_id))
+        event = verifiers[name](delivery.headers, delivery.body, time.time())
+        assert (event.payment_id, event.psp_reference, event.status) == (req.payout_id, created.psp_reference, "paid")

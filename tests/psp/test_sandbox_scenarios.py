@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
 
 import httpx
 import pytest
 
-from psp.base import PspDeclined, PspNotFound, PspRequestRejected, PspTransientError, WebhookEvent
+from psp.base import PspDeclined, PspNotFound, PspRequestRejected, PspTransientError
 from psp.sandbox_connector import SandboxConnector
-from tests.psp.psp_testkit import RETURN_URL, RunningSandbox, WebhookReceiver, eventually, payment_request, stays
-
-
-def verified(connector: SandboxConnector, receiver: WebhookReceiver, payment_id: str) -> list[WebhookEvent]:
-    return [connector.verify_webhook(r.headers, r.body, time.time()) for r in receiver.for_payment(payment_id)]
-
-
-async def wait_for_webhooks(receiver: WebhookReceiver, payment_id: str, count: int = 1) -> None:
-    await eventually(lambda: len(receiver.for_payment(payment_id)) >= count)
-
-
-async def deliveries(http: httpx.AsyncClient, sandbox: RunningSandbox, payment_id: str) -> list[dict[str, Any]]:
-    response = await http.get(f"{sandbox.url}/_sandbox/deliveries", params={"merchant_reference": payment_id})
-    log: list[dict[str, Any]] = response.json()["deliveries"]
-    return log
+from tests.psp.psp_testkit import (
+    RETURN_URL,
+    RunningSandbox,
+    WebhookReceiver,
+    deliveries,
+    eventually,
+    payment_request,
+    stays,
+    verified,
+    wait_for_webhooks,
+)
 
 
 @pytest.mark.parametrize("connector_name", ["card", "ewallet"])

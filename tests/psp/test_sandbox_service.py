@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -19,8 +17,10 @@ from tests.psp.psp_testkit import (
     RunningSandbox,
     WebhookReceiver,
     bound_socket,
+    deliveries,
     eventually,
     payment_request,
+    psp_mode,
     serve,
     stays,
 )
@@ -37,22 +37,6 @@ def create_body(merchant_reference: str, **overrides: object) -> dict[str, objec
         "metadata": {"sandbox_scenario": "lost"},
     }
     return body | overrides
-
-
-async def deliveries(http: httpx.AsyncClient, sandbox: RunningSandbox, payment_id: str) -> list[dict[str, Any]]:
-    response = await http.get(f"{sandbox.url}/_sandbox/deliveries", params={"merchant_reference": payment_id})
-    log: list[dict[str, Any]] = response.json()["deliveries"]
-    return log
-
-
-@asynccontextmanager
-async def psp_mode(http: httpx.AsyncClient, sandbox: RunningSandbox, psp: str, mode: str) -> AsyncIterator[None]:
-    response = await http.post(f"{sandbox.url}/control/{psp}", json={"mode": mode})
-    assert response.json() == {"psp": psp, "mode": mode}
-    try:
-        yield
-    finally:
-        await http.post(f"{sandbox.url}/control/{psp}", json={"mode": "up"})
 
 
 async def test_healthz(http: httpx.AsyncClient, sandbox: RunningSandbox) -> None:

@@ -138,3 +138,39 @@ def test_tolerance_is_configurable() -> None:
 
 def test_the_secret_is_not_in_the_verifier_repr() -> None:
     assert SECRET not in repr(verify_card)
+
+
+PAYOUT_EVENT = EVENT | {
+    "type": "payout.failed",
+    "merchant_reference": "po_1",
+    "failure_code": "beneficiary_rejected",
+}
+
+
+@pytest.mark.parametrize("status", ["paid", "failed", "pending"])
+def test_payout_events_parse_with_the_payout_id_as_payment_id(status: str) -> None:
+    body = body_of(PAYOUT_EVENT | {"type": f"payout.{status}", "status": status})
+
+    event = verify_card(signed(body), body, NOW)
+
+    assert (event.payment_id, event.status, event.amount_minor) == ("po_1", status, 5000)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"type": "payout.captured", "status": "captured"},  # a payment status in a payout event
+        {"type": "payment.paid", "status": "paid"},  # a payout status in a payment event
+        {"type": "refund.paid", "status": "paid"},  # an event family we do not know
+        {"type": ""},
+        {"type": None},
+    ],
+)
+def test_status_must_belong_to_the_event_family(overrides: dict[str, object]) -> None:
+    body = body_of(PAYOUT_EVENT | overrides)
+    assert _refusal(signed(body), body) == "malformed_payload"
+
+
+def test_an_event_without_type_is_refused() -> None:
+    body = body_of({k: v for k, v in EVENT.items() if k != "type"})
+    assert _refusal(signed(body), body) == "malformed_payload"
