@@ -125,6 +125,26 @@ class Ledger:
     async def void_hold(self, transfer_id: str) -> Transfer:
         return await self._resolve(transfer_id, VOIDED)
 
+    async def transaction(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `fn` in one database transaction, rerun from scratch on a PostgreSQL serialization failure."""
+        return await self._transaction(fn)
+
+    async def post_transfer_in(self, conn: AsyncConnection, req: TransferRequest) -> Transfer:
+        """post_transfer inside the caller's transaction, so the caller's own rows commit with the posting.
+
+        On InsufficientFunds the caller must let its transaction roll back (the transfer row is already written).
+        """
+        _validate(req)
+        try:
+            return await self._create_tx(conn, req, fingerprint(req, hold=False), hold=False)
+        except _Overdraft as e:
+            available = (
+                await conn.execute(
+                    select(accounts.c.posted_balance - accounts.c.pending_debits).where(accounts.c.id == e.account_id)
+                )
+            ).scalar_one()
+            raise InsufficientFunds(e.account_id, int(available)) from None
+
     async def _create(self, req: TransferRequest, *, hold: bool) -> Transfer:
         _validate(req)
         fp = fingerprint(req, hold=hold)
@@ -280,6 +300,31 @@ class Ledger:
                 )
             ).scalar_one()
         return int(total)
+
+    async def last_credit(self, account_id: str, kind: str) -> Transfer | None:
+        """The newest posted `kind` transfer credited to the account (e.g. a player's last deposit)."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(transfers)
+                    .where(transfers.c.credit_account_id == account_id, transfers.c.kind == kind,
+                           transfers.c.status == POSTED)
+                    .order_by(transfers.c.created_at.desc(), transfers.c.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return _to_transfer(row) if row else None
+
+    async def player_debits_since(self, player_id: str, kind: str, since: datetime) -> list[tuple[int, str]]:
+        """(amount, currency) of every `kind` transfer debited from the player since `since`, held or posted."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(transfers.c.amount, transfers.c.currency)
+                .join(accounts, accounts.c.id == transfers.c.debit_account_id)
+                .where(accounts.c.owner == player_id, accounts.c.kind == PLAYER, transfers.c.kind == kind,
+                       transfers.c.status.in_((POSTED, PENDING)), transfers.c.created_at >= since)
+            )
+            return [(int(amount), currency) for amount, currency in rows]
 
     async def account_transfers(self, account_id: str, limit: int = 50, before: str | None = None) -> list[Transfer]:
         """Transfers touching the account, newest first; `before` is the last id of the previous page."""
