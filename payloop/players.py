@@ -1,7 +1,8 @@
-"""Player profiles and responsible-gaming controls: KYC status, self-exclusion, deposit limits.
+"""Player profiles and responsible-gaming controls: KYC status, self-exclusion, closed accounts, deposit limits.
 
-Shared by the API (operators set them) and the screening activity (deposits obey them). The screening rule
-itself is a pure function so it can be tested against any clock.
+Shared by the API (clients and operators set them) and the screening activity (deposits obey them). The rules are
+pure functions over an explicit clock so they can be tested at any moment; the store applies them race-free:
+every change is one conditional UPDATE (self-exclusion) or a compare-and-swap on a version column (limits).
 """
 
 from __future__ import annotations
@@ -9,11 +10,18 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from payloop import audit
 from payloop.db import UtcDateTime, insert_if_missing, metadata
+
+# Raising or removing a limit waits this long, so a player cannot lift a limit in the heat of the moment.
+LIMIT_INCREASE_DELAY = timedelta(hours=24)
+# Compare-and-swap attempts before giving up; each failed attempt means another change succeeded meanwhile.
+_CAS_ATTEMPTS = 20
 
 players = sa.Table(
     "players",
@@ -33,10 +41,17 @@ player_deposit_limits = sa.Table(
     sa.Column("player_id", sa.String(100), sa.ForeignKey("players.id"), primary_key=True),
     sa.Column("currency", sa.String(3), primary_key=True),
     sa.Column("period", sa.String(5), primary_key=True),
+    # In force until pending_effective_at; from then on pending_amount_minor (NULL = no limit) is.
     sa.Column("amount_minor", sa.BigInteger, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("pending_amount_minor", sa.BigInteger),
+    sa.Column("pending_effective_at", UtcDateTime),
+    # Bumped by every change; writers compare-and-swap on it. Never reset (rows are never deleted), so no ABA.
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
     sa.CheckConstraint("period IN ('day', 'week', 'month')", name="known_period"),
+    sa.CheckConstraint("pending_amount_minor IS NULL OR pending_amount_minor >= 0", name="pending_not_negative"),
+    sa.CheckConstraint("pending_amount_minor IS NULL OR pending_effective_at IS NOT NULL", name="pending_has_time"),
 )
 
 
@@ -44,6 +59,21 @@ class LimitPeriod(str, enum.Enum):
     DAY = "day"  # rolling 24 h
     WEEK = "week"  # rolling 7 days
     MONTH = "month"  # calendar month, UTC
+
+
+class KycStatus(str, enum.Enum):
+    UNVERIFIED = "unverified"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+
+
+class PlayerRuleError(Exception):
+    """A change that the responsible-gaming rules refuse; `code` is the API's stable error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def window_start(period: LimitPeriod, now: datetime) -> datetime:
@@ -55,19 +85,73 @@ def window_start(period: LimitPeriod, now: datetime) -> datetime:
 
 
 @dataclass(frozen=True)
+class LimitState:
+    """One deposit limit as seen at a moment: the amount in force (None = no limit) and a pending change."""
+
+    amount_minor: int | None = None
+    pending_effective_at: datetime | None = None  # set iff a change is pending
+    pending_amount_minor: int | None = None  # the pending value; None with a pending time = removal
+
+    def at(self, now: datetime) -> LimitState:
+        """The state at `now`: a pending change whose time has come is in force."""
+        if self.pending_effective_at is not None and self.pending_effective_at <= now:
+            return LimitState(self.pending_amount_minor)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "amount_minor": self.amount_minor,
+            "pending_amount_minor": self.pending_amount_minor,
+            "pending_effective_at": _iso(self.pending_effective_at),
+        }
+
+
+def change_limit(current: LimitState, requested: int | None, now: datetime) -> LimitState:
+    """The limit after a player asks for `requested` (None = remove) at `now`.
+
+    A first limit or a decrease applies at once and cancels any pending change; an increase or a removal waits
+    LIMIT_INCREASE_DELAY while the old value stays in force. Asking again for the same pending value keeps its
+    time (a retried request must not restart the wait); asking for another one restarts it.
+    """
+    current = current.at(now)
+    if current.amount_minor is None or (requested is not None and requested <= current.amount_minor):
+        return LimitState(requested)
+    if current.pending_effective_at is not None and current.pending_amount_minor == requested:
+        return current
+    return LimitState(current.amount_minor, now + LIMIT_INCREASE_DELAY, requested)
+
+
+@dataclass(frozen=True)
+class DepositLimit:
+    currency: str
+    period: LimitPeriod
+    state: LimitState  # as of the moment it was read; amount_minor is never None here
+
+
+@dataclass(frozen=True)
 class PlayerControls:
     player_id: str
     kyc_status: str = "unverified"
     self_excluded_until: datetime | None = None
     self_excluded_indefinitely: bool = False
     closed: bool = False
-    # period -> limit in minor units, for the currency asked about
+    # period -> limit in force in minor units, for the currency asked about
     deposit_limits: dict[LimitPeriod, int] | None = None
 
     def self_excluded(self, now: datetime) -> bool:
         if self.self_excluded_indefinitely:
             return True
         return self.self_excluded_until is not None and self.self_excluded_until > now
+
+
+@dataclass(frozen=True)
+class PlayerProfile:
+    player_id: str
+    kyc_status: str
+    self_excluded: bool
+    self_excluded_until: datetime | None  # None while excluded = indefinitely
+    closed: bool
+    deposit_limits: list[DepositLimit]
 
 
 @dataclass(frozen=True)
@@ -96,22 +180,28 @@ def screen_deposit(
     return ScreeningDecision("allow")
 
 
+_PERIOD_ORDER = {period: i for i, period in enumerate(LimitPeriod)}
+
+
 class PlayerStore:
+    """Players exist implicitly: reading an unknown player gives the defaults; the first change creates the row.
+
+    Mutations take `actor`; when given, an audit_log row is written in the same transaction as the change.
+    """
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def controls(self, player_id: str, currency: str) -> PlayerControls:
+    async def controls(self, player_id: str, currency: str, now: datetime) -> PlayerControls:
+        """What screening needs: the player's flags and the limits for `currency` in force at `now`."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(players).where(players.c.id == player_id))).first()
-            limits = (
-                await conn.execute(
-                    sa.select(player_deposit_limits.c.period, player_deposit_limits.c.amount_minor).where(
-                        player_deposit_limits.c.player_id == player_id,
-                        player_deposit_limits.c.currency == currency,
-                    )
-                )
-            ).all()
-        deposit_limits = {LimitPeriod(period): amount for period, amount in limits}
+            row = await _player_row(conn, player_id)
+            limits = await _limit_rows(conn, player_id, currency)
+        deposit_limits = {
+            LimitPeriod(r.period): amount
+            for r in limits
+            if (amount := _limit_state(r).at(now).amount_minor) is not None
+        }
         if row is None:
             return PlayerControls(player_id=player_id, deposit_limits=deposit_limits)
         return PlayerControls(
@@ -123,6 +213,101 @@ class PlayerStore:
             deposit_limits=deposit_limits,
         )
 
+    async def profile(self, player_id: str, now: datetime) -> PlayerProfile:
+        async with self.engine.connect() as conn:
+            row = await _player_row(conn, player_id)
+            limits = await _limit_rows(conn, player_id)
+        controls = PlayerControls(player_id) if row is None else PlayerControls(
+            player_id, row.kyc_status, row.self_excluded_until, row.self_excluded_indefinitely, row.closed
+        )
+        excluded = controls.self_excluded(now)
+        in_force = [
+            DepositLimit(r.currency, LimitPeriod(r.period), state)
+            for r in limits
+            if (state := _limit_state(r).at(now)).amount_minor is not None
+        ]
+        in_force.sort(key=lambda lim: (lim.currency, _PERIOD_ORDER[lim.period]))
+        return PlayerProfile(
+            player_id=player_id,
+            kyc_status=controls.kyc_status,
+            self_excluded=excluded,
+            self_excluded_until=controls.self_excluded_until if excluded else None,
+            closed=controls.closed,
+            deposit_limits=in_force,
+        )
+
+    async def kyc_status(self, player_id: str) -> str:
+        async with self.engine.connect() as conn:
+            row = await _player_row(conn, player_id)
+        return KycStatus.UNVERIFIED.value if row is None else row.kyc_status
+
+    async def set_deposit_limit(
+        self,
+        player_id: str,
+        currency: str,
+        period: LimitPeriod,
+        amount_minor: int | None,
+        *,
+        now: datetime,
+        actor: str | None = None,
+    ) -> LimitState:
+        """Ask for a limit (None = remove it); returns the limit's state afterwards (see `change_limit`)."""
+        if amount_minor is not None and amount_minor < 0:
+            raise ValueError("a deposit limit cannot be negative")
+        key = {"player_id": player_id, "currency": currency, "period": period.value}
+        for _ in range(_CAS_ATTEMPTS):
+            async with self.engine.begin() as conn:
+                await _ensure_player(conn, player_id, now)
+                row = (await conn.execute(sa.select(player_deposit_limits).filter_by(**key))).first()
+                before = LimitState() if row is None else _limit_state(row)
+                after = change_limit(before, amount_minor, now)
+                if not await _write_limit(conn, key, row, after, now):
+                    continue  # another change won the race: decide again on its result
+                if actor is not None:
+                    await audit.record(
+                        conn, actor=actor, action="player.deposit_limit.set", subject=subject(player_id), now=now,
+                        details={"currency": currency, "period": period.value, "requested_minor": amount_minor,
+                                 "before": before.at(now).as_dict(), "after": after.as_dict()},
+                    )
+                return after
+        raise RuntimeError(f"deposit limit of {player_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+
+    async def set_self_exclusion(
+        self, player_id: str, until: datetime | None, *, now: datetime, actor: str | None = None
+    ) -> None:
+        """Self-exclude until `until` (None = indefinitely). It can be extended, never shortened or lifted."""
+        if until is not None and until <= now:
+            raise PlayerRuleError("self_exclusion_in_past", "a self-exclusion must end in the future")
+        stmt = players.update().where(players.c.id == player_id)
+        if until is not None:
+            # One conditional UPDATE: the rule is checked against the row as it is when written, not as read.
+            stmt = stmt.where(
+                players.c.self_excluded_indefinitely.is_(False),
+                sa.or_(players.c.self_excluded_until.is_(None), players.c.self_excluded_until <= until),
+            )
+        async with self.engine.begin() as conn:
+            await _ensure_player(conn, player_id, now)
+            result = await conn.execute(
+                stmt.values(self_excluded_until=until, self_excluded_indefinitely=until is None, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise PlayerRuleError(
+                    "self_exclusion_active", "an active self-exclusion cannot be shortened or lifted, only extended"
+                )
+            if actor is not None:
+                await audit.record(conn, actor=actor, action="player.self_exclusion.set", subject=subject(player_id),
+                                   details={"until": _iso(until), "indefinite": until is None}, now=now)
+
+    async def set_kyc_status(
+        self, player_id: str, status: KycStatus, *, now: datetime, actor: str | None = None, note: str | None = None
+    ) -> None:
+        await self._set(player_id, now, actor, "player.kyc.set", {"status": status.value, "note": note},
+                        kyc_status=status.value)
+
+    async def set_closed(self, player_id: str, closed: bool, *, now: datetime, actor: str | None = None) -> None:
+        action = "player.close" if closed else "player.reopen"
+        await self._set(player_id, now, actor, action, {"closed": closed}, closed=closed)
+
     async def upsert(
         self,
         player_id: str,
@@ -133,6 +318,7 @@ class PlayerStore:
         self_excluded_indefinitely: bool | None = None,
         closed: bool | None = None,
     ) -> None:
+        """Raw setter for fixtures and data imports: writes the given fields without the rules above."""
         values = {
             k: v
             for k, v in {
@@ -147,29 +333,59 @@ class PlayerStore:
             await _ensure_player(conn, player_id, now)
             await conn.execute(players.update().where(players.c.id == player_id).values(updated_at=now, **values))
 
-    async def set_deposit_limit(
-        self, player_id: str, currency: str, period: LimitPeriod, amount_minor: int, *, now: datetime
+    async def _set(
+        self, player_id: str, now: datetime, actor: str | None, action: str, details: dict[str, Any], **values: Any
     ) -> None:
         async with self.engine.begin() as conn:
             await _ensure_player(conn, player_id, now)
-            updated = await conn.execute(
-                player_deposit_limits.update()
-                .where(
-                    player_deposit_limits.c.player_id == player_id,
-                    player_deposit_limits.c.currency == currency,
-                    player_deposit_limits.c.period == period.value,
-                )
-                .values(amount_minor=amount_minor, updated_at=now)
-            )
-            if updated.rowcount == 0:
-                await insert_if_missing(
-                    conn,
-                    player_deposit_limits,
-                    {"player_id": player_id, "currency": currency, "period": period.value,
-                     "amount_minor": amount_minor, "updated_at": now},
-                )
+            await conn.execute(players.update().where(players.c.id == player_id).values(updated_at=now, **values))
+            if actor is not None:
+                await audit.record(conn, actor=actor, action=action, subject=subject(player_id), details=details,
+                                   now=now)
+
+
+def subject(player_id: str) -> str:
+    """The audit log's subject for a player."""
+    return f"player:{player_id}"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(timezone.utc).isoformat()
+
+
+def _limit_state(row: sa.Row[Any]) -> LimitState:
+    return LimitState(row.amount_minor, row.pending_effective_at, row.pending_amount_minor)
+
+
+async def _player_row(conn: AsyncConnection, player_id: str) -> sa.Row[Any] | None:
+    return (await conn.execute(sa.select(players).where(players.c.id == player_id))).first()
+
+
+async def _limit_rows(conn: AsyncConnection, player_id: str, currency: str | None = None) -> list[sa.Row[Any]]:
+    query = sa.select(player_deposit_limits).where(player_deposit_limits.c.player_id == player_id)
+    if currency is not None:
+        query = query.where(player_deposit_limits.c.currency == currency)
+    return list(await conn.execute(query))
+
+
+async def _write_limit(
+    conn: AsyncConnection, key: dict[str, str], row: sa.Row[Any] | None, after: LimitState, now: datetime
+) -> bool:
+    """Store `after` if the row is still the one read (compare-and-swap); False when another writer got there first."""
+    if after.amount_minor is None:
+        # Only reached when no limit is in force and none is asked for: nothing to store.
+        return True
+    values = {"amount_minor": after.amount_minor, "pending_amount_minor": after.pending_amount_minor,
+              "pending_effective_at": after.pending_effective_at, "updated_at": now}
+    if row is None:
+        return await insert_if_missing(conn, player_deposit_limits, {**key, **values, "version": 0})
+    result = await conn.execute(
+        player_deposit_limits.update()
+        .filter_by(**key, version=row.version)
+        .values(**values, version=row.version + 1)
+    )
+    return result.rowcount == 1
 
 
 async def _ensure_player(conn: AsyncConnection, player_id: str, now: datetime) -> None:
     await insert_if_missing(conn, players, {"id": player_id, "updated_at": now})
-

@@ -1,14 +1,43 @@
-"""Responsible-gaming screening: self-exclusion and deposit limits, with an explicit clock (no sleeps)."""
+"""Responsible-gaming controls with explicit clocks (no sleeps): screening, limit changes that wait 24 h,
+self-exclusion that cannot be shortened, KYC, closed accounts, and race-free limit changes on both backends."""
 
+from __future__ import annotations
+
+import asyncio
 from datetime import datetime, timedelta, timezone
 
+import httpx
+import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from activities.deposit import DepositActivities
+from api.app import create_app
 from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
-from payloop.players import LimitPeriod, PlayerControls, PlayerStore, screen_deposit, window_start
+from ledger.models import ledger_transfers
+from payloop import audit
+from payloop.players import (
+    LIMIT_INCREASE_DELAY,
+    KycStatus,
+    LimitPeriod,
+    LimitState,
+    PlayerControls,
+    PlayerRuleError,
+    PlayerStore,
+    change_limit,
+    player_deposit_limits,
+    screen_deposit,
+    window_start,
+)
+from payloop.settings import Settings
+from workflows.types import ScreenDepositInput
 
 NOW = datetime(2026, 3, 1, 0, 30, tzinfo=timezone.utc)
+DAY = LimitPeriod.DAY
+TICK = timedelta(microseconds=1)
 
+
+# --- screening (pure) ---
 
 def test_allows_a_player_without_controls() -> None:
     assert screen_deposit(PlayerControls("p"), 5000, {}, NOW).outcome == "allow"
@@ -36,22 +65,227 @@ def test_windows() -> None:
     assert window_start(LimitPeriod.DAY, NOW) == NOW - timedelta(hours=24)
     assert window_start(LimitPeriod.WEEK, NOW) == NOW - timedelta(days=7)
     assert window_start(LimitPeriod.MONTH, NOW) == datetime(2026, 3, 1, tzinfo=timezone.utc)
+    # A month window starts at the UTC month start whatever the clock's zone.
+    berlin = NOW.astimezone(timezone(timedelta(hours=1)))
+    assert window_start(LimitPeriod.MONTH, berlin) == datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
-async def test_store_round_trip_and_limits_against_the_ledger(engine: AsyncEngine) -> None:
+# --- limit changes (pure) ---
+
+def test_first_limit_and_decrease_apply_at_once() -> None:
+    assert change_limit(LimitState(), 10_000, NOW) == LimitState(10_000)
+    assert change_limit(LimitState(10_000), 8_000, NOW) == LimitState(8_000)
+    assert change_limit(LimitState(), None, NOW) == LimitState()
+
+
+def test_increase_and_removal_wait_24_hours() -> None:
+    due = NOW + LIMIT_INCREASE_DELAY
+    raised = change_limit(LimitState(10_000), 20_000, NOW)
+    assert raised == LimitState(10_000, due, 20_000)
+    assert raised.at(due - TICK).amount_minor == 10_000 and raised.at(due).amount_minor == 20_000
+    removed = change_limit(LimitState(10_000), None, NOW)
+    assert removed.at(due - TICK).amount_minor == 10_000 and removed.at(due).amount_minor is None
+
+
+def test_pending_changes_keep_or_restart_their_wait() -> None:
+    raised = change_limit(LimitState(10_000), 20_000, NOW)
+    later = NOW + timedelta(hours=5)
+    assert change_limit(raised, 20_000, later) == raised  # a retry does not restart the wait
+    assert change_limit(raised, 15_000, later).pending_effective_at == later + LIMIT_INCREASE_DELAY
+    assert change_limit(raised, 9_000, later) == LimitState(9_000)  # a decrease cancels the pending increase
+    assert change_limit(raised, 10_000, later) == LimitState(10_000)  # so does confirming the current value
+    # Once a removal has taken effect, a new limit is a first limit again: at once.
+    removed = change_limit(LimitState(10_000), None, NOW)
+    assert change_limit(removed, 50_000, NOW + LIMIT_INCREASE_DELAY) == LimitState(50_000)
+
+
+# --- the store, on both backends ---
+
+async def test_decrease_is_immediate_and_increase_waits_exactly_24_hours(engine: AsyncEngine) -> None:
+    store = PlayerStore(engine)
+    await store.set_deposit_limit("p1", "EUR", DAY, 10_000, now=NOW)
+    await store.set_deposit_limit("p1", "EUR", DAY, 8_000, now=NOW)
+    assert (await store.controls("p1", "EUR", NOW)).deposit_limits == {DAY: 8_000}
+
+    asked = NOW + timedelta(hours=1)
+    await store.set_deposit_limit("p1", "EUR", DAY, 30_000, now=asked)
+    due = asked + timedelta(hours=24)
+    assert (await store.controls("p1", "EUR", due - TICK)).deposit_limits == {DAY: 8_000}
+    assert (await store.controls("p1", "EUR", due)).deposit_limits == {DAY: 30_000}
+    assert (await store.controls("p1", "USD", due)).deposit_limits == {}
+
+    profile = await store.profile("p1", due - TICK)
+    [limit] = profile.deposit_limits
+    assert limit.state == LimitState(8_000, due, 30_000)
+    assert (await store.profile("p1", due)).deposit_limits[0].state == LimitState(30_000)
+
+
+async def test_removal_takes_effect_after_24_hours(engine: AsyncEngine) -> None:
+    store = PlayerStore(engine)
+    await store.set_deposit_limit("p1", "EUR", LimitPeriod.WEEK, 50_000, now=NOW)
+    await store.set_deposit_limit("p1", "EUR", LimitPeriod.WEEK, None, now=NOW)
+    due = NOW + LIMIT_INCREASE_DELAY
+    assert (await store.controls("p1", "EUR", due - TICK)).deposit_limits == {LimitPeriod.WEEK: 50_000}
+    assert (await store.controls("p1", "EUR", due)).deposit_limits == {}
+    assert (await store.profile("p1", due)).deposit_limits == []
+    # After the removal, a new limit is a first limit: in force at once.
+    await store.set_deposit_limit("p1", "EUR", LimitPeriod.WEEK, 70_000, now=due)
+    assert (await store.controls("p1", "EUR", due)).deposit_limits == {LimitPeriod.WEEK: 70_000}
+
+
+async def test_a_decrease_cancels_a_pending_increase(engine: AsyncEngine) -> None:
+    store = PlayerStore(engine)
+    await store.set_deposit_limit("p1", "EUR", DAY, 10_000, now=NOW)
+    await store.set_deposit_limit("p1", "EUR", DAY, 20_000, now=NOW)
+    await store.set_deposit_limit("p1", "EUR", DAY, 9_000, now=NOW + timedelta(hours=2))
+    for moment in (NOW + timedelta(hours=2), NOW + timedelta(days=3)):
+        assert (await store.controls("p1", "EUR", moment)).deposit_limits == {DAY: 9_000}
+
+
+async def test_self_exclusion_can_be_extended_but_never_shortened_or_lifted(engine: AsyncEngine) -> None:
+    store = PlayerStore(engine)
+    with pytest.raises(PlayerRuleError) as past:
+        await store.set_self_exclusion("p1", NOW - timedelta(seconds=1), now=NOW)
+    assert past.value.code == "self_exclusion_in_past"
+
+    month = NOW + timedelta(days=30)
+    await store.set_self_exclusion("p1", month, now=NOW)
+    for shorter in (NOW + timedelta(days=29), month - TICK):
+        with pytest.raises(PlayerRuleError) as refused:
+            await store.set_self_exclusion("p1", shorter, now=NOW)
+        assert refused.value.code == "self_exclusion_active"
+    await store.set_self_exclusion("p1", month, now=NOW)  # the same end again is fine (a retry)
+    await store.set_self_exclusion("p1", month + timedelta(days=30), now=NOW)
+    assert (await store.controls("p1", "EUR", NOW)).self_excluded_until == month + timedelta(days=30)
+
+    await store.set_self_exclusion("p1", None, now=NOW)  # indefinitely: the longest there is
+    with pytest.raises(PlayerRuleError):
+        await store.set_self_exclusion("p1", NOW + timedelta(days=3650), now=NOW)
+    controls = await store.controls("p1", "EUR", NOW + timedelta(days=3650))
+    assert controls.self_excluded(NOW + timedelta(days=3650))
+
+
+async def test_an_ended_self_exclusion_can_be_set_again(engine: AsyncEngine) -> None:
+    store = PlayerStore(engine)
+    await store.set_self_exclusion("p1", NOW + timedelta(days=7), now=NOW)
+    later = NOW + timedelta(days=8)
+    assert not (await store.profile("p1", later)).self_excluded
+    await store.set_self_exclusion("p1", later + timedelta(days=1), now=later)
+    profile = await store.profile("p1", later)
+    assert profile.self_excluded and profile.self_excluded_until == later + timedelta(days=1)
+
+
+async def test_kyc_closing_and_their_audit_entries(engine: AsyncEngine) -> None:
+    store = PlayerStore(engine)
+    assert await store.kyc_status("nobody") == "unverified"
+    assert (await store.profile("nobody", NOW)).kyc_status == "unverified"
+    await store.set_kyc_status("p1", KycStatus.VERIFIED, now=NOW, actor="ops-1", note="passport checked")
+    await store.set_closed("p1", True, now=NOW, actor="ops-1")
+    assert await store.kyc_status("p1") == "verified"
+    assert (await store.controls("p1", "EUR", NOW)).closed
+    await store.set_closed("p1", False, now=NOW, actor="ops-1")
+    assert not (await store.profile("p1", NOW)).closed
+
+    entries = await audit.entries(engine, "player:p1")
+    assert [e["action"] for e in entries] == ["player.reopen", "player.close", "player.kyc.set"]
+    assert entries[-1]["details"] == {"status": "verified", "note": "passport checked"}
+    assert {e["actor"] for e in entries} == {"ops-1"}
+
+
+async def test_concurrent_limit_changes_serialize_into_one_consistent_history(engine: AsyncEngine) -> None:
+    """Every change is applied exactly once, each on top of the previous one: the audit chain proves it."""
+    store = PlayerStore(engine)
+    requests = [(period, amount) for period in (DAY, LimitPeriod.MONTH)
+                for amount in (5_000, 20_000, None, 7_000, 30_000, 6_000, None, 40_000)]
+    results = await asyncio.gather(*(
+        store.set_deposit_limit("p-race", "EUR", period, amount, now=NOW, actor="c") for period, amount in requests
+    ))
+    assert len(results) == len(requests)
+
+    entries = list(reversed(await audit.entries(engine, "player:p-race")))
+    async with engine.connect() as conn:
+        rows = {r.period: r for r in await conn.execute(sa.select(player_deposit_limits))}
+    for period in (DAY, LimitPeriod.MONTH):
+        chain = [e["details"] for e in entries if e["details"]["period"] == period.value]
+        assert len(chain) == 8
+        previous = LimitState().as_dict()
+        for details in chain:
+            assert details["before"] == previous  # nothing lost, nothing applied twice
+            previous = details["after"]
+        final = LimitState(rows[period.value].amount_minor, rows[period.value].pending_effective_at,
+                           rows[period.value].pending_amount_minor)
+        assert final.as_dict() == previous
+        # The first write created the row (version 0), each later one bumped it once; removing a limit that
+        # is not there writes nothing.
+        writes = [d for d in chain if not (d["before"]["amount_minor"] is None and d["requested_minor"] is None)]
+        assert rows[period.value].version == len(writes) - 1
+
+
+# --- limits against the ledger's windows, through the screening activity with an explicit clock ---
+
+async def _deposit_at(engine: AsyncEngine, ledger: Ledger, player: str, amount: int, at: datetime) -> None:
+    transfer_id = f"deposit:{player}:{at.isoformat()}:credit"
+    await ledger.post_transfer(TransferRequest(transfer_id, psp_clearing_account("card", "EUR"),
+                                               player_account(player, "EUR"), amount, "EUR", "deposit", transfer_id))
+    async with engine.begin() as conn:  # back-date it: the ledger stamps transfers with the wall clock
+        await conn.execute(ledger_transfers.update().where(ledger_transfers.c.id == transfer_id).values(created_at=at))
+
+
+async def _screen(engine: AsyncEngine, player: str, amount: int, at: datetime) -> str | None:
+    activities = DepositActivities(Ledger(engine), PlayerStore(engine), {}, clock=lambda: at)
+    result = await activities.screen_deposit(ScreenDepositInput("pay_x", player, amount, "EUR"))
+    return result.code
+
+
+async def test_rolling_day_and_week_windows(engine: AsyncEngine) -> None:
     store, ledger = PlayerStore(engine), Ledger(engine)
-    await store.upsert("p1", now=NOW, self_excluded_until=NOW + timedelta(hours=1))
-    await store.set_deposit_limit("p1", "EUR", LimitPeriod.DAY, 10_000, now=NOW)
-    await store.set_deposit_limit("p1", "EUR", LimitPeriod.DAY, 8_000, now=NOW)
-    controls = await store.controls("p1", "EUR")
-    assert controls.self_excluded(NOW) and not controls.self_excluded(NOW + timedelta(hours=2))
-    assert controls.deposit_limits == {LimitPeriod.DAY: 8_000}
-    assert (await store.controls("p1", "USD")).deposit_limits == {}
+    await store.set_deposit_limit("d", "EUR", DAY, 10_000, now=NOW - timedelta(days=30))
+    await _deposit_at(engine, ledger, "d", 10_000, NOW - timedelta(hours=24))
+    assert await _screen(engine, "d", 1, NOW) == "deposit_limit_exceeded"  # exactly 24 h ago still counts
+    assert await _screen(engine, "d", 10_000, NOW + TICK) is None  # a moment later it has rolled out
 
-    await ledger.post_transfer(TransferRequest("deposit:x:credit", psp_clearing_account("card", "EUR"),
-                                               player_account("p1", "EUR"), 7_000, "EUR", "deposit", "x"))
-    since = datetime.now(timezone.utc) - timedelta(hours=24)
-    deposited = await ledger.credited_since(player_account("p1", "EUR"), "deposit", since)
-    later = NOW + timedelta(hours=2)
-    assert screen_deposit(controls, 1_000, {LimitPeriod.DAY: deposited}, later).outcome == "allow"
-    assert screen_deposit(controls, 1_001, {LimitPeriod.DAY: deposited}, later).code == "deposit_limit_exceeded"
+    await store.set_deposit_limit("w", "EUR", LimitPeriod.WEEK, 10_000, now=NOW - timedelta(days=30))
+    await _deposit_at(engine, ledger, "w", 6_000, NOW - timedelta(days=6, hours=23))
+    await _deposit_at(engine, ledger, "w", 4_000, NOW - timedelta(days=1))
+    assert await _screen(engine, "w", 1, NOW) == "deposit_limit_exceeded"
+    assert await _screen(engine, "w", 6_000, NOW + timedelta(hours=1, microseconds=1)) is None
+
+
+async def test_month_window_starts_at_the_utc_month_start(engine: AsyncEngine) -> None:
+    store, ledger = PlayerStore(engine), Ledger(engine)
+    month_start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    await store.set_deposit_limit("m", "EUR", LimitPeriod.MONTH, 10_000, now=month_start - timedelta(days=40))
+    await _deposit_at(engine, ledger, "m", 9_000, month_start - TICK)  # February: not counted in March
+    assert await _screen(engine, "m", 10_000, month_start) is None
+    await _deposit_at(engine, ledger, "m", 9_000, month_start)
+    assert await _screen(engine, "m", 1_001, month_start + timedelta(days=30)) == "deposit_limit_exceeded"
+    assert await _screen(engine, "m", 1_000, month_start + timedelta(days=30)) is None
+    assert await _screen(engine, "m", 10_000, datetime(2026, 4, 1, tzinfo=timezone.utc)) is None
+
+
+async def test_a_raised_limit_screens_with_the_old_value_until_it_takes_effect(engine: AsyncEngine) -> None:
+    store, ledger = PlayerStore(engine), Ledger(engine)
+    await store.set_deposit_limit("r", "EUR", DAY, 10_000, now=NOW - timedelta(days=1))
+    await store.set_deposit_limit("r", "EUR", DAY, 20_000, now=NOW)
+    await _deposit_at(engine, ledger, "r", 9_000, NOW + timedelta(hours=23))
+    due = NOW + LIMIT_INCREASE_DELAY
+    assert await _screen(engine, "r", 2_000, due - TICK) == "deposit_limit_exceeded"
+    assert await _screen(engine, "r", 2_000, due) is None
+
+
+# --- the API's KYC hook (the withdrawal side sets it to wake waiting payouts) ---
+
+async def test_a_kyc_change_calls_the_hook_after_it_is_stored(engine: AsyncEngine) -> None:
+    app = create_app(Settings(api_keys="k:back-office:ops"), engine=engine, temporal=object())  # type: ignore[arg-type]
+    calls: list[tuple[str, str, str]] = []
+
+    async def on_kyc_changed(player_id: str, status: str) -> None:
+        calls.append((player_id, status, await PlayerStore(engine).kyc_status(player_id)))
+
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api", headers={"Authorization": "Bearer k"}
+    ) as client:
+        app.state.on_kyc_changed = on_kyc_changed  # after startup, which installs the real one
+        assert (await client.put("/v1/ops/players/p1/kyc", json={"status": "verified"})).status_code == 200
+        assert (await client.put("/v1/ops/players/p1/kyc", json={"status": "nope"})).status_code == 422
+    assert calls == [("p1", "verified", "verified")]
