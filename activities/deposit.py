@@ -15,14 +15,8 @@ from temporalio.exceptions import ApplicationError
 from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
 from ledger.errors import LedgerError
 from payloop.players import LimitPeriod, PlayerStore, screen_deposit, window_start
-from psp.base import (
-    CreatePaymentRequest,
-    PspConnector,
-    PspDeclined,
-    PspError,
-    PspPayment,
-    PspRequestRejected,
-)
+from activities.psp_calls import as_application_error, call_psp, connector_for
+from psp.base import CreatePaymentRequest, PspConnector, PspError, PspPayment, PspRequestRejected
 from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
@@ -67,7 +61,7 @@ class DepositActivities:
     @activity.defn(name=ActivityName.SCREEN_DEPOSIT)
     async def screen_deposit(self, input: ScreenDepositInput) -> ScreeningResult:
         now = self.clock()
-        controls = await self.players.controls(input.player_id, input.currency)
+        controls = await self.players.controls(input.player_id, input.currency, now)
         account = player_account(input.player_id, input.currency)
         deposited = {
             period: await self.ledger.credited_since(account, "deposit", window_start(period, now))
@@ -94,11 +88,11 @@ class DepositActivities:
             country=input.country,
             scenario=input.sandbox_scenario,
         )
-        return _view(await _call_psp(connector.create_payment(request)))
+        return _view(await call_psp(connector.create_payment(request)))
 
     @activity.defn(name=ActivityName.GET_PSP_PAYMENT)
     async def get_psp_payment(self, ref: PspPaymentRef) -> PspPaymentView:
-        return _view(await _call_psp(self._connector(ref.psp).get_payment(ref.payment_id)))
+        return _view(await call_psp(self._connector(ref.psp).get_payment(ref.payment_id)))
 
     @activity.defn(name=ActivityName.CANCEL_PSP_PAYMENT)
     async def cancel_psp_payment(self, ref: PspPaymentRef) -> PspPaymentView:
@@ -107,9 +101,9 @@ class DepositActivities:
         try:
             return _view(await connector.cancel_payment(ref.payment_id))
         except PspRequestRejected:
-            return _view(await _call_psp(connector.get_payment(ref.payment_id)))
+            return _view(await call_psp(connector.get_payment(ref.payment_id)))
         except PspError as err:
-            raise _as_application_error(err) from err
+            raise as_application_error(err) from err
 
     @activity.defn(name=ActivityName.CREDIT_DEPOSIT)
     async def credit_deposit(self, input: CreditDepositInput) -> LedgerPosting:
@@ -130,29 +124,7 @@ class DepositActivities:
         return LedgerPosting(transfer.id, transfer.replayed)
 
     def _connector(self, psp: str) -> PspConnector:
-        try:
-            return self.connectors[psp]
-        except KeyError:
-            raise ApplicationError(
-                f"unknown PSP {psp!r}", "unknown_psp", type=ErrorType.PSP_REQUEST_REJECTED, non_retryable=True
-            ) from None
-
-
-async def _call_psp(call) -> PspPayment:  # noqa: ANN001
-    try:
-        return await call
-    except PspError as err:
-        raise _as_application_error(err) from err
-
-
-def _as_application_error(err: PspError) -> ApplicationError:
-    """PSP errors become typed ApplicationErrors; the workflow's retry policy decides by type."""
-    if isinstance(err, PspDeclined):
-        return ApplicationError(err.message, err.code, type=ErrorType.PSP_DECLINED, non_retryable=True)
-    if isinstance(err, PspRequestRejected):
-        return ApplicationError(err.message, err.code, type=ErrorType.PSP_REQUEST_REJECTED, non_retryable=True)
-    # Transient errors, unknown payments and malformed answers: retry, then let the workflow fail over.
-    return ApplicationError(err.message, err.code, type=ErrorType.PSP_TRANSIENT)
+        return connector_for(self.connectors, psp)
 
 
 def _view(payment: PspPayment) -> PspPaymentView:

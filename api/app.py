@@ -13,7 +13,7 @@ from temporalio.client import Client
 from api import errors
 from api.auth import parse_api_keys
 from api.idempotency import IdempotencyStore
-from api.routes import health, payments, wallet, webhooks
+from api.routes import games, health, payments, payouts, players, wallet, webhooks
 from api.webhook_inbox import WebhookInbox
 from ledger import Ledger
 from payloop.db import create_engine
@@ -35,6 +35,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
         state.ledger = Ledger(db)
         state.idempotency = IdempotencyStore(db, timedelta(hours=settings.idempotency_ttl_hours))
         state.webhook_inbox = WebhookInbox(db)
+
+        async def on_kyc_changed(player_id: str, _status: str) -> None:
+            await payouts.nudge_kyc_waiting(state.temporal, player_id)
+
+        state.on_kyc_changed = on_kyc_changed
         yield
         if own_engine:
             await db.dispose()
@@ -46,6 +51,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.webhook_verifiers = build_verifiers(settings)
     app.state.methods = payment_methods()
     errors.install(app)
-    for module in (health, payments, webhooks, wallet):
+    for module in (health, payments, payouts, webhooks, wallet, players, games):
         app.include_router(module.router)
+    app.include_router(payouts.ops_router)
     return app

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.errors import Problem
@@ -18,6 +20,28 @@ from payloop.db import insert_if_missing
 # An in-flight key older than this belongs to a request that died; a retry may take it over. Safe because
 # the resources a request creates derive their ids from the key (the same payment id, the same workflow).
 IN_FLIGHT_TAKEOVER = timedelta(seconds=60)
+
+
+def resolve_key(header: str | None, body_key: str | None) -> str:
+    """The request's Idempotency-Key: the header, or the body's `idempotency_key`; both must agree."""
+    if header is not None and body_key is not None and header != body_key:
+        raise Problem(422, "idempotency_key_mismatch", "Idempotency-Key mismatch",
+                      "the Idempotency-Key header and the body's idempotency_key differ")
+    key = header if header is not None else body_key
+    if not key:
+        raise Problem(422, "idempotency_key_required", "Idempotency-Key required",
+                      "send an Idempotency-Key header so a retried request cannot pay twice",
+                      errors=[{"field": "Idempotency-Key", "code": "missing", "message": "required"}])
+    if len(key) > 255 or not all(0x21 <= ord(ch) <= 0x7E for ch in key):
+        raise Problem(422, "validation_error", "Validation failed", "Idempotency-Key must be 1-255 visible ASCII characters",
+                      errors=[{"field": "Idempotency-Key", "code": "invalid", "message": "1-255 visible ASCII characters"}])
+    return key
+
+
+def derive_id(prefix: str, client_id: str, key: str) -> str:
+    """A resource id derived from the Idempotency-Key, so a retry after a crash reaches the same resource."""
+    digest = hashlib.sha256(f"{client_id}\x00{key}".encode()).hexdigest()
+    return f"{prefix}_{digest[:24]}"
 
 
 def fingerprint(body: Any) -> str:
@@ -94,3 +118,29 @@ class IdempotencyStore:
                 )
             )
 
+
+
+async def run_once(
+    store: IdempotencyStore,
+    client_id: str,
+    endpoint: str,
+    key: str,
+    body: dict[str, Any],
+    action: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+) -> JSONResponse:
+    """Runs `action` once per key: a retry gets the stored response; a failure of ours frees the key."""
+    stored = await store.begin(client_id, endpoint, key, fingerprint(body), datetime.now(timezone.utc))
+    if stored is not None:
+        return _json(stored.status, stored.body, {"Idempotent-Replayed": "true"})
+    try:
+        status, payload = await action()
+    except BaseException:
+        await store.release(client_id, endpoint, key)
+        raise
+    await store.complete(client_id, endpoint, key, status, payload)
+    return _json(status, payload, {})
+
+
+def _json(status: int, body: Any, headers: dict[str, str]) -> JSONResponse:
+    media_type = "application/problem+json" if status >= 400 else None
+    return JSONResponse(body, status_code=status, media_type=media_type, headers=headers)

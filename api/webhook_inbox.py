@@ -16,7 +16,8 @@ from payloop.db import insert_if_missing
 from psp.base import WebhookEvent
 
 # A `received` event this old was left by a request that died before signalling; a redelivery retries it.
-STALLED_AFTER = timedelta(seconds=30)
+# Well inside PSPs' retry schedules (the sandbox's spans ~16 s), so a redelivery does come to heal it.
+STALLED_AFTER = timedelta(seconds=5)
 
 
 class WebhookInbox:

@@ -16,8 +16,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def all_tables() -> MetaData:
     """The metadata with every table of the one database: the ledger, player controls, the API's stores."""
     import api.models  # noqa: F401
+    import ledger.games  # noqa: F401
     import ledger.models  # noqa: F401
     import payloop.audit  # noqa: F401
+    import payloop.notifications  # noqa: F401
     import payloop.players  # noqa: F401
     from payloop.db import metadata
 
@@ -30,7 +32,7 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(url: str, schema: str | None = None, revision: str = "heads") -> None:
+async def upgrade(url: str, schema: str | None = None, revision: str = "head") -> None:
     """Migrate the database at `url` to `revision`; on PostgreSQL, inside `schema` (search_path) when given."""
     engine = create_engine(url, schema=schema, pool_size=1)
     try:

@@ -77,3 +77,24 @@ class Money:
 
     def __str__(self) -> str:
         return f"{to_decimal_string(self.minor_units, self.currency)} {self.currency}"
+
+
+def parse_rates(spec: str) -> dict[str, Decimal]:
+    """"USD=0.92,GBP=1.17" → {"USD": Decimal("0.92"), …}: the euro value of one unit of each currency."""
+    rates = {"EUR": Decimal(1)}
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        currency, _, rate = entry.partition("=")
+        currency_exponent(currency)
+        try:
+            rates[currency] = Decimal(rate)
+        except InvalidOperation:
+            raise MoneyError("invalid_rate", f"bad rate for {currency}: {rate!r}") from None
+    return rates
+
+
+def to_eur_minor(minor_units: int, currency: str, rates: dict[str, Decimal]) -> int:
+    """The euro-cent equivalent of an amount (rounded down), for thresholds stated in euros."""
+    if currency not in rates:
+        raise MoneyError("unsupported_currency", f"no euro rate for {currency}")
+    value = Decimal(minor_units).scaleb(-currency_exponent(currency)) * rates[currency]
+    return int(value.scaleb(2))

@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     deposit_webhook_timeout_seconds: float = Field(default=120.0, gt=0)
     deposit_status_poll_attempts: int = Field(default=3, ge=1)
     deposit_status_poll_interval_seconds: float = Field(default=5.0, gt=0)
+    payout_webhook_timeout_seconds: float = Field(default=300.0, gt=0)
+    payout_status_poll_attempts: int = Field(default=3, ge=1)
+    payout_status_poll_interval_seconds: float = Field(default=30.0, gt=0)
+    kyc_wait_timeout_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    review_wait_timeout_seconds: float = Field(default=3 * 24 * 3600.0, gt=0)
+    # AML: a payout goes to review when turnover since the last deposit is below this percentage of that deposit…
+    aml_turnover_percent: int = Field(default=100, ge=0)
+    # …or when the player's payouts within aml_linked_window_hours add up to this many euro cents or more.
+    aml_linked_threshold_eur_minor: int = Field(default=200_000, ge=0)
+    aml_linked_window_hours: int = Field(default=24, ge=1)
+    # Euro value of one unit of each other currency, for the AML threshold: "USD=0.92,GBP=1.17".
+    fx_rates_to_eur: str = "USD=0.92,GBP=1.17,CHF=1.05,SEK=0.088,NOK=0.086,DKK=0.134,PLN=0.23,CAD=0.68"
+    # Where payouts go when the player's deposit PSP cannot pay out (closed loop impossible).
+    payout_fallback_psp: str = "ewallet"
     psp_http_timeout_seconds: float = Field(default=10.0, gt=0)
     init_update_timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=24)

@@ -38,3 +38,16 @@ def test_formats_with_the_currency_exponent(minor: int, currency: str, text: str
 
 def test_round_trip_at_the_largest_amount() -> None:
     assert to_minor_units(to_decimal_string(MAX_MINOR_UNITS, "EUR"), "EUR") == MAX_MINOR_UNITS
+
+
+def test_euro_equivalents_use_exact_decimal_rates() -> None:
+    from payloop.money import parse_rates, to_eur_minor
+
+    rates = parse_rates("USD=0.92,JPY=0.0061")
+    assert to_eur_minor(200_000, "EUR", rates) == 200_000
+    assert to_eur_minor(10_000, "USD", rates) == 9_200
+    assert to_eur_minor(100_000, "JPY", rates) == 61_000
+    with pytest.raises(MoneyError):
+        to_eur_minor(1, "GBP", rates)
+    with pytest.raises(MoneyError):
+        parse_rates("USD=abc")

@@ -1,4 +1,4 @@
-"""The payments worker: deposit workflows and their activities on one task queue."""
+"""The payments worker: deposit and withdrawal workflows and their activities on one task queue."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deposit import DepositActivities
+from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
 from payloop.players import PlayerStore
@@ -20,8 +21,9 @@ from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.registry import build_connectors
 from workflows.deposit import DepositWorkflow
+from workflows.withdrawal import WithdrawalWorkflow
 
-WORKFLOWS = [DepositWorkflow]
+WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow]
 
 
 @contextlib.asynccontextmanager
@@ -29,12 +31,16 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
     """A running worker with its own database pool and PSP HTTP client; stops cleanly on exit."""
     engine = create_engine(settings.effective_database_url, schema=schema)
     async with httpx.AsyncClient(timeout=settings.psp_http_timeout_seconds) as http:
-        activities = DepositActivities(Ledger(engine), PlayerStore(engine), build_connectors(settings, http))
+        ledger, players, connectors = Ledger(engine), PlayerStore(engine), build_connectors(settings, http)
+        activities = [
+            *DepositActivities(ledger, players, connectors).all(),
+            *WithdrawalActivities(engine, ledger, players, connectors, settings).all(),
+        ]
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=activities.all(),
+            activities=activities,
             # On SIGTERM, let running activities finish instead of abandoning them to a timeout and retry.
             graceful_shutdown_timeout=timedelta(seconds=10),
         )

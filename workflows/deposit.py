@@ -9,9 +9,10 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 from workflows import search_attributes as sa
+from workflows.common import error_code, error_type, mismatch, wait_until
 from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
@@ -169,10 +170,8 @@ class DepositWorkflow:
                     retry_policy=_PSP_CREATE_RETRY,
                 )
             except ActivityError as err:
-                cause = err.cause
-                error_type = cause.type if isinstance(cause, ApplicationError) else None
-                code = _error_code(cause)
-                if error_type in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
+                code = error_code(err)
+                if error_type(err) in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
                     self._state.psp = psp
                     self._state.failure_code = code or "declined"
                     return None
@@ -183,7 +182,7 @@ class DepositWorkflow:
     async def _await_outcome(self) -> PspPaymentView | PspEventSignal | str:
         """The final PSP outcome from a webhook or a status look-up; else why there is none."""
         input = self._input
-        if await self._wait(lambda: self._final_event() is not None, input.webhook_timeout_seconds):
+        if await wait_until(lambda: self._final_event() is not None, input.webhook_timeout_seconds):
             return self._final_event()
         ref = PspPaymentRef(self._state.psp or "", input.payment_id)
         for attempt in range(input.status_poll_attempts):
@@ -194,7 +193,7 @@ class DepositWorkflow:
                     return view
             if attempt + 1 < input.status_poll_attempts:
                 # A webhook may still land while we wait between polls.
-                if await self._wait(lambda: self._final_event() is not None, input.status_poll_interval_seconds):
+                if await wait_until(lambda: self._final_event() is not None, input.status_poll_interval_seconds):
                     return self._final_event()
         # Still unknown: cancel at the PSP. If the PSP settled meanwhile, the cancel answer says so.
         view = await self._psp_lookup(ActivityName.CANCEL_PSP_PAYMENT, ref)
@@ -226,10 +225,12 @@ class DepositWorkflow:
             return await self._finish(DepositStatus.FAILED, failure_code=_failure_code(outcome))
         s.captured_amount_minor = outcome.amount_minor
         self._set_status(DepositStatus.CAPTURED)
-        mismatch = self._mismatch(outcome)
-        if mismatch:
-            workflow.logger.warning("payment %s captured with a mismatch: %s", s.payment_id, mismatch)
-            return await self._finish(DepositStatus.IN_REVIEW, review_reason=mismatch)
+        mismatch_reason = mismatch(
+            outcome, psp_reference=s.psp_reference, currency=s.currency, amount_minor=s.amount_minor
+        )
+        if mismatch_reason:
+            workflow.logger.warning("payment %s captured with a mismatch: %s", s.payment_id, mismatch_reason)
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason=mismatch_reason)
         try:
             posting = await workflow.execute_activity(
                 ActivityName.CREDIT_DEPOSIT,
@@ -264,23 +265,6 @@ class DepositWorkflow:
         if psp_status in mirrored and self._state.status not in DepositStatus.FINAL:
             self._set_status(mirrored[psp_status])
 
-    def _mismatch(self, outcome: PspPaymentView | PspEventSignal) -> str | None:
-        s = self._state
-        if outcome.psp_reference != s.psp_reference:
-            return "reference_mismatch"
-        if outcome.currency != s.currency:
-            return "currency_mismatch"
-        if outcome.amount_minor != s.amount_minor:
-            return "amount_mismatch"
-        return None
-
-    async def _wait(self, condition, timeout_seconds: float) -> bool:  # noqa: ANN001
-        try:
-            await workflow.wait_condition(condition, timeout=timedelta(seconds=timeout_seconds))
-            return True
-        except TimeoutError:
-            return False
-
     def _set_status(self, status: str) -> None:
         self._state.status = status
         self._state.updated_at = workflow.now().isoformat()
@@ -310,14 +294,6 @@ class DepositWorkflow:
         self._answered = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
-
-
-def _error_code(cause: BaseException | None) -> str | None:
-    if isinstance(cause, ApplicationError) and cause.details:
-        detail = cause.details[0]
-        if isinstance(detail, str):
-            return detail
-    return None
 
 
 def _failure_code(outcome: PspPaymentView | PspEventSignal) -> str:

@@ -23,6 +23,19 @@ class DepositStatus:
     FINAL = frozenset({CREDITED, FAILED, REJECTED, EXPIRED, IN_REVIEW})
 
 
+class PayoutStatus:
+    PENDING = "pending"
+    KYC_REQUIRED = "kyc_required"
+    IN_REVIEW = "in_review"
+    PROCESSING = "processing"
+    PAID = "paid"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    FINAL = frozenset({PAID, FAILED, REJECTED, CANCELLED})
+
+
 @dataclass
 class DepositInput:
     payment_id: str
@@ -82,6 +95,57 @@ class PspEventSignal:
     amount_minor: int
     currency: str
     failure_code: str | None = None
+
+
+@dataclass
+class WithdrawalInput:
+    payout_id: str
+    client_id: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    country: str | None = None
+    sandbox_scenario: str | None = None
+    kyc_wait_timeout_seconds: float = 7 * 24 * 3600.0
+    review_wait_timeout_seconds: float = 3 * 24 * 3600.0
+    webhook_timeout_seconds: float = 300.0
+    status_poll_attempts: int = 3
+    status_poll_interval_seconds: float = 30.0
+
+
+@dataclass
+class WithdrawalState:
+    payout_id: str
+    client_id: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    status: str
+    created_at: str
+    updated_at: str
+    hold_transfer_id: str | None = None
+    hold_resolution: str | None = None  # "posted" | "voided" once the hold is settled
+    method: str | None = None
+    psp: str | None = None
+    psp_reference: str | None = None
+    sent_to_psp: bool = False
+    failure_code: str | None = None
+    review_reason: str | None = None
+    reviewed_by: str | None = None
+    available_after_hold_minor: int | None = None
+
+
+@dataclass
+class ReviewDecision:
+    decision: str  # "approve" | "reject"
+    reviewer: str
+    reason: str | None = None
+
+
+@dataclass
+class CancelRequest:
+    requested_by: str
+    reason: str | None = None
 
 
 # --- activity inputs / outputs ---------------------------------------------------------------------------
@@ -158,6 +222,16 @@ class LedgerPosting:
 class ActivityName:
     """Activity names: the workflows call activities by name, so they never import activity (I/O) code."""
 
+    HOLD_PAYOUT = "hold_payout"
+    POST_PAYOUT_HOLD = "post_payout_hold"
+    VOID_PAYOUT_HOLD = "void_payout_hold"
+    CHECK_PAYOUT = "check_payout"
+    KYC_STATUS = "kyc_status"
+    ROUTE_PAYOUT = "route_payout"
+    CREATE_PSP_PAYOUT = "create_psp_payout"
+    GET_PSP_PAYOUT = "get_psp_payout"
+    NOTIFY_PLAYER = "notify_player"
+
     SCREEN_DEPOSIT = "screen_deposit"
     ROUTE_DEPOSIT = "route_deposit"
     CREATE_PSP_PAYMENT = "create_psp_payment"
@@ -172,4 +246,68 @@ class ErrorType:
     PSP_DECLINED = "PspDeclined"
     PSP_REQUEST_REJECTED = "PspRequestRejected"
     PSP_TRANSIENT = "PspTransientError"
+    PSP_NOT_FOUND = "PspNotFound"
     LEDGER_CONFLICT = "LedgerConflict"
+    INSUFFICIENT_FUNDS = "InsufficientFunds"
+
+
+@dataclass
+class PayoutSubject:
+    """What the hold, check and route activities of a withdrawal need to know."""
+
+    payout_id: str
+    player_id: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass
+class HoldResult:
+    transfer_id: str
+    available_after_minor: int
+
+
+@dataclass
+class PayoutCheckResult:
+    """Account state, KYC and AML, in that order; the first that does not pass decides."""
+
+    outcome: str  # "pass" | "reject" | "kyc_required" | "review"
+    code: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class PayoutRoute:
+    psp: str
+    method: str
+    closed_loop: bool
+
+
+@dataclass
+class CreatePspPayoutInput:
+    psp: str
+    payout_id: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    method: str
+    country: str | None = None
+    sandbox_scenario: str | None = None
+
+
+@dataclass
+class PspPayoutView:
+    psp: str
+    psp_reference: str
+    status: str
+    amount_minor: int
+    currency: str
+    failure_code: str | None = None
+
+
+@dataclass
+class PlayerNotification:
+    player_id: str
+    kind: str  # e.g. "payout.paid", "payout.failed"
+    reference: str  # the payout id: with kind, the notification's idempotency key
+    details: dict[str, str]

@@ -2,58 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import re
-from datetime import datetime, timezone
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
+from api import engine
 from api.auth import Principal, require_scope
 from api.errors import Problem
-from api.idempotency import fingerprint
-from api.schemas import SANDBOX_SCENARIOS, PaymentInitRequest, PaymentInitResponse, PaymentView
-from payloop.money import MoneyError, to_decimal_string, to_minor_units
+from api.idempotency import derive_id, resolve_key, run_once
+from api.inputs import amount_in_minor_units, check_sandbox_scenario
+from api.schemas import PaymentInitRequest, PaymentInitResponse, PaymentView
+from payloop.money import to_decimal_string
+from psp.sandbox.app import SCENARIOS
 from workflows.deposit import DepositWorkflow
 from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
 INIT_ENDPOINT = "POST /v1/payments/init"
-PAYMENT_ID_RE = re.compile(r"^pay_[0-9a-f]{24}$")
+PAYMENT_ID_RE = re.compile(r"pay_[0-9a-f]{24}")
+
+
+def payment_not_found() -> Problem:
+    return Problem(404, "payment_not_found", "Payment not found", "no payment has this id")
 
 
 def deposit_workflow_id(payment_id: str) -> str:
     return f"deposit-{payment_id}"
-
-
-def payment_id_for(client_id: str, idempotency_key: str) -> str:
-    # Derived from the key, so a retry after a crash reaches the same workflow instead of paying twice.
-    digest = hashlib.sha256(f"{client_id}\x00{idempotency_key}".encode()).hexdigest()
-    return f"pay_{digest[:24]}"
-
-
-def resolve_idempotency_key(header: str | None, body_key: str | None) -> str:
-    if header is not None and body_key is not None and header != body_key:
-        raise Problem(422, "idempotency_key_mismatch", "Idempotency-Key mismatch",
-                      "the Idempotency-Key header and the body's idempotency_key differ")
-    key = header if header is not None else body_key
-    if not key:
-        raise Problem(422, "idempotency_key_required", "Idempotency-Key required",
-                      "send an Idempotency-Key header so a retried request cannot pay twice",
-                      errors=[{"field": "Idempotency-Key", "code": "missing", "message": "required"}])
-    if len(key) > 255 or not all(0x21 <= ord(ch) <= 0x7E for ch in key):
-        raise Problem(422, "validation_error", "Validation failed", "Idempotency-Key must be 1-255 visible ASCII characters",
-                      errors=[{"field": "Idempotency-Key", "code": "invalid", "message": "1-255 visible ASCII characters"}])
-    return key
 
 
 @router.post("/init", status_code=201, response_model=PaymentInitResponse)
@@ -63,37 +41,18 @@ async def init_payment(
     principal: Annotated[Principal, Depends(require_scope("payments"))],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    key = resolve_idempotency_key(idempotency_key, body.idempotency_key)
-    state = request.app.state
-    try:
-        amount_minor = to_minor_units(body.amount, body.currency)
-    except MoneyError as err:
-        field = "currency" if err.code == "unsupported_currency" else "amount"
-        raise Problem(422, err.code, "Invalid amount", str(err),
-                      errors=[{"field": field, "code": err.code, "message": str(err)}]) from None
-    if body.method not in state.methods:
-        raise Problem(422, "unsupported_method", "Unsupported method", f"method must be one of {sorted(state.methods)}",
+    key = resolve_key(idempotency_key, body.idempotency_key)
+    amount_minor = amount_in_minor_units(body.amount, body.currency)
+    methods = request.app.state.methods
+    if body.method not in methods:
+        raise Problem(422, "unsupported_method", "Unsupported method", f"method must be one of {sorted(methods)}",
                       errors=[{"field": "method", "code": "unsupported", "message": "unknown payment method"}])
-    scenario = body.meta.sandbox_scenario
-    if scenario is not None and scenario not in SANDBOX_SCENARIOS:
-        raise Problem(422, "validation_error", "Validation failed", "unknown sandbox scenario",
-                      errors=[{"field": "meta.sandbox_scenario", "code": "unknown", "message": "unknown scenario"}])
-
-    request_print = fingerprint(body.model_dump(exclude={"idempotency_key"}))
-    now = datetime.now(timezone.utc)
-    stored = await state.idempotency.begin(principal.client_id, INIT_ENDPOINT, key, request_print, now)
-    if stored is not None:
-        return JSONResponse(stored.body, status_code=stored.status,
-                            media_type="application/problem+json" if stored.status >= 400 else None,
-                            headers={"Idempotent-Replayed": "true"})
-    try:
-        status, payload = await _start_deposit(request, principal, key, body, amount_minor)
-    except BaseException:
-        await state.idempotency.release(principal.client_id, INIT_ENDPOINT, key)
-        raise
-    await state.idempotency.complete(principal.client_id, INIT_ENDPOINT, key, status, payload)
-    return JSONResponse(payload, status_code=status,
-                        media_type="application/problem+json" if status >= 400 else None)
+    check_sandbox_scenario(body.meta.sandbox_scenario, SCENARIOS)
+    return await run_once(
+        request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
+        body.model_dump(exclude={"idempotency_key"}),
+        lambda: _start_deposit(request, principal, key, body, amount_minor),
+    )
 
 
 async def _start_deposit(
@@ -101,7 +60,7 @@ async def _start_deposit(
 ) -> tuple[int, dict]:
     """Starts (or re-attaches to) the deposit workflow and waits for the PSP's first answer."""
     settings = request.app.state.settings
-    payment_id = payment_id_for(principal.client_id, key)
+    payment_id = derive_id("pay", principal.client_id, key)
     workflow_input = DepositInput(
         payment_id=payment_id,
         client_id=principal.client_id,
@@ -116,34 +75,14 @@ async def _start_deposit(
         status_poll_attempts=settings.deposit_status_poll_attempts,
         status_poll_interval_seconds=settings.deposit_status_poll_interval_seconds,
     )
-    start = WithStartWorkflowOperation(
-        DepositWorkflow.run,
-        workflow_input,
-        id=deposit_workflow_id(payment_id),
-        task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        # A payment id belongs to one payment for ever: a finished deposit is answered, never run again.
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    )
     client = request.app.state.temporal
-    try:
-        answer: InitAnswer = await asyncio.wait_for(
-            client.execute_update_with_start_workflow(DepositWorkflow.init_answer, start_workflow_operation=start),
-            timeout=settings.init_update_timeout_seconds,
-        )
-    except WorkflowAlreadyStartedError:
-        # The payment finished long ago (its Idempotency-Key expired): answer with how it ended.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await start.workflow_handle()  # consumes the start operation's copy of the error
-        state: DepositState = await _query_state(client, deposit_workflow_id(payment_id))
+    workflow_id = deposit_workflow_id(payment_id)
+    answer = await engine.start_and_wait(client, settings, DepositWorkflow.run, workflow_input,
+                                         DepositWorkflow.init_answer, workflow_id=workflow_id,
+                                         resource={"payment_id": payment_id})
+    if answer is engine.ALREADY_FINISHED:
+        state: DepositState = await _query_state(client, workflow_id)
         answer = InitAnswer(state.payment_id, state.status, state.psp, state.redirect_url, state.failure_code)
-    except asyncio.TimeoutError:
-        raise Problem(504, "psp_timeout", "PSP did not answer in time",
-                      "the payment was started; read its status with GET /v1/payments/{payment_id}",
-                      retryable=True, payment_id=payment_id) from None
-    except (RPCError, WorkflowUpdateFailedError) as err:
-        raise Problem(503, "temporal_unavailable", "Service unavailable", "the payment engine is unavailable",
-                      retryable=True, headers={"Retry-After": "2"}) from err
     return _init_outcome(answer)
 
 
@@ -170,8 +109,8 @@ async def get_payment(
     request: Request,
     principal: Annotated[Principal, Depends(require_scope("payments"))],
 ) -> PaymentView:
-    if not PAYMENT_ID_RE.match(payment_id):
-        raise Problem(404, "payment_not_found", "Payment not found", "no payment has this id")
+    if not PAYMENT_ID_RE.fullmatch(payment_id):
+        raise payment_not_found()
     workflow_id = deposit_workflow_id(payment_id)
     state = await _query_state(request.app.state.temporal, workflow_id)
     if state.client_id != principal.client_id:
@@ -191,17 +130,9 @@ async def get_payment(
         redirect_url=state.redirect_url,
         created_at=state.created_at,
         updated_at=state.updated_at,
-        temporal_ui_url=(
-            f"{settings.temporal_ui_url}/namespaces/{quote(settings.temporal_namespace)}/workflows/{workflow_id}"
-        ),
+        temporal_ui_url=engine.ui_url(settings, workflow_id),
     )
 
 
 async def _query_state(client: Client, workflow_id: str) -> DepositState:
-    try:
-        return await client.get_workflow_handle(workflow_id).query(DepositWorkflow.status)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise Problem(404, "payment_not_found", "Payment not found", "no payment has this id") from None
-        raise Problem(503, "temporal_unavailable", "Service unavailable", "payment status is unavailable",
-                      retryable=True, headers={"Retry-After": "2"}) from err
+    return await engine.query(client, workflow_id, DepositWorkflow.status, not_found=payment_not_found())

@@ -11,15 +11,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import Problem
 from api.routes.payments import PAYMENT_ID_RE, deposit_workflow_id
+from api.routes.payouts import PAYOUT_ID_RE, withdrawal_workflow_id
 from api.schemas import WebhookAck
 from psp.base import InvalidWebhook, WebhookEvent
-from workflows.deposit import DepositWorkflow
 from workflows.types import PspEventSignal
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger("payloop.webhooks")
 
 MAX_WEBHOOK_BYTES = 64 * 1024
+PSP_EVENT_SIGNAL = "psp_event"
 
 
 @router.post("/{psp}", response_model=WebhookAck)
@@ -35,11 +36,14 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
         log.warning("rejected %s webhook: %s", psp, err.code)
         raise Problem(status, err.code, "Webhook rejected", err.message) from None
 
+    _check_sizes(event)
+
     inbox = request.app.state.webhook_inbox
     now = datetime.now(timezone.utc)
     if not await inbox.store(event, now):
         return WebhookAck(status="duplicate")
-    if not PAYMENT_ID_RE.match(event.payment_id):
+    workflow_id = _workflow_for(event.payment_id)
+    if workflow_id is None:
         await inbox.mark(psp, event.event_id, "dead_letter", now, "unknown_payment")
         return WebhookAck(status="dead_letter")
 
@@ -52,9 +56,10 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
         currency=event.currency,
         failure_code=event.failure_code,
     )
-    handle = request.app.state.temporal.get_workflow_handle(deposit_workflow_id(event.payment_id))
+    handle = request.app.state.temporal.get_workflow_handle(workflow_id)
     try:
-        await handle.signal(DepositWorkflow.psp_event, signal)
+        # Deposits and withdrawals both take the PSP's events as the `psp_event` signal.
+        await handle.signal(PSP_EVENT_SIGNAL, signal)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             # Unknown payment, or its workflow already finished: keep it for ops, acknowledge the PSP.
@@ -65,6 +70,24 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
                       retryable=True, headers={"Retry-After": "5"}) from err
     await inbox.mark(psp, event.event_id, "signalled", now)
     return WebhookAck(status="accepted")
+
+
+def _workflow_for(reference: str) -> str | None:
+    """The workflow a PSP event belongs to, from our merchant reference; None when it is none of ours."""
+    if PAYMENT_ID_RE.fullmatch(reference):
+        return deposit_workflow_id(reference)
+    if PAYOUT_ID_RE.fullmatch(reference):
+        return withdrawal_workflow_id(reference)
+    return None
+
+
+def _check_sizes(event: WebhookEvent) -> None:
+    # Authentic but absurd: refuse before storage rather than fail on a column's length.
+    limits = {"event_id": 200, "payment_id": 100, "psp_reference": 200, "status": 30, "failure_code": 100}
+    for field, limit in limits.items():
+        value = getattr(event, field)
+        if value is not None and len(value) > limit:
+            raise Problem(400, "malformed_payload", "Webhook rejected", f"{field} is longer than {limit} characters")
 
 
 async def _read_limited(request: Request) -> bytes:

@@ -148,6 +148,11 @@ async def stack(
             deposit_status_poll_attempts=2,
             deposit_status_poll_interval_seconds=0.5,
             init_update_timeout_seconds=15,
+            payout_webhook_timeout_seconds=2.0,
+            payout_status_poll_attempts=2,
+            payout_status_poll_interval_seconds=0.5,
+            kyc_wait_timeout_seconds=4.0,
+            review_wait_timeout_seconds=6.0,
         )
         sandbox_config = SandboxConfig(
             webhook_url_template=f"http://127.0.0.1:{api_port}/v1/webhooks/{{psp}}",

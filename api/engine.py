@@ -1,0 +1,98 @@
+"""How the API talks to the payment workflows: Update-with-Start, updates and queries, with Temporal's
+failures turned into problem+json answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import Problem
+from payloop.settings import Settings
+
+ALREADY_FINISHED = object()
+
+
+def unavailable(detail: str) -> Problem:
+    return Problem(503, "temporal_unavailable", "Service unavailable", detail, retryable=True,
+                   headers={"Retry-After": "2"})
+
+
+async def start_and_wait(
+    client: Client, settings: Settings, run: Callable, arg: Any, update: Callable, *, workflow_id: str,
+    resource: dict[str, str],
+) -> Any:
+    """Starts the workflow (or reaches the running one) and returns its first answer.
+
+    Returns ALREADY_FINISHED when the workflow id belongs to a finished workflow: ids are never reused.
+    """
+    start = WithStartWorkflowOperation(
+        run, arg, id=workflow_id, task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    try:
+        return await asyncio.wait_for(
+            client.execute_update_with_start_workflow(update, start_workflow_operation=start),
+            timeout=settings.init_update_timeout_seconds,
+        )
+    except WorkflowAlreadyStartedError:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()  # consumes the start operation's copy of the error
+        return ALREADY_FINISHED
+    except (asyncio.TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise Problem(504, "engine_timeout", "No answer in time",
+                      "the request was started; read its status with GET", retryable=True, **resource) from None
+    except (RPCError, WorkflowUpdateFailedError) as err:
+        raise unavailable("the payment engine is unavailable") from err
+
+
+async def update(client: Client, workflow_id: str, handler: Callable, arg: Any, *, not_found: Problem,
+                 rejected: Callable[[ApplicationError], Problem]) -> Any:
+    """Sends an update; a validator's refusal becomes the `rejected` problem (usually a 409)."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await handle.execute_update(handler, arg)
+    except WorkflowUpdateFailedError as err:
+        if isinstance(err.cause, ApplicationError):
+            raise rejected(err.cause) from None
+        raise unavailable("the update could not be applied") from err
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise unavailable("the payment engine is unavailable") from err
+    # Not found: no such workflow, or one that has finished (then the change comes too late).
+    try:
+        await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise not_found from None
+        raise unavailable("the payment engine is unavailable") from err
+    raise rejected(ApplicationError("it has already finished", type="Finished"))
+
+
+async def query(client: Client, workflow_id: str, handler: Callable, *, not_found: Problem) -> Any:
+    try:
+        return await client.get_workflow_handle(workflow_id).query(handler)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise not_found from None
+        raise unavailable("status is unavailable") from err
+    except WorkflowQueryFailedError as err:
+        raise unavailable("status is unavailable") from err
+
+
+def ui_url(settings: Settings, workflow_id: str) -> str:
+    return f"{settings.temporal_ui_url}/namespaces/{quote(settings.temporal_namespace)}/workflows/{workflow_id}"

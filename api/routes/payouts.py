@@ -1,0 +1,219 @@
+"""Withdrawals: start (`POST /v1/payouts/init`), read, cancel; ops review decisions."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from api import engine
+from api.auth import Principal, require_scope
+from api.errors import Problem
+from api.idempotency import derive_id, resolve_key, run_once
+from api.inputs import amount_in_minor_units, check_sandbox_scenario
+from api.schemas import CancelPayoutRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest
+from ledger import player_account
+from payloop import audit
+from payloop.money import to_decimal_string
+from psp.sandbox.app import PAYOUT_SCENARIOS
+from workflows.types import CancelRequest, ReviewDecision, WithdrawalInput, WithdrawalState
+from workflows.withdrawal import WithdrawalWorkflow
+
+router = APIRouter(prefix="/v1/payouts", tags=["payouts"])
+ops_router = APIRouter(prefix="/v1/ops/payouts", tags=["ops"])
+
+INIT_ENDPOINT = "POST /v1/payouts/init"
+PAYOUT_ID_RE = re.compile(r"po_[0-9a-f]{24}")
+PayoutStatusFilter = Literal["pending", "kyc_required", "in_review", "processing", "paid", "failed", "rejected",
+                             "cancelled"]
+
+
+def withdrawal_workflow_id(payout_id: str) -> str:
+    return f"withdrawal-{payout_id}"
+
+
+def payout_not_found() -> Problem:
+    return Problem(404, "payout_not_found", "Payout not found", "no payout has this id")
+
+
+@router.post("/init", status_code=201, response_model=PayoutInitResponse)
+async def init_payout(
+    body: PayoutInitRequest,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("payments"))],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    key = resolve_key(idempotency_key, body.idempotency_key)
+    amount_minor = amount_in_minor_units(body.amount, body.currency)
+    check_sandbox_scenario(body.meta.sandbox_scenario, PAYOUT_SCENARIOS)
+    return await run_once(
+        request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
+        body.model_dump(exclude={"idempotency_key"}),
+        lambda: _start_withdrawal(request, principal, key, body, amount_minor),
+    )
+
+
+async def _start_withdrawal(
+    request: Request, principal: Principal, key: str, body: PayoutInitRequest, amount_minor: int
+) -> tuple[int, dict]:
+    settings = request.app.state.settings
+    client: Client = request.app.state.temporal
+    payout_id = derive_id("po", principal.client_id, key)
+    workflow_input = WithdrawalInput(
+        payout_id=payout_id,
+        client_id=principal.client_id,
+        player_id=body.player_id,
+        amount_minor=amount_minor,
+        currency=body.currency,
+        country=body.meta.country,
+        sandbox_scenario=body.meta.sandbox_scenario,
+        kyc_wait_timeout_seconds=settings.kyc_wait_timeout_seconds,
+        review_wait_timeout_seconds=settings.review_wait_timeout_seconds,
+        webhook_timeout_seconds=settings.payout_webhook_timeout_seconds,
+        status_poll_attempts=settings.payout_status_poll_attempts,
+        status_poll_interval_seconds=settings.payout_status_poll_interval_seconds,
+    )
+    workflow_id = withdrawal_workflow_id(payout_id)
+    state = await engine.start_and_wait(client, settings, WithdrawalWorkflow.run, workflow_input,
+                                        WithdrawalWorkflow.init_answer, workflow_id=workflow_id,
+                                        resource={"payout_id": payout_id})
+    if state is engine.ALREADY_FINISHED:
+        state = await _state(client, payout_id)
+    if state.failure_code == "insufficient_funds":
+        available = await request.app.state.ledger.account_balance(player_account(body.player_id, body.currency))
+        return 402, Problem(402, "insufficient_funds", "Insufficient funds",
+                            "the available balance does not cover the payout", payout_id=payout_id,
+                            available_balance=to_decimal_string(available.available if available else 0,
+                                                                body.currency)).body()
+    if state.hold_transfer_id is None:
+        return 422, Problem(422, state.failure_code or "rejected", "Payout rejected", "the payout was refused",
+                            payout_id=payout_id).body()
+    available_minor = state.available_after_hold_minor or 0
+    response = PayoutInitResponse(payout_id=payout_id, status=state.status,
+                                  available_balance=to_decimal_string(available_minor, state.currency))
+    return 201, response.model_dump()
+
+
+@router.get("/{payout_id}", response_model=PayoutView)
+async def get_payout(
+    payout_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("payments"))],
+) -> PayoutView:
+    state = await _owned_state(request, principal, payout_id)
+    return _view(request, state)
+
+
+@router.post("/{payout_id}/cancel", response_model=PayoutView)
+async def cancel_payout(
+    payout_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("payments"))],
+    body: CancelPayoutRequest | None = None,
+) -> PayoutView:
+    await _owned_state(request, principal, payout_id)
+    state = await engine.update(
+        request.app.state.temporal, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.cancel,
+        CancelRequest(requested_by=principal.client_id, reason=body.reason if body else None),
+        not_found=payout_not_found(),
+        rejected=lambda err: Problem(409, "not_cancellable", "Payout cannot be cancelled", err.message),
+    )
+    await _audit(request, principal.client_id, "payout.cancel", payout_id, {"reason": body.reason if body else None})
+    return _view(request, state)
+
+
+@ops_router.post("/{payout_id}/review", response_model=PayoutView)
+async def review_payout(
+    payout_id: str,
+    body: ReviewDecisionRequest,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("ops"))],
+) -> PayoutView:
+    if not PAYOUT_ID_RE.fullmatch(payout_id):
+        raise payout_not_found()
+    reviewer = f"{principal.client_id}/{body.reviewer}"
+    state = await engine.update(
+        request.app.state.temporal, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.review,
+        ReviewDecision(decision=body.decision, reviewer=reviewer, reason=body.reason),
+        not_found=payout_not_found(),
+        rejected=_review_refused,
+    )
+    await _audit(request, reviewer, f"payout.review.{body.decision}", payout_id, {"reason": body.reason})
+    return _view(request, state)
+
+
+@ops_router.get("", response_model=list[PayoutView])
+async def list_payouts(
+    request: Request,
+    _principal: Annotated[Principal, Depends(require_scope("ops"))],
+    status: PayoutStatusFilter = "in_review",
+) -> list[PayoutView]:
+    """Payouts by status from Temporal visibility (e.g. the review queue); newest first, at most 100."""
+    client: Client = request.app.state.temporal
+    query = f"WorkflowType = 'WithdrawalWorkflow' AND PaymentStatus = '{status}'"
+    states = []
+    async for execution in client.list_workflows(query, limit=100):
+        states.append(await engine.query(client, execution.id, WithdrawalWorkflow.status,
+                                         not_found=payout_not_found()))
+    return [_view(request, s) for s in states]
+
+
+def _review_refused(err: ApplicationError) -> Problem:
+    if err.type == "InvalidDecision":
+        return Problem(422, "invalid_decision", "Invalid decision", err.message)
+    return Problem(409, "not_in_review", "Payout is not waiting for review", err.message)
+
+
+async def _state(client: Client, payout_id: str) -> WithdrawalState:
+    return await engine.query(client, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.status,
+                              not_found=payout_not_found())
+
+
+async def _owned_state(request: Request, principal: Principal, payout_id: str) -> WithdrawalState:
+    if not PAYOUT_ID_RE.fullmatch(payout_id):
+        raise payout_not_found()
+    state = await _state(request.app.state.temporal, payout_id)
+    if state.client_id != principal.client_id:
+        raise Problem(403, "forbidden", "Forbidden", "this payout belongs to another client")
+    return state
+
+
+async def _audit(request: Request, actor: str, action: str, payout_id: str, details: dict) -> None:
+    async with request.app.state.engine.begin() as conn:
+        await audit.record(conn, actor=actor, action=action, subject=f"payout:{payout_id}", details=details,
+                           now=datetime.now(timezone.utc))
+
+
+def _view(request: Request, s: WithdrawalState) -> PayoutView:
+    hold = None
+    if s.hold_transfer_id:
+        hold = s.hold_resolution or "held"
+    return PayoutView(
+        payout_id=s.payout_id,
+        status=s.status,
+        amount=to_decimal_string(s.amount_minor, s.currency),
+        currency=s.currency,
+        player_id=s.player_id,
+        psp=s.psp,
+        method=s.method,
+        psp_reference=s.psp_reference,
+        failure_code=s.failure_code,
+        review_reason=s.review_reason,
+        reviewed_by=s.reviewed_by,
+        hold=hold,
+        created_at=s.created_at,
+        updated_at=s.updated_at,
+        temporal_ui_url=engine.ui_url(request.app.state.settings, withdrawal_workflow_id(s.payout_id)),
+    )
+
+
+async def nudge_kyc_waiting(client: Client, player_id: str) -> None:
+    """Tells the player's payouts waiting for KYC to look again; each re-reads the status itself."""
+    query = f"WorkflowType = 'WithdrawalWorkflow' AND PlayerId = '{player_id}' AND PaymentStatus = 'kyc_required'"
+    async for execution in client.list_workflows(query):
+        await client.get_workflow_handle(execution.id).signal(WithdrawalWorkflow.kyc_changed)

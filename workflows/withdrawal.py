@@ -1,0 +1,373 @@
+"""Withdrawal workflow (`withdrawal-<payout_id>`): hold, check, route, pay out, then post or void the hold.
+
+The hold is placed first; from then on every ending other than `paid` voids it (compensation), so a finished
+withdrawal never leaves money held. Deterministic: all I/O is in activities called by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows import search_attributes as sa
+from workflows.common import error_code, error_type, mismatch, wait_until
+from workflows.types import (
+    ActivityName,
+    CancelRequest,
+    CreatePspPayoutInput,
+    ErrorType,
+    HoldResult,
+    PayoutCheckResult,
+    PayoutRoute,
+    PayoutStatus,
+    PayoutSubject,
+    PlayerNotification,
+    PspEventSignal,
+    PspPaymentRef,
+    PspPayoutView,
+    ReviewDecision,
+    WithdrawalInput,
+    WithdrawalState,
+)
+
+_PSP_FINAL = frozenset({"paid", "failed"})
+_PSP_CALL_TIMEOUT = timedelta(seconds=15)
+_INTERNAL = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+_LEDGER = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[ErrorType.INSUFFICIENT_FUNDS, ErrorType.LEDGER_CONFLICT],
+)
+_PSP_CREATE = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=4,
+    non_retryable_error_types=[ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED],
+)
+_PSP_LOOKUP = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=5,
+    non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED, ErrorType.PSP_NOT_FOUND],
+)
+# KYC can be verified while visibility lags behind the nudge signal, so a waiting payout also re-reads the
+# KYC status on this period by itself.
+_KYC_RECHECK = timedelta(hours=1)
+
+
+class _Ending(Exception):
+    """Ends the withdrawal early with a final status; the hold is voided on the way out."""
+
+    def __init__(self, status: str, code: str | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.code = code
+
+
+@workflow.defn
+class WithdrawalWorkflow:
+    @workflow.init
+    def __init__(self, input: WithdrawalInput) -> None:
+        now = workflow.now().isoformat()
+        self._input = input
+        self._state = WithdrawalState(
+            payout_id=input.payout_id,
+            client_id=input.client_id,
+            player_id=input.player_id,
+            amount_minor=input.amount_minor,
+            currency=input.currency,
+            status=PayoutStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
+        self._answered = False
+        self._kyc_nudged = False
+        self._review: ReviewDecision | None = None
+        self._cancel: CancelRequest | None = None
+        self._seen_event_ids: set[str] = set()
+        self._events: list[PspEventSignal] = []
+
+    # --- handlers --------------------------------------------------------------------------------------
+
+    @workflow.update
+    async def init_answer(self) -> WithdrawalState:
+        """Returns once the hold is placed (or refused)."""
+        await workflow.wait_condition(lambda: self._answered)
+        return self._state
+
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> WithdrawalState:
+        self._cancel = request
+        await workflow.wait_condition(lambda: self._state.status in PayoutStatus.FINAL)
+        return self._state
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._state.status in PayoutStatus.FINAL:
+            raise ApplicationError(f"the payout is already {self._state.status}", type="NotCancellable")
+        if self._state.sent_to_psp:
+            raise ApplicationError("the payout was already sent to the PSP", type="NotCancellable")
+
+    @workflow.update
+    async def review(self, decision: ReviewDecision) -> WithdrawalState:
+        self._review = decision
+        await workflow.wait_condition(lambda: self._state.status != PayoutStatus.IN_REVIEW)
+        return self._state
+
+    @review.validator
+    def _validate_review(self, decision: ReviewDecision) -> None:
+        if self._state.status != PayoutStatus.IN_REVIEW or self._review is not None:
+            raise ApplicationError(f"the payout is {self._state.status}, not waiting for review", type="NotInReview")
+        if decision.decision not in ("approve", "reject"):
+            raise ApplicationError("decision must be approve or reject", type="InvalidDecision")
+
+    @workflow.signal
+    def kyc_changed(self) -> None:
+        """A nudge only: the workflow reads the KYC status itself rather than trusting a signal's content."""
+        self._kyc_nudged = True
+
+    @workflow.signal
+    def psp_event(self, event: PspEventSignal) -> None:
+        if event.event_id in self._seen_event_ids:
+            return
+        self._seen_event_ids.add(event.event_id)
+        self._events.append(event)
+
+    @workflow.query
+    def status(self) -> WithdrawalState:
+        return self._state
+
+    # --- the flow --------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: WithdrawalInput) -> WithdrawalState:
+        self._publish()
+        try:
+            hold = await workflow.execute_activity(
+                ActivityName.HOLD_PAYOUT,
+                self._subject(),
+                result_type=HoldResult,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=_LEDGER,
+            )
+        except ActivityError as err:
+            code = "insufficient_funds" if error_type(err) == ErrorType.INSUFFICIENT_FUNDS else "hold_failed"
+            return await self._finish(PayoutStatus.REJECTED, code)
+        self._state.hold_transfer_id = hold.transfer_id
+        self._state.available_after_hold_minor = hold.available_after_minor
+        self._answered = True
+
+        try:
+            await self._pass_checks()
+            view = await self._send_to_psp()
+        except _Ending as ending:
+            return await self._finish(ending.status, ending.code)
+        except asyncio.CancelledError:
+            # Cancelled from the Temporal UI / CLI before the PSP has it: give the money back, then end.
+            if not self._state.sent_to_psp:
+                return await self._finish(PayoutStatus.CANCELLED, "workflow_cancelled")
+            workflow.logger.warning("cancel of %s ignored: the PSP already has it", input.payout_id)
+            view = None
+        # Once the PSP has the payout, only its outcome decides between posting and voiding the hold.
+        try:
+            await self._settle_sent(view)
+        except _Ending as ending:
+            return await self._finish(ending.status, ending.code)
+        return await self._finish(PayoutStatus.PAID, None)
+
+    async def _send_to_psp(self) -> PspPayoutView:
+        route = await self._activity(ActivityName.ROUTE_PAYOUT, self._subject(), PayoutRoute)
+        s = self._state
+        s.psp, s.method = route.psp, route.method
+        # Last moment a cancel can win: after this line the PSP may pay out, so the cancel validator refuses.
+        self._stop_if_cancelled()
+        s.sent_to_psp = True
+        self._set_status(PayoutStatus.PROCESSING)
+        view = await self._create_at_psp(route)
+        s.psp_reference = view.psp_reference
+        return view
+
+    async def _settle_sent(self, view: PspPayoutView | None) -> None:
+        """Returns when the PSP paid out the held amount; raises _Ending for every other end."""
+        s = self._state
+        outcome = view if view is not None and view.status in _PSP_FINAL else await self._await_outcome()
+        if outcome is None:
+            raise _Ending(PayoutStatus.FAILED, "psp_timeout")
+        if outcome.status != "paid":
+            raise _Ending(PayoutStatus.FAILED, outcome.failure_code or f"psp_{outcome.status}")
+        if s.psp_reference is None:  # the create call was interrupted by a cancel; the PSP's answer names it
+            s.psp_reference = outcome.psp_reference
+        mismatch_reason = mismatch(
+            outcome, psp_reference=s.psp_reference, currency=s.currency, amount_minor=s.amount_minor
+        )
+        if mismatch_reason:
+            # Money left at the PSP but not as asked: a person decides whether the hold is posted.
+            workflow.logger.warning("payout %s paid with a mismatch: %s", s.payout_id, mismatch_reason)
+            self._review = None
+            await self._wait_for_review(mismatch_reason, allow_cancel=False)
+
+    async def _pass_checks(self) -> None:
+        """Account state, KYC, AML/risk — and the waits they may need (KYC signal, ops review)."""
+        input = self._input
+        kyc_deadline = workflow.now() + timedelta(seconds=input.kyc_wait_timeout_seconds)
+        while True:
+            self._stop_if_cancelled()
+            check = await self._activity(ActivityName.CHECK_PAYOUT, self._subject(), PayoutCheckResult)
+            if check.outcome == "reject":
+                raise _Ending(PayoutStatus.REJECTED, check.code)
+            if check.outcome == "kyc_required":
+                remaining = (kyc_deadline - workflow.now()).total_seconds()
+                if remaining <= 0:
+                    raise _Ending(PayoutStatus.REJECTED, "kyc_timeout")
+                self._set_status(PayoutStatus.KYC_REQUIRED)
+                self._kyc_nudged = False
+                await wait_until(lambda: self._kyc_nudged or self._cancel is not None,
+                                 min(remaining, _KYC_RECHECK.total_seconds()))
+                self._stop_if_cancelled()
+                continue
+            if check.outcome == "review":
+                await self._wait_for_review(check.code or "risk", allow_cancel=True)
+            self._set_status(PayoutStatus.PENDING)
+            return
+
+    async def _wait_for_review(self, reason: str, *, allow_cancel: bool) -> None:
+        s = self._state
+        s.review_reason = reason
+        self._set_status(PayoutStatus.IN_REVIEW)
+        decided = await wait_until(
+            lambda: self._review is not None or (allow_cancel and self._cancel is not None),
+            self._input.review_wait_timeout_seconds,
+        )
+        if allow_cancel:
+            self._stop_if_cancelled()
+        if not decided:
+            raise _Ending(PayoutStatus.REJECTED, "review_timeout")
+        assert self._review is not None
+        s.reviewed_by = self._review.reviewer
+        if self._review.decision != "approve":
+            raise _Ending(PayoutStatus.REJECTED, "review_rejected")
+
+    async def _create_at_psp(self, route: PayoutRoute) -> PspPayoutView:
+        input = self._input
+        request = CreatePspPayoutInput(
+            psp=route.psp, payout_id=input.payout_id, player_id=input.player_id, amount_minor=input.amount_minor,
+            currency=input.currency, method=route.method, country=input.country,
+            sandbox_scenario=input.sandbox_scenario,
+        )
+        try:
+            return await workflow.execute_activity(
+                ActivityName.CREATE_PSP_PAYOUT, request, result_type=PspPayoutView,
+                start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE,
+            )
+        except ActivityError as err:
+            if error_type(err) in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
+                raise _Ending(PayoutStatus.FAILED, error_code(err) or "declined") from None
+        # Transient errors until retries ran out: the PSP may still have taken the payout (a timeout is not a
+        # "no"), so ask before giving the money back.
+        known = await self._lookup()
+        if known is None:
+            raise _Ending(PayoutStatus.FAILED, "psp_unavailable")
+        return known
+
+    async def _await_outcome(self) -> PspPayoutView | PspEventSignal | None:
+        input = self._input
+        if await wait_until(lambda: self._final_event() is not None, input.webhook_timeout_seconds):
+            return self._final_event()
+        for attempt in range(input.status_poll_attempts):
+            view = await self._lookup()
+            if view is not None and view.status in _PSP_FINAL:
+                return view
+            if attempt + 1 < input.status_poll_attempts and await wait_until(
+                lambda: self._final_event() is not None, input.status_poll_interval_seconds
+            ):
+                return self._final_event()
+        return None
+
+    async def _lookup(self) -> PspPayoutView | None:
+        try:
+            return await workflow.execute_activity(
+                ActivityName.GET_PSP_PAYOUT, PspPaymentRef(self._state.psp or "", self._input.payout_id),
+                result_type=PspPayoutView, start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("payout status look-up failed for %s: %s", self._input.payout_id, err.cause)
+            return None
+
+    # --- endings ---------------------------------------------------------------------------------------
+
+    async def _finish(self, status: str, code: str | None) -> WithdrawalState:
+        s = self._state
+        if code:
+            s.failure_code = code
+        if s.hold_transfer_id and s.hold_resolution is None:
+            if status == PayoutStatus.PAID:
+                await self._ledger(ActivityName.POST_PAYOUT_HOLD)
+                s.hold_resolution = "posted"
+            else:
+                await self._ledger(ActivityName.VOID_PAYOUT_HOLD)
+                s.hold_resolution = "voided"
+        self._set_status(status)
+        self._answered = True
+        if s.hold_transfer_id:
+            await self._activity(
+                ActivityName.NOTIFY_PLAYER,
+                PlayerNotification(s.player_id, f"payout.{status}", s.payout_id,
+                                   {"amount_minor": str(s.amount_minor), "currency": s.currency,
+                                    **({"reason": s.failure_code} if s.failure_code else {})}),
+                None,
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return s
+
+    async def _ledger(self, activity_name: str) -> None:
+        # Posting or voiding the hold must happen; it retries until the ledger answers.
+        await workflow.execute_activity(
+            activity_name, self._state.hold_transfer_id, start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
+                                     maximum_interval=timedelta(seconds=30)),
+        )
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    async def _activity(self, name: str, arg: object, result_type: type | None):  # noqa: ANN202
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=10), retry_policy=_INTERNAL
+        )
+
+    def _subject(self) -> PayoutSubject:
+        i = self._input
+        return PayoutSubject(i.payout_id, i.player_id, i.amount_minor, i.currency)
+
+    def _stop_if_cancelled(self) -> None:
+        if self._cancel is not None:
+            raise _Ending(PayoutStatus.CANCELLED, "cancelled_by_client")
+
+    def _final_event(self) -> PspEventSignal | None:
+        for event in self._events:
+            if event.psp == self._state.psp and event.status in _PSP_FINAL:
+                return event
+        return None
+
+    def _set_status(self, status: str) -> None:
+        self._state.status = status
+        self._state.updated_at = workflow.now().isoformat()
+        self._publish()
+
+    def _publish(self) -> None:
+        s = self._state
+        updates = [
+            sa.PAYMENT_STATUS.value_set(s.status),
+            sa.PLAYER_ID.value_set(s.player_id),
+            sa.PAYMENT_AMOUNT_MINOR.value_set(s.amount_minor),
+            sa.PAYMENT_CURRENCY.value_set(s.currency),
+        ]
+        if s.psp:
+            updates.append(sa.PAYMENT_PSP.value_set(s.psp))
+        if s.method:
+            updates.append(sa.PAYMENT_METHOD.value_set(s.method))
+        workflow.upsert_search_attributes(updates)
+
