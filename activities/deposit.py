@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
 from ledger.errors import LedgerError
-from payloop.players import LimitPeriod, PlayerStore, screen_deposit, window_start
+from payloop.players import PlayerStore
 from activities.psp_calls import as_application_error, call_psp, connector_for
 from psp.base import CreatePaymentRequest, PspConnector, PspError, PspPayment, PspRequestRejected
 from workflows.types import (
@@ -51,6 +51,7 @@ class DepositActivities:
     def all(self) -> list[Callable]:
         return [
             self.screen_deposit,
+            self.release_deposit_limit,
             self.route_deposit,
             self.create_psp_payment,
             self.get_psp_payment,
@@ -60,15 +61,14 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.SCREEN_DEPOSIT)
     async def screen_deposit(self, input: ScreenDepositInput) -> ScreeningResult:
-        now = self.clock()
-        controls = await self.players.controls(input.player_id, input.currency, now)
-        account = player_account(input.player_id, input.currency)
-        deposited = {
-            period: await self.ledger.credited_since(account, "deposit", window_start(period, now))
-            for period in (controls.deposit_limits or {})
-        }
-        decision = screen_deposit(controls, input.amount_minor, deposited, now)
+        decision = await self.players.screen_deposit(
+            input.player_id, input.currency, input.payment_id, input.amount_minor, self.clock()
+        )
         return ScreeningResult(decision.outcome, decision.code, decision.reason)
+
+    @activity.defn(name=ActivityName.RELEASE_DEPOSIT_LIMIT)
+    async def release_deposit_limit(self, payment_id: str) -> None:
+        await self.players.release_deposit(payment_id, self.clock())
 
     @activity.defn(name=ActivityName.ROUTE_DEPOSIT)
     async def route_deposit(self, input: RouteInput) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,8 +18,9 @@ from api.errors import Problem
 from api.models import idempotency_keys
 from payloop.db import insert_if_missing
 
-# An in-flight key older than this belongs to a request that died; a retry may take it over. Safe because
-# the resources a request creates derive their ids from the key (the same payment id, the same workflow).
+# An in-flight key older than this belongs to a request that died; a retry may take it over. Safe because the
+# claim keeps its resource id, so the retry reaches the same workflow. Longer than any request may run
+# (PAYLOOP_INIT_UPDATE_TIMEOUT_SECONDS, 30 s by default).
 IN_FLIGHT_TAKEOVER = timedelta(seconds=60)
 
 
@@ -38,14 +40,12 @@ def resolve_key(header: str | None, body_key: str | None) -> str:
     return key
 
 
-def derive_id(prefix: str, client_id: str, key: str) -> str:
-    """A resource id derived from the Idempotency-Key, so a retry after a crash reaches the same resource."""
-    digest = hashlib.sha256(f"{client_id}\x00{key}".encode()).hexdigest()
-    return f"{prefix}_{digest[:24]}"
+def new_resource_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 def fingerprint(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -55,13 +55,22 @@ class StoredResponse:
     body: Any
 
 
+@dataclass(frozen=True)
+class Claim:
+    resource_id: str
+    stored: StoredResponse | None  # the first request's response, when there is one to replay
+
+
 class IdempotencyStore:
     def __init__(self, engine: AsyncEngine, ttl: timedelta) -> None:
         self.engine = engine
         self.ttl = ttl
 
-    async def begin(self, client_id: str, endpoint: str, key: str, print_: str, now: datetime) -> StoredResponse | None:
-        """Claims the key for this request (None), or returns the stored response of the first one.
+    async def begin(
+        self, client_id: str, endpoint: str, key: str, print_: str, now: datetime, resource_id: str
+    ) -> Claim:
+        """Claims the key for this request (with `resource_id`, or the id an earlier, dead claim chose), or
+        returns the stored response of the first one.
 
         Raises 422 when the key was used with another body and 409 while the first request is in flight.
         """
@@ -72,29 +81,31 @@ class IdempotencyStore:
         )
         row_values = {
             "client_id": client_id, "endpoint": endpoint, "key": key, "fingerprint": print_,
-            "state": "in_flight", "created_at": now, "expires_at": now + self.ttl,
+            "resource_id": resource_id, "state": "in_flight", "created_at": now, "expires_at": now + self.ttl,
+            "response_status": None, "response_body": None,
         }
         async with self.engine.begin() as conn:
             if await insert_if_missing(conn, idempotency_keys, row_values):
-                return None
+                return Claim(resource_id, None)
             row = (await conn.execute(sa.select(idempotency_keys).where(where))).one()
-            if row.expires_at <= now:
+            if row.expires_at <= now:  # an expired key is a new request
                 await conn.execute(idempotency_keys.update().where(where).values(**row_values))
-                return None
+                return Claim(resource_id, None)
             if row.fingerprint != print_:
                 raise Problem(422, "idempotency_key_reused", "Idempotency-Key reused",
                               "this Idempotency-Key was used with a different request body")
             if row.state == "done":
-                return StoredResponse(row.response_status, json.loads(row.response_body))
+                return Claim(row.resource_id, StoredResponse(row.response_status, json.loads(row.response_body)))
             taken_over = await conn.execute(
                 idempotency_keys.update()
-                .where(where, idempotency_keys.c.state == "in_flight",
-                       idempotency_keys.c.created_at == row.created_at,
-                       idempotency_keys.c.created_at < now - IN_FLIGHT_TAKEOVER)
-                .values(created_at=now)
+                .where(where, idempotency_keys.c.created_at == row.created_at,
+                       sa.or_(idempotency_keys.c.state == "released",
+                              sa.and_(idempotency_keys.c.state == "in_flight",
+                                      idempotency_keys.c.created_at < now - IN_FLIGHT_TAKEOVER)))
+                .values(state="in_flight", created_at=now)
             )
             if taken_over.rowcount == 1:
-                return None
+                return Claim(row.resource_id, None)
         raise Problem(409, "idempotency_in_flight", "Request in progress",
                       "a request with this Idempotency-Key is still being processed", retryable=True,
                       headers={"Retry-After": "1"})
@@ -109,13 +120,14 @@ class IdempotencyStore:
             )
 
     async def release(self, client_id: str, endpoint: str, key: str) -> None:
-        """Forgets a key whose request failed for a reason of ours, so the client's retry runs it again."""
+        """Frees a key whose request failed for a reason of ours: the client's retry runs it again, with the
+        same resource id, so it reaches whatever the failed attempt may already have started."""
         async with self.engine.begin() as conn:
             await conn.execute(
-                idempotency_keys.delete().where(
-                    idempotency_keys.c.client_id == client_id, idempotency_keys.c.endpoint == endpoint,
-                    idempotency_keys.c.key == key, idempotency_keys.c.state == "in_flight",
-                )
+                idempotency_keys.update()
+                .where(idempotency_keys.c.client_id == client_id, idempotency_keys.c.endpoint == endpoint,
+                       idempotency_keys.c.key == key, idempotency_keys.c.state == "in_flight")
+                .values(state="released")
             )
 
 
@@ -126,14 +138,17 @@ async def run_once(
     endpoint: str,
     key: str,
     body: dict[str, Any],
-    action: Callable[[], Awaitable[tuple[int, dict[str, Any]]]],
+    id_prefix: str,
+    action: Callable[[str], Awaitable[tuple[int, dict[str, Any]]]],
 ) -> JSONResponse:
-    """Runs `action` once per key: a retry gets the stored response; a failure of ours frees the key."""
-    stored = await store.begin(client_id, endpoint, key, fingerprint(body), datetime.now(timezone.utc))
-    if stored is not None:
-        return _json(stored.status, stored.body, {"Idempotent-Replayed": "true"})
+    """Runs `action(resource_id)` once per key: a retry gets the stored response; a failure of ours frees
+    the key (keeping the resource id, so the retry reaches what the failed attempt may have started)."""
+    claim = await store.begin(client_id, endpoint, key, fingerprint(body), datetime.now(timezone.utc),
+                              new_resource_id(id_prefix))
+    if claim.stored is not None:
+        return _json(claim.stored.status, claim.stored.body, {"Idempotent-Replayed": "true"})
     try:
-        status, payload = await action()
+        status, payload = await action(claim.resource_id)
     except BaseException:
         await store.release(client_id, endpoint, key)
         raise

@@ -11,7 +11,10 @@ idempotency_keys = sa.Table(
     sa.Column("endpoint", sa.String(100), primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("state", sa.String(10), nullable=False),  # in_flight | done
+    # The payment / payout this key created: chosen when the key is first claimed, so a retry after a crash
+    # reaches the same one, and a key reused after expiry never reaches an old one.
+    sa.Column("resource_id", sa.String(100), nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),  # in_flight | released (retry may claim) | done
     sa.Column("response_status", sa.Integer),
     sa.Column("response_body", sa.Text),
     sa.Column("created_at", UtcDateTime, nullable=False),

@@ -286,21 +286,6 @@ class Ledger:
             )
             return [_to_balance(r) for r in rows]
 
-    async def credited_since(self, account_id: str, kind: str, since: datetime) -> int:
-        """Total of posted `kind` transfers credited to the account at or after `since` (e.g. deposit limits)."""
-        async with self._engine.connect() as conn:
-            total = (
-                await conn.execute(
-                    select(func.coalesce(func.sum(transfers.c.amount), 0)).where(
-                        transfers.c.credit_account_id == account_id,
-                        transfers.c.created_at >= since,
-                        transfers.c.kind == kind,
-                        transfers.c.status == POSTED,
-                    )
-                )
-            ).scalar_one()
-        return int(total)
-
     async def last_credit(self, account_id: str, kind: str) -> Transfer | None:
         """The newest posted `kind` transfer credited to the account (e.g. a player's last deposit)."""
         async with self._engine.connect() as conn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 # ISO 4217 minor-unit exponents for the currencies the platform accepts.
@@ -16,7 +15,11 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 # Largest amount accepted in one operation, in minor units (fits a signed 64-bit column many times over).
 MAX_MINOR_UNITS = 10**13
 
-_AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?$")
+# Longest amount string looked at; the largest valid one ("100000000000.00" EUR) has 15 characters.
+MAX_AMOUNT_CHARS = 32
+
+# ASCII digits only, no sign/exponent/whitespace/leading zeros; used with fullmatch (so no trailing "\n" either).
+_AMOUNT_RE = re.compile(r"(?P<whole>0|[1-9][0-9]*)(?:\.(?P<fraction>[0-9]+))?")
 
 
 class MoneyError(ValueError):
@@ -35,20 +38,26 @@ def currency_exponent(currency: str) -> int:
 
 
 def to_minor_units(amount: str, currency: str) -> int:
-    """Parse a positive decimal string ("50.00") into minor units; extra precision is an error, not rounding."""
+    """Parse a positive decimal string ("50.00") into minor units, exactly: integer arithmetic, never rounding.
+
+    The amount is digits with an optional fraction: no sign, exponent, whitespace or leading zeros, and at most
+    MAX_AMOUNT_CHARS characters (invalid_amount). More fraction digits than the currency's exponent are an
+    `amount_precision` error even when they are zeros: "50.100" EUR is refused, as "50.001" is (a 422 by design —
+    the API speaks decimal strings with at most the currency's exponent of places). Fewer are fine ("50.1" EUR is
+    5010). Zero is invalid_amount; more than MAX_MINOR_UNITS is amount_too_large.
+    """
     exponent = currency_exponent(currency)
-    if not isinstance(amount, str) or not _AMOUNT_RE.match(amount):
+    if not isinstance(amount, str) or len(amount) > MAX_AMOUNT_CHARS:
         raise MoneyError("invalid_amount", "amount must be a positive decimal string such as \"50.00\"")
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:  # pragma: no cover - the regex already rules this out
-        raise MoneyError("invalid_amount", "amount is not a decimal number") from None
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    match = _AMOUNT_RE.fullmatch(amount)
+    if match is None:
+        raise MoneyError("invalid_amount", "amount must be a positive decimal string such as \"50.00\"")
+    whole, fraction = match.group("whole"), match.group("fraction") or ""
+    if len(fraction) > exponent:
         raise MoneyError(
             "amount_precision", f"{currency} amounts have at most {exponent} decimal places"
         )
-    units = int(minor)
+    units = int(whole) * 10**exponent + int(fraction.ljust(exponent, "0") or "0")
     if units <= 0:
         raise MoneyError("invalid_amount", "amount must be greater than zero")
     if units > MAX_MINOR_UNITS:
@@ -64,19 +73,6 @@ def to_decimal_string(minor_units: int, currency: str) -> str:
     if exponent == 0:
         return f"{sign}{digits}"
     return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}"
-
-
-@dataclass(frozen=True, slots=True)
-class Money:
-    minor_units: int
-    currency: str
-
-    @classmethod
-    def parse(cls, amount: str, currency: str) -> "Money":
-        return cls(to_minor_units(amount, currency), currency)
-
-    def __str__(self) -> str:
-        return f"{to_decimal_string(self.minor_units, self.currency)} {self.currency}"
 
 
 def parse_rates(spec: str) -> dict[str, Decimal]:

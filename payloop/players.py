@@ -55,6 +55,21 @@ player_deposit_limits = sa.Table(
 )
 
 
+deposit_limit_usage = sa.Table(
+    "deposit_limit_usage",
+    metadata,
+    # One row per deposit screening allowed: it counts against the limits from that moment, not from the
+    # credit, and stops counting when the deposit ends without money (released_at).
+    sa.Column("payment_id", sa.String(100), primary_key=True),
+    sa.Column("player_id", sa.String(100), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("released_at", UtcDateTime),
+    sa.Index("ix_deposit_limit_usage_player", "player_id", "currency", "created_at"),
+)
+
+
 class LimitPeriod(str, enum.Enum):
     DAY = "day"  # rolling 24 h
     WEEK = "week"  # rolling 7 days
@@ -195,23 +210,44 @@ class PlayerStore:
     async def controls(self, player_id: str, currency: str, now: datetime) -> PlayerControls:
         """What screening needs: the player's flags and the limits for `currency` in force at `now`."""
         async with self.engine.connect() as conn:
-            row = await _player_row(conn, player_id)
-            limits = await _limit_rows(conn, player_id, currency)
-        deposit_limits = {
-            LimitPeriod(r.period): amount
-            for r in limits
-            if (amount := _limit_state(r).at(now).amount_minor) is not None
-        }
-        if row is None:
-            return PlayerControls(player_id=player_id, deposit_limits=deposit_limits)
-        return PlayerControls(
-            player_id=player_id,
-            kyc_status=row.kyc_status,
-            self_excluded_until=row.self_excluded_until,
-            self_excluded_indefinitely=row.self_excluded_indefinitely,
-            closed=row.closed,
-            deposit_limits=deposit_limits,
-        )
+            return await _controls(conn, player_id, currency, now)
+
+    async def screen_deposit(
+        self, player_id: str, currency: str, payment_id: str, amount_minor: int, now: datetime
+    ) -> ScreeningDecision:
+        """Screens a deposit and, when it is allowed, counts it against the limits at once — in one transaction
+        serialized per player, so concurrent deposits cannot slip past a limit together. Idempotent per payment."""
+        usage = deposit_limit_usage.c
+        async with self.engine.begin() as conn:
+            await _ensure_player(conn, player_id, now)
+            # PostgreSQL: lock the player's row; SQLite transactions already take the write lock up front.
+            await conn.execute(sa.select(players.c.id).where(players.c.id == player_id).with_for_update())
+            if (await conn.execute(sa.select(usage.payment_id).where(usage.payment_id == payment_id))).first():
+                return ScreeningDecision("allow")  # a retry: this deposit was already screened and counted
+            controls = await _controls(conn, player_id, currency, now)
+            used = {}
+            for period in controls.deposit_limits or {}:
+                used[period] = (await conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(usage.amount_minor), 0)).where(
+                        usage.player_id == player_id, usage.currency == currency, usage.released_at.is_(None),
+                        usage.created_at >= window_start(period, now),
+                    )
+                )).scalar_one()
+            decision = screen_deposit(controls, amount_minor, used, now)
+            if decision.outcome == "allow":
+                await conn.execute(deposit_limit_usage.insert().values(
+                    payment_id=payment_id, player_id=player_id, currency=currency, amount_minor=amount_minor,
+                    created_at=now,
+                ))
+            return decision
+
+    async def release_deposit(self, payment_id: str, now: datetime) -> None:
+        """A deposit that ended without money stops counting against the limits."""
+        usage = deposit_limit_usage.c
+        async with self.engine.begin() as conn:
+            await conn.execute(deposit_limit_usage.update()
+                               .where(usage.payment_id == payment_id, usage.released_at.is_(None))
+                               .values(released_at=now))
 
     async def profile(self, player_id: str, now: datetime) -> PlayerProfile:
         async with self.engine.connect() as conn:
@@ -355,6 +391,26 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _limit_state(row: sa.Row[Any]) -> LimitState:
     return LimitState(row.amount_minor, row.pending_effective_at, row.pending_amount_minor)
+
+
+async def _controls(conn: AsyncConnection, player_id: str, currency: str, now: datetime) -> PlayerControls:
+    row = await _player_row(conn, player_id)
+    limits = await _limit_rows(conn, player_id, currency)
+    deposit_limits = {
+        LimitPeriod(r.period): amount
+        for r in limits
+        if (amount := _limit_state(r).at(now).amount_minor) is not None
+    }
+    if row is None:
+        return PlayerControls(player_id=player_id, deposit_limits=deposit_limits)
+    return PlayerControls(
+        player_id=player_id,
+        kyc_status=row.kyc_status,
+        self_excluded_until=row.self_excluded_until,
+        self_excluded_indefinitely=row.self_excluded_indefinitely,
+        closed=row.closed,
+        deposit_limits=deposit_limits,
+    )
 
 
 async def _player_row(conn: AsyncConnection, player_id: str) -> sa.Row[Any] | None:

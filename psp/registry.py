@@ -33,9 +33,7 @@ def sandbox_provider(name: str, methods: frozenset[str], payout_methods: frozens
             name=name,
             methods=methods,
             base_url=f"{settings.sandbox_psp_url}/{name}",
-            webhook_secret=settings.sandbox_webhook_secret,
             http=http,
-            tolerance_seconds=settings.webhook_tolerance_seconds,
             payout_methods=payout_methods,
         )
 

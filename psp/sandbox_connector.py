@@ -45,6 +45,7 @@ class SandboxWebhookVerifier:
     tolerance_seconds: float = 300
 
     def __call__(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
+        """The event in a signed, fresh body; raises InvalidWebhook (and nothing else) for anything refused."""
         signatures.verify(self.secret, headers, raw_body, now, self.tolerance_seconds)
         try:
             body = json.loads(raw_body)
@@ -60,8 +61,9 @@ class SandboxWebhookVerifier:
                 occurred_at=_str(body, "occurred_at"),
                 **_state(body, _STATUSES_BY_EVENT_FAMILY[family]),
             )
-        except (ValueError, KeyError, TypeError) as exc:  # JSON and MoneyError are ValueErrors
-            raise InvalidWebhook("malformed_payload", str(exc)) from None
+        # JSON, UTF-8 and MoneyError are ValueErrors; json.loads raises RecursionError on deep nesting ("[[[[…").
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise InvalidWebhook("malformed_payload", str(exc) or type(exc).__name__) from None
 
 
 class SandboxConnector:
@@ -70,9 +72,7 @@ class SandboxConnector:
         name: str,
         methods: frozenset[str],
         base_url: str,
-        webhook_secret: str,
         http: httpx.AsyncClient,
-        tolerance_seconds: float = 300,
         *,
         payout_methods: frozenset[str] | None = None,
     ) -> None:
@@ -82,7 +82,6 @@ class SandboxConnector:
         self.payout_methods = methods if payout_methods is None else payout_methods
         self._base_url = base_url.rstrip("/")
         self._http = http
-        self._verifier = SandboxWebhookVerifier(name, webhook_secret, tolerance_seconds)
 
     async def create_payment(self, req: CreatePaymentRequest) -> PspPayment:
         body = _create_body(req.payment_id, req) | {"return_url": req.return_url}
@@ -104,9 +103,6 @@ class SandboxConnector:
     async def get_payout(self, payout_id: str) -> PspPayout:
         response = await self._send("GET", f"/v1/payouts/{quote(payout_id, safe='')}")
         return self._payout(response, payout_id)
-
-    def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
-        return self._verifier(headers, raw_body, now)
 
     async def _create(self, path: str, body: dict[str, Any]) -> httpx.Response:
         # Our id as the key makes a retried create (after a timeout or a 5xx) return the first one, not a second.
@@ -164,7 +160,8 @@ class SandboxConnector:
             if _str(body, "merchant_reference") != merchant_reference:
                 raise ValueError("merchant_reference does not match the one asked for")
             return build(body)
-        except (ValueError, KeyError, TypeError) as exc:  # JSON and MoneyError are ValueErrors
+        # JSON and MoneyError are ValueErrors; json raises RecursionError on deep nesting.
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise PspError("bad_psp_response", f"{self.name}: {exc}") from None
 
 
@@ -189,7 +186,7 @@ def _error_of(response: httpx.Response) -> tuple[str | None, str]:
         error = response.json()["error"]
         code, message = error.get("code"), error.get("message", "")
         return (code if isinstance(code, str) else None), str(message)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None, ""
 
 

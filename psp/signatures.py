@@ -15,6 +15,9 @@ from psp.base import InvalidWebhook
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Timestamp"
 _SCHEME = "sha256="
+# Unix seconds have 10 digits until 2286; anything longer is refused before int() (which raises ValueError past
+# Python's int-string limit of 4300 digits, and costs quadratic time well before it).
+_MAX_TIMESTAMP_CHARS = 12
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -38,12 +41,13 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float, tol
     timestamp = lowered.get(TIMESTAMP_HEADER.lower())
     if not signature or not timestamp:
         raise InvalidWebhook("missing_signature", "X-Signature and X-Timestamp headers are required")
-    if not (timestamp.isascii() and timestamp.isdigit()):
+    if len(timestamp) > _MAX_TIMESTAMP_CHARS or not (timestamp.isascii() and timestamp.isdigit()):
         raise InvalidWebhook("bad_signature", "X-Timestamp must be unix seconds")
-    expected = sign(secret, int(timestamp), body)
+    sent_at = int(timestamp)
+    expected = sign(secret, sent_at, body)
     # Constant-time, on bytes: a non-ASCII header must not raise (compare_digest refuses non-ASCII str).
     if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         raise InvalidWebhook("bad_signature", "signature does not match the body")
     # Checked after the signature, so stale_timestamp means "authentic but replayed or clock-skewed".
-    if abs(now - int(timestamp)) > tolerance:
+    if abs(now - sent_at) > tolerance:
         raise InvalidWebhook("stale_timestamp", f"timestamp is more than {tolerance:g} s from now")

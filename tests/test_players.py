@@ -4,6 +4,7 @@ self-exclusion that cannot be shortened, KYC, closed accounts, and race-free lim
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -13,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.deposit import DepositActivities
 from api.app import create_app
-from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
-from ledger.models import ledger_transfers
+from ledger import Ledger
 from payloop import audit
 from payloop.players import (
     LIMIT_INCREASE_DELAY,
@@ -25,6 +25,7 @@ from payloop.players import (
     PlayerRuleError,
     PlayerStore,
     change_limit,
+    deposit_limit_usage,
     player_deposit_limits,
     screen_deposit,
     window_start,
@@ -221,53 +222,56 @@ async def test_concurrent_limit_changes_serialize_into_one_consistent_history(en
         assert rows[period.value].version == len(writes) - 1
 
 
-# --- limits against the ledger's windows, through the screening activity with an explicit clock ---
+# --- limits over their windows, through the screening activity with an explicit clock ---
 
-async def _deposit_at(engine: AsyncEngine, ledger: Ledger, player: str, amount: int, at: datetime) -> None:
-    transfer_id = f"deposit:{player}:{at.isoformat()}:credit"
-    await ledger.post_transfer(TransferRequest(transfer_id, psp_clearing_account("card", "EUR"),
-                                               player_account(player, "EUR"), amount, "EUR", "deposit", transfer_id))
-    async with engine.begin() as conn:  # back-date it: the ledger stamps transfers with the wall clock
-        await conn.execute(ledger_transfers.update().where(ledger_transfers.c.id == transfer_id).values(created_at=at))
+async def _deposit_at(engine: AsyncEngine, player: str, amount: int, at: datetime) -> None:
+    """A deposit screened (and so counted) at `at`."""
+    async with engine.begin() as conn:
+        await conn.execute(deposit_limit_usage.insert().values(
+            payment_id=f"pay_{uuid.uuid4().hex[:24]}", player_id=player, currency="EUR", amount_minor=amount,
+            created_at=at))
 
 
 async def _screen(engine: AsyncEngine, player: str, amount: int, at: datetime) -> str | None:
+    """Screens a probe deposit at `at`, then releases it so probes do not count against each other."""
+    payment_id = f"pay_{uuid.uuid4().hex[:24]}"
     activities = DepositActivities(Ledger(engine), PlayerStore(engine), {}, clock=lambda: at)
-    result = await activities.screen_deposit(ScreenDepositInput("pay_x", player, amount, "EUR"))
+    result = await activities.screen_deposit(ScreenDepositInput(payment_id, player, amount, "EUR"))
+    await activities.release_deposit_limit(payment_id)
     return result.code
 
 
 async def test_rolling_day_and_week_windows(engine: AsyncEngine) -> None:
-    store, ledger = PlayerStore(engine), Ledger(engine)
+    store = PlayerStore(engine)
     await store.set_deposit_limit("d", "EUR", DAY, 10_000, now=NOW - timedelta(days=30))
-    await _deposit_at(engine, ledger, "d", 10_000, NOW - timedelta(hours=24))
+    await _deposit_at(engine, "d", 10_000, NOW - timedelta(hours=24))
     assert await _screen(engine, "d", 1, NOW) == "deposit_limit_exceeded"  # exactly 24 h ago still counts
     assert await _screen(engine, "d", 10_000, NOW + TICK) is None  # a moment later it has rolled out
 
     await store.set_deposit_limit("w", "EUR", LimitPeriod.WEEK, 10_000, now=NOW - timedelta(days=30))
-    await _deposit_at(engine, ledger, "w", 6_000, NOW - timedelta(days=6, hours=23))
-    await _deposit_at(engine, ledger, "w", 4_000, NOW - timedelta(days=1))
+    await _deposit_at(engine, "w", 6_000, NOW - timedelta(days=6, hours=23))
+    await _deposit_at(engine, "w", 4_000, NOW - timedelta(days=1))
     assert await _screen(engine, "w", 1, NOW) == "deposit_limit_exceeded"
     assert await _screen(engine, "w", 6_000, NOW + timedelta(hours=1, microseconds=1)) is None
 
 
 async def test_month_window_starts_at_the_utc_month_start(engine: AsyncEngine) -> None:
-    store, ledger = PlayerStore(engine), Ledger(engine)
+    store = PlayerStore(engine)
     month_start = datetime(2026, 3, 1, tzinfo=timezone.utc)
     await store.set_deposit_limit("m", "EUR", LimitPeriod.MONTH, 10_000, now=month_start - timedelta(days=40))
-    await _deposit_at(engine, ledger, "m", 9_000, month_start - TICK)  # February: not counted in March
+    await _deposit_at(engine, "m", 9_000, month_start - TICK)  # February: not counted in March
     assert await _screen(engine, "m", 10_000, month_start) is None
-    await _deposit_at(engine, ledger, "m", 9_000, month_start)
+    await _deposit_at(engine, "m", 9_000, month_start)
     assert await _screen(engine, "m", 1_001, month_start + timedelta(days=30)) == "deposit_limit_exceeded"
     assert await _screen(engine, "m", 1_000, month_start + timedelta(days=30)) is None
     assert await _screen(engine, "m", 10_000, datetime(2026, 4, 1, tzinfo=timezone.utc)) is None
 
 
 async def test_a_raised_limit_screens_with_the_old_value_until_it_takes_effect(engine: AsyncEngine) -> None:
-    store, ledger = PlayerStore(engine), Ledger(engine)
+    store = PlayerStore(engine)
     await store.set_deposit_limit("r", "EUR", DAY, 10_000, now=NOW - timedelta(days=1))
     await store.set_deposit_limit("r", "EUR", DAY, 20_000, now=NOW)
-    await _deposit_at(engine, ledger, "r", 9_000, NOW + timedelta(hours=23))
+    await _deposit_at(engine, "r", 9_000, NOW + timedelta(hours=23))
     due = NOW + LIMIT_INCREASE_DELAY
     assert await _screen(engine, "r", 2_000, due - TICK) == "deposit_limit_exceeded"
     assert await _screen(engine, "r", 2_000, due) is None
@@ -289,3 +293,25 @@ async def test_a_kyc_change_calls_the_hook_after_it_is_stored(engine: AsyncEngin
         assert (await client.put("/v1/ops/players/p1/kyc", json={"status": "verified"})).status_code == 200
         assert (await client.put("/v1/ops/players/p1/kyc", json={"status": "nope"})).status_code == 422
     assert calls == [("p1", "verified", "verified")]
+
+
+async def test_concurrent_deposits_cannot_slip_past_a_limit_together(engine: AsyncEngine) -> None:
+    store = PlayerStore(engine)
+    now = datetime.now(timezone.utc)
+    await store.set_deposit_limit("racer", "EUR", LimitPeriod.DAY, 10_000, now=now)
+    decisions = await asyncio.gather(*[
+        store.screen_deposit("racer", "EUR", f"pay_{i}", 3_000, now) for i in range(10)
+    ])
+    assert [d.outcome for d in decisions].count("allow") == 3
+    assert {d.code for d in decisions if d.outcome == "deny"} == {"deposit_limit_exceeded"}
+    # Screening the same payment again (an activity retry) neither double-counts nor refuses it.
+    allowed = [f"pay_{i}" for i, d in enumerate(decisions) if d.outcome == "allow"]
+    assert (await store.screen_deposit("racer", "EUR", allowed[0], 3_000, now)).outcome == "allow"
+    # A deposit that ended without money stops counting.
+    assert (await store.screen_deposit("racer", "EUR", "pay_late", 1_000, now)).outcome == "allow"
+    assert (await store.screen_deposit("racer", "EUR", "pay_later", 1_000, now)).code == "deposit_limit_exceeded"
+    await store.release_deposit(allowed[0], now)
+    assert (await store.screen_deposit("racer", "EUR", "pay_later", 1_000, now)).outcome == "allow"
+    # Usage older than the window no longer counts.
+    tomorrow = now + timedelta(hours=24, seconds=1)
+    assert (await store.screen_deposit("racer", "EUR", "pay_tomorrow", 10_000, tomorrow)).outcome == "allow"

@@ -32,13 +32,18 @@ from workflows.types import (
 )
 
 # Order of a payment's life at the PSP; an event never moves a payment back to an earlier rank.
-_PSP_STATUS_RANK = {"pending": 0, "requires_action": 1, "authorized": 2, "captured": 3, "failed": 3, "cancelled": 3}
+_PSP_STATUS_RANK = {
+    "pending": 0, "requires_action": 1, "authorized": 2, "captured": 3, "failed": 3, "cancelled": 3, "expired": 3,
+}
 _PSP_FINAL = frozenset({"captured", "failed", "cancelled", "expired"})
 
 _INTERNAL_STEP = dict(
     start_to_close_timeout=timedelta(seconds=10),
-    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
+    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10),
+                             maximum_attempts=10),
 )
+# Transient answers that mean the PSP did not take the request at all (refused, or never reached).
+_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable"})
 _PSP_CALL_TIMEOUT = timedelta(seconds=15)
 # Transient PSP errors retry on the same PSP with backoff; declines and rejected requests never retry.
 _PSP_CREATE_RETRY = RetryPolicy(
@@ -52,13 +57,21 @@ _PSP_LOOKUP_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=5),
     maximum_attempts=5,
-    non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED],
+    non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED, ErrorType.PSP_NOT_FOUND],
 )
 _LEDGER_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=[ErrorType.LEDGER_CONFLICT],
 )
+
+
+class _Ending(Exception):
+    """Ends the deposit before it reached a PSP outcome."""
+
+    def __init__(self, status: str, code: str | None = None, *, review_reason: str | None = None) -> None:
+        super().__init__(status)
+        self.status, self.code, self.review_reason = status, code, review_reason
 
 
 @workflow.defn
@@ -79,6 +92,7 @@ class DepositWorkflow:
             updated_at=now,
         )
         self._answered = False
+        self._counts_against_limits = False
         self._psp_status = "pending"
         self._seen_event_ids: set[str] = set()
         self._events: list[PspEventSignal] = []
@@ -111,43 +125,52 @@ class DepositWorkflow:
     @workflow.run
     async def run(self, input: DepositInput) -> DepositState:
         self._publish()
-        screening = await workflow.execute_activity(
-            ActivityName.SCREEN_DEPOSIT,
-            ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
-            result_type=ScreeningResult,
-            **_INTERNAL_STEP,
-        )
-        if screening.outcome != "allow":
-            return await self._finish(DepositStatus.REJECTED, failure_code=screening.code)
-
-        candidates: list[str] = await workflow.execute_activity(
-            ActivityName.ROUTE_DEPOSIT,
-            RouteInput(input.method, input.currency, input.amount_minor, input.country),
-            result_type=list[str],
-            **_INTERNAL_STEP,
-        )
-        if not candidates:
-            return await self._finish(DepositStatus.FAILED, failure_code="no_route")
-
-        created = await self._create_at_first_available_psp(candidates)
-        if created is None:
-            return await self._finish(DepositStatus.FAILED, failure_code=self._state.failure_code)
-        if created.status == "failed":
-            return await self._finish(DepositStatus.FAILED, failure_code=created.failure_code or "psp_failed")
+        try:
+            created = await self._screen_route_and_create()
+        except _Ending as ending:
+            return await self._finish(ending.status, failure_code=ending.code, review_reason=ending.review_reason)
 
         s = self._state
         s.psp, s.psp_reference, s.redirect_url = created.psp, created.psp_reference, created.redirect_url
+        s.failure_code = None  # an earlier PSP's failure no longer describes this payment
         self._advance_psp_status(created.status)
         for event in self._events:  # webhooks that overtook the create call's answer
             if event.psp == s.psp:
                 self._advance_psp_status(event.status)
         self._answered = True
 
-        outcome = await self._await_outcome()
+        outcome = created if created.status in _PSP_FINAL else await self._await_outcome()
         return await self._settle(outcome)
 
-    async def _create_at_first_available_psp(self, candidates: list[str]) -> PspPaymentView | None:
-        """Tries the candidates in order; a PSP that stays unavailable fails over to the next one."""
+    async def _screen_route_and_create(self) -> PspPaymentView:
+        input = self._input
+        try:
+            screening = await workflow.execute_activity(
+                ActivityName.SCREEN_DEPOSIT,
+                ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
+                result_type=ScreeningResult,
+                **_INTERNAL_STEP,
+            )
+            candidates: list[str] = await workflow.execute_activity(
+                ActivityName.ROUTE_DEPOSIT,
+                RouteInput(input.method, input.currency, input.amount_minor, input.country),
+                result_type=list[str],
+                **_INTERNAL_STEP,
+            ) if screening.outcome == "allow" else []
+        except ActivityError as err:
+            # No money has moved yet, so a step that keeps failing ends the deposit instead of stalling it.
+            workflow.logger.error("deposit %s could not be screened or routed: %s", input.payment_id, err.cause)
+            raise _Ending(DepositStatus.FAILED, "screening_unavailable") from None
+        if screening.outcome != "allow":
+            raise _Ending(DepositStatus.REJECTED, screening.code)
+        self._counts_against_limits = True
+        if not candidates:
+            raise _Ending(DepositStatus.FAILED, "no_route")
+        return await self._create_at_first_available_psp(candidates)
+
+    async def _create_at_first_available_psp(self, candidates: list[str]) -> PspPaymentView:
+        """Tries the candidates in order. A PSP that did not take the payment fails over to the next one; one
+        whose answer was lost is asked before anything else happens, so a payment is never made twice."""
         input = self._input
         for psp in candidates:
             self._state.attempts.append(psp)
@@ -170,14 +193,35 @@ class DepositWorkflow:
                     retry_policy=_PSP_CREATE_RETRY,
                 )
             except ActivityError as err:
-                code = error_code(err)
-                if error_type(err) in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
-                    self._state.psp = psp
-                    self._state.failure_code = code or "declined"
-                    return None
-                workflow.logger.warning("PSP %s unavailable (%s); failing over", psp, code)
-                self._state.failure_code = "psp_unavailable"
-        return None
+                kind, code = error_type(err), error_code(err)
+            self._state.psp = psp
+            if kind == ErrorType.PSP_DECLINED:
+                raise _Ending(DepositStatus.FAILED, code or "declined")
+            found, known = await self._find_at(psp)
+            if found is not None:
+                return found
+            if not known and code not in _NOT_TAKEN_CODES:
+                raise _Ending(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
+            if kind == ErrorType.PSP_REQUEST_REJECTED:
+                raise _Ending(DepositStatus.FAILED, "psp_rejected")
+            workflow.logger.warning("PSP %s did not take payment %s (%s); failing over", psp, input.payment_id, code)
+        self._state.psp = None
+        raise _Ending(DepositStatus.FAILED, "psp_unavailable")
+
+    async def _find_at(self, psp: str) -> tuple[PspPaymentView | None, bool]:
+        """The payment as the PSP knows it; (None, True) when it does not know it, (None, False) when we
+        could not find out."""
+        try:
+            view = await workflow.execute_activity(
+                ActivityName.GET_PSP_PAYMENT,
+                PspPaymentRef(psp, self._input.payment_id),
+                result_type=PspPaymentView,
+                start_to_close_timeout=_PSP_CALL_TIMEOUT,
+                retry_policy=_PSP_LOOKUP_RETRY,
+            )
+        except ActivityError as err:
+            return None, error_type(err) == ErrorType.PSP_NOT_FOUND
+        return view, True
 
     async def _await_outcome(self) -> PspPaymentView | PspEventSignal | str:
         """The final PSP outcome from a webhook or a status look-up; else why there is none."""
@@ -221,6 +265,8 @@ class DepositWorkflow:
             return await self._finish(DepositStatus.EXPIRED, failure_code=outcome)
         if isinstance(outcome, str):
             return await self._finish(DepositStatus.IN_REVIEW, review_reason=outcome)
+        if outcome.psp_reference != s.psp_reference:
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason="reference_mismatch")
         if outcome.status != "captured":
             return await self._finish(DepositStatus.FAILED, failure_code=_failure_code(outcome))
         s.captured_amount_minor = outcome.amount_minor
@@ -241,7 +287,7 @@ class DepositWorkflow:
             )
         except ActivityError as err:
             workflow.logger.error("credit of %s refused by the ledger: %s", s.payment_id, err.cause)
-            return await self._finish(DepositStatus.IN_REVIEW, review_reason="ledger_conflict")
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason=error_code(err) or "ledger_error")
         s.credit_transfer_id = posting.transfer_id
         return await self._finish(DepositStatus.CREDITED)
 
@@ -290,6 +336,10 @@ class DepositWorkflow:
             self._state.failure_code = failure_code
         if review_reason:
             self._state.review_reason = review_reason
+        if status in (DepositStatus.FAILED, DepositStatus.EXPIRED) and self._counts_against_limits:
+            # No money arrived, so the deposit no longer counts against the player's limits.
+            await workflow.execute_activity(ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id,
+                                            **_INTERNAL_STEP)
         self._set_status(status)
         self._answered = True
         await workflow.wait_condition(workflow.all_handlers_finished)

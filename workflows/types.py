@@ -233,6 +233,7 @@ class ActivityName:
     NOTIFY_PLAYER = "notify_player"
 
     SCREEN_DEPOSIT = "screen_deposit"
+    RELEASE_DEPOSIT_LIMIT = "release_deposit_limit"
     ROUTE_DEPOSIT = "route_deposit"
     CREATE_PSP_PAYMENT = "create_psp_payment"
     GET_PSP_PAYMENT = "get_psp_payment"

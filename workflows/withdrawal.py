@@ -88,6 +88,7 @@ class WithdrawalWorkflow:
         self._kyc_nudged = False
         self._review: ReviewDecision | None = None
         self._cancel: CancelRequest | None = None
+        self._create_unconfirmed = False
         self._seen_event_ids: set[str] = set()
         self._events: list[PspEventSignal] = []
 
@@ -179,7 +180,7 @@ class WithdrawalWorkflow:
             return await self._finish(ending.status, ending.code)
         return await self._finish(PayoutStatus.PAID, None)
 
-    async def _send_to_psp(self) -> PspPayoutView:
+    async def _send_to_psp(self) -> PspPayoutView | None:
         route = await self._activity(ActivityName.ROUTE_PAYOUT, self._subject(), PayoutRoute)
         s = self._state
         s.psp, s.method = route.psp, route.method
@@ -188,13 +189,17 @@ class WithdrawalWorkflow:
         s.sent_to_psp = True
         self._set_status(PayoutStatus.PROCESSING)
         view = await self._create_at_psp(route)
-        s.psp_reference = view.psp_reference
+        s.psp_reference = view.psp_reference if view else None
         return view
 
     async def _settle_sent(self, view: PspPayoutView | None) -> None:
         """Returns when the PSP paid out the held amount; raises _Ending for every other end."""
         s = self._state
         outcome = view if view is not None and view.status in _PSP_FINAL else await self._await_outcome()
+        if outcome is None and self._create_unconfirmed:
+            # Whether the money left is unknown: voiding could pay twice, posting could charge for nothing.
+            await self._wait_for_review("psp_status_unknown", allow_cancel=False)
+            return
         if outcome is None:
             raise _Ending(PayoutStatus.FAILED, "psp_timeout")
         if outcome.status != "paid":
@@ -251,7 +256,8 @@ class WithdrawalWorkflow:
         if self._review.decision != "approve":
             raise _Ending(PayoutStatus.REJECTED, "review_rejected")
 
-    async def _create_at_psp(self, route: PayoutRoute) -> PspPayoutView:
+    async def _create_at_psp(self, route: PayoutRoute) -> PspPayoutView | None:
+        """The PSP's answer; None when we could not learn whether it took the payout."""
         input = self._input
         request = CreatePspPayoutInput(
             psp=route.psp, payout_id=input.payout_id, player_id=input.player_id, amount_minor=input.amount_minor,
@@ -268,10 +274,16 @@ class WithdrawalWorkflow:
                 raise _Ending(PayoutStatus.FAILED, error_code(err) or "declined") from None
         # Transient errors until retries ran out: the PSP may still have taken the payout (a timeout is not a
         # "no"), so ask before giving the money back.
-        known = await self._lookup()
-        if known is None:
-            raise _Ending(PayoutStatus.FAILED, "psp_unavailable")
-        return known
+        try:
+            return await workflow.execute_activity(
+                ActivityName.GET_PSP_PAYOUT, PspPaymentRef(route.psp, input.payout_id), result_type=PspPayoutView,
+                start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
+            )
+        except ActivityError as err:
+            if error_type(err) == ErrorType.PSP_NOT_FOUND:
+                raise _Ending(PayoutStatus.FAILED, "psp_unavailable") from None
+        self._create_unconfirmed = True
+        return None
 
     async def _await_outcome(self) -> PspPayoutView | PspEventSignal | None:
         input = self._input

@@ -12,7 +12,7 @@ from temporalio.client import Client
 from api import engine
 from api.auth import Principal, require_scope
 from api.errors import Problem
-from api.idempotency import derive_id, resolve_key, run_once
+from api.idempotency import resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.schemas import PaymentInitRequest, PaymentInitResponse, PaymentView
 from payloop.money import to_decimal_string
@@ -50,17 +50,16 @@ async def init_payment(
     check_sandbox_scenario(body.meta.sandbox_scenario, SCENARIOS)
     return await run_once(
         request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
-        body.model_dump(exclude={"idempotency_key"}),
-        lambda: _start_deposit(request, principal, key, body, amount_minor),
+        body.model_dump(exclude={"idempotency_key"}), "pay",
+        lambda resource_id: _start_deposit(request, principal, resource_id, body, amount_minor),
     )
 
 
 async def _start_deposit(
-    request: Request, principal: Principal, key: str, body: PaymentInitRequest, amount_minor: int
+    request: Request, principal: Principal, payment_id: str, body: PaymentInitRequest, amount_minor: int
 ) -> tuple[int, dict]:
     """Starts (or re-attaches to) the deposit workflow and waits for the PSP's first answer."""
     settings = request.app.state.settings
-    payment_id = derive_id("pay", principal.client_id, key)
     workflow_input = DepositInput(
         payment_id=payment_id,
         client_id=principal.client_id,

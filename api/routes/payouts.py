@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from api import engine
 from api.auth import Principal, require_scope
 from api.errors import Problem
-from api.idempotency import derive_id, resolve_key, run_once
+from api.idempotency import resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.schemas import CancelPayoutRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest
 from ledger import player_account
@@ -53,17 +53,16 @@ async def init_payout(
     check_sandbox_scenario(body.meta.sandbox_scenario, PAYOUT_SCENARIOS)
     return await run_once(
         request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
-        body.model_dump(exclude={"idempotency_key"}),
-        lambda: _start_withdrawal(request, principal, key, body, amount_minor),
+        body.model_dump(exclude={"idempotency_key"}), "po",
+        lambda resource_id: _start_withdrawal(request, principal, resource_id, body, amount_minor),
     )
 
 
 async def _start_withdrawal(
-    request: Request, principal: Principal, key: str, body: PayoutInitRequest, amount_minor: int
+    request: Request, principal: Principal, payout_id: str, body: PayoutInitRequest, amount_minor: int
 ) -> tuple[int, dict]:
     settings = request.app.state.settings
     client: Client = request.app.state.temporal
-    payout_id = derive_id("po", principal.client_id, key)
     workflow_input = WithdrawalInput(
         payout_id=payout_id,
         client_id=principal.client_id,

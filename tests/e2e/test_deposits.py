@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -199,22 +200,71 @@ async def _event_rows(stack: Stack, payment_id: str) -> list:
 
 
 def test_payment_ids_are_opaque() -> None:
-    from api.idempotency import derive_id
+    from api.idempotency import new_resource_id
 
-    assert re.fullmatch(r"pay_[0-9a-f]{24}", derive_id("pay", "c", "k"))
-    assert derive_id("pay", "c", "k") != derive_id("pay", "other", "k")
+    assert re.fullmatch(r"pay_[0-9a-f]{24}", new_resource_id("pay"))
+    assert new_resource_id("pay") != new_resource_id("pay")
 
 
-async def test_a_retry_after_the_key_expired_answers_from_the_finished_payment(stack: Stack) -> None:
+async def test_an_expired_key_is_a_new_request_and_never_reaches_the_old_payment(stack: Stack) -> None:
     player = new_player()
     key = "expired-" + player
     first = await stack.deposit(method="ewallet", player_id=player, key=key)
     assert (await stack.wait_final(first["payment_id"]))["status"] == "credited"
-    async with stack.engine.begin() as conn:  # what the 24 h expiry does
-        await conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.key == key))
+    async with stack.engine.begin() as conn:  # what 24 h do to a key
+        await conn.execute(sa.update(idempotency_keys).where(idempotency_keys.c.key == key)
+                           .values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    second = await stack.deposit(method="ewallet", amount="20.00", player_id=player, key=key)
+    assert second["payment_id"] != first["payment_id"]
+    assert (await stack.wait_final(second["payment_id"]))["status"] == "credited"
+    assert await stack.balance(player) == "70.00"
+    await stack.check_invariants()
+
+
+async def test_a_retry_after_our_failure_reaches_the_same_payment(stack: Stack) -> None:
+    """A request that failed on our side (e.g. a 504 while the PSP was slow) frees its key but keeps the
+    payment id, so the client's retry reaches the payment the first attempt started."""
+    player = new_player()
+    key = "released-" + player
+    first = await stack.deposit(method="ewallet", player_id=player, key=key)
+    async with stack.engine.begin() as conn:
+        await conn.execute(sa.update(idempotency_keys).where(idempotency_keys.c.key == key)
+                           .values(state="released"))
     again = await stack.deposit(method="ewallet", player_id=player, key=key)
-    assert again["payment_id"] == first["payment_id"] and again["status"] == "credited"
-    runs = [w async for w in stack.client.list_workflows(f"WorkflowId = 'deposit-{first['payment_id']}'")]
-    assert len(runs) == 1, "a finished payment must never be started again"
+    assert again["payment_id"] == first["payment_id"]
+    await stack.wait_final(first["payment_id"])
     assert await stack.balance(player) == "50.00"
+    await stack.check_invariants()
+
+
+async def psp_mode(stack: Stack, psp: str, mode: str) -> None:
+    response = await stack.sandbox.post(f"/control/{psp}", json={"mode": mode})
+    assert response.status_code == 200, response.text
+
+
+async def test_a_psp_that_refuses_everything_is_not_charged_and_the_deposit_fails(stack: Stack) -> None:
+    player = new_player()
+    await psp_mode(stack, "card", "down")
+    try:
+        problem = await stack.deposit(method="card", player_id=player, expect=502)
+    finally:
+        await psp_mode(stack, "card", "up")
+    assert problem["code"] == "psp_unavailable" and problem["retryable"] is True
+    assert (await stack.payment(problem["payment_id"]))["status"] == "failed"
+    assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
+
+
+async def test_a_psp_whose_answers_are_lost_sends_the_deposit_to_review_not_to_another_psp(stack: Stack) -> None:
+    """500s leave it open whether the PSP took the payment; failing over could charge the player twice."""
+    player = new_player()
+    await psp_mode(stack, "card", "error")
+    try:
+        init = await stack.deposit(method="card", player_id=player)
+    finally:
+        await psp_mode(stack, "card", "up")
+    assert init["status"] == "in_review"
+    payment = await stack.payment(init["payment_id"])
+    assert payment["review_reason"] == "psp_status_unknown" and payment["psp"] == "card"
+    assert await stack.balance(player) == "0.00"
     await stack.check_invariants()

@@ -19,9 +19,19 @@ pytestmark = pytest.mark.replay
 
 
 async def session_histories(env: WorkflowEnvironment) -> list[WorkflowHistory]:
-    query = "WorkflowType = 'DepositWorkflow' AND ExecutionStatus != 'Running'"
+    query = "WorkflowType IN ('DepositWorkflow', 'WithdrawalWorkflow') AND ExecutionStatus != 'Running'"
     return [await env.client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()
             async for w in env.client.list_workflows(query)]
+
+
+def one_per_path(histories: list[WorkflowHistory]) -> list[WorkflowHistory]:
+    """One history for each distinct sequence of events and activities: every path, none twice."""
+    paths: dict[tuple, WorkflowHistory] = {}
+    for history in histories:
+        path = tuple((event.event_type, event.activity_task_scheduled_event_attributes.activity_type.name)
+                     for event in history.events)
+        paths.setdefault(path, history)
+    return list(paths.values())
 
 
 async def replay_failures(histories: list[WorkflowHistory]) -> dict[str, str]:
@@ -38,7 +48,7 @@ async def test_this_sessions_histories_replay(temporal_env: WorkflowEnvironment)
     assert len(histories) >= 20, "the scenario tests should have left their histories"
     assert await replay_failures(histories) == {}
     if target := os.environ.get("PAYLOOP_RECORD_HISTORIES"):
-        for history in histories:
+        for history in one_per_path(histories):
             (Path(target) / f"{history.workflow_id}.json").write_text(history.to_json())
 
 

@@ -341,22 +341,6 @@ async def test_account_history_is_newest_first_and_pages(ledger: Ledger, engine:
     await assert_invariants(engine)
 
 
-async def test_credited_since_sums_posted_credits_of_a_kind(ledger: Ledger, engine: AsyncEngine) -> None:
-    start = datetime.now(UTC)
-    assert await ledger.credited_since(P1, "deposit", start - timedelta(days=1)) == 0
-    await ledger.post_transfer(deposit_req("pay_1", 1000))
-    await ledger.post_transfer(deposit_req("pay_2", 250))
-    await ledger.post_transfer(TransferRequest("win:w1", BETS, P1, 70, "EUR", "win", "round-w1"))
-    await ledger.post_transfer(deposit_req("pay_3", 5, player_account("p2", "EUR")))
-    assert await ledger.credited_since(P1, "deposit", start - timedelta(seconds=1)) == 1250
-    assert await ledger.credited_since(P1, "win", start - timedelta(seconds=1)) == 70
-    assert await ledger.credited_since(P1, "deposit", datetime.now(UTC) + timedelta(seconds=1)) == 0
-    await assert_invariants(engine)
-
-
-# ---- invariants ----------------------------------------------------------------------------------------
-
-
 async def test_invariants_report_a_corrupted_balance(ledger: Ledger, engine: AsyncEngine) -> None:
     await ledger.post_transfer(deposit_req("pay_1", 1000))
     report = await check_invariants(engine)

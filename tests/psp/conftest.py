@@ -51,12 +51,12 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def card(sandbox: RunningSandbox, http: httpx.AsyncClient) -> SandboxConnector:
-    return SandboxConnector("card", frozenset({"card"}), f"{sandbox.url}/card", WEBHOOK_SECRET, http)
+    return SandboxConnector("card", frozenset({"card"}), f"{sandbox.url}/card", http)
 
 
 @pytest.fixture
 def ewallet(sandbox: RunningSandbox, http: httpx.AsyncClient) -> SandboxConnector:
-    return SandboxConnector("ewallet", frozenset({"ewallet"}), f"{sandbox.url}/ewallet", WEBHOOK_SECRET, http)
+    return SandboxConnector("ewallet", frozenset({"ewallet"}), f"{sandbox.url}/ewallet", http)
 
 
 @pytest.fixture

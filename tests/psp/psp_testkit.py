@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request, Response
 
 from psp.base import CreatePaymentRequest, CreatePayoutRequest, WebhookEvent
 from psp.sandbox import SandboxConfig
-from psp.sandbox_connector import SandboxConnector
+from psp.sandbox_connector import SandboxConnector, SandboxWebhookVerifier
 
 T = TypeVar("T")
 
@@ -161,8 +161,9 @@ def payout_request(
 
 
 def verified(connector: SandboxConnector, receiver: WebhookReceiver, merchant_reference: str) -> list[WebhookEvent]:
-    """The webhooks received for `merchant_reference`, each passed through the connector's verifier."""
-    return [connector.verify_webhook(r.headers, r.body, time.time()) for r in receiver.for_payment(merchant_reference)]
+    """The webhooks received for `merchant_reference`, each passed through the verifier for the connector's PSP."""
+    verify = SandboxWebhookVerifier(connector.name, WEBHOOK_SECRET)
+    return [verify(r.headers, r.body, time.time()) for r in receiver.for_payment(merchant_reference)]
 
 
 async def wait_for_webhooks(receiver: WebhookReceiver, merchant_reference: str, count: int = 1) -> None:

@@ -16,7 +16,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 def connector_answering(handler: Handler) -> SandboxConnector:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return SandboxConnector("card", frozenset({"card"}), "http://psp.test/card", "s", http)
+    return SandboxConnector("card", frozenset({"card"}), "http://psp.test/card", http)
 
 
 def payment_json(payment_id: str, **overrides: object) -> dict[str, object]:
@@ -121,7 +121,7 @@ async def test_connection_refused_is_transient() -> None:
     sock, url = bound_socket()
     sock.close()  # nothing listens there any more
     async with httpx.AsyncClient(timeout=2) as http:
-        connector = SandboxConnector("card", frozenset({"card"}), f"{url}/card", "s", http)
+        connector = SandboxConnector("card", frozenset({"card"}), f"{url}/card", http)
         with pytest.raises(PspTransientError) as raised:
             await connector.create_payment(payment_request())
     assert raised.value.code == "psp_unreachable"
@@ -198,7 +198,7 @@ async def test_malformed_payout_answers_are_bad_psp_response(answer: Callable[[s
 
 async def test_payout_methods_default_to_the_payment_methods() -> None:
     async with httpx.AsyncClient() as http:
-        default = SandboxConnector("w", frozenset({"card"}), "http://psp.test/w", "s", http)
-        narrower = SandboxConnector("w", frozenset({"card"}), "http://psp.test/w", "s", http, payout_methods=frozenset())
+        default = SandboxConnector("w", frozenset({"card"}), "http://psp.test/w", http)
+        narrower = SandboxConnector("w", frozenset({"card"}), "http://psp.test/w", http, payout_methods=frozenset())
 
     assert (default.payout_methods, narrower.payout_methods) == (frozenset({"card"}), frozenset())

@@ -23,6 +23,7 @@ from tests.psp.psp_testkit import (
     psp_mode,
     serve,
     stays,
+    verified,
 )
 
 
@@ -120,7 +121,8 @@ async def test_cancel_a_challenged_payment_sends_a_cancelled_webhook(
     await eventually(lambda: receiver.for_payment(req.payment_id))
     [delivery] = receiver.for_payment(req.payment_id)
     assert delivery.json["type"] == "payment.cancelled"
-    assert card.verify_webhook(delivery.headers, delivery.body, time.time()).status == "cancelled"
+    [event] = verified(card, receiver, req.payment_id)
+    assert event.status == "cancelled"
     assert created.redirect_url
     page = await http.get(created.redirect_url)
     assert "<form" not in page.text  # the challenge is closed
@@ -184,7 +186,7 @@ async def test_slow_mode_delays_answers(
         assert time.monotonic() - started >= sandbox.config.slow_seconds
         assert created.status == "pending"
 
-        impatient = SandboxConnector("card", card.methods, f"{sandbox.url}/card", WEBHOOK_SECRET, impatient_http)
+        impatient = SandboxConnector("card", card.methods, f"{sandbox.url}/card", impatient_http)
         with pytest.raises(PspTransientError) as timed_out:
             await impatient.create_payment(payment_request("lost"))
         assert timed_out.value.code == "psp_timeout"
@@ -293,7 +295,7 @@ async def test_unreachable_webhook_endpoint_is_logged_and_shutdown_cancels_pendi
         webhook_retry_delays=(60.0,),  # shutdown must not wait for this
     )
     app = create_app(config)
-    card = SandboxConnector("card", frozenset({"card"}), f"{url}/card", WEBHOOK_SECRET, http)
+    card = SandboxConnector("card", frozenset({"card"}), f"{url}/card", http)
     req = payment_request()
 
     async with serve(app, sock):

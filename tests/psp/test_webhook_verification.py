@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 from collections.abc import Mapping
 
 import pytest
 
+from payloop.money import MAX_MINOR_UNITS
 from psp import signatures
 from psp.base import InvalidWebhook, WebhookEvent
 from psp.sandbox_connector import SandboxWebhookVerifier
@@ -174,3 +176,111 @@ def test_status_must_belong_to_the_event_family(overrides: dict[str, object]) ->
 def test_an_event_without_type_is_refused() -> None:
     body = body_of({k: v for k, v in EVENT.items() if k != "type"})
     assert _refusal(signed(body), body) == "malformed_payload"
+
+
+def test_a_5000_digit_timestamp_is_a_bad_signature_not_a_crash() -> None:
+    body = body_of(EVENT)
+    huge = "1" * 5000  # past Python's 4300-digit int-string limit: int() would raise ValueError
+    headers = signed(body) | {"X-Timestamp": huge}
+    with pytest.raises(InvalidWebhook) as refused:
+        signatures.verify(SECRET, headers, body, NOW, 300)
+    assert refused.value.code == "bad_signature"
+    assert _refusal(headers, body) == "bad_signature"
+
+
+@pytest.mark.parametrize("timestamp", ["1" * 13, "0" * 13 + "1700000000", "٣" * 10, "1700000000\n", "-1700000000"])
+def test_timestamps_that_cannot_be_unix_seconds_are_refused_before_conversion(timestamp: str) -> None:
+    body = body_of(EVENT)
+    assert _refusal(signed(body) | {"X-Timestamp": timestamp}, body) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "sha256=" + "é" * 64,
+        "sha256=\ud800" + "0" * 63,  # a lone surrogate: not even encodable as UTF-8
+        "\x00" * 71,
+        "sha256=" + "0" * 1_000_000,
+        "ü" * 1_000_000,
+        "😀" * 10_000,
+    ],
+)
+def test_non_ascii_or_huge_signatures_are_only_ever_a_bad_signature(bad: str) -> None:
+    body = body_of(EVENT)
+    headers = signed(body) | {"X-Signature": bad}
+    assert _refusal(headers, body) == "bad_signature"
+
+
+def _fuzz_bodies(rng: random.Random) -> list[bytes]:
+    """Bodies that a correctly signed webhook might carry, malformed in every way we thought of."""
+    wrong_values: list[object] = [
+        None, True, 0, -1, 10**400, 1e308, -0.0, [], {}, [1], {"a": 1}, "", " ", "\x00", "é", "\ud800", "1" * 5000,
+        "1e999", "NaN", "50.001", "50.100", "-50.00", "99999999999.999999999999999999", "1.000000000000000000000000000001",
+    ]
+    bodies: list[bytes] = [
+        b"[" * 100_000,
+        b"{\"a\":" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        (b'{"x":' * 50_000) + b"1" + (b"}" * 50_000),
+        b"1" * 5000,
+        b'{"amount": ' + b"9" * 5000 + b"}",
+        b"-" + b"9" * 10_000,
+        b"1e999999",
+        b"NaN",
+        b"",
+        b"\xff\xfe\xfd",
+        b"\xef\xbb\xbf" + body_of(EVENT),  # a UTF-8 byte-order mark
+        body_of(EVENT).decode().encode("utf-16"),
+        body_of(EVENT).decode().encode("utf-32"),
+        body_of(EVENT).replace(b'"EUR"', b'"\xc3\x28"'),  # invalid UTF-8 inside a string
+        body_of(EVENT).replace(b'"50.00"', b'"\\ud800"'),  # a lone surrogate escape
+        body_of(EVENT).replace(b'"50.00"', b"1" * 5000),  # an amount past the int-string limit
+        body_of(EVENT).replace(b'"50.00"', b'"' + b"1" * 5000 + b'"'),
+        body_of(EVENT).replace(b'"50.00"', b"1e400"),
+        body_of(EVENT)[:-1],
+    ]
+    for _ in range(500 - len(bodies)):
+        kind = rng.randrange(5)
+        if kind == 0:  # random bytes
+            bodies.append(rng.randbytes(rng.randrange(0, 200)))
+        elif kind == 1:  # a valid event with one field wrong or missing
+            event: dict[str, object] = dict(rng.choice([EVENT, PAYOUT_EVENT]))
+            field = rng.choice(sorted(event))
+            if rng.random() < 0.2:
+                del event[field]
+            else:
+                event[field] = rng.choice(wrong_values)
+            bodies.append(json.dumps(event).encode())
+        elif kind == 2:  # a valid event with a few bytes flipped
+            raw = bytearray(body_of(EVENT))
+            for _ in range(rng.randrange(1, 4)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            bodies.append(bytes(raw))
+        elif kind == 3:  # deep nesting at a random depth and shape
+            depth = rng.choice([10, 500, 999, 1000, 5000, 100_000])
+            opener, closer = rng.choice([(b"[", b"]"), (b'{"a":', b"}")])
+            bodies.append(opener * depth + (b"1" + closer * depth if rng.random() < 0.5 else b""))
+        else:  # other JSON values at the top level
+            value = rng.choice(wrong_values + [[EVENT], "payment.failed", 10**4000 if rng.random() < 0.5 else 1])
+            try:
+                bodies.append(json.dumps(value).encode())
+            except (ValueError, UnicodeEncodeError):
+                bodies.append(repr(value).encode("utf-8", "surrogatepass"))
+    return bodies
+
+
+def test_fuzzed_signed_bodies_are_only_ever_refused_as_invalid_webhooks() -> None:
+    """Correctly signed, so the payload parser is what gets exercised: nothing but InvalidWebhook may escape."""
+    rng = random.Random(1_700_000_000)
+    bodies = _fuzz_bodies(rng)
+    assert len(bodies) == 500
+    refused = 0
+    for body in bodies:
+        try:
+            event = verify_card(signed(body), body, NOW)
+        except InvalidWebhook as err:  # anything else escaping fails the test
+            assert err.code == "malformed_payload", (err.code, body[:80])
+            refused += 1
+        else:  # a wrong value that happens to be acceptable (e.g. failure_code None) must still parse soundly
+            assert isinstance(event.amount_minor, int) and 0 < event.amount_minor <= MAX_MINOR_UNITS
+    assert refused > 450

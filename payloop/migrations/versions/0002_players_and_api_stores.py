@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("endpoint", sa.String(100), nullable=False),
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("resource_id", sa.String(100), nullable=False),
         sa.Column("state", sa.String(10), nullable=False),
         sa.Column("response_status", sa.Integer(), nullable=True),
         sa.Column("response_body", sa.Text(), nullable=True),

@@ -1,0 +1,350 @@
+"""A payments worker killed for real (SIGKILL on its process, not a mock) in the middle of a payout: after a new
+worker process starts, the payout finishes and its hold is posted or voided exactly once, on SQLite and PostgreSQL.
+
+The API and the sandbox PSP run in this process as in the other end-to-end tests; the worker is a child process
+(`python -m payloop.cli worker`) configured only by `PAYLOOP_*` variables, so it can be killed mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from api.routes.payouts import withdrawal_workflow_id
+from payloop.db import create_engine
+from payloop.migrate import upgrade
+from payloop.settings import Settings
+from psp.sandbox.app import SandboxConfig
+from psp.sandbox.app import create_app as create_sandbox_app
+from tests.conftest import BACKENDS, FreshDatabase, postgres_url
+from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, Stack, free_port, serve
+from tests.e2e.test_payouts import FINAL, assert_settled, funded_player, payout, set_kyc
+from workflows.types import ActivityName
+
+REPO = Path(__file__).resolve().parents[2]
+READY_LINE = "worker polling task queue"  # logged by workers.payments.run once the worker polls
+SLOW_SECONDS = 3.0  # the sandbox's `slow` scenario holds the payout create this long
+PSP_CALL_TIMEOUT = 15.0  # workflows/withdrawal.py _PSP_CALL_TIMEOUT: a killed create is retried only after it
+# What the child worker reads from the environment; everything else keeps the defaults the workflows don't need.
+WORKER_SETTINGS = ("database_url", "temporal_address", "task_queue", "sandbox_psp_base_url",
+                   "sandbox_webhook_secret", "data_dir")
+
+
+class WorkerProcess:
+    """`python -m payloop.cli worker` as a child process, killed with SIGKILL and started again at will."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PAYLOOP_")}
+        self.env.update({f"PAYLOOP_{name.upper()}": str(getattr(settings, name)) for name in WORKER_SETTINGS})
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+        self.starts = 0
+
+    async def start(self, timeout: float = 30) -> None:
+        assert not self.running, "a worker is already running"
+        self.starts += 1
+        self.log_path = self.log_dir / f"worker-{self.starts}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "payloop.cli", "worker"], env=self.env, cwd=REPO,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.log():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not polling within {timeout} s:\n{self.log()}")
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, no activity completion, no sticky-queue reset."""
+        assert self.proc is not None and self.running, "no worker is running"
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(timeout=10) == -signal.SIGKILL
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.running:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+@dataclass
+class CrashStack:
+    stack: Stack
+    worker: WorkerProcess
+
+
+@contextlib.asynccontextmanager
+async def database_for_processes(backend: str, workdir: Path) -> AsyncIterator[str]:
+    """The URL of a fresh migrated database that another process can open from the URL alone.
+
+    SQLite: FreshDatabase's file. PostgreSQL: a database of its own — FreshDatabase's per-test schema needs a
+    search_path, which the worker process cannot be given (`PAYLOOP_DATABASE_URL` is all it reads).
+    """
+    if backend == "sqlite":
+        async with FreshDatabase(backend, workdir) as db:
+            yield db.url
+        return
+    base = make_url(postgres_url())
+    name = f"payloop_crash_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base.render_as_string(hide_password=False), pool_size=1)
+    async with admin.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = base.set(database=name).render_as_string(hide_password=False)
+        await upgrade(url)
+        yield url
+    finally:
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def crash_stack(
+    request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[CrashStack]:
+    backend = request.param
+    workdir = tmp_path_factory.mktemp(f"crash-{backend}")
+    api_port, sandbox_port = free_port(), free_port()
+    async with database_for_processes(backend, workdir) as url:
+        settings = Settings(
+            data_dir=workdir,
+            database_url=url,
+            temporal_address=temporal_env.client.service_client.config.target_host,
+            task_queue=f"payloop-crash-{backend}-{uuid.uuid4().hex[:6]}",
+            api_port=api_port,
+            sandbox_psp_port=sandbox_port,
+            sandbox_psp_base_url=f"http://127.0.0.1:{sandbox_port}",
+            api_keys=f"{API_KEY}:casino-a:payments,wallet,ops",
+            sandbox_webhook_secret=WEBHOOK_SECRET,
+            deposit_webhook_timeout_seconds=2.0,
+            deposit_status_poll_attempts=2,
+            deposit_status_poll_interval_seconds=0.5,
+            init_update_timeout_seconds=15,
+            # Long enough to kill the worker while the payout waits for the PSP's webhook (the `lost` test).
+            payout_webhook_timeout_seconds=4.0,
+            payout_status_poll_attempts=2,
+            payout_status_poll_interval_seconds=0.5,
+            # Far beyond a kill and a restart: the KYC wait must end by the signal, not by its timer.
+            kyc_wait_timeout_seconds=300.0,
+            review_wait_timeout_seconds=300.0,
+        )
+        sandbox_config = SandboxConfig(
+            webhook_url_template=f"http://127.0.0.1:{api_port}/v1/webhooks/{{psp}}",
+            webhook_secret=WEBHOOK_SECRET,
+            public_url=settings.sandbox_psp_url,
+            settle_delay_seconds=0.05,
+            webhook_retry_delays=(0.1, 0.2, 0.5, 1.0, 2.0),
+            slow_seconds=SLOW_SECONDS,
+        )
+        worker = WorkerProcess(settings, workdir)
+        engine = create_engine(url)
+        client = temporal_env.client
+        try:
+            async with (
+                serve(create_sandbox_app(sandbox_config), sandbox_port),
+                serve(create_app(settings, engine=engine, temporal=client), api_port),
+                httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
+                                  timeout=30) as api,
+                httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,
+            ):
+                await worker.start()
+                yield CrashStack(Stack(backend, settings, engine, client, api, sandbox), worker)
+        finally:
+            worker.stop()
+            await engine.dispose()
+
+
+@pytest.fixture
+async def crash(crash_stack: CrashStack) -> CrashStack:
+    """The module's stack with a worker running, even when an earlier test failed between a kill and a start."""
+    if not crash_stack.worker.running:
+        await crash_stack.worker.start()
+    return crash_stack
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float, crash: CrashStack) -> Any:
+    """Polls `check` until it returns something truthy; fails with the worker's log after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s\n--- worker log ---\n{crash.worker.log()[-4000:]}")
+        await asyncio.sleep(0.1)
+
+
+async def payout_view(stack: Stack, payout_id: str) -> dict[str, Any] | None:
+    """The payout as the API shows it; None while its status is briefly unavailable (503, retryable) because
+    the workflow is being rebuilt on the new worker."""
+    response = await stack.api.get(f"/v1/payouts/{payout_id}")
+    if response.status_code == 503 and response.json().get("retryable"):
+        return None
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def wait_status(crash: CrashStack, payout_id: str, statuses: set[str], timeout: float) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        view = await payout_view(crash.stack, payout_id)
+        return view if view is not None and view["status"] in statuses else None
+
+    return await until(f"payout {payout_id} in {sorted(statuses)}", check, timeout, crash)
+
+
+async def create_call_in_flight(stack: Stack, payout_id: str) -> bool:
+    """True while an attempt of the PSP create activity has started (a worker runs it) and not completed."""
+    description = await stack.client.get_workflow_handle(withdrawal_workflow_id(payout_id)).describe()
+    return any(a.activity_type.name == ActivityName.CREATE_PSP_PAYOUT
+               and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+               for a in description.raw_description.pending_activities)
+
+
+async def create_attempts(stack: Stack, payout_id: str) -> list[int]:
+    """The attempt number of each PSP create activity that finished, from the workflow's history."""
+    handle = stack.client.get_workflow_handle(withdrawal_workflow_id(payout_id))
+    scheduled: set[int] = set()
+    attempts: list[int] = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            if event.activity_task_scheduled_event_attributes.activity_type.name == ActivityName.CREATE_PSP_PAYOUT:
+                scheduled.add(event.event_id)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            if started.scheduled_event_id in scheduled:
+                attempts.append(started.attempt)
+    return attempts
+
+
+async def timers(stack: Stack, payout_id: str) -> tuple[int, int]:
+    """(started, fired) timer events in the payout workflow's history."""
+    handle = stack.client.get_workflow_handle(withdrawal_workflow_id(payout_id))
+    types = [e.event_type async for e in handle.fetch_history_events()]
+    return types.count(EventType.EVENT_TYPE_TIMER_STARTED), types.count(EventType.EVENT_TYPE_TIMER_FIRED)
+
+
+async def pending_timer(stack: Stack, payout_id: str) -> tuple[int, int] | None:
+    started, fired = await timers(stack, payout_id)
+    return (started, fired) if started > fired else None
+
+
+async def fired_more(stack: Stack, payout_id: str, *, than: int) -> bool:
+    return (await timers(stack, payout_id))[1] > than
+
+
+async def psp_payout(stack: Stack, psp: str, payout_id: str) -> dict[str, Any] | None:
+    response = await stack.sandbox.get(f"/{psp}/v1/payouts/{payout_id}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def deliveries(stack: Stack, payout_id: str) -> list[dict[str, Any]]:
+    response = await stack.sandbox.get("/_sandbox/deliveries", params={"merchant_reference": payout_id})
+    assert response.status_code == 200, response.text
+    return response.json()["deliveries"]
+
+
+# --- the crashes ---------------------------------------------------------------------------------------------
+
+
+async def test_killed_between_hold_and_psp_call_pays_once_after_restart(crash: CrashStack) -> None:
+    stack = crash.stack
+    player = await funded_player(stack, kyc=None)
+    started = await payout(stack, player, "40.00")
+    assert started["available_balance"] == "60.00"
+    waiting = await wait_status(crash, started["payout_id"], {"kyc_required"}, 20)
+    assert waiting["hold"] == "held" and waiting["psp"] is None  # held, the PSP not called
+
+    crash.worker.kill()
+    # The KYC nudge is a signal: Temporal keeps it for the workflow while no worker runs.
+    await set_kyc(stack, player, "verified")
+    await crash.worker.start()  # a new process
+
+    done = await wait_status(crash, started["payout_id"], FINAL, 45)
+    assert done["status"] == "paid", done
+    assert await psp_payout(stack, done["psp"], started["payout_id"]) is not None
+    assert await stack.balance(player) == "60.00"
+    await assert_settled(stack, done)  # one ledger transfer for the payout, posted; invariants hold
+
+
+async def test_killed_during_the_psp_create_call_pays_out_once(crash: CrashStack) -> None:
+    stack = crash.stack
+    player = await funded_player(stack)
+    started = await payout(stack, player, "40.00", scenario="slow")
+    payout_id = started["payout_id"]
+    await wait_status(crash, payout_id, {"processing"}, 20)
+    await until("the PSP create call in flight", lambda: create_call_in_flight(stack, payout_id), 10, crash)
+
+    crash.worker.kill()
+    psp = "ewallet"  # the funding deposit was an e-wallet one: closed loop
+    assert await psp_payout(stack, psp, payout_id) is None, "the kill came too late: the PSP had answered"
+    await crash.worker.start()  # a new process
+
+    # The killed attempt is retried only when its start-to-close timeout (15 s) expires.
+    done = await wait_status(crash, payout_id, FINAL, PSP_CALL_TIMEOUT + SLOW_SECONDS + 25)
+    assert done["status"] == "paid" and done["psp"] == psp, done
+    assert await create_attempts(stack, payout_id) == [2], "one create activity, finished by its retry"
+    at_psp = await psp_payout(stack, psp, payout_id)
+    assert at_psp is not None and at_psp["status"] == "paid" and at_psp["reference"] == done["psp_reference"]
+    delivered = [d for d in await deliveries(stack, payout_id) if d["outcome"] == "delivered"]
+    assert [d["type"] for d in delivered] == ["payout.paid"], delivered  # one payout, one final event
+    assert await stack.balance(player) == "60.00"
+    await assert_settled(stack, done)
+
+
+async def test_killed_while_waiting_for_the_webhook_fails_and_voids_once(crash: CrashStack) -> None:
+    stack = crash.stack
+    player = await funded_player(stack)
+    started = await payout(stack, player, "40.00", scenario="lost")  # accepted, then never a word from the PSP
+    payout_id = started["payout_id"]
+    await wait_status(crash, payout_id, {"processing"}, 20)
+    await until("the PSP holding the payout", lambda: psp_payout(stack, "ewallet", payout_id), 10, crash)
+    # The workflow has the PSP's answer and waits for the webhook on a durable timer.
+    _started, fired = await until("the webhook wait's timer started", lambda: pending_timer(stack, payout_id),
+                                  10, crash)
+
+    crash.worker.kill()
+    # That timer fires at the server while no worker runs.
+    await until("the timer fired with the worker dead",
+                lambda: fired_more(stack, payout_id, than=fired), 20, crash)
+    await crash.worker.start()  # a new process
+
+    done = await wait_status(crash, payout_id, FINAL, 45)
+    assert done["status"] == "failed" and done["failure_code"] == "psp_timeout", done
+    assert await stack.balance(player) == "100.00"
+    await assert_settled(stack, done)  # one ledger transfer for the payout, voided; invariants hold
+
