@@ -219,9 +219,7 @@ class PlayerStore:
         serialized per player, so concurrent deposits cannot slip past a limit together. Idempotent per payment."""
         usage = deposit_limit_usage.c
         async with self.engine.begin() as conn:
-            await _ensure_player(conn, player_id, now)
-            # PostgreSQL: lock the player's row; SQLite transactions already take the write lock up front.
-            await conn.execute(sa.select(players.c.id).where(players.c.id == player_id).with_for_update())
+            await _lock_player(conn, player_id, now)
             if (await conn.execute(sa.select(usage.payment_id).where(usage.payment_id == payment_id))).first():
                 return ScreeningDecision("allow")  # a retry: this deposit was already screened and counted
             controls = await _controls(conn, player_id, currency, now)
@@ -293,7 +291,7 @@ class PlayerStore:
         key = {"player_id": player_id, "currency": currency, "period": period.value}
         for _ in range(_CAS_ATTEMPTS):
             async with self.engine.begin() as conn:
-                await _ensure_player(conn, player_id, now)
+                await _lock_player(conn, player_id, now)
                 row = (await conn.execute(sa.select(player_deposit_limits).filter_by(**key))).first()
                 before = LimitState() if row is None else _limit_state(row)
                 after = change_limit(before, amount_minor, now)
@@ -441,6 +439,13 @@ async def _write_limit(
         .values(**values, version=row.version + 1)
     )
     return result.rowcount == 1
+
+
+async def _lock_player(conn: AsyncConnection, player_id: str, now: datetime) -> None:
+    """Serializes changes and screenings of one player: PostgreSQL locks the player's row; SQLite transactions
+    already take the write lock up front. Even a change that writes nothing then has its place in the order."""
+    await _ensure_player(conn, player_id, now)
+    await conn.execute(sa.select(players.c.id).where(players.c.id == player_id).with_for_update())
 
 
 async def _ensure_player(conn: AsyncConnection, player_id: str, now: datetime) -> None:
