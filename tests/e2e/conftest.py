@@ -129,48 +129,64 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Settings:
+    """Settings for a test stack on free ports, with timeouts short enough for tests to wait them out."""
+    values: dict[str, Any] = dict(
+        database_url=database_url,
+        task_queue=task_queue,
+        api_port=free_port(),
+        sandbox_psp_port=free_port(),
+        api_keys=(f"{API_KEY}:casino-a:payments,wallet,ops;{OTHER_CLIENT_KEY}:casino-b:payments,wallet;"
+                  f"{WALLET_ONLY_KEY}:game-provider:wallet"),
+        sandbox_webhook_secret=WEBHOOK_SECRET,
+        deposit_webhook_timeout_seconds=2.0,
+        deposit_status_poll_attempts=2,
+        deposit_status_poll_interval_seconds=0.5,
+        init_update_timeout_seconds=15,
+        payout_webhook_timeout_seconds=2.0,
+        payout_status_poll_attempts=2,
+        payout_status_poll_interval_seconds=0.5,
+        kyc_wait_timeout_seconds=4.0,
+        review_wait_timeout_seconds=6.0,
+    )
+    return Settings(**(values | overrides))
+
+
+@contextlib.asynccontextmanager
+async def api_and_sandbox(
+    settings: Settings, engine: AsyncEngine, client: Client, *, slow_seconds: float = 0.5
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """The sandbox PSP and the API served on the settings' ports, and an HTTP client for each."""
+    sandbox_config = SandboxConfig(
+        webhook_url_template=f"{settings.api_url}/v1/webhooks/{{psp}}",
+        webhook_secret=WEBHOOK_SECRET,
+        public_url=settings.sandbox_psp_url,
+        settle_delay_seconds=0.05,
+        webhook_retry_delays=(0.1, 0.2, 0.5, 1.0, 2.0),
+        slow_seconds=slow_seconds,
+    )
+    async with (
+        serve(create_sandbox_app(sandbox_config), settings.sandbox_psp_port),
+        serve(create_app(settings, engine=engine, temporal=client), settings.api_port),
+        httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
+                          timeout=30) as api,
+        httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,
+    ):
+        yield api, sandbox
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 async def stack(
     request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     backend = request.param
-    api_port, sandbox_port = free_port(), free_port()
     async with FreshDatabase(backend, tmp_path_factory.mktemp(f"e2e-{backend}")) as db:
-        settings = Settings(
-            database_url=db.url,
-            task_queue=f"payloop-e2e-{backend}",
-            api_port=api_port,
-            sandbox_psp_port=sandbox_port,
-            api_keys=(f"{API_KEY}:casino-a:payments,wallet,ops;{OTHER_CLIENT_KEY}:casino-b:payments,wallet;"
-                      f"{WALLET_ONLY_KEY}:game-provider:wallet"),
-            sandbox_webhook_secret=WEBHOOK_SECRET,
-            deposit_webhook_timeout_seconds=2.0,
-            deposit_status_poll_attempts=2,
-            deposit_status_poll_interval_seconds=0.5,
-            init_update_timeout_seconds=15,
-            payout_webhook_timeout_seconds=2.0,
-            payout_status_poll_attempts=2,
-            payout_status_poll_interval_seconds=0.5,
-            kyc_wait_timeout_seconds=4.0,
-            review_wait_timeout_seconds=6.0,
-        )
-        sandbox_config = SandboxConfig(
-            webhook_url_template=f"http://127.0.0.1:{api_port}/v1/webhooks/{{psp}}",
-            webhook_secret=WEBHOOK_SECRET,
-            public_url=settings.sandbox_psp_url,
-            settle_delay_seconds=0.05,
-            webhook_retry_delays=(0.1, 0.2, 0.5, 1.0),
-            slow_seconds=0.5,
-        )
+        settings = stack_settings(db.url, f"payloop-e2e-{backend}")
         engine = db.engine()
         client = temporal_env.client
         async with (
-            serve(create_sandbox_app(sandbox_config), sandbox_port),
             payments_worker(client, settings, schema=db.schema),
-            serve(create_app(settings, engine=engine, temporal=client), api_port),
-            httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
-                              timeout=30) as api,
-            httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,
+            api_and_sandbox(settings, engine, client) as (api, sandbox),
         ):
             yield Stack(backend, settings, engine, client, api, sandbox)
         await engine.dispose()

@@ -27,15 +27,12 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app
 from api.routes.payouts import withdrawal_workflow_id
 from payloop.db import create_engine
 from payloop.migrate import upgrade
 from payloop.settings import Settings
-from psp.sandbox.app import SandboxConfig
-from psp.sandbox.app import create_app as create_sandbox_app
 from tests.conftest import BACKENDS, FreshDatabase, postgres_url
-from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, Stack, free_port, serve
+from tests.e2e.conftest import Stack, api_and_sandbox, stack_settings
 from tests.e2e.test_payouts import FINAL, assert_settled, funded_player, payout, set_kyc
 from workflows.types import ActivityName
 
@@ -44,7 +41,7 @@ READY_LINE = "worker polling task queue"  # logged by workers.payments.run once 
 SLOW_SECONDS = 3.0  # the sandbox's `slow` scenario holds the payout create this long
 PSP_CALL_TIMEOUT = 15.0  # workflows/withdrawal.py _PSP_CALL_TIMEOUT: a killed create is retried only after it
 # What the child worker reads from the environment; everything else keeps the defaults the workflows don't need.
-WORKER_SETTINGS = ("database_url", "temporal_address", "task_queue", "sandbox_psp_base_url",
+WORKER_SETTINGS = ("database_url", "temporal_address", "task_queue", "sandbox_psp_port",
                    "sandbox_webhook_secret", "data_dir")
 
 
@@ -133,49 +130,23 @@ async def crash_stack(
 ) -> AsyncIterator[CrashStack]:
     backend = request.param
     workdir = tmp_path_factory.mktemp(f"crash-{backend}")
-    api_port, sandbox_port = free_port(), free_port()
     async with database_for_processes(backend, workdir) as url:
-        settings = Settings(
+        settings = stack_settings(
+            url,
+            f"payloop-crash-{backend}-{uuid.uuid4().hex[:6]}",
             data_dir=workdir,
-            database_url=url,
             temporal_address=temporal_env.client.service_client.config.target_host,
-            task_queue=f"payloop-crash-{backend}-{uuid.uuid4().hex[:6]}",
-            api_port=api_port,
-            sandbox_psp_port=sandbox_port,
-            sandbox_psp_base_url=f"http://127.0.0.1:{sandbox_port}",
-            api_keys=f"{API_KEY}:casino-a:payments,wallet,ops",
-            sandbox_webhook_secret=WEBHOOK_SECRET,
-            deposit_webhook_timeout_seconds=2.0,
-            deposit_status_poll_attempts=2,
-            deposit_status_poll_interval_seconds=0.5,
-            init_update_timeout_seconds=15,
             # Long enough to kill the worker while the payout waits for the PSP's webhook (the `lost` test).
             payout_webhook_timeout_seconds=4.0,
-            payout_status_poll_attempts=2,
-            payout_status_poll_interval_seconds=0.5,
             # Far beyond a kill and a restart: the KYC wait must end by the signal, not by its timer.
             kyc_wait_timeout_seconds=300.0,
             review_wait_timeout_seconds=300.0,
-        )
-        sandbox_config = SandboxConfig(
-            webhook_url_template=f"http://127.0.0.1:{api_port}/v1/webhooks/{{psp}}",
-            webhook_secret=WEBHOOK_SECRET,
-            public_url=settings.sandbox_psp_url,
-            settle_delay_seconds=0.05,
-            webhook_retry_delays=(0.1, 0.2, 0.5, 1.0, 2.0),
-            slow_seconds=SLOW_SECONDS,
         )
         worker = WorkerProcess(settings, workdir)
         engine = create_engine(url)
         client = temporal_env.client
         try:
-            async with (
-                serve(create_sandbox_app(sandbox_config), sandbox_port),
-                serve(create_app(settings, engine=engine, temporal=client), api_port),
-                httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
-                                  timeout=30) as api,
-                httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,
-            ):
+            async with api_and_sandbox(settings, engine, client, slow_seconds=SLOW_SECONDS) as (api, sandbox):
                 await worker.start()
                 yield CrashStack(Stack(backend, settings, engine, client, api, sandbox), worker)
         finally:
