@@ -54,4 +54,5 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     for module in (health, payments, payouts, webhooks, wallet, players, games):
         app.include_router(module.router)
     app.include_router(payouts.ops_router)
+    app.include_router(webhooks.ops_router)
     return app

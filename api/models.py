@@ -39,3 +39,16 @@ webhook_events = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("psp", "event_id", name="uq_webhook_events_psp_event_id"),
 )
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    # What happened to each delivery: received/verified, duplicate, signalled, dead_letter, rejected (and why).
+    # A rejected delivery is unverified, so it has no trusted event id: only the PSP and the reason are kept.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("psp", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(200), index=True),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("detail", sa.String(200)),
+    sa.Column("at", UtcDateTime, nullable=False),
+)

@@ -1,4 +1,5 @@
-"""Webhook inbox: each verified PSP event stored once (unique per PSP + event id), then signalled.
+"""Webhook inbox: each verified PSP event stored once (unique per PSP + event id), then signalled, with a
+delivery log of what happened to every delivery.
 
 An event whose payment is unknown, or whose signal cannot be delivered, stays in the inbox as a dead letter
 for ops to replay; nothing is dropped. The inbox never moves money: only the workflow does.
@@ -7,11 +8,12 @@ for ops to replay; nothing is dropped. The inbox never moves money: only the wor
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.models import webhook_events
+from api.models import webhook_deliveries, webhook_events
 from payloop.db import insert_if_missing
 from psp.base import WebhookEvent
 
@@ -31,12 +33,10 @@ class WebhookInbox:
                 "psp": event.psp, "event_id": event.event_id, "payment_id": event.payment_id,
                 "psp_reference": event.psp_reference, "status": event.status,
                 "amount_minor": event.amount_minor, "currency": event.currency,
-                "failure_code": getattr(event, "failure_code", None),
+                "failure_code": event.failure_code,
                 "state": "received", "received_at": now, "updated_at": now,
             })
-            if inserted:
-                return True
-            retried = await conn.execute(
+            retried = inserted or (await conn.execute(
                 webhook_events.update()
                 .where(
                     webhook_events.c.psp == event.psp,
@@ -49,8 +49,9 @@ class WebhookInbox:
                     ),
                 )
                 .values(state="received", dead_letter_reason=None, updated_at=now)
-            )
-            return retried.rowcount == 1
+            )).rowcount == 1
+            await _log(conn, event.psp, event.event_id, "verified" if retried else "duplicate", None, now)
+            return retried
 
     async def mark(self, psp: str, event_id: str, state: str, now: datetime, reason: str | None = None) -> None:
         async with self.engine.begin() as conn:
@@ -59,3 +60,32 @@ class WebhookInbox:
                 .where(webhook_events.c.psp == psp, webhook_events.c.event_id == event_id)
                 .values(state=state, dead_letter_reason=reason, updated_at=now)
             )
+            await _log(conn, psp, event_id, state, reason, now)
+
+    async def log_rejected(self, psp: str, reason: str, now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await _log(conn, psp, None, "rejected", reason, now)
+
+    async def events(self, state: str | None, limit: int) -> list[dict[str, Any]]:
+        query = sa.select(webhook_events).order_by(webhook_events.c.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(webhook_events.c.state == state)
+        async with self.engine.connect() as conn:
+            return [row._asdict() for row in await conn.execute(query)]
+
+    async def event(self, event_row_id: int) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(webhook_events).where(webhook_events.c.id == event_row_id))).first()
+            if row is None:
+                return None
+            deliveries = await conn.execute(
+                sa.select(webhook_deliveries.c.outcome, webhook_deliveries.c.detail, webhook_deliveries.c.at)
+                .where(webhook_deliveries.c.psp == row.psp, webhook_deliveries.c.event_id == row.event_id)
+                .order_by(webhook_deliveries.c.id)
+            )
+            return {**row._asdict(), "deliveries": [d._asdict() for d in deliveries]}
+
+
+async def _log(conn, psp: str, event_id: str | None, outcome: str, detail: str | None, now: datetime) -> None:  # noqa: ANN001
+    await conn.execute(webhook_deliveries.insert().values(
+        psp=psp, event_id=event_id, outcome=outcome, detail=(detail or "")[:200] or None, at=now))

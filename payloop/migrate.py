@@ -18,6 +18,7 @@ def all_tables() -> MetaData:
     import api.models  # noqa: F401
     import ledger.games  # noqa: F401
     import ledger.models  # noqa: F401
+    import payloop.alerts  # noqa: F401
     import payloop.audit  # noqa: F401
     import payloop.notifications  # noqa: F401
     import payloop.players  # noqa: F401
@@ -32,7 +33,7 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(url: str, schema: str | None = None, revision: str = "head") -> None:
+async def upgrade(url: str, schema: str | None = None, revision: str = "heads") -> None:
     """Migrate the database at `url` to `revision`; on PostgreSQL, inside `schema` (search_path) when given."""
     engine = create_engine(url, schema=schema, pool_size=1)
     try:

@@ -101,12 +101,27 @@ class PspRequestRejected(PspError):
     """Any other 4xx: our request is wrong or illegal in the payment's state; retrying cannot help."""
 
 
+class PspFailover(PspError):
+    """The PSP cannot take this payment now (issuer or bank unavailable, acquirer down): retrying the same PSP
+    will not help, so move on to the next candidate PSP at once (before the player was redirected)."""
+
+
+class PspStepUpRequired(PspError):
+    """The PSP wants strong customer authentication (3DS / SCA) that this attempt did not carry (a soft
+    decline): not a hard decline, but retrying the same request cannot help either."""
+
+
 class PspNotFound(PspError):
     """The PSP does not know this payment or payout."""
 
 
 class InvalidWebhook(PspError):
     """A webhook that must be refused. Codes: missing_signature, bad_signature, stale_timestamp, malformed_payload."""
+
+
+# How a PSP error code is handled (a GSM-style table per provider): retry the same PSP, fail over to the next,
+# give up (hard decline), or ask for strong customer authentication.
+ERROR_DECISIONS = frozenset({"retry", "failover", "hard_decline", "step_up"})
 
 
 # `verifier(headers, raw_body, now) -> WebhookEvent`, raising InvalidWebhook; what the API needs per PSP.

@@ -1,14 +1,33 @@
-"""The sandbox webhook signature scheme, shared by the signer (sandbox PSP) and the verifier (API).
+"""Webhook signature schemes, shared by the signers (the sandbox PSPs) and the verifiers (the API).
 
-X-Timestamp: unix seconds
-X-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Timestamp>.<raw body>")>
+Four schemes, one per sandbox provider:
+
+- card (DESIGN.md): `X-Timestamp: <unix s>`, `X-Signature: sha256=<hex HMAC-SHA256(secret, "<ts>.<raw body>")>`;
+  the module-level `sign` / `signed_headers` / `verify` are this scheme.
+- paybybank, Standard Webhooks (standardwebhooks.com): `webhook-id`, `webhook-timestamp: <unix s>`,
+  `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<ts>.<raw body>")>`, several space-separated
+  signatures allowed. The secret is `whsec_<base64 key>`; a secret not in that form is used as its UTF-8 bytes.
+- crypto, Stripe-like: `X-Crypto-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<ts>.<raw body>")>`,
+  several `v1=` entries allowed.
+- ewallet, its own: `X-Wallet-Timestamp: <unix ms>`,
+  `X-Wallet-Signature: <base64 HMAC-SHA512(secret, "<ts ms>\\n<raw body>")>`.
+
+Secret rotation: every verifier takes a list of secrets and accepts a signature made with any of them; a
+comma-separated string ("new,old") is such a list. Signers sign with the first.
+
+Every verifier checks the signature before the timestamp's freshness, so `stale_timestamp` means "authentic
+but replayed or clock-skewed", and raises InvalidWebhook (missing_signature, bad_signature, stale_timestamp)
+and nothing else, whatever the headers hold.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from psp.base import InvalidWebhook
 
@@ -18,6 +37,61 @@ _SCHEME = "sha256="
 # Unix seconds have 10 digits until 2286; anything longer is refused before int() (which raises ValueError past
 # Python's int-string limit of 4300 digits, and costs quadratic time well before it).
 _MAX_TIMESTAMP_CHARS = 12
+# A signature header longer than this cannot hold a handful of signatures: refused before any parsing.
+_MAX_SIGNATURE_HEADER_CHARS = 2048
+
+
+def parse_secrets(secrets: str | Sequence[str]) -> tuple[str, ...]:
+    """The valid secrets, newest first: "new,old" or ["new", "old"]. At least one is required."""
+    parts = secrets.split(",") if isinstance(secrets, str) else list(secrets)
+    parsed = tuple(part.strip() for part in parts if part and part.strip())
+    if not parsed:
+        raise ValueError("at least one webhook secret is required")
+    return parsed
+
+
+def signing_secret(secrets: str | Sequence[str]) -> str:
+    """The secret a signer uses: the first (newest) one."""
+    return parse_secrets(secrets)[0]
+
+
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _unix(value: str, max_chars: int = _MAX_TIMESTAMP_CHARS) -> int:
+    """ASCII digits only, bounded length; anything else is a bad_signature (the header is part of what is signed)."""
+    if len(value) > max_chars or not (value.isascii() and value.isdigit()):
+        raise InvalidWebhook("bad_signature", "the timestamp must be unix time in ASCII digits")
+    return int(value)
+
+
+def _same(expected: str, given: str) -> bool:
+    # Constant-time, on bytes: a non-ASCII header must not raise (compare_digest refuses non-ASCII str).
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
+def _fresh(sent_at: float, now: float, tolerance: float) -> None:
+    if abs(now - sent_at) > tolerance:
+        raise InvalidWebhook("stale_timestamp", f"timestamp is more than {tolerance:g} s from now")
+
+
+class SignatureScheme(Protocol):
+    name: str
+
+    def headers(self, secret: str, timestamp: int, body: bytes, message_id: str) -> dict[str, str]:
+        """The headers a signer sends with `body` at `timestamp` (unix seconds)."""
+        ...
+
+    def verify(
+        self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
+    ) -> str | None:
+        """Raise InvalidWebhook unless `body` is signed with one of `secrets` and fresh; return the message id
+        the headers carry, if the scheme has one."""
+        ...
+
+
+# -- card: the DESIGN.md scheme -------------------------------------------------------------------
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -34,20 +108,179 @@ def signed_headers(secret: str, timestamp: int, body: bytes) -> dict[str, str]:
     }
 
 
-def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float, tolerance: float) -> None:
-    """Raise InvalidWebhook unless `body` carries a valid, fresh signature. Header names are case-insensitive."""
-    lowered = {name.lower(): value for name, value in headers.items()}
+def verify(
+    secret: str | Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
+) -> None:
+    """Raise InvalidWebhook unless `body` carries a valid, fresh signature made with one of the secrets.
+    Header names are case-insensitive."""
+    lowered = _lowered(headers)
     signature = lowered.get(SIGNATURE_HEADER.lower())
     timestamp = lowered.get(TIMESTAMP_HEADER.lower())
     if not signature or not timestamp:
         raise InvalidWebhook("missing_signature", "X-Signature and X-Timestamp headers are required")
-    if len(timestamp) > _MAX_TIMESTAMP_CHARS or not (timestamp.isascii() and timestamp.isdigit()):
-        raise InvalidWebhook("bad_signature", "X-Timestamp must be unix seconds")
-    sent_at = int(timestamp)
-    expected = sign(secret, sent_at, body)
-    # Constant-time, on bytes: a non-ASCII header must not raise (compare_digest refuses non-ASCII str).
-    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+    sent_at = _unix(timestamp)
+    if not any(_same(sign(s, sent_at, body), signature) for s in parse_secrets(secret)):
         raise InvalidWebhook("bad_signature", "signature does not match the body")
-    # Checked after the signature, so stale_timestamp means "authentic but replayed or clock-skewed".
-    if abs(now - sent_at) > tolerance:
-        raise InvalidWebhook("stale_timestamp", f"timestamp is more than {tolerance:g} s from now")
+    _fresh(sent_at, now, tolerance)
+
+
+class DesignHmacScheme:
+    name = "hmac-sha256"
+
+    def headers(self, secret: str, timestamp: int, body: bytes, message_id: str) -> dict[str, str]:
+        return signed_headers(secret, timestamp, body)
+
+    def verify(
+        self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
+    ) -> str | None:
+        verify(secrets, headers, body, now, tolerance)
+        return None
+
+
+# -- paybybank: Standard Webhooks -----------------------------------------------------------------
+
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+_WHSEC_PREFIX = "whsec_"
+_MAX_WEBHOOK_ID_CHARS = 255
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_<base64>` secret; any other secret is used as its UTF-8 bytes."""
+    if secret.startswith(_WHSEC_PREFIX):
+        try:
+            return base64.b64decode(secret[len(_WHSEC_PREFIX) :], validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return secret.encode()
+
+
+def standard_webhooks_sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """One `v1,<base64>` signature."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(standard_webhooks_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class StandardWebhooksScheme:
+    name = "standard-webhooks"
+
+    def headers(self, secret: str, timestamp: int, body: bytes, message_id: str) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            WEBHOOK_ID_HEADER: message_id,
+            WEBHOOK_TIMESTAMP_HEADER: str(timestamp),
+            WEBHOOK_SIGNATURE_HEADER: standard_webhooks_sign(secret, message_id, timestamp, body),
+        }
+
+    def verify(
+        self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
+    ) -> str | None:
+        lowered = _lowered(headers)
+        message_id = lowered.get(WEBHOOK_ID_HEADER)
+        timestamp = lowered.get(WEBHOOK_TIMESTAMP_HEADER)
+        signature_header = lowered.get(WEBHOOK_SIGNATURE_HEADER)
+        if not message_id or not timestamp or not signature_header:
+            raise InvalidWebhook(
+                "missing_signature", "webhook-id, webhook-timestamp and webhook-signature headers are required"
+            )
+        if len(message_id) > _MAX_WEBHOOK_ID_CHARS or len(signature_header) > _MAX_SIGNATURE_HEADER_CHARS:
+            raise InvalidWebhook("bad_signature", "webhook-id or webhook-signature is too long")
+        sent_at = _unix(timestamp)
+        given = [sig for sig in signature_header.split(" ") if sig.startswith("v1,")]
+        expected = [standard_webhooks_sign(s, message_id, sent_at, body) for s in parse_secrets(secrets)]
+        if not any(_same(e, g) for e in expected for g in given):
+            raise InvalidWebhook("bad_signature", "no webhook-signature matches the body")
+        _fresh(sent_at, now, tolerance)
+        return message_id
+
+
+# -- crypto: Stripe-like ---------------------------------------------------------------------------
+
+CRYPTO_SIGNATURE_HEADER = "X-Crypto-Signature"
+
+
+def crypto_sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The hex HMAC-SHA256 of "<ts>.<body>" (one `v1=` value)."""
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+class StripeLikeScheme:
+    name = "stripe-like"
+
+    def headers(self, secret: str, timestamp: int, body: bytes, message_id: str) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            CRYPTO_SIGNATURE_HEADER: f"t={timestamp},v1={crypto_sign(secret, timestamp, body)}",
+        }
+
+    def verify(
+        self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
+    ) -> str | None:
+        header = _lowered(headers).get(CRYPTO_SIGNATURE_HEADER.lower())
+        if not header:
+            raise InvalidWebhook("missing_signature", f"the {CRYPTO_SIGNATURE_HEADER} header is required")
+        if len(header) > _MAX_SIGNATURE_HEADER_CHARS:
+            raise InvalidWebhook("bad_signature", f"{CRYPTO_SIGNATURE_HEADER} is too long")
+        timestamps: list[str] = []
+        given: list[str] = []
+        for item in header.split(","):
+            key, _, value = item.strip().partition("=")
+            if key == "t":
+                timestamps.append(value)
+            elif key == "v1":
+                given.append(value)
+        if len(timestamps) != 1 or not given:
+            raise InvalidWebhook("bad_signature", "expected one t= and at least one v1= entry")
+        sent_at = _unix(timestamps[0])
+        expected = [crypto_sign(s, sent_at, body) for s in parse_secrets(secrets)]
+        if not any(_same(e, g) for e in expected for g in given):
+            raise InvalidWebhook("bad_signature", "no v1 signature matches the body")
+        _fresh(sent_at, now, tolerance)
+        return None
+
+
+# -- ewallet: its own (HMAC-SHA512, millisecond timestamps) ---------------------------------------
+
+WALLET_SIGNATURE_HEADER = "X-Wallet-Signature"
+WALLET_TIMESTAMP_HEADER = "X-Wallet-Timestamp"
+
+
+def wallet_sign(secret: str, timestamp_ms: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n".encode() + body, hashlib.sha512).digest()
+    return base64.b64encode(digest).decode()
+
+
+class WalletScheme:
+    name = "hmac-sha512-ms"
+
+    def headers(self, secret: str, timestamp: int, body: bytes, message_id: str) -> dict[str, str]:
+        timestamp_ms = timestamp * 1000
+        return {
+            "Content-Type": "application/json",
+            WALLET_TIMESTAMP_HEADER: str(timestamp_ms),
+            WALLET_SIGNATURE_HEADER: wallet_sign(secret, timestamp_ms, body),
+        }
+
+    def verify(
+        self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
+    ) -> str | None:
+        lowered = _lowered(headers)
+        signature = lowered.get(WALLET_SIGNATURE_HEADER.lower())
+        timestamp = lowered.get(WALLET_TIMESTAMP_HEADER.lower())
+        if not signature or not timestamp:
+            raise InvalidWebhook(
+                "missing_signature", f"{WALLET_SIGNATURE_HEADER} and {WALLET_TIMESTAMP_HEADER} headers are required"
+            )
+        sent_at_ms = _unix(timestamp, _MAX_TIMESTAMP_CHARS + 3)
+        if not any(_same(wallet_sign(s, sent_at_ms, body), signature) for s in parse_secrets(secrets)):
+            raise InvalidWebhook("bad_signature", "signature does not match the body")
+        _fresh(sent_at_ms / 1000, now, tolerance)
+        return None
+
+
+DESIGN_HMAC = DesignHmacScheme()
+STANDARD_WEBHOOKS = StandardWebhooksScheme()
+STRIPE_LIKE = StripeLikeScheme()
+WALLET_HMAC = WalletScheme()

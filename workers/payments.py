@@ -12,6 +12,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.alerts import AlertActivities
 from activities.deposit import DepositActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
@@ -35,6 +36,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
         activities = [
             *DepositActivities(ledger, players, connectors).all(),
             *WithdrawalActivities(engine, ledger, players, connectors, settings).all(),
+            AlertActivities(engine).raise_alert,
         ]
         worker = Worker(
             client,

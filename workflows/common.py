@@ -7,7 +7,10 @@ from datetime import timedelta
 from typing import Protocol
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows.types import ActivityName, Alert
 
 
 class PspOutcome(Protocol):
@@ -34,6 +37,16 @@ def mismatch(outcome: PspOutcome, *, psp_reference: str | None, currency: str, a
     if outcome.amount_minor != amount_minor:
         return "amount_mismatch"
     return None
+
+
+async def raise_alert(kind: str, reference: str, outcome: PspOutcome) -> None:
+    """Records an alert for people (counted on /metrics); retried until stored."""
+    details = {"psp_reference": outcome.psp_reference, "currency": outcome.currency,
+               "amount_minor": str(outcome.amount_minor)}
+    await workflow.execute_activity(
+        ActivityName.RAISE_ALERT, Alert(kind, reference, details), start_to_close_timeout=timedelta(seconds=10),
+        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)),
+    )
 
 
 def error_type(err: ActivityError) -> str | None:

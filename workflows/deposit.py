@@ -12,7 +12,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows import search_attributes as sa
-from workflows.common import error_code, error_type, mismatch, wait_until
+from workflows.common import error_code, error_type, mismatch, raise_alert, wait_until
 from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
@@ -93,6 +93,7 @@ class DepositWorkflow:
         )
         self._answered = False
         self._counts_against_limits = False
+        self._recheck_requested = False
         self._psp_status = "pending"
         self._seen_event_ids: set[str] = set()
         self._events: list[PspEventSignal] = []
@@ -115,6 +116,11 @@ class DepositWorkflow:
         self._events.append(event)
         if self._answered and event.psp == self._state.psp:
             self._advance_psp_status(event.status)
+
+    @workflow.signal
+    def status_recheck(self) -> None:
+        """Someone (an unverified webhook) suggests news at the PSP: we ask the PSP, never take their word."""
+        self._recheck_requested = True
 
     @workflow.query
     def status(self) -> DepositState:
@@ -226,9 +232,9 @@ class DepositWorkflow:
     async def _await_outcome(self) -> PspPaymentView | PspEventSignal | str:
         """The final PSP outcome from a webhook or a status look-up; else why there is none."""
         input = self._input
-        if await wait_until(lambda: self._final_event() is not None, input.webhook_timeout_seconds):
-            return self._final_event()
         ref = PspPaymentRef(self._state.psp or "", input.payment_id)
+        if (outcome := await self._wait_for_webhook(input.webhook_timeout_seconds, ref)) is not None:
+            return outcome
         for attempt in range(input.status_poll_attempts):
             view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
             if view is not None:
@@ -245,6 +251,21 @@ class DepositWorkflow:
             # We could not learn whether money moved at the PSP: a person must look, not a timer.
             return "psp_status_unknown"
         return view if view.status == "captured" else "psp_timeout"
+
+    async def _wait_for_webhook(self, seconds: float, ref: PspPaymentRef) -> PspPaymentView | PspEventSignal | None:
+        """The final webhook within `seconds`; an unverified webhook's nudge makes us ask the PSP meanwhile."""
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
+            await wait_until(lambda: self._final_event() is not None or self._recheck_requested, remaining)
+            if (event := self._final_event()) is not None:
+                return event
+            if not self._recheck_requested:
+                return None
+            self._recheck_requested = False
+            view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
+            if view is not None and view.status in _PSP_FINAL:
+                return view
+        return None
 
     async def _psp_lookup(self, activity_name: str, ref: PspPaymentRef) -> PspPaymentView | None:
         try:
@@ -265,18 +286,21 @@ class DepositWorkflow:
             return await self._finish(DepositStatus.EXPIRED, failure_code=outcome)
         if isinstance(outcome, str):
             return await self._finish(DepositStatus.IN_REVIEW, review_reason=outcome)
-        if outcome.psp_reference != s.psp_reference:
-            return await self._finish(DepositStatus.IN_REVIEW, review_reason="reference_mismatch")
+        if outcome.status == "captured":
+            s.captured_amount_minor = outcome.amount_minor
+            self._set_status(DepositStatus.CAPTURED)
+            mismatch_reason = mismatch(
+                outcome, psp_reference=s.psp_reference, currency=s.currency, amount_minor=s.amount_minor
+            )
+        else:
+            mismatch_reason = "reference_mismatch" if outcome.psp_reference != s.psp_reference else None
+        if mismatch_reason:
+            # No money moves on an outcome that is not the payment we asked for; a person looks at it.
+            workflow.logger.warning("payment %s: PSP outcome with a %s", s.payment_id, mismatch_reason)
+            await raise_alert(f"deposit.{mismatch_reason}", s.payment_id, outcome)
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason=mismatch_reason)
         if outcome.status != "captured":
             return await self._finish(DepositStatus.FAILED, failure_code=_failure_code(outcome))
-        s.captured_amount_minor = outcome.amount_minor
-        self._set_status(DepositStatus.CAPTURED)
-        mismatch_reason = mismatch(
-            outcome, psp_reference=s.psp_reference, currency=s.currency, amount_minor=s.amount_minor
-        )
-        if mismatch_reason:
-            workflow.logger.warning("payment %s captured with a mismatch: %s", s.payment_id, mismatch_reason)
-            return await self._finish(DepositStatus.IN_REVIEW, review_reason=mismatch_reason)
         try:
             posting = await workflow.execute_activity(
                 ActivityName.CREDIT_DEPOSIT,

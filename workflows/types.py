@@ -231,6 +231,7 @@ class ActivityName:
     CREATE_PSP_PAYOUT = "create_psp_payout"
     GET_PSP_PAYOUT = "get_psp_payout"
     NOTIFY_PLAYER = "notify_player"
+    RAISE_ALERT = "raise_alert"
 
     SCREEN_DEPOSIT = "screen_deposit"
     RELEASE_DEPOSIT_LIMIT = "release_deposit_limit"
@@ -311,4 +312,11 @@ class PlayerNotification:
     player_id: str
     kind: str  # e.g. "payout.paid", "payout.failed"
     reference: str  # the payout id: with kind, the notification's idempotency key
+    details: dict[str, str]
+
+
+@dataclass
+class Alert:
+    kind: str  # e.g. "deposit.amount_mismatch"
+    reference: str  # the payment or payout id
     details: dict[str, str]

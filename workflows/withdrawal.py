@@ -14,7 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
-from workflows.common import error_code, error_type, mismatch, wait_until
+from workflows.common import error_code, error_type, mismatch, raise_alert, wait_until
 from workflows.types import (
     ActivityName,
     CancelRequest,
@@ -89,6 +89,7 @@ class WithdrawalWorkflow:
         self._review: ReviewDecision | None = None
         self._cancel: CancelRequest | None = None
         self._create_unconfirmed = False
+        self._recheck_requested = False
         self._seen_event_ids: set[str] = set()
         self._events: list[PspEventSignal] = []
 
@@ -137,6 +138,11 @@ class WithdrawalWorkflow:
             return
         self._seen_event_ids.add(event.event_id)
         self._events.append(event)
+
+    @workflow.signal
+    def status_recheck(self) -> None:
+        """Someone (an unverified webhook) suggests news at the PSP: we ask the PSP, never take their word."""
+        self._recheck_requested = True
 
     @workflow.query
     def status(self) -> WithdrawalState:
@@ -212,6 +218,7 @@ class WithdrawalWorkflow:
         if mismatch_reason:
             # Money left at the PSP but not as asked: a person decides whether the hold is posted.
             workflow.logger.warning("payout %s paid with a mismatch: %s", s.payout_id, mismatch_reason)
+            await raise_alert(f"payout.{mismatch_reason}", s.payout_id, outcome)
             self._review = None
             await self._wait_for_review(mismatch_reason, allow_cancel=False)
 
@@ -287,8 +294,8 @@ class WithdrawalWorkflow:
 
     async def _await_outcome(self) -> PspPayoutView | PspEventSignal | None:
         input = self._input
-        if await wait_until(lambda: self._final_event() is not None, input.webhook_timeout_seconds):
-            return self._final_event()
+        if (outcome := await self._wait_for_webhook(input.webhook_timeout_seconds)) is not None:
+            return outcome
         for attempt in range(input.status_poll_attempts):
             view = await self._lookup()
             if view is not None and view.status in _PSP_FINAL:
@@ -297,6 +304,21 @@ class WithdrawalWorkflow:
                 lambda: self._final_event() is not None, input.status_poll_interval_seconds
             ):
                 return self._final_event()
+        return None
+
+    async def _wait_for_webhook(self, seconds: float) -> PspPayoutView | PspEventSignal | None:
+        """The final webhook within `seconds`; an unverified webhook's nudge makes us ask the PSP meanwhile."""
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
+            await wait_until(lambda: self._final_event() is not None or self._recheck_requested, remaining)
+            if (event := self._final_event()) is not None:
+                return event
+            if not self._recheck_requested:
+                return None
+            self._recheck_requested = False
+            view = await self._lookup()
+            if view is not None and view.status in _PSP_FINAL:
+                return view
         return None
 
     async def _lookup(self) -> PspPayoutView | None:

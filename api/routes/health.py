@@ -1,13 +1,16 @@
-"""Liveness and readiness (database and Temporal both answer)."""
+"""Liveness, readiness (database and Temporal both answer) and Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fastapi import APIRouter, Request
-from sqlalchemy import text
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import func, select, text
 
 from api.errors import Problem
+from api.models import webhook_deliveries
+from payloop import alerts
 
 router = APIRouter(tags=["health"])
 
@@ -34,3 +37,24 @@ async def readyz(request: Request) -> dict[str, str]:
         raise Problem(503, "not_ready", "Not ready", ", ".join(f"{k}: {v}" for k, v in checks.items()),
                       retryable=True, headers={"Retry-After": "2"}, checks=checks)
     return {"status": "ready", **checks}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> str:
+    """Prometheus text format: alerts by kind and webhook deliveries by PSP and outcome (from the database, so
+    every API instance reports the same totals)."""
+    engine = request.app.state.engine
+    lines = ["# HELP payloop_alerts_total Alerts raised for people, by kind.", "# TYPE payloop_alerts_total counter"]
+    for kind, count in sorted((await alerts.counts(engine)).items()):
+        lines.append(f'payloop_alerts_total{{kind="{kind}"}} {count}')
+    lines += ["# HELP payloop_webhook_deliveries_total Webhook deliveries by PSP and outcome.",
+              "# TYPE payloop_webhook_deliveries_total counter"]
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(webhook_deliveries.c.psp, webhook_deliveries.c.outcome, func.count())
+            .group_by(webhook_deliveries.c.psp, webhook_deliveries.c.outcome)
+            .order_by(webhook_deliveries.c.psp, webhook_deliveries.c.outcome)
+        )
+        for psp, outcome, count in rows:
+            lines.append(f'payloop_webhook_deliveries_total{{psp="{psp}",outcome="{outcome}"}} {count}')
+    return "\n".join(lines) + "\n"

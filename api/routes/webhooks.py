@@ -1,26 +1,36 @@
-"""`POST /v1/webhooks/{psp}`: verify on the raw body, store once, signal the payment's workflow."""
+"""`POST /v1/webhooks/{psp}`: verify on the raw body, store once, signal the payment's workflow; and the ops
+side of the inbox: dead letters, each event's delivery log, replay."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.auth import Principal, require_scope
 from api.errors import Problem
 from api.routes.payments import PAYMENT_ID_RE, deposit_workflow_id
 from api.routes.payouts import PAYOUT_ID_RE, withdrawal_workflow_id
 from api.schemas import WebhookAck
+from api.webhook_inbox import WebhookInbox
+from payloop import audit
 from psp.base import InvalidWebhook, WebhookEvent
 from workflows.types import PspEventSignal
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+ops_router = APIRouter(prefix="/v1/ops/webhooks", tags=["ops"])
 log = logging.getLogger("payloop.webhooks")
 
 MAX_WEBHOOK_BYTES = 64 * 1024
+# Deposits and withdrawals take the PSP's events as `psp_event`, and a nudge to ask the PSP as `status_recheck`.
 PSP_EVENT_SIGNAL = "psp_event"
+STATUS_RECHECK_SIGNAL = "status_recheck"
 
 
 @router.post("/{psp}", response_model=WebhookAck)
@@ -29,47 +39,81 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
     if verifier is None:
         raise Problem(404, "unknown_psp", "Unknown PSP", "no PSP of that name sends webhooks here")
     raw = await _read_limited(request)
+    inbox: WebhookInbox = request.app.state.webhook_inbox
+    now = datetime.now(timezone.utc)
     try:
         event: WebhookEvent = verifier(request.headers, raw, time.time())
     except InvalidWebhook as err:
-        status = 400 if err.code == "malformed_payload" else 401
         log.warning("rejected %s webhook: %s", psp, err.code)
-        raise Problem(status, err.code, "Webhook rejected", err.message) from None
-
+        await inbox.log_rejected(psp, err.code, now)
+        await _recheck_claimed_payment(request.app.state.temporal, raw)
+        raise Problem(400 if err.code == "malformed_payload" else 401, err.code, "Webhook rejected",
+                      err.message) from None
     _check_sizes(event)
-
-    inbox = request.app.state.webhook_inbox
-    now = datetime.now(timezone.utc)
     if not await inbox.store(event, now):
         return WebhookAck(status="duplicate")
+    status = await deliver(request.app.state.temporal, inbox, event, now)
+    if status == "retry_later":
+        raise Problem(503, "temporal_unavailable", "Service unavailable", "the webhook is stored; redeliver it",
+                      retryable=True, headers={"Retry-After": "5"})
+    return WebhookAck(status=status)
+
+
+async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now: datetime) -> str:
+    """Signals a stored event to its workflow; "accepted", "dead_letter" or "retry_later" (kept as a dead
+    letter that the PSP's redelivery or ops' replay retries)."""
     workflow_id = _workflow_for(event.payment_id)
     if workflow_id is None:
-        await inbox.mark(psp, event.event_id, "dead_letter", now, "unknown_payment")
-        return WebhookAck(status="dead_letter")
-
+        await inbox.mark(event.psp, event.event_id, "dead_letter", now, "unknown_payment")
+        return "dead_letter"
     signal = PspEventSignal(
         event_id=event.event_id,
-        psp=psp,
+        psp=event.psp,
         psp_reference=event.psp_reference,
         status=event.status,
         amount_minor=event.amount_minor,
         currency=event.currency,
         failure_code=event.failure_code,
     )
-    handle = request.app.state.temporal.get_workflow_handle(workflow_id)
     try:
-        # Deposits and withdrawals both take the PSP's events as the `psp_event` signal.
-        await handle.signal(PSP_EVENT_SIGNAL, signal)
+        await client.get_workflow_handle(workflow_id).signal(PSP_EVENT_SIGNAL, signal)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             # Unknown payment, or its workflow already finished: keep it for ops, acknowledge the PSP.
-            await inbox.mark(psp, event.event_id, "dead_letter", now, "unknown_payment")
-            return WebhookAck(status="dead_letter")
-        await inbox.mark(psp, event.event_id, "dead_letter", now, "signal_failed")
-        raise Problem(503, "temporal_unavailable", "Service unavailable", "the webhook is stored; redeliver it",
-                      retryable=True, headers={"Retry-After": "5"}) from err
-    await inbox.mark(psp, event.event_id, "signalled", now)
-    return WebhookAck(status="accepted")
+            await inbox.mark(event.psp, event.event_id, "dead_letter", now, "unknown_payment")
+            return "dead_letter"
+        await inbox.mark(event.psp, event.event_id, "dead_letter", now, "signal_failed")
+        return "retry_later"
+    await inbox.mark(event.psp, event.event_id, "signalled", now)
+    return "accepted"
+
+
+async def _recheck_claimed_payment(client: Client, raw: bytes) -> None:
+    """An unverified webhook is never trusted, but it may mean news at the PSP: the payment it names (if it is
+    one of ours and still running) asks the PSP itself. Best effort: nothing here may fail the request."""
+    try:
+        body = json.loads(raw[:MAX_WEBHOOK_BYTES])
+    except (ValueError, RecursionError):
+        return
+    claimed = _find_reference(body)
+    workflow_id = _workflow_for(claimed) if claimed else None
+    if workflow_id is None:
+        return
+    try:
+        await client.get_workflow_handle(workflow_id).signal(STATUS_RECHECK_SIGNAL)
+    except RPCError:
+        pass
+
+
+def _find_reference(body: Any) -> str | None:
+    """Our payment or payout id wherever a PSP's wire format puts it (top level or one level down)."""
+    if not isinstance(body, dict):
+        return None
+    values = list(body.values()) + [v for inner in body.values() if isinstance(inner, dict) for v in inner.values()]
+    for value in values:
+        if isinstance(value, str) and (PAYMENT_ID_RE.fullmatch(value) or PAYOUT_ID_RE.fullmatch(value)):
+            return value
+    return None
 
 
 def _workflow_for(reference: str) -> str | None:
@@ -101,3 +145,58 @@ async def _read_limited(request: Request) -> bytes:
             raise Problem(413, "payload_too_large", "Payload too large",
                           f"webhooks are at most {MAX_WEBHOOK_BYTES} bytes")
     return bytes(body)
+
+
+# --- ops: dead letters, delivery logs, replay -----------------------------------------------------------------
+
+
+@ops_router.get("")
+async def list_webhooks(
+    request: Request,
+    _principal: Annotated[Principal, Depends(require_scope("ops"))],
+    state: Literal["received", "signalled", "dead_letter"] | None = "dead_letter",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    """Stored events, newest first; by default the dead letters."""
+    return await request.app.state.webhook_inbox.events(state, limit)
+
+
+@ops_router.get("/{event_row_id}")
+async def get_webhook(
+    event_row_id: int, request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))]
+) -> dict[str, Any]:
+    """One stored event with its delivery log (verified, duplicates, signalled, dead-lettered, and why)."""
+    event = await request.app.state.webhook_inbox.event(event_row_id)
+    if event is None:
+        raise Problem(404, "webhook_not_found", "Webhook not found", "no stored webhook has this id")
+    return event
+
+
+@ops_router.post("/{event_row_id}/replay")
+async def replay_webhook(
+    event_row_id: int, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))]
+) -> dict[str, Any]:
+    """Signals a dead letter again (e.g. once its payment exists). The workflow dedupes by event id and checks
+    amount, currency and reference itself, so a replay can never move money the event did not justify."""
+    inbox: WebhookInbox = request.app.state.webhook_inbox
+    stored = await inbox.event(event_row_id)
+    if stored is None:
+        raise Problem(404, "webhook_not_found", "Webhook not found", "no stored webhook has this id")
+    if stored["state"] != "dead_letter":
+        raise Problem(409, "not_a_dead_letter", "Not a dead letter", f"the webhook is {stored['state']}")
+    event = WebhookEvent(
+        psp=stored["psp"], event_id=stored["event_id"], payment_id=stored["payment_id"],
+        psp_reference=stored["psp_reference"], status=stored["status"], amount_minor=stored["amount_minor"],
+        currency=stored["currency"], occurred_at=stored["received_at"].isoformat(),
+        failure_code=stored["failure_code"],
+    )
+    now = datetime.now(timezone.utc)
+    outcome = await deliver(request.app.state.temporal, inbox, event, now)
+    async with request.app.state.engine.begin() as conn:
+        await audit.record(conn, actor=principal.client_id, action="webhook.replay", subject=f"webhook:{event_row_id}",
+                           details={"outcome": outcome}, now=now)
+    if outcome != "accepted":
+        raise Problem(409, "replay_not_delivered", "Replay not delivered",
+                      "the payment is still unknown or finished" if outcome == "dead_letter"
+                      else "the payment engine is unavailable; try again", retryable=outcome == "retry_later")
+    return await inbox.event(event_row_id)

@@ -6,13 +6,14 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
 from api.models import webhook_events
 from psp.signatures import signed_headers
-from tests.e2e.conftest import WEBHOOK_SECRET, Stack, new_player
+from tests.e2e.conftest import WEBHOOK_SECRET, Stack, eventually, new_player
 
 
 def captured_event(payment_id: str, psp_reference: str, amount: str = "50.00", **overrides: Any) -> bytes:
@@ -111,4 +112,83 @@ async def test_forged_reference_never_credits(stack: Stack) -> None:
     payment = await stack.wait_final(payment_id)
     assert payment["status"] == "in_review" and payment["review_reason"] == "reference_mismatch"
     assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
+
+
+async def test_wrong_currency_is_not_credited_and_raises_an_alert(stack: Stack) -> None:
+    player = new_player()
+    payment_id, reference = await waiting_payment(stack, player)
+    response = await post_webhook(stack, captured_event(payment_id, reference, currency="USD"))
+    assert response.status_code == 200
+    payment = await stack.wait_final(payment_id)
+    assert payment["status"] == "in_review" and payment["review_reason"] == "currency_mismatch"
+    assert await stack.balance(player) == "0.00"
+    metrics = (await stack.api.get("/metrics")).text
+    assert 'payloop_alerts_total{kind="deposit.currency_mismatch"}' in metrics
+    await stack.check_invariants()
+
+
+async def test_every_delivery_is_logged_and_ops_can_read_the_log(stack: Stack) -> None:
+    player = new_player()
+    payment_id, reference = await waiting_payment(stack, player)
+    body = captured_event(payment_id, reference)
+    for _ in range(2):
+        assert (await post_webhook(stack, body)).status_code == 200
+    await stack.wait_final(payment_id)
+    [stored] = [e for e in (await stack.api.get("/v1/ops/webhooks", params={"state": "signalled"})).json()
+                if e["payment_id"] == payment_id]
+    detail = (await stack.api.get(f"/v1/ops/webhooks/{stored['id']}")).json()
+    assert [d["outcome"] for d in detail["deliveries"]] == ["verified", "signalled", "duplicate"]
+    assert (await stack.api.get("/v1/ops/webhooks/999999999")).status_code == 404
+    await stack.check_invariants()
+
+
+async def test_a_dead_letter_is_replayed_once_its_payment_can_take_it(stack: Stack) -> None:
+    """A verified event that could not be signalled (Temporal was unavailable) waits as a dead letter; ops'
+    replay delivers it, and the payment is credited exactly once."""
+    player = new_player()
+    payment_id, reference = await waiting_payment(stack, player)
+    event_id = f"evt_{uuid.uuid4().hex}"
+    async with stack.engine.begin() as conn:  # what the inbox keeps when the signal fails
+        await conn.execute(webhook_events.insert().values(
+            psp="card", event_id=event_id, payment_id=payment_id, psp_reference=reference, status="captured",
+            amount_minor=5000, currency="EUR", state="dead_letter", dead_letter_reason="signal_failed",
+            received_at=datetime.now(timezone.utc), updated_at=datetime.now(timezone.utc)))
+    dead = [e for e in (await stack.api.get("/v1/ops/webhooks")).json() if e["event_id"] == event_id]
+    assert len(dead) == 1
+    replayed = await stack.api.post(f"/v1/ops/webhooks/{dead[0]['id']}/replay")
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["state"] == "signalled"
+    assert (await stack.wait_final(payment_id))["status"] == "credited"
+    again = await stack.api.post(f"/v1/ops/webhooks/{dead[0]['id']}/replay")
+    assert again.status_code == 409 and again.json()["code"] == "not_a_dead_letter"
+    assert await stack.balance(player) == "50.00"
+    await stack.check_invariants()
+
+
+async def test_replaying_a_dead_letter_whose_payment_is_unknown_is_a_409(stack: Stack) -> None:
+    unknown = f"pay_{uuid.uuid4().hex[:24]}"
+    await post_webhook(stack, captured_event(unknown, "card_nothing"))
+    [dead] = [e for e in (await stack.api.get("/v1/ops/webhooks")).json() if e["payment_id"] == unknown]
+    response = await stack.api.post(f"/v1/ops/webhooks/{dead['id']}/replay")
+    assert response.status_code == 409 and response.json()["code"] == "replay_not_delivered"
+    await stack.check_invariants()
+
+
+async def test_an_unverified_webhook_makes_the_payment_ask_its_psp(stack: Stack) -> None:
+    """Never trusted, but a hint: the workflow looks the payment up at the PSP at once instead of waiting."""
+    player = new_player()
+    init = await stack.deposit(method="card", scenario="no_webhook", player_id=player)
+    await eventually(lambda: stack.sandbox.get(f"/card/v1/payments/{init['payment_id']}"),
+                     lambda r: r.json()["status"] == "captured")  # settled at the PSP, which tells nobody
+    forged = captured_event(init["payment_id"], "whatever", amount="5000.00")
+    assert (await post_webhook(stack, forged, secret="whsec_attacker")).status_code == 401
+    assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"
+    history = await stack.client.get_workflow_handle(f"deposit-{init['payment_id']}").fetch_history()
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events
+               if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert "status_recheck" in signals
+    timers_fired = [e for e in history.events if e.HasField("timer_fired_event_attributes")]
+    assert timers_fired == [], "credited by the recheck, before the webhook timeout"
+    assert await stack.balance(player) == "50.00"
     await stack.check_invariants()
