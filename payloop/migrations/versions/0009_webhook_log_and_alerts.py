@@ -1,6 +1,6 @@
 """Webhook delivery log and alerts.
 
-Revision ID: 0009_webhook_deliveries_and_alerts
+Revision ID: 0009_webhook_log_and_alerts
 Revises: 0007_deposit_limit_usage
 Create Date: 2026-11-21
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 from payloop.db import UtcDateTime
 
-revision: str = "0009_webhook_deliveries_and_alerts"
+revision: str = "0009_webhook_log_and_alerts"
 down_revision: str | None = "0007_deposit_limit_usage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,0 +1,284 @@
+"""What every HTTP PSP connector shares: transport errors, error classification, answer and webhook parsing.
+
+A provider module subclasses `HttpPspConnector` (its wire format: request bodies, answers, error bodies and its
+error table) and `SignedWebhookVerifier` (its signature scheme and webhook body).
+
+Error classification (a GSM-style table per provider): `ERROR_TABLE` maps the provider's error codes to
+`retry` (PspTransientError: retry the same PSP), `failover` (PspFailover: go to the next PSP now),
+`hard_decline` (PspDeclined) or `step_up` (PspStepUpRequired: needs 3DS / SCA). Codes not in the table:
+402 → hard_decline, 5xx / 408 / 429 → retry, 404 on a look-up → PspNotFound, any other 4xx →
+PspRequestRejected (our request is wrong or illegal in the record's state; like a hard decline it is never
+retried and never failed over).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, NoReturn, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from psp import signatures
+from psp.base import (
+    PAYMENT_STATUSES,
+    PAYOUT_STATUSES,
+    CreatePaymentRequest,
+    CreatePayoutRequest,
+    InvalidWebhook,
+    PspDeclined,
+    PspError,
+    PspFailover,
+    PspNotFound,
+    PspPayment,
+    PspPayout,
+    PspRequestRejected,
+    PspStepUpRequired,
+    PspTransientError,
+    WebhookEvent,
+)
+
+Decision = Literal["retry", "failover", "hard_decline", "step_up"]
+T = TypeVar("T")
+
+# 408 and 429 are "try again later", not "your request is wrong".
+_TRANSIENT_4XX = frozenset({408, 429})
+_ERRORS: dict[str, type[PspError]] = {
+    "retry": PspTransientError,
+    "failover": PspFailover,
+    "hard_decline": PspDeclined,
+    "step_up": PspStepUpRequired,
+}
+# Any malformed JSON or value: JSON and MoneyError are ValueErrors; json raises RecursionError on deep nesting.
+PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
+
+
+def classify(table: Mapping[str, str], status: int, code: str | None) -> str:
+    """The decision for an error answer: one of the four table decisions, or "rejected" / "not_found"
+    (the latter only meaningful on look-ups)."""
+    if code is not None and code in table:
+        return table[code]
+    if status == 402:
+        return "hard_decline"
+    if status >= 500 or status in _TRANSIENT_4XX:
+        return "retry"
+    if status == 404:
+        return "not_found"
+    return "rejected"
+
+
+class HttpPspConnector:
+    """The PspConnector protocol over JSON/HTTP; subclasses give the wire format."""
+
+    ERROR_TABLE: ClassVar[Mapping[str, Decision]] = {}
+    # Paths under the base URL; `{ref}` is our (escaped) merchant reference.
+    PAYMENTS_PATH: ClassVar[str] = "/v1/payments"
+    PAYOUTS_PATH: ClassVar[str] = "/v1/payouts"
+
+    def __init__(
+        self,
+        name: str,
+        methods: frozenset[str],
+        base_url: str,
+        http: httpx.AsyncClient,
+        *,
+        payout_methods: frozenset[str] | None = None,
+    ) -> None:
+        """`payout_methods`: by default a PSP pays out to the methods it takes payments with."""
+        self.name = name
+        self.methods = methods
+        self.payout_methods = methods if payout_methods is None else payout_methods
+        self._base_url = base_url.rstrip("/")
+        self._http = http
+
+    # -- the wire format (subclasses) --------------------------------------------------------------
+
+    def payment_body(self, req: CreatePaymentRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`merchant_reference`, `psp_reference`, `status` (ours), `amount_minor`, `currency`, `failure_code`,
+        `redirect_url` from an answer about a payment; raises ValueError/KeyError/TypeError when malformed."""
+        raise NotImplementedError
+
+    def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """As parse_payment, without `redirect_url`."""
+        raise NotImplementedError
+
+    def error_of(self, body: Any) -> tuple[str | None, str]:
+        """The provider's error code and message in an error answer's JSON."""
+        raise NotImplementedError
+
+    # -- the protocol ------------------------------------------------------------------------------
+
+    async def create_payment(self, req: CreatePaymentRequest) -> PspPayment:
+        response = await self._create(self.PAYMENTS_PATH, self.payment_body(req), req.payment_id)
+        return self._payment(response, req.payment_id)
+
+    async def get_payment(self, payment_id: str) -> PspPayment:
+        response = await self._send("GET", f"{self.PAYMENTS_PATH}/{quote(payment_id, safe='')}")
+        return self._payment(response, payment_id)
+
+    async def cancel_payment(self, payment_id: str) -> PspPayment:
+        response = await self._send("POST", f"{self.PAYMENTS_PATH}/{quote(payment_id, safe='')}/cancel")
+        return self._payment(response, payment_id)
+
+    async def create_payout(self, req: CreatePayoutRequest) -> PspPayout:
+        response = await self._create(self.PAYOUTS_PATH, self.payout_body(req), req.payout_id)
+        return self._payout(response, req.payout_id)
+
+    async def get_payout(self, payout_id: str) -> PspPayout:
+        response = await self._send("GET", f"{self.PAYOUTS_PATH}/{quote(payout_id, safe='')}")
+        return self._payout(response, payout_id)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    async def _create(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:
+        # Our id as the key makes a retried create (after a timeout or a 5xx) return the first one, not a second.
+        return await self._send("POST", path, json=body, headers={"Idempotency-Key": key}, lookup=False)
+
+    async def _send(self, method: str, path: str, *, lookup: bool = True, **kwargs: Any) -> httpx.Response:
+        """`lookup`: the path names one payment or payout, so a 404 means the PSP does not know it."""
+        try:
+            response = await self._http.request(method, self._base_url + path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise PspTransientError("psp_timeout", f"{self.name}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise PspTransientError("psp_unreachable", f"{self.name}: {type(exc).__name__}") from exc
+        if response.is_success:
+            return response
+        self._raise_for(response, lookup)
+
+    def _raise_for(self, response: httpx.Response, lookup: bool) -> NoReturn:
+        status = response.status_code
+        try:
+            code, message = self.error_of(response.json())
+        except PARSE_ERRORS:
+            code, message = None, ""
+        if not isinstance(code, str) or not code:
+            code = None
+        message = message or f"{self.name} answered {status}"
+        decision = classify(self.ERROR_TABLE, status, code)
+        if decision == "hard_decline":
+            raise PspDeclined(code or "declined", message)
+        if decision in _ERRORS:
+            raise _ERRORS[decision](code or f"psp_http_{status}", message)
+        if decision == "not_found" and lookup:
+            raise PspNotFound(code or "payment_not_found", message)
+        raise PspRequestRejected(code or f"psp_http_{status}", message)
+
+    def _payment(self, response: httpx.Response, payment_id: str) -> PspPayment:
+        def build(body: Mapping[str, Any]) -> PspPayment:
+            fields = _about(self.parse_payment(body), payment_id)
+            _check_status(fields["status"], PAYMENT_STATUSES)
+            return PspPayment(psp=self.name, payment_id=payment_id, **fields)
+
+        return self._parse(response, build)
+
+    def _payout(self, response: httpx.Response, payout_id: str) -> PspPayout:
+        def build(body: Mapping[str, Any]) -> PspPayout:
+            fields = _about(self.parse_payout(body), payout_id)
+            _check_status(fields["status"], PAYOUT_STATUSES)
+            return PspPayout(psp=self.name, payout_id=payout_id, **fields)
+
+        return self._parse(response, build)
+
+    def _parse(self, response: httpx.Response, build: Callable[[dict[str, Any]], T]) -> T:
+        """`build(body)` from an answer; anything malformed is a bad_psp_response."""
+        try:
+            body = response.json()
+            if not isinstance(body, dict):
+                raise ValueError("body is not a JSON object")
+            return build(body)
+        except PARSE_ERRORS as exc:
+            raise PspError("bad_psp_response", f"{self.name}: {exc}") from None
+
+
+def _about(fields: dict[str, Any], merchant_reference: str) -> dict[str, Any]:
+    if fields.pop("merchant_reference") != merchant_reference:
+        raise ValueError("merchant reference does not match the one asked for")
+    return fields
+
+
+def _check_status(status: Any, statuses: frozenset[str]) -> None:
+    if status not in statuses:
+        raise ValueError(f"unknown status {status!r}")
+
+
+@dataclass(frozen=True)
+class SignedWebhookVerifier:
+    """Verifies and parses one PSP's webhooks; needs no HTTP client (the API uses it alone).
+
+    `secret`: the valid secrets, newest first ("new,old" or a sequence); any of them verifies.
+    """
+
+    SCHEME: ClassVar[signatures.SignatureScheme] = signatures.DESIGN_HMAC
+
+    psp: str
+    secret: str | Sequence[str] = field(repr=False)
+    tolerance_seconds: float = 300
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "secret", signatures.parse_secrets(self.secret))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(self.secret)
+
+    def __call__(self, headers: Mapping[str, str], raw_body: bytes, now: float) -> WebhookEvent:
+        """The event in a signed, fresh body; raises InvalidWebhook (and nothing else) for anything refused."""
+        message_id = self.SCHEME.verify(self.secrets, headers, raw_body, now, self.tolerance_seconds)
+        try:
+            body = json.loads(raw_body)
+            if not isinstance(body, dict):
+                raise ValueError("body is not a JSON object")
+            fields = self.parse_event(body, message_id)
+            family = fields.pop("family")
+            statuses = {"payment": PAYMENT_STATUSES, "payout": PAYOUT_STATUSES}.get(family)
+            if statuses is None:
+                raise ValueError(f"unknown event family {family!r}")
+            _check_status(fields["status"], statuses)
+            return WebhookEvent(psp=self.psp, **fields)
+        except PARSE_ERRORS as exc:
+            raise InvalidWebhook("malformed_payload", str(exc) or type(exc).__name__) from None
+
+    def parse_event(self, body: Mapping[str, Any], message_id: str | None) -> dict[str, Any]:
+        """`family` ("payment" | "payout") and WebhookEvent's fields but `psp`; raises ValueError & co."""
+        raise NotImplementedError
+
+
+# -- field helpers for wire formats ---------------------------------------------------------------
+
+
+def req_str(body: Mapping[str, Any], name: str) -> str:
+    value = body[name]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def opt_str(body: Mapping[str, Any], name: str) -> str | None:
+    return req_str(body, name) if body.get(name) is not None else None
+
+
+def req_obj(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = body[name]
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object")
+    return value
+
+
+def mapped(vocabulary: Mapping[str, str], value: Any, name: str = "status") -> str:
+    """A provider's status word in our vocabulary."""
+    if not isinstance(value, str) or value not in vocabulary:
+        raise ValueError(f"unknown {name} {value!r}")
+    return vocabulary[value]
+
+
+def inverse(vocabulary: Mapping[str, str]) -> dict[str, str]:
+    return {ours: theirs for theirs, ours in vocabulary.items()}
