@@ -13,13 +13,15 @@ from temporalio.client import Client
 from api import errors
 from api.auth import parse_api_keys
 from api.idempotency import IdempotencyStore
-from api.routes import games, health, payments, payouts, players, wallet, webhooks
+from api.routes import games, health, payments, payouts, players, routing, wallet, webhooks
 from api.webhook_inbox import WebhookInbox
 from ledger import Ledger
 from payloop.db import create_engine
 from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.registry import build_verifiers, payment_methods
+from psp.routing import load_routing
+from psp.routing.health import HealthStore
 
 
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None, temporal: Client | None = None) -> FastAPI:
@@ -35,6 +37,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
         state.ledger = Ledger(db)
         state.idempotency = IdempotencyStore(db, timedelta(hours=settings.idempotency_ttl_hours))
         state.webhook_inbox = WebhookInbox(db)
+        state.psp_health = HealthStore(db, state.routing)
 
         async def on_kyc_changed(player_id: str, _status: str) -> None:
             await payouts.nudge_kyc_waiting(state.temporal, player_id)
@@ -50,8 +53,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.api_keys = parse_api_keys(settings.api_keys)
     app.state.webhook_verifiers = build_verifiers(settings)
     app.state.methods = payment_methods()
+    app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
     errors.install(app)
-    for module in (health, payments, payouts, webhooks, wallet, players, games):
+    for module in (health, payments, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
     app.include_router(payouts.ops_router)
     app.include_router(webhooks.ops_router)

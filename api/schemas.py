@@ -169,6 +169,7 @@ class PayoutView(BaseModel):
     failure_code: str | None = None
     review_reason: str | None = None
     reviewed_by: str | None = None
+    deferred_until: str | None = None  # while the payout waits for its PSP to come back
     hold: str | None = None  # "held" | "posted" | "voided"
     created_at: str
     updated_at: str

@@ -22,6 +22,7 @@ def all_tables() -> MetaData:
     import payloop.audit  # noqa: F401
     import payloop.notifications  # noqa: F401
     import payloop.players  # noqa: F401
+    import psp.routing.health  # noqa: F401
     from payloop.db import metadata
 
     return metadata

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     payout_webhook_timeout_seconds: float = Field(default=300.0, gt=0)
     payout_status_poll_attempts: int = Field(default=3, ge=1)
     payout_status_poll_interval_seconds: float = Field(default=30.0, gt=0)
+    # While every payout PSP is down, payouts wait (with backoff) this long for one to recover, then fail.
+    payout_psp_down_deadline_seconds: float = Field(default=6 * 3600.0, gt=0)
+    payout_psp_down_first_retry_seconds: float = Field(default=30.0, gt=0)  # then doubling, at most 15 min
     kyc_wait_timeout_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     review_wait_timeout_seconds: float = Field(default=3 * 24 * 3600.0, gt=0)
     # AML: a payout goes to review when turnover since the last deposit is below this percentage of that deposit…
@@ -55,6 +58,8 @@ class Settings(BaseSettings):
     fx_rates_to_eur: str = "USD=0.92,GBP=1.17,CHF=1.05,SEK=0.088,NOK=0.086,DKK=0.134,PLN=0.23,CAD=0.68"
     # Where payouts go when the player's deposit PSP cannot pay out (closed loop impossible).
     payout_fallback_psp: str = "ewallet"
+    # The PSP routing file (YAML); None = the shipped psp/routing.yaml.
+    routing_file: Path | None = None
     psp_http_timeout_seconds: float = Field(default=10.0, gt=0)
     init_update_timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=24)

@@ -111,6 +111,8 @@ class WithdrawalInput:
     webhook_timeout_seconds: float = 300.0
     status_poll_attempts: int = 3
     status_poll_interval_seconds: float = 30.0
+    psp_down_deadline_seconds: float = 6 * 3600.0
+    psp_down_first_retry_seconds: float = 30.0
 
 
 @dataclass
@@ -129,6 +131,7 @@ class WithdrawalState:
     psp: str | None = None
     psp_reference: str | None = None
     sent_to_psp: bool = False
+    deferred_until: str | None = None  # set while the payout waits for its PSP to come back
     failure_code: str | None = None
     review_reason: str | None = None
     reviewed_by: str | None = None

@@ -54,6 +54,10 @@ _PSP_LOOKUP = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED, ErrorType.PSP_NOT_FOUND],
 )
+# Transient answers that mean the PSP did not take the request at all (refused, or never reached).
+_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable"})
+# While the payout PSP is down, the wait between tries doubles, up to this.
+_DEFER_MAX_DELAY = 900.0
 # KYC can be verified while visibility lags behind the nudge signal, so a waiting payout also re-reads the
 # KYC status on this period by itself.
 _KYC_RECHECK = timedelta(hours=1)
@@ -264,33 +268,46 @@ class WithdrawalWorkflow:
             raise _Ending(PayoutStatus.REJECTED, "review_rejected")
 
     async def _create_at_psp(self, route: PayoutRoute) -> PspPayoutView | None:
-        """The PSP's answer; None when we could not learn whether it took the payout."""
+        """The PSP's answer; None when we could not learn whether it took the payout. While the PSP is down
+        the payout waits (with backoff, up to its deadline) instead of failing, then goes out on recovery."""
         input = self._input
         request = CreatePspPayoutInput(
             psp=route.psp, payout_id=input.payout_id, player_id=input.player_id, amount_minor=input.amount_minor,
             currency=input.currency, method=route.method, country=input.country,
             sandbox_scenario=input.sandbox_scenario,
         )
-        try:
-            return await workflow.execute_activity(
-                ActivityName.CREATE_PSP_PAYOUT, request, result_type=PspPayoutView,
-                start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE,
-            )
-        except ActivityError as err:
-            if error_type(err) in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
-                raise _Ending(PayoutStatus.FAILED, error_code(err) or "declined") from None
-        # Transient errors until retries ran out: the PSP may still have taken the payout (a timeout is not a
-        # "no"), so ask before giving the money back.
-        try:
-            return await workflow.execute_activity(
-                ActivityName.GET_PSP_PAYOUT, PspPaymentRef(route.psp, input.payout_id), result_type=PspPayoutView,
-                start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
-            )
-        except ActivityError as err:
-            if error_type(err) == ErrorType.PSP_NOT_FOUND:
-                raise _Ending(PayoutStatus.FAILED, "psp_unavailable") from None
-        self._create_unconfirmed = True
-        return None
+        deadline = workflow.now() + timedelta(seconds=input.psp_down_deadline_seconds)
+        delay = input.psp_down_first_retry_seconds
+        while True:
+            try:
+                return await workflow.execute_activity(
+                    ActivityName.CREATE_PSP_PAYOUT, request, result_type=PspPayoutView,
+                    start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE,
+                )
+            except ActivityError as err:
+                kind, code = error_type(err), error_code(err)
+            if kind in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
+                raise _Ending(PayoutStatus.FAILED, code or "declined")
+            # Transient errors until retries ran out: the PSP may still have taken the payout (a timeout is not
+            # a "no"), so ask before anything else.
+            try:
+                return await workflow.execute_activity(
+                    ActivityName.GET_PSP_PAYOUT, PspPaymentRef(route.psp, input.payout_id),
+                    result_type=PspPayoutView, start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
+                )
+            except ActivityError as err:
+                not_taken = error_type(err) == ErrorType.PSP_NOT_FOUND or code in _NOT_TAKEN_CODES
+            if not not_taken:
+                self._create_unconfirmed = True
+                return None
+            if workflow.now() + timedelta(seconds=delay) > deadline:
+                raise _Ending(PayoutStatus.FAILED, "psp_unavailable")
+            workflow.logger.warning("payout %s deferred %.0f s: %s is down (%s)", input.payout_id, delay,
+                                    route.psp, code)
+            self._state.deferred_until = (workflow.now() + timedelta(seconds=delay)).isoformat()
+            await workflow.sleep(delay)
+            self._state.deferred_until = None
+            delay = min(delay * 2, _DEFER_MAX_DELAY)
 
     async def _await_outcome(self) -> PspPayoutView | PspEventSignal | None:
         input = self._input

@@ -76,6 +76,8 @@ async def _start_withdrawal(
         webhook_timeout_seconds=settings.payout_webhook_timeout_seconds,
         status_poll_attempts=settings.payout_status_poll_attempts,
         status_poll_interval_seconds=settings.payout_status_poll_interval_seconds,
+        psp_down_deadline_seconds=settings.payout_psp_down_deadline_seconds,
+        psp_down_first_retry_seconds=settings.payout_psp_down_first_retry_seconds,
     )
     workflow_id = withdrawal_workflow_id(payout_id)
     state = await engine.start_and_wait(client, settings, WithdrawalWorkflow.run, workflow_input,
@@ -204,6 +206,7 @@ def _view(request: Request, s: WithdrawalState) -> PayoutView:
         failure_code=s.failure_code,
         review_reason=s.review_reason,
         reviewed_by=s.reviewed_by,
+        deferred_until=s.deferred_until,
         hold=hold,
         created_at=s.created_at,
         updated_at=s.updated_at,

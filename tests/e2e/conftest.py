@@ -148,6 +148,8 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
         payout_status_poll_interval_seconds=0.5,
         kyc_wait_timeout_seconds=4.0,
         review_wait_timeout_seconds=6.0,
+        payout_psp_down_deadline_seconds=30.0,
+        payout_psp_down_first_retry_seconds=1.0,
     )
     return Settings(**(values | overrides))
 

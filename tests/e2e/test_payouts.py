@@ -245,3 +245,18 @@ async def test_payout_input_problems(stack: Stack) -> None:
     assert (await stack.api.post(f"/v1/payouts/po_{'0' * 24}/cancel")).status_code == 404
     assert await stack.balance(player) == "100.00"
     await stack.check_invariants()
+
+
+async def test_payout_waits_while_its_psp_is_down_then_goes_out(stack: Stack) -> None:
+    player = await funded_player(stack)
+    await stack.sandbox.post("/control/ewallet", json={"mode": "down"})
+    try:
+        started = await payout(stack, player)
+        waiting = await eventually(lambda: get_payout(stack, started["payout_id"]),
+                                   lambda p: p["deferred_until"] is not None, timeout=20)
+        assert waiting["status"] == "processing" and waiting["hold"] == "held"
+    finally:
+        await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
+    done = await wait_payout(stack, started["payout_id"], timeout=30)
+    assert done["status"] == "paid"
+    await assert_settled(stack, done)

@@ -1,0 +1,144 @@
+"""The pay-by-bank PSP (sandbox, open-banking redirect): integer minor units, British status words, and
+Standard Webhooks signatures (`webhook-id` / `webhook-timestamp` / `webhook-signature`).
+
+Flow: create answers `redirect` with a bank-selection URL; after the player authorises at the bank the
+payment is `authorised` at once, and `settled` later. Their words → ours: redirect → requires_action,
+authorised → authorized, settled → captured, rejected → failed.
+
+Request:  {external_id, amount: {value: 5000, currency: "EUR"}, scheme: "bank_transfer",
+           user: {id, country?}, redirect_uri (payments), metadata}
+Answer:   {id, external_id, object: "payment"|"payout", status, amount: {value, currency},
+           redirect?: {url}, status_reason?}
+Webhook:  {type: "<object>.<status>", timestamp, data: <answer>}; the event id is the `webhook-id` header.
+Error:    {type, title, status, error_code}  (problem+json)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from payloop.money import MAX_MINOR_UNITS, currency_exponent
+from psp import signatures
+from psp.base import CreatePaymentRequest, CreatePayoutRequest
+from psp.http_connector import (
+    Decision,
+    HttpPspConnector,
+    SignedWebhookVerifier,
+    inverse,
+    mapped,
+    opt_str,
+    req_obj,
+    req_str,
+)
+
+NAME = "paybybank"
+METHODS = frozenset({"bank_transfer"})
+PAYOUT_METHODS = frozenset({"bank_transfer"})
+
+PAYMENT_STATUS_WORDS = {
+    "initiated": "pending",
+    "redirect": "requires_action",
+    "authorised": "authorized",
+    "settled": "captured",
+    "rejected": "failed",
+    "cancelled": "cancelled",
+    "expired": "expired",
+}
+PAYOUT_STATUS_WORDS = {"processing": "pending", "executed": "paid", "rejected": "failed", "cancelled": "cancelled"}
+PAYMENT_WORDS = inverse(PAYMENT_STATUS_WORDS)
+PAYOUT_WORDS = inverse(PAYOUT_STATUS_WORDS)
+_OBJECTS = {"payment": "payment", "payout": "payout"}
+
+ERROR_TABLE: dict[str, Decision] = {
+    "bank_rejected": "hard_decline",
+    "account_closed": "hard_decline",
+    "payout_declined": "hard_decline",
+    "consent_required": "step_up",  # the bank wants the player to re-authorise (SCA)
+    "bank_unavailable": "failover",
+    "rate_limit_exceeded": "retry",
+    "psp_unavailable": "retry",
+    "psp_internal_error": "retry",
+}
+
+
+def classification_table() -> dict[str, str]:
+    return dict(ERROR_TABLE)
+
+
+def minor_amount(value: Any) -> int:
+    """An integer amount in minor units; booleans, floats and strings are refused."""
+    if type(value) is not int or not 0 < value <= MAX_MINOR_UNITS:
+        raise ValueError("amount.value must be a positive integer of minor units")
+    return value
+
+
+def _state(body: Mapping[str, Any], family: str) -> dict[str, Any]:
+    kind = mapped(_OBJECTS, body.get("object"), "object")
+    if kind != family:
+        raise ValueError(f"a {kind} where a {family} was expected")
+    words = PAYMENT_STATUS_WORDS if family == "payment" else PAYOUT_STATUS_WORDS
+    amount = req_obj(body, "amount")
+    currency = req_str(amount, "currency")
+    currency_exponent(currency)  # MoneyError (a ValueError) when unsupported
+    return {
+        "merchant_reference": req_str(body, "external_id"),
+        "psp_reference": req_str(body, "id"),
+        "status": mapped(words, body.get("status")),
+        "amount_minor": minor_amount(amount.get("value")),
+        "currency": currency,
+        "failure_code": opt_str(body, "status_reason"),
+    }
+
+
+def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayoutRequest) -> dict[str, Any]:
+    user: dict[str, Any] = {"id": req.player_id}
+    if req.country:
+        user["country"] = req.country
+    return {
+        "external_id": merchant_reference,
+        "amount": {"value": req.amount_minor, "currency": req.currency},
+        "scheme": req.method,
+        "user": user,
+        "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+    }
+
+
+class PayByBankConnector(HttpPspConnector):
+    ERROR_TABLE = ERROR_TABLE
+
+    def payment_body(self, req: CreatePaymentRequest) -> dict[str, Any]:
+        return _create_body(req.payment_id, req) | {"redirect_uri": req.return_url}
+
+    def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
+        return _create_body(req.payout_id, req)
+
+    def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        redirect = body.get("redirect")
+        redirect_url = req_str(redirect, "url") if isinstance(redirect, dict) else None
+        return _state(body, "payment") | {"redirect_url": redirect_url}
+
+    def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return _state(body, "payout")
+
+    def error_of(self, body: Any) -> tuple[str | None, str]:
+        return body.get("error_code"), str(body.get("title", ""))
+
+
+class PayByBankWebhookVerifier(SignedWebhookVerifier):
+    SCHEME = signatures.STANDARD_WEBHOOKS
+
+    def parse_event(self, body: Mapping[str, Any], message_id: str | None) -> dict[str, Any]:
+        if not message_id:
+            raise ValueError("no webhook-id")
+        family = req_str(body, "type").partition(".")[0]
+        if family not in _OBJECTS:
+            raise ValueError(f"unknown event type {body['type']!r}")
+        state = _state(req_obj(body, "data"), family)
+        payment_id = state.pop("merchant_reference")
+        return state | {
+            "family": family,
+            "event_id": message_id,
+            "payment_id": payment_id,
+            "occurred_at": req_str(body, "timestamp"),
+        }
