@@ -11,10 +11,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.psp_calls import call_psp, connector_for
-from ledger import InsufficientFunds, Ledger, LedgerError, TransferRequest, house_account, parse_account, player_account
+from ledger import (
+    InsufficientFunds,
+    Ledger,
+    LedgerError,
+    TransferNotFound,
+    TransferRequest,
+    house_account,
+    parse_account,
+    player_account,
+)
 from ledger.games import turnover_since
 from payloop import notifications
-from payloop.money import parse_rates, to_eur_minor
+from payloop.money import MoneyError, parse_rates, to_eur_minor
 from payloop.players import PlayerStore
 from payloop.settings import Settings
 from psp.base import CreatePayoutRequest, PspConnector, PspPayout
@@ -29,13 +38,10 @@ from workflows.types import (
     PlayerNotification,
     PspPaymentRef,
     PspPayoutView,
+    payout_hold_id,
 )
 
 PAYOUTS_ACCOUNT = "payouts"  # house:payouts:<CUR> — where held payouts go once posted, until PSP settlement
-
-
-def payout_hold_id(payout_id: str) -> str:
-    return f"payout:{payout_id}:hold"
 
 
 class WithdrawalActivities:
@@ -95,11 +101,16 @@ class WithdrawalActivities:
 
     @activity.defn(name=ActivityName.VOID_PAYOUT_HOLD)
     async def void_payout_hold(self, transfer_id: str) -> None:
-        await self._resolve(self.ledger.void_hold, transfer_id)
+        try:
+            await self._resolve(self.ledger.void_hold, transfer_id)
+        except TransferNotFound:
+            pass  # the hold was never placed (e.g. cancelled while it was being placed): nothing to give back
 
     async def _resolve(self, resolve, transfer_id: str) -> None:  # noqa: ANN001
         try:
             await resolve(transfer_id)
+        except TransferNotFound:
+            raise
         except LedgerError as err:
             # Posting a voided hold (or the reverse) is a bug to look at, never something a retry fixes.
             raise ApplicationError(str(err), err.code, type=ErrorType.LEDGER_CONFLICT, non_retryable=True) from err
@@ -129,7 +140,11 @@ class WithdrawalActivities:
                                          "turnover since the last deposit is below the required share of it")
         since = now - timedelta(hours=s.aml_linked_window_hours)
         linked = await self.ledger.player_debits_since(payout.player_id, "payout", since)
-        linked_eur = sum(to_eur_minor(amount, currency, self.rates) for amount, currency in linked)
+        try:
+            linked_eur = sum(to_eur_minor(amount, currency, self.rates) for amount, currency in linked)
+        except MoneyError:
+            # Without a rate the threshold cannot be judged: a person does, rather than no one.
+            return PayoutCheckResult("review", "fx_rate_missing", "no euro rate for a currency of the payouts")
         if linked_eur >= s.aml_linked_threshold_eur_minor:
             return PayoutCheckResult("review", "aml_threshold",
                                      "linked payouts reach the reporting threshold")

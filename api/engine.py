@@ -61,11 +61,14 @@ async def start_and_wait(
 
 
 async def update(client: Client, workflow_id: str, handler: Callable, arg: Any, *, not_found: Problem,
-                 rejected: Callable[[ApplicationError], Problem]) -> Any:
+                 rejected: Callable[[ApplicationError], Problem], timeout: float = 30) -> Any:
     """Sends an update; a validator's refusal becomes the `rejected` problem (usually a 409)."""
     handle = client.get_workflow_handle(workflow_id)
     try:
-        return await handle.execute_update(handler, arg)
+        return await asyncio.wait_for(handle.execute_update(handler, arg), timeout)
+    except (asyncio.TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise Problem(504, "engine_timeout", "No answer in time",
+                      "the request was recorded and goes on; read the status with GET", retryable=True) from None
     except WorkflowUpdateFailedError as err:
         if isinstance(err.cause, ApplicationError):
             raise rejected(err.cause) from None

@@ -130,11 +130,12 @@ class ReferenceMismatch(GameError):
         self.field = field
 
 
-class SelfExcluded(GameError):
-    code = "self_excluded"
+class BettingRefused(GameError):
+    """The player may not bet now (self-excluded, account closed); `code` says why."""
 
-    def __init__(self, transaction_id: str, player_id: str) -> None:
-        super().__init__(transaction_id, f"player {player_id} is self-excluded and cannot bet")
+    def __init__(self, transaction_id: str, player_id: str, code: str) -> None:
+        super().__init__(transaction_id, f"player {player_id} cannot bet: {code.replace('_', ' ')}")
+        self.code = code
 
 
 # ---- requests and answers -------------------------------------------------------------------------------------
@@ -188,14 +189,14 @@ class GameWallet:
         self._engine = engine
         self._ledger = Ledger(engine)
 
-    async def bet(self, req: GameRequest, *, self_excluded: bool = False) -> GameAnswer:
+    async def bet(self, req: GameRequest, *, refused: str | None = None) -> GameAnswer:
         """Debit the player; InsufficientFunds leaves no trace, so the provider may retry after a deposit."""
         _validate(req, BET)
 
         async def move(conn: AsyncConnection) -> Transfer:
             # Checked only for a new bet: a replay of a bet accepted before the exclusion still gets its answer.
-            if self_excluded:
-                raise SelfExcluded(req.transaction_id, req.player_id)
+            if refused:
+                raise BettingRefused(req.transaction_id, req.player_id, refused)
             await _open_round(conn, req)
             return await self._ledger.post_transfer_in(conn, _transfer(req, BET, to_house=True))
 

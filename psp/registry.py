@@ -1,19 +1,25 @@
 """Which PSP providers exist, and how to build their connectors (activities) and webhook verifiers (API).
 
-Adding a provider with its own wire format = one module implementing PspConnector plus a verifier,
-and one `Provider` entry in PROVIDERS.
+Adding a provider with its own wire format = one module implementing PspConnector (psp/http_connector.py
+has the HTTP plumbing) plus a verifier and an error table, and one `Provider` entry in PROVIDERS.
+
+Webhook secrets: `settings.sandbox_<psp>_webhook_secret` when Settings has such an attribute and it is set,
+else the shared `settings.sandbox_webhook_secret`. Either may list several secrets, comma-separated, during a
+rotation ("new,old"): the sandbox signs with the first, the verifiers accept any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 
 import httpx
 
 from payloop.settings import Settings
+from psp import crypto_connector, ewallet_connector, paybybank_connector, sandbox_connector, signatures
 from psp.base import PspConnector, WebhookVerifier
-from psp.sandbox_connector import SandboxConnector, SandboxWebhookVerifier
+from psp.http_connector import HttpPspConnector, SignedWebhookVerifier
 
 
 @dataclass(frozen=True)
@@ -23,13 +29,22 @@ class Provider:
     payout_methods: frozenset[str]  # paid out to
     connector: Callable[[Settings, httpx.AsyncClient], PspConnector]
     verifier: Callable[[Settings], WebhookVerifier]
+    # The provider's error codes → retry | failover | hard_decline | step_up.
+    classification_table: Callable[[], Mapping[str, str]] = dict
 
 
-def sandbox_provider(name: str, methods: frozenset[str], payout_methods: frozenset[str]) -> Provider:
+def sandbox_provider(
+    name: str,
+    methods: frozenset[str],
+    payout_methods: frozenset[str],
+    connector_class: type[HttpPspConnector] = sandbox_connector.SandboxConnector,
+    verifier_class: type[SignedWebhookVerifier] = sandbox_connector.SandboxWebhookVerifier,
+    classification_table: Callable[[], Mapping[str, str]] = sandbox_connector.classification_table,
+) -> Provider:
     """A provider served by the sandbox PSP service under `{sandbox_psp_url}/{name}`."""
 
     def connector(settings: Settings, http: httpx.AsyncClient) -> PspConnector:
-        return SandboxConnector(
+        return connector_class(
             name=name,
             methods=methods,
             base_url=f"{settings.sandbox_psp_url}/{name}",
@@ -38,14 +53,26 @@ def sandbox_provider(name: str, methods: frozenset[str], payout_methods: frozens
         )
 
     def verifier(settings: Settings) -> WebhookVerifier:
-        return SandboxWebhookVerifier(name, settings.sandbox_webhook_secret, settings.webhook_tolerance_seconds)
+        return verifier_class(name, signatures.secret_setting(settings, name), settings.webhook_tolerance_seconds)
 
-    return Provider(name, methods, payout_methods, connector, verifier)
+    return Provider(name, methods, payout_methods, connector, verifier, classification_table)
+
+
+def _from_module(module: ModuleType, connector_class: type[HttpPspConnector],
+                 verifier_class: type[SignedWebhookVerifier]) -> Provider:
+    return sandbox_provider(
+        module.NAME, module.METHODS, module.PAYOUT_METHODS, connector_class, verifier_class,
+        module.classification_table,
+    )
 
 
 PROVIDERS: tuple[Provider, ...] = (
-    sandbox_provider("card", frozenset({"card"}), payout_methods=frozenset({"card"})),
-    sandbox_provider("ewallet", frozenset({"ewallet"}), payout_methods=frozenset({"ewallet"})),
+    _from_module(sandbox_connector, sandbox_connector.SandboxConnector, sandbox_connector.SandboxWebhookVerifier),
+    _from_module(ewallet_connector, ewallet_connector.EwalletConnector, ewallet_connector.EwalletWebhookVerifier),
+    _from_module(
+        paybybank_connector, paybybank_connector.PayByBankConnector, paybybank_connector.PayByBankWebhookVerifier
+    ),
+    _from_module(crypto_connector, crypto_connector.CryptoConnector, crypto_connector.CryptoWebhookVerifier),
 )
 
 
@@ -67,3 +94,10 @@ def payment_methods() -> frozenset[str]:
 def payout_methods() -> frozenset[str]:
     """Every method some provider pays out to."""
     return frozenset(method for p in PROVIDERS for method in p.payout_methods)
+
+
+def error_tables() -> dict[str, dict[str, str]]:
+    """Per PSP, its error codes and the decision for each: retry (same PSP), failover (next PSP),
+    hard_decline, step_up (3DS / SCA). Codes not listed: 402 → hard_decline, 5xx/408/429 → retry,
+    other 4xx → request rejected (never retried, never failed over)."""
+    return {p.name: dict(p.classification_table()) for p in PROVIDERS}

@@ -50,6 +50,16 @@ def parse_secrets(secrets: str | Sequence[str]) -> tuple[str, ...]:
     return parsed
 
 
+def secret_setting(settings: object, psp: str) -> str:
+    """The webhook secret(s) for `psp` in the settings: `sandbox_<psp>_webhook_secret` when that attribute
+    exists and is set, else the shared `sandbox_webhook_secret` (either may be "new,old")."""
+    own = getattr(settings, f"sandbox_{psp}_webhook_secret", None)
+    if isinstance(own, str) and own.strip(" ,"):
+        return own
+    shared: str = getattr(settings, "sandbox_webhook_secret")
+    return shared
+
+
 def signing_secret(secrets: str | Sequence[str]) -> str:
     """The secret a signer uses: the first (newest) one."""
     return parse_secrets(secrets)[0]

@@ -362,8 +362,11 @@ class DepositWorkflow:
             self._state.review_reason = review_reason
         if status in (DepositStatus.FAILED, DepositStatus.EXPIRED) and self._counts_against_limits:
             # No money arrived, so the deposit no longer counts against the player's limits.
-            await workflow.execute_activity(ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id,
-                                            **_INTERNAL_STEP)
+            await workflow.execute_activity(
+                ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id, start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
+                                         maximum_interval=timedelta(seconds=30)),
+            )
         self._set_status(status)
         self._answered = True
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -256,6 +256,11 @@ class ErrorType:
     INSUFFICIENT_FUNDS = "InsufficientFunds"
 
 
+def payout_hold_id(payout_id: str) -> str:
+    """The ledger transfer id of a payout's hold: known before the hold exists, so it can always be voided."""
+    return f"payout:{payout_id}:hold"
+
+
 @dataclass
 class PayoutSubject:
     """What the hold, check and route activities of a withdrawal need to know."""

@@ -1,7 +1,8 @@
 """Withdrawal workflow (`withdrawal-<payout_id>`): hold, check, route, pay out, then post or void the hold.
 
-The hold is placed first; from then on every ending other than `paid` voids it (compensation), so a finished
-withdrawal never leaves money held. Deterministic: all I/O is in activities called by name.
+The hold is placed first; every ending posts it (paid, or approved after a review) or voids it, through
+cancels and failures alike, so a finished withdrawal never leaves money held. Deterministic: all I/O is in
+activities called by name.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows import search_attributes as sa
 from workflows.common import error_code, error_type, mismatch, raise_alert, wait_until
@@ -32,16 +34,14 @@ from workflows.types import (
     ReviewDecision,
     WithdrawalInput,
     WithdrawalState,
+    payout_hold_id,
 )
 
-_PSP_FINAL = frozenset({"paid", "failed"})
+_PSP_FINAL = frozenset({"paid", "failed", "cancelled"})
 _PSP_CALL_TIMEOUT = timedelta(seconds=15)
 _INTERNAL = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
-_LEDGER = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=[ErrorType.INSUFFICIENT_FUNDS, ErrorType.LEDGER_CONFLICT],
-)
+_LEDGER = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+_UNTIL_DONE = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
 _PSP_CREATE = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=5),
@@ -93,6 +93,7 @@ class WithdrawalWorkflow:
         self._review: ReviewDecision | None = None
         self._cancel: CancelRequest | None = None
         self._create_unconfirmed = False
+        self._psp_unreachable = False
         self._recheck_requested = False
         self._seen_event_ids: set[str] = set()
         self._events: list[PspEventSignal] = []
@@ -157,38 +158,50 @@ class WithdrawalWorkflow:
     @workflow.run
     async def run(self, input: WithdrawalInput) -> WithdrawalState:
         self._publish()
+        s = self._state
+        # The hold's id is known before it exists, so an ending can always void it (a no-op if it never was).
+        s.hold_transfer_id = payout_hold_id(input.payout_id)
         try:
             hold = await workflow.execute_activity(
-                ActivityName.HOLD_PAYOUT,
-                self._subject(),
-                result_type=HoldResult,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=_LEDGER,
+                ActivityName.HOLD_PAYOUT, self._subject(), result_type=HoldResult,
+                start_to_close_timeout=timedelta(seconds=10), retry_policy=_LEDGER,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except ActivityError as err:
-            code = "insufficient_funds" if error_type(err) == ErrorType.INSUFFICIENT_FUNDS else "hold_failed"
-            return await self._finish(PayoutStatus.REJECTED, code)
-        self._state.hold_transfer_id = hold.transfer_id
-        self._state.available_after_hold_minor = hold.available_after_minor
+            if error_type(err) == ErrorType.INSUFFICIENT_FUNDS:
+                s.hold_transfer_id = None
+                return await self._finish(PayoutStatus.REJECTED, "insufficient_funds")
+            cancelled = is_cancelled_exception(err)
+            return await self._finish(PayoutStatus.CANCELLED if cancelled else PayoutStatus.REJECTED,
+                                      "workflow_cancelled" if cancelled else "hold_failed")
+        s.available_after_hold_minor = hold.available_after_minor
         self._answered = True
 
+        view: PspPayoutView | None = None
         try:
             await self._pass_checks()
             view = await self._send_to_psp()
         except _Ending as ending:
             return await self._finish(ending.status, ending.code)
-        except asyncio.CancelledError:
-            # Cancelled from the Temporal UI / CLI before the PSP has it: give the money back, then end.
-            if not self._state.sent_to_psp:
-                return await self._finish(PayoutStatus.CANCELLED, "workflow_cancelled")
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not s.sent_to_psp:
+                # Cancelled from the Temporal UI / CLI, or a step that cannot succeed, before the PSP has it:
+                # give the money back, then end.
+                cancelled = is_cancelled_exception(err)
+                workflow.logger.warning("payout %s ends before the PSP call: %s", input.payout_id, err)
+                return await self._finish(PayoutStatus.CANCELLED if cancelled else PayoutStatus.FAILED,
+                                          "workflow_cancelled" if cancelled else "internal_error")
             workflow.logger.warning("cancel of %s ignored: the PSP already has it", input.payout_id)
-            view = None
         # Once the PSP has the payout, only its outcome decides between posting and voiding the hold.
-        try:
-            await self._settle_sent(view)
-        except _Ending as ending:
-            return await self._finish(ending.status, ending.code)
-        return await self._finish(PayoutStatus.PAID, None)
+        while True:
+            try:
+                await self._settle_sent(view)
+                return await self._finish(PayoutStatus.PAID, None)
+            except _Ending as ending:
+                return await self._finish(ending.status, ending.code)
+            except asyncio.CancelledError:
+                workflow.logger.warning("cancel of %s ignored: the PSP already has it", input.payout_id)
+                view = None
 
     async def _send_to_psp(self) -> PspPayoutView | None:
         route = await self._activity(ActivityName.ROUTE_PAYOUT, self._subject(), PayoutRoute)
@@ -206,8 +219,9 @@ class WithdrawalWorkflow:
         """Returns when the PSP paid out the held amount; raises _Ending for every other end."""
         s = self._state
         outcome = view if view is not None and view.status in _PSP_FINAL else await self._await_outcome()
-        if outcome is None and self._create_unconfirmed:
-            # Whether the money left is unknown: voiding could pay twice, posting could charge for nothing.
+        if outcome is None and (self._create_unconfirmed or self._psp_unreachable):
+            # Whether the money left is unknown (the create's answer was lost, or the PSP stopped answering):
+            # voiding could pay twice, posting could charge for nothing.
             await self._wait_for_review("psp_status_unknown", allow_cancel=False)
             return
         if outcome is None:
@@ -223,7 +237,6 @@ class WithdrawalWorkflow:
             # Money left at the PSP but not as asked: a person decides whether the hold is posted.
             workflow.logger.warning("payout %s paid with a mismatch: %s", s.payout_id, mismatch_reason)
             await raise_alert(f"payout.{mismatch_reason}", s.payout_id, outcome)
-            self._review = None
             await self._wait_for_review(mismatch_reason, allow_cancel=False)
 
     async def _pass_checks(self) -> None:
@@ -252,6 +265,7 @@ class WithdrawalWorkflow:
 
     async def _wait_for_review(self, reason: str, *, allow_cancel: bool) -> None:
         s = self._state
+        self._review = None  # each review needs its own decision
         s.review_reason = reason
         self._set_status(PayoutStatus.IN_REVIEW)
         decided = await wait_until(
@@ -339,14 +353,18 @@ class WithdrawalWorkflow:
         return None
 
     async def _lookup(self) -> PspPayoutView | None:
+        """The payout as its PSP sees it; None (and `_psp_unreachable`) when the PSP did not answer."""
         try:
-            return await workflow.execute_activity(
+            view = await workflow.execute_activity(
                 ActivityName.GET_PSP_PAYOUT, PspPaymentRef(self._state.psp or "", self._input.payout_id),
                 result_type=PspPayoutView, start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
             )
         except ActivityError as err:
             workflow.logger.warning("payout status look-up failed for %s: %s", self._input.payout_id, err.cause)
+            self._psp_unreachable = True
             return None
+        self._psp_unreachable = False
+        return view
 
     # --- endings ---------------------------------------------------------------------------------------
 
@@ -364,23 +382,31 @@ class WithdrawalWorkflow:
         self._set_status(status)
         self._answered = True
         if s.hold_transfer_id:
-            await self._activity(
+            await self._must(
                 ActivityName.NOTIFY_PLAYER,
                 PlayerNotification(s.player_id, f"payout.{status}", s.payout_id,
                                    {"amount_minor": str(s.amount_minor), "currency": s.currency,
                                     **({"reason": s.failure_code} if s.failure_code else {})}),
-                None,
             )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return s
 
     async def _ledger(self, activity_name: str) -> None:
-        # Posting or voiding the hold must happen; it retries until the ledger answers.
-        await workflow.execute_activity(
-            activity_name, self._state.hold_transfer_id, start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
-                                     maximum_interval=timedelta(seconds=30)),
-        )
+        await self._must(activity_name, self._state.hold_transfer_id)
+
+    async def _must(self, activity_name: str, arg: object) -> None:
+        """Settling the hold (and telling the player) must happen: retried until done, even through a cancel."""
+        while True:
+            try:
+                await workflow.execute_activity(
+                    activity_name, arg, start_to_close_timeout=timedelta(seconds=10), retry_policy=_UNTIL_DONE,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+                return
+            except (asyncio.CancelledError, ActivityError) as err:
+                if not is_cancelled_exception(err):
+                    raise
+
 
     # --- helpers ---------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from api.auth import Principal, require_scope
 from api.errors import Problem
 from api.schemas import Amount, Currency, PlayerId
 from ledger import InsufficientFunds, LedgerError, player_account
-from ledger.games import GameAnswer, GameError, GameRequest, GameWallet, SelfExcluded
+from ledger.games import GameAnswer, GameError, GameRequest, GameWallet, BettingRefused
 from payloop.db import utcnow
 from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from payloop.players import PlayerStore
@@ -110,7 +110,8 @@ async def debit(body: DebitRequest, request: Request, _principal: Wallet) -> Res
     req = _request(body, _amount(body.amount, body.currency), None)
     now = utcnow()
     controls = await PlayerStore(request.app.state.engine).controls(body.player_id, body.currency, now)
-    return await _answer(body.currency, _wallet(request).bet(req, self_excluded=controls.self_excluded(now)))
+    refused = "account_closed" if controls.closed else "self_excluded" if controls.self_excluded(now) else None
+    return await _answer(body.currency, _wallet(request).bet(req, refused=refused))
 
 
 @router.post("/credit", responses=_ANSWERED)
@@ -219,7 +220,7 @@ async def _answer(currency: str, pending: Awaitable[GameAnswer]) -> Response:
                       balance=to_decimal_string(err.available, currency)) from None
     except GameError as err:
         # A rule breach is a 422 (as for deposits' limits); the rest conflict with what the wallet already holds.
-        status = 422 if isinstance(err, SelfExcluded) else 409
+        status = 422 if isinstance(err, BettingRefused) else 409
         raise Problem(status, err.code, _title(err.code), str(err), transaction_id=err.transaction_id) from None
     except LedgerError as err:
         raise Problem(422, err.code, "Invalid request", str(err)) from None

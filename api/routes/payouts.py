@@ -91,7 +91,7 @@ async def _start_withdrawal(
                             "the available balance does not cover the payout", payout_id=payout_id,
                             available_balance=to_decimal_string(available.available if available else 0,
                                                                 body.currency)).body()
-    if state.hold_transfer_id is None:
+    if state.available_after_hold_minor is None:  # ended before its hold was placed
         return 422, Problem(422, state.failure_code or "rejected", "Payout rejected", "the payout was refused",
                             payout_id=payout_id).body()
     available_minor = state.available_after_hold_minor or 0

@@ -17,7 +17,13 @@ from psp.routing.config import (
     load_routing_file,
     parse_routing,
 )
-from psp.routing.router import Candidate, CircuitState, closed_loop_method, payout_route, route
+from psp.routing.router import (
+    Candidate,
+    CircuitState,
+    closed_loop_method,
+    payout_route,
+    route,
+)
 
 __all__ = [
     "Candidate", "CircuitState", "Cost", "HealthThresholds", "Issue", "PspConfig", "RoutingConfig",

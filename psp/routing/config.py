@@ -17,12 +17,26 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+)
 
-from payloop.money import CURRENCY_EXPONENTS, MoneyError, currency_exponent, to_minor_units
+from payloop.money import (
+    CURRENCY_EXPONENTS,
+    MoneyError,
+    currency_exponent,
+    to_minor_units,
+)
 
 RISK_LEVELS = ("low", "medium", "high")
 ANY_COUNTRY = "*"
+ANY_CURRENCY = "*"  # in Cost.fixed: the fee for every currency without its own
 SHIPPED_ROUTING_FILE = "routing.yaml"  # inside the `psp` package
 
 _DECIMAL_RE = r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"
@@ -43,7 +57,7 @@ def _psp_shorthand(value: Any) -> Any:
 
 def _fixed_shorthand(value: Any) -> Any:
     value = _int_as_text(value)
-    return {ANY_COUNTRY: value} if isinstance(value, str) else value
+    return {ANY_CURRENCY: value} if isinstance(value, str) else value
 
 
 DecimalText = Annotated[str, BeforeValidator(_int_as_text), StringConstraints(pattern=_DECIMAL_RE)]
@@ -73,12 +87,12 @@ class Cost(_Model):
     """
 
     fixed: Annotated[dict[str, DecimalText], BeforeValidator(_fixed_shorthand)] = Field(
-        default_factory=lambda: {ANY_COUNTRY: "0"})
+        default_factory=lambda: {ANY_CURRENCY: "0"})
     percentage: DecimalText = "0"
 
     def fee_minor(self, amount_minor: int, currency: str) -> int:
         exponent = currency_exponent(currency)
-        fixed = self.fixed.get(currency, self.fixed.get(ANY_COUNTRY, "0"))
+        fixed = self.fixed.get(currency, self.fixed.get(ANY_CURRENCY, "0"))
         with localcontext() as ctx:
             ctx.prec = 60  # exact for any amount up to MAX_MINOR_UNITS and any sane percentage
             fee = Decimal(fixed).scaleb(exponent) + Decimal(amount_minor) * Decimal(self.percentage) / 100
@@ -359,19 +373,28 @@ def _check_range(rng: AmountRange, currency: str, loc: Loc,
 
 def _check_cost(cost: Cost, psp: PspConfig, loc: Loc, problems: list[tuple[Loc, str]]) -> None:
     for key, value in cost.fixed.items():
-        if key == ANY_COUNTRY:
-            continue
-        if key not in psp.currencies:
+        if key == ANY_CURRENCY:
+            # The default applies to every currency without its own value: it must fit each of them.
+            for currency in psp.currencies:
+                if currency in cost.fixed or currency not in CURRENCY_EXPONENTS:
+                    continue
+                if len(value.partition(".")[2]) > currency_exponent(currency):
+                    message = (f"{value!r} would apply to {currency}, whose amounts have at most "
+                               f"{currency_exponent(currency)} decimal places: give {currency} its own fixed fee")
+                    problems.append(((*loc, "fixed"), message))
+        elif key not in psp.currencies:
             problems.append(((*loc, "fixed", key), f"{key} is not one of this PSP's currencies"))
         elif len(value.partition(".")[2]) > currency_exponent(key):
-            problems.append(((*loc, "fixed", key), f"{value!r}: {key} amounts have at most "
-                                                   f"{currency_exponent(key)} decimal places"))
+            message = f"{value!r}: {key} amounts have at most {currency_exponent(key)} decimal places"
+            problems.append(((*loc, "fixed", key), message))
     if Decimal(cost.percentage) >= 100:
         problems.append(((*loc, "percentage"), "must be below 100 (it is a percentage: \"1.4\" is 1.4 %)"))
 
 
 def _check(config: RoutingConfig) -> list[tuple[Loc, str]]:
-    from payloop.settings import Settings  # the secret references name settings (PAYLOOP_*) or env vars
+    from payloop.settings import (
+        Settings,  # the secret references name settings (PAYLOOP_*) or env vars
+    )
 
     problems: list[tuple[Loc, str]] = []
     names = Counter(p.name for p in config.psps)
@@ -408,9 +431,8 @@ def _check(config: RoutingConfig) -> list[tuple[Loc, str]]:
 
     for i, rule in enumerate(config.rules):
         loc = ("rules", i)
-        for field in ("currency",):
-            for j, currency in enumerate(rule.currency or []):
-                _check_currency(currency, (*loc, field, j), problems)
+        for j, currency in enumerate(rule.currency or []):
+            _check_currency(currency, (*loc, "currency", j), problems)
         if rule.amount is not None:
             if rule.currency is None or len(rule.currency) != 1:
                 problems.append(((*loc, "amount"), "an amount range needs exactly one `currency` in the rule"))
@@ -418,7 +440,8 @@ def _check(config: RoutingConfig) -> list[tuple[Loc, str]]:
                 rule._amount_minor = _check_range(rule.amount, rule.currency[0], (*loc, "amount"), problems)
         given = [c.rank is not None for c in rule.candidates]
         if any(given) and not all(given):
-            problems.append(((*loc, "candidates"), "give every candidate a rank, or none (list order)"))
+            j = given.index(False)
+            problems.append(((*loc, "candidates", j, "rank"), "give every candidate a rank, or none (list order)"))
         ranks = tuple(c.rank if c.rank is not None else k + 1 for k, c in enumerate(rule.candidates))
         rule._ranks = ranks
         seen: set[str] = set()
@@ -432,8 +455,9 @@ def _check(config: RoutingConfig) -> list[tuple[Loc, str]]:
                 problems.append(((*cloc, "psp"), f"unknown PSP {cand.psp!r} (not defined under psps)"))
                 continue
             if rule.method is not None and not set(rule.method) & set(psp.methods):
-                problems.append(((*cloc, "psp"), f"PSP {cand.psp!r} does not take {'/'.join(rule.method)} "
-                                                 f"(its methods: {', '.join(psp.methods) or 'none'})"))
+                message = (f"PSP {cand.psp!r} does not take {'/'.join(rule.method)} "
+                           f"(its methods: {', '.join(psp.methods) or 'none'})")
+                problems.append(((*cloc, "psp"), message))
             if rule.currency is not None and not set(rule.currency) & set(psp.currencies):
                 problems.append(((*cloc, "psp"), f"PSP {cand.psp!r} does not take {'/'.join(rule.currency)}"))
         for rank in sorted(set(ranks)):

@@ -113,9 +113,9 @@ class HealthStore:
                     state = target
                 else:  # another process decided the probe first
                     state = CircuitState((await self._circuit(conn, psp, now)).state)
-            elif state == CircuitState.CLOSED and not ok and await self._should_open(conn, psp, th, row, now):
-                if await self._transition(conn, psp, CircuitState.CLOSED, CircuitState.OPEN, now):
-                    state = CircuitState.OPEN
+            elif (state == CircuitState.CLOSED and not ok and await self._should_open(conn, psp, th, row, now)
+                  and await self._transition(conn, psp, CircuitState.CLOSED, CircuitState.OPEN, now)):
+                state = CircuitState.OPEN
             if attempt_id is not None and attempt_id % PRUNE_EVERY == 0:
                 await self._prune(conn, now)
         return state

@@ -1,5 +1,11 @@
-"""The sandbox PSP service: a card PSP (3DS) and an e-wallet, taking payments and making payouts, each
-behaving per `metadata.sandbox_scenario`.
+"""The sandbox PSP service: four providers taking payments and making payouts, each with its own wire format
+(psp/sandbox/formats.py) and webhook signature, each behaving per `metadata.sandbox_scenario`.
+
+- `card`: 3DS (frictionless by default; a challenge page for `challenge` / `3ds_fail`).
+- `ewallet`: settles instantly.
+- `paybybank`: a redirect to a bank-selection page; `authorised` once the player confirms, `settled` later.
+- `crypto`: an invoice with a deposit address; the transfer is seen, then confirmed after 3 confirmations
+  (one per settle delay), with a webhook per confirmation; `underpaid` / `overpaid` receive 90 % / 110 %.
 
 State lives in memory. Handlers change a payment or payout only in code without `await` between the check
 and the change, so each change is atomic on the event loop and no per-record lock is needed.
@@ -12,7 +18,7 @@ import html
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -21,41 +27,95 @@ import httpx
 from fastapi import Depends, FastAPI, Form, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from payloop.money import MoneyError, to_decimal_string, to_minor_units
+from payloop.money import to_decimal_string
 from payloop.settings import Settings
-from psp.sandbox.webhooks import WebhookSender, utc_now_iso
+from psp import signatures
+from psp.sandbox.formats import (
+    CONFIRMATIONS_REQUIRED,
+    DEFAULT_FORMAT,
+    FORMATS,
+    Order,
+    SandboxError,
+    Snapshot,
+    WireFormat,
+)
+from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
 
 logger = logging.getLogger("psp.sandbox")
 
-# Each sandbox PSP takes payments with, and pays out to, its own method.
-METHODS: dict[str, frozenset[str]] = {"card": frozenset({"card"}), "ewallet": frozenset({"ewallet"})}
-DECLINE_CODES = {"card": "card_declined", "ewallet": "insufficient_funds"}
+PSPS = ("card", "ewallet", "paybybank", "crypto")
+# What each sandbox PSP takes payments with, and pays out to.
+METHODS: dict[str, frozenset[str]] = {
+    "card": frozenset({"card"}),
+    "ewallet": frozenset({"ewallet"}),
+    "paybybank": frozenset({"bank_transfer"}),
+    "crypto": frozenset({"crypto"}),
+}
+PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
+DECLINE_CODES = {
+    "card": "card_declined",
+    "ewallet": "insufficient_funds",
+    "paybybank": "bank_rejected",
+    "crypto": "address_screening_failed",
+}
 PAYOUT_DECLINE_CODE = "payout_declined"
 PAYOUT_FAILURE_CODE = "beneficiary_rejected"  # the `fail` scenario: accepted, then refused downstream
+BANK_REJECTED_CODE = "authorisation_rejected"  # the player refused (or failed) at the bank
+# Scenarios that answer the create with one of the PSP's own error codes (see each connector's ERROR_TABLE):
+# soft_decline → 402 (step up), issuer_unavailable → 503 every time (fail over), rate_limited → 429 twice.
+ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
+    "card": {"soft_decline": "authentication_required", "issuer_unavailable": "issuer_unavailable",
+             "rate_limited": "rate_limited"},
+    "ewallet": {"soft_decline": "sca_required", "issuer_unavailable": "wallet_backend_unavailable",
+                "rate_limited": "too_many_requests"},
+    "paybybank": {"issuer_unavailable": "bank_unavailable", "rate_limited": "rate_limit_exceeded"},
+    "crypto": {"issuer_unavailable": "node_unavailable", "rate_limited": "rate_limit"},
+}
+ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
 _COMMON_SCENARIOS = frozenset(
     {"approve", "decline", "no_webhook", "lost", "duplicate_webhook", "out_of_order", "wrong_amount", "flaky", "slow"}
 )
-SCENARIOS = _COMMON_SCENARIOS | {"challenge", "3ds_fail"}
-PAYOUT_SCENARIOS = _COMMON_SCENARIOS | {"fail"}
 CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})
+AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto only
+PAYMENT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
+    psp: _COMMON_SCENARIOS
+    | CHALLENGE_SCENARIOS  # only the card has 3DS: elsewhere they behave as approve
+    | frozenset(ERROR_SCENARIO_CODES[psp])
+    | (AMOUNT_SCENARIOS if psp == "crypto" else frozenset())
+    for psp in PSPS
+}
+PAYOUT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
+    psp: _COMMON_SCENARIOS | {"fail"} | (frozenset(ERROR_SCENARIO_CODES[psp]) - {"soft_decline"}) for psp in PSPS
+}
+# Every scenario some sandbox PSP takes (what the API lets through; the PSP refuses the ones it does not know).
+SCENARIOS = frozenset().union(*PAYMENT_SCENARIOS_BY_PSP.values())
+PAYOUT_SCENARIOS = frozenset().union(*PAYOUT_SCENARIOS_BY_PSP.values())
 SILENT_SCENARIOS = frozenset({"no_webhook", "lost"})
 CANCELLABLE = frozenset({"pending", "requires_action", "authorized"})
 FLAKY_FAILURES = 2
 WRONG_AMOUNT_EXTRA_MINOR = 100
+RECEIVED_PERCENT = {"underpaid": 90, "overpaid": 110}
+BANKS = ("Sandbox Bank", "Demo Sparkasse", "Example Credit Union")
 Mode = Literal["up", "down", "slow", "error"]
 
 
 @dataclass
 class SandboxConfig:
     webhook_url_template: str  # "http://127.0.0.1:8000/v1/webhooks/{psp}"
+    # Comma-separated during a rotation ("new,old"): the first signs.
     webhook_secret: str
-    public_url: str  # this service's own base URL, for challenge redirect URLs
+    public_url: str  # this service's own base URL, for challenge and bank redirect URLs
     settle_delay_seconds: float = 0.05
     webhook_retry_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 4, 8)
     slow_seconds: float = 2.0
+    # Per-PSP secrets (same form as webhook_secret), overriding webhook_secret for that PSP.
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
+
+    def signing_secret(self, psp: str) -> str:
+        return signatures.signing_secret(self.webhook_secrets.get(psp) or self.webhook_secret)
 
 
 def config_from_settings(settings: Settings) -> SandboxConfig:
@@ -63,40 +123,12 @@ def config_from_settings(settings: Settings) -> SandboxConfig:
         webhook_url_template=settings.sandbox_webhook_url,
         webhook_secret=settings.sandbox_webhook_secret,
         public_url=settings.sandbox_psp_browser_url,
+        webhook_secrets={
+            psp: signatures.secret_setting(settings, psp)
+            for psp in PSPS
+            if signatures.secret_setting(settings, psp) != settings.sandbox_webhook_secret
+        },
     )
-
-
-class SandboxError(Exception):
-    """Answered as `{"error": {"code", "message"}}` with `status`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-class CreateBody(BaseModel):
-    """What payment and payout creates share."""
-
-    # Unknown fields are refused: in particular the sandbox never accepts card or account data.
-    model_config = ConfigDict(extra="forbid")
-
-    merchant_reference: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    amount: str
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    method: str
-    customer_id: str = Field(min_length=1, max_length=128)
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
-
-
-class CreatePaymentBody(CreateBody):
-    return_url: str = Field(max_length=2048, pattern=r"^https?://\S+$")
-
-
-class CreatePayoutBody(CreateBody):
-    pass
 
 
 class ControlBody(BaseModel):
@@ -114,24 +146,41 @@ class Record:
     psp: str
     reference: str
     merchant_reference: str
-    amount_minor: int
+    amount_minor: int  # captured / paid / received: a scenario may change it
     currency: str
     scenario: str
+    requested_minor: int = 0  # what was asked for; set from amount_minor when not given
     status: str = "pending"
     created_at: str = field(default_factory=utc_now_iso)
     failure_code: str | None = None
+    confirmations: int = 0
 
-    def to_wire(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "reference": self.reference,
-            "merchant_reference": self.merchant_reference,
-            "status": self.status,
-            "amount": to_decimal_string(self.amount_minor, self.currency),
-            "currency": self.currency,
-        }
-        if self.failure_code:
-            body["failure_code"] = self.failure_code
-        return body
+    def __post_init__(self) -> None:
+        self.requested_minor = self.requested_minor or self.amount_minor
+
+    def snapshot(self, status: str | None = None) -> Snapshot:
+        """As it stands, or (`status`) as it stood earlier, for a late webhook."""
+        status = status or self.status
+        current = status == self.status
+        return Snapshot(
+            kind=self.kind,
+            reference=self.reference,
+            merchant_reference=self.merchant_reference,
+            status=status,
+            amount_minor=self.amount_minor,
+            requested_minor=self.requested_minor,
+            currency=self.currency,
+            failure_code=self.failure_code if current else None,
+            redirect_url=self._redirect_url() if status == "requires_action" else None,
+            deposit_address=self._deposit_address(),
+            confirmations=self.confirmations if current else min(self.confirmations, 1),
+        )
+
+    def _redirect_url(self) -> str | None:
+        return None
+
+    def _deposit_address(self) -> str | None:
+        return None
 
 
 @dataclass(kw_only=True)
@@ -142,12 +191,13 @@ class Payment(Record):
 
     return_url: str
     redirect_url: str | None = None
+    deposit_address: str | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        body = super().to_wire()
-        if self.redirect_url and self.status == "requires_action":
-            body["redirect_url"] = self.redirect_url
-        return body
+    def _redirect_url(self) -> str | None:
+        return self.redirect_url
+
+    def _deposit_address(self) -> str | None:
+        return self.deposit_address
 
 
 @dataclass(kw_only=True)
@@ -158,7 +208,6 @@ class Payout(Record):
 
 
 R = TypeVar("R", bound=Record)
-B = TypeVar("B", bound=CreateBody)
 
 
 @dataclass(frozen=True)
@@ -173,7 +222,7 @@ class Book(Generic[R]):
     """All records of one kind at the sandbox PSPs, with the state their create endpoint keeps."""
 
     kind: str
-    scenarios: frozenset[str]
+    scenarios: Mapping[str, frozenset[str]]  # by PSP
     records: dict[tuple[str, str], R] = field(default_factory=dict)  # (psp, merchant_reference)
     idempotent: dict[tuple[str, str], StoredResponse] = field(default_factory=dict)  # (psp, Idempotency-Key)
     flaky_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # (psp, merchant_reference)
@@ -191,19 +240,22 @@ class Book(Generic[R]):
 class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.payments: Book[Payment] = Book("payment", SCENARIOS)
-        self.payouts: Book[Payout] = Book("payout", PAYOUT_SCENARIOS)
-        self.by_reference: dict[str, Payment] = {}  # for the challenge pages
+        self.payments: Book[Payment] = Book("payment", PAYMENT_SCENARIOS_BY_PSP)
+        self.payouts: Book[Payout] = Book("payout", PAYOUT_SCENARIOS_BY_PSP)
+        self.by_reference: dict[str, Payment] = {}  # for the challenge and bank pages
         self.modes: dict[str, Mode] = {psp: "up" for psp in METHODS}
         self.webhooks: WebhookSender | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The last delivery scheduled per record: the next one waits for it, so webhooks leave in order.
+        self._deliveries: dict[tuple[str, str], asyncio.Task[Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)  # a strong reference, or the task may be garbage-collected mid-flight
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def shutdown(self) -> None:
         tasks = list(self._tasks)
@@ -211,60 +263,78 @@ class Sandbox:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def sign(self, psp: str, timestamp: int, body: bytes, event_id: str) -> dict[str, str]:
+        return FORMATS[psp].scheme.headers(self.config.signing_secret(psp), timestamp, body, event_id)
+
     # -- payments and payouts ----------------------------------------------------------------------
 
     def behaviour(self, psp: str, scenario: str) -> str:
-        # An e-wallet has no 3DS: the challenge scenarios behave as approve there.
+        # Only the card has 3DS: the challenge scenarios behave as approve elsewhere.
         if psp != "card" and scenario in CHALLENGE_SCENARIOS:
             return "approve"
         return scenario
 
-    def create_payment(
-        self, psp: str, body: CreatePaymentBody, amount_minor: int, scenario: str
-    ) -> tuple[int, dict[str, Any]]:
+    def redirect_url(self, path: str) -> str:
+        return f"{self.config.public_url.rstrip('/')}{path}"
+
+    def create_payment(self, psp: str, order: Order, scenario: str) -> tuple[int, Snapshot | dict[str, str]]:
         payment = Payment(
             psp=psp,
             reference=_new_reference(psp),
-            merchant_reference=body.merchant_reference,
-            amount_minor=amount_minor,
-            currency=body.currency,
-            return_url=body.return_url,
+            merchant_reference=order.merchant_reference,
+            amount_minor=order.amount_minor,
+            currency=order.currency,
+            return_url=order.return_url or "",
             scenario=scenario,
         )
         self.by_reference[payment.reference] = payment
         behaviour = self.behaviour(psp, scenario)
-        if behaviour in CHALLENGE_SCENARIOS:
+        if behaviour in ("decline", "soft_decline"):
+            pass  # no redirect and no address for a payment refused at once
+        elif psp == "card" and behaviour in CHALLENGE_SCENARIOS:
             payment.status = "requires_action"
-            payment.redirect_url = f"{self.config.public_url.rstrip('/')}/card/challenge/{payment.reference}"
+            payment.redirect_url = self.redirect_url(f"/card/challenge/{payment.reference}")
+        elif psp == "paybybank":
+            payment.status = "requires_action"
+            payment.redirect_url = self.redirect_url(f"/paybybank/banks/{payment.reference}")
+        elif psp == "crypto":
+            payment.deposit_address = f"tb1q{secrets.token_hex(19)}"
         return self.start(self.payments, payment, behaviour, DECLINE_CODES[psp])
 
-    def create_payout(
-        self, psp: str, body: CreatePayoutBody, amount_minor: int, scenario: str
-    ) -> tuple[int, dict[str, Any]]:
+    def create_payout(self, psp: str, order: Order, scenario: str) -> tuple[int, Snapshot | dict[str, str]]:
         payout = Payout(
             psp=psp,
             reference=_new_reference(psp),
-            merchant_reference=body.merchant_reference,
-            amount_minor=amount_minor,
-            currency=body.currency,
+            merchant_reference=order.merchant_reference,
+            amount_minor=order.amount_minor,
+            currency=order.currency,
             scenario=scenario,
         )
         return self.start(self.payouts, payout, scenario, PAYOUT_DECLINE_CODE)
 
-    def start(self, book: Book[R], record: R, behaviour: str, decline_code: str) -> tuple[int, dict[str, Any]]:
-        """Store a new record and play its scenario's first step; the answer is (HTTP status, body)."""
+    def start(
+        self, book: Book[R], record: R, behaviour: str, decline_code: str
+    ) -> tuple[int, Snapshot | dict[str, str]]:
+        """Store a new record and play its scenario's first step; the answer is (HTTP status, the record as it
+        stands, or an error {code, message})."""
         book.add(record)
-        if behaviour == "decline":
-            record.status, record.failure_code = "failed", decline_code
-            return 402, _error_body(decline_code, f"the {record.kind} was declined")
-        # Only a pending record settles by itself: a challenged payment waits for the form, a lost one forever.
+        if behaviour in ("decline", "soft_decline"):
+            code = decline_code if behaviour == "decline" else ERROR_SCENARIO_CODES[record.psp][behaviour]
+            record.status, record.failure_code = "failed", code
+            return 402, {"code": code, "message": f"the {record.kind} was declined"}
+        # Only a pending record settles by itself: a redirected payment waits for the player, a lost one forever.
         if record.status == "pending" and behaviour != "lost":
             self.spawn(self.settle(record))
-        return 201, record.to_wire()
+        return 201, record.snapshot()
 
     async def settle(self, record: Record) -> None:
+        """Move a pending (or, after a bank redirect, authorized) record to its end, announcing each step."""
+        if record.psp == "crypto" and isinstance(record, Payment):
+            await self.confirm_on_chain(record)
+            return
+        from_status = record.status
         await asyncio.sleep(self.config.settle_delay_seconds)
-        if record.status != "pending":  # cancelled meanwhile
+        if record.status != from_status:  # cancelled meanwhile
             return
         if record.scenario == "fail":
             record.status, record.failure_code = "failed", PAYOUT_FAILURE_CODE
@@ -272,7 +342,25 @@ class Sandbox:
             if record.scenario == "wrong_amount":
                 record.amount_minor += WRONG_AMOUNT_EXTRA_MINOR
             record.status = record.settled_status
+            if record.psp == "crypto":
+                record.confirmations = CONFIRMATIONS_REQUIRED
         self.announce(record)
+
+    async def confirm_on_chain(self, payment: Payment) -> None:
+        """The transfer is seen after one settle delay, then gains a confirmation per delay; each step is a
+        webhook, the last (`confirmed`) is the capture."""
+        received = payment.requested_minor
+        if payment.scenario in RECEIVED_PERCENT:
+            received = max(1, payment.requested_minor * RECEIVED_PERCENT[payment.scenario] // 100)
+        elif payment.scenario == "wrong_amount":
+            received += WRONG_AMOUNT_EXTRA_MINOR
+        for confirmations in range(1, CONFIRMATIONS_REQUIRED + 1):
+            await asyncio.sleep(self.config.settle_delay_seconds)
+            if payment.status not in ("pending", "authorized"):  # cancelled meanwhile
+                return
+            payment.amount_minor, payment.confirmations = received, confirmations
+            payment.status = "captured" if confirmations == CONFIRMATIONS_REQUIRED else "authorized"
+            self.announce(payment)
 
     def complete_challenge(self, payment: Payment, outcome: str) -> None:
         if payment.status != "requires_action":  # a re-submitted form changes nothing
@@ -282,6 +370,19 @@ class Sandbox:
         else:
             payment.status, payment.failure_code = "failed", "3ds_failed"
         self.announce(payment)
+
+    def complete_bank_authorisation(self, payment: Payment, outcome: str) -> None:
+        """The player confirmed (or refused) at the bank: authorised at once, settled after the settle delay."""
+        if payment.status != "requires_action":  # a re-submitted form changes nothing
+            return
+        if outcome != "success":
+            payment.status, payment.failure_code = "failed", BANK_REJECTED_CODE
+            self.announce(payment)
+            return
+        payment.status = "authorized"
+        self.announce(payment)
+        if payment.scenario != "lost":
+            self.spawn(self.settle(payment))
 
     def cancel(self, payment: Payment) -> None:
         if payment.status == "cancelled":
@@ -297,62 +398,79 @@ class Sandbox:
         """Schedule the webhook(s) for the record's new status, shaped by its scenario."""
         if record.scenario in SILENT_SCENARIOS:
             return
-        event = _event(record, record.status, utc_now_iso())
+        wire = FORMATS[record.psp]
+        event = _outgoing(wire, record.snapshot(), utc_now_iso())
         events = [event]
         if record.status == record.settled_status and record.scenario == "duplicate_webhook":
             events.append(event)
         if record.status == record.settled_status and record.scenario == "out_of_order":
-            events.append(_event(record, record.stale_status, record.created_at))
+            events.append(_outgoing(wire, record.snapshot(record.stale_status), record.created_at))
         if self.webhooks is None:
             raise RuntimeError("webhooks are sent only while the app runs (its lifespan creates the sender)")
-        self.spawn(self.webhooks.deliver_in_order(record.psp, events))
+        key = (record.psp, f"{record.kind}:{record.merchant_reference}")
+        self._deliveries[key] = self.spawn(self._deliver_after(self._deliveries.get(key), record.psp, events))
+
+    async def _deliver_after(self, previous: asyncio.Task[Any] | None, psp: str, events: list[Outgoing]) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        assert self.webhooks is not None
+        await self.webhooks.deliver_in_order(psp, events)
 
 
 def _new_reference(psp: str) -> str:
     return f"{psp}_{secrets.token_hex(8)}"
 
 
-def _event(record: Record, status: str, occurred_at: str) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"evt_{secrets.token_hex(12)}",
-        "type": f"{record.kind}.{status}",
-        "merchant_reference": record.merchant_reference,
-        "reference": record.reference,
-        "status": status,
-        "amount": to_decimal_string(record.amount_minor, record.currency),
-        "currency": record.currency,
-        "occurred_at": occurred_at,
-    }
-    if record.failure_code and status == "failed":
-        event["failure_code"] = record.failure_code
-    return event
+def _outgoing(wire: WireFormat, snap: Snapshot, occurred_at: str) -> Outgoing:
+    event_id = f"{wire.event_id_prefix}{secrets.token_hex(12)}"
+    return Outgoing(
+        event_id=event_id,
+        type=f"{snap.kind}.{snap.status}",
+        merchant_reference=snap.merchant_reference,
+        body=wire.event(event_id, snap, occurred_at),
+    )
 
 
-def _error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+def _page(title: str, content: str) -> str:
+    return (
+        f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n"
+        f"<body><h1>{title}</h1>\n{content}\n</body></html>\n"
+    )
 
 
-def _fingerprint(body: CreateBody) -> str:
-    return json.dumps(body.model_dump(), sort_keys=True)
+def _amount(payment: Payment) -> str:
+    return html.escape(f"{to_decimal_string(payment.requested_minor, payment.currency)} {payment.currency}")
 
 
 def _challenge_page(payment: Payment) -> str:
-    amount = html.escape(f"{to_decimal_string(payment.amount_minor, payment.currency)} {payment.currency}")
     if payment.status != "requires_action":
         content = f"<p>This authentication is closed (payment {html.escape(payment.status)}).</p>"
     else:
         # No `action`: the form posts back to this page's own URL, wherever the sandbox is mounted.
         content = (
-            f"<p>Approve the payment of <strong>{amount}</strong>?</p>\n"
+            f"<p>Approve the payment of <strong>{_amount(payment)}</strong>?</p>\n"
             '<form method="post">\n'
             '  <button type="submit" name="outcome" value="success">Authenticate</button>\n'
             '  <button type="submit" name="outcome" value="fail">Fail authentication</button>\n'
             "</form>"
         )
-    return (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sandbox 3-D Secure</title></head>\n"
-        f"<body><h1>Sandbox 3-D Secure</h1>\n{content}\n</body></html>\n"
-    )
+    return _page("Sandbox 3-D Secure", content)
+
+
+def _bank_page(payment: Payment) -> str:
+    if payment.status != "requires_action":
+        content = f"<p>This bank authorisation is closed (payment {html.escape(payment.status)}).</p>"
+    else:
+        options = "\n".join(f'    <option value="{html.escape(b)}">{html.escape(b)}</option>' for b in BANKS)
+        content = (
+            f"<p>Pay <strong>{_amount(payment)}</strong> from your bank account.</p>\n"
+            '<form method="post">\n'
+            f'  <label>Bank <select name="bank">\n{options}\n  </select></label>\n'
+            '  <button type="submit" name="outcome" value="success">Authorise payment</button>\n'
+            '  <button type="submit" name="outcome" value="fail">Cancel at the bank</button>\n'
+            "</form>"
+        )
+    return _page("Sandbox Pay by Bank", content)
 
 
 def create_app(config: SandboxConfig) -> FastAPI:
@@ -362,7 +480,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=5.0) as http:
             sandbox.webhooks = WebhookSender(
-                config.webhook_url_template, config.webhook_secret, config.webhook_retry_delays, http
+                config.webhook_url_template, sandbox.sign, config.webhook_retry_delays, http
             )
             try:
                 yield
@@ -372,22 +490,29 @@ def create_app(config: SandboxConfig) -> FastAPI:
     app = FastAPI(title="payloop sandbox PSPs", lifespan=lifespan)
     app.state.sandbox = sandbox
 
+    def wire_of(request: Request, psp: str | None = None) -> WireFormat:
+        return FORMATS.get(psp or request.path_params.get("psp", ""), DEFAULT_FORMAT)
+
+    def error_response(
+        wire: WireFormat, status: int, code: str, message: str, fields: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> JSONResponse:
+        return JSONResponse(wire.error(status, code, message, fields), status_code=status, headers=headers)
+
     @app.exception_handler(SandboxError)
     async def _sandbox_error(request: Request, exc: SandboxError) -> JSONResponse:
-        return JSONResponse(_error_body(exc.code, exc.message), status_code=exc.status)
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return error_response(wire_of(request, exc.psp), exc.status, exc.code, exc.message, exc.fields, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        body = _error_body("invalid_request", "the request is invalid")
-        body["error"]["fields"] = [
-            {"loc": list(err.get("loc", ())), "message": err.get("msg", "")} for err in exc.errors()
-        ]
-        return JSONResponse(body, status_code=422)
+        fields = [{"loc": list(err.get("loc", ())), "message": err.get("msg", "")} for err in exc.errors()]
+        return error_response(wire_of(request), 422, "invalid_request", "the request is invalid", fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
-        return JSONResponse(_error_body(code, str(exc.detail)), status_code=exc.status_code)
+        return error_response(wire_of(request), exc.status_code, code, str(exc.detail))
 
     def known_psp(psp: str) -> str:
         if psp not in METHODS:
@@ -395,7 +520,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
         return psp
 
     async def psp_api(psp: str = Depends(known_psp)) -> str:
-        """The PSP's API routes, subject to its control mode (the challenge page is the issuer's, so not)."""
+        """The PSP's API routes, subject to its control mode (the challenge and bank pages are not)."""
         mode = sandbox.modes[psp]
         if mode == "down":
             raise SandboxError(503, "psp_unavailable", f"{psp} is down")
@@ -405,6 +530,12 @@ def create_app(config: SandboxConfig) -> FastAPI:
             await asyncio.sleep(config.slow_seconds)
         return psp
 
+    def answer(psp: str, status: int, result: Snapshot | dict[str, str]) -> dict[str, Any]:
+        wire = FORMATS[psp]
+        if isinstance(result, Snapshot):
+            return wire.resource(result)
+        return wire.error(status, result["code"], result["message"])
+
     def replay(book: Book[Any], key: tuple[str, str] | None, fingerprint: str) -> JSONResponse | None:
         stored = book.idempotent.get(key) if key else None
         if stored is None:
@@ -413,98 +544,118 @@ def create_app(config: SandboxConfig) -> FastAPI:
             raise SandboxError(422, "idempotency_key_reused", "Idempotency-Key was used with a different body")
         return JSONResponse(stored.body, status_code=stored.status)
 
+    async def read_order(request: Request, psp: str, kind: str) -> Order:
+        try:
+            raw = json.loads(await request.body())
+        except (ValueError, RecursionError):
+            raise SandboxError(422, "invalid_request", "the body is not JSON") from None
+        return FORMATS[psp].parse_create(kind, raw)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    async def create_once(
-        book: Book[Any],
-        create: Callable[[str, B, int, str], tuple[int, dict[str, Any]]],
-        psp: str,
-        body: B,
-        idempotency_key: str | None,
-    ) -> JSONResponse:
-        """The create contract payments and payouts share: validation, Idempotency-Key, flaky and slow."""
-        scenario = body.metadata.get("sandbox_scenario", "approve")
-        if scenario not in book.scenarios:
-            raise SandboxError(422, "unknown_scenario", f"unknown sandbox_scenario {scenario!r}")
-        if body.method not in METHODS[psp]:
-            raise SandboxError(422, "unsupported_method", f"{psp} does not take method {body.method!r}")
-        try:
-            amount_minor = to_minor_units(body.amount, body.currency)
-        except MoneyError as exc:
-            raise SandboxError(422, exc.code, str(exc)) from None
+    async def create_once(book: Book[Any], psp: str, order: Order, idempotency_key: str | None) -> JSONResponse:
+        """The create contract payments and payouts share: scenario and method checks, Idempotency-Key, and the
+        scenarios that answer before anything is created (flaky, slow, rate_limited, issuer_unavailable)."""
+        scenario = order.metadata.get("sandbox_scenario", "approve")
+        if scenario not in book.scenarios[psp]:
+            raise SandboxError(422, "unknown_scenario", f"{psp} has no {book.kind} sandbox_scenario {scenario!r}")
+        methods = METHODS if book.kind == "payment" else PAYOUT_METHODS
+        if order.method not in methods[psp]:
+            raise SandboxError(422, "unsupported_method", f"{psp} does not take method {order.method!r}")
 
         key = (psp, idempotency_key) if idempotency_key else None
-        fingerprint = _fingerprint(body)
-        if (stored := replay(book, key, fingerprint)) is not None:
+        if (stored := replay(book, key, order.fingerprint)) is not None:
             return stored
         if scenario == "slow":
             await asyncio.sleep(config.slow_seconds)
-            if (stored := replay(book, key, fingerprint)) is not None:  # a concurrent retry finished first
+            if (stored := replay(book, key, order.fingerprint)) is not None:  # a concurrent retry finished first
                 return stored
         # No await from here on: the checks and the creation happen atomically.
-        ref_key = (psp, body.merchant_reference)
-        if scenario == "flaky":
+        ref_key = (psp, order.merchant_reference)
+        if scenario in ("flaky", "rate_limited"):
             attempt = book.flaky_attempts[ref_key] = book.flaky_attempts.get(ref_key, 0) + 1
             if attempt <= FLAKY_FAILURES:
-                raise SandboxError(503, "psp_unavailable", f"flaky: attempt {attempt} fails")
+                if scenario == "flaky":
+                    raise SandboxError(503, "psp_unavailable", f"flaky: attempt {attempt} fails")
+                raise SandboxError(429, ERROR_SCENARIO_CODES[psp][scenario], f"rate limited: attempt {attempt}")
+        if scenario == "issuer_unavailable":
+            code = ERROR_SCENARIO_CODES[psp][scenario]
+            raise SandboxError(ERROR_SCENARIO_STATUS[scenario], code, f"{code}: this {book.kind} cannot go through")
         if ref_key in book.records:
             raise SandboxError(
                 409, "duplicate_merchant_reference", f"a {book.kind} with this merchant_reference exists"
             )
-        status, response = create(psp, body, amount_minor, scenario)
+        create = sandbox.create_payment if book.kind == "payment" else sandbox.create_payout
+        status, result = create(psp, order, scenario)
+        response = answer(psp, status, result)
         # A decline is stored too: that record exists (failed), so a retry must get the same answer.
         if key:
-            book.idempotent[key] = StoredResponse(fingerprint, status, response)
+            book.idempotent[key] = StoredResponse(order.fingerprint, status, response)
         return JSONResponse(response, status_code=status)
 
     @app.post("/{psp}/v1/payments", status_code=201)
     async def create_payment(
-        body: CreatePaymentBody,
+        request: Request,
         psp: str = Depends(psp_api),
         idempotency_key: str | None = Header(default=None, max_length=255),
     ) -> JSONResponse:
-        return await create_once(sandbox.payments, sandbox.create_payment, psp, body, idempotency_key)
+        order = await read_order(request, psp, "payment")
+        return await create_once(sandbox.payments, psp, order, idempotency_key)
 
     @app.get("/{psp}/v1/payments/{merchant_reference}")
     async def get_payment(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
-        return sandbox.payments.find(psp, merchant_reference).to_wire()
+        return FORMATS[psp].resource(sandbox.payments.find(psp, merchant_reference).snapshot())
 
     @app.post("/{psp}/v1/payments/{merchant_reference}/cancel")
     async def cancel_payment(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
         payment = sandbox.payments.find(psp, merchant_reference)
         sandbox.cancel(payment)
-        return payment.to_wire()
+        return FORMATS[psp].resource(payment.snapshot())
 
     @app.post("/{psp}/v1/payouts", status_code=201)
     async def create_payout(
-        body: CreatePayoutBody,
+        request: Request,
         psp: str = Depends(psp_api),
         idempotency_key: str | None = Header(default=None, max_length=255),
     ) -> JSONResponse:
-        return await create_once(sandbox.payouts, sandbox.create_payout, psp, body, idempotency_key)
+        order = await read_order(request, psp, "payout")
+        return await create_once(sandbox.payouts, psp, order, idempotency_key)
 
     @app.get("/{psp}/v1/payouts/{merchant_reference}")
     async def get_payout(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
-        return sandbox.payouts.find(psp, merchant_reference).to_wire()
+        return FORMATS[psp].resource(sandbox.payouts.find(psp, merchant_reference).snapshot())
 
-    def challenged_payment(reference: str) -> Payment:
+    def redirected_payment(psp: str, reference: str) -> Payment:
         payment = sandbox.by_reference.get(reference)
-        if payment is None or payment.psp != "card" or payment.redirect_url is None:
-            raise SandboxError(404, "challenge_not_found", "no such 3-D Secure challenge")
+        if payment is None or payment.psp != psp or payment.redirect_url is None:
+            code = "challenge_not_found" if psp == "card" else "authorisation_not_found"
+            raise SandboxError(404, code, f"no such {psp} authorisation page", psp=psp)
         return payment
 
     @app.get("/card/challenge/{reference}", response_class=HTMLResponse)
     async def challenge_page(reference: str) -> HTMLResponse:
-        return HTMLResponse(_challenge_page(challenged_payment(reference)))
+        return HTMLResponse(_challenge_page(redirected_payment("card", reference)))
 
     @app.post("/card/challenge/{reference}")
     async def challenge_submit(
         reference: str, outcome: Literal["success", "fail"] = Form()
     ) -> RedirectResponse:
-        payment = challenged_payment(reference)
+        payment = redirected_payment("card", reference)
         sandbox.complete_challenge(payment, outcome)
+        return RedirectResponse(payment.return_url, status_code=303)
+
+    @app.get("/paybybank/banks/{reference}", response_class=HTMLResponse)
+    async def bank_page(reference: str) -> HTMLResponse:
+        return HTMLResponse(_bank_page(redirected_payment("paybybank", reference)))
+
+    @app.post("/paybybank/banks/{reference}")
+    async def bank_submit(
+        reference: str, outcome: Literal["success", "fail"] = Form(), bank: str | None = Form(default=None)
+    ) -> RedirectResponse:
+        payment = redirected_payment("paybybank", reference)
+        sandbox.complete_bank_authorisation(payment, outcome)
         return RedirectResponse(payment.return_url, status_code=303)
 
     @app.get("/control/{psp}")

@@ -6,13 +6,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-
-from psp import signatures
 
 logger = logging.getLogger("psp.sandbox.webhooks")
 
@@ -21,34 +20,48 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# `sign(psp, timestamp, body, event_id) -> headers`: the PSP's own signature scheme and current secret.
+Signer = Callable[[str, int, bytes, str], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One webhook: its body in the PSP's wire format, and what the delivery log shows about it."""
+
+    event_id: str
+    type: str  # "<payment|payout>.<our status>"
+    merchant_reference: str
+    body: dict[str, Any]
+
+
 class WebhookSender:
     def __init__(
         self,
         url_template: str,
-        secret: str,
+        sign: Signer,
         retry_delays: Sequence[float],
         http: httpx.AsyncClient,
     ) -> None:
         self._url_template = url_template
-        self._secret = secret
+        self._sign = sign
         self._retry_delays = tuple(retry_delays)
         self._http = http
         self.log: list[dict[str, Any]] = []
 
-    async def deliver_in_order(self, psp: str, events: Sequence[dict[str, Any]]) -> None:
+    async def deliver_in_order(self, psp: str, events: Sequence[Outgoing]) -> None:
         """Deliver each event (with its retries) before starting the next, so the order is the scenario's."""
         for event in events:
             await self.deliver(psp, event)
 
-    async def deliver(self, psp: str, event: dict[str, Any]) -> bool:
+    async def deliver(self, psp: str, event: Outgoing) -> bool:
         # Serialized once: every attempt (and a duplicate delivery) carries byte-identical bodies.
-        body = json.dumps(event, separators=(",", ":")).encode()
+        body = json.dumps(event.body, separators=(",", ":")).encode()
         url = self._url_template.format(psp=psp)
         delays = (0.0, *self._retry_delays)
         for attempt, delay in enumerate(delays, start=1):
             if delay:
                 await asyncio.sleep(delay)
-            headers = signatures.signed_headers(self._secret, int(time.time()), body)
+            headers = self._sign(psp, int(time.time()), body, event.event_id)
             status_code: int | None = None
             error: str | None = None
             try:
@@ -66,9 +79,9 @@ class WebhookSender:
             self.log.append(
                 {
                     "psp": psp,
-                    "merchant_reference": event["merchant_reference"],
-                    "event_id": event["event_id"],
-                    "type": event["type"],
+                    "merchant_reference": event.merchant_reference,
+                    "event_id": event.event_id,
+                    "type": event.type,
                     "attempt": attempt,
                     "status_code": status_code,
                     "error": error,
@@ -79,6 +92,6 @@ class WebhookSender:
             if delivered:
                 return True
         logger.warning(
-            "gave up delivering %s %s to %s after %d attempts", event["type"], event["event_id"], url, len(delays)
+            "gave up delivering %s %s to %s after %d attempts", event.type, event.event_id, url, len(delays)
         )
         return False

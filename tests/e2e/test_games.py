@@ -93,6 +93,14 @@ async def test_self_excluded_player_cannot_bet_but_is_paid_wins(stack: Stack) ->
     await stack.check_invariants()
 
 
+async def test_a_closed_account_cannot_bet(stack: Stack) -> None:
+    player = await funded_player(stack)
+    assert (await stack.api.post(f"/v1/ops/players/{player}/close")).status_code == 200
+    problem(await post(stack, "debit", body(player, "5.00"), expect=422), "account_closed")
+    assert await stack.balance(player) == "100.00"
+    await stack.check_invariants()
+
+
 async def test_rollback_returns_the_stake_once(stack: Stack) -> None:
     player = await funded_player(stack)
     bet = body(player, "10.00")

@@ -260,3 +260,35 @@ async def test_payout_waits_while_its_psp_is_down_then_goes_out(stack: Stack) ->
     done = await wait_payout(stack, started["payout_id"], timeout=30)
     assert done["status"] == "paid"
     await assert_settled(stack, done)
+
+
+async def test_a_cancel_from_the_temporal_ui_before_the_psp_call_voids_the_hold(stack: Stack) -> None:
+    player = await funded_player(stack, kyc=None)
+    started = await payout(stack, player)
+    await wait_payout(stack, started["payout_id"], {"kyc_required"})
+    await stack.client.get_workflow_handle(f"withdrawal-{started['payout_id']}").cancel()
+    done = await wait_payout(stack, started["payout_id"])
+    assert done["status"] == "cancelled" and done["failure_code"] == "workflow_cancelled"
+    assert await stack.balance(player) == "100.00"
+    await assert_settled(stack, done)
+
+
+async def test_a_second_review_needs_its_own_decision(stack: Stack) -> None:
+    """An AML approval must not carry over to a later review (here: the PSP stopped answering)."""
+    player = await funded_player(stack, wagered=False)
+    started = await payout(stack, player)
+    await wait_payout(stack, started["payout_id"], {"in_review"})
+    await stack.sandbox.post("/control/ewallet", json={"mode": "error"})
+    try:
+        url = f"/v1/ops/payouts/{started['payout_id']}/review"
+        assert (await stack.api.post(url, json={"decision": "approve", "reviewer": "aml"})).status_code == 200
+        second = await eventually(lambda: get_payout(stack, started["payout_id"]),
+                                  lambda p: p["status"] == "in_review" and p["review_reason"] == "psp_status_unknown",
+                                  timeout=40)
+        assert second["hold"] == "held"
+    finally:
+        await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
+    assert (await stack.api.post(url, json={"decision": "reject", "reviewer": "ops"})).status_code == 200
+    done = await wait_payout(stack, started["payout_id"])
+    assert done["status"] == "rejected"
+    await assert_settled(stack, done)

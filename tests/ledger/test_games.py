@@ -20,7 +20,7 @@ from ledger.games import (
     NotABet,
     ReferenceMismatch,
     RoundSettled,
-    SelfExcluded,
+    BettingRefused,
     TransactionRolledBack,
     turnover_since,
 )
@@ -118,9 +118,10 @@ async def test_self_excluded_player_cannot_bet_but_replays_and_wins_still_work(
 ) -> None:
     await fund(engine, "p1", 10_00)
     placed = await wallet.bet(request := bet("p1", 1_00))
-    with pytest.raises(SelfExcluded):
-        await wallet.bet(bet("p1", 1_00), self_excluded=True)
-    assert (await wallet.bet(request, self_excluded=True)).body == placed.body
+    with pytest.raises(BettingRefused) as refused:
+        await wallet.bet(bet("p1", 1_00), refused="self_excluded")
+    assert refused.value.code == "self_excluded"
+    assert (await wallet.bet(request, refused="self_excluded")).body == placed.body
     assert (await wallet.win(win("p1", 2_00))).data["balance"] == "11.00"
     await assert_invariants(engine)
 

@@ -8,6 +8,10 @@ import httpx
 import pytest
 
 from psp.sandbox import SandboxConfig, create_app
+from psp.crypto_connector import CryptoConnector
+from psp.ewallet_connector import EwalletConnector
+from psp.http_connector import HttpPspConnector
+from psp.paybybank_connector import PayByBankConnector
 from psp.sandbox_connector import SandboxConnector
 from tests.psp.psp_testkit import (
     RETRY_DELAYS,
@@ -16,6 +20,7 @@ from tests.psp.psp_testkit import (
     RunningSandbox,
     WebhookReceiver,
     bound_socket,
+    make_connector,
     serve,
 )
 
@@ -55,10 +60,20 @@ def card(sandbox: RunningSandbox, http: httpx.AsyncClient) -> SandboxConnector:
 
 
 @pytest.fixture
-def ewallet(sandbox: RunningSandbox, http: httpx.AsyncClient) -> SandboxConnector:
-    return SandboxConnector("ewallet", frozenset({"ewallet"}), f"{sandbox.url}/ewallet", http)
+def ewallet(sandbox: RunningSandbox, http: httpx.AsyncClient) -> EwalletConnector:
+    return EwalletConnector("ewallet", frozenset({"ewallet"}), f"{sandbox.url}/ewallet", http)
 
 
 @pytest.fixture
-def connectors(card: SandboxConnector, ewallet: SandboxConnector) -> dict[str, SandboxConnector]:
-    return {"card": card, "ewallet": ewallet}
+def paybybank(sandbox: RunningSandbox, http: httpx.AsyncClient) -> PayByBankConnector:
+    return PayByBankConnector("paybybank", frozenset({"bank_transfer"}), f"{sandbox.url}/paybybank", http)
+
+
+@pytest.fixture
+def crypto(sandbox: RunningSandbox, http: httpx.AsyncClient) -> CryptoConnector:
+    return CryptoConnector("crypto", frozenset({"crypto"}), f"{sandbox.url}/crypto", http)
+
+
+@pytest.fixture
+def connectors(sandbox: RunningSandbox, http: httpx.AsyncClient) -> dict[str, HttpPspConnector]:
+    return {psp: make_connector(psp, sandbox.url, http) for psp in ("card", "ewallet", "paybybank", "crypto")}

@@ -17,7 +17,11 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from psp.base import CreatePaymentRequest, CreatePayoutRequest, WebhookEvent
+from psp.base import CreatePaymentRequest, CreatePayoutRequest, PspConnector, WebhookEvent
+from psp.crypto_connector import CryptoConnector, CryptoWebhookVerifier
+from psp.ewallet_connector import EwalletConnector, EwalletWebhookVerifier
+from psp.http_connector import HttpPspConnector, SignedWebhookVerifier
+from psp.paybybank_connector import PayByBankConnector, PayByBankWebhookVerifier
 from psp.sandbox import SandboxConfig
 from psp.sandbox_connector import SandboxConnector, SandboxWebhookVerifier
 
@@ -27,6 +31,33 @@ WEBHOOK_SECRET = "whsec_psp_tests"
 SLOW_SECONDS = 0.5
 RETRY_DELAYS = (0.05, 0.1, 0.2)
 RETURN_URL = "https://casino.example/cashier/return"
+
+# Per sandbox PSP: its connector and verifier classes, and the method it takes and pays out to.
+CONNECTOR_CLASSES: dict[str, type[HttpPspConnector]] = {
+    "card": SandboxConnector, "ewallet": EwalletConnector, "paybybank": PayByBankConnector, "crypto": CryptoConnector,
+}
+VERIFIER_CLASSES: dict[str, type[SignedWebhookVerifier]] = {
+    "card": SandboxWebhookVerifier, "ewallet": EwalletWebhookVerifier,
+    "paybybank": PayByBankWebhookVerifier, "crypto": CryptoWebhookVerifier,
+}
+PSP_METHOD = {"card": "card", "ewallet": "ewallet", "paybybank": "bank_transfer", "crypto": "crypto"}
+
+
+def merchant_reference_of(body: Any) -> str:
+    """Our reference in any sandbox PSP's webhook body (each has its own wire format)."""
+    if not isinstance(body, dict):
+        return ""
+    for key in ("merchant_reference", "merchantReference", "external_id", "order_id"):
+        if isinstance(body.get(key), str):
+            return str(body[key])
+    for nested in ("resource", "data", "invoice"):
+        if isinstance(body.get(nested), dict):
+            return merchant_reference_of(body[nested])
+    return ""
+
+
+def make_connector(psp: str, base_url: str, http: httpx.AsyncClient) -> HttpPspConnector:
+    return CONNECTOR_CLASSES[psp](psp, frozenset({PSP_METHOD[psp]}), f"{base_url}/{psp}", http)
 
 
 @dataclass(frozen=True)
@@ -110,7 +141,7 @@ class WebhookReceiver:
     fail_first: dict[str, int] = field(default_factory=dict)
 
     def for_payment(self, merchant_reference: str) -> list[Received]:
-        return [r for r in self.received if r.json.get("merchant_reference") == merchant_reference]
+        return [r for r in self.received if merchant_reference_of(r.json) == merchant_reference]
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -119,7 +150,7 @@ class WebhookReceiver:
         async def receive(psp: str, request: Request) -> Response:
             body = await request.body()
             try:
-                reference = json.loads(body).get("merchant_reference", "")
+                reference = merchant_reference_of(json.loads(body))
             except ValueError:
                 reference = ""
             if self.fail_first.get(reference, 0) > 0:
@@ -160,9 +191,9 @@ def payout_request(
     )
 
 
-def verified(connector: SandboxConnector, receiver: WebhookReceiver, merchant_reference: str) -> list[WebhookEvent]:
+def verified(connector: PspConnector, receiver: WebhookReceiver, merchant_reference: str) -> list[WebhookEvent]:
     """The webhooks received for `merchant_reference`, each passed through the verifier for the connector's PSP."""
-    verify = SandboxWebhookVerifier(connector.name, WEBHOOK_SECRET)
+    verify = VERIFIER_CLASSES[connector.name](connector.name, WEBHOOK_SECRET)
     return [verify(r.headers, r.body, time.time()) for r in receiver.for_payment(merchant_reference)]
 
 

@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from psp.base import PspDeclined, PspNotFound, PspRequestRejected, PspTransientError
+from psp.ewallet_connector import EwalletConnector
+from psp.http_connector import HttpPspConnector
 from psp.sandbox_connector import SandboxConnector
 from tests.psp.psp_testkit import (
     RunningSandbox,
@@ -53,7 +55,7 @@ async def _delivered_log(http: httpx.AsyncClient, sandbox: RunningSandbox, payou
 @pytest.mark.parametrize("connector_name", ["card", "ewallet"])
 async def test_approve_pays_out_and_sends_a_paid_webhook(
     connector_name: str,
-    connectors: dict[str, SandboxConnector],
+    connectors: dict[str, HttpPspConnector],
     receiver: WebhookReceiver,
     http: httpx.AsyncClient,
     sandbox: RunningSandbox,
@@ -71,7 +73,13 @@ async def test_approve_pays_out_and_sends_a_paid_webhook(
     [event] = verified(connector, receiver, req.payout_id)
     assert (event.psp, event.payment_id, event.psp_reference) == (connector_name, req.payout_id, created.psp_reference)
     assert (event.status, event.amount_minor, event.currency) == ("paid", 5000, "EUR")
-    assert receiver.for_payment(req.payout_id)[0].json["type"] == "payout.paid"
+    raw = receiver.for_payment(req.payout_id)[0].json
+    if connector_name == "card":
+        assert raw["type"] == "payout.paid"
+    else:  # the e-wallet's own wire format
+        assert (raw["eventType"], raw["resource"]["status"], raw["resource"]["kind"]) == (
+            "PAYOUT_STATUS", "SUCCEEDED", "PAYOUT",
+        )
     assert (await connector.get_payout(req.payout_id)).status == "paid"
     [delivery] = await eventually(lambda: _delivered_log(http, sandbox, req.payout_id))
     assert (delivery["type"], delivery["outcome"]) == ("payout.paid", "delivered")
@@ -79,7 +87,7 @@ async def test_approve_pays_out_and_sends_a_paid_webhook(
 
 @pytest.mark.parametrize("connector_name", ["card", "ewallet"])
 async def test_decline_is_a_hard_decline_and_the_payout_is_stored_failed(
-    connector_name: str, connectors: dict[str, SandboxConnector], receiver: WebhookReceiver
+    connector_name: str, connectors: dict[str, HttpPspConnector], receiver: WebhookReceiver
 ) -> None:
     connector = connectors[connector_name]
     req = payout_request("decline", method=connector_name)
@@ -158,7 +166,7 @@ async def test_out_of_order_sends_a_late_pending_after_paid(card: SandboxConnect
     assert (await card.get_payout(req.payout_id)).status == "paid"
 
 
-async def test_wrong_amount_pays_one_unit_more(ewallet: SandboxConnector, receiver: WebhookReceiver) -> None:
+async def test_wrong_amount_pays_one_unit_more(ewallet: EwalletConnector, receiver: WebhookReceiver) -> None:
     req = payout_request("wrong_amount", method="ewallet")
     created = await ewallet.create_payout(req)
     assert created.amount_minor == 5000
@@ -167,7 +175,7 @@ async def test_wrong_amount_pays_one_unit_more(ewallet: SandboxConnector, receiv
 
     [event] = verified(ewallet, receiver, req.payout_id)
     assert (event.status, event.amount_minor) == ("paid", 5100)
-    assert receiver.for_payment(req.payout_id)[0].json["amount"] == "51.00"
+    assert receiver.for_payment(req.payout_id)[0].json["resource"]["amount"] == {"value": "51.00", "currency": "EUR"}
     assert (await ewallet.get_payout(req.payout_id)).amount_minor == 5100
 
 
@@ -283,7 +291,7 @@ async def test_down_and_error_modes_fail_payouts_transiently(
     mode: str,
     code: str,
     card: SandboxConnector,
-    ewallet: SandboxConnector,
+    ewallet: EwalletConnector,
     http: httpx.AsyncClient,
     sandbox: RunningSandbox,
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from psp.base import PspNotFound, PspRequestRejected, PspTransientError
 from psp.sandbox import SandboxConfig, create_app
+from psp.ewallet_connector import EwalletConnector
 from psp.sandbox_connector import SandboxConnector
 from tests.psp.psp_testkit import (
     WEBHOOK_SECRET,
@@ -152,7 +153,7 @@ async def test_down_and_error_modes_are_transient_failures(
     mode: str,
     code: str,
     card: SandboxConnector,
-    ewallet: SandboxConnector,
+    ewallet: EwalletConnector,
     http: httpx.AsyncClient,
     sandbox: RunningSandbox,
 ) -> None:
@@ -193,7 +194,7 @@ async def test_slow_mode_delays_answers(
 
 
 async def test_control_validates_psp_and_mode(http: httpx.AsyncClient, sandbox: RunningSandbox) -> None:
-    unknown = await http.post(f"{sandbox.url}/control/crypto", json={"mode": "down"})
+    unknown = await http.post(f"{sandbox.url}/control/bitcoin", json={"mode": "down"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_psp"
     bad_mode = await http.post(f"{sandbox.url}/control/card", json={"mode": "sideways"})
     assert bad_mode.status_code == 422
@@ -205,8 +206,8 @@ async def test_control_validates_psp_and_mode(http: httpx.AsyncClient, sandbox: 
 
 async def test_unknown_psp_is_a_json_404(http: httpx.AsyncClient, sandbox: RunningSandbox) -> None:
     for response in (
-        await http.post(f"{sandbox.url}/crypto/v1/payments", json=create_body("pay_x")),
-        await http.get(f"{sandbox.url}/crypto/v1/payments/pay_x"),
+        await http.post(f"{sandbox.url}/bitcoin/v1/payments", json=create_body("pay_x")),
+        await http.get(f"{sandbox.url}/bitcoin/v1/payments/pay_x"),
     ):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "unknown_psp"

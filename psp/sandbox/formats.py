@@ -1,0 +1,439 @@
+"""The sandbox PSPs' wire formats: how each reads a create request and writes answers, webhooks and errors.
+
+The sandbox keeps every record in our vocabulary (minor units, our statuses); a `WireFormat` translates at
+the edge, as a real provider's API would look from outside. The words here are the providers' own, written
+independently of the connectors (psp/*_connector.py), so the tests exercise both sides of each mapping.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from payloop.money import MAX_MINOR_UNITS, MoneyError, currency_exponent, to_decimal_string, to_minor_units
+from psp import signatures
+
+CONFIRMATIONS_REQUIRED = 3
+
+Reference = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Customer = Annotated[str, Field(min_length=1, max_length=128)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+Url = Annotated[str, Field(max_length=2048, pattern=r"^https?://\S+$")]
+Metadata = Annotated[dict[str, str], Field(max_length=50)]
+_MINOR_DIGITS = re.compile(r"(0|[1-9][0-9]*)")
+
+
+class SandboxError(Exception):
+    """Answered in the PSP's error shape with `status`; `psp` names the PSP when the path does not."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, psp: str | None = None, fields: list[Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.psp = psp
+        self.fields = fields
+
+
+@dataclass(frozen=True)
+class Order:
+    """A create request in our terms."""
+
+    merchant_reference: str
+    amount_minor: int
+    currency: str
+    method: str
+    customer_id: str
+    country: str | None
+    metadata: dict[str, str]
+    return_url: str | None
+    fingerprint: str  # of the request as sent: a reused Idempotency-Key must come with the same one
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A payment or payout as it stands (or stood, for a late webhook), in our vocabulary."""
+
+    kind: str  # "payment" | "payout"
+    reference: str
+    merchant_reference: str
+    status: str
+    amount_minor: int  # what was captured / paid / received
+    requested_minor: int  # what was asked for
+    currency: str
+    failure_code: str | None = None
+    redirect_url: str | None = None  # only while the payment requires action
+    deposit_address: str | None = None
+    confirmations: int = 0
+
+
+class _Body(BaseModel):
+    # Unknown fields are refused: in particular the sandbox never accepts card or account data.
+    model_config = ConfigDict(extra="forbid")
+
+
+def _checked_minor(units: int, currency: str) -> int:
+    currency_exponent(currency)
+    if units <= 0:
+        raise MoneyError("invalid_amount", "amount must be greater than zero")
+    if units > MAX_MINOR_UNITS:
+        raise MoneyError("amount_too_large", "amount exceeds the largest accepted amount")
+    return units
+
+
+class WireFormat:
+    name: ClassVar[str]
+    scheme: ClassVar[signatures.SignatureScheme]
+    payment_model: ClassVar[type[_Body]]
+    payout_model: ClassVar[type[_Body]]
+    event_id_prefix: ClassVar[str] = "evt_"
+
+    def parse_create(self, kind: str, raw: Any) -> Order:
+        model = self.payment_model if kind == "payment" else self.payout_model
+        try:
+            body = model.model_validate(raw)
+        except ValidationError as exc:
+            fields = [{"loc": list(err.get("loc", ())), "message": err.get("msg", "")} for err in exc.errors()]
+            raise SandboxError(422, "invalid_request", "the request is invalid", fields=fields) from None
+        try:
+            return self.order(body)
+        except MoneyError as exc:
+            raise SandboxError(422, exc.code, str(exc)) from None
+
+    def order(self, body: Any) -> Order:
+        raise NotImplementedError
+
+    def resource(self, snap: Snapshot) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# -- card: flat snake_case, decimal strings, our statuses -----------------------------------------
+
+
+class CardCreate(_Body):
+    merchant_reference: Reference
+    amount: str
+    currency: Currency
+    method: str
+    customer_id: Customer
+    country: Country | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class CardPayment(CardCreate):
+    return_url: Url
+
+
+class CardFormat(WireFormat):
+    name = "card"
+    scheme = signatures.DESIGN_HMAC
+    payment_model = CardPayment
+    payout_model = CardCreate
+
+    def order(self, body: Any) -> Order:
+        return Order(
+            merchant_reference=body.merchant_reference,
+            amount_minor=to_minor_units(body.amount, body.currency),
+            currency=body.currency,
+            method=body.method,
+            customer_id=body.customer_id,
+            country=body.country,
+            metadata=body.metadata,
+            return_url=getattr(body, "return_url", None),
+            fingerprint=body.model_dump_json(),
+        )
+
+    def resource(self, snap: Snapshot) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "reference": snap.reference,
+            "merchant_reference": snap.merchant_reference,
+            "status": snap.status,
+            "amount": to_decimal_string(snap.amount_minor, snap.currency),
+            "currency": snap.currency,
+        }
+        if snap.failure_code:
+            body["failure_code"] = snap.failure_code
+        if snap.redirect_url:
+            body["redirect_url"] = snap.redirect_url
+        return body
+
+    def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "event_id": event_id,
+            "type": f"{snap.kind}.{snap.status}",
+            "merchant_reference": snap.merchant_reference,
+            "reference": snap.reference,
+            "status": snap.status,
+            "amount": to_decimal_string(snap.amount_minor, snap.currency),
+            "currency": snap.currency,
+            "occurred_at": occurred_at,
+        }
+        if snap.failure_code and snap.status == "failed":
+            event["failure_code"] = snap.failure_code
+        return event
+
+    def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if fields is not None:
+            error["fields"] = fields
+        return {"error": error}
+
+
+# -- ewallet: camelCase, money objects, upper-case statuses ---------------------------------------
+
+_WALLET_PAYMENT_WORDS = {
+    "pending": "PENDING", "requires_action": "ACTION_REQUIRED", "authorized": "AUTHORIZED", "captured": "SUCCEEDED",
+    "failed": "FAILED", "cancelled": "CANCELLED", "expired": "EXPIRED",
+}
+_WALLET_PAYOUT_WORDS = {"pending": "PENDING", "paid": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"}
+
+
+class WalletMoney(_Body):
+    value: str
+    currency: Currency
+
+
+class WalletMethod(_Body):
+    type: str
+
+
+class WalletCreate(_Body):
+    merchantReference: Reference
+    amount: WalletMoney
+    paymentMethod: WalletMethod
+    shopperReference: Customer
+    countryCode: Country | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class WalletPayment(WalletCreate):
+    returnUrl: Url
+
+
+class EwalletFormat(WireFormat):
+    name = "ewallet"
+    scheme = signatures.WALLET_HMAC
+    payment_model = WalletPayment
+    payout_model = WalletCreate
+
+    def order(self, body: Any) -> Order:
+        return Order(
+            merchant_reference=body.merchantReference,
+            amount_minor=to_minor_units(body.amount.value, body.amount.currency),
+            currency=body.amount.currency,
+            method=body.paymentMethod.type,
+            customer_id=body.shopperReference,
+            country=body.countryCode,
+            metadata=body.metadata,
+            return_url=getattr(body, "returnUrl", None),
+            fingerprint=body.model_dump_json(),
+        )
+
+    def resource(self, snap: Snapshot) -> dict[str, Any]:
+        words = _WALLET_PAYMENT_WORDS if snap.kind == "payment" else _WALLET_PAYOUT_WORDS
+        body: dict[str, Any] = {
+            "id": snap.reference,
+            "merchantReference": snap.merchant_reference,
+            "kind": snap.kind.upper(),
+            "status": words[snap.status],
+            "amount": {"value": to_decimal_string(snap.amount_minor, snap.currency), "currency": snap.currency},
+        }
+        if snap.failure_code:
+            body["refusalReason"] = snap.failure_code
+        if snap.redirect_url:
+            body["action"] = {"type": "redirect", "url": snap.redirect_url}
+        return body
+
+    def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        return {
+            "notificationId": event_id,
+            "eventType": f"{snap.kind.upper()}_STATUS",
+            "eventDate": occurred_at,
+            "resource": self.resource(snap),
+        }
+
+    def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"errorCode": code, "message": message, "httpStatus": status}
+        if fields is not None:
+            body["invalidFields"] = fields
+        return body
+
+
+# -- paybybank: integer minor units, British words, Standard Webhooks ------------------------------
+
+_BANK_PAYMENT_WORDS = {
+    "pending": "initiated", "requires_action": "redirect", "authorized": "authorised", "captured": "settled",
+    "failed": "rejected", "cancelled": "cancelled", "expired": "expired",
+}
+_BANK_PAYOUT_WORDS = {"pending": "processing", "paid": "executed", "failed": "rejected", "cancelled": "cancelled"}
+
+
+class BankAmount(_Body):
+    value: StrictInt
+    currency: Currency
+
+
+class BankUser(_Body):
+    id: Customer
+    country: Country | None = None
+
+
+class BankCreate(_Body):
+    external_id: Reference
+    amount: BankAmount
+    scheme: str
+    user: BankUser
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class BankPayment(BankCreate):
+    redirect_uri: Url
+
+
+class PayByBankFormat(WireFormat):
+    name = "paybybank"
+    scheme = signatures.STANDARD_WEBHOOKS
+    payment_model = BankPayment
+    payout_model = BankCreate
+    event_id_prefix = "msg_"
+
+    def order(self, body: Any) -> Order:
+        return Order(
+            merchant_reference=body.external_id,
+            amount_minor=_checked_minor(body.amount.value, body.amount.currency),
+            currency=body.amount.currency,
+            method=body.scheme,
+            customer_id=body.user.id,
+            country=body.user.country,
+            metadata=body.metadata,
+            return_url=getattr(body, "redirect_uri", None),
+            fingerprint=body.model_dump_json(),
+        )
+
+    def resource(self, snap: Snapshot) -> dict[str, Any]:
+        words = _BANK_PAYMENT_WORDS if snap.kind == "payment" else _BANK_PAYOUT_WORDS
+        body: dict[str, Any] = {
+            "id": snap.reference,
+            "external_id": snap.merchant_reference,
+            "object": snap.kind,
+            "status": words[snap.status],
+            "amount": {"value": snap.amount_minor, "currency": snap.currency},
+        }
+        if snap.redirect_url:
+            body["redirect"] = {"url": snap.redirect_url}
+        if snap.failure_code:
+            body["status_reason"] = snap.failure_code
+        return body
+
+    def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        data = self.resource(snap)
+        # The event id travels in the `webhook-id` header (Standard Webhooks), not in the body.
+        return {"type": f"{snap.kind}.{data['status']}", "timestamp": occurred_at, "data": data}
+
+    def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://paybybank.sandbox/errors/{code}",
+            "title": message,
+            "status": status,
+            "error_code": code,
+        }
+        if fields is not None:
+            body["invalid_params"] = fields
+        return body
+
+
+# -- crypto: fiat-priced invoices in minor-unit strings, confirmations -----------------------------
+
+_CRYPTO_DEPOSIT_WORDS = {
+    "pending": "awaiting_payment", "authorized": "pending", "captured": "confirmed", "failed": "failed",
+    "cancelled": "cancelled", "expired": "expired",
+}
+_CRYPTO_WITHDRAWAL_WORDS = {"pending": "processing", "paid": "confirmed", "failed": "failed", "cancelled": "cancelled"}
+_RECEIVED = frozenset({"authorized", "captured", "paid"})
+
+
+class CryptoCreate(_Body):
+    order_id: Reference
+    price_amount: str = Field(max_length=32)
+    price_currency: Currency
+    pay_method: str
+    buyer_id: Customer
+    buyer_country: Country | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class CryptoPayment(CryptoCreate):
+    success_url: Url
+
+
+class CryptoFormat(WireFormat):
+    name = "crypto"
+    scheme = signatures.STRIPE_LIKE
+    payment_model = CryptoPayment
+    payout_model = CryptoCreate
+
+    def order(self, body: Any) -> Order:
+        if not _MINOR_DIGITS.fullmatch(body.price_amount):
+            raise MoneyError("invalid_amount", "price_amount must be minor units as a decimal string, e.g. \"5000\"")
+        return Order(
+            merchant_reference=body.order_id,
+            amount_minor=_checked_minor(int(body.price_amount), body.price_currency),
+            currency=body.price_currency,
+            method=body.pay_method,
+            customer_id=body.buyer_id,
+            country=body.buyer_country,
+            metadata=body.metadata,
+            return_url=getattr(body, "success_url", None),
+            fingerprint=body.model_dump_json(),
+        )
+
+    def resource(self, snap: Snapshot) -> dict[str, Any]:
+        deposit = snap.kind == "payment"
+        words = _CRYPTO_DEPOSIT_WORDS if deposit else _CRYPTO_WITHDRAWAL_WORDS
+        body: dict[str, Any] = {
+            "invoice_id": snap.reference,
+            "order_id": snap.merchant_reference,
+            "type": "deposit" if deposit else "withdrawal",
+            "state": words[snap.status],
+            "price_amount": str(snap.requested_minor),
+            "price_currency": snap.currency,
+        }
+        if snap.status in _RECEIVED:
+            body["received_amount"] = str(snap.amount_minor)
+        if snap.deposit_address:
+            body["deposit_address"] = snap.deposit_address
+        body["confirmations"] = snap.confirmations
+        body["confirmations_required"] = CONFIRMATIONS_REQUIRED
+        if snap.failure_code:
+            body["error"] = snap.failure_code
+        return body
+
+    def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        return {
+            "notification_id": event_id,
+            "event": "invoice.updated",
+            "created": occurred_at,
+            "invoice": self.resource(snap),
+        }
+
+    def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": "error", "reason": code, "message": message}
+        if fields is not None:
+            body["fields"] = fields
+        return body
+
+
+FORMATS: dict[str, WireFormat] = {f.name: f for f in (CardFormat(), EwalletFormat(), PayByBankFormat(), CryptoFormat())}
+DEFAULT_FORMAT = FORMATS["card"]

@@ -1,0 +1,508 @@
+"""PSP routing: the routing file and its errors, the pure router, and the database-backed circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import textwrap
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payloop.settings import Settings
+from psp.routing import (
+    Candidate,
+    CircuitState,
+    RoutingConfig,
+    RoutingConfigError,
+    closed_loop_method,
+    default_routing_path,
+    load_routing,
+    parse_routing,
+    payout_route,
+    route,
+)
+from psp.routing.health import HealthStore, psp_attempts, psp_circuits
+
+OPEN, HALF_OPEN, CLOSED = CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.CLOSED
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+# A small world: two card acquirers (A/B), a cheap card acquirer of last resort, an e-wallet, a bank PSP.
+WORLD = """\
+psps:
+  - name: card_a
+    methods: [card]
+    payout_methods: [card]
+    countries: ["*"]
+    currencies: [EUR, USD, JPY]
+    amounts:
+      EUR: {min: "1.00", max: "5000.00"}
+    cost: {fixed: {"*": "0.25", JPY: "30"}, percentage: "1.5"}
+    eta: instant
+    webhook_secret: PAYLOOP_SANDBOX_WEBHOOK_SECRET
+    health: {min_samples: 4, failure_rate: "0.5", window_seconds: 60, window_size: 20, open_seconds: 30,
+             half_open_probes: 2}
+  - name: card_b
+    methods: [card]
+    payout_methods: [card]
+    countries: ["*"]
+    currencies: [EUR, USD]
+    cost: {fixed: "0.10", percentage: "2.0"}
+    eta: instant
+    webhook_secret: PAYLOOP_SANDBOX_WEBHOOK_SECRET
+  - name: card_c
+    methods: [card]
+    countries: [DE, AT]
+    currencies: [EUR]
+    cost: {fixed: "0", percentage: "1.0"}
+    eta: instant
+    webhook_secret: CARD_C_WEBHOOK_SECRET
+  - name: wallet
+    methods: [ewallet]
+    payout_methods: [ewallet, card]
+    countries: ["*"]
+    currencies: [EUR]
+    cost: {percentage: "2.5"}
+    payout_cost: {fixed: "0.05"}
+    eta: instant
+    webhook_secret: PAYLOOP_SANDBOX_WEBHOOK_SECRET
+  - name: bank
+    methods: [bank_transfer]
+    payout_methods: [bank_transfer]
+    countries: [DE, NL, NO]
+    currencies: [EUR, NOK]
+    cost: {fixed: "0.20"}
+    eta: 1-2 business days
+    webhook_secret: PAYLOOP_SANDBOX_WEBHOOK_SECRET
+rules:
+  - name: high-risk
+    method: card
+    risk: high
+    candidates: [card_b]
+  - name: big-eur-cards
+    method: card
+    currency: EUR
+    amount: {min: "1000.00"}
+    candidates: [card_c, card_a]
+  - name: ab-cards
+    method: card
+    currency: [EUR, USD]
+    candidates:
+      - {psp: card_a, rank: 1, weight: 70}
+      - {psp: card_b, rank: 1, weight: 30}
+      - {psp: card_c, rank: 2}
+"""
+
+ALL = frozenset({"card_a", "card_b", "card_c", "wallet", "bank"})
+
+
+@pytest.fixture(scope="module")
+def world() -> RoutingConfig:
+    return parse_routing(WORLD, "world.yaml")
+
+
+def deposit(config: RoutingConfig, *, method: str = "card", currency: str = "EUR", amount_minor: int = 5000,
+            country: str | None = "DE", risk: str | None = "low", payment_id: str = "pay_1",
+            available: frozenset[str] = ALL, health: dict[str, CircuitState] | None = None) -> list[Candidate]:
+    return route(config, method=method, currency=currency, amount_minor=amount_minor, country=country, risk=risk,
+                 payment_id=payment_id, available=set(available), health=health or {})
+
+
+def names(candidates: list[Candidate]) -> list[str]:
+    return [c.psp for c in candidates]
+
+
+# --- the routing file ------------------------------------------------------------------------------------------
+
+
+def test_the_shipped_file_loads_and_describes_the_four_psps() -> None:
+    config = load_routing(Settings())
+    assert config.source == str(default_routing_path())
+    assert [p.name for p in config.psps] == ["card", "ewallet", "paybybank", "crypto"]
+    assert config.psp("paybybank").methods == ["bank_transfer"]
+    assert config.psp("crypto").methods == ["crypto"]
+    assert all(p.webhook_secret == "PAYLOOP_SANDBOX_WEBHOOK_SECRET" for p in config.psps)
+    # Norway stays "NO" (YAML 1.1 would read it as false).
+    assert "NO" in config.psp("paybybank").countries
+    # PSPs without a provider are ignored: only card and ewallet exist today.
+    got = route(config, method="bank_transfer", currency="EUR", amount_minor=5000, country="DE", risk=None,
+                payment_id="p", available={"card", "ewallet"}, health={})
+    assert got == []
+    got = route(config, method="card", currency="EUR", amount_minor=5000, country="DE", risk=None,
+                payment_id="p", available={"card", "ewallet"}, health={})
+    assert got == [Candidate("card", 95, "no rule matched: lowest fee")]  # 0.25 + 1.4 % of 50.00
+
+
+def test_settings_name_another_routing_file(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(WORLD)
+    assert [p.name for p in load_routing(Settings(routing_file=path)).psps][:2] == ["card_a", "card_b"]
+    with pytest.raises(RoutingConfigError, match="cannot read"):
+        load_routing(Settings(routing_file=tmp_path / "missing.yaml"))
+
+
+def test_decimals_stay_exact_strings() -> None:
+    config = parse_routing(WORLD.replace('percentage: "1.5"', "percentage: 1.50"))
+    assert config.psp("card_a").cost.percentage == "1.50"  # never a float
+    assert config.psp("card_a")._limits["EUR"] == (100, 500_000)
+
+
+def _marked(text: str) -> tuple[str, int]:
+    """The text without its `#<` marker, and the 1-based line the marker was on."""
+    lines = textwrap.dedent(text).splitlines()
+    line = next(i for i, entry in enumerate(lines, 1) if "#<" in entry)
+    return "\n".join(entry.split("#<")[0].rstrip() for entry in lines) + "\n", line
+
+
+MINIMAL = """\
+psps:
+  - name: card
+    methods: [card]
+    countries: ["*"]
+    currencies: [EUR]
+    eta: instant
+    webhook_secret: PAYLOOP_SANDBOX_WEBHOOK_SECRET
+"""
+
+TWO = MINIMAL + """\
+  - name: two
+    methods: [card]
+    countries: ["*"]
+    currencies: [EUR]
+    eta: instant
+    webhook_secret: TWO_WEBHOOK_SECRET
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        pytest.param(MINIMAL.replace("currencies: [EUR]", "currencies: [EUR, EUX]  #<"),
+                     "psps[0].currencies[1]", "currency 'EUX' is not supported", id="bad-currency"),
+        pytest.param(MINIMAL.replace("currencies: [EUR]", "currencies: [EUR, eur]  #<"),
+                     "psps[0].currencies[1]", "should match pattern", id="lowercase-currency"),
+        pytest.param(MINIMAL + "rules:\n  - method: card\n    candidates:\n      - card\n      - cardd  #<\n",
+                     "rules[0].candidates[1].psp", "unknown PSP 'cardd'", id="unknown-psp"),
+        pytest.param(MINIMAL + "rules:\n  - candidates:\n      - {psp: card, weight: -30}  #<\n",
+                     "rules[0].candidates[0].weight", "greater than 0", id="negative-weight"),
+        pytest.param(MINIMAL + "rules:\n  - candidates:\n      - {psp: card, weight: 0}  #<\n",
+                     "rules[0].candidates[0].weight", "greater than 0", id="zero-weight"),
+        pytest.param(MINIMAL + "    amounts:\n      EUR:\n        min: \"1.00\"\n        max: 10.001  #<\n",
+                     "psps[0].amounts.EUR.max", "at most 2 decimal places", id="amount-too-precise"),
+        pytest.param(MINIMAL + "    amounts:\n      EUR: {min: \"10.00\", max: \"5.00\"}  #<\n",
+                     "psps[0].amounts.EUR.min", "is above max", id="min-above-max"),
+        pytest.param(MINIMAL + "    cost: {fixed: \"0.251\"}  #<\n",
+                     "psps[0].cost.fixed", "at most 2 decimal places", id="fixed-too-precise"),
+        pytest.param(MINIMAL.replace("[EUR]", "[EUR, JPY]") + "    cost: {fixed: \"0.25\"}  #<\n",
+                     "psps[0].cost.fixed", "give JPY its own fixed fee", id="fixed-default-too-precise"),
+        pytest.param(MINIMAL + "    cost: {percentage: -1}  #<\n",
+                     "psps[0].cost.percentage", "should match pattern", id="negative-percentage"),
+        pytest.param(MINIMAL + "rules:\n  - method: ewallet\n    candidates: [card]  #<\n",
+                     "rules[0].candidates[0].psp", "does not take ewallet", id="psp-without-the-method"),
+        pytest.param(MINIMAL + "rules:\n  - amount: {min: \"5.00\"}  #<\n    candidates: [card]\n",
+                     "rules[0].amount", "exactly one `currency`", id="amount-without-currency"),
+        pytest.param(MINIMAL + "rules:\n  - risk: extreme  #<\n    candidates: [card]\n",
+                     "rules[0].risk[0]", "'low', 'medium' or 'high'", id="bad-risk"),
+        pytest.param(MINIMAL.replace("webhook_secret: PAYLOOP_SANDBOX_WEBHOOK_SECRET",
+                                     "webhook_secret: PAYLOOP_NO_SUCH_SECRET  #<"),
+                     "psps[0].webhook_secret", "names no payloop setting", id="unknown-secret-setting"),
+        pytest.param(MINIMAL.replace("webhook_secret: PAYLOOP_SANDBOX_WEBHOOK_SECRET",
+                                     "webhook_secret: whsec_live_123  #<"),
+                     "psps[0].webhook_secret", "should match pattern", id="a-secret-not-a-reference"),
+        pytest.param(MINIMAL.replace("    eta: instant\n", "    eta: instant\n    eta: later  #<\n"),
+                     "psps[0].eta", "duplicate key", id="duplicate-key"),
+        pytest.param(MINIMAL.replace("    eta: instant\n", "    eta: instant\n    colour: blue  #<\n"),
+                     "psps[0].colour", "Extra inputs are not permitted", id="unknown-field"),
+        pytest.param(MINIMAL.replace("countries: [\"*\"]", "countries: [\"*\", DE]  #<"),
+                     "psps[0].countries", "stands alone", id="star-and-countries"),
+        pytest.param(TWO + "rules:\n  - candidates:\n      - {psp: card, rank: 1}\n      - two  #<\n",
+                     "rules[0].candidates[1].rank", "every candidate a rank", id="ranks-mixed"),
+        pytest.param(TWO + "rules:\n  - candidates:\n      - {psp: card, rank: 1, weight: 5}\n"
+                     "      - {psp: two, rank: 1}  #<\n",
+                     "rules[0].candidates[1].weight", "needs a weight", id="weights-partial"),
+        pytest.param(TWO + "rules:\n  - candidates:\n      - card\n      - card  #<\n",
+                     "rules[0].candidates[1].psp", "listed twice", id="psp-twice-in-a-rule"),
+        pytest.param(MINIMAL.replace("    eta: instant\n", ""),
+                     "psps[0].eta", "Field required", id="missing-field-points-at-its-psp"),
+        pytest.param(MINIMAL.replace("eta: instant", "eta: instant: now  #<"), "", "not valid YAML",
+                     id="broken-yaml"),
+    ],
+)
+def test_an_invalid_file_is_refused_naming_file_line_and_field(text: str, field: str, message: str) -> None:
+    if "#<" in text:
+        body, line = _marked(text)
+    else:  # a missing field: reported on the first line of the mapping it is missing from
+        body, line = text, 2
+    with pytest.raises(RoutingConfigError) as caught:
+        parse_routing(body, "conf/routing.yaml")
+    issues = caught.value.issues
+    assert any(i.field == field and message in i.message and i.line == line for i in issues), str(caught.value)
+    assert f"conf/routing.yaml:{line}: {field or '(file)'}: " in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = MINIMAL.replace("[EUR]", "[EUR, EUX]") + "rules:\n  - candidates: [nope]\n"
+    with pytest.raises(RoutingConfigError) as caught:
+        parse_routing(text)
+    assert {i.field for i in caught.value.issues} == {"psps[0].currencies[1]", "rules[0].candidates[0].psp"}
+
+
+# --- the router ------------------------------------------------------------------------------------------------
+
+
+def test_the_first_matching_rule_wins(world: RoutingConfig) -> None:
+    high = deposit(world, risk="high")
+    assert names(high) == ["card_b"] and high[0].reason.startswith("rule 'high-risk'")
+    # 1000.00 EUR and up: card_c first (its rank), then card_a; the A/B rule below is never reached.
+    assert names(deposit(world, amount_minor=100_000)) == ["card_c", "card_a"]
+    # Not high risk, below 1000.00: the A/B rule.
+    assert set(names(deposit(world))) == {"card_a", "card_b", "card_c"}
+    assert deposit(world)[-1].psp == "card_c"  # rank 2
+
+
+def test_rule_conditions_country_currency_amount_and_unknown_inputs(world: RoutingConfig) -> None:
+    # card_c serves DE and AT only: for FR the big-amount rule keeps just card_a.
+    assert names(deposit(world, amount_minor=100_000, country="FR")) == ["card_a"]
+    # An unknown country is served only by PSPs open to every country.
+    assert names(deposit(world, amount_minor=100_000, country=None)) == ["card_a"]
+    # card_a's EUR limit is 5000.00: above it only card_c, which has no limit.
+    assert names(deposit(world, amount_minor=600_000)) == ["card_c"]
+    # A risk that is not known matches no risk rule.
+    assert "card_b" in names(deposit(world, risk=None))
+    # JPY: no rule names JPY; card_a is the only card PSP that takes it.
+    assert deposit(world, currency="JPY", amount_minor=5000) == [Candidate("card_a", 105, "no rule matched: lowest fee")]
+
+
+def test_a_rule_whose_psps_are_all_unavailable_is_passed_over(world: RoutingConfig) -> None:
+    # The high-risk rule names only card_b; without it the next matching rule (A/B) applies.
+    got = deposit(world, risk="high", available=ALL - {"card_b"})
+    assert names(got) == ["card_a", "card_c"] and got[0].reason.startswith("rule 'ab-cards', rank 1")
+    assert deposit(world, method="card", available=frozenset({"wallet", "bank"})) == []
+    assert deposit(world, method="cheque") == []
+
+
+def test_without_a_rule_psps_are_ordered_by_fee_then_name() -> None:
+    config = parse_routing(WORLD.split("rules:")[0])
+    got = deposit(config, amount_minor=2000)  # 20.00 EUR
+    # card_a 0.25 + 0.30 = 0.55; card_b 0.10 + 0.40 = 0.50; card_c 0.20
+    assert got == [Candidate("card_c", 20, "no rule matched: lowest fee"),
+                   Candidate("card_b", 50, "no rule matched: lowest fee"),
+                   Candidate("card_a", 55, "no rule matched: lowest fee")]
+    # A tie on fee is broken by name: at 30.00 card_b (0.70) and card_a (0.70) cost the same.
+    assert names(deposit(config, amount_minor=3000, country="FR")) == ["card_a", "card_b"]
+
+
+@pytest.mark.parametrize(
+    ("fixed", "percentage", "currency", "amount_minor", "fee_minor"),
+    [
+        ("0", "1.5", "EUR", 1050, 16),  # 15.75 cents → 16
+        ("0", "1.5", "EUR", 1030, 15),  # 15.45 → 15
+        ("0", "0.05", "EUR", 1000, 1),  # exactly half a cent → rounds up
+        ("0", "0.05", "EUR", 999, 0),  # 0.4995 → 0
+        ("0.25", "1.4", "EUR", 5000, 95),
+        ("0.25", "1.4", "EUR", 1, 25),  # 0.014 of a cent → 0, plus the fixed part
+        ("0.001", "0", "KWD", 1000, 1),  # fixed in the payment currency's own units
+        ("30", "3.6", "JPY", 1001, 66),  # 30 + 36.036 yen → 66
+        ("0.25", "0", "JPY", 5000, 0),  # a quarter yen rounds to nothing
+        ("0", "1.4", "EUR", 10**13, 14 * 10**10),  # the largest amount, exactly
+    ],
+)
+def test_fees_are_exact_decimals_rounded_half_up(fixed: str, percentage: str, currency: str, amount_minor: int,
+                                                 fee_minor: int) -> None:
+    from psp.routing import Cost
+
+    assert Cost(fixed=fixed, percentage=percentage).fee_minor(amount_minor, currency) == fee_minor
+
+
+def binomial_tail(n: int, p: float, k: int) -> float:
+    """P(|X − np| > k) for X ~ Binomial(n, p), summed exactly over the distribution."""
+    mean = n * p
+    return sum(math.comb(n, x) * p**x * (1 - p) ** (n - x) for x in range(n + 1) if abs(x - mean) > k)
+
+
+def test_ab_weights_split_traffic_by_weight(world: RoutingConfig) -> None:
+    # If the payment-id hash behaves like a fair draw, the number of payments (out of 1,000) routed first to
+    # card_a is X ~ Binomial(1000, 0.7): mean 700, standard deviation sqrt(1000 · 0.7 · 0.3) ≈ 14.5 payments.
+    # The tolerance of ±5 percentage points is ±50 payments ≈ 3.45 σ, and the exact binomial tail
+    # P(|X − 700| > 50) ≈ 4.9e-4: a correct router fails this check for about one random set of ids in 2,000.
+    # The ids here are fixed, so the test is deterministic — it fails only when the split is really biased.
+    n = 1000
+    assert binomial_tail(n, 0.7, 50) < 1e-3
+    first = [deposit(world, payment_id=f"pay_{i:06d}")[0].psp for i in range(n)]
+    assert first.count("card_a") + first.count("card_b") == n
+    assert abs(first.count("card_a") - 700) <= 50
+    # The same with random-looking ids (what the API makes).
+    first = [deposit(world, payment_id=f"pay_{uuid.uuid5(uuid.NAMESPACE_OID, str(i)).hex[:24]}")[0].psp for i in range(n)]
+    assert abs(first.count("card_a") - 700) <= 50
+
+
+def test_weighted_choice_is_deterministic_per_payment_id(world: RoutingConfig) -> None:
+    for i in range(50):
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        assert deposit(world, payment_id=payment_id) == deposit(world, payment_id=payment_id)
+    routes = {tuple(names(deposit(world, payment_id=f"pay_{i}"))) for i in range(50)}
+    # Both orders occur, and the failover order always contains the other A/B candidate, then rank 2.
+    assert routes == {("card_a", "card_b", "card_c"), ("card_b", "card_a", "card_c")}
+
+
+def test_open_circuits_are_skipped_unless_every_candidate_is_open(world: RoutingConfig) -> None:
+    got = deposit(world, payment_id="pay_x", health={"card_a": OPEN})
+    assert names(got) == ["card_b", "card_c"]
+    got = deposit(world, payment_id="pay_x", health={"card_a": HALF_OPEN})
+    assert "card_a" in names(got) and next(c for c in got if c.psp == "card_a").reason.endswith("(probe)")
+    everything = {name: OPEN for name in ALL}
+    got = deposit(world, payment_id="pay_x", health=everything)
+    assert names(got) == names(deposit(world, payment_id="pay_x"))  # the last resort keeps the order
+    assert all("circuit open" in c.reason for c in got)
+
+
+def test_payouts_go_back_through_the_deposit_psp_when_they_can(world: RoutingConfig) -> None:
+    def payout(deposit_psp: str | None, method: str = "card", **kwargs: object) -> list[Candidate]:
+        args = {"currency": "EUR", "amount_minor": 5000, "country": "DE", "available": set(ALL), "health": {}}
+        return payout_route(world, method=method, deposit_psp=deposit_psp, **(args | kwargs))  # type: ignore[arg-type]
+
+    # Payout fees: wallet 0.05 < card_a 0.25 + 0.75 < card_b 0.10 + 1.00; card_c does not pay out.
+    assert names(payout(None)) == ["wallet", "card_a", "card_b"]
+    looped = payout("card_b")
+    assert names(looped) == ["card_b", "wallet", "card_a"] and looped[0].reason.startswith("closed loop")
+    assert names(payout("card_b", health={"card_b": OPEN})) == ["wallet", "card_a"]
+    assert names(payout("card_c")) == ["wallet", "card_a", "card_b"]  # card_c cannot pay out
+    assert names(payout("bank", method="bank_transfer")) == ["bank"]
+    assert payout("bank", method="bank_transfer", available={"card_a"}) == []
+    assert closed_loop_method(world, "card_a") == "card"
+    assert closed_loop_method(world, "wallet") == "ewallet"
+    assert closed_loop_method(world, "wallet", "card") == "card"
+    assert closed_loop_method(world, "card_c") is None
+    assert closed_loop_method(world, "nope") is None
+
+
+# --- health and the circuit breaker (SQLite and PostgreSQL) ---------------------------------------------------
+
+
+async def circuit_row(engine: AsyncEngine, psp: str) -> sa.Row:
+    async with engine.connect() as conn:
+        return (await conn.execute(sa.select(psp_circuits).where(psp_circuits.c.psp == psp))).one()
+
+
+async def test_the_circuit_opens_after_min_samples_failures(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)  # card_a: min_samples 4, failure_rate 0.5, window 60 s
+    now = T0
+    for _ in range(3):
+        now += timedelta(seconds=1)
+        assert await store.record("card_a", "create_payment", False, 100, "http_503", now) == CLOSED
+    now += timedelta(seconds=1)
+    assert await store.record("card_a", "create_payment", False, 100, "http_503", now) == OPEN
+    assert (await store.states(now))["card_a"] == OPEN
+    assert (await circuit_row(engine, "card_a")).opened_at == now
+
+
+async def test_a_healthy_share_of_successes_keeps_it_closed(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)
+    now = T0
+    for ok in [True, True, False, True, True, False, True, True, False]:  # 1 in 3 fails < 0.5
+        now += timedelta(seconds=1)
+        assert await store.record("card_a", "create_payment", ok, 50, None, now) == CLOSED
+    # Failures spread wider than the 60 s window never add up.
+    store2 = HealthStore(engine, world)
+    for _ in range(10):
+        now += timedelta(seconds=61)
+        assert await store2.record("card_b", "create_payment", False, 50, "timeout", now) == CLOSED
+
+
+async def test_open_half_open_then_a_probe_decides(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)  # card_a: open 30 s, 2 probes
+    for i in range(4):
+        await store.record("card_a", "create_payment", False, 10, "timeout", T0 + timedelta(seconds=i))
+    opened = T0 + timedelta(seconds=3)
+    assert (await store.states(opened + timedelta(seconds=29)))["card_a"] == OPEN
+    assert await store.try_probe("card_a", opened + timedelta(seconds=29))  # open: the router decides
+    at = opened + timedelta(seconds=30)
+    assert (await store.states(at))["card_a"] == HALF_OPEN
+    # Two probe slots, then no more until a probe reports.
+    assert [await store.try_probe("card_a", at) for _ in range(3)] == [True, True, False]
+    # A failed probe: open again, for another 30 s from now.
+    failed_at = at + timedelta(seconds=1)
+    assert await store.record("card_a", "create_payment", False, 10, "timeout", failed_at) == OPEN
+    assert (await circuit_row(engine, "card_a")).opened_at == failed_at
+    assert (await store.states(failed_at + timedelta(seconds=29)))["card_a"] == OPEN
+    again = failed_at + timedelta(seconds=30)
+    assert (await store.states(again))["card_a"] == HALF_OPEN
+    assert (await circuit_row(engine, "card_a")).probes_in_flight == 0
+    # A successful probe closes it, and the failures before it no longer count.
+    assert await store.try_probe("card_a", again)
+    assert await store.record("card_a", "create_payment", True, 10, None, again + timedelta(seconds=1)) == CLOSED
+    row = await circuit_row(engine, "card_a")
+    assert (row.state, row.opened_at, row.probes_in_flight) == ("closed", None, 0)
+    assert await store.record("card_a", "create_payment", False, 10, "x", again + timedelta(seconds=2)) == CLOSED
+
+
+async def test_stale_probe_slots_are_reclaimed(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)
+    for i in range(4):
+        await store.record("card_a", "create_payment", False, 10, "timeout", T0 + timedelta(seconds=i))
+    at = T0 + timedelta(seconds=40)
+    assert [await store.try_probe("card_a", at) for _ in range(3)] == [True, True, False]
+    # The probing workers crashed: after open_seconds the slots are free again.
+    assert await store.try_probe("card_a", at + timedelta(seconds=30))
+
+
+async def test_a_late_result_while_open_changes_nothing(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)
+    for i in range(4):
+        await store.record("card_a", "create_payment", False, 10, "timeout", T0 + timedelta(seconds=i))
+    assert await store.record("card_a", "get_payment", True, 10, None, T0 + timedelta(seconds=5)) == OPEN
+    # …but once open_seconds passed, a result is the probe's.
+    assert await store.record("card_a", "get_payment", True, 10, None, T0 + timedelta(seconds=40)) == CLOSED
+
+
+async def test_snapshot_and_pruning(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world, retention=timedelta(hours=1), snapshot_window=timedelta(minutes=5))
+    now = T0
+    for i in range(1, 21):  # latencies 10..200 ms; every 4th call fails
+        await store.record("card_b", "create_payment", i % 4 != 0, i * 10, None if i % 4 else "http_502",
+                           now - timedelta(seconds=100 - i))
+    await store.record("card_b", "create_payment", False, 9999, "old", now - timedelta(minutes=10))
+    snap = await store.snapshot(now)
+    assert list(snap)[:5] == ["card_a", "card_b", "card_c", "wallet", "bank"]
+    b = snap["card_b"].as_json()
+    assert b == {"psp": "card_b", "samples": 20, "success_rate": "0.7500", "error_rate": "0.2500",
+                 "p95_latency_ms": 190, "circuit": "closed", "opened_at": None}
+    assert snap["card_a"].as_json()["samples"] == 0 and snap["card_a"].success_rate is None
+    assert await store.prune(now + timedelta(minutes=55)) == 1  # the 10-minute-old attempt is past the hour
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(psp_attempts))).scalar_one() == 20
+
+
+async def test_concurrent_records_keep_one_consistent_state(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)  # card_a: min_samples 4, window_size 20, 2 probes
+    now = T0
+
+    async def fail(i: int) -> CircuitState:
+        return await store.record("card_a", "create_payment", False, i, "http_503", now)
+
+    results = await asyncio.gather(*(fail(i) for i in range(30)))
+    row = await circuit_row(engine, "card_a")
+    assert (row.state, row.opened_at, row.probes_in_flight) == ("open", now, 0)
+    # Under READ COMMITTED a transaction may not see its concurrent peers' attempts yet, so the opening can come
+    # a little later than the 4th failure, but it comes, exactly once, and nothing reports a state it never had.
+    assert results.count(OPEN) >= 1 and set(results) <= {CLOSED, OPEN}
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(psp_attempts))).scalar_one() == 30
+
+    later = now + timedelta(seconds=30)
+    probes = await asyncio.gather(*(store.try_probe("card_a", later) for _ in range(12)))
+    assert probes.count(True) == 2
+    assert (await circuit_row(engine, "card_a")).probes_in_flight == 2
+
+    outcomes = [True, False] * 6
+    after = await asyncio.gather(*(store.record("card_a", "create_payment", ok, 1, None, later) for ok in outcomes))
+    row = await circuit_row(engine, "card_a")
+    # The first probe result to commit decided; every later one saw its decision (closed stays closed on a lone
+    # failure below min_samples… or opened again by a failed probe). Whatever happened, the row is coherent.
+    assert row.state in ("closed", "open") and row.probes_in_flight == 0
+    assert (row.opened_at is None) == (row.state == "closed")
+    assert HALF_OPEN not in after
