@@ -126,7 +126,7 @@ class ReferenceMismatch(GameError):
     code = "reference_mismatch"
 
     def __init__(self, transaction_id: str, field: str) -> None:
-        super().__init__(transaction_id, f"the rollback's {field} differs from that of bet {transaction_id}")
+        super().__init__(transaction_id, f"the request's {field} differs from that of bet {transaction_id}")
         self.field = field
 
 
@@ -208,6 +208,12 @@ class GameWallet:
 
         async def move(conn: AsyncConnection) -> Transfer | None:
             await _open_round(conn, req)
+            # The row lock orders this win against rollbacks of the round's bets.
+            lock_round = select(game_rounds).where(*_round_key(req.player_id, req.round_id)).with_for_update()
+            if (await conn.execute(lock_round)).one().currency != req.currency:
+                raise ReferenceMismatch(req.transaction_id, "currency")
+            if req.reference_transaction_id is not None:
+                await _check_win_reference(conn, req, req.reference_transaction_id)
             await conn.execute(
                 update(game_rounds)
                 .where(*_round_key(req.player_id, req.round_id), game_rounds.c.settled_at.is_(None))
@@ -410,6 +416,22 @@ def _row(req: GameRequest, kind: str) -> dict[str, Any]:
 
 def _round_key(player_id: str, round_id: str) -> tuple[Any, Any]:
     return game_rounds.c.player_id == player_id, game_rounds.c.round_id == round_id
+
+
+async def _check_win_reference(conn: AsyncConnection, req: GameRequest, bet_id: str) -> None:
+    """A win that names its bet must name a live bet of this player, round and currency: no win pays out on a
+    bet that was never placed or was rolled back."""
+    bet = (await conn.execute(select(game_transactions).where(game_transactions.c.transaction_id == bet_id))).first()
+    if bet is None or bet.kind == TOMBSTONE:
+        raise TransactionRolledBack(bet_id) if bet is not None else NotABet(bet_id, "unknown transaction")
+    if bet.kind != BET:
+        raise NotABet(bet_id, bet.kind)
+    for field in ("player_id", "round_id", "currency"):
+        if getattr(bet, field) != getattr(req, field):
+            raise ReferenceMismatch(bet_id, field)
+    reversal = _transfer_id(bet_id, ROLLBACK)
+    if (await conn.execute(select(ledger_transfers.c.id).where(ledger_transfers.c.id == reversal))).first():
+        raise TransactionRolledBack(bet_id)
 
 
 async def _open_round(conn: AsyncConnection, req: GameRequest) -> None:

@@ -263,3 +263,19 @@ async def test_round_and_player_history(wallet: GameWallet, engine: AsyncEngine)
     assert [(t.kind, t.reference) for t in history] == [("win", win_id), ("bet", bet_id)]
     assert [t.kind for t in await wallet.player_history("p1")] == ["win", "bet", "deposit"]
     await assert_invariants(engine)
+
+
+async def test_a_win_must_name_a_live_bet_of_its_round(wallet: GameWallet, engine: AsyncEngine) -> None:
+    await fund(engine, "w1", 100_00)
+    placed = bet("w1", 10_00, round_id="rw")
+    await wallet.bet(placed)
+    with pytest.raises(NotABet):
+        await wallet.win(win("w1", 20_00, round_id="rw", ref="no-such-bet"))
+    await wallet.rollback(rollback("w1", placed.transaction_id, round_id="rw"))
+    with pytest.raises(TransactionRolledBack):
+        await wallet.win(win("w1", 20_00, round_id="rw", ref=placed.transaction_id))
+    usd = GameRequest(new_id("win"), "w1", "USD", 1_00, "rw", "slots-1")
+    with pytest.raises(ReferenceMismatch):
+        await wallet.win(usd)
+    assert await available(engine, "w1") == 100_00
+    await assert_invariants(engine)
