@@ -34,7 +34,7 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(url: str, schema: str | None = None, revision: str = "heads") -> None:
+async def upgrade(url: str, schema: str | None = None, revision: str = "head") -> None:
     """Migrate the database at `url` to `revision`; on PostgreSQL, inside `schema` (search_path) when given."""
     engine = create_engine(url, schema=schema, pool_size=1)
     try:

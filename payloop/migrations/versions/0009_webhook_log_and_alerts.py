@@ -1,7 +1,7 @@
 """Webhook delivery log and alerts.
 
 Revision ID: 0009_webhook_log_and_alerts
-Revises: 0007_deposit_limit_usage
+Revises: 0008_psp_health
 Create Date: 2026-11-21
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from payloop.db import UtcDateTime
 
 revision: str = "0009_webhook_log_and_alerts"
-down_revision: str | None = "0007_deposit_limit_usage"
+down_revision: str | None = "0008_psp_health"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
