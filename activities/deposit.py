@@ -15,8 +15,10 @@ from temporalio.exceptions import ApplicationError
 from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
 from ledger.errors import LedgerError
 from payloop.players import PlayerStore
-from activities.psp_calls import as_application_error, call_psp, connector_for
+from activities.psp_calls import as_application_error, call_and_record, call_psp, connector_for
 from psp.base import CreatePaymentRequest, PspConnector, PspError, PspPayment, PspRequestRejected
+from psp.routing import CircuitState, RoutingConfig, route
+from psp.routing.health import HealthStore
 from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
@@ -41,11 +43,15 @@ class DepositActivities:
         ledger: Ledger,
         players: PlayerStore,
         connectors: Mapping[str, PspConnector],
+        routing: RoutingConfig,
+        health: HealthStore,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.ledger = ledger
         self.players = players
         self.connectors = connectors
+        self.routing = routing
+        self.health = health
         self.clock = clock
 
     def all(self) -> list[Callable]:
@@ -72,8 +78,18 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.ROUTE_DEPOSIT)
     async def route_deposit(self, input: RouteInput) -> list[str]:
-        # Candidates in configuration order among the PSPs that take this method.
-        return [name for name, connector in self.connectors.items() if input.method in connector.methods]
+        """The PSPs to try, in order: the routing file's rules, fees, A/B weights and live circuit states."""
+        states = await self.health.states(self.clock())
+        candidates = route(
+            self.routing, method=input.method, currency=input.currency, amount_minor=input.amount_minor,
+            country=input.country, risk=None, payment_id=input.payment_id, available=set(self.connectors),
+            health=states,
+        )
+        if candidates and all(states.get(c.psp) == CircuitState.OPEN for c in candidates):
+            # Every PSP for the method is down: refuse now rather than after a round of timeouts.
+            raise ApplicationError("every PSP for this method is down", "method_unavailable",
+                                   type=ErrorType.ALL_PSPS_DOWN, non_retryable=True)
+        return [c.psp for c in candidates]
 
     @activity.defn(name=ActivityName.CREATE_PSP_PAYMENT)
     async def create_psp_payment(self, input: CreatePspPaymentInput) -> PspPaymentView:
@@ -88,7 +104,8 @@ class DepositActivities:
             country=input.country,
             scenario=input.sandbox_scenario,
         )
-        return _view(await call_psp(connector.create_payment(request)))
+        return _view(await call_and_record(self.health, input.psp, "create_payment",
+                                           lambda: connector.create_payment(request)))
 
     @activity.defn(name=ActivityName.GET_PSP_PAYMENT)
     async def get_psp_payment(self, ref: PspPaymentRef) -> PspPaymentView:

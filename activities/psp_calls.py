@@ -3,12 +3,14 @@ decide on (declines and rejected requests never retry; transient errors do)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from temporalio.exceptions import ApplicationError
 
 from psp.base import PspConnector, PspDeclined, PspError, PspNotFound, PspRequestRejected
+from psp.routing.health import HealthStore
 from workflows.types import ErrorType
 
 T = TypeVar("T")
@@ -19,6 +21,27 @@ async def call_psp(call: Awaitable[T]) -> T:
         return await call
     except PspError as err:
         raise as_application_error(err) from err
+
+
+async def call_and_record(health: HealthStore, psp: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Calls the PSP and feeds its circuit breaker: an answer (even a decline) is a success; a timeout, a 5xx or
+    an unusable answer is a failure. A half-open PSP whose probe slots are taken is not called at all."""
+    if not await health.try_probe(psp):
+        raise ApplicationError(f"{psp} is being probed; not called", "circuit_open", type=ErrorType.PSP_TRANSIENT,
+                               non_retryable=True)
+    started = time.monotonic()
+    try:
+        result = await call()
+    except PspError as err:
+        answered = isinstance(err, (PspDeclined, PspRequestRejected, PspNotFound))
+        await health.record(psp, operation, answered, _elapsed_ms(started), err.code)
+        raise as_application_error(err) from err
+    await health.record(psp, operation, True, _elapsed_ms(started))
+    return result
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def as_application_error(err: PspError) -> ApplicationError:

@@ -236,7 +236,7 @@ class StripeLikeScheme:
         timestamps: list[str] = []
         given: list[str] = []
         for item in header.split(","):
-            key, _, value = item.strip().partition("=")
+            key, _, value = item.partition("=")
             if key == "t":
                 timestamps.append(value)
             elif key == "v1":

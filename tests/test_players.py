@@ -31,6 +31,8 @@ from payloop.players import (
     window_start,
 )
 from payloop.settings import Settings
+from psp.routing import load_routing
+from psp.routing.health import HealthStore
 from workflows.types import ScreenDepositInput
 
 NOW = datetime(2026, 3, 1, 0, 30, tzinfo=timezone.utc)
@@ -235,7 +237,9 @@ async def _deposit_at(engine: AsyncEngine, player: str, amount: int, at: datetim
 async def _screen(engine: AsyncEngine, player: str, amount: int, at: datetime) -> str | None:
     """Screens a probe deposit at `at`, then releases it so probes do not count against each other."""
     payment_id = f"pay_{uuid.uuid4().hex[:24]}"
-    activities = DepositActivities(Ledger(engine), PlayerStore(engine), {}, clock=lambda: at)
+    routing = load_routing(Settings())
+    activities = DepositActivities(Ledger(engine), PlayerStore(engine), {}, routing, HealthStore(engine, routing),
+                                   clock=lambda: at)
     result = await activities.screen_deposit(ScreenDepositInput(payment_id, player, amount, "EUR"))
     await activities.release_deposit_limit(payment_id)
     return result.code

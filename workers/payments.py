@@ -21,6 +21,8 @@ from payloop.players import PlayerStore
 from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.registry import build_connectors
+from psp.routing import load_routing
+from psp.routing.health import HealthStore
 from workflows.deposit import DepositWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
@@ -33,8 +35,10 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
     engine = create_engine(settings.effective_database_url, schema=schema)
     async with httpx.AsyncClient(timeout=settings.psp_http_timeout_seconds) as http:
         ledger, players, connectors = Ledger(engine), PlayerStore(engine), build_connectors(settings, http)
+        routing = load_routing(settings)
+        health = HealthStore(engine, routing)
         activities = [
-            *DepositActivities(ledger, players, connectors).all(),
+            *DepositActivities(ledger, players, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, connectors, settings).all(),
             AlertActivities(engine).raise_alert,
         ]

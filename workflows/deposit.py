@@ -43,7 +43,7 @@ _INTERNAL_STEP = dict(
                              maximum_attempts=10),
 )
 # Transient answers that mean the PSP did not take the request at all (refused, or never reached).
-_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable"})
+_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable", "circuit_open"})
 _PSP_CALL_TIMEOUT = timedelta(seconds=15)
 # Transient PSP errors retry on the same PSP with backoff; declines and rejected requests never retry.
 _PSP_CREATE_RETRY = RetryPolicy(
@@ -159,11 +159,13 @@ class DepositWorkflow:
             )
             candidates: list[str] = await workflow.execute_activity(
                 ActivityName.ROUTE_DEPOSIT,
-                RouteInput(input.method, input.currency, input.amount_minor, input.country),
+                RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id),
                 result_type=list[str],
                 **_INTERNAL_STEP,
             ) if screening.outcome == "allow" else []
         except ActivityError as err:
+            if error_type(err) == ErrorType.ALL_PSPS_DOWN:
+                raise _Ending(DepositStatus.FAILED, "method_unavailable") from None
             # No money has moved yet, so a step that keeps failing ends the deposit instead of stalling it.
             workflow.logger.error("deposit %s could not be screened or routed: %s", input.payment_id, err.cause)
             raise _Ending(DepositStatus.FAILED, "screening_unavailable") from None

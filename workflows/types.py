@@ -175,6 +175,7 @@ class RouteInput:
     currency: str
     amount_minor: int
     country: str | None = None
+    payment_id: str = ""  # seeds the A/B split, so a retried routing gives the same answer
 
 
 @dataclass
@@ -252,6 +253,7 @@ class ErrorType:
     PSP_REQUEST_REJECTED = "PspRequestRejected"
     PSP_TRANSIENT = "PspTransientError"
     PSP_NOT_FOUND = "PspNotFound"
+    ALL_PSPS_DOWN = "AllPspsDown"
     LEDGER_CONFLICT = "LedgerConflict"
     INSUFFICIENT_FUNDS = "InsufficientFunds"
 

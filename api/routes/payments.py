@@ -91,7 +91,7 @@ def _init_outcome(answer: InitAnswer) -> tuple[int, dict]:
                             "the deposit breaks a responsible-gaming rule or limit",
                             payment_id=answer.payment_id).body()
     if answer.status == DepositStatus.FAILED:
-        if answer.failure_code in ("psp_unavailable", "no_route"):
+        if answer.failure_code in ("psp_unavailable", "no_route", "method_unavailable"):
             return 502, Problem(502, answer.failure_code, "No PSP available",
                                 "no payment provider could take the payment", retryable=True,
                                 payment_id=answer.payment_id).body()

@@ -24,6 +24,7 @@ from api.app import create_app
 from ledger import assert_invariants
 from payloop.settings import Settings
 from payloop.temporal import temporal_cli_path
+from psp.routing.health import psp_attempts, psp_circuits
 from psp.sandbox.app import SandboxConfig
 from psp.sandbox.app import create_app as create_sandbox_app
 from tests.conftest import BACKENDS, FreshDatabase
@@ -110,6 +111,16 @@ class Stack:
 
     async def check_invariants(self) -> None:
         await assert_invariants(self.engine)
+
+    async def psp_mode(self, psp: str, mode: str) -> None:
+        """Degrades a sandbox PSP; back "up", it also forgets the PSP's health, so the failures one test caused
+        do not open its circuit for the next test."""
+        response = await self.sandbox.post(f"/control/{psp}", json={"mode": mode})
+        assert response.status_code == 200, response.text
+        if mode == "up":
+            async with self.engine.begin() as conn:
+                await conn.execute(psp_attempts.delete().where(psp_attempts.c.psp == psp))
+                await conn.execute(psp_circuits.delete().where(psp_circuits.c.psp == psp))
 
 
 def new_player() -> str:

@@ -237,18 +237,13 @@ async def test_a_retry_after_our_failure_reaches_the_same_payment(stack: Stack) 
     await stack.check_invariants()
 
 
-async def psp_mode(stack: Stack, psp: str, mode: str) -> None:
-    response = await stack.sandbox.post(f"/control/{psp}", json={"mode": mode})
-    assert response.status_code == 200, response.text
-
-
 async def test_a_psp_that_refuses_everything_is_not_charged_and_the_deposit_fails(stack: Stack) -> None:
     player = new_player()
-    await psp_mode(stack, "card", "down")
+    await stack.psp_mode("card", "down")
     try:
         problem = await stack.deposit(method="card", player_id=player, expect=502)
     finally:
-        await psp_mode(stack, "card", "up")
+        await stack.psp_mode("card", "up")
     assert problem["code"] == "psp_unavailable" and problem["retryable"] is True
     assert (await stack.payment(problem["payment_id"]))["status"] == "failed"
     assert await stack.balance(player) == "0.00"
@@ -258,11 +253,11 @@ async def test_a_psp_that_refuses_everything_is_not_charged_and_the_deposit_fail
 async def test_a_psp_whose_answers_are_lost_sends_the_deposit_to_review_not_to_another_psp(stack: Stack) -> None:
     """500s leave it open whether the PSP took the payment; failing over could charge the player twice."""
     player = new_player()
-    await psp_mode(stack, "card", "error")
+    await stack.psp_mode("card", "error")
     try:
         init = await stack.deposit(method="card", player_id=player)
     finally:
-        await psp_mode(stack, "card", "up")
+        await stack.psp_mode("card", "up")
     assert init["status"] == "in_review"
     payment = await stack.payment(init["payment_id"])
     assert payment["review_reason"] == "psp_status_unknown" and payment["psp"] == "card"

@@ -249,14 +249,14 @@ async def test_payout_input_problems(stack: Stack) -> None:
 
 async def test_payout_waits_while_its_psp_is_down_then_goes_out(stack: Stack) -> None:
     player = await funded_player(stack)
-    await stack.sandbox.post("/control/ewallet", json={"mode": "down"})
+    await stack.psp_mode("ewallet", "down")
     try:
         started = await payout(stack, player)
         waiting = await eventually(lambda: get_payout(stack, started["payout_id"]),
                                    lambda p: p["deferred_until"] is not None, timeout=20)
         assert waiting["status"] == "processing" and waiting["hold"] == "held"
     finally:
-        await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
+        await stack.psp_mode("ewallet", "up")
     done = await wait_payout(stack, started["payout_id"], timeout=30)
     assert done["status"] == "paid"
     await assert_settled(stack, done)
@@ -278,7 +278,7 @@ async def test_a_second_review_needs_its_own_decision(stack: Stack) -> None:
     player = await funded_player(stack, wagered=False)
     started = await payout(stack, player)
     await wait_payout(stack, started["payout_id"], {"in_review"})
-    await stack.sandbox.post("/control/ewallet", json={"mode": "error"})
+    await stack.psp_mode("ewallet", "error")
     try:
         url = f"/v1/ops/payouts/{started['payout_id']}/review"
         assert (await stack.api.post(url, json={"decision": "approve", "reviewer": "aml"})).status_code == 200
@@ -287,7 +287,7 @@ async def test_a_second_review_needs_its_own_decision(stack: Stack) -> None:
                                   timeout=40)
         assert second["hold"] == "held"
     finally:
-        await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
+        await stack.psp_mode("ewallet", "up")
     assert (await stack.api.post(url, json={"decision": "reject", "reviewer": "ops"})).status_code == 200
     done = await wait_payout(stack, started["payout_id"])
     assert done["status"] == "rejected"

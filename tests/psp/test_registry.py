@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from payloop.settings import Settings
 from psp.registry import PROVIDERS, build_connectors, build_verifiers, error_tables, payment_methods, payout_methods
-from psp.sandbox import config_from_settings
+from psp.base import InvalidWebhook
+from psp.sandbox import SandboxConfig, config_from_settings, create_app
 from tests.psp.psp_testkit import (
+    PSP_METHOD,
+    VERIFIER_CLASSES,
     WEBHOOK_SECRET,
     RunningSandbox,
     WebhookReceiver,
+    bound_socket,
     eventually,
-    wait_for_webhooks,
+    make_connector,
     payment_request,
     payout_request,
+    serve,
+    wait_for_webhooks,
 )
 
 
@@ -98,3 +106,80 @@ async def test_connectors_pay_out_to_their_own_method(
         [delivery] = await eventually(lambda: receiver.for_payment(req.payout_id))
         event = verifiers[name](delivery.headers, delivery.body, time.time())
         assert (event.payment_id, event.psp_reference, event.status) == (req.payout_id, created.psp_reference, "paid")
+
+
+# -- secret rotation ------------------------------------------------------------------------------
+
+
+def _signed_event(psp: str, secret: str) -> tuple[dict[str, str], bytes]:
+    from psp.sandbox.formats import FORMATS, Snapshot
+
+    snap = Snapshot("payment", f"{psp}_1", "pay_1", "captured", 5000, 5000, "EUR", confirmations=3)
+    body = json.dumps(FORMATS[psp].event("evt_1", snap, "2023-11-14T22:13:20Z")).encode()
+    return FORMATS[psp].scheme.headers(secret, int(time.time()), body, "evt_1"), body
+
+
+def test_build_verifiers_accepts_comma_separated_secrets_for_rotation() -> None:
+    verifiers = build_verifiers(Settings(sandbox_webhook_secret="whsec_new, whsec_old"))
+
+    for psp, verify in verifiers.items():
+        for secret in ("whsec_new", "whsec_old"):
+            headers, body = _signed_event(psp, secret)
+            assert verify(headers, body, time.time()).payment_id == "pay_1"
+        headers, body = _signed_event(psp, "whsec_retired")
+        with pytest.raises(InvalidWebhook) as refused:
+            verify(headers, body, time.time())
+        assert refused.value.code == "bad_signature"
+
+
+class _PerPspSettings(Settings):
+    sandbox_crypto_webhook_secret: str = "whsec_crypto_new,whsec_crypto_old"
+    sandbox_paybybank_webhook_secret: str = ""  # empty: the shared secret applies
+
+
+def test_per_psp_secrets_come_from_settings_attributes_when_present() -> None:
+    settings = _PerPspSettings(sandbox_webhook_secret="whsec_shared")
+    verifiers = build_verifiers(settings)
+
+    headers, body = _signed_event("crypto", "whsec_crypto_old")
+    assert verifiers["crypto"](headers, body, time.time()).event_id == "evt_1"
+    headers, body = _signed_event("crypto", "whsec_shared")
+    with pytest.raises(InvalidWebhook):
+        verifiers["crypto"](headers, body, time.time())
+    for psp in ("card", "ewallet", "paybybank"):
+        headers, body = _signed_event(psp, "whsec_shared")
+        assert verifiers[psp](headers, body, time.time()).event_id in {"evt_1"}
+    config = config_from_settings(settings)
+    assert config.webhook_secrets == {"crypto": "whsec_crypto_new,whsec_crypto_old"}
+    assert (config.signing_secret("crypto"), config.signing_secret("card")) == ("whsec_crypto_new", "whsec_shared")
+
+
+async def test_during_rotation_the_sandbox_signs_with_the_first_secret(
+    http: httpx.AsyncClient, receiver: WebhookReceiver
+) -> None:
+    sock, url = bound_socket()
+    config = SandboxConfig(
+        webhook_url_template=receiver.url + "/webhooks/{psp}",
+        webhook_secret="whsec_new,whsec_old",
+        public_url=url,
+        settle_delay_seconds=0.01,
+        webhook_secrets={"ewallet": "whsec_wallet_only"},
+    )
+    async with serve(create_app(config), sock):
+        for psp, accepted, refused in [
+            ("card", "whsec_new", "whsec_old"),
+            ("crypto", "whsec_new", "whsec_old"),
+            ("ewallet", "whsec_wallet_only", "whsec_new"),
+        ]:
+            connector = make_connector(psp, url, http)
+            req = payment_request(method=PSP_METHOD[psp])
+            await connector.create_payment(req)
+            await wait_for_webhooks(receiver, req.payment_id)
+            delivery = receiver.for_payment(req.payment_id)[0]
+            verify = VERIFIER_CLASSES[psp](psp, accepted)
+            assert verify(delivery.headers, delivery.body, time.time()).payment_id == req.payment_id
+            with pytest.raises(InvalidWebhook):
+                VERIFIER_CLASSES[psp](psp, refused)(delivery.headers, delivery.body, time.time())
+            # A verifier that knows both (the API during the rotation) accepts it too.
+            both = VERIFIER_CLASSES[psp](psp, [refused, accepted])
+            assert both(delivery.headers, delivery.body, time.time()).payment_id == req.payment_id
