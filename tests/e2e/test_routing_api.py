@@ -30,6 +30,7 @@ async def psp_down(stack: Stack, psp: str) -> AsyncIterator[HealthStore]:
     (the stack, and so its database, is shared by the whole session)."""
     store = HealthStore(stack.engine, load_routing(stack.settings))
     thresholds = store.config.thresholds(psp)
+    await stack.psp_mode(psp, "up")  # start from a clean record: earlier tests' real calls count too
     try:
         for _ in range(thresholds.min_samples):
             await store.record(psp, "create_payment", False, 2500, "http_503")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from payloop.settings import Settings
-from psp.registry import PROVIDERS, build_connectors, build_verifiers, error_tables, payment_methods, payout_methods
+from psp.registry import PROVIDERS, build_connectors, build_verifiers, payment_methods, payout_methods
 from psp.base import InvalidWebhook
 from psp.sandbox import SandboxConfig, config_from_settings, create_app
 from tests.psp.psp_testkit import (
