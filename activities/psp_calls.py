@@ -9,7 +9,15 @@ from typing import TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from psp.base import PspConnector, PspDeclined, PspError, PspNotFound, PspRequestRejected
+from psp.base import (
+    PspConnector,
+    PspDeclined,
+    PspError,
+    PspFailover,
+    PspNotFound,
+    PspRequestRejected,
+    PspStepUpRequired,
+)
 from psp.routing.health import HealthStore
 from workflows.types import ErrorType
 
@@ -33,7 +41,7 @@ async def call_and_record(health: HealthStore, psp: str, operation: str, call: C
     try:
         result = await call()
     except PspError as err:
-        answered = isinstance(err, (PspDeclined, PspRequestRejected, PspNotFound))
+        answered = isinstance(err, (PspDeclined, PspRequestRejected, PspNotFound, PspStepUpRequired))
         await health.record(psp, operation, answered, _elapsed_ms(started), err.code)
         raise as_application_error(err) from err
     await health.record(psp, operation, True, _elapsed_ms(started))
@@ -49,6 +57,10 @@ def as_application_error(err: PspError) -> ApplicationError:
         return ApplicationError(err.message, err.code, type=ErrorType.PSP_DECLINED, non_retryable=True)
     if isinstance(err, PspRequestRejected):
         return ApplicationError(err.message, err.code, type=ErrorType.PSP_REQUEST_REJECTED, non_retryable=True)
+    if isinstance(err, PspFailover):
+        return ApplicationError(err.message, err.code, type=ErrorType.PSP_FAILOVER, non_retryable=True)
+    if isinstance(err, PspStepUpRequired):
+        return ApplicationError(err.message, err.code, type=ErrorType.PSP_STEP_UP, non_retryable=True)
     if isinstance(err, PspNotFound):
         return ApplicationError(err.message, err.code, type=ErrorType.PSP_NOT_FOUND, non_retryable=True)
     # Transient errors and malformed answers: retry, then let the workflow decide (fail over, look up).

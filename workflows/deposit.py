@@ -177,13 +177,14 @@ class DepositWorkflow:
         return await self._create_at_first_available_psp(candidates)
 
     async def _create_at_first_available_psp(self, candidates: list[str]) -> PspPaymentView:
-        """Tries the candidates in order. A PSP that did not take the payment fails over to the next one; one
-        whose answer was lost is asked before anything else happens, so a payment is never made twice."""
+        """Tries the candidates in order, deciding on each PSP's error by its classification: a hard decline or a
+        step-up request ends the deposit; a PSP that did not take the payment fails over to the next candidate;
+        one whose answer was lost is asked first, so a payment is never made twice. Each attempt is kept in the
+        state as "psp: decision (code)"."""
         input = self._input
         for psp in candidates:
-            self._state.attempts.append(psp)
             try:
-                return await workflow.execute_activity(
+                created = await workflow.execute_activity(
                     ActivityName.CREATE_PSP_PAYMENT,
                     CreatePspPaymentInput(
                         psp=psp,
@@ -200,21 +201,39 @@ class DepositWorkflow:
                     start_to_close_timeout=_PSP_CALL_TIMEOUT,
                     retry_policy=_PSP_CREATE_RETRY,
                 )
+                self._state.attempts.append(f"{psp}: accepted")
+                return created
             except ActivityError as err:
                 kind, code = error_type(err), error_code(err)
             self._state.psp = psp
-            if kind == ErrorType.PSP_DECLINED:
+            decision = self._decide(psp, kind, code)
+            if decision == "failover":
+                found, known = (None, True) if kind == ErrorType.PSP_FAILOVER else await self._find_at(psp)
+                if found is not None:
+                    self._state.attempts.append(f"{psp}: accepted after all ({code})")
+                    return found
+                if not known and code not in _NOT_TAKEN_CODES:
+                    self._state.attempts.append(f"{psp}: outcome unknown ({code})")
+                    raise _Ending(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
+            self._state.attempts.append(f"{psp}: {decision} ({code})")
+            workflow.logger.warning("payment %s at %s: %s (%s)", input.payment_id, psp, decision, code)
+            if decision == "hard_decline":
                 raise _Ending(DepositStatus.FAILED, code or "declined")
-            found, known = await self._find_at(psp)
-            if found is not None:
-                return found
-            if not known and code not in _NOT_TAKEN_CODES:
-                raise _Ending(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
-            if kind == ErrorType.PSP_REQUEST_REJECTED:
+            if decision == "step_up":
+                raise _Ending(DepositStatus.FAILED, "step_up_required")
+            if decision == "rejected":
                 raise _Ending(DepositStatus.FAILED, "psp_rejected")
-            workflow.logger.warning("PSP %s did not take payment %s (%s); failing over", psp, input.payment_id, code)
         self._state.psp = None
         raise _Ending(DepositStatus.FAILED, "psp_unavailable")
+
+    @staticmethod
+    def _decide(psp: str, kind: str | None, code: str | None) -> str:
+        """What a PSP's error means for this deposit (the PSP's error table already chose the error type)."""
+        return {
+            ErrorType.PSP_DECLINED: "hard_decline",
+            ErrorType.PSP_STEP_UP: "step_up",
+            ErrorType.PSP_REQUEST_REJECTED: "rejected",
+        }.get(kind or "", "failover")
 
     async def _find_at(self, psp: str) -> tuple[PspPaymentView | None, bool]:
         """The payment as the PSP knows it; (None, True) when it does not know it, (None, False) when we

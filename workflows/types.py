@@ -254,6 +254,8 @@ class ErrorType:
     PSP_TRANSIENT = "PspTransientError"
     PSP_NOT_FOUND = "PspNotFound"
     ALL_PSPS_DOWN = "AllPspsDown"
+    PSP_FAILOVER = "PspFailover"
+    PSP_STEP_UP = "PspStepUpRequired"
     LEDGER_CONFLICT = "LedgerConflict"
     INSUFFICIENT_FUNDS = "InsufficientFunds"
 
