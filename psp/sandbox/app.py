@@ -1,7 +1,9 @@
-"""The sandbox PSP service: four providers taking payments and making payouts, each with its own wire format
-(psp/sandbox/formats.py) and webhook signature, each behaving per `metadata.sandbox_scenario`.
+"""The sandbox PSP service: five providers of four families taking payments and making payouts, each family with
+its own wire format (psp/sandbox/formats.py) and webhook signature, each behaving per `metadata.sandbox_scenario`.
 
-- `card`: 3DS (frictionless by default; a challenge page for `challenge` / `3ds_fail`).
+- `card` and `card_b` (two card acquirers, family `card`): 3DS (frictionless by default; a challenge page under
+  `/{psp}/challenge/{reference}` for `challenge` / `3ds_fail`). Same wire format, scenarios and error codes; each
+  has its own state, control mode, references (`card_…` / `card_b_…`) and webhook URL.
 - `ewallet`: settles instantly.
 - `paybybank`: a redirect to a bank-selection page; `authorised` once the player confirms, `settled` later.
 - `crypto`: an invoice with a deposit address; the transfer is seen, then confirmed after 3 confirmations
@@ -36,6 +38,7 @@ from psp import signatures
 from psp.sandbox.formats import (
     CONFIRMATIONS_REQUIRED,
     DEFAULT_FORMAT,
+    FAMILIES,
     FORMATS,
     Order,
     SandboxError,
@@ -46,16 +49,15 @@ from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
 
 logger = logging.getLogger("psp.sandbox")
 
-PSPS = ("card", "ewallet", "paybybank", "crypto")
-# What each sandbox PSP takes payments with, and pays out to.
-METHODS: dict[str, frozenset[str]] = {
+PSPS = tuple(FAMILIES)  # ("card", "card_b", "ewallet", "paybybank", "crypto"); FAMILIES maps each to its family
+# Per family: what its PSPs take payments with (and pay out to), their decline code, their error scenario codes.
+_FAMILY_METHODS: dict[str, frozenset[str]] = {
     "card": frozenset({"card"}),
     "ewallet": frozenset({"ewallet"}),
     "paybybank": frozenset({"bank_transfer"}),
     "crypto": frozenset({"crypto"}),
 }
-PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
-DECLINE_CODES = {
+_FAMILY_DECLINE_CODES = {
     "card": "card_declined",
     "ewallet": "insufficient_funds",
     "paybybank": "bank_rejected",
@@ -66,13 +68,20 @@ PAYOUT_FAILURE_CODE = "beneficiary_rejected"  # the `fail` scenario: accepted, t
 BANK_REJECTED_CODE = "authorisation_rejected"  # the player refused (or failed) at the bank
 # Scenarios that answer the create with one of the PSP's own error codes (see each connector's ERROR_TABLE):
 # soft_decline → 402 (step up), issuer_unavailable → 503 every time (fail over), rate_limited → 429 twice.
-ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
+_FAMILY_ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
     "card": {"soft_decline": "authentication_required", "issuer_unavailable": "issuer_unavailable",
              "rate_limited": "rate_limited"},
     "ewallet": {"soft_decline": "sca_required", "issuer_unavailable": "wallet_backend_unavailable",
                 "rate_limited": "too_many_requests"},
     "paybybank": {"issuer_unavailable": "bank_unavailable", "rate_limited": "rate_limit_exceeded"},
     "crypto": {"issuer_unavailable": "node_unavailable", "rate_limited": "rate_limit"},
+}
+# The same, per sandbox PSP.
+METHODS: dict[str, frozenset[str]] = {psp: _FAMILY_METHODS[family] for psp, family in FAMILIES.items()}
+PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
+DECLINE_CODES = {psp: _FAMILY_DECLINE_CODES[family] for psp, family in FAMILIES.items()}
+ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
+    psp: dict(_FAMILY_ERROR_SCENARIO_CODES[family]) for psp, family in FAMILIES.items()
 }
 ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
 _COMMON_SCENARIOS = frozenset(
@@ -82,9 +91,9 @@ CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})
 AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto only
 PAYMENT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
     psp: _COMMON_SCENARIOS
-    | CHALLENGE_SCENARIOS  # only the card has 3DS: elsewhere they behave as approve
+    | CHALLENGE_SCENARIOS  # only the card family has 3DS: elsewhere they behave as approve
     | frozenset(ERROR_SCENARIO_CODES[psp])
-    | (AMOUNT_SCENARIOS if psp == "crypto" else frozenset())
+    | (AMOUNT_SCENARIOS if FAMILIES[psp] == "crypto" else frozenset())
     for psp in PSPS
 }
 PAYOUT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
@@ -269,8 +278,8 @@ class Sandbox:
     # -- payments and payouts ----------------------------------------------------------------------
 
     def behaviour(self, psp: str, scenario: str) -> str:
-        # Only the card has 3DS: the challenge scenarios behave as approve elsewhere.
-        if psp != "card" and scenario in CHALLENGE_SCENARIOS:
+        # Only the card family has 3DS: the challenge scenarios behave as approve elsewhere.
+        if FAMILIES[psp] != "card" and scenario in CHALLENGE_SCENARIOS:
             return "approve"
         return scenario
 
@@ -289,15 +298,16 @@ class Sandbox:
         )
         self.by_reference[payment.reference] = payment
         behaviour = self.behaviour(psp, scenario)
+        family = FAMILIES[psp]
         if behaviour in ("decline", "soft_decline"):
             pass  # no redirect and no address for a payment refused at once
-        elif psp == "card" and behaviour in CHALLENGE_SCENARIOS:
+        elif family == "card" and behaviour in CHALLENGE_SCENARIOS:
             payment.status = "requires_action"
-            payment.redirect_url = self.redirect_url(f"/card/challenge/{payment.reference}")
-        elif psp == "paybybank":
+            payment.redirect_url = self.redirect_url(f"/{psp}/challenge/{payment.reference}")
+        elif family == "paybybank":
             payment.status = "requires_action"
-            payment.redirect_url = self.redirect_url(f"/paybybank/banks/{payment.reference}")
-        elif psp == "crypto":
+            payment.redirect_url = self.redirect_url(f"/{psp}/banks/{payment.reference}")
+        elif family == "crypto":
             payment.deposit_address = f"tb1q{secrets.token_hex(19)}"
         return self.start(self.payments, payment, behaviour, DECLINE_CODES[psp])
 
@@ -329,7 +339,7 @@ class Sandbox:
 
     async def settle(self, record: Record) -> None:
         """Move a pending (or, after a bank redirect, authorized) record to its end, announcing each step."""
-        if record.psp == "crypto" and isinstance(record, Payment):
+        if FAMILIES[record.psp] == "crypto" and isinstance(record, Payment):
             await self.confirm_on_chain(record)
             return
         from_status = record.status
@@ -342,7 +352,7 @@ class Sandbox:
             if record.scenario == "wrong_amount":
                 record.amount_minor += WRONG_AMOUNT_EXTRA_MINOR
             record.status = record.settled_status
-            if record.psp == "crypto":
+            if FAMILIES[record.psp] == "crypto":
                 record.confirmations = CONFIRMATIONS_REQUIRED
         self.announce(record)
 
@@ -630,19 +640,25 @@ def create_app(config: SandboxConfig) -> FastAPI:
     def redirected_payment(psp: str, reference: str) -> Payment:
         payment = sandbox.by_reference.get(reference)
         if payment is None or payment.psp != psp or payment.redirect_url is None:
-            code = "challenge_not_found" if psp == "card" else "authorisation_not_found"
+            code = "challenge_not_found" if FAMILIES[psp] == "card" else "authorisation_not_found"
             raise SandboxError(404, code, f"no such {psp} authorisation page", psp=psp)
         return payment
 
-    @app.get("/card/challenge/{reference}", response_class=HTMLResponse)
-    async def challenge_page(reference: str) -> HTMLResponse:
-        return HTMLResponse(_challenge_page(redirected_payment("card", reference)))
+    def card_psp(psp: str) -> str:
+        """A PSP of the card family (the 3DS challenge pages are theirs)."""
+        if FAMILIES.get(psp) != "card":
+            raise SandboxError(404, "not_found", f"no challenge pages at {psp!r}")
+        return psp
 
-    @app.post("/card/challenge/{reference}")
+    @app.get("/{psp}/challenge/{reference}", response_class=HTMLResponse)
+    async def challenge_page(reference: str, psp: str = Depends(card_psp)) -> HTMLResponse:
+        return HTMLResponse(_challenge_page(redirected_payment(psp, reference)))
+
+    @app.post("/{psp}/challenge/{reference}")
     async def challenge_submit(
-        reference: str, outcome: Literal["success", "fail"] = Form()
+        reference: str, outcome: Literal["success", "fail"] = Form(), psp: str = Depends(card_psp)
     ) -> RedirectResponse:
-        payment = redirected_payment("card", reference)
+        payment = redirected_payment(psp, reference)
         sandbox.complete_challenge(payment, outcome)
         return RedirectResponse(payment.return_url, status_code=303)
 

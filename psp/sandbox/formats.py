@@ -435,5 +435,17 @@ class CryptoFormat(WireFormat):
         return body
 
 
-FORMATS: dict[str, WireFormat] = {f.name: f for f in (CardFormat(), EwalletFormat(), PayByBankFormat(), CryptoFormat())}
+# Each sandbox PSP's family: PSPs of one family (two card acquirers) share a wire format, signature scheme,
+# scenarios and error codes, but are separate PSPs (own state, control mode, references and webhook URL).
+FAMILIES: dict[str, str] = {
+    "card": "card",
+    "card_b": "card",
+    "ewallet": "ewallet",
+    "paybybank": "paybybank",
+    "crypto": "crypto",
+}
+_FORMATS_BY_FAMILY: dict[str, WireFormat] = {
+    f.name: f for f in (CardFormat(), EwalletFormat(), PayByBankFormat(), CryptoFormat())
+}
+FORMATS: dict[str, WireFormat] = {psp: _FORMATS_BY_FAMILY[family] for psp, family in FAMILIES.items()}
 DEFAULT_FORMAT = FORMATS["card"]
