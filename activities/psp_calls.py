@@ -18,6 +18,7 @@ from psp.base import (
     PspRequestRejected,
     PspStepUpRequired,
 )
+from psp.routing import CircuitState
 from psp.routing.health import HealthStore
 from workflows.types import ErrorType
 
@@ -42,8 +43,12 @@ async def call_and_record(health: HealthStore, psp: str, operation: str, call: C
         result = await call()
     except PspError as err:
         answered = isinstance(err, (PspDeclined, PspRequestRejected, PspNotFound, PspStepUpRequired))
-        await health.record(psp, operation, answered, _elapsed_ms(started), err.code)
-        raise as_application_error(err) from err
+        state = await health.record(psp, operation, answered, _elapsed_ms(started), err.code)
+        failure = as_application_error(err)
+        if not answered and state == CircuitState.OPEN:
+            # This failure opened (or kept open) the PSP's circuit: stop retrying it, let the workflow move on.
+            failure = ApplicationError(failure.message, *failure.details, type=failure.type, non_retryable=True)
+        raise failure from err
     await health.record(psp, operation, True, _elapsed_ms(started))
     return result
 

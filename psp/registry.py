@@ -68,6 +68,12 @@ def _from_module(module: ModuleType, connector_class: type[HttpPspConnector],
 
 PROVIDERS: tuple[Provider, ...] = (
     _from_module(sandbox_connector, sandbox_connector.SandboxConnector, sandbox_connector.SandboxWebhookVerifier),
+    # A second card acquirer (failover for card deposits and payouts): the card's wire format, signature and error
+    # table, served by the sandbox under /card_b with its own state, references and webhook URL.
+    sandbox_provider(
+        "card_b", sandbox_connector.METHODS, sandbox_connector.PAYOUT_METHODS, sandbox_connector.SandboxConnector,
+        sandbox_connector.SandboxWebhookVerifier, sandbox_connector.classification_table,
+    ),
     _from_module(ewallet_connector, ewallet_connector.EwalletConnector, ewallet_connector.EwalletWebhookVerifier),
     _from_module(
         paybybank_connector, paybybank_connector.PayByBankConnector, paybybank_connector.PayByBankWebhookVerifier

@@ -6,7 +6,7 @@ Webhooks: `{event_id, type: "<payment|payout>.<status>", merchant_reference, ref
 currency, occurred_at, failure_code?}` signed with `X-Signature` / `X-Timestamp` (psp/signatures.py).
 
 `SandboxConnector` / `SandboxWebhookVerifier` are the card connector and verifier (`CardConnector`,
-`CardWebhookVerifier` name the same classes).
+`CardWebhookVerifier` name the same classes). The second card acquirer `card_b` (psp/registry.py) uses them too.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def names(candidates: list[Candidate]) -> list[str]:
 def test_the_shipped_file_loads_and_describes_the_four_psps() -> None:
     config = load_routing(Settings())
     assert config.source == str(default_routing_path())
-    assert [p.name for p in config.psps] == ["card", "ewallet", "paybybank", "crypto"]
+    assert [p.name for p in config.psps] == ["card", "card_b", "ewallet", "paybybank", "crypto"]
     assert config.psp("paybybank").methods == ["bank_transfer"]
     assert config.psp("crypto").methods == ["crypto"]
     assert all(p.webhook_secret == "PAYLOOP_SANDBOX_WEBHOOK_SECRET" for p in config.psps)

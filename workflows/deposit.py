@@ -208,7 +208,10 @@ class DepositWorkflow:
             self._state.psp = psp
             decision = self._decide(psp, kind, code)
             if decision == "failover":
-                found, known = (None, True) if kind == ErrorType.PSP_FAILOVER else await self._find_at(psp)
+                # A PSP that refused the request, or said to go elsewhere, has not taken the payment; for any
+                # other failure (a timeout, a 500) ask it before going elsewhere.
+                not_taken = kind == ErrorType.PSP_FAILOVER or code in _NOT_TAKEN_CODES
+                found, known = (None, True) if not_taken else await self._find_at(psp)
                 if found is not None:
                     self._state.attempts.append(f"{psp}: accepted after all ({code})")
                     return found

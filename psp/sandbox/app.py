@@ -306,7 +306,7 @@ class Sandbox:
             payment.redirect_url = self.redirect_url(f"/{psp}/challenge/{payment.reference}")
         elif family == "paybybank":
             payment.status = "requires_action"
-            payment.redirect_url = self.redirect_url(f"/{psp}/banks/{payment.reference}")
+            payment.redirect_url = self.redirect_url(f"/paybybank/banks/{payment.reference}")
         elif family == "crypto":
             payment.deposit_address = f"tb1q{secrets.token_hex(19)}"
         return self.start(self.payments, payment, behaviour, DECLINE_CODES[psp])

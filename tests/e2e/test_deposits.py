@@ -240,10 +240,12 @@ async def test_a_retry_after_our_failure_reaches_the_same_payment(stack: Stack) 
 async def test_a_psp_that_refuses_everything_is_not_charged_and_the_deposit_fails(stack: Stack) -> None:
     player = new_player()
     await stack.psp_mode("card", "down")
+    await stack.psp_mode("card_b", "down")
     try:
         problem = await stack.deposit(method="card", player_id=player, expect=502)
     finally:
         await stack.psp_mode("card", "up")
+        await stack.psp_mode("card_b", "up")
     assert problem["code"] == "psp_unavailable" and problem["retryable"] is True
     assert (await stack.payment(problem["payment_id"]))["status"] == "failed"
     assert await stack.balance(player) == "0.00"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -30,6 +31,8 @@ from api.routes.payouts import withdrawal_workflow_id
 from payloop.db import create_engine
 from payloop.migrate import upgrade
 from payloop.settings import Settings
+from psp.base import PspNotFound, PspPayout
+from psp.registry import build_connectors
 from tests.conftest import BACKENDS, FreshDatabase, postgres_url
 from tests.e2e.conftest import Stack, api_and_sandbox, stack_settings
 from tests.e2e.test_payouts import FINAL, assert_settled, funded_player, payout, set_kyc
@@ -234,12 +237,13 @@ async def fired_more(stack: Stack, payout_id: str, *, than: int) -> bool:
     return (await timers(stack, payout_id))[1] > than
 
 
-async def psp_payout(stack: Stack, psp: str, payout_id: str) -> dict[str, Any] | None:
-    response = await stack.sandbox.get(f"/{psp}/v1/payouts/{payout_id}")
-    if response.status_code == 404:
-        return None
-    assert response.status_code == 200, response.text
-    return response.json()
+async def psp_payout(stack: Stack, psp: str, payout_id: str) -> PspPayout | None:
+    """The payout as the PSP knows it, read through its connector (each PSP has its own wire format)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        try:
+            return await build_connectors(stack.settings, http)[psp].get_payout(payout_id)
+        except PspNotFound:
+            return None
 
 
 async def deliveries(stack: Stack, payout_id: str) -> list[dict[str, Any]]:
@@ -289,7 +293,7 @@ async def test_killed_during_the_psp_create_call_pays_out_once(crash: CrashStack
     assert done["status"] == "paid" and done["psp"] == psp, done
     assert await create_attempts(stack, payout_id) == [2], "one create activity, finished by its retry"
     at_psp = await psp_payout(stack, psp, payout_id)
-    assert at_psp is not None and at_psp["status"] == "paid" and at_psp["reference"] == done["psp_reference"]
+    assert at_psp is not None and at_psp.status == "paid" and at_psp.psp_reference == done["psp_reference"]
     delivered = [d for d in await deliveries(stack, payout_id) if d["outcome"] == "delivered"]
     assert [d["type"] for d in delivered] == ["payout.paid"], delivered  # one payout, one final event
     assert await stack.balance(player) == "60.00"

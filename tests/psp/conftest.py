@@ -60,6 +60,11 @@ def card(sandbox: RunningSandbox, http: httpx.AsyncClient) -> SandboxConnector:
 
 
 @pytest.fixture
+def card_b(sandbox: RunningSandbox, http: httpx.AsyncClient) -> SandboxConnector:
+    return SandboxConnector("card_b", frozenset({"card"}), f"{sandbox.url}/card_b", http)
+
+
+@pytest.fixture
 def ewallet(sandbox: RunningSandbox, http: httpx.AsyncClient) -> EwalletConnector:
     return EwalletConnector("ewallet", frozenset({"ewallet"}), f"{sandbox.url}/ewallet", http)
 

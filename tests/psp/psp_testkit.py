@@ -34,13 +34,16 @@ RETURN_URL = "https://casino.example/cashier/return"
 
 # Per sandbox PSP: its connector and verifier classes, and the method it takes and pays out to.
 CONNECTOR_CLASSES: dict[str, type[HttpPspConnector]] = {
-    "card": SandboxConnector, "ewallet": EwalletConnector, "paybybank": PayByBankConnector, "crypto": CryptoConnector,
+    "card": SandboxConnector, "card_b": SandboxConnector, "ewallet": EwalletConnector,
+    "paybybank": PayByBankConnector, "crypto": CryptoConnector,
 }
 VERIFIER_CLASSES: dict[str, type[SignedWebhookVerifier]] = {
-    "card": SandboxWebhookVerifier, "ewallet": EwalletWebhookVerifier,
+    "card": SandboxWebhookVerifier, "card_b": SandboxWebhookVerifier, "ewallet": EwalletWebhookVerifier,
     "paybybank": PayByBankWebhookVerifier, "crypto": CryptoWebhookVerifier,
 }
-PSP_METHOD = {"card": "card", "ewallet": "ewallet", "paybybank": "bank_transfer", "crypto": "crypto"}
+PSP_METHOD = {
+    "card": "card", "card_b": "card", "ewallet": "ewallet", "paybybank": "bank_transfer", "crypto": "crypto",
+}
 
 
 def merchant_reference_of(body: Any) -> str:

@@ -31,7 +31,7 @@ SCENARIO_DECISION = {"soft_decline": "step_up", "issuer_unavailable": "failover"
 def test_error_tables_cover_every_provider_with_known_decisions() -> None:
     tables = error_tables()
 
-    assert set(tables) == {p.name for p in PROVIDERS} == {"card", "ewallet", "paybybank", "crypto"}
+    assert set(tables) == {p.name for p in PROVIDERS} == {"card", "card_b", "ewallet", "paybybank", "crypto"}
     for psp, table in tables.items():
         assert table and set(table.values()) <= ERROR_DECISIONS, psp
     assert set(tables["card"].values()) == ERROR_DECISIONS

@@ -30,7 +30,7 @@ from tests.psp.psp_testkit import (
 
 
 ALL_METHODS = {
-    "card": frozenset({"card"}), "ewallet": frozenset({"ewallet"}),
+    "card": frozenset({"card"}), "card_b": frozenset({"card"}), "ewallet": frozenset({"ewallet"}),
     "paybybank": frozenset({"bank_transfer"}), "crypto": frozenset({"crypto"}),
 }
 
@@ -89,7 +89,7 @@ def test_sandbox_config_from_settings() -> None:
 def test_methods_across_providers() -> None:
     assert payment_methods() == frozenset({"card", "ewallet", "bank_transfer", "crypto"})
     assert payout_methods() == frozenset({"card", "ewallet", "bank_transfer", "crypto"})
-    assert [p.name for p in PROVIDERS] == ["card", "ewallet", "paybybank", "crypto"]
+    assert [p.name for p in PROVIDERS] == ["card", "card_b", "ewallet", "paybybank", "crypto"]
 
 
 async def test_connectors_pay_out_to_their_own_method(
