@@ -53,6 +53,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.api_keys = parse_api_keys(settings.api_keys)
     app.state.webhook_verifiers = build_verifiers(settings)
     app.state.methods = payment_methods()
+    app.state.recent_rechecks = {}  # workflow id -> when an unverified webhook last made it re-check
     app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
     errors.install(app)
     for module in (health, payments, payouts, webhooks, wallet, players, games, routing):

@@ -3,6 +3,7 @@ side of the inbox: dead letters, each event's delivery log, replay."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 # Deposits and withdrawals take the PSP's events as `psp_event`, and a nudge to ask the PSP as `status_recheck`.
 PSP_EVENT_SIGNAL = "psp_event"
 STATUS_RECHECK_SIGNAL = "status_recheck"
+RECHECK_INTERVAL = 30.0  # seconds between re-checks one payment's unverified webhooks may cause (per API process)
 
 
 @router.post("/{psp}", response_model=WebhookAck)
@@ -46,7 +48,7 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
     except InvalidWebhook as err:
         log.warning("rejected %s webhook: %s", psp, err.code)
         await inbox.log_rejected(psp, err.code, now)
-        await _recheck_claimed_payment(request.app.state.temporal, raw)
+        await _recheck_claimed_payment(request, raw)
         raise Problem(400 if err.code == "malformed_payload" else 401, err.code, "Webhook rejected",
                       err.message) from None
     _check_sizes(event)
@@ -88,9 +90,10 @@ async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now:
     return "accepted"
 
 
-async def _recheck_claimed_payment(client: Client, raw: bytes) -> None:
+async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:
     """An unverified webhook is never trusted, but it may mean news at the PSP: the payment it names (if it is
-    one of ours and still running) asks the PSP itself. Best effort: nothing here may fail the request."""
+    one of ours and still running) asks the PSP itself — at most once per RECHECK_INTERVAL per payment, so
+    unsigned requests cannot flood a workflow's history. Best effort: nothing here may fail the request."""
     try:
         body = json.loads(raw[:MAX_WEBHOOK_BYTES])
     except (ValueError, RecursionError):
@@ -99,9 +102,16 @@ async def _recheck_claimed_payment(client: Client, raw: bytes) -> None:
     workflow_id = _workflow_for(claimed) if claimed else None
     if workflow_id is None:
         return
+    recent: dict[str, float] = request.app.state.recent_rechecks
+    now = time.monotonic()
+    if now - recent.get(workflow_id, -RECHECK_INTERVAL) < RECHECK_INTERVAL:
+        return
+    if len(recent) > 10_000:  # bounded memory: forget everything, at worst one extra re-check each
+        recent.clear()
+    recent[workflow_id] = now
     try:
-        await client.get_workflow_handle(workflow_id).signal(STATUS_RECHECK_SIGNAL)
-    except RPCError:
+        await request.app.state.temporal.get_workflow_handle(workflow_id).signal(STATUS_RECHECK_SIGNAL)
+    except (RPCError, asyncio.TimeoutError):
         pass
 
 

@@ -184,12 +184,13 @@ async def test_an_unverified_webhook_makes_the_payment_ask_its_psp(stack: Stack)
     await eventually(lambda: stack.sandbox.get(f"/card/v1/payments/{init['payment_id']}"),
                      lambda r: r.json()["status"] == "captured")  # settled at the PSP, which tells nobody
     forged = captured_event(init["payment_id"], "whatever", amount="5000.00")
-    assert (await post_webhook(stack, forged, secret="whsec_attacker")).status_code == 401
+    for _ in range(5):  # a flood of unsigned webhooks causes one re-check, not five
+        assert (await post_webhook(stack, forged, secret="whsec_attacker")).status_code == 401
     assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"
     history = await stack.client.get_workflow_handle(f"deposit-{init['payment_id']}").fetch_history()
     signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events
                if e.HasField("workflow_execution_signaled_event_attributes")]
-    assert "status_recheck" in signals
+    assert signals.count("status_recheck") == 1
     timers_fired = [e for e in history.events if e.HasField("timer_fired_event_attributes")]
     assert timers_fired == [], "credited by the recheck, before the webhook timeout"
     assert await stack.balance(player) == "50.00"
