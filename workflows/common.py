@@ -2,21 +2,86 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.types import ActivityName, Alert
+from workflows import search_attributes as sa
+from workflows.types import ActivityName, Alert, PspEventSignal
 
 
 class PspOutcome(Protocol):
     psp_reference: str
     currency: str
     amount_minor: int
+    status: str
+
+
+V = TypeVar("V", bound=PspOutcome)
+
+
+class PspEvents:
+    """A payment's PSP events as signalled, deduplicated by event id (PSPs redeliver; a replayed dead letter may
+    arrive again), and the nudges (unverified webhooks) that ask the workflow to look the payment up itself."""
+
+    def __init__(self, final_statuses: frozenset[str]) -> None:
+        self.final_statuses = final_statuses
+        self.seen_ids: set[str] = set()
+        self.events: list[PspEventSignal] = []
+        self.recheck_requested = False
+
+    def add(self, event: PspEventSignal) -> bool:
+        """False for an event already seen."""
+        if event.event_id in self.seen_ids:
+            return False
+        self.seen_ids.add(event.event_id)
+        self.events.append(event)
+        return True
+
+    def final(self, psp: str | None) -> PspEventSignal | None:
+        """The first final event from `psp` (pure: used as a wait condition)."""
+        for event in self.events:
+            if event.psp == psp and event.status in self.final_statuses:
+                return event
+        return None
+
+    async def wait_for_final(
+        self, psp: Callable[[], str | None], seconds: float, lookup: Callable[[], Awaitable[V | None]]
+    ) -> V | PspEventSignal | None:
+        """The final webhook within `seconds`; a nudge makes us ask the PSP (`lookup`) meanwhile."""
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
+            await wait_until(lambda: self.final(psp()) is not None or self.recheck_requested, remaining)
+            if (event := self.final(psp())) is not None:
+                return event
+            if not self.recheck_requested:
+                return None
+            self.recheck_requested = False
+            view = await lookup()
+            if view is not None and view.status in self.final_statuses:
+                return view
+        return None
+
+
+def publish_search_attributes(
+    *, status: str, player_id: str, amount_minor: int, currency: str, psp: str | None, method: str | None
+) -> None:
+    """What the Temporal UI filters payments by, kept current on every status change."""
+    updates = [
+        sa.PAYMENT_STATUS.value_set(status),
+        sa.PLAYER_ID.value_set(player_id),
+        sa.PAYMENT_AMOUNT_MINOR.value_set(amount_minor),
+        sa.PAYMENT_CURRENCY.value_set(currency),
+    ]
+    if psp:
+        updates.append(sa.PAYMENT_PSP.value_set(psp))
+    if method:
+        updates.append(sa.PAYMENT_METHOD.value_set(method))
+    workflow.upsert_search_attributes(updates)
 
 
 async def wait_until(condition: Callable[[], bool], timeout_seconds: float) -> bool:

@@ -11,8 +11,15 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from workflows import search_attributes as sa
-from workflows.common import error_code, error_type, mismatch, raise_alert, wait_until
+from workflows.common import (
+    PspEvents,
+    error_code,
+    error_type,
+    mismatch,
+    publish_search_attributes,
+    raise_alert,
+    wait_until,
+)
 from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
@@ -93,10 +100,8 @@ class DepositWorkflow:
         )
         self._answered = False
         self._counts_against_limits = False
-        self._recheck_requested = False
         self._psp_status = "pending"
-        self._seen_event_ids: set[str] = set()
-        self._events: list[PspEventSignal] = []
+        self._events = PspEvents(_PSP_FINAL)
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -109,18 +114,13 @@ class DepositWorkflow:
 
     @workflow.signal
     def psp_event(self, event: PspEventSignal) -> None:
-        # PSPs redeliver; the API dedupes too, but a replayed dead letter may arrive again.
-        if event.event_id in self._seen_event_ids:
-            return
-        self._seen_event_ids.add(event.event_id)
-        self._events.append(event)
-        if self._answered and event.psp == self._state.psp:
+        if self._events.add(event) and self._answered and event.psp == self._state.psp:
             self._advance_psp_status(event.status)
 
     @workflow.signal
     def status_recheck(self) -> None:
         """Someone (an unverified webhook) suggests news at the PSP: we ask the PSP, never take their word."""
-        self._recheck_requested = True
+        self._events.recheck_requested = True
 
     @workflow.query
     def status(self) -> DepositState:
@@ -140,7 +140,7 @@ class DepositWorkflow:
         s.psp, s.psp_reference, s.redirect_url = created.psp, created.psp_reference, created.redirect_url
         s.failure_code = None  # an earlier PSP's failure no longer describes this payment
         self._advance_psp_status(created.status)
-        for event in self._events:  # webhooks that overtook the create call's answer
+        for event in self._events.events:  # webhooks that overtook the create call's answer
             if event.psp == s.psp:
                 self._advance_psp_status(event.status)
         self._answered = True
@@ -257,7 +257,11 @@ class DepositWorkflow:
         """The final PSP outcome from a webhook or a status look-up; else why there is none."""
         input = self._input
         ref = PspPaymentRef(self._state.psp or "", input.payment_id)
-        if (outcome := await self._wait_for_webhook(input.webhook_timeout_seconds, ref)) is not None:
+        outcome = await self._events.wait_for_final(
+            lambda: self._state.psp, input.webhook_timeout_seconds,
+            lambda: self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref),
+        )
+        if outcome is not None:
             return outcome
         for attempt in range(input.status_poll_attempts):
             view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
@@ -275,21 +279,6 @@ class DepositWorkflow:
             # We could not learn whether money moved at the PSP: a person must look, not a timer.
             return "psp_status_unknown"
         return view if view.status == "captured" else "psp_timeout"
-
-    async def _wait_for_webhook(self, seconds: float, ref: PspPaymentRef) -> PspPaymentView | PspEventSignal | None:
-        """The final webhook within `seconds`; an unverified webhook's nudge makes us ask the PSP meanwhile."""
-        deadline = workflow.now() + timedelta(seconds=seconds)
-        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
-            await wait_until(lambda: self._final_event() is not None or self._recheck_requested, remaining)
-            if (event := self._final_event()) is not None:
-                return event
-            if not self._recheck_requested:
-                return None
-            self._recheck_requested = False
-            view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
-            if view is not None and view.status in _PSP_FINAL:
-                return view
-        return None
 
     async def _psp_lookup(self, activity_name: str, ref: PspPaymentRef) -> PspPaymentView | None:
         try:
@@ -342,11 +331,7 @@ class DepositWorkflow:
     # --- helpers ---------------------------------------------------------------------------------------
 
     def _final_event(self) -> PspEventSignal | None:
-        """The first final event from the PSP this payment went to (pure: used as a wait condition)."""
-        for event in self._events:
-            if event.psp == self._state.psp and event.status in _PSP_FINAL:
-                return event
-        return None
+        return self._events.final(self._state.psp)
 
     def _advance_psp_status(self, psp_status: str) -> None:
         """Moves the payment forward on a PSP status; a late, lower-rank status is ignored, never applied."""
@@ -366,16 +351,8 @@ class DepositWorkflow:
 
     def _publish(self) -> None:
         s = self._state
-        updates = [
-            sa.PAYMENT_STATUS.value_set(s.status),
-            sa.PLAYER_ID.value_set(s.player_id),
-            sa.PAYMENT_METHOD.value_set(s.method),
-            sa.PAYMENT_AMOUNT_MINOR.value_set(s.amount_minor),
-            sa.PAYMENT_CURRENCY.value_set(s.currency),
-        ]
-        if s.psp:
-            updates.append(sa.PAYMENT_PSP.value_set(s.psp))
-        workflow.upsert_search_attributes(updates)
+        publish_search_attributes(status=s.status, player_id=s.player_id, amount_minor=s.amount_minor,
+                                  currency=s.currency, psp=s.psp, method=s.method)
 
     async def _finish(
         self, status: str, *, failure_code: str | None = None, review_reason: str | None = None

@@ -15,8 +15,15 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-from workflows import search_attributes as sa
-from workflows.common import error_code, error_type, mismatch, raise_alert, wait_until
+from workflows.common import (
+    PspEvents,
+    error_code,
+    error_type,
+    mismatch,
+    publish_search_attributes,
+    raise_alert,
+    wait_until,
+)
 from workflows.types import (
     ActivityName,
     CancelRequest,
@@ -94,9 +101,7 @@ class WithdrawalWorkflow:
         self._cancel: CancelRequest | None = None
         self._create_unconfirmed = False
         self._psp_unreachable = False
-        self._recheck_requested = False
-        self._seen_event_ids: set[str] = set()
-        self._events: list[PspEventSignal] = []
+        self._events = PspEvents(_PSP_FINAL)
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -139,15 +144,12 @@ class WithdrawalWorkflow:
 
     @workflow.signal
     def psp_event(self, event: PspEventSignal) -> None:
-        if event.event_id in self._seen_event_ids:
-            return
-        self._seen_event_ids.add(event.event_id)
-        self._events.append(event)
+        self._events.add(event)
 
     @workflow.signal
     def status_recheck(self) -> None:
         """Someone (an unverified webhook) suggests news at the PSP: we ask the PSP, never take their word."""
-        self._recheck_requested = True
+        self._events.recheck_requested = True
 
     @workflow.query
     def status(self) -> WithdrawalState:
@@ -325,7 +327,9 @@ class WithdrawalWorkflow:
 
     async def _await_outcome(self) -> PspPayoutView | PspEventSignal | None:
         input = self._input
-        if (outcome := await self._wait_for_webhook(input.webhook_timeout_seconds)) is not None:
+        outcome = await self._events.wait_for_final(lambda: self._state.psp, input.webhook_timeout_seconds,
+                                                    self._lookup)
+        if outcome is not None:
             return outcome
         for attempt in range(input.status_poll_attempts):
             view = await self._lookup()
@@ -335,21 +339,6 @@ class WithdrawalWorkflow:
                 lambda: self._final_event() is not None, input.status_poll_interval_seconds
             ):
                 return self._final_event()
-        return None
-
-    async def _wait_for_webhook(self, seconds: float) -> PspPayoutView | PspEventSignal | None:
-        """The final webhook within `seconds`; an unverified webhook's nudge makes us ask the PSP meanwhile."""
-        deadline = workflow.now() + timedelta(seconds=seconds)
-        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
-            await wait_until(lambda: self._final_event() is not None or self._recheck_requested, remaining)
-            if (event := self._final_event()) is not None:
-                return event
-            if not self._recheck_requested:
-                return None
-            self._recheck_requested = False
-            view = await self._lookup()
-            if view is not None and view.status in _PSP_FINAL:
-                return view
         return None
 
     async def _lookup(self) -> PspPayoutView | None:
@@ -424,10 +413,7 @@ class WithdrawalWorkflow:
             raise _Ending(PayoutStatus.CANCELLED, "cancelled_by_client")
 
     def _final_event(self) -> PspEventSignal | None:
-        for event in self._events:
-            if event.psp == self._state.psp and event.status in _PSP_FINAL:
-                return event
-        return None
+        return self._events.final(self._state.psp)
 
     def _set_status(self, status: str) -> None:
         self._state.status = status
@@ -436,15 +422,6 @@ class WithdrawalWorkflow:
 
     def _publish(self) -> None:
         s = self._state
-        updates = [
-            sa.PAYMENT_STATUS.value_set(s.status),
-            sa.PLAYER_ID.value_set(s.player_id),
-            sa.PAYMENT_AMOUNT_MINOR.value_set(s.amount_minor),
-            sa.PAYMENT_CURRENCY.value_set(s.currency),
-        ]
-        if s.psp:
-            updates.append(sa.PAYMENT_PSP.value_set(s.psp))
-        if s.method:
-            updates.append(sa.PAYMENT_METHOD.value_set(s.method))
-        workflow.upsert_search_attributes(updates)
+        publish_search_attributes(status=s.status, player_id=s.player_id, amount_minor=s.amount_minor,
+                                  currency=s.currency, psp=s.psp, method=s.method)
 
