@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     payout_fallback_psp: str = "ewallet"
     # The PSP routing file (YAML); None = the shipped psp/routing.yaml.
     routing_file: Path | None = None
-    psp_http_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Below the workflows' 15 s start-to-close for a PSP call, so a slow PSP ends an attempt cleanly.
+    psp_http_timeout_seconds: float = Field(default=10.0, gt=0, lt=15)
     init_update_timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 

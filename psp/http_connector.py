@@ -13,6 +13,7 @@ retried and never failed over).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ _ERRORS: dict[str, type[PspError]] = {
 }
 # Any malformed JSON or value: JSON and MoneyError are ValueErrors; json raises RecursionError on deep nesting.
 PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
+
+# Transport errors raised before a request was sent (no connection, or none free in the pool).
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def classify(table: Mapping[str, str], status: int, code: str | None) -> str:
@@ -145,11 +149,18 @@ class HttpPspConnector:
     async def _send(self, method: str, path: str, *, lookup: bool = True, **kwargs: Any) -> httpx.Response:
         """`lookup`: the path names one payment or payout, so a 404 means the PSP does not know it."""
         try:
-            response = await self._http.request(method, self._base_url + path, **kwargs)
-        except httpx.TimeoutException as exc:
+            # The client's read timeout also bounds the whole exchange, so an attempt always ends here, with an
+            # error the workflow can act on, before its activity times out with our request still in flight.
+            async with asyncio.timeout(self._http.timeout.read):
+                response = await self._http.request(method, self._base_url + path, **kwargs)
+        except _NOT_SENT as exc:
+            # The request never left us: the PSP cannot have taken it.
+            raise PspTransientError("psp_unreachable", f"{self.name}: {type(exc).__name__}") from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise PspTransientError("psp_timeout", f"{self.name}: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            raise PspTransientError("psp_unreachable", f"{self.name}: {type(exc).__name__}") from exc
+            # Sent, then the connection broke: the PSP may have taken it, so this is not "unreachable".
+            raise PspTransientError("psp_connection_lost", f"{self.name}: {type(exc).__name__}") from exc
         if response.is_success:
             return response
         self._raise_for(response, lookup)

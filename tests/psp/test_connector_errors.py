@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from psp.base import PspDeclined, PspError, PspNotFound, PspRequestRejected, PspTransientError
+from psp.base import (
+    PspDeclined,
+    PspError,
+    PspNotFound,
+    PspRequestRejected,
+    PspTransientError,
+)
 from psp.sandbox_connector import SandboxConnector
 from tests.psp.psp_testkit import bound_socket, payment_request, payout_request
 
@@ -115,6 +123,52 @@ async def test_timeouts_are_transient() -> None:
     with pytest.raises(PspTransientError) as raised:
         await connector_answering(handler).create_payment(payment_request())
     assert raised.value.code == "psp_timeout"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (httpx.ConnectTimeout, "psp_unreachable"),
+        (httpx.PoolTimeout, "psp_unreachable"),
+        (httpx.ReadError, "psp_connection_lost"),
+        (httpx.RemoteProtocolError, "psp_connection_lost"),
+    ],
+)
+async def test_a_request_that_may_have_reached_the_psp_is_never_called_unreachable(
+    error: type[httpx.TransportError], code: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error("broken", request=request)
+
+    with pytest.raises(PspTransientError) as raised:
+        await connector_answering(handler).create_payment(payment_request())
+    assert raised.value.code == code
+
+
+async def test_a_psp_that_trickles_its_answer_is_cut_off_at_the_read_timeout() -> None:
+    server = await asyncio.start_server(_trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, httpx.AsyncClient(timeout=0.5) as http:
+        connector = SandboxConnector("card", frozenset({"card"}), f"http://127.0.0.1:{port}/card", http)
+        started = time.monotonic()
+        with pytest.raises(PspTransientError) as raised:
+            await connector.create_payment(payment_request())
+    assert raised.value.code == "psp_timeout"
+    assert time.monotonic() - started < 5  # each byte came within the read timeout; the whole answer did not
+
+
+async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n")
+    try:
+        for _ in range(100):
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
 
 
 async def test_connection_refused_is_transient() -> None:
