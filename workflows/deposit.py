@@ -102,6 +102,7 @@ class DepositWorkflow:
         self._counts_against_limits = False
         self._psp_status = "pending"
         self._events = PspEvents(_PSP_FINAL)
+        self._left_psps: set[str] = set()  # PSPs this deposit failed over from
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -220,6 +221,8 @@ class DepositWorkflow:
                     raise _Ending(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
             self._state.attempts.append(f"{psp}: {decision} ({code})")
             workflow.logger.warning("payment %s at %s: %s (%s)", input.payment_id, psp, decision, code)
+            if decision == "failover":
+                self._left_psps.add(psp)
             if decision == "hard_decline":
                 raise _Ending(DepositStatus.FAILED, code or "declined")
             if decision == "step_up":
@@ -330,6 +333,12 @@ class DepositWorkflow:
 
     # --- helpers ---------------------------------------------------------------------------------------
 
+    def _capture_at_a_left_psp(self) -> PspEventSignal | None:
+        for event in self._events.events:
+            if event.psp in self._left_psps and event.status == "captured":
+                return event
+        return None
+
     def _final_event(self) -> PspEventSignal | None:
         return self._events.final(self._state.psp)
 
@@ -357,6 +366,13 @@ class DepositWorkflow:
     async def _finish(
         self, status: str, *, failure_code: str | None = None, review_reason: str | None = None
     ) -> DepositState:
+        if (stray := self._capture_at_a_left_psp()) is not None:
+            # A PSP we failed over from took the money after all (its answer was lost, or it processed our request
+            # late): the player may have paid twice. Whatever else happened, a person must look (and refund).
+            payment_id = self._input.payment_id
+            workflow.logger.warning("payment %s: captured at %s, which it had failed over from", payment_id, stray.psp)
+            await raise_alert("deposit.captured_at_left_psp", payment_id, stray)
+            status, review_reason = DepositStatus.IN_REVIEW, "captured_at_left_psp"
         if failure_code:
             self._state.failure_code = failure_code
         if review_reason:

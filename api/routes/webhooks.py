@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal, require_scope
@@ -20,8 +20,9 @@ from api.routes.payments import PAYMENT_ID_RE, deposit_workflow_id
 from api.routes.payouts import PAYOUT_ID_RE, withdrawal_workflow_id
 from api.schemas import WebhookAck
 from api.webhook_inbox import WebhookInbox
-from payloop import audit
+from payloop import alerts, audit
 from psp.base import InvalidWebhook, WebhookEvent
+from workflows import search_attributes
 from workflows.types import PspEventSignal
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -77,17 +78,51 @@ async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now:
         currency=event.currency,
         failure_code=event.failure_code,
     )
+    handle = client.get_workflow_handle(workflow_id)
     try:
-        await client.get_workflow_handle(workflow_id).signal(PSP_EVENT_SIGNAL, signal)
+        await handle.signal(PSP_EVENT_SIGNAL, signal)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             # Unknown payment, or its workflow already finished: keep it for ops, acknowledge the PSP.
-            await inbox.mark(event.psp, event.event_id, "dead_letter", now, "unknown_payment")
-            return "dead_letter"
+            reason = await _finished_payment_check(handle, inbox, event, now)
+            if reason is not None:
+                await inbox.mark(event.psp, event.event_id, "dead_letter", now, reason)
+                return "dead_letter"
         await inbox.mark(event.psp, event.event_id, "dead_letter", now, "signal_failed")
         return "retry_later"
     await inbox.mark(event.psp, event.event_id, "signalled", now)
     return "accepted"
+
+
+# A PSP event that says money moved, and the status the payment must have ended in for that to be expected.
+_SETTLED_AS = {"captured": "credited", "paid": "paid"}
+
+
+async def _finished_payment_check(
+    handle: WorkflowHandle[Any, Any], inbox: WebhookInbox, event: WebhookEvent, now: datetime
+) -> str | None:
+    """Why an event could not reach its payment: "unknown_payment", "payment_finished", or None when Temporal
+    could not tell (the event is then retried like an undeliverable signal). When a finished
+    payment hears that money moved at a PSP, other than where (or how) it settled — a PSP it failed over from
+    captured late, or a payment that expired was captured after all — that is money to give back: alert."""
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        return "unknown_payment" if err.status == RPCStatusCode.NOT_FOUND else None
+    settled_as = _SETTLED_AS.get(event.status)
+    if settled_as is not None:
+        attributes = description.typed_search_attributes
+        if (attributes.get(search_attributes.PAYMENT_STATUS), attributes.get(search_attributes.PAYMENT_PSP)) != (
+            settled_as, event.psp
+        ):
+            kind = "deposit" if PAYMENT_ID_RE.fullmatch(event.payment_id) else "withdrawal"
+            log.warning("%s %s: %s at %s after it finished", kind, event.payment_id, event.status, event.psp)
+            await alerts.raise_alert(
+                inbox.engine, kind=f"{kind}.psp_settled_after_close", reference=event.payment_id, now=now,
+                details={"psp": event.psp, "psp_reference": event.psp_reference, "status": event.status,
+                         "currency": event.currency, "amount_minor": str(event.amount_minor)},
+            )
+    return "payment_finished"
 
 
 async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import time
 
+import sqlalchemy as sa
+
+from payloop.alerts import alerts
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
 from tests.e2e.conftest import Stack, eventually, new_player
+from tests.e2e.test_webhooks import captured_event, post_webhook, stored_events
 
 
 async def card_deposit(stack: Stack) -> tuple[dict, float]:
@@ -52,3 +56,48 @@ async def test_card_down_fails_over_to_card_b_then_returns(stack: Stack) -> None
           f"{returned[1]:.2f} s for the probing deposit")
     await stack.psp_mode("card", "up")
     await stack.check_invariants()
+
+
+async def test_a_capture_at_the_psp_a_deposit_left_sends_it_to_review(stack: Stack) -> None:
+    """card is down, so the deposit fails over to card_b and waits on its 3DS challenge; then card reports it
+    captured the payment after all. The player may have paid twice: credited once (card_b), in review, alert."""
+    player = new_player()
+    await stack.psp_mode("card", "down")
+    try:
+        init = await stack.deposit(method="card", scenario="challenge", player_id=player)
+    finally:
+        await stack.psp_mode("card", "up")
+    assert init["psp"] == "card_b" and init["status"] == "requires_action", init
+    late = await post_webhook(stack, captured_event(init["payment_id"], "card_late"), psp="card")
+    assert late.json()["status"] == "accepted"
+    await stack.sandbox.post(init["redirect_url"], data={"outcome": "success"})
+    payment = await stack.wait_final(init["payment_id"])
+    assert payment["status"] == "in_review" and payment["review_reason"] == "captured_at_left_psp", payment
+    assert await stack.balance(player) == "50.00"  # card_b's capture, credited once
+    metrics = (await stack.api.get("/metrics")).text
+    assert 'payloop_alerts_total{kind="deposit.captured_at_left_psp"}' in metrics
+    await stack.check_invariants()
+
+
+async def test_a_capture_reported_after_a_deposit_finished_elsewhere_raises_an_alert(stack: Stack) -> None:
+    player = new_player()
+    init = await stack.deposit(method="card", player_id=player)
+    payment = await stack.wait_final(init["payment_id"])
+    assert payment["status"] == "credited" and payment["psp"] == "card"
+    # The same PSP repeating its capture under a new event id is expected noise: kept, no alert.
+    same = await post_webhook(stack, captured_event(init["payment_id"], payment["psp_reference"]), psp="card")
+    assert same.json()["status"] == "dead_letter"
+    assert init["payment_id"] not in await alerted(stack, "deposit.psp_settled_after_close")
+    other = await post_webhook(stack, captured_event(init["payment_id"], "card_b_late"), psp="card_b")
+    assert other.json()["status"] == "dead_letter"
+    [row] = [r for r in await stored_events(stack, init["payment_id"]) if r.psp == "card_b"]
+    assert (row.state, row.dead_letter_reason) == ("dead_letter", "payment_finished")
+    assert init["payment_id"] in await alerted(stack, "deposit.psp_settled_after_close")
+    assert await stack.balance(player) == "50.00"
+    await stack.check_invariants()
+
+
+async def alerted(stack: Stack, kind: str) -> set[str]:
+    async with stack.engine.connect() as conn:
+        rows = await conn.execute(sa.select(alerts.c.reference).where(alerts.c.kind == kind))
+        return {row.reference for row in rows}
