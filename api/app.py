@@ -10,10 +10,19 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import errors
+from api import errors, outages
 from api.auth import parse_api_keys
 from api.idempotency import IdempotencyStore
-from api.routes import games, health, payments, payouts, players, routing, wallet, webhooks
+from api.routes import (
+    games,
+    health,
+    payments,
+    payouts,
+    players,
+    routing,
+    wallet,
+    webhooks,
+)
 from api.webhook_inbox import WebhookInbox
 from ledger import Ledger
 from payloop.db import create_engine
@@ -56,6 +65,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.recent_rechecks = {}  # workflow id -> when an unverified webhook last made it re-check
     app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
     errors.install(app)
+    outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
     for module in (health, payments, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
     app.include_router(payouts.ops_router)
