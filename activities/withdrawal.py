@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.psp_calls import call_psp, connector_for
+from activities.psp_calls import call_and_record, call_psp, connector_for
 from ledger import (
     InsufficientFunds,
     Ledger,
@@ -27,6 +27,8 @@ from payloop.money import MoneyError, parse_rates, to_eur_minor
 from payloop.players import PlayerStore
 from payloop.settings import Settings
 from psp.base import CreatePayoutRequest, PspConnector, PspPayout
+from psp.routing import RoutingConfig, closed_loop_method, payout_route
+from psp.routing.health import HealthStore
 from workflows.types import (
     ActivityName,
     CreatePspPayoutInput,
@@ -52,6 +54,8 @@ class WithdrawalActivities:
         players: PlayerStore,
         connectors: Mapping[str, PspConnector],
         settings: Settings,
+        routing: RoutingConfig,
+        health: HealthStore,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.engine = engine
@@ -59,6 +63,8 @@ class WithdrawalActivities:
         self.players = players
         self.connectors = connectors
         self.settings = settings
+        self.routing = routing
+        self.health = health
         self.rates = parse_rates(settings.fx_rates_to_eur)
         self.clock = clock
 
@@ -152,15 +158,23 @@ class WithdrawalActivities:
 
     @activity.defn(name=ActivityName.ROUTE_PAYOUT)
     async def route_payout(self, payout: PayoutSubject) -> PayoutRoute:
-        """Closed loop: pay out through the PSP the player last deposited with, when it can pay out."""
+        """Closed loop: pay back to the method the player last deposited with, through that PSP unless its
+        circuit is open (then the next PSP paying out to that method, by fee); with no such deposit, to the
+        fallback PSP's method. Asked again whenever the chosen PSP did not take the payout."""
         last_deposit = await self.ledger.last_credit(player_account(payout.player_id, payout.currency), "deposit")
-        if last_deposit is not None:
-            _kind, psp, _currency, _floor = parse_account(last_deposit.debit_account)
-            connector = self.connectors.get(psp)
-            if connector is not None and connector.payout_methods:
-                return PayoutRoute(psp, sorted(connector.payout_methods)[0], closed_loop=True)
-        fallback = connector_for(self.connectors, self.settings.payout_fallback_psp)
-        return PayoutRoute(fallback.name, sorted(fallback.payout_methods)[0], closed_loop=False)
+        deposit_psp = parse_account(last_deposit.debit_account)[1] if last_deposit is not None else None
+        methods = [closed_loop_method(self.routing, deposit_psp)] if deposit_psp else []
+        methods += sorted(connector_for(self.connectors, self.settings.payout_fallback_psp).payout_methods)
+        states = await self.health.states(self.clock())
+        for method in filter(None, methods):
+            candidates = payout_route(
+                self.routing, method=method, currency=payout.currency, amount_minor=payout.amount_minor,
+                country=payout.country, deposit_psp=deposit_psp, available=set(self.connectors), health=states,
+            )
+            if candidates:
+                return PayoutRoute(candidates[0].psp, method, closed_loop=candidates[0].psp == deposit_psp)
+        raise ApplicationError("no PSP pays this out", "no_payout_route", type=ErrorType.PSP_REQUEST_REJECTED,
+                               non_retryable=True)
 
     @activity.defn(name=ActivityName.CREATE_PSP_PAYOUT)
     async def create_psp_payout(self, input: CreatePspPayoutInput) -> PspPayoutView:
@@ -173,7 +187,9 @@ class WithdrawalActivities:
             country=input.country,
             scenario=input.sandbox_scenario,
         )
-        return _view(await call_psp(connector_for(self.connectors, input.psp).create_payout(request)))
+        connector = connector_for(self.connectors, input.psp)
+        return _view(await call_and_record(self.health, input.psp, "create_payout",
+                                           lambda: connector.create_payout(request)))
 
     @activity.defn(name=ActivityName.GET_PSP_PAYOUT)
     async def get_psp_payout(self, ref: PspPaymentRef) -> PspPayoutView:

@@ -39,7 +39,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
         health = HealthStore(engine, routing)
         activities = [
             *DepositActivities(ledger, players, connectors, routing, health).all(),
-            *WithdrawalActivities(engine, ledger, players, connectors, settings).all(),
+            *WithdrawalActivities(engine, ledger, players, connectors, settings, routing, health).all(),
             AlertActivities(engine).raise_alert,
         ]
         worker = Worker(

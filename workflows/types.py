@@ -273,6 +273,7 @@ class PayoutSubject:
     player_id: str
     amount_minor: int
     currency: str
+    country: str | None = None
 
 
 @dataclass

@@ -62,7 +62,7 @@ _PSP_LOOKUP = RetryPolicy(
     non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED, ErrorType.PSP_NOT_FOUND],
 )
 # Transient answers that mean the PSP did not take the request at all (refused, or never reached).
-_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable"})
+_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable", "circuit_open"})
 # While the payout PSP is down, the wait between tries doubles, up to this.
 _DEFER_MAX_DELAY = 900.0
 # KYC can be verified while visibility lags behind the nudge signal, so a waiting payout also re-reads the
@@ -206,16 +206,34 @@ class WithdrawalWorkflow:
                 view = None
 
     async def _send_to_psp(self) -> PspPayoutView | None:
-        route = await self._activity(ActivityName.ROUTE_PAYOUT, self._subject(), PayoutRoute)
-        s = self._state
-        s.psp, s.method = route.psp, route.method
-        # Last moment a cancel can win: after this line the PSP may pay out, so the cancel validator refuses.
-        self._stop_if_cancelled()
-        s.sent_to_psp = True
-        self._set_status(PayoutStatus.PROCESSING)
-        view = await self._create_at_psp(route)
-        s.psp_reference = view.psp_reference if view else None
-        return view
+        """The PSP's answer; None when we could not learn whether it took the payout. A PSP that did not take
+        it is left for the next route (another PSP once its circuit opens); while no PSP takes it the payout
+        waits (with backoff, up to its deadline) instead of failing, then goes out on recovery."""
+        input, s = self._input, self._state
+        deadline = workflow.now() + timedelta(seconds=input.psp_down_deadline_seconds)
+        delay = input.psp_down_first_retry_seconds
+        failed_psp: str | None = None
+        while True:
+            route = await self._activity(ActivityName.ROUTE_PAYOUT, self._subject(), PayoutRoute)
+            s.psp, s.method = route.psp, route.method
+            if not s.sent_to_psp:
+                # Last moment a cancel can win: after this the PSP may pay out, so the cancel validator refuses.
+                self._stop_if_cancelled()
+                s.sent_to_psp = True
+                self._set_status(PayoutStatus.PROCESSING)
+            if route.psp == failed_psp:  # no other PSP to go to: wait for this one
+                if workflow.now() + timedelta(seconds=delay) > deadline:
+                    raise _Ending(PayoutStatus.FAILED, "psp_unavailable")
+                workflow.logger.warning("payout %s deferred %.0f s: %s is down", input.payout_id, delay, route.psp)
+                s.deferred_until = (workflow.now() + timedelta(seconds=delay)).isoformat()
+                await workflow.sleep(delay)
+                s.deferred_until = None
+                delay = min(delay * 2, _DEFER_MAX_DELAY)
+            taken, view = await self._create_at_psp(route)
+            if taken:
+                s.psp_reference = view.psp_reference if view else None
+                return view
+            failed_psp = route.psp
 
     async def _settle_sent(self, view: PspPayoutView | None) -> None:
         """Returns when the PSP paid out the held amount; raises _Ending for every other end."""
@@ -283,47 +301,38 @@ class WithdrawalWorkflow:
         if self._review.decision != "approve":
             raise _Ending(PayoutStatus.REJECTED, "review_rejected")
 
-    async def _create_at_psp(self, route: PayoutRoute) -> PspPayoutView | None:
-        """The PSP's answer; None when we could not learn whether it took the payout. While the PSP is down
-        the payout waits (with backoff, up to its deadline) instead of failing, then goes out on recovery."""
+    async def _create_at_psp(self, route: PayoutRoute) -> tuple[bool, PspPayoutView | None]:
+        """(True, the PSP's answer), (True, None) when we could not learn whether it took the payout, or
+        (False, None) when it did not take it."""
         input = self._input
         request = CreatePspPayoutInput(
             psp=route.psp, payout_id=input.payout_id, player_id=input.player_id, amount_minor=input.amount_minor,
             currency=input.currency, method=route.method, country=input.country,
             sandbox_scenario=input.sandbox_scenario,
         )
-        deadline = workflow.now() + timedelta(seconds=input.psp_down_deadline_seconds)
-        delay = input.psp_down_first_retry_seconds
-        while True:
-            try:
-                return await workflow.execute_activity(
-                    ActivityName.CREATE_PSP_PAYOUT, request, result_type=PspPayoutView,
-                    start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE,
-                )
-            except ActivityError as err:
-                kind, code = error_type(err), error_code(err)
-            if kind in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
-                raise _Ending(PayoutStatus.FAILED, code or "declined")
-            # Transient errors until retries ran out: the PSP may still have taken the payout (a timeout is not
-            # a "no"), so ask before anything else.
-            try:
-                return await workflow.execute_activity(
-                    ActivityName.GET_PSP_PAYOUT, PspPaymentRef(route.psp, input.payout_id),
-                    result_type=PspPayoutView, start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
-                )
-            except ActivityError as err:
-                not_taken = error_type(err) == ErrorType.PSP_NOT_FOUND or code in _NOT_TAKEN_CODES
-            if not not_taken:
-                self._create_unconfirmed = True
-                return None
-            if workflow.now() + timedelta(seconds=delay) > deadline:
-                raise _Ending(PayoutStatus.FAILED, "psp_unavailable")
-            workflow.logger.warning("payout %s deferred %.0f s: %s is down (%s)", input.payout_id, delay,
-                                    route.psp, code)
-            self._state.deferred_until = (workflow.now() + timedelta(seconds=delay)).isoformat()
-            await workflow.sleep(delay)
-            self._state.deferred_until = None
-            delay = min(delay * 2, _DEFER_MAX_DELAY)
+        try:
+            return True, await workflow.execute_activity(
+                ActivityName.CREATE_PSP_PAYOUT, request, result_type=PspPayoutView,
+                start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE, summary=f"pay out at {route.psp}",
+            )
+        except ActivityError as err:
+            kind, code = error_type(err), error_code(err)
+        if kind in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
+            raise _Ending(PayoutStatus.FAILED, code or "declined")
+        # Transient errors until retries ran out: the PSP may still have taken the payout (a timeout is not
+        # a "no"), so ask before anything else.
+        try:
+            return True, await workflow.execute_activity(
+                ActivityName.GET_PSP_PAYOUT, PspPaymentRef(route.psp, input.payout_id),
+                result_type=PspPayoutView, start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
+            )
+        except ActivityError as err:
+            not_taken = error_type(err) == ErrorType.PSP_NOT_FOUND or code in _NOT_TAKEN_CODES
+        if not not_taken:
+            self._create_unconfirmed = True
+            return True, None
+        workflow.logger.warning("payout %s not taken by %s (%s)", input.payout_id, route.psp, code)
+        return False, None
 
     async def _await_outcome(self) -> PspPayoutView | PspEventSignal | None:
         input = self._input
@@ -406,7 +415,7 @@ class WithdrawalWorkflow:
 
     def _subject(self) -> PayoutSubject:
         i = self._input
-        return PayoutSubject(i.payout_id, i.player_id, i.amount_minor, i.currency)
+        return PayoutSubject(i.payout_id, i.player_id, i.amount_minor, i.currency, i.country)
 
     def _stop_if_cancelled(self) -> None:
         if self._cancel is not None:

@@ -17,10 +17,10 @@ FINAL = {"paid", "failed", "rejected", "cancelled"}
 
 
 async def funded_player(stack: Stack, amount: str = "100.00", *, kyc: str | None = "verified",
-                        wagered: bool = True) -> str:
+                        wagered: bool = True, method: str = "ewallet") -> str:
     """A player with `amount` in the wallet from a real deposit, who played it through once (AML turnover)."""
     player = new_player()
-    deposit = await stack.deposit(method="ewallet", amount=amount, player_id=player)
+    deposit = await stack.deposit(method=method, amount=amount, player_id=player)
     assert (await stack.wait_final(deposit["payment_id"]))["status"] == "credited"
     if wagered:
         round_id = f"r-{uuid.uuid4().hex[:10]}"
@@ -259,6 +259,21 @@ async def test_payout_waits_while_its_psp_is_down_then_goes_out(stack: Stack) ->
         await stack.psp_mode("ewallet", "up")
     done = await wait_payout(stack, started["payout_id"], timeout=30)
     assert done["status"] == "paid"
+    await assert_settled(stack, done)
+
+
+async def test_a_payout_whose_closed_loop_psp_is_down_goes_out_through_another_psp_of_the_method(
+    stack: Stack,
+) -> None:
+    player = await funded_player(stack, method="card")
+    await stack.psp_mode("card", "down")
+    try:
+        started = await payout(stack, player)
+        done = await wait_payout(stack, started["payout_id"], timeout=30)
+    finally:
+        await stack.psp_mode("card", "up")
+    # card's circuit opened on the payout's own failed tries; the router then chose card_b for the same method.
+    assert (done["status"], done["psp"], done["method"]) == ("paid", "card_b", "card"), done
     await assert_settled(stack, done)
 
 
