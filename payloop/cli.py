@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("sandbox-psp", help="serve the sandbox PSPs")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, stop")
+    from payloop.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(commands.add_parser("bench", help="load, latency and memory figures; ledger vs pgbench"))
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger.add_subparsers(dest="ledger_command", required=True).add_parser(
         "check", help="verify the ledger invariants; exit 1 when one is broken"
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(settings)
     if args.command == "ledger":
         return asyncio.run(_ledger_check(settings))
+    if args.command == "bench":
+        from payloop.bench.cli import run as run_bench
+
+        return run_bench(args)
     return 2
 
 

@@ -1,0 +1,119 @@
+"""Arguments of `payloop bench` (traffic run), `payloop bench ledger` and `payloop bench probe`.
+
+Kept free of heavy imports: `payloop --help` must not load matplotlib or the SDK's worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+
+DEFAULT_OUT = Path(".payloop/bench")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Drive deposits, game rounds and payouts through the public API of the embedded stack "
+                          "(default) or a running one, then a bare skeleton workflow of the same shape on the same "
+                          "Temporal server; write JSON and a latency plot.")
+    _traffic_arguments(parser)
+    sub = parser.add_subparsers(dest="bench_command")
+    ledger = sub.add_parser("ledger", help="the Ledger on PostgreSQL vs pgbench tpcb-like, and a hot player")
+    ledger.add_argument("--database-url", default=None,
+                        help="PostgreSQL (postgresql+asyncpg://…); a scratch database is created there and dropped "
+                             "(default: PAYLOOP_DATABASE_URL, else PAYLOOP_TEST_DATABASE_URL)")
+    ledger.add_argument("--clients", type=int, default=8, help="concurrent clients, for both (default 8)")
+    ledger.add_argument("--seconds", type=float, default=10.0, help="duration of each run (default 10)")
+    ledger.add_argument("--pgbench-scale", type=int, default=1,
+                        help="pgbench -i scale; 1 = one branch row, hot like our PSP clearing account")
+    ledger.add_argument("--hot-debits", type=int, default=100, help="concurrent debits of one player (100)")
+    ledger.add_argument("--profile", action="store_true", help="profile the ledger run with pyinstrument")
+    ledger.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    probe = sub.add_parser("probe", help="latency of bare workflows per shape under dev-server and worker "
+                                         "variants (where the per-activity wait comes from)")
+    probe.add_argument("--shapes", default=",a,aa,aaa,aaaaa,lll,aaa|a",
+                       help="comma-separated shapes: a = activity, l = local activity, | = update/signal")
+    probe.add_argument("--runs", type=int, default=20, help="timed runs per shape (after 3 warm-ups)")
+    probe.add_argument("--out", type=Path, default=DEFAULT_OUT)
+
+
+def _traffic_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--deposits", type=int, default=200, help="deposits in the max phase (default 200)")
+    parser.add_argument("--payouts", type=int, default=50, help="payouts (default 50)")
+    parser.add_argument("--rounds", type=int, default=500, help="game rounds, bet + win (default 500)")
+    parser.add_argument("--concurrency", type=int, default=50, help="items in flight (default 50)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="open loop for the max phase: deposits started per second (default: closed loop)")
+    parser.add_argument("--low-load", type=int, default=20, help="deposits one at a time first (default 20)")
+    parser.add_argument("--no-half-load", dest="half_load", action="store_false",
+                        help="skip the phase at half the max throughput")
+    parser.add_argument("--methods", default="card,ewallet,bank_transfer,crypto",
+                        help="deposit methods, used in turn (default: all four sandbox families)")
+    parser.add_argument("--no-skeleton", dest="skeleton", action="store_false", help="skip the skeleton")
+    parser.add_argument("--skeleton-shape", default=None,
+                        help="e.g. 'aaa|a' or 'lla|a' (default: the shape of a warm-up card deposit's history)")
+    parser.add_argument("--skeleton-signal-delay", type=float, default=0.05,
+                        help="seconds between the skeleton's update answer and its signal (the sandbox's settle "
+                             "delay, 0.05)")
+    parser.add_argument("--api-url", default=None, help="bench a running stack at this API URL instead")
+    parser.add_argument("--api-key", default=os.environ.get("PAYLOOP_BENCH_API_KEY", "dev-key-change-me"),
+                        help="its API key (scopes payments, wallet, ops; env PAYLOOP_BENCH_API_KEY)")
+    parser.add_argument("--temporal-address", default="127.0.0.1:7233", help="its Temporal frontend")
+    parser.add_argument("--namespace", default="default", help="its Temporal namespace")
+    parser.add_argument("--database-url", default=None,
+                        help="embedded stack: run the ledger on PostgreSQL (a scratch database is created there "
+                             "and dropped); also where --ledger runs")
+    parser.add_argument("--ledger", action="store_true", help="also run the ledger micro-benchmark")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a payment may take (default 120)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where JSON and PNG go (.payloop/bench)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench_command == "ledger":
+        return _ledger(args)
+    if args.bench_command == "probe":
+        from payloop.bench import probe
+
+        shapes = tuple(s.strip() for s in args.shapes.split(","))
+        return probe.main(args.out, shapes, args.runs)
+    from payloop.bench.run import BenchOptions, run_bench
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    return run_bench(BenchOptions(
+        deposits=args.deposits, payouts=args.payouts, rounds=args.rounds, concurrency=args.concurrency,
+        low_load=args.low_load, half_load=args.half_load, rate=args.rate, methods=methods, skeleton=args.skeleton,
+        skeleton_shape=args.skeleton_shape, skeleton_signal_delay=args.skeleton_signal_delay, api_url=args.api_url,
+        api_key=args.api_key, temporal_address=args.temporal_address, namespace=args.namespace,
+        database_url=args.database_url, out=args.out, progress=args.progress, timeout=args.timeout,
+        ledger=args.ledger,
+    ))
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from payloop.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
+
+    url = args.database_url or os.environ.get("PAYLOOP_DATABASE_URL") or os.environ.get("PAYLOOP_TEST_DATABASE_URL")
+    if not url or not url.startswith("postgresql"):
+        print("payloop bench ledger needs PostgreSQL: --database-url postgresql+asyncpg://user@host/db")
+        return 2
+    result = asyncio.run(run_ledger_bench(LedgerBenchOptions(
+        url, clients=args.clients, seconds=args.seconds, pgbench_scale=args.pgbench_scale,
+        hot_debits=args.hot_debits, profile=args.profile, out=args.out)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "ledger.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    ledger, pgbench, hot = result["ledger"], result["pgbench"], result["hot_player"]
+    print(f"ledger   {ledger['tps']:>8} transfers/s  p50 {ledger['latency']['p50_ms']} ms  "
+          f"(client CPU {ledger['client_cpu_share']:.0%} of a core, {ledger['cpu_ms_per_transfer']} ms/transfer)")
+    print(f"pgbench  {pgbench.get('tps')} tps (tpcb-like, scale {args.pgbench_scale}, {args.clients} clients)"
+          + (f"  ERROR {pgbench['error']}" if "error" in pgbench else ""))
+    print(f"ratio    {result['ledger_vs_pgbench']} (target ≥ 0.5)")
+    print(f"hot player: {hot['succeeded']}/{hot['debits']} debits in {hot['elapsed_s']} s "
+          f"({hot['tps']}/s, p50 {hot['latency']['p50_ms']} ms, p99 {hot['latency']['p99_ms']} ms)")
+    if ledger.get("profile"):
+        print(f"profile: {ledger['profile']}")
+    print(f"written: {path}")
+    return 0

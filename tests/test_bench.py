@@ -1,0 +1,169 @@
+"""`payloop bench`: a small smoke run against a real stack (Temporal dev server, worker, API and sandbox PSP over
+HTTP, as the end-to-end tests build it) reached by URL, checking the report's shape and sanity, never timings;
+plus the pure parts (shapes, percentiles, history facts)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.testing import WorkflowEnvironment
+
+from payloop.bench import report
+from payloop.bench.analysis import history_facts
+from payloop.bench.run import BenchOptions, drive_target, finish
+from payloop.bench.skeleton import Shape
+from payloop.bench.stats import percentile, summary_ms
+from payloop.bench.target import remote_target
+from payloop.temporal import temporal_cli_path
+from tests.conftest import FreshDatabase
+from tests.e2e.conftest import API_KEY, api_and_sandbox, stack_settings
+from workers.payments import payments_worker
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+
+def test_shape_parsing() -> None:
+    assert Shape.parse("aaa|a") == Shape("aaa", "a", signal=True)
+    assert Shape.parse("lla|l") == Shape("lla", "l", signal=True)
+    assert Shape.parse("aa") == Shape("aa", "", signal=False)
+    assert str(Shape.parse("LLA|A")) == "lla|a"
+    with pytest.raises(ValueError):
+        Shape.parse("ax|a")
+
+
+def test_percentiles() -> None:
+    assert percentile([1, 2, 3, 4, 5], 50) == 3
+    assert percentile([10.0], 99) == 10.0
+    assert math.isnan(percentile([], 50))
+    assert summary_ms([0.010, 0.020, 0.030])["p50_ms"] == 20.0
+    assert summary_ms([])["count"] == 0
+
+
+def _event(event_id: int, kind: EventType.ValueType, seconds: int, **attrs: object) -> HistoryEvent:
+    event = HistoryEvent(event_id=event_id, event_type=kind)
+    event.event_time.seconds = seconds
+    for name, value in attrs.items():
+        getattr(event, name).CopyFrom(value)  # type: ignore[arg-type]
+    return event
+
+
+def test_history_facts_read_the_shape_and_the_credit_timings() -> None:
+    from temporalio.api.history.v1 import (
+        ActivityTaskCompletedEventAttributes,
+        ActivityTaskScheduledEventAttributes,
+        ActivityTaskStartedEventAttributes,
+        MarkerRecordedEventAttributes,
+    )
+
+    def scheduled(name: str) -> ActivityTaskScheduledEventAttributes:
+        attrs = ActivityTaskScheduledEventAttributes()
+        attrs.activity_type.name = name
+        return attrs
+
+    e = EventType
+    events = [
+        _event(1, e.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, 100),
+        _event(2, e.EVENT_TYPE_MARKER_RECORDED, 101,
+               marker_recorded_event_attributes=MarkerRecordedEventAttributes(marker_name="core_local_activity")),
+        _event(3, e.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, 102, activity_task_scheduled_event_attributes=scheduled("x")),
+        _event(4, e.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED, 103),
+        _event(5, e.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, 104),
+        _event(6, e.EVENT_TYPE_WORKFLOW_TASK_STARTED, 105),
+        _event(7, e.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, 106,
+               activity_task_scheduled_event_attributes=scheduled("credit_deposit")),
+        _event(8, e.EVENT_TYPE_ACTIVITY_TASK_STARTED, 107,
+               activity_task_started_event_attributes=ActivityTaskStartedEventAttributes(scheduled_event_id=7)),
+        _event(9, e.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 108,
+               activity_task_completed_event_attributes=ActivityTaskCompletedEventAttributes(scheduled_event_id=7)),
+        _event(10, e.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, 110),
+    ]
+    facts = history_facts("deposit-x", events, "credit_deposit")
+    assert facts.shape == "la|a"
+    assert facts.events == 10
+    assert (facts.started, facts.update_completed, facts.last_signal) == (100, 103, 104)
+    assert (facts.task_after_signal, facts.credit_scheduled, facts.credit_started) == (105, 106, 107)
+    assert (facts.credit_completed, facts.closed) == (108, 110)
+
+
+@pytest.fixture
+async def bench_stack(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """A stack of its own (SQLite ledger), reached by URL as `payloop bench --api-url` would reach one."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(), search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    try:
+        async with FreshDatabase("sqlite", tmp_path) as db:
+            settings = stack_settings(db.url, "payloop-bench-test")
+            engine = db.engine()
+            async with (
+                payments_worker(env.client, settings),
+                api_and_sandbox(settings, engine, env.client),
+            ):
+                yield settings.api_url, env.client.service_client.config.target_host
+            await engine.dispose()
+    finally:
+        await env.shutdown()
+
+
+async def test_bench_smoke_run_writes_sane_json_and_a_plot(bench_stack: tuple[str, str], tmp_path: Path) -> None:
+    api_url, temporal_address = bench_stack
+    out = tmp_path / "bench"
+    options = BenchOptions(deposits=10, payouts=3, rounds=10, concurrency=5, low_load=2, api_url=api_url,
+                           api_key=API_KEY, temporal_address=temporal_address, out=out, progress=False, timeout=60)
+    target = remote_target(api_url, API_KEY, temporal_address, "default")
+    run = await drive_target(options, target)
+    result, paths = finish(run, report.machine_info())
+
+    data = json.loads(paths["json"].read_text())
+    assert data == json.loads(json.dumps(result, default=str))
+    assert paths["png"].stat().st_size > 10_000 and paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "latest.json").exists() and (out / "latest.png").exists()
+
+    assert data["schema_version"] == 1 and data["stack"]["kind"] == "url"
+    assert {"cpu_model", "cores", "memory_gib", "load_average_start", "load_average_end", "busy"} <= set(data["machine"])
+    assert data["parameters"]["deposits"] == 10 and data["parameters"]["api_key"] == "***"
+
+    deposits = data["deposits"]
+    assert deposits["count"] == 2 + 10 + 5  # low-load, max, half
+    assert deposits["credited"] == deposits["count"], deposits["first_errors"]
+    for phase in ("low-load", "max", "half"):
+        figures = deposits["by_phase"][phase]
+        assert figures["throughput_per_s"] > 0
+        assert 0 < figures["init_latency"]["p50_ms"] <= figures["init_latency"]["p99_ms"]
+        assert figures["webhook_to_credited"]["count"] == figures["credited"]
+        assert 0 < figures["webhook_to_credited"]["p50_ms"] <= figures["webhook_to_credited"]["p99_ms"]
+        assert set(figures["by_method"]) == {"card", "ewallet", "bank_transfer", "crypto"} or phase == "low-load"
+    assert deposits["webhook_time_source"] == "api_inbox_received_at"
+    assert deposits["by_phase"]["max"]["webhook_to_credited_split_p50_ms"]["api_inbox"] >= 0
+    assert deposits["history_events"]["p50"] > 10
+    assert "|" in deposits["shape"]
+
+    assert data["payouts"]["paid"] == 3, data["payouts"]["first_errors"]
+    assert data["payouts"]["history_events"]["count"] == 3
+    assert data["rounds"]["completed"] == 10 and data["rounds"]["rounds_per_s"] > 0
+    assert data["rounds"]["bet_latency"]["count"] == 10
+    ledger = data["ledger_transfers"]
+    # A credit per deposit (warm-up included), a bet and a win per round, a wager round and a hold per payout.
+    assert ledger["transfers"] >= 4 + 17 + 2 * 10 + 3 * 3
+    assert ledger["per_second_over_traffic"] > 0
+
+    assert data["memory"]["measured"] is False and "not measured" in data["memory"]["note"]
+    skeleton = data["skeleton"]
+    assert skeleton["run"] and skeleton["shape"] == deposits["shape"]
+    assert skeleton["by_phase"]["skeleton-max"]["completed"] == 10
+    assert skeleton["by_phase"]["skeleton-max"]["signal_to_closed_server_clock"]["count"] == 10
+    assert data["ratios"]["throughput_vs_skeleton"] > 0
+    assert data["ratios"]["webhook_to_credited_p50_vs_skeleton"] > 0
+
+    targets = {t["target"]: t for t in data["targets"]}
+    assert set(targets) == set(report.TARGETS)
+    assert targets["ledger_vs_pgbench"]["met"] is None  # not run here
+    assert targets["worker_rss_mb_at_1000_in_flight"]["met"] is None  # no RSS for a stack given by URL
+    assert isinstance(targets["init_p50_low_load_ms"]["value"], float)
+    assert "deposits:" in report.console_summary(data)
