@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from payloop.settings import Settings
-from payloop.temporal import search_attribute_flags, temporal_cli_path
+from payloop.temporal import dev_server_flags, search_attribute_flags, temporal_cli_path
 
 
 @dataclass
@@ -34,7 +34,7 @@ class EmbeddedStack:
             "--db-filename", str(s.data_dir / "temporal.db"),
             "--ip", host or "127.0.0.1", "--port", port, "--ui-port", str(ui_port),
             "--namespace", s.temporal_namespace, "--log-level", "warn",
-            *search_attribute_flags(),
+            *search_attribute_flags(), *dev_server_flags(db_file=True),
         ], logs)
         self._spawn("sandbox-psp", [sys.executable, "-m", "payloop.cli", "sandbox-psp"], logs)
         _wait_for_tcp(host or "127.0.0.1", int(port), "Temporal dev server", self)

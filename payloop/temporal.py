@@ -29,6 +29,31 @@ def temporal_cli_path() -> str:
     return found
 
 
+# The history service reads each shard's transfer and timer queues at most MaxPollRPS times a second (default 20).
+# Every workflow task that follows an activity's completion (and every activity dispatch that is not eager) is a
+# transfer task, so on a dev server — one shard, nothing else queued — each one waited for the next read: about
+# 50 ms per activity, whatever the activity did (`payloop bench probe` measures it; docs/benchmarks.md has the
+# table). Reads happen only when tasks are pending, so a higher cap costs nothing at rest.
+DEV_SERVER_DYNAMIC_CONFIG: dict[str, int] = {
+    "history.transferProcessorMaxPollRPS": 1000,
+    "history.timerProcessorMaxPollRPS": 1000,
+}
+# A dev server on a SQLite file (`payloop run`) otherwise syncs every write to disk with a rollback journal; WAL
+# with synchronous=normal stays consistent across crashes and loses at most the last writes on a power cut.
+DEV_SERVER_SQLITE_FILE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+
+
+def dev_server_flags(*, db_file: bool = False) -> list[str]:
+    """Extra `temporal server start-dev` flags for every dev server we start (embedded stack, tests, bench)."""
+    flags: list[str] = []
+    for key, value in DEV_SERVER_DYNAMIC_CONFIG.items():
+        flags += ["--dynamic-config-value", f"{key}={value}"]
+    if db_file:
+        for pragma in DEV_SERVER_SQLITE_FILE_PRAGMAS:
+            flags += ["--sqlite-pragma", pragma]
+    return flags
+
+
 def search_attribute_flags() -> list[str]:
     """`--search-attribute Name=Type` flags that register the payment search attributes on the dev server."""
     flags: list[str] = []

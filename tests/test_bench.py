@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.testing import WorkflowEnvironment
@@ -20,11 +21,24 @@ from payloop.bench.run import BenchOptions, drive_target, finish
 from payloop.bench.skeleton import Shape
 from payloop.bench.stats import percentile, summary_ms
 from payloop.bench.target import remote_target
-from payloop.temporal import temporal_cli_path
+from payloop.temporal import (
+    DEV_SERVER_DYNAMIC_CONFIG,
+    dev_server_flags,
+    temporal_cli_path,
+)
 from tests.conftest import FreshDatabase
 from tests.e2e.conftest import API_KEY, api_and_sandbox, stack_settings
 from workers.payments import payments_worker
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+
+def test_docker_compose_temporal_has_the_dev_servers_dynamic_config() -> None:
+    compose = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
+    temporal = compose["services"]["temporal"]
+    (config,) = temporal["configs"]
+    assert temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"] == config["target"]
+    values = yaml.safe_load(compose["configs"][config["source"]]["content"])
+    assert {key: entries[0]["value"] for key, entries in values.items()} == DEV_SERVER_DYNAMIC_CONFIG
 
 
 def test_shape_parsing() -> None:
@@ -95,7 +109,7 @@ async def bench_stack(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     """A stack of its own (SQLite ledger), reached by URL as `payloop bench --api-url` would reach one."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(), search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
+        dev_server_log_level="error", dev_server_extra_args=dev_server_flags(),
     )
     try:
         async with FreshDatabase("sqlite", tmp_path) as db:

@@ -33,6 +33,7 @@ class ServerVariant:
     name: str
     dynamic_config: tuple[str, ...] = ()  # KEY=JSON_VALUE
     db_file: bool = False
+    pragmas: tuple[str, ...] = ()  # --sqlite-pragma NAME=VALUE
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class WorkerVariant:
 
 
 POLL_RPS = ("history.transferProcessorMaxPollRPS=1000", "history.timerProcessorMaxPollRPS=1000")
+WAL = ("journal_mode=wal", "synchronous=normal")
 ONE_PARTITION = ("matching.numTaskqueueReadPartitions=1", "matching.numTaskqueueWritePartitions=1")
 
 SERVER_VARIANTS = (
@@ -54,6 +56,7 @@ SERVER_VARIANTS = (
     ServerVariant("transfer poll RPS 1000 only", POLL_RPS[:1]),
     ServerVariant("poll RPS 1000 + 1 partition", POLL_RPS + ONE_PARTITION),
     ServerVariant("poll RPS 1000, SQLite file", POLL_RPS, db_file=True),
+    ServerVariant("poll RPS 1000, SQLite file, WAL", POLL_RPS, db_file=True, pragmas=WAL),
 )
 WORKER_VARIANTS = (
     WorkerVariant("SDK defaults"),
@@ -86,6 +89,8 @@ async def dev_server(variant: ServerVariant, port: int, workdir: Path) -> AsyncI
         argv += ["--db-filename", str(workdir / f"temporal-{port}.db")]
     for value in variant.dynamic_config:
         argv += ["--dynamic-config-value", value]
+    for pragma in variant.pragmas:
+        argv += ["--sqlite-pragma", pragma]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220 - once per variant
     try:
         client = await _connect(f"127.0.0.1:{port}", proc)

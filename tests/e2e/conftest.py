@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from ledger import assert_invariants
 from payloop.settings import Settings
-from payloop.temporal import temporal_cli_path
+from payloop.temporal import dev_server_flags, temporal_cli_path
 from psp.routing.health import psp_attempts, psp_circuits
 from psp.sandbox.app import SandboxConfig
 from psp.sandbox.app import create_app as create_sandbox_app
@@ -64,6 +64,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_cli_path(),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
+        dev_server_extra_args=dev_server_flags(),
     )
     yield env
     await env.shutdown()
