@@ -23,6 +23,7 @@ from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
     CreditDepositInput,
+    DepositRoute,
     ErrorType,
     LedgerPosting,
     PspPaymentRef,
@@ -30,6 +31,7 @@ from workflows.types import (
     RouteInput,
     ScreenDepositInput,
     ScreeningResult,
+    StatusPollPlan,
 )
 
 
@@ -77,7 +79,7 @@ class DepositActivities:
         await self.players.release_deposit(payment_id, self.clock())
 
     @activity.defn(name=ActivityName.ROUTE_DEPOSIT)
-    async def route_deposit(self, input: RouteInput) -> list[str]:
+    async def route_deposit(self, input: RouteInput) -> DepositRoute:
         """The PSPs to try, in order: the routing file's rules, fees, A/B weights and live circuit states."""
         states = await self.health.states(self.clock())
         candidates = route(
@@ -89,7 +91,13 @@ class DepositActivities:
             # Every PSP for the method is down: refuse now rather than after a round of timeouts.
             raise ApplicationError("every PSP for this method is down", "method_unavailable",
                                    type=ErrorType.ALL_PSPS_DOWN, non_retryable=True)
-        return [c.psp for c in candidates]
+        polls = {}
+        for c in candidates:
+            config = self.routing.psp(c.psp)
+            if config is not None:
+                poll = config.status_poll
+                polls[c.psp] = StatusPollPlan(poll.attempts, float(poll.backoff), float(poll.max_interval_seconds))
+        return DepositRoute([c.psp for c in candidates], polls)
 
     @activity.defn(name=ActivityName.CREATE_PSP_PAYMENT)
     async def create_psp_payment(self, input: CreatePspPaymentInput) -> PspPaymentView:

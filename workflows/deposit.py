@@ -25,6 +25,7 @@ from workflows.types import (
     CreatePspPaymentInput,
     CreditDepositInput,
     DepositInput,
+    DepositRoute,
     DepositState,
     DepositStatus,
     ErrorType,
@@ -36,6 +37,7 @@ from workflows.types import (
     RouteInput,
     ScreenDepositInput,
     ScreeningResult,
+    StatusPollPlan,
 )
 
 # Order of a payment's life at the PSP; an event never moves a payment back to an earlier rank.
@@ -44,6 +46,8 @@ _PSP_STATUS_RANK = {
 }
 _PSP_FINAL = frozenset({"captured", "failed", "cancelled", "expired"})
 
+# Screening, routing and the credit are short database steps in the worker's own process: local activities, so
+# they cost no task-queue round trip (the init answer and webhook → credited latency are mostly such trips).
 _INTERNAL_STEP = dict(
     start_to_close_timeout=timedelta(seconds=10),
     retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10),
@@ -103,6 +107,7 @@ class DepositWorkflow:
         self._psp_status = "pending"
         self._events = PspEvents(_PSP_FINAL)
         self._left_psps: set[str] = set()  # PSPs this deposit failed over from
+        self._status_polls: dict[str, StatusPollPlan] = {}
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -152,18 +157,18 @@ class DepositWorkflow:
     async def _screen_route_and_create(self) -> PspPaymentView:
         input = self._input
         try:
-            screening = await workflow.execute_activity(
+            screening = await workflow.execute_local_activity(
                 ActivityName.SCREEN_DEPOSIT,
                 ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
                 result_type=ScreeningResult,
                 **_INTERNAL_STEP,
             )
-            candidates: list[str] = await workflow.execute_activity(
+            route = await workflow.execute_local_activity(
                 ActivityName.ROUTE_DEPOSIT,
                 RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id),
-                result_type=list[str],
+                result_type=DepositRoute,
                 **_INTERNAL_STEP,
-            ) if screening.outcome == "allow" else []
+            ) if screening.outcome == "allow" else DepositRoute([])
         except ActivityError as err:
             if error_type(err) == ErrorType.ALL_PSPS_DOWN:
                 raise _Ending(DepositStatus.FAILED, "method_unavailable") from None
@@ -173,15 +178,16 @@ class DepositWorkflow:
         if screening.outcome != "allow":
             raise _Ending(DepositStatus.REJECTED, screening.code)
         self._counts_against_limits = True
-        if not candidates:
+        if not route.candidates:
             raise _Ending(DepositStatus.FAILED, "no_route")
-        return await self._create_at_first_available_psp(candidates)
+        self._status_polls = route.status_polls
+        return await self._create_at_first_available_psp(route.candidates)
 
     async def _create_at_first_available_psp(self, candidates: list[str]) -> PspPaymentView:
         """Tries the candidates in order, deciding on each PSP's error by its classification: a hard decline or a
         step-up request ends the deposit; a PSP that did not take the payment fails over to the next candidate;
-        one whose answer was lost is asked first, so a payment is never made twice. Each attempt is kept in the
-        state as "psp: decision (code)"."""
+        one whose answer was lost is asked first, so a payment is never made twice. Each attempt ("psp: decision
+        (code)") is kept in the state and in the history (see _record_attempt)."""
         input = self._input
         for psp in candidates:
             try:
@@ -201,8 +207,9 @@ class DepositWorkflow:
                     result_type=PspPaymentView,
                     start_to_close_timeout=_PSP_CALL_TIMEOUT,
                     retry_policy=_PSP_CREATE_RETRY,
+                    summary=f"create at {psp}",
                 )
-                self._state.attempts.append(f"{psp}: accepted")
+                self._record_attempt(psp, "accepted")
                 return created
             except ActivityError as err:
                 kind, code = error_type(err), error_code(err)
@@ -214,12 +221,12 @@ class DepositWorkflow:
                 not_taken = kind == ErrorType.PSP_FAILOVER or code in _NOT_TAKEN_CODES
                 found, known = (None, True) if not_taken else await self._find_at(psp)
                 if found is not None:
-                    self._state.attempts.append(f"{psp}: accepted after all ({code})")
+                    self._record_attempt(psp, "accepted after all", code)
                     return found
                 if not known and code not in _NOT_TAKEN_CODES:
-                    self._state.attempts.append(f"{psp}: outcome unknown ({code})")
+                    self._record_attempt(psp, "outcome unknown", code)
                     raise _Ending(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
-            self._state.attempts.append(f"{psp}: {decision} ({code})")
+            self._record_attempt(psp, decision, code)
             workflow.logger.warning("payment %s at %s: %s (%s)", input.payment_id, psp, decision, code)
             if decision == "failover":
                 self._left_psps.add(psp)
@@ -266,16 +273,19 @@ class DepositWorkflow:
         )
         if outcome is not None:
             return outcome
-        for attempt in range(input.status_poll_attempts):
+        plan = self._status_polls.get(ref.psp, StatusPollPlan())
+        attempts = plan.attempts or input.status_poll_attempts
+        interval = input.status_poll_interval_seconds
+        for attempt in range(attempts):
             view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
             if view is not None:
                 self._advance_psp_status(view.status)
                 if view.status in _PSP_FINAL:
                     return view
-            if attempt + 1 < input.status_poll_attempts:
-                # A webhook may still land while we wait between polls.
-                if await wait_until(lambda: self._final_event() is not None, input.status_poll_interval_seconds):
-                    return self._final_event()
+            # A webhook may still land while we wait between polls.
+            if attempt + 1 < attempts and await wait_until(lambda: self._final_event() is not None, interval):
+                return self._final_event()
+            interval = min(interval * plan.backoff, plan.max_interval_seconds)
         # Still unknown: cancel at the PSP. If the PSP settled meanwhile, the cancel answer says so.
         view = await self._psp_lookup(ActivityName.CANCEL_PSP_PAYMENT, ref)
         if view is None:
@@ -318,7 +328,7 @@ class DepositWorkflow:
         if outcome.status != "captured":
             return await self._finish(DepositStatus.FAILED, failure_code=_failure_code(outcome))
         try:
-            posting = await workflow.execute_activity(
+            posting = await workflow.execute_local_activity(
                 ActivityName.CREDIT_DEPOSIT,
                 CreditDepositInput(s.payment_id, s.player_id, outcome.psp, s.amount_minor, s.currency),
                 result_type=LedgerPosting,
@@ -332,6 +342,11 @@ class DepositWorkflow:
         return await self._finish(DepositStatus.CREDITED)
 
     # --- helpers ---------------------------------------------------------------------------------------
+
+    def _record_attempt(self, psp: str, decision: str, code: str | None = None) -> None:
+        """Kept in the state, and in the history as the `psp_attempts` memo (an event per attempt in the UI)."""
+        self._state.attempts.append(f"{psp}: {decision}" + (f" ({code})" if code else ""))
+        workflow.upsert_memo({"psp_attempts": self._state.attempts})
 
     def _capture_at_a_left_psp(self) -> PspEventSignal | None:
         for event in self._events.events:

@@ -170,6 +170,21 @@ class ScreeningResult:
 
 
 @dataclass
+class StatusPollPlan:
+    """A PSP's status-poll schedule (routing file `status_poll`); None attempts: the deposit's own setting."""
+
+    attempts: int | None = None
+    backoff: float = 1.0
+    max_interval_seconds: float = 3600.0
+
+
+@dataclass
+class DepositRoute:
+    candidates: list[str]
+    status_polls: dict[str, StatusPollPlan] = field(default_factory=dict)
+
+
+@dataclass
 class RouteInput:
     method: str
     currency: str

@@ -112,6 +112,16 @@ class HealthThresholds(_Model):
     half_open_probes: int = Field(default=1, ge=1)
 
 
+class StatusPoll(_Model):
+    """How a payment at this PSP is polled once its webhook is late: `attempts` look-ups (default: the
+    PAYLOOP_*_STATUS_POLL_ATTEMPTS setting), the first after the PAYLOOP_*_STATUS_POLL_INTERVAL_SECONDS setting,
+    each next `backoff` times later (a decimal string, "2"), at most `max_interval_seconds` apart."""
+
+    attempts: int | None = Field(default=None, ge=1, le=50)
+    backoff: DecimalText = "1"
+    max_interval_seconds: int = Field(default=3600, ge=1)
+
+
 class PspConfig(_Model):
     name: Name
     methods: list[Name] = Field(default_factory=list)  # taken for payments
@@ -126,6 +136,7 @@ class PspConfig(_Model):
     # The NAME of the setting / environment variable holding the webhook secret(s) — never the secret itself.
     webhook_secret: EnvName
     health: HealthThresholds = Field(default_factory=HealthThresholds)
+    status_poll: StatusPoll = Field(default_factory=StatusPoll)
 
     _limits: dict[str, tuple[int | None, int | None]] = PrivateAttr(default_factory=dict)
 
@@ -424,6 +435,8 @@ def _check(config: RoutingConfig) -> list[tuple[Loc, str]]:
         rate = Decimal(psp.health.failure_rate)
         if not 0 < rate <= 1:
             problems.append(((*loc, "health", "failure_rate"), "a fraction above 0 and at most 1 (\"0.5\" = 50 %)"))
+        if not 1 <= Decimal(psp.status_poll.backoff) <= 10:
+            problems.append(((*loc, "status_poll", "backoff"), "a factor from 1 (even intervals) to 10"))
         if psp.webhook_secret.startswith("PAYLOOP_"):
             setting = psp.webhook_secret.removeprefix("PAYLOOP_").lower()
             if setting not in Settings.model_fields:

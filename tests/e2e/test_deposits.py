@@ -104,6 +104,14 @@ async def test_lost_payment_expires_and_is_cancelled_at_the_psp(stack: Stack) ->
     assert payment["status"] == "expired"
     at_psp = await stack.sandbox.get(f"/card/v1/payments/{init['payment_id']}")
     assert at_psp.json()["status"] == "cancelled"
+    # card's status_poll in the routing file: 3 look-ups, each wait twice the one before (from the stack's 0.5 s).
+    history = await stack.client.get_workflow_handle(f"deposit-{init['payment_id']}").fetch_history()
+    lookups = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
+               and e.activity_task_scheduled_event_attributes.activity_type.name == "get_psp_payment"]
+    timers = [e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+              for e in history.events if e.HasField("timer_started_event_attributes")]
+    assert len(lookups) == 3
+    assert timers == [stack.settings.deposit_webhook_timeout_seconds, 0.5, 1.0], timers
     assert await stack.balance(player) == "0.00"
     await stack.check_invariants()
 

@@ -73,6 +73,13 @@ async def test_a_capture_at_the_psp_a_deposit_left_sends_it_to_review(stack: Sta
     await stack.sandbox.post(init["redirect_url"], data={"outcome": "success"})
     payment = await stack.wait_final(init["payment_id"])
     assert payment["status"] == "in_review" and payment["review_reason"] == "captured_at_left_psp", payment
+    # Each attempt is an event in the history: the `psp_attempts` memo as it grew.
+    history = await stack.client.get_workflow_handle(f"deposit-{init['payment_id']}").fetch_history()
+    memos = [e.workflow_properties_modified_event_attributes.upserted_memo.fields["psp_attempts"]
+             for e in history.events if e.HasField("workflow_properties_modified_event_attributes")]
+    decoded = [await stack.client.data_converter.decode([memo], [list[str]]) for memo in memos]
+    assert decoded == [[["card: failover (psp_unavailable)"]],
+                       [["card: failover (psp_unavailable)", "card_b: accepted"]]], decoded
     assert await stack.balance(player) == "50.00"  # card_b's capture, credited once
     metrics = (await stack.api.get("/metrics")).text
     assert 'payloop_alerts_total{kind="deposit.captured_at_left_psp"}' in metrics

@@ -9,11 +9,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
+from api.app import create_app
 from api.models import webhook_events
 from psp.signatures import signed_headers
-from tests.e2e.conftest import WEBHOOK_SECRET, Stack, eventually, new_player
+from tests.e2e.conftest import WEBHOOK_SECRET, Stack, eventually, free_port, new_player, serve
 
 
 def captured_event(payment_id: str, psp_reference: str, amount: str = "50.00", **overrides: Any) -> bytes:
@@ -194,4 +196,28 @@ async def test_an_unverified_webhook_makes_the_payment_ask_its_psp(stack: Stack)
     timers_fired = [e for e in history.events if e.HasField("timer_fired_event_attributes")]
     assert timers_fired == [], "credited by the recheck, before the webhook timeout"
     assert await stack.balance(player) == "50.00"
+    await stack.check_invariants()
+
+
+async def test_during_a_secret_rotation_both_secrets_verify_and_nothing_else_does(stack: Stack) -> None:
+    """`PAYLOOP_SANDBOX_WEBHOOK_SECRET="new,old"`: an API rotated to a new secret still takes the PSP's webhooks
+    signed with the old one (the PSP has not switched yet) and those signed with the new one, over real HTTP."""
+    rotated = stack.settings.model_copy(update={"sandbox_webhook_secret": f"whsec_rotated,{WEBHOOK_SECRET}",
+                                                "api_port": free_port()})
+    async with (
+        serve(create_app(rotated, engine=stack.engine, temporal=stack.client), rotated.api_port),
+        httpx.AsyncClient(base_url=rotated.api_url, timeout=30) as api,
+    ):
+        async def deliver(body: bytes, secret: str) -> httpx.Response:
+            return await api.post("/v1/webhooks/card", content=body,
+                                  headers=signed_headers(secret, int(time.time()), body))
+
+        for secret in (WEBHOOK_SECRET, "whsec_rotated"):
+            player = new_player()
+            payment_id, reference = await waiting_payment(stack, player)
+            assert (await deliver(captured_event(payment_id, reference), "whsec_attacker")).status_code == 401
+            accepted = await deliver(captured_event(payment_id, reference), secret)
+            assert accepted.status_code == 200 and accepted.json()["status"] == "accepted", accepted.text
+            assert (await stack.wait_final(payment_id))["status"] == "credited"
+            assert await stack.balance(player) == "50.00"
     await stack.check_invariants()
