@@ -102,6 +102,7 @@ def test_history_facts_read_the_shape_and_the_credit_timings() -> None:
     assert (facts.started, facts.update_completed, facts.last_signal) == (100, 103, 104)
     assert (facts.task_after_signal, facts.credit_scheduled, facts.credit_started) == (105, 106, 107)
     assert (facts.credit_completed, facts.closed) == (108, 110)
+    assert facts.first_task == 105 and facts.init_activity == (102, None, None)
 
 
 @pytest.fixture
@@ -155,6 +156,7 @@ async def test_bench_smoke_run_writes_sane_json_and_a_plot(bench_stack: tuple[st
         assert set(figures["by_method"]) == {"card", "ewallet", "bank_transfer", "crypto"} or phase == "low-load"
     assert deposits["webhook_time_source"] == "api_inbox_received_at"
     assert deposits["by_phase"]["max"]["webhook_to_credited_split_p50_ms"]["api_inbox"] >= 0
+    assert deposits["by_phase"]["low-load"]["init_split_p50_ms"]["first_task_dispatch"] >= 0
     assert deposits["history_events"]["p50"] > 10
     assert "|" in deposits["shape"]
 

@@ -57,6 +57,9 @@ class HistoryFacts:
     credit_completed: float | None = None
     closed: float | None = None
     task_after_signal: float | None = None  # the first workflow task started after the last signal
+    first_task: float | None = None  # the first workflow task started
+    # The last regular activity before the update was answered (a deposit's PSP create call):
+    init_activity: tuple[float | None, float | None, float | None] = (None, None, None)  # scheduled, started, done
     shape: str = ""  # "aaa|a": steps until the update was answered | steps after the last signal
     activities: int = 0
     local_activities: int = 0
@@ -73,6 +76,7 @@ def history_facts(workflow_id: str, events: list[HistoryEvent], credit_activity:
     before: list[str] = []
     after: list[str] = []
     credit_event_id = None
+    init_event_id = None
     answered = False
     for event in events:
         kind = event.event_type
@@ -88,6 +92,9 @@ def history_facts(workflow_id: str, events: list[HistoryEvent], credit_activity:
                 after = []
         elif kind == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             facts.activities += 1
+            if not answered:
+                init_event_id = event.event_id
+                facts.init_activity = (_t(event), None, None)
             (after if facts.last_signal else before if not answered else []).append("a")
             if credit_activity and event.activity_task_scheduled_event_attributes.activity_type.name == credit_activity:
                 credit_event_id = event.event_id
@@ -97,16 +104,24 @@ def history_facts(workflow_id: str, events: list[HistoryEvent], credit_activity:
                 facts.local_activities += 1
                 (after if facts.last_signal else before if not answered else []).append("l")
         elif kind == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            if facts.first_task is None:
+                facts.first_task = _t(event)
             if facts.last_signal and facts.credit_scheduled is None and (
                 facts.task_after_signal is None or facts.task_after_signal < facts.last_signal
             ):
                 facts.task_after_signal = _t(event)
-        elif kind == E.EVENT_TYPE_ACTIVITY_TASK_STARTED and credit_event_id is not None:
-            if event.activity_task_started_event_attributes.scheduled_event_id == credit_event_id:
+        elif kind == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            scheduled_id = event.activity_task_started_event_attributes.scheduled_event_id
+            if credit_event_id is not None and scheduled_id == credit_event_id:
                 facts.credit_started = _t(event)
-        elif kind == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and credit_event_id is not None:
-            if event.activity_task_completed_event_attributes.scheduled_event_id == credit_event_id:
+            if not answered and scheduled_id == init_event_id:
+                facts.init_activity = (facts.init_activity[0], _t(event), None)
+        elif kind == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            scheduled_id = event.activity_task_completed_event_attributes.scheduled_event_id
+            if credit_event_id is not None and scheduled_id == credit_event_id:
                 facts.credit_completed = _t(event)
+            if not answered and scheduled_id == init_event_id:
+                facts.init_activity = (facts.init_activity[0], facts.init_activity[1], _t(event))
         elif kind in (E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
                       E.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED, E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT):
             facts.closed = _t(event)

@@ -190,7 +190,28 @@ def _deposit_group(run: BenchRun, records: list[Any], brief: bool = False) -> di
         "webhook_to_credited_server_clock": summary_ms(server_only),
         "webhook_to_credited_split_p50_ms": {k: summary_ms(v)["p50_ms"] for k, v in segments.items()},
         "init_workflow_part": summary_ms(init_wf),
+        "init_split_p50_ms": {k: summary_ms(v)["p50_ms"] for k, v in _init_split(run, records).items()},
     }
+
+
+def _init_split(run: BenchRun, records: list[Any]) -> dict[str, list[float]]:
+    """Where init's time goes, at the Temporal server: first task dispatched, the steps before the PSP call
+    (local activities run inside workflow tasks), the PSP call's queue wait and duration, then the answer."""
+    split: dict[str, list[float]] = defaultdict(list)
+    for d in records:
+        f = run.histories.get(d.workflow_id or "")
+        if f is None or not (f.started and f.first_task and f.update_completed):
+            continue
+        scheduled, started, done = f.init_activity
+        split["first_task_dispatch"].append(f.first_task - f.started)
+        if scheduled and started and done:
+            split["steps_before_psp_call"].append(scheduled - f.first_task)
+            split["psp_call_queue_wait"].append(started - scheduled)
+            split["psp_call"].append(done - started)
+            split["psp_answer_to_update_completed"].append(f.update_completed - done)
+        if d.init_latency is not None:
+            split["api_and_client_overhead"].append(d.init_latency - (f.update_completed - f.started))
+    return split
 
 
 def _webhook_latencies(run: BenchRun, records: list[Any]) -> tuple[list[float], list[float], dict, list[float]]:
@@ -492,6 +513,9 @@ def console_summary(result: dict[str, Any]) -> str:
     for name, f in dep["by_phase"].items():
         lines.append(f"  {name:10} {f['count']:>5} {f['concurrency']:>5} {f['throughput_per_s']:>7.1f}  "
                      f"{_pcts(f['init_latency']):>22}  {_pcts(f['webhook_to_credited']):>32}")
+    low_split = dep["by_phase"].get("low-load", {}).get("init_split_p50_ms")
+    if low_split:
+        lines.append("  init split (p50 ms, low-load): " + ", ".join(f"{k} {v}" for k, v in low_split.items()))
     split = dep["by_phase"].get("max", {}).get("webhook_to_credited_split_p50_ms")
     if split:
         lines.append("  webhook→credited split (p50 ms, max phase): "
