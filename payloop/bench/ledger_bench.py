@@ -219,7 +219,7 @@ def _pgbench(url: str, options: LedgerBenchOptions) -> dict[str, Any]:
 def _start_profiler() -> Any:
     from pyinstrument import Profiler
 
-    profiler = Profiler(async_mode="disabled", interval=0.0005)
+    profiler = Profiler(async_mode="disabled", interval=0.001)
     profiler.start()
     return profiler
 
