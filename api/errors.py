@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from contextvars import ContextVar
@@ -10,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -60,6 +62,96 @@ class Problem(Exception):
         return JSONResponse(self.body(), status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
 
 
+class FieldProblem(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """An error (RFC 9457, `application/problem+json`). Some problems carry more members, e.g. `payment_id`."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str  # stable and machine-readable
+    trace_id: str  # also in the X-Trace-Id header
+    retryable: bool
+    errors: list[FieldProblem]  # field problems; empty when the error is not about fields
+
+
+PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
+FASTAPI_DEFAULT_422 = {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
+_WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "the scheme to authenticate with", "required": True,
+                                          "schema": {"type": "string"}}}
+_RESPONSE_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Missing or invalid API key",
+    402: "Insufficient funds, or the payment provider declined",
+    403: "The API key lacks the scope, or the object belongs to another client",
+    404: "Not found",
+    409: "Illegal state change, or a request with this Idempotency-Key is still in flight",
+    413: "Payload too large",
+    422: "Validation failed, a rule or limit was breached, or an Idempotency-Key was reused with another body",
+    429: "Rate limited",
+    502: "The payment provider failed",
+    503: "A dependency (database, payment engine) is unavailable; retry after Retry-After",
+    504: "No answer in time; the request goes on, read its status",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries declaring problem+json answers for these statuses."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {"description": _RESPONSE_DESCRIPTIONS.get(status, "Error"),
+                                    "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}}}
+        if status in (429, 503):
+            response["headers"] = {name: {**spec, "required": True} for name, spec in _RETRY_AFTER.items()}
+        elif status == 409:
+            response["headers"] = _RETRY_AFTER  # when the Idempotency-Key is in flight
+        responses[status] = response
+    return responses
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Makes the OpenAPI schema say what every operation answers: problem+json for validation errors (instead of
+    FastAPI's default 422 body, which this API never sends), 401 and 403 for every operation behind an API key,
+    and the ProblemDetails schema itself. Operation-specific problems are declared on the routes."""
+    make_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = make_openapi()
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                if responses.get("422", {}).get("content", {}).get("application/json") == FASTAPI_DEFAULT_422:
+                    responses["422"] = problem_responses(422)[422]
+                if "requestBody" in operation:  # a body that is not even JSON (e.g. not UTF-8)
+                    responses.setdefault("400", problem_responses(400)[400])
+                if operation.get("security"):
+                    unauthorized = problem_responses(401)[401] | {"headers": _WWW_AUTHENTICATE}
+                    responses.setdefault("401", unauthorized)
+                    responses.setdefault("403", problem_responses(403)[403])
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(problem.pop("$defs", {}))
+        components["ProblemDetails"] = problem
+        if "#/components/schemas/HTTPValidationError" not in json.dumps(schema["paths"]):
+            components.pop("HTTPValidationError", None)  # FastAPI's default 422 body, replaced above
+            components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def validation_problem(errors: list[dict[str, str]], detail: str = "the request is not valid") -> Problem:
     return Problem(422, "validation_error", "Validation failed", detail, errors=errors)
 
@@ -75,7 +167,16 @@ _HTTP_CODES = {
 }
 
 
+def _authentication_problem(request: Request) -> Problem | None:
+    # Imported here: api.auth raises Problem, so it imports this module.
+    from api.auth import authentication_problem
+
+    return authentication_problem(request)
+
+
 def install(app: FastAPI) -> None:
+    _document_problems(app)
+
     @app.middleware("http")
     async def _trace(request: Request, call_next):  # noqa: ANN001, ANN202
         trace_id = uuid.uuid4().hex
@@ -93,7 +194,9 @@ def install(app: FastAPI) -> None:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (unauthenticated := _authentication_problem(request)) is not None:
+            return unauthenticated.response()
         errors = []
         for err in exc.errors():
             loc = [str(part) for part in err.get("loc", ()) if part not in ("body",)]
@@ -102,7 +205,9 @@ def install(app: FastAPI) -> None:
         return validation_problem(errors).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (unauthenticated := _authentication_problem(request)) is not None:
+            return unauthenticated.response()  # a body FastAPI could not parse, sent without credentials
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else None
         return Problem(exc.status_code, code, title, detail, headers=dict(exc.headers or {})).response()

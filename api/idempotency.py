@@ -24,6 +24,10 @@ from payloop.db import insert_if_missing
 IN_FLIGHT_TAKEOVER = timedelta(seconds=60)
 
 
+IDEMPOTENCY_KEY_DOC = ("1-255 visible ASCII characters; required unless the body has `idempotency_key` (then both "
+                       "must agree). A retry with the same key and body gets the first answer.")
+
+
 def resolve_key(header: str | None, body_key: str | None) -> str:
     """The request's Idempotency-Key: the header, or the body's `idempotency_key`; both must agree."""
     if header is not None and body_key is not None and header != body_key:

@@ -2,33 +2,43 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-PlayerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+PlayerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$"), Field(examples=["alice"])]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), Field(examples=["EUR"], description="ISO 4217")]
 Amount = Annotated[str, Field(max_length=32, examples=["50.00"], description="decimal string in major units")]
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+                           Field(examples=["order-1"])]
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"),
+                    Field(examples=["DE"], description="ISO 3166 alpha-2")]
+SandboxScenario = Annotated[str, Field(max_length=40, examples=["approve"],
+                                       description="the sandbox PSP's behaviour for this payment")]
 
 
 class PaymentMeta(BaseModel):
     # Only what the flow uses is accepted: anything else (card data included) is refused, not silently dropped.
     model_config = ConfigDict(extra="forbid")
 
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+    country: Country | None = None
     device: Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,100}$")] | None = None
-    sandbox_scenario: Annotated[str, Field(max_length=40)] | None = None
+    sandbox_scenario: SandboxScenario | None = None
 
 
 class PaymentInitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "amount": "50.00", "currency": "EUR", "method": "card", "player_id": "alice",
+        "return_url": "https://casino.example/return", "meta": {"country": "DE"}}]})
 
     amount: Amount
     currency: Currency
-    method: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,30}$")]
+    method: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,30}$"), Field(examples=["card"])]
     player_id: PlayerId
-    return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s]+$")]
+    # No whitespace or control characters: the PSP sends the player there.
+    return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$"),
+                          Field(examples=["https://casino.example/return"])]
     idempotency_key: IdempotencyKey | None = None
     meta: PaymentMeta = Field(default_factory=PaymentMeta)
 
@@ -91,7 +101,8 @@ class PlayerProfileView(BaseModel):
 
 
 class DepositLimitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"currency": "EUR", "period": "day", "amount": "500.00"}]})
 
     currency: Currency
     period: Literal["day", "week", "month"]
@@ -109,13 +120,13 @@ IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_string)]
 
 
 class SelfExclusionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"until": "2030-01-01T00:00:00Z"}]})
 
     until: IsoDatetime | None  # required; null = indefinitely
 
 
 class KycRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"status": "verified"}]})
 
     status: Literal["unverified", "pending", "verified", "rejected"]
     note: Annotated[str, Field(max_length=1000)] | None = None
@@ -137,12 +148,13 @@ class AuditLog(BaseModel):
 class PayoutMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
-    sandbox_scenario: Annotated[str, Field(max_length=40)] | None = None
+    country: Country | None = None
+    sandbox_scenario: SandboxScenario | None = None
 
 
 class PayoutInitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"amount": "10.00", "currency": "EUR", "player_id": "alice"}]})
 
     amount: Amount
     currency: Currency
@@ -177,14 +189,80 @@ class PayoutView(BaseModel):
 
 
 class CancelPayoutRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "player asked"}]})
 
     reason: Annotated[str, Field(max_length=200)] | None = None
 
 
 class ReviewDecisionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"decision": "approve", "reviewer": "jane.doe", "reason": "documents checked"}]})
 
     decision: Literal["approve", "reject"]
     reviewer: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,100}$")]
     reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    database: str
+    temporal: str
+
+
+class PspHealthView(BaseModel):
+    psp: str
+    samples: int
+    success_rate: str | None  # decimal string; null without samples
+    error_rate: str | None
+    p95_latency_ms: int | None
+    circuit: str  # closed | open | half_open
+    opened_at: str | None
+    available: bool
+
+
+class PspHealthList(BaseModel):
+    window_seconds: int
+    psps: list[PspHealthView]
+
+
+class PaymentMethodOption(BaseModel):
+    method: str
+    fee: str
+    eta: str
+
+
+class PaymentMethods(BaseModel):
+    currency: str
+    amount: str
+    country: str | None
+    methods: list[PaymentMethodOption]
+
+
+class WebhookEventView(BaseModel):
+    id: int
+    psp: str
+    event_id: str
+    payment_id: str
+    psp_reference: str
+    status: str
+    amount_minor: int
+    currency: str
+    failure_code: str | None
+    state: str  # received | signalled | dead_letter
+    dead_letter_reason: str | None
+    received_at: datetime
+    updated_at: datetime
+
+
+class WebhookDeliveryView(BaseModel):
+    outcome: str
+    detail: str | None
+    at: datetime
+
+
+class WebhookEventDetail(WebhookEventView):
+    deliveries: list[WebhookDeliveryView]

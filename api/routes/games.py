@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 from api.auth import Principal, require_scope
-from api.errors import Problem
+from api.errors import Problem, problem_responses
 from api.schemas import Amount, Currency, PlayerId
 from ledger import InsufficientFunds, LedgerError, player_account
 from ledger.games import GameAnswer, GameError, GameRequest, GameWallet, BettingRefused
@@ -24,7 +24,7 @@ from payloop.db import utcnow
 from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from payloop.players import PlayerStore
 
-router = APIRouter(prefix="/v1/wallet", tags=["game wallet"])
+router = APIRouter(prefix="/v1/wallet", tags=["game wallet"], responses=problem_responses(503))
 
 GameRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")]
 Wallet = Annotated[Principal, Depends(require_scope("wallet"))]
@@ -43,15 +43,24 @@ class _GameBody(BaseModel):
 
 
 class DebitRequest(_GameBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"player_id": "alice", "currency": "EUR", "amount": "1.00", "transaction_id": "bet-1", "round_id": "round-1",
+         "game_id": "slots"}]})
     amount: Amount
 
 
 class CreditRequest(_GameBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"player_id": "alice", "currency": "EUR", "amount": "2.50", "transaction_id": "win-1", "round_id": "round-1",
+         "game_id": "slots", "reference_transaction_id": "bet-1"}]})
     amount: Amount  # "0.00" closes a lost round: the round is settled, no money moves
     reference_transaction_id: GameRef | None = None
 
 
 class RollbackRequest(_GameBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"player_id": "alice", "currency": "EUR", "transaction_id": "rollback-1", "round_id": "round-1",
+         "game_id": "slots", "reference_transaction_id": "bet-1"}]})
     reference_transaction_id: GameRef
     amount: Amount | None = None  # when given, must equal the bet's
 
@@ -102,7 +111,7 @@ class PlayerHistory(BaseModel):
     transactions: list[HistoryEntry]
 
 
-_ANSWERED = {200: {"model": WalletAnswer}}
+_ANSWERED = {200: {"model": WalletAnswer}, **problem_responses(402, 409)}
 
 
 @router.post("/debit", responses=_ANSWERED)
@@ -127,7 +136,7 @@ async def rollback(body: RollbackRequest, request: Request, _principal: Wallet) 
     return await _answer(body.currency, _wallet(request).rollback(req))
 
 
-@router.get("/rounds/{round_id}", response_model=RoundView)
+@router.get("/rounds/{round_id}", response_model=RoundView, responses=problem_responses(404))
 async def round_transactions(
     round_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")], request: Request, _principal: Wallet
 ) -> RoundView:

@@ -8,19 +8,20 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select, text
 
-from api.errors import Problem
+from api.errors import Problem, problem_responses
 from api.models import webhook_deliveries
+from api.schemas import HealthStatus, Readiness
 from payloop import alerts
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthStatus)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
 async def readyz(request: Request) -> dict[str, str]:
     state = request.app.state
     checks = {"database": "ok", "temporal": "ok"}
@@ -39,7 +40,7 @@ async def readyz(request: Request) -> dict[str, str]:
     return {"status": "ready", **checks}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(503))
 async def metrics(request: Request) -> str:
     """Prometheus text format: alerts by kind and webhook deliveries by PSP and outcome (from the database, so
     every API instance reports the same totals)."""

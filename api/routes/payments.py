@@ -11,8 +11,8 @@ from temporalio.client import Client
 
 from api import engine
 from api.auth import Principal, require_scope
-from api.errors import Problem
-from api.idempotency import resolve_key, run_once
+from api.errors import Problem, problem_responses
+from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.schemas import PaymentInitRequest, PaymentInitResponse, PaymentView
 from payloop.money import to_decimal_string
@@ -20,7 +20,7 @@ from psp.sandbox.app import SCENARIOS
 from workflows.deposit import DepositWorkflow
 from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer
 
-router = APIRouter(prefix="/v1/payments", tags=["payments"])
+router = APIRouter(prefix="/v1/payments", tags=["payments"], responses=problem_responses(503))
 
 INIT_ENDPOINT = "POST /v1/payments/init"
 PAYMENT_ID_RE = re.compile(r"pay_[0-9a-f]{24}")
@@ -34,12 +34,14 @@ def deposit_workflow_id(payment_id: str) -> str:
     return f"deposit-{payment_id}"
 
 
-@router.post("/init", status_code=201, response_model=PaymentInitResponse)
+@router.post("/init", status_code=201, response_model=PaymentInitResponse,
+             responses=problem_responses(402, 409, 422, 502, 504))
 async def init_payment(
     body: PaymentInitRequest,
     request: Request,
     principal: Annotated[Principal, Depends(require_scope("payments"))],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", examples=["order-1"],
+                                                  description=IDEMPOTENCY_KEY_DOC)] = None,
 ) -> JSONResponse:
     key = resolve_key(idempotency_key, body.idempotency_key)
     amount_minor = amount_in_minor_units(body.amount, body.currency)
@@ -102,7 +104,7 @@ def _init_outcome(answer: InitAnswer) -> tuple[int, dict]:
     return 201, response.model_dump()
 
 
-@router.get("/{payment_id}", response_model=PaymentView)
+@router.get("/{payment_id}", response_model=PaymentView, responses=problem_responses(404))
 async def get_payment(
     payment_id: str,
     request: Request,

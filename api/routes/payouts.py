@@ -13,8 +13,8 @@ from temporalio.exceptions import ApplicationError
 
 from api import engine
 from api.auth import Principal, require_scope
-from api.errors import Problem
-from api.idempotency import resolve_key, run_once
+from api.errors import Problem, problem_responses
+from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.schemas import CancelPayoutRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest
 from ledger import player_account
@@ -24,8 +24,8 @@ from psp.sandbox.app import PAYOUT_SCENARIOS
 from workflows.types import CancelRequest, ReviewDecision, WithdrawalInput, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow
 
-router = APIRouter(prefix="/v1/payouts", tags=["payouts"])
-ops_router = APIRouter(prefix="/v1/ops/payouts", tags=["ops"])
+router = APIRouter(prefix="/v1/payouts", tags=["payouts"], responses=problem_responses(503))
+ops_router = APIRouter(prefix="/v1/ops/payouts", tags=["ops"], responses=problem_responses(503))
 
 INIT_ENDPOINT = "POST /v1/payouts/init"
 PAYOUT_ID_RE = re.compile(r"po_[0-9a-f]{24}")
@@ -41,12 +41,14 @@ def payout_not_found() -> Problem:
     return Problem(404, "payout_not_found", "Payout not found", "no payout has this id")
 
 
-@router.post("/init", status_code=201, response_model=PayoutInitResponse)
+@router.post("/init", status_code=201, response_model=PayoutInitResponse,
+             responses=problem_responses(402, 409, 422, 504))
 async def init_payout(
     body: PayoutInitRequest,
     request: Request,
     principal: Annotated[Principal, Depends(require_scope("payments"))],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", examples=["order-1"],
+                                                  description=IDEMPOTENCY_KEY_DOC)] = None,
 ) -> JSONResponse:
     key = resolve_key(idempotency_key, body.idempotency_key)
     amount_minor = amount_in_minor_units(body.amount, body.currency)
@@ -100,7 +102,7 @@ async def _start_withdrawal(
     return 201, response.model_dump()
 
 
-@router.get("/{payout_id}", response_model=PayoutView)
+@router.get("/{payout_id}", response_model=PayoutView, responses=problem_responses(404))
 async def get_payout(
     payout_id: str,
     request: Request,
@@ -110,7 +112,7 @@ async def get_payout(
     return _view(request, state)
 
 
-@router.post("/{payout_id}/cancel", response_model=PayoutView)
+@router.post("/{payout_id}/cancel", response_model=PayoutView, responses=problem_responses(404, 409, 504))
 async def cancel_payout(
     payout_id: str,
     request: Request,
@@ -128,7 +130,8 @@ async def cancel_payout(
     return _view(request, state)
 
 
-@ops_router.post("/{payout_id}/review", response_model=PayoutView)
+@ops_router.post("/{payout_id}/review", response_model=PayoutView,
+                 responses=problem_responses(404, 409, 422, 504))
 async def review_payout(
     payout_id: str,
     body: ReviewDecisionRequest,
@@ -156,7 +159,10 @@ async def list_payouts(
 ) -> list[PayoutView]:
     """Payouts by status from Temporal visibility (e.g. the review queue); newest first, at most 100."""
     client: Client = request.app.state.temporal
-    query = f"WorkflowType = 'WithdrawalWorkflow' AND PaymentStatus = '{status}'"
+    # Only this deployment's payouts (its task queue): another deployment's in the same namespace would need that
+    # deployment's workers to answer the status query, and one that cannot answer fails the whole listing.
+    task_queue = request.app.state.settings.task_queue
+    query = f"WorkflowType = 'WithdrawalWorkflow' AND PaymentStatus = '{status}' AND TaskQueue = '{task_queue}'"
     states = []
     async for execution in client.list_workflows(query, limit=100):
         states.append(await engine.query(client, execution.id, WithdrawalWorkflow.status,

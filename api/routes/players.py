@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from api.auth import Principal, _authenticate, require_scope
-from api.errors import Problem
+from api.errors import Problem, problem_responses
 from api.schemas import (
     AuditEntryView,
     AuditLog,
@@ -26,7 +26,7 @@ from payloop.db import utcnow
 from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from payloop.players import KycStatus, LimitPeriod, PlayerProfile, PlayerRuleError, PlayerStore
 
-router = APIRouter(tags=["players"])
+router = APIRouter(tags=["players"], responses=problem_responses(503))
 
 PlayerIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 Payments = Annotated[Principal, Depends(require_scope("payments"))]
@@ -70,7 +70,8 @@ async def set_deposit_limit(
     return await _profile(store, player_id)
 
 
-@router.post("/v1/players/{player_id}/self-exclusion", response_model=PlayerProfileView)
+@router.post("/v1/players/{player_id}/self-exclusion", response_model=PlayerProfileView,
+             responses=problem_responses(409))
 async def self_exclude(
     player_id: PlayerIdPath, body: SelfExclusionRequest, store: Store, principal: Payments
 ) -> PlayerProfileView:
@@ -116,7 +117,8 @@ async def reopen_account(player_id: PlayerIdPath, store: Store, principal: Ops) 
 async def audit_entries(
     request: Request,
     _principal: Ops,
-    subject: Annotated[str, Query(min_length=1, max_length=120)],
+    subject: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:\-]{1,120}$", examples=["player:alice"],
+                                  description="what the entries are about: player:<id>, payout:<id>, webhook:<id>")],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditLog:
     rows = await audit.entries(request.app.state.engine, subject, limit)

@@ -7,13 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import Principal, require_scope
+from api.errors import problem_responses
 from api.inputs import amount_in_minor_units
+from api.schemas import PaymentMethods, PspHealthList
 from payloop.money import to_decimal_string
 from psp.registry import PROVIDERS
 from psp.routing import CircuitState, RoutingConfig, route
 from psp.routing.health import HealthStore
 
-router = APIRouter(tags=["routing"])
+router = APIRouter(tags=["routing"], responses=problem_responses(503))
 
 # A stable seed for the listing's weighted choices (the listing shows what a typical payment gets).
 LISTING_SEED = "payment-methods"
@@ -35,7 +37,7 @@ def available_psps() -> frozenset[str]:
     return frozenset(p.name for p in PROVIDERS)
 
 
-@router.get("/v1/ops/psp-health", tags=["ops"])
+@router.get("/v1/ops/psp-health", tags=["ops"], response_model=PspHealthList)
 async def psp_health(
     request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))]
 ) -> dict[str, Any]:
@@ -48,7 +50,7 @@ async def psp_health(
     }
 
 
-@router.get("/v1/payment-methods", tags=["payments"])
+@router.get("/v1/payment-methods", tags=["payments"], response_model=PaymentMethods)
 async def payment_methods(
     request: Request,
     _principal: Annotated[Principal, Depends(require_scope("payments"))],

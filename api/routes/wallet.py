@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from api.auth import Principal, require_scope
+from api.errors import problem_responses
 from api.schemas import CurrencyBalance, WalletBalance
 from payloop.money import to_decimal_string
 
-router = APIRouter(prefix="/v1/wallet", tags=["wallet"])
+router = APIRouter(prefix="/v1/wallet", tags=["wallet"], responses=problem_responses(503))
 
 PlayerIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 

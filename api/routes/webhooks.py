@@ -10,33 +10,39 @@ import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal, require_scope
-from api.errors import Problem
+from api.errors import Problem, problem_responses
 from api.routes.payments import PAYMENT_ID_RE, deposit_workflow_id
 from api.routes.payouts import PAYOUT_ID_RE, withdrawal_workflow_id
-from api.schemas import WebhookAck
+from api.schemas import WebhookAck, WebhookEventDetail, WebhookEventView
 from api.webhook_inbox import WebhookInbox
 from payloop import alerts, audit
 from psp.base import InvalidWebhook, WebhookEvent
 from workflows import search_attributes
 from workflows.types import PspEventSignal
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-ops_router = APIRouter(prefix="/v1/ops/webhooks", tags=["ops"])
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(503))
+ops_router = APIRouter(prefix="/v1/ops/webhooks", tags=["ops"], responses=problem_responses(503))
 log = logging.getLogger("payloop.webhooks")
 
 MAX_WEBHOOK_BYTES = 64 * 1024
 # Deposits and withdrawals take the PSP's events as `psp_event`, and a nudge to ask the PSP as `status_recheck`.
 PSP_EVENT_SIGNAL = "psp_event"
 STATUS_RECHECK_SIGNAL = "status_recheck"
+# Stored events' ids are 32-bit (an INTEGER column): a larger id names nothing, and PostgreSQL would refuse it.
+EventRowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the stored event's `id`")]
 RECHECK_INTERVAL = 30.0  # seconds between re-checks one payment's unverified webhooks may cause (per API process)
+# The body is read raw (its signature covers the exact bytes) and its shape is the PSP's own.
+WEBHOOK_BODY = {"requestBody": {"required": True, "description": "the PSP's signed event, as it sent it",
+                                "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
-@router.post("/{psp}", response_model=WebhookAck)
+@router.post("/{psp}", response_model=WebhookAck, responses=problem_responses(400, 401, 404, 413),
+             openapi_extra=WEBHOOK_BODY)
 async def receive_webhook(psp: str, request: Request) -> WebhookAck:
     verifier = request.app.state.webhook_verifiers.get(psp)
     if verifier is None:
@@ -195,7 +201,7 @@ async def _read_limited(request: Request) -> bytes:
 # --- ops: dead letters, delivery logs, replay -----------------------------------------------------------------
 
 
-@ops_router.get("")
+@ops_router.get("", response_model=list[WebhookEventView])
 async def list_webhooks(
     request: Request,
     _principal: Annotated[Principal, Depends(require_scope("ops"))],
@@ -206,9 +212,9 @@ async def list_webhooks(
     return await request.app.state.webhook_inbox.events(state, limit)
 
 
-@ops_router.get("/{event_row_id}")
+@ops_router.get("/{event_row_id}", response_model=WebhookEventDetail, responses=problem_responses(404))
 async def get_webhook(
-    event_row_id: int, request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))]
+    event_row_id: EventRowId, request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))]
 ) -> dict[str, Any]:
     """One stored event with its delivery log (verified, duplicates, signalled, dead-lettered, and why)."""
     event = await request.app.state.webhook_inbox.event(event_row_id)
@@ -217,9 +223,9 @@ async def get_webhook(
     return event
 
 
-@ops_router.post("/{event_row_id}/replay")
+@ops_router.post("/{event_row_id}/replay", response_model=WebhookEventDetail, responses=problem_responses(404, 409))
 async def replay_webhook(
-    event_row_id: int, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))]
+    event_row_id: EventRowId, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))]
 ) -> dict[str, Any]:
     """Signals a dead letter again (e.g. once its payment exists). The workflow dedupes by event id and checks
     amount, currency and reference itself, so a replay can never move money the event did not justify."""
