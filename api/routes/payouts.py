@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from datetime import datetime, timezone
 from typing import Annotated, Literal
@@ -10,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from api import engine
 from api.auth import Principal, require_scope
@@ -23,6 +26,8 @@ from payloop.money import to_decimal_string
 from psp.sandbox.app import PAYOUT_SCENARIOS
 from workflows.types import CancelRequest, ReviewDecision, WithdrawalInput, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow
+
+log = logging.getLogger("payloop.payouts")
 
 router = APIRouter(prefix="/v1/payouts", tags=["payouts"], responses=problem_responses(503))
 ops_router = APIRouter(prefix="/v1/ops/payouts", tags=["ops"], responses=problem_responses(503))
@@ -221,7 +226,12 @@ def _view(request: Request, s: WithdrawalState) -> PayoutView:
 
 
 async def nudge_kyc_waiting(client: Client, player_id: str) -> None:
-    """Tells the player's payouts waiting for KYC to look again; each re-reads the status itself."""
+    """Tells the player's payouts waiting for KYC to look again; each re-reads the status itself. Best effort:
+    a waiting payout also re-reads KYC on its own every hour, so Temporal being unreachable fails nothing here."""
     query = f"WorkflowType = 'WithdrawalWorkflow' AND PlayerId = '{player_id}' AND PaymentStatus = 'kyc_required'"
-    async for execution in client.list_workflows(query):
-        await client.get_workflow_handle(execution.id).signal(WithdrawalWorkflow.kyc_changed)
+    try:
+        async for execution in client.list_workflows(query):
+            with contextlib.suppress(RPCError):  # that payout finished meanwhile
+                await client.get_workflow_handle(execution.id).signal(WithdrawalWorkflow.kyc_changed)
+    except (RPCError, TimeoutError) as err:
+        log.warning("KYC of %s changed, but waiting payouts could not be told now (%s)", player_id, err)

@@ -94,7 +94,7 @@ async def set_kyc(
 ) -> PlayerProfileView:
     await store.set_kyc_status(player_id, KycStatus(body.status), now=utcnow(), actor=principal.client_id,
                                note=body.note)
-    # Lets waiting withdrawals resume; a failure surfaces as a retryable 500 and the (idempotent) PUT is retried.
+    # Lets waiting withdrawals resume at once (best effort: they also re-read KYC by themselves).
     on_kyc_changed = getattr(request.app.state, "on_kyc_changed", None)
     if on_kyc_changed is not None:
         await on_kyc_changed(player_id, body.status)
