@@ -129,7 +129,7 @@ async def bench_stack(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
 async def test_bench_smoke_run_writes_sane_json_and_a_plot(bench_stack: tuple[str, str], tmp_path: Path) -> None:
     api_url, temporal_address = bench_stack
     out = tmp_path / "bench"
-    options = BenchOptions(deposits=10, payouts=3, rounds=10, concurrency=5, low_load=2, api_url=api_url,
+    options = BenchOptions(deposits=10, payouts=3, rounds=10, concurrency=5, low_load=2, hold=6, api_url=api_url,
                            api_key=API_KEY, temporal_address=temporal_address, out=out, progress=False, timeout=60)
     target = remote_target(api_url, API_KEY, temporal_address, "default")
     run = await drive_target(options, target)
@@ -145,7 +145,9 @@ async def test_bench_smoke_run_writes_sane_json_and_a_plot(bench_stack: tuple[st
     assert data["parameters"]["deposits"] == 10 and data["parameters"]["api_key"] == "***"
 
     deposits = data["deposits"]
-    assert deposits["count"] == 2 + 10 + 5  # low-load, max, half
+    assert deposits["count"] == 2 + 10 + 5 + 6  # low-load, max, half, hold
+    hold = deposits["by_phase"]["hold"]
+    assert hold["credited"] == 6 and hold["max_in_flight"] == 6 and set(hold["by_method"]) == {"card"}
     assert deposits["credited"] == deposits["count"], deposits["first_errors"]
     for phase in ("low-load", "max", "half"):
         figures = deposits["by_phase"][phase]
@@ -166,7 +168,7 @@ async def test_bench_smoke_run_writes_sane_json_and_a_plot(bench_stack: tuple[st
     assert data["rounds"]["bet_latency"]["count"] == 10
     ledger = data["ledger_transfers"]
     # A credit per deposit (warm-up included), a bet and a win per round, a wager round and a hold per payout.
-    assert ledger["transfers"] >= 4 + 17 + 2 * 10 + 3 * 3
+    assert ledger["transfers"] >= 4 + 23 + 2 * 10 + 3 * 3
     assert ledger["per_second_over_traffic"] > 0
 
     assert data["memory"]["measured"] is False and "not measured" in data["memory"]["note"]

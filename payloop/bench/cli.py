@@ -65,6 +65,9 @@ def _traffic_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", default=None,
                         help="embedded stack: run the ledger on PostgreSQL (a scratch database is created there "
                              "and dropped); also where --ledger runs")
+    parser.add_argument("--hold", type=int, default=0,
+                        help="also hold this many card deposits in flight at once (stopped at a 3DS challenge) "
+                             "while RSS is sampled, e.g. 1000")
     parser.add_argument("--ledger", action="store_true", help="also run the ledger micro-benchmark")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a payment may take (default 120)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where JSON and PNG go (.payloop/bench)")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         skeleton_shape=args.skeleton_shape, skeleton_signal_delay=args.skeleton_signal_delay, api_url=args.api_url,
         api_key=args.api_key, temporal_address=args.temporal_address, namespace=args.namespace,
         database_url=args.database_url, out=args.out, progress=args.progress, timeout=args.timeout,
-        ledger=args.ledger,
+        hold=args.hold, ledger=args.ledger,
     ))
 
 

@@ -45,12 +45,14 @@ class RssSampler:
         if not self.samples:
             return {"measured": False}
         peak = {name: max(s.get(name, 0.0) for s in self.samples) for name in self.processes}
-        busiest = max(self.samples, key=lambda s: s["in_flight"])
+        most = max(s["in_flight"] for s in self.samples)
+        busiest = [s for s in self.samples if s["in_flight"] == most]
         return {
             "measured": True,
             "peak_mb": peak,
-            "max_in_flight": busiest["in_flight"],
-            "at_max_in_flight_mb": {name: busiest.get(name) for name in self.processes},
+            "max_in_flight": most,
+            # Per process, its highest RSS while the most payments were in flight.
+            "at_max_in_flight_mb": {name: max(s.get(name, 0.0) for s in busiest) for name in self.processes},
             "samples": len(self.samples),
             "interval_s": self.interval,
         }

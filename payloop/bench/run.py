@@ -8,10 +8,12 @@ Phases, in order (each can be sized or skipped):
 3. max: `deposits` deposits at `concurrency` in flight (closed loop, or `rate` per second) — throughput;
 4. half: half as many deposits, open loop at half the throughput `max` reached — webhook → credited under a
    load the stack can carry;
-5. rounds: `rounds` game rounds (bet + win through the game wallet API) at `concurrency`;
-6. payouts: `payouts` players of credited deposits get KYC verified and wager their deposit once (setup), then
+5. hold (with `hold`): that many card deposits stopped at their 3DS challenge until all are in flight at once,
+   held a few seconds while RSS is sampled, then completed — memory with many payments in flight;
+6. rounds: `rounds` game rounds (bet + win through the game wallet API) at `concurrency`;
+7. payouts: `payouts` players of credited deposits get KYC verified and wager their deposit once (setup), then
    one payout each at `concurrency`;
-7. skeleton: the same shape as a deposit, doing nothing, on its own task queue and in-process worker against
+8. skeleton: the same shape as a deposit, doing nothing, on its own task queue and in-process worker against
    the same Temporal server: low-load, then `deposits` at `concurrency`.
 """
 
@@ -59,6 +61,7 @@ class BenchOptions:
     out: Path = DEFAULT_OUT
     progress: bool = True
     timeout: float = 120.0
+    hold: int = 0  # deposits held in flight at once (3DS challenge) while RSS is sampled; 0 = no such phase
     ledger: bool = False
     ledger_clients: int = 8
     ledger_seconds: float = 10.0
@@ -188,6 +191,8 @@ async def _our_phases(options: BenchOptions, driver: Driver, run: BenchRun) -> N
             half_rate = top.throughput / 2
             await driver.deposit_phase("half", max(options.deposits // 2, 1), options.concurrency, methods,
                                        rate=half_rate)
+    if options.hold:
+        await driver.hold_phase("hold", options.hold, init_concurrency=options.concurrency)
     funded = [d.player_id for d in driver.deposits if d.final_status == "credited"]
     if options.rounds:
         await driver.rounds_phase("rounds", options.rounds, options.concurrency, funded)

@@ -41,6 +41,8 @@ class DepositRecord:
     psp: str | None = None
     final_status: str | None = None
     error: str | None = None
+    scenario: str | None = None  # meta.sandbox_scenario
+    init_timed_out: bool = False  # 504: the payment goes on; it is followed to its end all the same
 
     @property
     def init_latency(self) -> float | None:
@@ -166,6 +168,27 @@ class Driver:
         items = [self._deposit_item(name, next(cycle)) for _ in range(count)]
         return await self.run_phase(Phase(name, "deposits", concurrency, rate), items)
 
+    async def hold_phase(self, name: str, count: int, init_concurrency: int, hold_seconds: float = 3.0) -> Phase:
+        """`count` card deposits that stop at the 3DS challenge (scenario `challenge`: the workflow waits for the
+        PSP's webhook) until all of them are in flight at once; held `hold_seconds` (RSS is sampled meanwhile),
+        then every challenge is passed and each deposit followed to `credited`. Inits go `init_concurrency` at a
+        time, so this measures memory with many payments in flight, not an overload."""
+        init_gate = asyncio.Semaphore(init_concurrency)
+        all_started = asyncio.Event()
+        started = 0
+
+        async def hold() -> None:
+            nonlocal started
+            started += 1
+            if started == count:
+                all_started.set()
+            await all_started.wait()
+            await asyncio.sleep(hold_seconds)
+
+        items = [self._deposit_item(name, "card", scenario="challenge", init_gate=init_gate, before_redirect=hold)
+                 for _ in range(count)]
+        return await self.run_phase(Phase(name, "deposits", count), items)
+
     async def rounds_phase(self, name: str, count: int, concurrency: int, players: list[str]) -> Phase:
         if not players:
             raise RuntimeError("game rounds need funded players: run deposits first")
@@ -185,30 +208,49 @@ class Driver:
 
     # ---- items --------------------------------------------------------------------------------------------
 
-    def _deposit_item(self, phase: str, method: str) -> Callable[[], Awaitable[bool]]:
+    def _deposit_item(self, phase: str, method: str, *, scenario: str | None = None,
+                      init_gate: asyncio.Semaphore | None = None,
+                      before_redirect: Callable[[], Awaitable[None]] | None = None) -> Callable[[], Awaitable[bool]]:
         async def item() -> bool:
-            record = DepositRecord(phase, method, new_player(), time.time())
+            if init_gate is not None:
+                await init_gate.acquire()
+            record = DepositRecord(phase, method, new_player(), time.time(), scenario=scenario)
             self.deposits.append(record)
             try:
-                return await self._deposit(record)
+                return await self._deposit(record, init_gate=init_gate, before_redirect=before_redirect)
             except Exception as err:  # noqa: BLE001 - recorded and counted; one failure must not stop the run
                 record.error = f"{type(err).__name__}: {err}"[:300]
                 return False
         return item
 
-    async def _deposit(self, record: DepositRecord) -> bool:
-        response = await self.api.post("/v1/payments/init", headers={"Idempotency-Key": uuid.uuid4().hex}, json={
-            "amount": DEPOSIT_AMOUNT, "currency": CURRENCY, "method": record.method, "player_id": record.player_id,
-            "return_url": "https://casino.example/cashier/return", "meta": {"country": "DE"},
-        })
+    async def _deposit(self, record: DepositRecord, *, init_gate: asyncio.Semaphore | None = None,
+                       before_redirect: Callable[[], Awaitable[None]] | None = None) -> bool:
+        meta = {"country": "DE", **({"sandbox_scenario": record.scenario} if record.scenario else {})}
+        try:
+            response = await self.api.post("/v1/payments/init", headers={"Idempotency-Key": uuid.uuid4().hex},
+                                           json={"amount": DEPOSIT_AMOUNT, "currency": CURRENCY,
+                                                 "method": record.method, "player_id": record.player_id,
+                                                 "return_url": "https://casino.example/cashier/return",
+                                                 "meta": meta})
+        finally:
+            if init_gate is not None:
+                init_gate.release()
         record.answered = time.time()
         record.http_status = response.status_code
         body = response.json()
         record.payment_id = body.get("payment_id")
         record.init_status, record.psp = body.get("status"), body.get("psp")
-        if response.status_code != 201 or not record.payment_id:
+        if response.status_code == 504 and record.payment_id:
+            # "No answer in time": the payment was started and goes on; follow it like any other.
+            record.init_timed_out = True
+        elif response.status_code != 201 or not record.payment_id:
             record.error = f"init answered {response.status_code}: {body.get('code') or body}"[:300]
             return False
+        if before_redirect is not None:
+            await before_redirect()
+        if record.init_timed_out:
+            body = await self._after_timeout(record.payment_id)
+            record.init_status = body.get("status")
         if record.init_status == "requires_action" and body.get("redirect_url"):
             # The player's browser: confirm at the bank (or pass the 3DS challenge) on the sandbox's page.
             page = await self.browser.post(body["redirect_url"], data={"outcome": "success"})
@@ -224,6 +266,16 @@ class Driver:
             self.players.append(record.player_id)
             return True
         return False
+
+    async def _after_timeout(self, payment_id: str) -> dict[str, Any]:
+        """After a 504 the PSP's first answer is still to come: read the payment until it has one (a redirect to
+        follow, or a status past `pending`)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            view = (await self.api.get(f"/v1/payments/{payment_id}")).json()
+            if view.get("status") != "pending" or time.monotonic() > deadline:
+                return view
+            await asyncio.sleep(0.5)
 
     def _round_item(self, player_id: str) -> Callable[[], Awaitable[bool]]:
         async def item() -> bool:
