@@ -8,122 +8,35 @@ The API and the sandbox PSP run in this process as in the other end-to-end tests
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.testing import WorkflowEnvironment
 
 from api.routes.payouts import withdrawal_workflow_id
 from payloop.db import create_engine
-from payloop.migrate import upgrade
-from payloop.settings import Settings
 from psp.base import PspNotFound, PspPayout
 from psp.registry import build_connectors
-from tests.conftest import BACKENDS, FreshDatabase, postgres_url
+from tests.conftest import BACKENDS
 from tests.e2e.conftest import Stack, api_and_sandbox, stack_settings
 from tests.e2e.test_payouts import FINAL, assert_settled, funded_player, payout, set_kyc
+from tests.processes import WorkerProcess, database_for_processes
 from workflows.types import ActivityName
 
-REPO = Path(__file__).resolve().parents[2]
-READY_LINE = "worker polling task queue"  # logged by workers.payments.run once the worker polls
 SLOW_SECONDS = 3.0  # the sandbox's `slow` scenario holds the payout create this long
 PSP_CALL_TIMEOUT = 15.0  # workflows/withdrawal.py _PSP_CALL_TIMEOUT: a killed create is retried only after it
-# What the child worker reads from the environment; everything else keeps the defaults the workflows don't need.
-WORKER_SETTINGS = ("database_url", "temporal_address", "task_queue", "sandbox_psp_port",
-                   "sandbox_webhook_secret", "data_dir")
-
-
-class WorkerProcess:
-    """`python -m payloop.cli worker` as a child process, killed with SIGKILL and started again at will."""
-
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PAYLOOP_")}
-        self.env.update({f"PAYLOOP_{name.upper()}": str(getattr(settings, name)) for name in WORKER_SETTINGS})
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path: Path | None = None
-        self.starts = 0
-
-    async def start(self, timeout: float = 30) -> None:
-        assert not self.running, "a worker is already running"
-        self.starts += 1
-        self.log_path = self.log_dir / f"worker-{self.starts}.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "payloop.cli", "worker"], env=self.env, cwd=REPO,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while READY_LINE not in self.log():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker not polling within {timeout} s:\n{self.log()}")
-            await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, no activity completion, no sticky-queue reset."""
-        assert self.proc is not None and self.running, "no worker is running"
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(timeout=10) == -signal.SIGKILL
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.running:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
 
 @dataclass
 class CrashStack:
     stack: Stack
     worker: WorkerProcess
-
-
-@contextlib.asynccontextmanager
-async def database_for_processes(backend: str, workdir: Path) -> AsyncIterator[str]:
-    """The URL of a fresh migrated database that another process can open from the URL alone.
-
-    SQLite: FreshDatabase's file. PostgreSQL: a database of its own — FreshDatabase's per-test schema needs a
-    search_path, which the worker process cannot be given (`PAYLOOP_DATABASE_URL` is all it reads).
-    """
-    if backend == "sqlite":
-        async with FreshDatabase(backend, workdir) as db:
-            yield db.url
-        return
-    base = make_url(postgres_url())
-    name = f"payloop_crash_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base.render_as_string(hide_password=False), pool_size=1)
-    async with admin.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = base.set(database=name).render_as_string(hide_password=False)
-        await upgrade(url)
-        yield url
-    finally:
-        async with admin.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
