@@ -19,6 +19,7 @@ import asyncio
 import html
 import json
 import logging
+import random
 import secrets
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -122,6 +123,11 @@ class SandboxConfig:
     slow_seconds: float = 2.0
     # Per-PSP secrets (same form as webhook_secret), overriding webhook_secret for that PSP.
     webhook_secrets: dict[str, str] = field(default_factory=dict)
+    # A webhook storm (failure drills): each webhook is sent this many times, every copy on its own after a random
+    # delay of up to webhook_jitter_seconds, so copies arrive concurrently and out of order. 1 and 0: the normal
+    # behaviour, each webhook once, in order.
+    webhook_copies: int = 1
+    webhook_jitter_seconds: float = 0.0
 
     def signing_secret(self, psp: str) -> str:
         return signatures.signing_secret(self.webhook_secrets.get(psp) or self.webhook_secret)
@@ -417,8 +423,18 @@ class Sandbox:
             events.append(_outgoing(wire, record.snapshot(record.stale_status), record.created_at))
         if self.webhooks is None:
             raise RuntimeError("webhooks are sent only while the app runs (its lifespan creates the sender)")
+        if self.config.webhook_copies > 1 or self.config.webhook_jitter_seconds > 0:
+            for event in events:
+                for _ in range(self.config.webhook_copies):
+                    self.spawn(self._deliver_jittered(record.psp, event))
+            return
         key = (record.psp, f"{record.kind}:{record.merchant_reference}")
         self._deliveries[key] = self.spawn(self._deliver_after(self._deliveries.get(key), record.psp, events))
+
+    async def _deliver_jittered(self, psp: str, event: Outgoing) -> None:
+        await asyncio.sleep(random.uniform(0, self.config.webhook_jitter_seconds))
+        assert self.webhooks is not None
+        await self.webhooks.deliver(psp, event)
 
     async def _deliver_after(self, previous: asyncio.Task[Any] | None, psp: str, events: list[Outgoing]) -> None:
         if previous is not None:
