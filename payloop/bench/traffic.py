@@ -10,6 +10,7 @@ nothing), and its final status is then read through the API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -171,8 +172,8 @@ class Driver:
     async def hold_phase(self, name: str, count: int, init_concurrency: int, hold_seconds: float = 3.0) -> Phase:
         """`count` card deposits that stop at the 3DS challenge (scenario `challenge`: the workflow waits for the
         PSP's webhook) until all of them are in flight at once; held `hold_seconds` (RSS is sampled meanwhile),
-        then every challenge is passed and each deposit followed to `credited`. Inits go `init_concurrency` at a
-        time, so this measures memory with many payments in flight, not an overload."""
+        then the challenges are passed and each deposit followed to `credited`. Inits and challenges go
+        `init_concurrency` at a time, so this measures memory with many payments in flight, not an overload."""
         init_gate = asyncio.Semaphore(init_concurrency)
         all_started = asyncio.Event()
         started = 0
@@ -185,7 +186,10 @@ class Driver:
             await all_started.wait()
             await asyncio.sleep(hold_seconds)
 
-        items = [self._deposit_item(name, "card", scenario="challenge", init_gate=init_gate, before_redirect=hold)
+        # Released as they were started: `init_concurrency` players pass their challenge at a time.
+        redirect_gate = asyncio.Semaphore(init_concurrency)
+        items = [self._deposit_item(name, "card", scenario="challenge", init_gate=init_gate, before_redirect=hold,
+                                    redirect_gate=redirect_gate)
                  for _ in range(count)]
         return await self.run_phase(Phase(name, "deposits", count), items)
 
@@ -210,21 +214,24 @@ class Driver:
 
     def _deposit_item(self, phase: str, method: str, *, scenario: str | None = None,
                       init_gate: asyncio.Semaphore | None = None,
-                      before_redirect: Callable[[], Awaitable[None]] | None = None) -> Callable[[], Awaitable[bool]]:
+                      before_redirect: Callable[[], Awaitable[None]] | None = None,
+                      redirect_gate: asyncio.Semaphore | None = None) -> Callable[[], Awaitable[bool]]:
         async def item() -> bool:
             if init_gate is not None:
                 await init_gate.acquire()
             record = DepositRecord(phase, method, new_player(), time.time(), scenario=scenario)
             self.deposits.append(record)
             try:
-                return await self._deposit(record, init_gate=init_gate, before_redirect=before_redirect)
+                return await self._deposit(record, init_gate=init_gate, before_redirect=before_redirect,
+                                           redirect_gate=redirect_gate)
             except Exception as err:  # noqa: BLE001 - recorded and counted; one failure must not stop the run
                 record.error = f"{type(err).__name__}: {err}"[:300]
                 return False
         return item
 
     async def _deposit(self, record: DepositRecord, *, init_gate: asyncio.Semaphore | None = None,
-                       before_redirect: Callable[[], Awaitable[None]] | None = None) -> bool:
+                       before_redirect: Callable[[], Awaitable[None]] | None = None,
+                       redirect_gate: asyncio.Semaphore | None = None) -> bool:
         meta = {"country": "DE", **({"sandbox_scenario": record.scenario} if record.scenario else {})}
         try:
             response = await self.api.post("/v1/payments/init", headers={"Idempotency-Key": uuid.uuid4().hex},
@@ -253,7 +260,8 @@ class Driver:
             record.init_status = body.get("status")
         if record.init_status == "requires_action" and body.get("redirect_url"):
             # The player's browser: confirm at the bank (or pass the 3DS challenge) on the sandbox's page.
-            page = await self.browser.post(body["redirect_url"], data={"outcome": "success"})
+            async with redirect_gate or contextlib.nullcontext():
+                page = await self.browser.post(body["redirect_url"], data={"outcome": "success"})
             if page.status_code >= 400:
                 record.error = f"redirect page answered {page.status_code}"
                 return False
