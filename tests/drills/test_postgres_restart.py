@@ -1,0 +1,46 @@
+"""Drill 3: PostgreSQL (the ledger and every store) is restarted in the middle of a run. While it is down the API
+answers 503 problem+json with Retry-After — never 500 — the PSPs' webhooks are refused with 503 and redelivered,
+and the worker's activities fail and retry; afterwards everything finishes exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.drills.harness import Workload, open_drill
+from tests.processes import PostgresServer
+
+DATABASE_DOWN = {503}
+
+
+@pytest.mark.drill
+async def test_postgres_restarted_mid_run(drill_postgres: PostgresServer, tmp_path: Path) -> None:
+    async with open_drill(drill_postgres, tmp_path) as drill:
+        load = Workload(drill, players=16, deposits=64, payouts=20, rounds=64, concurrency=8, seed=3)
+        load.start()
+        await load.until(lambda: load.deposits_done >= 20, "20 deposits finished")
+        player = next(iter(load.players))
+        round_id = f"r-{uuid.uuid4().hex[:8]}"
+
+        async def while_down() -> None:
+            api = drill.api
+            await load.probe_deposit("deposit init while PostgreSQL is down", DATABASE_DOWN)
+            await drill.probe("balance", api.get(f"/v1/wallet/{player}/balance"), DATABASE_DOWN)
+            await drill.probe("transactions", api.get(f"/v1/wallet/{player}/transactions"), DATABASE_DOWN)
+            await drill.probe("bet", api.post("/v1/wallet/debit", json={
+                "player_id": player, "currency": "EUR", "amount": "1.00", "round_id": round_id,
+                "game_id": "drill-slots", "transaction_id": f"bet-{round_id}"}), DATABASE_DOWN)
+            await drill.probe("payout init", api.post("/v1/payouts/init", json={
+                "amount": "1.00", "currency": "EUR", "player_id": player},
+                headers={"Idempotency-Key": uuid.uuid4().hex}), DATABASE_DOWN)
+            await drill.probe("player profile", api.get(f"/v1/players/{player}"), DATABASE_DOWN)
+            await drill.probe("readiness", api.get("/readyz"), DATABASE_DOWN)
+
+        await drill.restart_postgres(mode="fast", down_seconds=5.0, while_down=while_down)
+        await drill.verify(load)
+        # PSPs that delivered a webhook during the outage were told to come back (503), and did.
+        refused = [d for d in drill.sandbox_app.state.sandbox.webhooks.log if d["status_code"] == 503]
+        print(f"webhook deliveries refused with 503 while PostgreSQL was down: {len(refused)}")
+        assert not [d for d in drill.sandbox_app.state.sandbox.webhooks.log if d["status_code"] == 500]
