@@ -217,7 +217,10 @@ def _pgbench(url: str, options: LedgerBenchOptions) -> dict[str, Any]:
 
 
 def _start_profiler() -> Any:
-    from pyinstrument import Profiler
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise SystemExit("--profile needs pyinstrument: pip install 'payloop[bench]'") from None
 
     profiler = Profiler(async_mode="disabled", interval=0.001)
     profiler.start()
