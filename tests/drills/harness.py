@@ -308,13 +308,19 @@ class DrillStack:
         webhooks = await self._webhooks()
         problems += webhooks.pop("problems")
         known: Counter[str] = Counter()
+
+        def known_problem(issue: str, problem: str) -> None:
+            known[issue] += 1
+            _seen_known_issues.append(issue)
+            print(f"KNOWN ISSUE {issue}: {problem}", flush=True)
+
+        for problem in webhooks.pop("stuck"):
+            known_problem("webhook-stuck-received", problem)
         for subject, workflow_id, problem in load.outcome_problems(exact=exact):
             causes = await failure_causes(self.client, workflow_id) if workflow_id else []
             issue = known_issue(subject, causes)
             if issue is not None:
-                known[issue] += 1
-                _seen_known_issues.append(issue)
-                print(f"KNOWN ISSUE {issue}: {problem}", flush=True)
+                known_problem(issue, problem)
                 continue
             problems.append(problem + "".join(f"\n      {cause}" for cause in causes))
         problems += [f"API answered 500: {e}" for e in self.api_log.server_errors[:20]]
@@ -328,17 +334,33 @@ class DrillStack:
         return figures
 
     async def _workflows_closed(self, load: Workload) -> list[str]:
+        """Every workflow on the server is one the client started, and each has completed (read with describe,
+        which is authoritative; the list comes from visibility, which may lag a moment behind)."""
         problems: list[str] = []
         expected = {f"deposit-{d.payment_id}" for d in load.deposits if d.payment_id}
         expected |= {f"withdrawal-{p.payout_id}" for p in load.payouts if p.payout_id}
-        seen: dict[str, WorkflowExecutionStatus | None] = {}
-        async for execution in self.client.list_workflows(limit=100_000):
-            seen[execution.id] = execution.status
-        for workflow_id, status in seen.items():
-            if status != WorkflowExecutionStatus.COMPLETED:
-                problems.append(f"workflow {workflow_id} is {status.name if status else status}, not completed")
-        problems += [f"workflow {w} missing from Temporal" for w in sorted(expected - set(seen))]
-        problems += [f"workflow {w} started but unknown to the client" for w in sorted(set(seen) - expected)]
+        deadline = time.monotonic() + 15
+        while True:
+            listed = {execution.id async for execution in self.client.list_workflows(limit=100_000)}
+            if listed >= expected or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        problems += [f"workflow {w} started but unknown to the client" for w in sorted(listed - expected)]
+        ids = sorted(listed | expected)
+
+        async def status(workflow_id: str) -> WorkflowExecutionStatus | None:
+            try:
+                return (await self.client.get_workflow_handle(workflow_id).describe()).status
+            except RPCError:
+                return None
+
+        for i in range(0, len(ids), 50):
+            batch = ids[i:i + 50]
+            for workflow_id, state in zip(batch, await asyncio.gather(*(status(w) for w in batch))):
+                if state is None:
+                    problems.append(f"workflow {workflow_id} missing from Temporal")
+                elif state != WorkflowExecutionStatus.COMPLETED:
+                    problems.append(f"workflow {workflow_id} is {state.name}, not completed")
         return problems
 
     async def _credits_and_holds(self, load: Workload) -> list[str]:
@@ -387,10 +409,15 @@ class DrillStack:
     async def _webhooks(self) -> dict[str, Any]:
         """Every webhook the sandbox sent was delivered and then processed or dead-lettered, never lost."""
         problems: list[str] = []
+        stuck: list[str] = []
         log = self.sandbox_app.state.sandbox.webhooks.log
         attempts: dict[tuple[str, str], list[str]] = {}
+        answers: Counter[str] = Counter()
         for entry in log:
             attempts.setdefault((entry["psp"], entry["event_id"]), []).append(entry["outcome"])
+            answers[str(entry["status_code"] or entry["error"])] += 1
+            if entry["status_code"] == 500:
+                problems.append(f"webhook delivery {entry['psp']} {entry['event_id']} answered 500")
         async with self.engine.connect() as conn:
             stored = {(r.psp, r.event_id): (r.state, r.dead_letter_reason)
                       for r in await conn.execute(sa.select(webhook_events))}
@@ -401,10 +428,13 @@ class DrillStack:
                 problems.append(f"webhook {key} given up by the PSP after {len(outcomes)} attempts: {outcomes}")
             if key not in stored:
                 problems.append(f"webhook {key} sent ({outcomes}) but not in the inbox: lost")
+            elif stored[key][0] == "received":
+                stuck.append(f"webhook {key} stuck in the inbox as received ({outcomes})")
             elif stored[key][0] not in ("signalled", "dead_letter"):
-                problems.append(f"webhook {key} stuck in the inbox as {stored[key][0]}")
+                problems.append(f"webhook {key} in the inbox as {stored[key][0]}")
         states = Counter(f"{state}{f' ({reason})' if reason else ''}" for state, reason in stored.values())
-        return {"problems": problems, "events": len(attempts), "deliveries": len(log),
+        return {"problems": problems, "stuck": stuck, "events": len(attempts), "deliveries": len(log),
+                "answers": dict(sorted(answers.items())),
                 "delivered_copies": dict(sorted(delivered_copies.items())), "inbox": dict(sorted(states.items()))}
 
 
@@ -854,6 +884,11 @@ KNOWN_ISSUES = {
         "is down every attempt fails before (or after) calling the PSP and uses up create_psp_payment's 4 attempts "
         "(~1.4 s): the deposit fails over, fails `psp_unavailable` or goes to review `psp_status_unknown` although "
         "the PSP was up"),
+    "webhook-stuck-received": (
+        "api/routes/webhooks.py receive_webhook() with api/webhook_inbox.py store(): when the request dies after the "
+        "event was stored (`received`) — the database fails while marking it, the API process crashes before "
+        "signalling — the PSP's redelivery within STALLED_AFTER (5 s) is answered 200 `duplicate`, so the PSP stops "
+        "and the event stays `received` for good: neither signalled nor a dead letter ops can see and replay"),
     "init-held-by-stale-in-flight-key": (
         "api/idempotency.py run_once()/IN_FLIGHT_TAKEOVER: when the database fails after the workflow was started "
         "but before the response is stored, the key stays `in_flight`; every retry gets 409 idempotency_in_flight "
