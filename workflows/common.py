@@ -114,13 +114,20 @@ async def raise_alert(kind: str, reference: str, outcome: PspOutcome) -> None:
     )
 
 
-def error_type(err: ActivityError) -> str | None:
-    return err.cause.type if isinstance(err.cause, ApplicationError) else None
+def activity_cause(err: BaseException) -> BaseException | None:
+    """The activity's own error: an ActivityError's cause, or (a local activity's failure may arrive so) the
+    ApplicationError itself."""
+    return err.cause if isinstance(err, ActivityError) else err
 
 
-def error_code(err: ActivityError) -> str | None:
+def error_type(err: BaseException) -> str | None:
+    cause = activity_cause(err)
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def error_code(err: BaseException) -> str | None:
     """The stable code an activity put in its ApplicationError's details (e.g. a PSP's decline code)."""
-    cause = err.cause
+    cause = activity_cause(err)
     if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], str):
         return cause.details[0]
     return None

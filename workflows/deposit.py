@@ -5,14 +5,16 @@ Deterministic: every I/O step is an activity called by name; time comes from `wo
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.common import (
     PspEvents,
+    activity_cause,
     error_code,
     error_type,
     mismatch,
@@ -156,28 +158,40 @@ class DepositWorkflow:
 
     async def _screen_route_and_create(self) -> PspPaymentView:
         input = self._input
-        try:
-            screening = await workflow.execute_local_activity(
+        # Screening may count the deposit against the limits (it is retried too), so from here a deposit that
+        # fails releases it (a no-op when nothing was counted); a rejected one was never counted.
+        self._counts_against_limits = True
+        # Both run at once (routing only reads): the init answer waits for the slower, not for the sum.
+        screening, route = await asyncio.gather(
+            workflow.execute_local_activity(
                 ActivityName.SCREEN_DEPOSIT,
                 ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
                 result_type=ScreeningResult,
                 **_INTERNAL_STEP,
-            )
-            route = await workflow.execute_local_activity(
+            ),
+            workflow.execute_local_activity(
                 ActivityName.ROUTE_DEPOSIT,
                 RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id),
                 result_type=DepositRoute,
                 **_INTERNAL_STEP,
-            ) if screening.outcome == "allow" else DepositRoute([])
-        except ActivityError as err:
-            if error_type(err) == ErrorType.ALL_PSPS_DOWN:
-                raise _Ending(DepositStatus.FAILED, "method_unavailable") from None
+            ),
+            return_exceptions=True,
+        )
+        for result in (screening, route):
+            if isinstance(result, asyncio.CancelledError):  # the workflow is being cancelled: let it
+                raise result
+        if isinstance(screening, BaseException):
             # No money has moved yet, so a step that keeps failing ends the deposit instead of stalling it.
-            workflow.logger.error("deposit %s could not be screened or routed: %s", input.payment_id, err.cause)
-            raise _Ending(DepositStatus.FAILED, "screening_unavailable") from None
+            workflow.logger.error("deposit %s could not be screened: %s", input.payment_id, activity_cause(screening))
+            raise _Ending(DepositStatus.FAILED, "screening_unavailable")
         if screening.outcome != "allow":
+            self._counts_against_limits = False
             raise _Ending(DepositStatus.REJECTED, screening.code)
-        self._counts_against_limits = True
+        if isinstance(route, BaseException):
+            if error_type(route) == ErrorType.ALL_PSPS_DOWN:
+                raise _Ending(DepositStatus.FAILED, "method_unavailable")
+            workflow.logger.error("deposit %s could not be routed: %s", input.payment_id, activity_cause(route))
+            raise _Ending(DepositStatus.FAILED, "routing_unavailable")
         if not route.candidates:
             raise _Ending(DepositStatus.FAILED, "no_route")
         self._status_polls = route.status_polls
@@ -335,8 +349,8 @@ class DepositWorkflow:
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=_LEDGER_RETRY,
             )
-        except ActivityError as err:
-            workflow.logger.error("credit of %s refused by the ledger: %s", s.payment_id, err.cause)
+        except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
+            workflow.logger.error("credit of %s refused by the ledger: %s", s.payment_id, activity_cause(err))
             return await self._finish(DepositStatus.IN_REVIEW, review_reason=error_code(err) or "ledger_error")
         s.credit_transfer_id = posting.transfer_id
         return await self._finish(DepositStatus.CREDITED)

@@ -93,6 +93,12 @@ def _init_outcome(answer: InitAnswer) -> tuple[int, dict]:
                             "the deposit breaks a responsible-gaming rule or limit",
                             payment_id=answer.payment_id).body()
     if answer.status == DepositStatus.FAILED:
+        if answer.failure_code in ("screening_unavailable", "routing_unavailable"):
+            # Our own step could not run (e.g. its database stayed out of reach): not a decline, nothing was
+            # charged; this deposit has ended, so a new one (new Idempotency-Key) may be tried.
+            return 502, Problem(502, answer.failure_code, "Deposit could not be started",
+                                "the deposit could not be checked right now; nothing was charged", retryable=True,
+                                payment_id=answer.payment_id).body()
         if answer.failure_code in ("psp_unavailable", "no_route", "method_unavailable"):
             return 502, Problem(502, answer.failure_code, "No PSP available",
                                 "no payment provider could take the payment", retryable=True,

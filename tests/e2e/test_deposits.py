@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from api.models import idempotency_keys, webhook_events
 from tests.e2e.conftest import Stack, eventually, new_player
+from tests.e2e.test_players import set_limit
 
 
 async def test_card_frictionless_deposit_is_credited(stack: Stack) -> None:
@@ -258,6 +259,25 @@ async def test_a_psp_that_refuses_everything_is_not_charged_and_the_deposit_fail
     assert problem["code"] in ("psp_unavailable", "method_unavailable") and problem["retryable"] is True
     assert (await stack.payment(problem["payment_id"]))["status"] == "failed"
     assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
+
+
+async def test_deposits_refused_for_want_of_a_psp_stop_counting_against_the_limits(stack: Stack) -> None:
+    player = new_player()
+    assert (await set_limit(stack, player, "100.00")).status_code == 200
+    await stack.psp_mode("card", "down")
+    await stack.psp_mode("card_b", "down")
+    try:
+        # The first opens the circuits on its failed tries; the next is refused at routing (method_unavailable).
+        codes = [(await stack.deposit(method="card", amount="80.00", player_id=player, expect=502))["code"]
+                 for _ in range(2)]
+    finally:
+        await stack.psp_mode("card", "up")
+        await stack.psp_mode("card_b", "up")
+    assert codes[-1] == "method_unavailable", codes
+    paid = await stack.deposit(method="card", amount="80.00", player_id=player)
+    assert (await stack.wait_final(paid["payment_id"]))["status"] == "credited"
+    assert await stack.balance(player) == "80.00"
     await stack.check_invariants()
 
 
