@@ -943,7 +943,7 @@ class Figures:
     restarts: dict[str, Any]
     api: dict[str, Any]
     webhooks: dict[str, Any]
-    retried_activities: dict[str, int]
+    latency: dict[str, str]
     known_issues: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -963,7 +963,7 @@ class Figures:
                  "transport errors": dict(load.traffic.transport_errors),
                  "refused": dict(load.refused), "probes while down": dict(drill.chaos.probes)},
             webhooks=webhooks,
-            retried_activities={},
+            latency=_latency(load),
         )
 
     def render(self) -> str:
@@ -982,11 +982,22 @@ class Figures:
             f"probes while down {self.api['probes while down']}",
             f"webhooks          {self.webhooks}",
         ]
-        if self.retried_activities:
-            lines.append(f"retried activities {self.retried_activities}")
+        lines.append(f"deposit latency   {self.latency}")
         for issue, count in self.known_issues.items():
             lines.append(f"KNOWN ISSUE       {issue} × {count}: {KNOWN_ISSUES[issue]}")
         return "\n".join(lines)
+
+
+def _latency(load: Workload) -> dict[str, str]:
+    """Median and 95th percentile, in seconds, of a deposit's init answer and of its end (from the first try)."""
+    def percentiles(values: list[float]) -> str:
+        if not values:
+            return "-"
+        ordered = sorted(values)
+        return f"p50 {ordered[len(ordered) // 2]:.1f} p95 {ordered[min(len(ordered) - 1, len(ordered) * 95 // 100)]:.1f}"
+
+    ended = [d for d in load.deposits if d.final is not None]
+    return {"init": percentiles([d.init_seconds for d in ended]), "final": percentiles([d.done_seconds for d in ended])}
 
 
 async def failure_causes(client: Client, workflow_id: str) -> list[str]:
