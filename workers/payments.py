@@ -35,7 +35,10 @@ SHARED_WORKFLOW_MODULES = ("workflows.types", "workflows.common", "workflows.sea
 async def payments_worker(client: Client, settings: Settings, *, schema: str | None = None) -> AsyncIterator[Worker]:
     """A running worker with its own database pool and PSP HTTP client; stops cleanly on exit."""
     engine = create_engine(settings.effective_database_url, schema=schema)
-    async with httpx.AsyncClient(timeout=settings.psp_http_timeout_seconds) as http:
+    # Connecting (or waiting for a pooled connection) gets half the budget, so a PSP that drops connection
+    # attempts is seen as unreachable (nothing sent: safe to fail over), not as a timeout (maybe sent).
+    timeout = settings.psp_http_timeout_seconds
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=timeout / 2, pool=timeout / 2)) as http:
         ledger, players, connectors = Ledger(engine), PlayerStore(engine), build_connectors(settings, http)
         routing = load_routing(settings)
         health = HealthStore(engine, routing)

@@ -143,6 +143,11 @@ class DepositWorkflow:
             created = await self._screen_route_and_create()
         except _Ending as ending:
             return await self._finish(ending.status, failure_code=ending.code, review_reason=ending.review_reason)
+        except asyncio.CancelledError:
+            # Cancelled (Temporal UI / CLI) before a PSP answered: end it, so the limit is released and the
+            # init answer returns. A PSP that took it anyway is caught by the after-close capture alert.
+            workflow.logger.warning("deposit %s cancelled before a PSP answered", input.payment_id)
+            return await self._finish(DepositStatus.FAILED, failure_code="workflow_cancelled")
 
         s = self._state
         s.psp, s.psp_reference, s.redirect_url = created.psp, created.psp_reference, created.redirect_url
@@ -289,7 +294,7 @@ class DepositWorkflow:
             return outcome
         plan = self._status_polls.get(ref.psp, StatusPollPlan())
         attempts = plan.attempts or input.status_poll_attempts
-        interval = input.status_poll_interval_seconds
+        interval = min(input.status_poll_interval_seconds, plan.max_interval_seconds)
         for attempt in range(attempts):
             view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
             if view is not None:
@@ -416,6 +421,11 @@ class DepositWorkflow:
         self._set_status(status)
         self._answered = True
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._state.review_reason != "captured_at_left_psp" and (late := self._capture_at_a_left_psp()):
+            # That capture came in while the steps above ran.
+            await raise_alert("deposit.captured_at_left_psp", self._input.payment_id, late)
+            self._state.review_reason = "captured_at_left_psp"
+            self._set_status(DepositStatus.IN_REVIEW)
         return self._state
 
 

@@ -49,12 +49,12 @@ _PSP_CALL_TIMEOUT = timedelta(seconds=15)
 _INTERNAL = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 _LEDGER = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 _UNTIL_DONE = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
-_PSP_CREATE = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=4,
-    non_retryable_error_types=[ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED],
-)
+# A payout create is tried up to _PSP_CREATE_TRIES times with backoff, each try its own activity (see
+# _create_at_psp); declines and rejected requests end it at once.
+_ONE_TRY = RetryPolicy(maximum_attempts=1)
+_PSP_CREATE_TRIES = 4
+_PSP_CREATE_FIRST_WAIT = 0.2
+_PSP_CREATE_MAX_WAIT = 5.0
 _PSP_LOOKUP = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=5),
@@ -101,6 +101,8 @@ class WithdrawalWorkflow:
         self._cancel: CancelRequest | None = None
         self._create_unconfirmed = False
         self._psp_unreachable = False
+        self._maybe_at_psp = False  # a create try may have reached a PSP
+        self._confirmed_absent = False  # that PSP's last look-up said it does not know the payout
         self._events = PspEvents(_PSP_FINAL)
 
     # --- handlers --------------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ class WithdrawalWorkflow:
         except _Ending as ending:
             return await self._finish(ending.status, ending.code)
         except (asyncio.CancelledError, ActivityError) as err:
-            if not s.sent_to_psp:
+            if not self._maybe_at_psp:
                 # Cancelled from the Temporal UI / CLI, or a step that cannot succeed, before the PSP has it:
                 # give the money back, then end.
                 cancelled = is_cancelled_exception(err)
@@ -206,34 +208,43 @@ class WithdrawalWorkflow:
                 view = None
 
     async def _send_to_psp(self) -> PspPayoutView | None:
-        """The PSP's answer; None when we could not learn whether it took the payout. A PSP that did not take
-        it is left for the next route (another PSP once its circuit opens); while no PSP takes it the payout
-        waits (with backoff, up to its deadline) instead of failing, then goes out on recovery."""
+        """The PSP's answer; None when we could not learn whether it took the payout. A PSP that certainly did
+        not get the payout is left for the next route (another PSP once its circuit opens); one that may have got
+        it is never left (retried with the same Idempotency-Key), since paying out elsewhere could pay twice.
+        While no PSP takes it the payout waits (with backoff, up to its deadline), then goes out on recovery."""
         input, s = self._input, self._state
         deadline = workflow.now() + timedelta(seconds=input.psp_down_deadline_seconds)
         delay = input.psp_down_first_retry_seconds
-        failed_psp: str | None = None
+        refused: set[str] = set()  # PSPs that did not take the payout since the last wait
+        pinned: PayoutRoute | None = None  # a PSP that may have the payout
         while True:
-            route = await self._activity(ActivityName.ROUTE_PAYOUT, self._subject(), PayoutRoute)
+            route = pinned or await self._activity(ActivityName.ROUTE_PAYOUT, self._subject(), PayoutRoute)
             s.psp, s.method = route.psp, route.method
             if not s.sent_to_psp:
                 # Last moment a cancel can win: after this the PSP may pay out, so the cancel validator refuses.
                 self._stop_if_cancelled()
                 s.sent_to_psp = True
                 self._set_status(PayoutStatus.PROCESSING)
-            if route.psp == failed_psp:  # no other PSP to go to: wait for this one
+            if route.psp in refused:  # no other PSP to go to: wait before asking this one again
                 if workflow.now() + timedelta(seconds=delay) > deadline:
+                    if pinned is not None and not self._confirmed_absent:
+                        # It may have gone out and the PSP never said otherwise: a person decides, not a timer.
+                        self._create_unconfirmed = True
+                        return None
                     raise _Ending(PayoutStatus.FAILED, "psp_unavailable")
                 workflow.logger.warning("payout %s deferred %.0f s: %s is down", input.payout_id, delay, route.psp)
                 s.deferred_until = (workflow.now() + timedelta(seconds=delay)).isoformat()
                 await workflow.sleep(delay)
                 s.deferred_until = None
                 delay = min(delay * 2, _DEFER_MAX_DELAY)
+                refused.clear()
             taken, view = await self._create_at_psp(route)
             if taken:
                 s.psp_reference = view.psp_reference if view else None
                 return view
-            failed_psp = route.psp
+            refused.add(route.psp)
+            if self._maybe_at_psp:
+                pinned = route
 
     async def _settle_sent(self, view: PspPayoutView | None) -> None:
         """Returns when the PSP paid out the held amount; raises _Ending for every other end."""
@@ -303,32 +314,42 @@ class WithdrawalWorkflow:
 
     async def _create_at_psp(self, route: PayoutRoute) -> tuple[bool, PspPayoutView | None]:
         """(True, the PSP's answer), (True, None) when we could not learn whether it took the payout, or
-        (False, None) when it did not take it."""
+        (False, None) when it does not have it. Tries are made here, one activity each, so that every try's error
+        is seen: one that may have reached the PSP (a timeout, a broken connection, a 5xx) sets `_maybe_at_psp`."""
         input = self._input
         request = CreatePspPayoutInput(
             psp=route.psp, payout_id=input.payout_id, player_id=input.player_id, amount_minor=input.amount_minor,
             currency=input.currency, method=route.method, country=input.country,
             sandbox_scenario=input.sandbox_scenario,
         )
-        try:
-            return True, await workflow.execute_activity(
-                ActivityName.CREATE_PSP_PAYOUT, request, result_type=PspPayoutView,
-                start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE, summary=f"pay out at {route.psp}",
-            )
-        except ActivityError as err:
-            kind, code = error_type(err), error_code(err)
-        if kind in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
-            raise _Ending(PayoutStatus.FAILED, code or "declined")
-        # Transient errors until retries ran out: the PSP may still have taken the payout (a timeout is not
-        # a "no"), so ask before anything else.
+        wait = _PSP_CREATE_FIRST_WAIT
+        for attempt in range(_PSP_CREATE_TRIES):
+            try:
+                return True, await workflow.execute_activity(
+                    ActivityName.CREATE_PSP_PAYOUT, request, result_type=PspPayoutView,
+                    start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_ONE_TRY,
+                    summary=f"pay out at {route.psp}",
+                )
+            except ActivityError as err:
+                kind, code = error_type(err), error_code(err)
+                final = isinstance(err.cause, ApplicationError) and err.cause.non_retryable
+            if kind in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
+                raise _Ending(PayoutStatus.FAILED, code or "declined")
+            if code not in _NOT_TAKEN_CODES:
+                self._maybe_at_psp = True
+            if final or attempt + 1 == _PSP_CREATE_TRIES:
+                break
+            await workflow.sleep(wait)
+            wait = min(wait * 2, _PSP_CREATE_MAX_WAIT)
+        # The tries ran out: whether the PSP has the payout is asked, never assumed.
         try:
             return True, await workflow.execute_activity(
                 ActivityName.GET_PSP_PAYOUT, PspPaymentRef(route.psp, input.payout_id),
                 result_type=PspPayoutView, start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_LOOKUP,
             )
         except ActivityError as err:
-            not_taken = error_type(err) == ErrorType.PSP_NOT_FOUND or code in _NOT_TAKEN_CODES
-        if not not_taken:
+            self._confirmed_absent = error_type(err) == ErrorType.PSP_NOT_FOUND
+        if self._maybe_at_psp and not self._confirmed_absent:
             self._create_unconfirmed = True
             return True, None
         workflow.logger.warning("payout %s not taken by %s (%s)", input.payout_id, route.psp, code)
