@@ -3,10 +3,12 @@ decide on (declines and rejected requests never retry; transient errors do)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.exceptions import ApplicationError
 
 from psp.base import (
@@ -23,6 +25,7 @@ from psp.routing.health import HealthStore
 from workflows.types import ErrorType
 
 T = TypeVar("T")
+log = logging.getLogger("payloop.psp")
 
 
 async def call_psp(call: Awaitable[T]) -> T:
@@ -35,7 +38,7 @@ async def call_psp(call: Awaitable[T]) -> T:
 async def call_and_record(health: HealthStore, psp: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
     """Calls the PSP and feeds its circuit breaker: an answer (even a decline) is a success; a timeout, a 5xx or
     an unusable answer is a failure. A half-open PSP whose probe slots are taken is not called at all."""
-    if not await health.try_probe(psp):
+    if not await _bookkeeping(health.try_probe(psp), default=True):
         raise ApplicationError(f"{psp} is being probed; not called", "circuit_open", type=ErrorType.PSP_TRANSIENT,
                                non_retryable=True)
     started = time.monotonic()
@@ -43,14 +46,24 @@ async def call_and_record(health: HealthStore, psp: str, operation: str, call: C
         result = await call()
     except PspError as err:
         answered = isinstance(err, (PspDeclined, PspRequestRejected, PspNotFound, PspStepUpRequired))
-        state = await health.record(psp, operation, answered, _elapsed_ms(started), err.code)
+        state = await _bookkeeping(health.record(psp, operation, answered, _elapsed_ms(started), err.code))
         failure = as_application_error(err)
         if not answered and state == CircuitState.OPEN:
             # This failure opened (or kept open) the PSP's circuit: stop retrying it, let the workflow move on.
             failure = ApplicationError(failure.message, *failure.details, type=failure.type, non_retryable=True)
         raise failure from err
-    await health.record(psp, operation, True, _elapsed_ms(started))
+    await _bookkeeping(health.record(psp, operation, True, _elapsed_ms(started)))
     return result
+
+
+async def _bookkeeping(step: Awaitable[T], default: T | None = None) -> T | None:
+    """Health bookkeeping is best effort: its database out of reach must not fail (or fail over) a PSP call
+    that itself went fine; the circuit only misses a sample."""
+    try:
+        return await step
+    except (SQLAlchemyError, OSError) as err:
+        log.warning("PSP health not recorded: %s", err)
+        return default
 
 
 def _elapsed_ms(started: float) -> int:
