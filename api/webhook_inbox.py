@@ -8,7 +8,7 @@ for ops to replay; nothing is dropped. The inbox never moves money: only the wor
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,8 +26,10 @@ class WebhookInbox:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def store(self, event: WebhookEvent, now: datetime) -> bool:
-        """True when this is the first delivery of the event, or an earlier one is stuck and may be retried."""
+    async def store(self, event: WebhookEvent, now: datetime) -> Literal["new", "in_progress", "duplicate"]:
+        """"new" for the first delivery of the event (or when an earlier one is stuck and may be retried),
+        "in_progress" while another delivery of it is being handled (it may yet die: the PSP must come back),
+        "duplicate" once it was handled."""
         async with self.engine.begin() as conn:
             inserted = await insert_if_missing(conn, webhook_events, {
                 "psp": event.psp, "event_id": event.event_id, "payment_id": event.payment_id,
@@ -51,7 +53,11 @@ class WebhookInbox:
                 .values(state="received", dead_letter_reason=None, updated_at=now)
             )).rowcount == 1
             await _log(conn, event.psp, event.event_id, "verified" if retried else "duplicate", None, now)
-            return retried
+            if retried:
+                return "new"
+            state = (await conn.execute(sa.select(webhook_events.c.state).where(
+                webhook_events.c.psp == event.psp, webhook_events.c.event_id == event.event_id))).scalar_one()
+            return "in_progress" if state == "received" else "duplicate"
 
     async def mark(self, psp: str, event_id: str, state: str, now: datetime, reason: str | None = None) -> None:
         async with self.engine.begin() as conn:

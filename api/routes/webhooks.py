@@ -19,7 +19,7 @@ from api.errors import Problem, problem_responses
 from api.routes.payments import PAYMENT_ID_RE, deposit_workflow_id
 from api.routes.payouts import PAYOUT_ID_RE, withdrawal_workflow_id
 from api.schemas import WebhookAck, WebhookEventDetail, WebhookEventView
-from api.webhook_inbox import WebhookInbox
+from api.webhook_inbox import STALLED_AFTER, WebhookInbox
 from payloop import alerts, audit
 from psp.base import InvalidWebhook, WebhookEvent
 from workflows import search_attributes
@@ -59,8 +59,13 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
         raise Problem(400 if err.code == "malformed_payload" else 401, err.code, "Webhook rejected",
                       err.message) from None
     _check_sizes(event)
-    if not await inbox.store(event, now):
+    stored = await inbox.store(event, now)
+    if stored == "duplicate":
         return WebhookAck(status="duplicate")
+    if stored == "in_progress":
+        # Not "duplicate": the delivery handling it may still die, and then only the PSP's redelivery heals it.
+        raise Problem(503, "webhook_in_progress", "Service unavailable", "this event is being handled; redeliver it",
+                      retryable=True, headers={"Retry-After": str(int(STALLED_AFTER.total_seconds()))})
     status = await deliver(request.app.state.temporal, inbox, event, now)
     if status == "retry_later":
         raise Problem(503, "temporal_unavailable", "Service unavailable", "the webhook is stored; redeliver it",
