@@ -18,10 +18,6 @@ from api.errors import Problem
 from api.models import idempotency_keys
 from payloop.db import insert_if_missing
 
-# An in-flight key older than this belongs to a request that died; a retry may take it over. Safe because the
-# claim keeps its resource id, so the retry reaches the same workflow. Longer than any request may run
-# (PAYLOOP_INIT_UPDATE_TIMEOUT_SECONDS, 30 s by default).
-IN_FLIGHT_TAKEOVER = timedelta(seconds=60)
 
 
 IDEMPOTENCY_KEY_DOC = ("1-255 visible ASCII characters; required unless the body has `idempotency_key` (then both "
@@ -76,7 +72,8 @@ class IdempotencyStore:
         """Claims the key for this request (with `resource_id`, or the id an earlier, dead claim chose), or
         returns the stored response of the first one.
 
-        Raises 422 when the key was used with another body and 409 while the first request is in flight.
+        Raises 422 when the key was used with another body. A key in flight is shared: the actions run_once
+        guards are keyed by the resource id (a workflow id), so running one twice reaches the same workflow.
         """
         where = sa.and_(
             idempotency_keys.c.client_id == client_id,
@@ -100,19 +97,15 @@ class IdempotencyStore:
                               "this Idempotency-Key was used with a different request body")
             if row.state == "done":
                 return Claim(row.resource_id, StoredResponse(row.response_status, json.loads(row.response_body)))
-            taken_over = await conn.execute(
+            await conn.execute(
                 idempotency_keys.update()
-                .where(where, idempotency_keys.c.created_at == row.created_at,
-                       sa.or_(idempotency_keys.c.state == "released",
-                              sa.and_(idempotency_keys.c.state == "in_flight",
-                                      idempotency_keys.c.created_at < now - IN_FLIGHT_TAKEOVER)))
+                .where(where, idempotency_keys.c.created_at == row.created_at)
                 .values(state="in_flight", created_at=now)
             )
-            if taken_over.rowcount == 1:
-                return Claim(row.resource_id, None)
-        raise Problem(409, "idempotency_in_flight", "Request in progress",
-                      "a request with this Idempotency-Key is still being processed", retryable=True,
-                      headers={"Retry-After": "1"})
+            # Released, or still in flight — maybe alive, maybe dead with its answer never stored (the database
+            # went away first): either way the retry runs the action again with the claim's resource id, which
+            # reaches the very payment the first request started. Never a second payment, never a wait.
+            return Claim(row.resource_id, None)
 
     async def complete(self, client_id: str, endpoint: str, key: str, status: int, body: Any) -> None:
         async with self.engine.begin() as conn:

@@ -231,15 +231,17 @@ async def test_an_expired_key_is_a_new_request_and_never_reaches_the_old_payment
     await stack.check_invariants()
 
 
-async def test_a_retry_after_our_failure_reaches_the_same_payment(stack: Stack) -> None:
+@pytest.mark.parametrize("left_as", ["released", "in_flight"])
+async def test_a_retry_after_our_failure_reaches_the_same_payment(stack: Stack, left_as: str) -> None:
     """A request that failed on our side (e.g. a 504 while the PSP was slow) frees its key but keeps the
-    payment id, so the client's retry reaches the payment the first attempt started."""
+    payment id, so the client's retry reaches the payment the first attempt started; so does a retry of one
+    that died before storing its answer (its key still says in flight) — at once, not after a lock-out."""
     player = new_player()
-    key = "released-" + player
+    key = f"{left_as}-{player}"
     first = await stack.deposit(method="ewallet", player_id=player, key=key)
     async with stack.engine.begin() as conn:
         await conn.execute(sa.update(idempotency_keys).where(idempotency_keys.c.key == key)
-                           .values(state="released"))
+                           .values(state=left_as, response_status=None, response_body=None))
     again = await stack.deposit(method="ewallet", player_id=player, key=key)
     assert again["payment_id"] == first["payment_id"]
     await stack.wait_final(first["payment_id"])
