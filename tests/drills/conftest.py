@@ -5,11 +5,10 @@ disturbs no other test."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.drills.harness import KNOWN_ISSUES, take_known_issues
 from tests.processes import PostgresServer, private_postgres
 
 
@@ -19,17 +18,3 @@ def drill_postgres() -> Iterator[PostgresServer]:
     end of the session."""
     with private_postgres() as server:
         yield server
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
-    """A drill whose only problems are known product bugs (harness.KNOWN_ISSUES) is reported as xfailed, with
-    the bugs named, rather than as passed."""
-    outcome = yield
-    if call.when != "call":
-        return
-    seen = take_known_issues()
-    report = outcome.get_result()
-    if seen and report.passed:
-        report.outcome = "skipped"
-        report.wasxfail = "known product bugs: " + " | ".join(f"{name}: {KNOWN_ISSUES[name]}" for name in seen)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
 import uuid
 from collections import Counter
@@ -307,28 +306,15 @@ class DrillStack:
         problems += await self._balances(load)
         webhooks = await self._webhooks()
         problems += webhooks.pop("problems")
-        known: Counter[str] = Counter()
-
-        def known_problem(issue: str, problem: str) -> None:
-            known[issue] += 1
-            _seen_known_issues.append(issue)
-            print(f"KNOWN ISSUE {issue}: {problem}", flush=True)
-
-        for problem in webhooks.pop("stuck"):
-            known_problem("webhook-stuck-received", problem)
-        for subject, workflow_id, problem in load.outcome_problems(exact=exact):
+        problems += [f"webhook stuck: {problem}" for problem in webhooks.pop("stuck")]
+        for _subject, workflow_id, problem in load.outcome_problems(exact=exact):
             causes = await failure_causes(self.client, workflow_id) if workflow_id else []
-            issue = known_issue(subject, causes)
-            if issue is not None:
-                known_problem(issue, problem)
-                continue
             problems.append(problem + "".join(f"\n      {cause}" for cause in causes))
         problems += [f"API answered 500: {e}" for e in self.api_log.server_errors[:20]]
         problems += [f"API 503/429 without Retry-After: {e}" for e in self.api_log.without_retry_after[:20]]
         if not self.worker.running:
             problems.append(f"the worker died by itself:\n{self.worker.log()[-3000:]}")
         figures = Figures.of(self, load, webhooks)
-        figures.known_issues = dict(known)
         print(figures.render(), flush=True)
         assert not problems, "drill found problems:\n  " + "\n  ".join(problems[:60])
         return figures
@@ -872,62 +858,6 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-# --- known product issues ----------------------------------------------------------------------------------
-# Outcomes the drills found that are product bugs, reported with file and line. A drill whose only problems are
-# these is reported as xfailed (tests/drills/conftest.py), naming them; any other problem fails it. Delete an
-# entry once its bug is fixed: the drill then fails if the bug comes back.
-
-KNOWN_ISSUES = {
-    "psp-call-fails-on-health-db": (
-        "activities/psp_calls.py call_and_record(): the circuit-breaker bookkeeping (health.try_probe before the "
-        "PSP call, health.record after it) runs in the database inside the PSP-call activity, so while the database "
-        "is down every attempt fails before (or after) calling the PSP and uses up create_psp_payment's 4 attempts "
-        "(~1.4 s): the deposit fails over, fails `psp_unavailable` or goes to review `psp_status_unknown` although "
-        "the PSP was up"),
-    "webhook-stuck-received": (
-        "api/routes/webhooks.py receive_webhook() with api/webhook_inbox.py store(): when the request dies after the "
-        "event was stored (`received`) — the database fails while marking it, the API process crashes before "
-        "signalling — the PSP's redelivery within STALLED_AFTER (5 s) is answered 200 `duplicate`, so the PSP stops "
-        "and the event stays `received` for good: neither signalled nor a dead letter ops can see and replay"),
-    "init-held-by-stale-in-flight-key": (
-        "api/idempotency.py run_once()/IN_FLIGHT_TAKEOVER: when the database fails after the workflow was started "
-        "but before the response is stored, the key stays `in_flight`; every retry gets 409 idempotency_in_flight "
-        "for 60 s although no request runs. A 3-D Secure deposit whose webhook wait is shorter expires before the "
-        "client ever learns its redirect URL"),
-}
-_DATABASE_DOWN_MARKERS = ("Connect call failed", "connection was closed", "ConnectionRefused", "ConnectionReset",
-                          "CannotConnectNow", "terminating connection", "the database system is")
-
-
-_seen_known_issues: list[str] = []
-
-
-def take_known_issues() -> list[str]:
-    """The known issues the drill that just ran met (and forgets them)."""
-    seen = sorted(set(_seen_known_issues))
-    _seen_known_issues.clear()
-    return seen
-
-
-def known_issue(subject: Deposit | Payout, causes: list[str]) -> str | None:
-    """Which known product bug explains this outcome, if one does."""
-    final = subject.final
-    if final is None:
-        return None
-    if isinstance(subject, Deposit) and DEPOSIT_EXPECTED[subject.scenario] == DepositStatus.CREDITED:
-        uncoded = any(re.fullmatch(r"\w+: (failover|outcome unknown)", a) for a in final.attempts)
-        psp_call_hit = any(c.split(" ", 1)[0] in PSP_ACTIVITIES and any(m in c for m in _DATABASE_DOWN_MARKERS)
-                           for c in causes)
-        if (final.status, final.failure_code or final.review_reason) in (
-                (DepositStatus.FAILED, "psp_unavailable"), (DepositStatus.IN_REVIEW, "psp_status_unknown"),
-        ) and (uncoded or psp_call_hit):
-            return "psp-call-fails-on-health-db"
-        if (subject.scenario == "challenge" and final.status == DepositStatus.EXPIRED
-                and subject.retried["409 idempotency_in_flight"] > 0):
-            return "init-held-by-stale-in-flight-key"
-    return None
-
-
 # --- figures -------------------------------------------------------------------------------------------------
 
 
@@ -944,7 +874,6 @@ class Figures:
     api: dict[str, Any]
     webhooks: dict[str, Any]
     latency: dict[str, str]
-    known_issues: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, drill: DrillStack, load: Workload, webhooks: dict[str, Any]) -> Figures:
@@ -983,8 +912,6 @@ class Figures:
             f"webhooks          {self.webhooks}",
         ]
         lines.append(f"deposit latency   {self.latency}")
-        for issue, count in self.known_issues.items():
-            lines.append(f"KNOWN ISSUE       {issue} × {count}: {KNOWN_ISSUES[issue]}")
         return "\n".join(lines)
 
 
