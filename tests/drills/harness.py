@@ -298,6 +298,7 @@ class DrillStack:
     async def verify(self, load: Workload, *, exact: bool = True) -> Figures:
         """Every check a drill ends with; returns the drill's figures."""
         await load.finish()
+        await self._webhook_retries_done()
         problems: list[str] = []
         problems += load.unexpected
         problems += await self._workflows_closed(load)
@@ -391,6 +392,18 @@ class DrillStack:
                 problems.append(f"player {player.id}: available {got['available']} held {got['held']}, "
                                 f"the client's books say {want} and 0.00")
         return problems
+
+    async def _webhook_retries_done(self, timeout: float = 90) -> None:
+        """Waits while the sandbox still means to redeliver some webhook (a 503 told it to come back)."""
+        log = self.sandbox_app.state.sandbox.webhooks.log
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last: dict[tuple[str, str], str] = {}
+            for entry in log:
+                last[(entry["psp"], entry["event_id"])] = entry["outcome"]
+            if "retrying" not in last.values():
+                return
+            await asyncio.sleep(0.5)
 
     async def _webhooks(self) -> dict[str, Any]:
         """Every webhook the sandbox sent was delivered and then processed or dead-lettered, never lost."""
