@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 import uuid
 from collections import Counter
@@ -529,6 +530,16 @@ def _retry(response: httpx.Response) -> bool:
 
 
 # Per scenario: how a deposit / payout ends when nothing else goes wrong.
+def _refused_by_open_circuits(deposit: Deposit) -> bool:
+    """A card deposit refused because every card acquirer's circuit was open or probing: the circuit breaker at
+    work, not a bug. `flaky` deposits fail two calls in three, so a few at once do open `card` (min_samples 3) —
+    and the same scenario then fails at card_b too. No money moved (the other checks see to that)."""
+    final = deposit.final
+    return (final is not None and final.status == DepositStatus.FAILED
+            and final.failure_code in ("psp_unavailable", "method_unavailable")
+            and all(re.fullmatch(r"card(_b)?: failover \((psp_unavailable|circuit_open)\)", a) for a in final.attempts))
+
+
 DEPOSIT_EXPECTED = {
     "approve": DepositStatus.CREDITED, "challenge": DepositStatus.CREDITED, "duplicate_webhook": DepositStatus.CREDITED,
     "out_of_order": DepositStatus.CREDITED, "flaky": DepositStatus.CREDITED, "slow": DepositStatus.CREDITED,
@@ -837,7 +848,7 @@ class Workload:
             workflow_id = f"deposit-{d.payment_id}"
             if d.final.status not in DepositStatus.FINAL:
                 problems.append((d, workflow_id, f"deposit {d.payment_id} ended {d.final.status}"))
-            elif exact and d.final.status != DEPOSIT_EXPECTED[d.scenario]:
+            elif exact and d.final.status != DEPOSIT_EXPECTED[d.scenario] and not _refused_by_open_circuits(d):
                 problems.append((d, workflow_id, (f"deposit {d.payment_id} ({d.method} {d.scenario}) ended "
                                  f"{d.final.status} ({d.final.failure_code or d.final.review_reason}; "
                                  f"{d.final.attempts}), expected {DEPOSIT_EXPECTED[d.scenario]}")))
