@@ -272,6 +272,10 @@ class Sandbox:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def busy(self) -> bool:
+        """Something is still scheduled: a settlement, a webhook (or its copy, or its retry)."""
+        return bool(self._tasks)
+
     async def shutdown(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:

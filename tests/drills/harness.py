@@ -394,15 +394,16 @@ class DrillStack:
                                 f"the client's books say {want} and 0.00")
         return problems
 
-    async def _webhook_retries_done(self, timeout: float = 90) -> None:
-        """Waits while the sandbox still means to redeliver some webhook (a 503 told it to come back)."""
-        log = self.sandbox_app.state.sandbox.webhooks.log
+    async def _webhook_retries_done(self, timeout: float = 30) -> None:
+        """Waits while the sandbox still means to send some webhook: a copy not sent yet (storm jitter), or one a
+        503 told to come back."""
+        sandbox = self.sandbox_app.state.sandbox
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             last: dict[tuple[str, str], str] = {}
-            for entry in log:
+            for entry in sandbox.webhooks.log:
                 last[(entry["psp"], entry["event_id"])] = entry["outcome"]
-            if "retrying" not in last.values():
+            if "retrying" not in last.values() and not sandbox.busy():
                 return
             await asyncio.sleep(0.5)
 
