@@ -1,7 +1,9 @@
 """The wallet ledger: idempotent double-entry transfers and two-phase holds.
 
-Every balance change happens in SQL, with the floor checked by a conditional UPDATE inside the same
-transaction (never read-then-write in Python), and accounts are always locked in sorted-id order.
+Every balance change happens in SQL as `balance = balance + move` (never read-then-write in Python), the floor
+is the accounts table's CHECK constraint, and accounts are always locked in sorted-id order. On PostgreSQL a
+transfer between accounts the process has seen is one statement: a round trip, its row locks held only inside
+the database.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, and_, or_, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Row, and_, bindparam, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.accounts import PLAYER, parse_account
@@ -106,6 +109,8 @@ class _Overdraft(Exception):
 class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._known_accounts: set[str] = set()  # account rows seen committed (accounts are never deleted)
         if engine.dialect.name not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
 
@@ -127,80 +132,69 @@ class Ledger:
 
     async def transaction(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `fn` in one database transaction, rerun from scratch on a PostgreSQL serialization failure."""
-        return await self._transaction(fn)
+        return await self._run(fn)
 
     async def post_transfer_in(self, conn: AsyncConnection, req: TransferRequest) -> Transfer:
-        """post_transfer inside the caller's transaction, so the caller's own rows commit with the posting.
+        """post_transfer inside a `transaction()` of the caller, so the caller's own rows commit with the posting.
 
-        On InsufficientFunds the caller must let its transaction roll back (the transfer row is already written).
+        An overdraft raises out of `fn`; `transaction()` rolls everything back and raises InsufficientFunds.
         """
         _validate(req)
-        try:
-            return await self._create_tx(conn, req, fingerprint(req, hold=False), hold=False)
-        except _Overdraft as e:
-            available = (
-                await conn.execute(
-                    select(accounts.c.posted_balance - accounts.c.pending_debits).where(accounts.c.id == e.account_id)
-                )
-            ).scalar_one()
-            raise InsufficientFunds(e.account_id, int(available)) from None
+        return await self._create_tx(conn, req, fingerprint(req, hold=False), hold=False)
 
     async def _create(self, req: TransferRequest, *, hold: bool) -> Transfer:
         _validate(req)
         fp = fingerprint(req, hold=hold)
-        try:
-            return await self._transaction(lambda conn: self._create_tx(conn, req, fp, hold))
-        except _Overdraft as e:
-            balance = await self.account_balance(e.account_id)
-            raise InsufficientFunds(e.account_id, balance.available if balance else 0) from None
+        if self._engine.dialect.name == "postgresql" and self._known_accounts.issuperset(
+            (req.debit_account, req.credit_account)
+        ):
+            # Both accounts exist: one statement in autocommit (atomic on its own) instead of BEGIN, five
+            # statements and COMMIT — the ledger benchmark was bound by those round trips. Should an account be
+            # gone after all (a test dropped the tables), the foreign key fails the statement and we go on below.
+            try:
+                return await self._run(lambda conn: self._create_tx(conn, req, fp, hold, ensure_accounts=False),
+                                       autocommit=True)
+            except IntegrityError as err:
+                if "fk_ledger_transfers_" not in str(err.orig):
+                    raise
+                self._known_accounts.clear()
+        transfer = await self._run(lambda conn: self._create_tx(conn, req, fp, hold))
+        if len(self._known_accounts) >= _KNOWN_ACCOUNTS_MAX:
+            self._known_accounts.clear()
+        self._known_accounts.update((req.debit_account, req.credit_account))
+        return transfer
 
-    async def _create_tx(self, conn: AsyncConnection, req: TransferRequest, fp: str, hold: bool) -> Transfer:
+    async def _create_tx(
+        self, conn: AsyncConnection, req: TransferRequest, fp: str, hold: bool, *, ensure_accounts: bool = True
+    ) -> Transfer:
+        """Insert the transfer unless its id exists, and only then move both balances.
+
+        The floor is the accounts table's CHECK constraint, checked by the database on every balance change.
+        """
         now = utcnow()
-        for account_id in sorted((req.debit_account, req.credit_account)):
-            kind, owner, currency, floor = parse_account(account_id)
-            await insert_if_missing(conn, accounts, {
-                "id": account_id, "currency": currency, "kind": kind, "owner": owner, "floor": floor,
-                "created_at": now, "updated_at": now,
-            })
-        # ON CONFLICT DO NOTHING instead of catching IntegrityError: on PostgreSQL a concurrent insert of the
-        # same id waits for the other transaction, then either inserts (it rolled back) or does nothing.
-        inserted = await insert_if_missing(conn, transfers, {
+        status = PENDING if hold else POSTED
+        moves = _balance_moves(req, hold)
+        if ensure_accounts:
+            await _ensure_accounts(conn, moves, now)
+        transfer_row = {
             "id": req.id, "debit_account_id": req.debit_account, "credit_account_id": req.credit_account,
             "amount": req.amount, "currency": req.currency, "kind": req.kind, "reference": req.reference,
-            "status": PENDING if hold else POSTED, "fingerprint": fp, "metadata": req.metadata, "created_at": now,
-        })
-        if not inserted:
+            "status": status, "fingerprint": fp, "metadata": req.metadata, "created_at": now,
+        }
+        try:
+            if conn.dialect.name == "postgresql":
+                inserted = await _insert_and_move_postgresql(conn, transfer_row, moves)
+            else:
+                inserted = await _insert_and_move_sqlite(conn, transfer_row, moves)
+        except IntegrityError as err:
+            if _FLOOR_CONSTRAINT in str(err.orig):
+                raise _Overdraft(req.debit_account) from None
+            raise
+        if not inserted:  # a replay, or a concurrent request with the same id committed first
             existing = (await conn.execute(select(transfers).where(transfers.c.id == req.id))).one()
             if existing.fingerprint != fp:
                 raise TransferConflict(req.id)
             return _to_transfer(existing, replayed=True)
-
-        debit_col = accounts.c.pending_debits if hold else accounts.c.posted_balance
-        credit_col = accounts.c.pending_credits if hold else accounts.c.posted_balance
-        amount = req.amount
-        for account_id in sorted((req.debit_account, req.credit_account)):
-            if account_id == req.debit_account:
-                # Conditional debit: the floor check and the write are one statement, safe under concurrency.
-                values = {debit_col.key: debit_col + amount if hold else debit_col - amount}
-                result = await conn.execute(
-                    update(accounts)
-                    .where(
-                        accounts.c.id == account_id,
-                        or_(
-                            accounts.c.floor.is_(None),
-                            accounts.c.posted_balance - accounts.c.pending_debits - amount >= accounts.c.floor,
-                        ),
-                    )
-                    .values(**values, updated_at=now)
-                )
-                if result.rowcount != 1:
-                    raise _Overdraft(account_id)
-            else:
-                await conn.execute(
-                    update(accounts)
-                    .where(accounts.c.id == account_id)
-                    .values({credit_col.key: credit_col + amount, "updated_at": now})
-                )
         return Transfer(
             id=req.id,
             debit_account=req.debit_account,
@@ -209,13 +203,13 @@ class Ledger:
             currency=req.currency,
             kind=req.kind,
             reference=req.reference,
-            status=PENDING if hold else POSTED,
+            status=status,
             created_at=now,
             metadata=req.metadata,
         )
 
     async def _resolve(self, transfer_id: str, target: str) -> Transfer:
-        return await self._transaction(lambda conn: self._resolve_tx(conn, transfer_id, target))
+        return await self._run(lambda conn: self._resolve_tx(conn, transfer_id, target))
 
     async def _resolve_tx(self, conn: AsyncConnection, transfer_id: str, target: str) -> Transfer:
         now = utcnow()
@@ -253,13 +247,25 @@ class Ledger:
             await conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values, updated_at=now))
         return _to_transfer(won, replayed=False)
 
-    async def _transaction(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _run(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, autocommit: bool = False) -> T:
+        """Run `fn` in one transaction (or, with `autocommit`, its single statement on its own), from scratch again
+        after a PostgreSQL serialization failure, deadlock or dropped connection; an overdraft rolls back and
+        raises InsufficientFunds."""
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
+                if autocommit:
+                    async with self._autocommit.connect() as conn:
+                        return await fn(conn)
                 async with self._engine.begin() as conn:
                     return await fn(conn)
+            except _Overdraft as e:
+                balance = await self.account_balance(e.account_id)
+                raise InsufficientFunds(e.account_id, balance.available if balance else 0) from None
             except DBAPIError as e:
-                if attempt == _MAX_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in _RETRYABLE_SQLSTATES:
+                # A dropped connection may have committed or not: every write here is idempotent by its id, so
+                # running it again either does it or answers the replay.
+                retryable = e.connection_invalidated or getattr(e.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+                if attempt == _MAX_ATTEMPTS or not retryable:
                     raise
             await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
@@ -333,6 +339,90 @@ class Ledger:
                     )
                 )
             return [_to_transfer(r) for r in await conn.execute(query)]
+
+
+_FLOOR_CONSTRAINT = "ck_ledger_accounts_floor"
+_KNOWN_ACCOUNTS_MAX = 100_000
+
+# The transfer first; the first account (in sorted-id order, so concurrent transfers lock rows in one order)
+# moves only if the transfer was inserted, the second only after the first.
+_INSERT_AND_MOVE_POSTGRESQL = text("""
+WITH new_transfer AS (
+    INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, currency, kind, reference,
+                                  status, fingerprint, metadata, created_at)
+    VALUES (:id, :debit_account_id, :credit_account_id, :amount, :currency, :kind, :reference,
+            :status, :fingerprint, :metadata, :created_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), first_account AS (
+    UPDATE ledger_accounts
+    SET posted_balance = posted_balance + :a_posted_balance, pending_debits = pending_debits + :a_pending_debits,
+        pending_credits = pending_credits + :a_pending_credits, updated_at = :created_at
+    WHERE id = :a_id AND EXISTS (SELECT FROM new_transfer)
+    RETURNING id
+), second_account AS (
+    UPDATE ledger_accounts
+    SET posted_balance = posted_balance + :b_posted_balance, pending_debits = pending_debits + :b_pending_debits,
+        pending_credits = pending_credits + :b_pending_credits, updated_at = :created_at
+    WHERE id = :b_id AND EXISTS (SELECT FROM first_account)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM new_transfer) AS inserted,
+       (SELECT count(*) FROM first_account) + (SELECT count(*) FROM second_account) AS moved
+""").bindparams(
+    bindparam("metadata", type_=transfers.c.metadata.type),
+    bindparam("created_at", type_=transfers.c.created_at.type),
+)
+
+
+async def _insert_and_move_postgresql(
+    conn: AsyncConnection, transfer_row: dict[str, Any], moves: list[dict[str, Any]]
+) -> bool:
+    first, second = moves
+    params = transfer_row | {f"a_{k}": v for k, v in first.items()} | {f"b_{k}": v for k, v in second.items()}
+    inserted, moved = (await conn.execute(_INSERT_AND_MOVE_POSTGRESQL, params)).one()
+    # Both rows existed before this statement began (ensured earlier in its transaction or committed), so the
+    # updates found them; a failure here would be a bug, never a state the ledger may be left in.
+    assert moved == 2 * inserted, f"transfer {transfer_row['id']}: {moved} balances moved"
+    return bool(inserted)
+
+
+async def _insert_and_move_sqlite(
+    conn: AsyncConnection, transfer_row: dict[str, Any], moves: list[dict[str, Any]]
+) -> bool:
+    if not await insert_if_missing(conn, transfers, transfer_row):
+        return False
+    for move in moves:
+        await conn.execute(
+            update(accounts)
+            .where(accounts.c.id == move["id"])
+            .values(
+                posted_balance=accounts.c.posted_balance + move["posted_balance"],
+                pending_debits=accounts.c.pending_debits + move["pending_debits"],
+                pending_credits=accounts.c.pending_credits + move["pending_credits"],
+                updated_at=transfer_row["created_at"],
+            )
+        )
+    return True
+
+
+async def _ensure_accounts(conn: AsyncConnection, moves: list[dict[str, Any]], now: datetime) -> None:
+    rows = []
+    for move in moves:
+        kind, owner, currency, floor = parse_account(move["id"])
+        rows.append({"id": move["id"], "currency": currency, "kind": kind, "owner": owner, "floor": floor,
+                     "created_at": now, "updated_at": now})
+    insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    await conn.execute(insert_(accounts).values(rows).on_conflict_do_nothing())
+
+
+def _balance_moves(req: TransferRequest, hold: bool) -> list[dict[str, Any]]:
+    """What the transfer adds to each account's balances, sorted by account id."""
+    debit = {"id": req.debit_account, "posted_balance": 0 if hold else -req.amount,
+             "pending_debits": req.amount if hold else 0, "pending_credits": 0}
+    credit = {"id": req.credit_account, "posted_balance": 0 if hold else req.amount,
+              "pending_debits": 0, "pending_credits": req.amount if hold else 0}
+    return sorted((debit, credit), key=lambda move: move["id"])
 
 
 def _validate(req: TransferRequest) -> None:

@@ -26,10 +26,13 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
     """An async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite).
 
-    `schema` pins PostgreSQL's search_path (tests give each test its own schema).
+    `schema` pins PostgreSQL's search_path (tests give each test its own schema). `pre_ping` tests each
+    PostgreSQL connection with a round trip as it leaves the pool, so one left dead by a database restart is
+    replaced instead of failing its first statement; without it, that first failure discards every pooled
+    connection opened before it.
     """
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -37,7 +40,7 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -
         return engine
     connect_args = {"server_settings": {"search_path": schema}} if schema else {}
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, connect_args=connect_args
     )
 
 

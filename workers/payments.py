@@ -34,7 +34,9 @@ SHARED_WORKFLOW_MODULES = ("workflows.types", "workflows.common", "workflows.sea
 @contextlib.asynccontextmanager
 async def payments_worker(client: Client, settings: Settings, *, schema: str | None = None) -> AsyncIterator[Worker]:
     """A running worker with its own database pool and PSP HTTP client; stops cleanly on exit."""
-    engine = create_engine(settings.effective_database_url, schema=schema)
+    # No pre-ping: it was a round trip per ledger write. A connection dropped by a database restart fails the
+    # one activity using it, and Temporal retries it (ledger writes are idempotent and retry at once themselves).
+    engine = create_engine(settings.effective_database_url, schema=schema, pre_ping=False)
     # Connecting (or waiting for a pooled connection) gets half the budget, so a PSP that drops connection
     # attempts is seen as unreachable (nothing sent: safe to fail over), not as a timeout (maybe sent).
     timeout = settings.psp_http_timeout_seconds

@@ -3,7 +3,7 @@
 Both run in one scratch database created for the run (and dropped after it), with the same number of clients:
 
 - ledger: `clients` tasks each posting transfers back to back for `seconds` through `Ledger.post_transfer`
-  (the path deposits, bets and wins take): debit a PSP clearing account — one hot row, like tpcb-like's branch
+  (the path deposit credits and payout holds take, on an engine set up as the worker's: no pre-ping): debit a PSP clearing account — one hot row, like tpcb-like's branch
   at scale 1 — and credit one of `players` player accounts, each transfer its own id.
 - pgbench: `pgbench -i -s <scale>` then `pgbench -b tpcb-like -c <clients> -j <clients> -T <seconds>`
   (per transaction: three UPDATEs, a SELECT and an INSERT; at scale 1 every transaction updates the one branch).
@@ -96,7 +96,7 @@ async def run_ledger_bench(options: LedgerBenchOptions) -> dict[str, Any]:
 
 
 async def _ledger_throughput(url: str, options: LedgerBenchOptions) -> dict[str, Any]:
-    engine = create_engine(url, pool_size=options.clients)
+    engine = create_engine(url, pool_size=options.clients, pre_ping=False)
     ledger = Ledger(engine)
     run_id = uuid.uuid4().hex[:8]
     clearing = psp_clearing_account("bench", "EUR")
@@ -148,7 +148,7 @@ async def _ledger_throughput(url: str, options: LedgerBenchOptions) -> dict[str,
 
 async def _hot_player(url: str, options: LedgerBenchOptions) -> dict[str, Any]:
     """`hot_debits` concurrent debits of one player funded for all of them: every one must succeed."""
-    engine = create_engine(url, pool_size=min(options.hot_debits, 40))
+    engine = create_engine(url, pool_size=min(options.hot_debits, 40), pre_ping=False)
     ledger = Ledger(engine)
     run_id = uuid.uuid4().hex[:8]
     player = player_account(f"hot-{run_id}", "EUR")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,9 @@ from ledger import (
     player_account,
     psp_clearing_account,
 )
-from ledger.models import ledger_transfers
+from ledger.models import ledger_accounts, ledger_transfers
+from payloop.db import create_engine
+from tests.conftest import FreshDatabase
 
 P1 = player_account("p1", "EUR")
 PSP = psp_clearing_account("cardpsp", "EUR")
@@ -450,3 +453,47 @@ async def test_concurrent_post_and_void_resolve_a_hold_once(fresh_db: Any) -> No
         await assert_invariants(engine)
     finally:
         await engine.dispose()
+
+
+# ---- PostgreSQL connection handling ---------------------------------------------------------------------
+
+
+async def _backend_pid(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+
+
+@pytest.mark.postgres
+async def test_a_connection_dropped_under_a_write_is_retried() -> None:
+    """The worker's engine has no pre-ping: a pooled connection killed by the server fails its next write,
+    which runs again on a new connection (writes are idempotent by id)."""
+    async with FreshDatabase("postgres", Path(".")) as db:
+        engine = create_engine(db.url, schema=db.schema, pool_size=1, pre_ping=False)
+        admin = db.engine(pool_size=1)
+        try:
+            ledger = Ledger(engine)
+            await ledger.post_transfer(deposit_req("pay_1", 500))  # both accounts known: the one-statement path
+            async with admin.connect() as conn:
+                killed = (await conn.execute(text("SELECT pg_terminate_backend(:pid)"),
+                                             {"pid": await _backend_pid(engine)})).scalar_one()
+            assert killed is True
+            await asyncio.sleep(0.1)  # let the server close the socket
+            posted = await ledger.post_transfer(deposit_req("pay_2", 300))
+            held = await ledger.hold(payout_req("po_1", 100))
+            assert (posted.replayed, held.replayed) == (False, False)
+            assert await balances(ledger, P1, PSP) == [(800, 100, 0), (-800, 0, 100)]
+            await assert_invariants(engine)
+        finally:
+            await engine.dispose()
+            await admin.dispose()
+
+
+async def test_accounts_gone_after_the_ledger_saw_them_are_created_again(ledger: Ledger, engine: AsyncEngine) -> None:
+    """Accounts are never deleted, but a Ledger that remembers one which is gone must not lose a transfer."""
+    await ledger.post_transfer(deposit_req("pay_1", 500))
+    async with engine.begin() as conn:
+        await conn.execute(ledger_transfers.delete())
+        await conn.execute(ledger_accounts.delete())
+    await ledger.post_transfer(deposit_req("pay_2", 300))
+    assert await balances(ledger, P1, PSP) == [(300, 0, 0), (-300, 0, 0)]
+    await assert_invariants(engine)
