@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import py_compile
 import shutil
 import sys
 from pathlib import Path
@@ -60,3 +61,16 @@ def search_attribute_flags() -> list[str]:
     for key in SEARCH_ATTRIBUTES:
         flags += ["--search-attribute", f"{key.name}={_SEARCH_ATTRIBUTE_TYPES[key.indexed_value_type.name]}"]
     return flags
+
+
+def cache_workflow_bytecode(workflows: list[type]) -> None:
+    """Write the bytecode of the workflows' modules, which the workflow sandbox imports afresh for every run.
+
+    Without it (PYTHONDONTWRITEBYTECODE on a source checkout) every workflow run compiled its module again:
+    ~8 ms of the worker's CPU per payment. An installed package has its bytecode from pip; in a read-only tree
+    nothing is written and runs keep compiling.
+    """
+    for workflow in workflows:
+        source = sys.modules[workflow.__module__].__file__
+        if source and source.endswith(".py"):
+            py_compile.compile(source, quiet=2)

@@ -20,7 +20,7 @@ from ledger import Ledger
 from payloop.db import create_engine
 from payloop.players import PlayerStore
 from payloop.settings import Settings
-from payloop.temporal import connect
+from payloop.temporal import cache_workflow_bytecode, connect
 from psp.registry import build_connectors
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
@@ -34,6 +34,7 @@ SHARED_WORKFLOW_MODULES = ("workflows.types", "workflows.common", "workflows.sea
 @contextlib.asynccontextmanager
 async def payments_worker(client: Client, settings: Settings, *, schema: str | None = None) -> AsyncIterator[Worker]:
     """A running worker with its own database pool and PSP HTTP client; stops cleanly on exit."""
+    cache_workflow_bytecode(WORKFLOWS)
     # No pre-ping: it was a round trip per ledger write. A connection dropped by a database restart fails the
     # one activity using it, and Temporal retries it (ledger writes are idempotent and retry at once themselves).
     engine = create_engine(settings.effective_database_url, schema=schema, pre_ping=False)

@@ -27,6 +27,9 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+with workflow.unsafe.imports_passed_through():  # the sandbox re-imports this module for every run
+    from payloop.temporal import cache_workflow_bytecode
+
 NOOP_ACTIVITY = "bench_noop"
 _STEP_TIMEOUT = timedelta(seconds=30)
 
@@ -103,6 +106,7 @@ async def _step(kind: str) -> None:
 @contextlib.asynccontextmanager
 async def skeleton_worker(client: Client, task_queue: str, **worker_options: Any) -> AsyncIterator[Worker]:
     """The skeleton's own worker, in this process, on its own task queue (options as for temporalio's Worker)."""
+    cache_workflow_bytecode([SkeletonWorkflow])  # as the payments worker does
     worker = Worker(client, task_queue=task_queue, workflows=[SkeletonWorkflow], activities=[noop],
                     **worker_options)
     async with worker:
