@@ -12,6 +12,8 @@ from urllib.parse import quote
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHistoryEventFilterType,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -84,6 +86,24 @@ async def update(client: Client, workflow_id: str, handler: Callable, arg: Any, 
             raise not_found from None
         raise unavailable("the payment engine is unavailable") from err
     raise rejected(ApplicationError("it has already finished", type="Finished"))
+
+
+async def state(client: Client, workflow_id: str, handler: Callable, result_type: type, *, not_found: Problem) -> Any:
+    """A payment's state. A finished workflow returned it: read from its close event, so no worker replays the
+    whole history to answer (clients poll finished payments most) and no worker needs to be up. A running one
+    answers the `handler` query from its worker's cache."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        if (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED:
+            async for event in handle.fetch_history_events(event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT):
+                payloads = event.workflow_execution_completed_event_attributes.result.payloads
+                return (await client.data_converter.decode(payloads, [result_type]))[0]
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise not_found from None
+        raise unavailable("status is unavailable") from err
+    # Running, or ended without a result (terminated, failed): the workflow answers.
+    return await query(client, workflow_id, handler, not_found=not_found)
 
 
 async def query(client: Client, workflow_id: str, handler: Callable, *, not_found: Problem) -> Any:

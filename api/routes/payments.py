@@ -142,4 +142,4 @@ async def get_payment(
 
 
 async def _query_state(client: Client, workflow_id: str) -> DepositState:
-    return await engine.query(client, workflow_id, DepositWorkflow.status, not_found=payment_not_found())
+    return await engine.state(client, workflow_id, DepositWorkflow.status, DepositState, not_found=payment_not_found())

@@ -170,7 +170,7 @@ async def list_payouts(
     query = f"WorkflowType = 'WithdrawalWorkflow' AND PaymentStatus = '{status}' AND TaskQueue = '{task_queue}'"
     states = []
     async for execution in client.list_workflows(query, limit=100):
-        states.append(await engine.query(client, execution.id, WithdrawalWorkflow.status,
+        states.append(await engine.state(client, execution.id, WithdrawalWorkflow.status, WithdrawalState,
                                          not_found=payout_not_found()))
     return [_view(request, s) for s in states]
 
@@ -182,7 +182,7 @@ def _review_refused(err: ApplicationError) -> Problem:
 
 
 async def _state(client: Client, payout_id: str) -> WithdrawalState:
-    return await engine.query(client, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.status,
+    return await engine.state(client, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.status, WithdrawalState,
                               not_found=payout_not_found())
 
 

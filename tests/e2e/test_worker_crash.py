@@ -24,7 +24,7 @@ from payloop.db import create_engine
 from psp.base import PspNotFound, PspPayout
 from psp.registry import build_connectors
 from tests.conftest import BACKENDS
-from tests.e2e.conftest import Stack, api_and_sandbox, stack_settings
+from tests.e2e.conftest import Stack, api_and_sandbox, new_player, stack_settings
 from tests.e2e.test_payouts import FINAL, assert_settled, funded_player, payout, set_kyc
 from tests.processes import WorkerProcess, database_for_processes
 from workflows.types import ActivityName
@@ -236,3 +236,21 @@ async def test_killed_while_waiting_for_the_webhook_fails_and_voids_once(crash: 
     assert await stack.balance(player) == "100.00"
     await assert_settled(stack, done)  # one ledger transfer for the payout, voided; invariants hold
 
+
+
+async def test_finished_payments_are_read_while_no_worker_runs(crash: CrashStack) -> None:
+    """A finished workflow's state is its result, read from the history: no worker has to replay it."""
+    stack = crash.stack
+    deposit = await stack.deposit(method="card", amount="5.00", player_id=new_player())
+    credited = await stack.wait_final(deposit["payment_id"])
+    started = await payout(stack, await funded_player(stack), "40.00")
+    paid = await wait_status(crash, started["payout_id"], FINAL, 20)
+    assert (credited["status"], paid["status"]) == ("credited", "paid")
+
+    crash.worker.kill()
+    try:
+        assert await stack.payment(deposit["payment_id"]) == credited
+        assert await payout_view(stack, started["payout_id"]) == paid
+    finally:
+        await crash.worker.start()
+    await assert_settled(stack, paid)
