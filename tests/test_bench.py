@@ -4,6 +4,8 @@ plus the pure parts (shapes, percentiles, history facts)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import math
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from payloop.bench.stats import percentile, summary_ms
 from payloop.bench.target import remote_target
 from payloop.temporal import (
     DEV_SERVER_DYNAMIC_CONFIG,
+    cache_workflow_bytecode,
     dev_server_flags,
     temporal_cli_path,
 )
@@ -39,6 +42,21 @@ def test_docker_compose_temporal_has_the_dev_servers_dynamic_config() -> None:
     assert temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"] == config["target"]
     values = yaml.safe_load(compose["configs"][config["source"]]["content"])
     assert {key: entries[0]["value"] for key, entries in values.items()} == DEV_SERVER_DYNAMIC_CONFIG
+
+
+def test_workflow_bytecode_is_written_for_the_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "some_workflow.py"
+    source.write_text("class SomeWorkflow:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("some_workflow")
+    cache_workflow_bytecode([module.SomeWorkflow])
+    assert Path(importlib.util.cache_from_source(str(source))).is_file()
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr("py_compile.compile", read_only)
+    cache_workflow_bytecode([module.SomeWorkflow])  # a worker in a read-only tree still starts
 
 
 def test_shape_parsing() -> None:
