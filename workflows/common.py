@@ -67,6 +67,10 @@ class PspEvents:
         return None
 
 
+# Transient answers that mean the PSP did not take the request at all (refused, or never reached).
+NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable", "circuit_open"})
+
+
 def publish_search_attributes(
     *, status: str, player_id: str, amount_minor: int, currency: str, psp: str | None, method: str | None
 ) -> None:

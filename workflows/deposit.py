@@ -13,6 +13,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.common import (
+    NOT_TAKEN_CODES,
     PspEvents,
     activity_cause,
     error_code,
@@ -55,10 +56,14 @@ _INTERNAL_STEP = dict(
     retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10),
                              maximum_attempts=10),
 )
-# Transient answers that mean the PSP did not take the request at all (refused, or never reached).
-_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable", "circuit_open"})
 _PSP_CALL_TIMEOUT = timedelta(seconds=15)
-# Transient PSP errors retry on the same PSP with backoff; declines and rejected requests never retry.
+# Deposits started before this patch made their create tries as one activity's retries (_PSP_CREATE_RETRY), so
+# the workflow saw only the last try's error; since, each try is its own activity (see _create_at).
+_CREATE_TRIES_PATCH = "deposit-create-tries-seen"
+_PSP_CREATE_TRIES = 4
+_PSP_CREATE_FIRST_WAIT = timedelta(milliseconds=200)
+_PSP_CREATE_MAX_WAIT = timedelta(seconds=5)
+_ONE_TRY = RetryPolicy(maximum_attempts=1)
 _PSP_CREATE_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
@@ -77,6 +82,14 @@ _LEDGER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=[ErrorType.LEDGER_CONFLICT],
 )
+
+
+class _CreateFailed(Exception):
+    """A PSP did not create the payment: its last error, and whether any try may have reached it anyway."""
+
+    def __init__(self, kind: str | None, code: str | None, maybe_reached: bool) -> None:
+        super().__init__(code)
+        self.kind, self.code, self.maybe_reached = kind, code, maybe_reached
 
 
 class _Ending(Exception):
@@ -209,40 +222,34 @@ class DepositWorkflow:
         (code)") is kept in the state and in the history (see _record_attempt)."""
         input = self._input
         for psp in candidates:
+            request = CreatePspPaymentInput(
+                psp=psp,
+                payment_id=input.payment_id,
+                player_id=input.player_id,
+                amount_minor=input.amount_minor,
+                currency=input.currency,
+                method=input.method,
+                return_url=input.return_url,
+                country=input.country,
+                sandbox_scenario=input.sandbox_scenario,
+            )
             try:
-                created = await workflow.execute_activity(
-                    ActivityName.CREATE_PSP_PAYMENT,
-                    CreatePspPaymentInput(
-                        psp=psp,
-                        payment_id=input.payment_id,
-                        player_id=input.player_id,
-                        amount_minor=input.amount_minor,
-                        currency=input.currency,
-                        method=input.method,
-                        return_url=input.return_url,
-                        country=input.country,
-                        sandbox_scenario=input.sandbox_scenario,
-                    ),
-                    result_type=PspPaymentView,
-                    start_to_close_timeout=_PSP_CALL_TIMEOUT,
-                    retry_policy=_PSP_CREATE_RETRY,
-                    summary=f"create at {psp}",
-                )
+                created = await self._create_at(request)
                 self._record_attempt(psp, "accepted")
                 return created
-            except ActivityError as err:
-                kind, code = error_type(err), error_code(err)
+            except _CreateFailed as failed:
+                kind, code, maybe_reached = failed.kind, failed.code, failed.maybe_reached
             self._state.psp = psp
             decision = self._decide(psp, kind, code)
             if decision == "failover":
-                # A PSP that refused the request, or said to go elsewhere, has not taken the payment; for any
-                # other failure (a timeout, a 500) ask it before going elsewhere.
-                not_taken = kind == ErrorType.PSP_FAILOVER or code in _NOT_TAKEN_CODES
+                # A PSP that said to go elsewhere, or that no try reached (every one refused or never sent), has
+                # not taken the payment; after any other failure (a timeout, a 500) ask it before going elsewhere.
+                not_taken = kind == ErrorType.PSP_FAILOVER or not maybe_reached
                 found, known = (None, True) if not_taken else await self._find_at(psp)
                 if found is not None:
                     self._record_attempt(psp, "accepted after all", code)
                     return found
-                if not known and code not in _NOT_TAKEN_CODES:
+                if not known:
                     self._record_attempt(psp, "outcome unknown", code)
                     raise _Ending(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
             self._record_attempt(psp, decision, code)
@@ -257,6 +264,41 @@ class DepositWorkflow:
                 raise _Ending(DepositStatus.FAILED, "psp_rejected")
         self._state.psp = None
         raise _Ending(DepositStatus.FAILED, "psp_unavailable")
+
+    async def _create_at(self, request: CreatePspPaymentInput) -> PspPaymentView:
+        """The PSP's answer to the create, tried up to _PSP_CREATE_TRIES times with backoff under one
+        Idempotency-Key, each try its own activity so that every try's error is seen; raises _CreateFailed."""
+        if not workflow.patched(_CREATE_TRIES_PATCH):
+            try:
+                return await workflow.execute_activity(
+                    ActivityName.CREATE_PSP_PAYMENT, request, result_type=PspPaymentView,
+                    start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE_RETRY,
+                    summary=f"create at {request.psp}",
+                )
+            except ActivityError as err:
+                code = error_code(err)
+                raise _CreateFailed(error_type(err), code, code not in NOT_TAKEN_CODES) from err
+        maybe_reached = False
+        wait = _PSP_CREATE_FIRST_WAIT
+        for attempt in range(_PSP_CREATE_TRIES):
+            try:
+                return await workflow.execute_activity(
+                    ActivityName.CREATE_PSP_PAYMENT, request, result_type=PspPaymentView,
+                    start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_ONE_TRY,
+                    summary=f"create at {request.psp}",
+                )
+            except ActivityError as err:
+                kind, code = error_type(err), error_code(err)
+                cause = activity_cause(err)
+                final = isinstance(cause, ApplicationError) and cause.non_retryable
+            # A timeout, a broken connection or a 5xx may have left the payment at the PSP: that stays so even
+            # when a later try is refused outright.
+            maybe_reached = maybe_reached or code not in NOT_TAKEN_CODES
+            if final or attempt + 1 == _PSP_CREATE_TRIES:
+                raise _CreateFailed(kind, code, maybe_reached)
+            await workflow.sleep(wait)
+            wait = min(wait * 2, _PSP_CREATE_MAX_WAIT)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _decide(psp: str, kind: str | None, code: str | None) -> str:

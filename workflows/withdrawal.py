@@ -16,6 +16,7 @@ from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows.common import (
+    NOT_TAKEN_CODES,
     PspEvents,
     error_code,
     error_type,
@@ -61,8 +62,6 @@ _PSP_LOOKUP = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED, ErrorType.PSP_NOT_FOUND],
 )
-# Transient answers that mean the PSP did not take the request at all (refused, or never reached).
-_NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable", "circuit_open"})
 # While the payout PSP is down, the wait between tries doubles, up to this.
 _DEFER_MAX_DELAY = 900.0
 # KYC can be verified while visibility lags behind the nudge signal, so a waiting payout also re-reads the
@@ -335,7 +334,7 @@ class WithdrawalWorkflow:
                 final = isinstance(err.cause, ApplicationError) and err.cause.non_retryable
             if kind in (ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED):
                 raise _Ending(PayoutStatus.FAILED, code or "declined")
-            if code not in _NOT_TAKEN_CODES:
+            if code not in NOT_TAKEN_CODES:
                 self._maybe_at_psp = True
             if final or attempt + 1 == _PSP_CREATE_TRIES:
                 break

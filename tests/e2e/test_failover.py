@@ -5,15 +5,28 @@ The figures printed (run with -s) are measurements for the docs, never assertion
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
+from collections.abc import AsyncIterator
 
+import httpx
+import pytest
 import sqlalchemy as sa
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.testing import WorkflowEnvironment
 
+from api.routes.payments import deposit_workflow_id
 from payloop.alerts import alerts
+from psp.base import PspNotFound
+from psp.registry import build_connectors
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
-from tests.e2e.conftest import Stack, eventually, new_player
+from tests.conftest import BACKENDS, FreshDatabase
+from tests.e2e.conftest import Stack, api_and_sandbox, eventually, new_player, stack_settings
 from tests.e2e.test_webhooks import captured_event, post_webhook, stored_events
+from workers.payments import payments_worker
+from workflows.types import ActivityName
 
 
 async def card_deposit(stack: Stack) -> tuple[dict, float]:
@@ -108,3 +121,73 @@ async def alerted(stack: Stack, kind: str) -> set[str]:
     async with stack.engine.connect() as conn:
         rows = await conn.execute(sa.select(alerts.c.reference).where(alerts.c.kind == kind))
         return {row.reference for row in rows}
+
+
+# --- a PSP that may have the payment is never left --------------------------------------------------------------
+
+SLOW_SECONDS = 1.0  # the sandbox's `slow` mode holds a request this long before it handles it
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def short_timeout_stack(
+    request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    """A stack whose PSP calls give up after 0.3 s, so a `slow` PSP times them out."""
+    backend = request.param
+    async with FreshDatabase(backend, tmp_path_factory.mktemp(f"failover-{backend}")) as db:
+        settings = stack_settings(db.url, f"payloop-failover-{backend}-{uuid.uuid4().hex[:6]}",
+                                  psp_http_timeout_seconds=0.3)
+        engine = db.engine()
+        client = temporal_env.client
+        async with (
+            payments_worker(client, settings, schema=db.schema),
+            api_and_sandbox(settings, engine, client, slow_seconds=SLOW_SECONDS) as (api, sandbox),
+        ):
+            yield Stack(backend, settings, engine, client, api, sandbox)
+        await engine.dispose()
+
+
+async def create_try_started(stack: Stack, payment_id: str) -> bool:
+    description = await stack.client.get_workflow_handle(deposit_workflow_id(payment_id)).describe()
+    return any(a.activity_type.name == ActivityName.CREATE_PSP_PAYMENT
+               and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+               for a in description.raw_description.pending_activities)
+
+
+async def psp_has(stack: Stack, psp: str, payment_id: str) -> bool:
+    async with httpx.AsyncClient(timeout=10) as http:
+        try:
+            await build_connectors(stack.settings, http)[psp].get_payment(payment_id)
+        except PspNotFound:
+            return False
+    return True
+
+
+async def test_a_try_that_may_have_reached_the_psp_keeps_the_deposit_from_failing_over(
+    short_timeout_stack: Stack,
+) -> None:
+    """Try 1 at card times out (card may have created the payment); card then goes down, so tries 2-4 are refused.
+    The last error alone says "not taken", but try 1 may have been taken: the deposit asks card, cannot learn the
+    answer, and goes to review instead of sending the player to card_b (maybe a second payment)."""
+    stack = short_timeout_stack
+    await stack.psp_mode("card", "slow")
+    player = new_player()
+    init = asyncio.create_task(stack.deposit(method="card", amount="30.00", player_id=player))
+    payment_id = None
+    while payment_id is None:  # the payment id is ours: read it from the workflow list as soon as it exists
+        async for execution in stack.client.list_workflows(f"PlayerId = '{player}'"):
+            payment_id = execution.id.removeprefix("deposit-")
+        await asyncio.sleep(0.02)
+    await eventually(lambda: create_try_started(stack, payment_id), bool, 10)
+    await asyncio.sleep(0.1)  # try 1 is inside card's slow request now
+    await stack.sandbox.post("/control/card", json={"mode": "down"})
+    try:
+        answer = await init
+        assert answer["status"] == "in_review", answer
+        final = await stack.wait_final(payment_id)
+        assert (final["status"], final["review_reason"], final["psp"]) == ("in_review", "psp_status_unknown", "card")
+        assert not await psp_has(stack, "card_b", payment_id)
+    finally:
+        await stack.psp_mode("card", "up")
+    assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
