@@ -270,11 +270,7 @@ class DepositWorkflow:
         Idempotency-Key, each try its own activity so that every try's error is seen; raises _CreateFailed."""
         if not workflow.patched(_CREATE_TRIES_PATCH):
             try:
-                return await workflow.execute_activity(
-                    ActivityName.CREATE_PSP_PAYMENT, request, result_type=PspPaymentView,
-                    start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_PSP_CREATE_RETRY,
-                    summary=f"create at {request.psp}",
-                )
+                return await self._create_try(request, _PSP_CREATE_RETRY)
             except ActivityError as err:
                 code = error_code(err)
                 raise _CreateFailed(error_type(err), code, code not in NOT_TAKEN_CODES) from err
@@ -282,11 +278,7 @@ class DepositWorkflow:
         wait = _PSP_CREATE_FIRST_WAIT
         for attempt in range(_PSP_CREATE_TRIES):
             try:
-                return await workflow.execute_activity(
-                    ActivityName.CREATE_PSP_PAYMENT, request, result_type=PspPaymentView,
-                    start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=_ONE_TRY,
-                    summary=f"create at {request.psp}",
-                )
+                return await self._create_try(request, _ONE_TRY)
             except ActivityError as err:
                 kind, code = error_type(err), error_code(err)
                 cause = activity_cause(err)
@@ -299,6 +291,13 @@ class DepositWorkflow:
             await workflow.sleep(wait)
             wait = min(wait * 2, _PSP_CREATE_MAX_WAIT)
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _create_try(request: CreatePspPaymentInput, retry_policy: RetryPolicy) -> PspPaymentView:
+        return await workflow.execute_activity(
+            ActivityName.CREATE_PSP_PAYMENT, request, result_type=PspPaymentView,
+            start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=retry_policy, summary=f"create at {request.psp}",
+        )
 
     @staticmethod
     def _decide(psp: str, kind: str | None, code: str | None) -> str:
