@@ -117,7 +117,9 @@ def fuzz(schema: schemathesis.BaseSchema, base_url: str, known: dict[str, list[A
                 # cases still cover the operation, and the per-operation minimum below keeps it honest.
                 pass
             except (AssertionError, BaseExceptionGroup, requests.RequestException) as err:
-                run.failures.append(f"{operation.label} [{pass_name}]: {err}")
+                # A flaky failure is a group: its first occurrence is what to look at.
+                causes = [repr(e)[:2000] for e in err.exceptions] if isinstance(err, BaseExceptionGroup) else []
+                run.failures.append("\n  ".join([f"{operation.label} [{pass_name}]: {err}", *causes]))
     return run
 
 
