@@ -972,8 +972,9 @@ async def failure_causes(client: Client, workflow_id: str) -> list[str]:
 
 
 async def retried_activities(client: Client, workflow_ids: Iterable[str]) -> Counter[str]:
-    """Activities that needed more than one attempt, by type, from the histories (a killed attempt is retried
-    after its start-to-close timeout)."""
+    """Activities whose lost attempt was made again, by type, from the histories: an attempt > 1 (Temporal retried
+    it after its start-to-close timeout), or a try that timed out, for activities the workflow itself retries as a
+    new activity (the PSP create tries, one activity each)."""
     counts: Counter[str] = Counter()
 
     async def scan(workflow_id: str) -> None:
@@ -985,6 +986,10 @@ async def retried_activities(client: Client, workflow_ids: Iterable[str]) -> Cou
                 started = event.activity_task_started_event_attributes
                 if started.attempt > 1:
                     counts[scheduled.get(started.scheduled_event_id, "?")] += 1
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+                name = scheduled.get(event.activity_task_timed_out_event_attributes.scheduled_event_id, "?")
+                if name in (ActivityName.CREATE_PSP_PAYMENT, ActivityName.CREATE_PSP_PAYOUT):
+                    counts[name] += 1
 
     ids = list(workflow_ids)
     for i in range(0, len(ids), 50):
