@@ -9,9 +9,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from api import engine
+from api.errors import Problem
 from api.models import idempotency_keys, webhook_events
+from api.routes.payments import deposit_workflow_id
 from tests.e2e.conftest import Stack, eventually, new_player
 from tests.e2e.test_players import set_limit
+from workflows.deposit import DepositWorkflow
+from workflows.types import DepositState
 
 
 async def test_card_frictionless_deposit_is_credited(stack: Stack) -> None:
@@ -295,4 +300,18 @@ async def test_a_psp_whose_answers_are_lost_sends_the_deposit_to_review_not_to_a
     payment = await stack.payment(init["payment_id"])
     assert payment["review_reason"] == "psp_status_unknown" and payment["psp"] == "card"
     assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
+
+
+async def test_a_finished_deposit_whose_result_no_longer_decodes_is_answered_by_the_workflow(stack: Stack) -> None:
+    """GET reads a finished deposit from its close event; a result today's type cannot read (an older version
+    wrote it) falls back to the workflow's own answer instead of failing."""
+    init = await stack.deposit(method="ewallet", amount="3.00")
+    await stack.wait_final(init["payment_id"])
+    workflow_id = deposit_workflow_id(init["payment_id"])
+    not_found = Problem(404, "payment_not_found", "Payment not found", "no payment has this id")
+    read = await engine.state(stack.client, workflow_id, DepositWorkflow.status, DepositState, not_found=not_found)
+    assert isinstance(read, DepositState) and read.status == "credited"
+    unreadable = await engine.state(stack.client, workflow_id, DepositWorkflow.status, int, not_found=not_found)
+    assert unreadable == read
     await stack.check_invariants()
