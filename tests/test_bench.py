@@ -29,9 +29,7 @@ from payloop.temporal import (
     dev_server_flags,
     temporal_cli_path,
 )
-from tests.conftest import FreshDatabase
-from tests.e2e.conftest import API_KEY, api_and_sandbox, stack_settings
-from workers.payments import payments_worker
+from tests.e2e.conftest import API_KEY, running_stack
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 
@@ -131,15 +129,8 @@ async def bench_stack(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
         dev_server_log_level="error", dev_server_extra_args=dev_server_flags(),
     )
     try:
-        async with FreshDatabase("sqlite", tmp_path) as db:
-            settings = stack_settings(db.url, "payloop-bench-test")
-            engine = db.engine()
-            async with (
-                payments_worker(env.client, settings),
-                api_and_sandbox(settings, engine, env.client),
-            ):
-                yield settings.api_url, env.client.service_client.config.target_host
-            await engine.dispose()
+        async with running_stack("sqlite", env.client, tmp_path, "payloop-bench-test") as stack:
+            yield stack.settings.api_url, env.client.service_client.config.target_host
     finally:
         await env.shutdown()
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -189,21 +190,30 @@ async def api_and_sandbox(
         yield api, sandbox
 
 
+@contextlib.asynccontextmanager
+async def running_stack(
+    backend: str, client: Client, workdir: Path, task_queue: str, *, slow_seconds: float = 0.5, **overrides: Any
+) -> AsyncIterator[Stack]:
+    """A fresh database, a payments worker, the API and the sandbox PSP, on `task_queue` (settings `overrides`)."""
+    async with FreshDatabase(backend, workdir) as db:
+        settings = stack_settings(db.url, task_queue, **overrides)
+        engine = db.engine()
+        async with (
+            payments_worker(client, settings, schema=db.schema),
+            api_and_sandbox(settings, engine, client, slow_seconds=slow_seconds) as (api, sandbox),
+        ):
+            yield Stack(backend, settings, engine, client, api, sandbox)
+        await engine.dispose()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 async def stack(
     request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     backend = request.param
-    async with FreshDatabase(backend, tmp_path_factory.mktemp(f"e2e-{backend}")) as db:
-        settings = stack_settings(db.url, f"payloop-e2e-{backend}")
-        engine = db.engine()
-        client = temporal_env.client
-        async with (
-            payments_worker(client, settings, schema=db.schema),
-            api_and_sandbox(settings, engine, client) as (api, sandbox),
-        ):
-            yield Stack(backend, settings, engine, client, api, sandbox)
-        await engine.dispose()
+    async with running_stack(backend, temporal_env.client, tmp_path_factory.mktemp(f"e2e-{backend}"),
+                             f"payloop-e2e-{backend}") as stack:
+        yield stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,10 +22,9 @@ from psp.base import PspNotFound
 from psp.registry import build_connectors
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
-from tests.conftest import BACKENDS, FreshDatabase
-from tests.e2e.conftest import Stack, api_and_sandbox, eventually, new_player, stack_settings
+from tests.conftest import BACKENDS
+from tests.e2e.conftest import Stack, eventually, new_player, running_stack
 from tests.e2e.test_webhooks import captured_event, post_webhook, stored_events
-from workers.payments import payments_worker
 from workflows.types import ActivityName
 
 
@@ -134,17 +133,10 @@ async def short_timeout_stack(
 ) -> AsyncIterator[Stack]:
     """A stack whose PSP calls give up after 0.3 s, so a `slow` PSP times them out."""
     backend = request.param
-    async with FreshDatabase(backend, tmp_path_factory.mktemp(f"failover-{backend}")) as db:
-        settings = stack_settings(db.url, f"payloop-failover-{backend}-{uuid.uuid4().hex[:6]}",
-                                  psp_http_timeout_seconds=0.3)
-        engine = db.engine()
-        client = temporal_env.client
-        async with (
-            payments_worker(client, settings, schema=db.schema),
-            api_and_sandbox(settings, engine, client, slow_seconds=SLOW_SECONDS) as (api, sandbox),
-        ):
-            yield Stack(backend, settings, engine, client, api, sandbox)
-        await engine.dispose()
+    async with running_stack(backend, temporal_env.client, tmp_path_factory.mktemp(f"failover-{backend}"),
+                             f"payloop-failover-{backend}-{uuid.uuid4().hex[:6]}", slow_seconds=SLOW_SECONDS,
+                             psp_http_timeout_seconds=0.3) as stack:
+        yield stack
 
 
 async def create_try_started(stack: Stack, payment_id: str) -> bool:
