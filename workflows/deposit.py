@@ -102,6 +102,10 @@ class _Ending(Exception):
 
 @workflow.defn
 class DepositWorkflow:
+    @staticmethod
+    def workflow_id(payment_id: str) -> str:
+        return f"deposit-{payment_id}"
+
     @workflow.init
     def __init__(self, input: DepositInput) -> None:
         now = workflow.now().isoformat()

@@ -80,6 +80,10 @@ class _Ending(Exception):
 
 @workflow.defn
 class WithdrawalWorkflow:
+    @staticmethod
+    def workflow_id(payout_id: str) -> str:
+        return f"withdrawal-{payout_id}"
+
     @workflow.init
     def __init__(self, input: WithdrawalInput) -> None:
         now = workflow.now().isoformat()
