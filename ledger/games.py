@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ledger import transfer_ids
 from ledger.accounts import PLAYER, house_account, player_account
 from ledger.errors import InvalidTransfer, LedgerError
 from ledger.models import ledger_accounts, ledger_transfers
@@ -253,7 +254,7 @@ class GameWallet:
             # The row lock orders this rollback against a win of the round and against other rollbacks of the bet.
             lock_round = select(game_rounds).where(*_round_key(bet.player_id, bet.round_id)).with_for_update()
             round_ = (await conn.execute(lock_round)).one()
-            reversal_id = _transfer_id(bet_id, ROLLBACK)
+            reversal_id = transfer_ids.game(bet_id, ROLLBACK)
             if (await conn.execute(select(ledger_transfers.c.id).where(ledger_transfers.c.id == reversal_id))).first():
                 return None  # reversed by an earlier rollback: this one is answered ok and moves nothing
             if round_.settled_at is not None:
@@ -380,16 +381,12 @@ def _validate(req: GameRequest, kind: str) -> None:
         raise InvalidTransfer("a rollback names the bet it reverses, under another transaction id")
 
 
-def _transfer_id(transaction_id: str, kind: str) -> str:
-    return f"game:{transaction_id}:{kind}"
-
-
 def _transfer(req: GameRequest, kind: str, *, to_house: bool) -> TransferRequest:
     player = player_account(req.player_id, req.currency)
     house = house_account(HOUSE_GAMES, req.currency)
     assert req.amount is not None  # _validate
     return TransferRequest(
-        id=_transfer_id(req.transaction_id, kind),
+        id=transfer_ids.game(req.transaction_id, kind),
         debit_account=player if to_house else house,
         credit_account=house if to_house else player,
         amount=req.amount,
@@ -429,7 +426,7 @@ async def _check_win_reference(conn: AsyncConnection, req: GameRequest, bet_id: 
     for field in ("player_id", "round_id", "currency"):
         if getattr(bet, field) != getattr(req, field):
             raise ReferenceMismatch(bet_id, field)
-    reversal = _transfer_id(bet_id, ROLLBACK)
+    reversal = transfer_ids.game(bet_id, ROLLBACK)
     if (await conn.execute(select(ledger_transfers.c.id).where(ledger_transfers.c.id == reversal))).first():
         raise TransactionRolledBack(bet_id)
 
