@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
+from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
+from ledger import Ledger, TransferRequest, player_account, psp_clearing_account, transfer_ids
 from ledger.errors import LedgerError
 from payloop.players import PlayerStore
-from activities.psp_calls import as_application_error, call_and_record, call_psp, connector_for
-from psp.base import CreatePaymentRequest, PspConnector, PspError, PspPayment, PspRequestRejected
+from psp.base import CreatePaymentRequest, PspConnector, PspPayment
 from psp.routing import CircuitState, RoutingConfig, route
 from psp.routing.health import HealthStore
 from workflows.types import (
@@ -26,17 +26,12 @@ from workflows.types import (
     DepositRoute,
     ErrorType,
     LedgerPosting,
-    PspPaymentRef,
     PspPaymentView,
+    PspRef,
     RouteInput,
     ScreenDepositInput,
     ScreeningResult,
-    StatusPollPlan,
 )
-
-
-def deposit_credit_transfer_id(payment_id: str) -> str:
-    return f"deposit:{payment_id}:credit"
 
 
 class DepositActivities:
@@ -91,13 +86,8 @@ class DepositActivities:
             # Every PSP for the method is down: refuse now rather than after a round of timeouts.
             raise ApplicationError("every PSP for this method is down", "method_unavailable",
                                    type=ErrorType.ALL_PSPS_DOWN, non_retryable=True)
-        polls = {}
-        for c in candidates:
-            config = self.routing.psp(c.psp)
-            if config is not None:
-                poll = config.status_poll
-                polls[c.psp] = StatusPollPlan(poll.attempts, float(poll.backoff), float(poll.max_interval_seconds))
-        return DepositRoute([c.psp for c in candidates], polls)
+        return DepositRoute([c.psp for c in candidates],
+                            {c.psp: status_poll_plan(self.routing, c.psp) for c in candidates})
 
     @activity.defn(name=ActivityName.CREATE_PSP_PAYMENT)
     async def create_psp_payment(self, input: CreatePspPaymentInput) -> PspPaymentView:
@@ -116,24 +106,20 @@ class DepositActivities:
                                            lambda: connector.create_payment(request)))
 
     @activity.defn(name=ActivityName.GET_PSP_PAYMENT)
-    async def get_psp_payment(self, ref: PspPaymentRef) -> PspPaymentView:
-        return _view(await call_psp(self._connector(ref.psp).get_payment(ref.payment_id)))
+    async def get_psp_payment(self, ref: PspRef) -> PspPaymentView:
+        return _view(await call_psp(self._connector(ref.psp).get_payment(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.CANCEL_PSP_PAYMENT)
-    async def cancel_psp_payment(self, ref: PspPaymentRef) -> PspPaymentView:
-        """Cancels at the PSP; when the PSP refuses because the payment settled, returns its settled state."""
+    async def cancel_psp_payment(self, ref: PspRef) -> PspPaymentView:
+        """Cancels at the PSP; when the PSP refuses, returns the payment as the PSP sees it."""
         connector = self._connector(ref.psp)
-        try:
-            return _view(await connector.cancel_payment(ref.payment_id))
-        except PspRequestRejected:
-            return _view(await call_psp(connector.get_payment(ref.payment_id)))
-        except PspError as err:
-            raise as_application_error(err) from err
+        return _view(await cancel_or_look_up(connector.cancel_payment(ref.merchant_reference),
+                                             lambda: connector.get_payment(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.CREDIT_DEPOSIT)
     async def credit_deposit(self, input: CreditDepositInput) -> LedgerPosting:
         request = TransferRequest(
-            id=deposit_credit_transfer_id(input.payment_id),
+            id=transfer_ids.deposit_credit(input.payment_id),
             debit_account=psp_clearing_account(input.psp, input.currency),
             credit_account=player_account(input.player_id, input.currency),
             amount=input.amount_minor,

@@ -11,6 +11,7 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.exceptions import ApplicationError
 
+from payloop.psp_decision import PspDecision
 from psp.base import (
     PspConnector,
     PspDeclined,
@@ -20,9 +21,9 @@ from psp.base import (
     PspRequestRejected,
     PspStepUpRequired,
 )
-from psp.routing import CircuitState
+from psp.routing import CircuitState, RoutingConfig
 from psp.routing.health import HealthStore
-from workflows.types import ErrorType
+from workflows.types import StatusPollPlan
 
 T = TypeVar("T")
 log = logging.getLogger("payloop.psp")
@@ -39,7 +40,7 @@ async def call_and_record(health: HealthStore, psp: str, operation: str, call: C
     """Calls the PSP and feeds its circuit breaker: an answer (even a decline) is a success; a timeout, a 5xx or
     an unusable answer is a failure. A half-open PSP whose probe slots are taken is not called at all."""
     if not await _bookkeeping(health.try_probe(psp), default=True):
-        raise ApplicationError(f"{psp} is being probed; not called", "circuit_open", type=ErrorType.PSP_TRANSIENT,
+        raise ApplicationError(f"{psp} is being probed; not called", "circuit_open", type=PspDecision.RETRY.value,
                                non_retryable=True)
     started = time.monotonic()
     try:
@@ -70,19 +71,40 @@ def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
+async def cancel_or_look_up(cancel: Awaitable[T], look_up: Callable[[], Awaitable[T]]) -> T:
+    """Cancels at the PSP; when the PSP refuses (the record settled, or it will not cancel), returns the record
+    as the PSP sees it, so the workflow decides on the PSP's own word."""
+    try:
+        return await cancel
+    except PspRequestRejected:
+        return await call_psp(look_up())
+    except PspError as err:
+        raise as_application_error(err) from err
+
+
+# A connector's error class → what it means; the ApplicationError's type carries the decision to the workflow.
+_DECISIONS: dict[type[PspError], PspDecision] = {
+    PspDeclined: PspDecision.HARD_DECLINE,
+    PspRequestRejected: PspDecision.REJECTED,
+    PspFailover: PspDecision.FAILOVER,
+    PspStepUpRequired: PspDecision.STEP_UP,
+    PspNotFound: PspDecision.NOT_FOUND,
+}
+
+
 def as_application_error(err: PspError) -> ApplicationError:
-    if isinstance(err, PspDeclined):
-        return ApplicationError(err.message, err.code, type=ErrorType.PSP_DECLINED, non_retryable=True)
-    if isinstance(err, PspRequestRejected):
-        return ApplicationError(err.message, err.code, type=ErrorType.PSP_REQUEST_REJECTED, non_retryable=True)
-    if isinstance(err, PspFailover):
-        return ApplicationError(err.message, err.code, type=ErrorType.PSP_FAILOVER, non_retryable=True)
-    if isinstance(err, PspStepUpRequired):
-        return ApplicationError(err.message, err.code, type=ErrorType.PSP_STEP_UP, non_retryable=True)
-    if isinstance(err, PspNotFound):
-        return ApplicationError(err.message, err.code, type=ErrorType.PSP_NOT_FOUND, non_retryable=True)
-    # Transient errors and malformed answers: retry, then let the workflow decide (fail over, look up).
-    return ApplicationError(err.message, err.code, type=ErrorType.PSP_TRANSIENT)
+    # Transient errors and malformed answers retry; the workflow decides what follows (fail over, look up).
+    decision = _DECISIONS.get(type(err), PspDecision.RETRY)
+    return ApplicationError(err.message, err.code, type=decision.value, non_retryable=decision is not PspDecision.RETRY)
+
+
+def status_poll_plan(routing: RoutingConfig, psp: str) -> StatusPollPlan:
+    """The PSP's `status_poll` schedule from the routing file (the workflow's settings where it has none)."""
+    config = routing.psp(psp)
+    if config is None:
+        return StatusPollPlan()
+    poll = config.status_poll
+    return StatusPollPlan(poll.attempts, float(poll.backoff), float(poll.max_interval_seconds))
 
 
 def connector_for(connectors: Mapping[str, PspConnector], psp: str) -> PspConnector:
@@ -90,5 +112,5 @@ def connector_for(connectors: Mapping[str, PspConnector], psp: str) -> PspConnec
         return connectors[psp]
     except KeyError:
         raise ApplicationError(
-            f"unknown PSP {psp!r}", "unknown_psp", type=ErrorType.PSP_REQUEST_REJECTED, non_retryable=True
+            f"unknown PSP {psp!r}", "unknown_psp", type=PspDecision.REJECTED.value, non_retryable=True
         ) from None

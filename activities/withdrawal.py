@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.psp_calls import call_and_record, call_psp, connector_for
+from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from ledger import (
     InsufficientFunds,
     Ledger,
@@ -20,6 +20,7 @@ from ledger import (
     house_account,
     parse_account,
     player_account,
+    transfer_ids,
 )
 from ledger.games import turnover_since
 from payloop import notifications
@@ -38,9 +39,8 @@ from workflows.types import (
     PayoutRoute,
     PayoutSubject,
     PlayerNotification,
-    PspPaymentRef,
     PspPayoutView,
-    payout_hold_id,
+    PspRef,
 )
 
 PAYOUTS_ACCOUNT = "payouts"  # house:payouts:<CUR> — where held payouts go once posted, until PSP settlement
@@ -77,13 +77,14 @@ class WithdrawalActivities:
             self.route_payout,
             self.create_psp_payout,
             self.get_psp_payout,
+            self.cancel_psp_payout,
             self.notify_player,
         ]
 
     @activity.defn(name=ActivityName.HOLD_PAYOUT)
     async def hold_payout(self, payout: PayoutSubject) -> HoldResult:
         request = TransferRequest(
-            id=payout_hold_id(payout.payout_id),
+            id=transfer_ids.payout_hold(payout.payout_id),
             debit_account=player_account(payout.player_id, payout.currency),
             credit_account=house_account(PAYOUTS_ACCOUNT, payout.currency),
             amount=payout.amount_minor,
@@ -102,13 +103,13 @@ class WithdrawalActivities:
         return HoldResult(transfer.id, balance.available if balance else 0)
 
     @activity.defn(name=ActivityName.POST_PAYOUT_HOLD)
-    async def post_payout_hold(self, transfer_id: str) -> None:
-        await self._resolve(self.ledger.post_hold, transfer_id)
+    async def post_payout_hold(self, payout_id: str) -> None:
+        await self._resolve(self.ledger.post_hold, transfer_ids.payout_hold(payout_id))
 
     @activity.defn(name=ActivityName.VOID_PAYOUT_HOLD)
-    async def void_payout_hold(self, transfer_id: str) -> None:
+    async def void_payout_hold(self, payout_id: str) -> None:
         try:
-            await self._resolve(self.ledger.void_hold, transfer_id)
+            await self._resolve(self.ledger.void_hold, transfer_ids.payout_hold(payout_id))
         except TransferNotFound:
             pass  # the hold was never placed (e.g. cancelled while it was being placed): nothing to give back
 
@@ -172,8 +173,10 @@ class WithdrawalActivities:
                 country=payout.country, deposit_psp=deposit_psp, available=set(self.connectors), health=states,
             )
             if candidates:
-                return PayoutRoute(candidates[0].psp, method, closed_loop=candidates[0].psp == deposit_psp)
-        raise ApplicationError("no PSP pays this out", "no_payout_route", type=ErrorType.PSP_REQUEST_REJECTED,
+                psp = candidates[0].psp
+                return PayoutRoute(psp, method, closed_loop=psp == deposit_psp,
+                                   status_poll=status_poll_plan(self.routing, psp))
+        raise ApplicationError("no PSP pays this out", "no_payout_route", type=ErrorType.NO_PAYOUT_ROUTE,
                                non_retryable=True)
 
     @activity.defn(name=ActivityName.CREATE_PSP_PAYOUT)
@@ -192,8 +195,15 @@ class WithdrawalActivities:
                                            lambda: connector.create_payout(request)))
 
     @activity.defn(name=ActivityName.GET_PSP_PAYOUT)
-    async def get_psp_payout(self, ref: PspPaymentRef) -> PspPayoutView:
-        return _view(await call_psp(connector_for(self.connectors, ref.psp).get_payout(ref.payment_id)))
+    async def get_psp_payout(self, ref: PspRef) -> PspPayoutView:
+        return _view(await call_psp(connector_for(self.connectors, ref.psp).get_payout(ref.merchant_reference)))
+
+    @activity.defn(name=ActivityName.CANCEL_PSP_PAYOUT)
+    async def cancel_psp_payout(self, ref: PspRef) -> PspPayoutView:
+        """Cancels at the PSP; when the PSP refuses, returns the payout as the PSP sees it."""
+        connector = connector_for(self.connectors, ref.psp)
+        return _view(await cancel_or_look_up(connector.cancel_payout(ref.merchant_reference),
+                                             lambda: connector.get_payout(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.NOTIFY_PLAYER)
     async def notify_player(self, notification: PlayerNotification) -> None:

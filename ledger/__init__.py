@@ -1,5 +1,6 @@
 """The wallet: double-entry accounts, idempotent transfers, two-phase holds and balance invariants."""
 
+from ledger import transfer_ids
 from ledger.accounts import house_account, parse_account, player_account, psp_clearing_account
 from ledger.errors import (
     CurrencyMismatch,
@@ -36,4 +37,5 @@ __all__ = [
     "parse_account",
     "player_account",
     "psp_clearing_account",
+    "transfer_ids",
 ]

@@ -2,73 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
-from workflows.types import ActivityName, Alert, PspEventSignal
+from workflows.retry_policies import DATABASE_STEP_TIMEOUT, UNTIL_DONE
+from workflows.types import ActivityName, Alert
 
 
-class PspOutcome(Protocol):
+class PspRecord(Protocol):
+    """A PSP's word on a payment or payout: its answer to a call, or a webhook."""
+
     psp_reference: str
     currency: str
     amount_minor: int
     status: str
 
 
-V = TypeVar("V", bound=PspOutcome)
+class Finish(Exception):
+    """Ends a workflow before its PSP outcome, with a final status (the workflow's `run` turns it into one)."""
 
-
-class PspEvents:
-    """A payment's PSP events as signalled, deduplicated by event id (PSPs redeliver; a replayed dead letter may
-    arrive again), and the nudges (unverified webhooks) that ask the workflow to look the payment up itself."""
-
-    def __init__(self, final_statuses: frozenset[str]) -> None:
-        self.final_statuses = final_statuses
-        self.seen_ids: set[str] = set()
-        self.events: list[PspEventSignal] = []
-        self.recheck_requested = False
-
-    def add(self, event: PspEventSignal) -> bool:
-        """False for an event already seen."""
-        if event.event_id in self.seen_ids:
-            return False
-        self.seen_ids.add(event.event_id)
-        self.events.append(event)
-        return True
-
-    def final(self, psp: str | None) -> PspEventSignal | None:
-        """The first final event from `psp` (pure: used as a wait condition)."""
-        for event in self.events:
-            if event.psp == psp and event.status in self.final_statuses:
-                return event
-        return None
-
-    async def wait_for_final(
-        self, psp: Callable[[], str | None], seconds: float, lookup: Callable[[], Awaitable[V | None]]
-    ) -> V | PspEventSignal | None:
-        """The final webhook within `seconds`; a nudge makes us ask the PSP (`lookup`) meanwhile."""
-        deadline = workflow.now() + timedelta(seconds=seconds)
-        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
-            await wait_until(lambda: self.final(psp()) is not None or self.recheck_requested, remaining)
-            if (event := self.final(psp())) is not None:
-                return event
-            if not self.recheck_requested:
-                return None
-            self.recheck_requested = False
-            view = await lookup()
-            if view is not None and view.status in self.final_statuses:
-                return view
-        return None
-
-
-# Transient answers that mean the PSP did not take the request at all (refused, or never reached).
-NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable", "circuit_open"})
+    def __init__(self, status: str, failure_code: str | None = None, *, review_reason: str | None = None) -> None:
+        super().__init__(status)
+        self.status, self.failure_code, self.review_reason = status, failure_code, review_reason
 
 
 def publish_search_attributes(
@@ -97,7 +57,7 @@ async def wait_until(condition: Callable[[], bool], timeout_seconds: float) -> b
         return False
 
 
-def mismatch(outcome: PspOutcome, *, psp_reference: str | None, currency: str, amount_minor: int) -> str | None:
+def mismatch(outcome: PspRecord, *, psp_reference: str | None, currency: str, amount_minor: int) -> str | None:
     """Why a PSP's final answer does not match what was asked; None when it does."""
     if outcome.psp_reference != psp_reference:
         return "reference_mismatch"
@@ -108,14 +68,18 @@ def mismatch(outcome: PspOutcome, *, psp_reference: str | None, currency: str, a
     return None
 
 
-async def raise_alert(kind: str, reference: str, outcome: PspOutcome) -> None:
+async def raise_alert(kind: str, reference: str, details: dict[str, str]) -> None:
     """Records an alert for people (counted on /metrics); retried until stored."""
-    details = {"psp_reference": outcome.psp_reference, "currency": outcome.currency,
-               "amount_minor": str(outcome.amount_minor)}
     await workflow.execute_activity(
-        ActivityName.RAISE_ALERT, Alert(kind, reference, details), start_to_close_timeout=timedelta(seconds=10),
-        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)),
+        ActivityName.RAISE_ALERT, Alert(kind, reference, details), start_to_close_timeout=DATABASE_STEP_TIMEOUT,
+        retry_policy=UNTIL_DONE,
     )
+
+
+def psp_details(record: PspRecord) -> dict[str, str]:
+    """What an alert about a PSP's word carries (ids and money, nothing personal)."""
+    return {"psp_reference": record.psp_reference, "currency": record.currency,
+            "amount_minor": str(record.amount_minor), "status": record.status}
 
 
 def activity_cause(err: BaseException) -> BaseException | None:

@@ -1,4 +1,5 @@
-"""Deposit workflow (`deposit-<payment_id>`): screen, route, create at a PSP, wait for the outcome, credit once.
+"""Deposit workflow (`deposit-<payment_id>`): screen and route, create at the first PSP that takes it, wait for
+its outcome, credit once — or end without money, or in review when the PSP's outcome cannot be learned.
 
 Deterministic: every I/O step is an activity called by name; time comes from `workflow.now()`.
 """
@@ -6,23 +7,23 @@ Deterministic: every I/O step is an activity called by name; time comes from `wo
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from payloop.psp_decision import PspDecision
 from workflows.common import (
-    NOT_TAKEN_CODES,
-    PspEvents,
+    Finish,
     activity_cause,
     error_code,
     error_type,
     mismatch,
+    psp_details,
     publish_search_attributes,
     raise_alert,
-    wait_until,
 )
+from workflows.psp_step import PAYMENT_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspStep
+from workflows.retry_policies import DATABASE_STEP, DATABASE_STEP_TIMEOUT, UNTIL_DONE
 from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
@@ -35,7 +36,6 @@ from workflows.types import (
     InitAnswer,
     LedgerPosting,
     PspEventSignal,
-    PspPaymentRef,
     PspPaymentView,
     RouteInput,
     ScreenDepositInput,
@@ -47,57 +47,10 @@ from workflows.types import (
 _PSP_STATUS_RANK = {
     "pending": 0, "requires_action": 1, "authorized": 2, "captured": 3, "failed": 3, "cancelled": 3, "expired": 3,
 }
-_PSP_FINAL = frozenset({"captured", "failed", "cancelled", "expired"})
-
 # Screening, routing and the credit are short database steps in the worker's own process: local activities, so
 # they cost no task-queue round trip (the init answer and webhook → credited latency are mostly such trips).
-_INTERNAL_STEP = dict(
-    start_to_close_timeout=timedelta(seconds=10),
-    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10),
-                             maximum_attempts=10),
-)
-_PSP_CALL_TIMEOUT = timedelta(seconds=15)
-# Deposits started before this patch made their create tries as one activity's retries (_PSP_CREATE_RETRY), so
-# the workflow saw only the last try's error; since, each try is its own activity (see _create_at).
-_CREATE_TRIES_PATCH = "deposit-create-tries-seen"
-_PSP_CREATE_TRIES = 4
-_PSP_CREATE_FIRST_WAIT = timedelta(milliseconds=200)
-_PSP_CREATE_MAX_WAIT = timedelta(seconds=5)
-_ONE_TRY = RetryPolicy(maximum_attempts=1)
-_PSP_CREATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=4,
-    non_retryable_error_types=[ErrorType.PSP_DECLINED, ErrorType.PSP_REQUEST_REJECTED],
-)
-_PSP_LOOKUP_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=5,
-    non_retryable_error_types=[ErrorType.PSP_REQUEST_REJECTED, ErrorType.PSP_NOT_FOUND],
-)
-_LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=[ErrorType.LEDGER_CONFLICT],
-)
-
-
-class _CreateFailed(Exception):
-    """A PSP did not create the payment: its last error, and whether any try may have reached it anyway."""
-
-    def __init__(self, kind: str | None, code: str | None, maybe_reached: bool) -> None:
-        super().__init__(code)
-        self.kind, self.code, self.maybe_reached = kind, code, maybe_reached
-
-
-class _Ending(Exception):
-    """Ends the deposit before it reached a PSP outcome."""
-
-    def __init__(self, status: str, code: str | None = None, *, review_reason: str | None = None) -> None:
-        super().__init__(status)
-        self.status, self.code, self.review_reason = status, code, review_reason
+_LOCAL_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=DATABASE_STEP)
+_REFUSAL_CODES = {PspDecision.STEP_UP: "step_up_required", PspDecision.REJECTED: "psp_rejected"}
 
 
 @workflow.defn
@@ -111,22 +64,15 @@ class DepositWorkflow:
         now = workflow.now().isoformat()
         self._input = input
         self._state = DepositState(
-            payment_id=input.payment_id,
-            client_id=input.client_id,
-            player_id=input.player_id,
-            amount_minor=input.amount_minor,
-            currency=input.currency,
-            method=input.method,
-            status=DepositStatus.PENDING,
-            created_at=now,
-            updated_at=now,
+            payment_id=input.payment_id, client_id=input.client_id, player_id=input.player_id,
+            amount_minor=input.amount_minor, currency=input.currency, method=input.method,
+            status=DepositStatus.PENDING, created_at=now, updated_at=now,
         )
         self._answered = False
         self._counts_against_limits = False
         self._psp_status = "pending"
-        self._events = PspEvents(_PSP_FINAL)
+        self._psp = PspStep(PAYMENT_CALLS, input.payment_id)
         self._left_psps: set[str] = set()  # PSPs this deposit failed over from
-        self._status_polls: dict[str, StatusPollPlan] = {}
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -139,13 +85,13 @@ class DepositWorkflow:
 
     @workflow.signal
     def psp_event(self, event: PspEventSignal) -> None:
-        if self._events.add(event) and self._answered and event.psp == self._state.psp:
+        if self._psp.events.add(event) and self._answered and event.psp == self._state.psp:
             self._advance_psp_status(event.status)
 
     @workflow.signal
     def status_recheck(self) -> None:
         """Someone (an unverified webhook) suggests news at the PSP: we ask the PSP, never take their word."""
-        self._events.recheck_requested = True
+        self._psp.events.recheck_requested = True
 
     @workflow.query
     def status(self) -> DepositState:
@@ -157,9 +103,11 @@ class DepositWorkflow:
     async def run(self, input: DepositInput) -> DepositState:
         self._publish()
         try:
-            created = await self._screen_route_and_create()
-        except _Ending as ending:
-            return await self._finish(ending.status, failure_code=ending.code, review_reason=ending.review_reason)
+            route = await self._screen_and_route()
+            created = await self._create_at_first_taker(route.candidates)
+        except Finish as ending:
+            return await self._finish(ending.status, failure_code=ending.failure_code,
+                                      review_reason=ending.review_reason)
         except asyncio.CancelledError:
             # Cancelled (Temporal UI / CLI) before a PSP answered: end it, so the limit is released and the
             # init answer returns. A PSP that took it anyway is caught by the after-close capture alert.
@@ -169,16 +117,25 @@ class DepositWorkflow:
         s = self._state
         s.psp, s.psp_reference, s.redirect_url = created.psp, created.psp_reference, created.redirect_url
         s.failure_code = None  # an earlier PSP's failure no longer describes this payment
-        self._advance_psp_status(created.status)
-        for event in self._events.events:  # webhooks that overtook the create call's answer
-            if event.psp == s.psp:
-                self._advance_psp_status(event.status)
+        for psp_status in [created.status] + [e.status for e in self._psp.events.events if e.psp == created.psp]:
+            self._advance_psp_status(psp_status)  # webhooks may have overtaken the create call's answer
         self._answered = True
 
-        outcome = created if created.status in _PSP_FINAL else await self._await_outcome()
-        return await self._settle(outcome)
+        if created.status in PAYMENT_CALLS.final_statuses:
+            outcome = PspOutcome(Ending.ANSWERED, created)
+        else:
+            schedule = PollSchedule.of(route.status_polls.get(created.psp, StatusPollPlan()),
+                                       input.status_poll_attempts, input.status_poll_interval_seconds)
+            outcome = await self._psp.outcome(created.psp, schedule, on_status=self._advance_psp_status,
+                                              webhook_timeout_seconds=input.webhook_timeout_seconds)
+        if outcome.ending is Ending.CANCELLED:  # nothing came in time, and the PSP confirmed our cancel
+            return await self._finish(DepositStatus.EXPIRED, failure_code="psp_timeout")
+        if outcome.ending is Ending.UNKNOWN:  # the PSP may yet take the money: nothing is released
+            return await self._finish(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
+        assert outcome.answer is not None
+        return await self._settle(outcome.answer)
 
-    async def _screen_route_and_create(self) -> PspPaymentView:
+    async def _screen_and_route(self) -> DepositRoute:
         input = self._input
         # Screening may count the deposit against the limits (it is retried too), so from here a deposit that
         # fails releases it (a no-op when nothing was counted); a rejected one was never counted.
@@ -188,14 +145,12 @@ class DepositWorkflow:
             workflow.execute_local_activity(
                 ActivityName.SCREEN_DEPOSIT,
                 ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
-                result_type=ScreeningResult,
-                **_INTERNAL_STEP,
+                result_type=ScreeningResult, **_LOCAL_STEP,
             ),
             workflow.execute_local_activity(
                 ActivityName.ROUTE_DEPOSIT,
                 RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id),
-                result_type=DepositRoute,
-                **_INTERNAL_STEP,
+                result_type=DepositRoute, **_LOCAL_STEP,
             ),
             return_exceptions=True,
         )
@@ -205,199 +160,66 @@ class DepositWorkflow:
         if isinstance(screening, BaseException):
             # No money has moved yet, so a step that keeps failing ends the deposit instead of stalling it.
             workflow.logger.error("deposit %s could not be screened: %s", input.payment_id, activity_cause(screening))
-            raise _Ending(DepositStatus.FAILED, "screening_unavailable")
+            raise Finish(DepositStatus.FAILED, "screening_unavailable")
         if screening.outcome != "allow":
             self._counts_against_limits = False
-            raise _Ending(DepositStatus.REJECTED, screening.code)
+            raise Finish(DepositStatus.REJECTED, screening.code)
         if isinstance(route, BaseException):
             if error_type(route) == ErrorType.ALL_PSPS_DOWN:
-                raise _Ending(DepositStatus.FAILED, "method_unavailable")
+                raise Finish(DepositStatus.FAILED, "method_unavailable")
             workflow.logger.error("deposit %s could not be routed: %s", input.payment_id, activity_cause(route))
-            raise _Ending(DepositStatus.FAILED, "routing_unavailable")
+            raise Finish(DepositStatus.FAILED, "routing_unavailable")
         if not route.candidates:
-            raise _Ending(DepositStatus.FAILED, "no_route")
-        self._status_polls = route.status_polls
-        return await self._create_at_first_available_psp(route.candidates)
+            raise Finish(DepositStatus.FAILED, "no_route")
+        return route
 
-    async def _create_at_first_available_psp(self, candidates: list[str]) -> PspPaymentView:
-        """Tries the candidates in order, deciding on each PSP's error by its classification: a hard decline or a
-        step-up request ends the deposit; a PSP that did not take the payment fails over to the next candidate;
-        one whose answer was lost is asked first, so a payment is never made twice. Each attempt ("psp: decision
-        (code)") is kept in the state and in the history (see _record_attempt)."""
+    async def _create_at_first_taker(self, candidates: list[str]) -> PspPaymentView:
+        """The candidates in order, until one takes the payment. A PSP that did not take it is left for the next
+        (before the player was redirected); a hard decline or a step-up request ends the deposit; a PSP that may
+        have it but cannot say sends it to review, since going elsewhere could charge the player twice."""
         input = self._input
         for psp in candidates:
-            request = CreatePspPaymentInput(
-                psp=psp,
-                payment_id=input.payment_id,
-                player_id=input.player_id,
-                amount_minor=input.amount_minor,
-                currency=input.currency,
-                method=input.method,
-                return_url=input.return_url,
-                country=input.country,
-                sandbox_scenario=input.sandbox_scenario,
-            )
-            try:
-                created = await self._create_at(request)
-                self._record_attempt(psp, "accepted")
-                return created
-            except _CreateFailed as failed:
-                kind, code, maybe_reached = failed.kind, failed.code, failed.maybe_reached
             self._state.psp = psp
-            decision = self._decide(psp, kind, code)
-            if decision == "failover":
-                # A PSP that said to go elsewhere, or that no try reached (every one refused or never sent), has
-                # not taken the payment; after any other failure (a timeout, a 500) ask it before going elsewhere.
-                not_taken = kind == ErrorType.PSP_FAILOVER or not maybe_reached
-                found, known = (None, True) if not_taken else await self._find_at(psp)
-                if found is not None:
-                    self._record_attempt(psp, "accepted after all", code)
-                    return found
-                if not known:
-                    self._record_attempt(psp, "outcome unknown", code)
-                    raise _Ending(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
-            self._record_attempt(psp, decision, code)
-            workflow.logger.warning("payment %s at %s: %s (%s)", input.payment_id, psp, decision, code)
-            if decision == "failover":
-                self._left_psps.add(psp)
-            if decision == "hard_decline":
-                raise _Ending(DepositStatus.FAILED, code or "declined")
-            if decision == "step_up":
-                raise _Ending(DepositStatus.FAILED, "step_up_required")
-            if decision == "rejected":
-                raise _Ending(DepositStatus.FAILED, "psp_rejected")
+            result = await self._psp.create(psp, CreatePspPaymentInput(
+                psp=psp, payment_id=input.payment_id, player_id=input.player_id, amount_minor=input.amount_minor,
+                currency=input.currency, method=input.method, return_url=input.return_url, country=input.country,
+                sandbox_scenario=input.sandbox_scenario,
+            ))
+            self._record_attempt(psp, result.attempt())
+            if result.created is Created.TAKEN:
+                return result.view
+            if result.created is Created.UNKNOWN:
+                raise Finish(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
+            if result.created is Created.REFUSED:
+                assert result.decision is not None
+                raise Finish(DepositStatus.FAILED, _REFUSAL_CODES.get(result.decision, result.code or "declined"))
+            workflow.logger.warning("payment %s not taken by %s (%s)", input.payment_id, psp, result.code)
+            self._left_psps.add(psp)
         self._state.psp = None
-        raise _Ending(DepositStatus.FAILED, "psp_unavailable")
+        raise Finish(DepositStatus.FAILED, "psp_unavailable")
 
-    async def _create_at(self, request: CreatePspPaymentInput) -> PspPaymentView:
-        """The PSP's answer to the create, tried up to _PSP_CREATE_TRIES times with backoff under one
-        Idempotency-Key, each try its own activity so that every try's error is seen; raises _CreateFailed."""
-        if not workflow.patched(_CREATE_TRIES_PATCH):
-            try:
-                return await self._create_try(request, _PSP_CREATE_RETRY)
-            except ActivityError as err:
-                code = error_code(err)
-                raise _CreateFailed(error_type(err), code, code not in NOT_TAKEN_CODES) from err
-        maybe_reached = False
-        wait = _PSP_CREATE_FIRST_WAIT
-        for attempt in range(_PSP_CREATE_TRIES):
-            try:
-                return await self._create_try(request, _ONE_TRY)
-            except ActivityError as err:
-                kind, code = error_type(err), error_code(err)
-                cause = activity_cause(err)
-                final = isinstance(cause, ApplicationError) and cause.non_retryable
-            # A timeout, a broken connection or a 5xx may have left the payment at the PSP: that stays so even
-            # when a later try is refused outright.
-            maybe_reached = maybe_reached or code not in NOT_TAKEN_CODES
-            if final or attempt + 1 == _PSP_CREATE_TRIES:
-                raise _CreateFailed(kind, code, maybe_reached)
-            await workflow.sleep(wait)
-            wait = min(wait * 2, _PSP_CREATE_MAX_WAIT)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    async def _create_try(request: CreatePspPaymentInput, retry_policy: RetryPolicy) -> PspPaymentView:
-        return await workflow.execute_activity(
-            ActivityName.CREATE_PSP_PAYMENT, request, result_type=PspPaymentView,
-            start_to_close_timeout=_PSP_CALL_TIMEOUT, retry_policy=retry_policy, summary=f"create at {request.psp}",
-        )
-
-    @staticmethod
-    def _decide(psp: str, kind: str | None, code: str | None) -> str:
-        """What a PSP's error means for this deposit (the PSP's error table already chose the error type)."""
-        return {
-            ErrorType.PSP_DECLINED: "hard_decline",
-            ErrorType.PSP_STEP_UP: "step_up",
-            ErrorType.PSP_REQUEST_REJECTED: "rejected",
-        }.get(kind or "", "failover")
-
-    async def _find_at(self, psp: str) -> tuple[PspPaymentView | None, bool]:
-        """The payment as the PSP knows it; (None, True) when it does not know it, (None, False) when we
-        could not find out."""
-        try:
-            view = await workflow.execute_activity(
-                ActivityName.GET_PSP_PAYMENT,
-                PspPaymentRef(psp, self._input.payment_id),
-                result_type=PspPaymentView,
-                start_to_close_timeout=_PSP_CALL_TIMEOUT,
-                retry_policy=_PSP_LOOKUP_RETRY,
-            )
-        except ActivityError as err:
-            return None, error_type(err) == ErrorType.PSP_NOT_FOUND
-        return view, True
-
-    async def _await_outcome(self) -> PspPaymentView | PspEventSignal | str:
-        """The final PSP outcome from a webhook or a status look-up; else why there is none."""
-        input = self._input
-        ref = PspPaymentRef(self._state.psp or "", input.payment_id)
-        outcome = await self._events.wait_for_final(
-            lambda: self._state.psp, input.webhook_timeout_seconds,
-            lambda: self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref),
-        )
-        if outcome is not None:
-            return outcome
-        plan = self._status_polls.get(ref.psp, StatusPollPlan())
-        attempts = plan.attempts or input.status_poll_attempts
-        interval = min(input.status_poll_interval_seconds, plan.max_interval_seconds)
-        for attempt in range(attempts):
-            view = await self._psp_lookup(ActivityName.GET_PSP_PAYMENT, ref)
-            if view is not None:
-                self._advance_psp_status(view.status)
-                if view.status in _PSP_FINAL:
-                    return view
-            # A webhook may still land while we wait between polls.
-            if attempt + 1 < attempts and await wait_until(lambda: self._final_event() is not None, interval):
-                return self._final_event()
-            interval = min(interval * plan.backoff, plan.max_interval_seconds)
-        # Still unknown: cancel at the PSP. If the PSP settled meanwhile, the cancel answer says so.
-        view = await self._psp_lookup(ActivityName.CANCEL_PSP_PAYMENT, ref)
-        if view is None:
-            # We could not learn whether money moved at the PSP: a person must look, not a timer.
-            return "psp_status_unknown"
-        return view if view.status == "captured" else "psp_timeout"
-
-    async def _psp_lookup(self, activity_name: str, ref: PspPaymentRef) -> PspPaymentView | None:
-        try:
-            return await workflow.execute_activity(
-                activity_name,
-                ref,
-                result_type=PspPaymentView,
-                start_to_close_timeout=_PSP_CALL_TIMEOUT,
-                retry_policy=_PSP_LOOKUP_RETRY,
-            )
-        except ActivityError as err:
-            workflow.logger.warning("%s failed for %s: %s", activity_name, ref.payment_id, err.cause)
-            return None
-
-    async def _settle(self, outcome: PspPaymentView | PspEventSignal | str) -> DepositState:
+    async def _settle(self, answer: PspAnswer) -> DepositState:
+        """Credits a capture of exactly the payment asked for; any other answer ends without money."""
         s = self._state
-        if outcome == "psp_timeout":
-            return await self._finish(DepositStatus.EXPIRED, failure_code=outcome)
-        if isinstance(outcome, str):
-            return await self._finish(DepositStatus.IN_REVIEW, review_reason=outcome)
-        if outcome.status == "captured":
-            s.captured_amount_minor = outcome.amount_minor
+        if answer.status == "captured":
+            s.captured_amount_minor = answer.amount_minor
             self._set_status(DepositStatus.CAPTURED)
-            mismatch_reason = mismatch(
-                outcome, psp_reference=s.psp_reference, currency=s.currency, amount_minor=s.amount_minor
-            )
+            mismatch_reason = mismatch(answer, psp_reference=s.psp_reference, currency=s.currency,
+                                       amount_minor=s.amount_minor)
         else:
-            mismatch_reason = "reference_mismatch" if outcome.psp_reference != s.psp_reference else None
+            mismatch_reason = "reference_mismatch" if answer.psp_reference != s.psp_reference else None
         if mismatch_reason:
             # No money moves on an outcome that is not the payment we asked for; a person looks at it.
             workflow.logger.warning("payment %s: PSP outcome with a %s", s.payment_id, mismatch_reason)
-            await raise_alert(f"deposit.{mismatch_reason}", s.payment_id, outcome)
+            await raise_alert(f"deposit.{mismatch_reason}", s.payment_id, psp_details(answer))
             return await self._finish(DepositStatus.IN_REVIEW, review_reason=mismatch_reason)
-        if outcome.status != "captured":
-            return await self._finish(DepositStatus.FAILED, failure_code=_failure_code(outcome))
+        if answer.status != "captured":
+            return await self._finish(DepositStatus.FAILED, failure_code=answer.failure_code or f"psp_{answer.status}")
         try:
             posting = await workflow.execute_local_activity(
                 ActivityName.CREDIT_DEPOSIT,
-                CreditDepositInput(s.payment_id, s.player_id, outcome.psp, s.amount_minor, s.currency),
-                result_type=LedgerPosting,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=_LEDGER_RETRY,
+                CreditDepositInput(s.payment_id, s.player_id, answer.psp, s.amount_minor, s.currency),
+                result_type=LedgerPosting, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
         except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
             workflow.logger.error("credit of %s refused by the ledger: %s", s.payment_id, activity_cause(err))
@@ -407,19 +229,16 @@ class DepositWorkflow:
 
     # --- helpers ---------------------------------------------------------------------------------------
 
-    def _record_attempt(self, psp: str, decision: str, code: str | None = None) -> None:
+    def _record_attempt(self, psp: str, attempt: str) -> None:
         """Kept in the state, and in the history as the `psp_attempts` memo (an event per attempt in the UI)."""
-        self._state.attempts.append(f"{psp}: {decision}" + (f" ({code})" if code else ""))
+        self._state.attempts.append(f"{psp}: {attempt}")
         workflow.upsert_memo({"psp_attempts": self._state.attempts})
 
     def _capture_at_a_left_psp(self) -> PspEventSignal | None:
-        for event in self._events.events:
+        for event in self._psp.events.events:
             if event.psp in self._left_psps and event.status == "captured":
                 return event
         return None
-
-    def _final_event(self) -> PspEventSignal | None:
-        return self._events.final(self._state.psp)
 
     def _advance_psp_status(self, psp_status: str) -> None:
         """Moves the payment forward on a PSP status; a late, lower-rank status is ignored, never applied."""
@@ -448,32 +267,34 @@ class DepositWorkflow:
         if (stray := self._capture_at_a_left_psp()) is not None:
             # A PSP we failed over from took the money after all (its answer was lost, or it processed our request
             # late): the player may have paid twice. Whatever else happened, a person must look (and refund).
-            payment_id = self._input.payment_id
-            workflow.logger.warning("payment %s: captured at %s, which it had failed over from", payment_id, stray.psp)
-            await raise_alert("deposit.captured_at_left_psp", payment_id, stray)
+            await self._alert_stray_capture(stray)
             status, review_reason = DepositStatus.IN_REVIEW, "captured_at_left_psp"
+        s = self._state
+        if review_reason == "psp_status_unknown":
+            # Whether the PSP has (or took) the money cannot be learned: a person must look, not a timer.
+            workflow.logger.warning("payment %s: outcome at %s unknown; to review", s.payment_id, s.psp)
+            await raise_alert("deposit.psp_status_unknown", s.payment_id,
+                              {"psp": s.psp or "", "amount_minor": str(s.amount_minor), "currency": s.currency})
         if failure_code:
-            self._state.failure_code = failure_code
+            s.failure_code = failure_code
         if review_reason:
-            self._state.review_reason = review_reason
+            s.review_reason = review_reason
         if status in (DepositStatus.FAILED, DepositStatus.EXPIRED) and self._counts_against_limits:
             # No money arrived, so the deposit no longer counts against the player's limits.
             await workflow.execute_activity(
-                ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id, start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200),
-                                         maximum_interval=timedelta(seconds=30)),
+                ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id,
+                start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
         self._set_status(status)
         self._answered = True
         await workflow.wait_condition(workflow.all_handlers_finished)
-        if self._state.review_reason != "captured_at_left_psp" and (late := self._capture_at_a_left_psp()):
-            # That capture came in while the steps above ran.
-            await raise_alert("deposit.captured_at_left_psp", self._input.payment_id, late)
-            self._state.review_reason = "captured_at_left_psp"
+        if s.review_reason != "captured_at_left_psp" and (late := self._capture_at_a_left_psp()):
+            await self._alert_stray_capture(late)  # that capture came in while the steps above ran
+            s.review_reason = "captured_at_left_psp"
             self._set_status(DepositStatus.IN_REVIEW)
-        return self._state
+        return s
 
-
-def _failure_code(outcome: PspPaymentView | PspEventSignal) -> str:
-    code = getattr(outcome, "failure_code", None)
-    return code or f"psp_{outcome.status}"
+    async def _alert_stray_capture(self, capture: PspEventSignal) -> None:
+        payment_id = self._input.payment_id
+        workflow.logger.warning("payment %s: captured at %s, which it had failed over from", payment_id, capture.psp)
+        await raise_alert("deposit.captured_at_left_psp", payment_id, psp_details(capture))

@@ -207,9 +207,11 @@ class CreatePspPaymentInput:
 
 
 @dataclass
-class PspPaymentRef:
+class PspRef:
+    """A payment or payout at a PSP, by our id (the PSP's merchant reference)."""
+
     psp: str
-    payment_id: str
+    merchant_reference: str
 
 
 @dataclass
@@ -245,10 +247,10 @@ class ActivityName:
     POST_PAYOUT_HOLD = "post_payout_hold"
     VOID_PAYOUT_HOLD = "void_payout_hold"
     CHECK_PAYOUT = "check_payout"
-    KYC_STATUS = "kyc_status"
     ROUTE_PAYOUT = "route_payout"
     CREATE_PSP_PAYOUT = "create_psp_payout"
     GET_PSP_PAYOUT = "get_psp_payout"
+    CANCEL_PSP_PAYOUT = "cancel_psp_payout"
     NOTIFY_PLAYER = "notify_player"
     RAISE_ALERT = "raise_alert"
 
@@ -262,22 +264,13 @@ class ActivityName:
 
 
 class ErrorType:
-    """ApplicationError types raised by activities that the workflows decide on."""
+    """ApplicationError types raised by activities that the workflows decide on (a PSP call's failure carries
+    its `PspDecision` as its type instead)."""
 
-    PSP_DECLINED = "PspDeclined"
-    PSP_REQUEST_REJECTED = "PspRequestRejected"
-    PSP_TRANSIENT = "PspTransientError"
-    PSP_NOT_FOUND = "PspNotFound"
     ALL_PSPS_DOWN = "AllPspsDown"
-    PSP_FAILOVER = "PspFailover"
-    PSP_STEP_UP = "PspStepUpRequired"
+    NO_PAYOUT_ROUTE = "NoPayoutRoute"
     LEDGER_CONFLICT = "LedgerConflict"
     INSUFFICIENT_FUNDS = "InsufficientFunds"
-
-
-def payout_hold_id(payout_id: str) -> str:
-    """The ledger transfer id of a payout's hold: known before the hold exists, so it can always be voided."""
-    return f"payout:{payout_id}:hold"
 
 
 @dataclass
@@ -311,6 +304,7 @@ class PayoutRoute:
     psp: str
     method: str
     closed_loop: bool
+    status_poll: StatusPollPlan = field(default_factory=StatusPollPlan)
 
 
 @dataclass

@@ -30,10 +30,6 @@ def payment_not_found() -> Problem:
     return Problem(404, "payment_not_found", "Payment not found", "no payment has this id")
 
 
-def deposit_workflow_id(payment_id: str) -> str:
-    return f"deposit-{payment_id}"
-
-
 @router.post("/init", status_code=201, response_model=PaymentInitResponse,
              responses=problem_responses(402, 409, 422, 502, 504))
 async def init_payment(
@@ -77,7 +73,7 @@ async def _start_deposit(
         status_poll_interval_seconds=settings.deposit_status_poll_interval_seconds,
     )
     client = request.app.state.temporal
-    workflow_id = deposit_workflow_id(payment_id)
+    workflow_id = DepositWorkflow.workflow_id(payment_id)
     answer = await engine.start_and_wait(client, settings, DepositWorkflow.run, workflow_input,
                                          DepositWorkflow.init_answer, workflow_id=workflow_id,
                                          resource={"payment_id": payment_id})
@@ -118,7 +114,7 @@ async def get_payment(
 ) -> PaymentView:
     if not PAYMENT_ID_RE.fullmatch(payment_id):
         raise payment_not_found()
-    workflow_id = deposit_workflow_id(payment_id)
+    workflow_id = DepositWorkflow.workflow_id(payment_id)
     state = await _query_state(request.app.state.temporal, workflow_id)
     if state.client_id != principal.client_id:
         raise Problem(403, "forbidden", "Forbidden", "this payment belongs to another client")

@@ -38,10 +38,6 @@ PayoutStatusFilter = Literal["pending", "kyc_required", "in_review", "processing
                              "cancelled"]
 
 
-def withdrawal_workflow_id(payout_id: str) -> str:
-    return f"withdrawal-{payout_id}"
-
-
 def payout_not_found() -> Problem:
     return Problem(404, "payout_not_found", "Payout not found", "no payout has this id")
 
@@ -86,7 +82,7 @@ async def _start_withdrawal(
         psp_down_deadline_seconds=settings.payout_psp_down_deadline_seconds,
         psp_down_first_retry_seconds=settings.payout_psp_down_first_retry_seconds,
     )
-    workflow_id = withdrawal_workflow_id(payout_id)
+    workflow_id = WithdrawalWorkflow.workflow_id(payout_id)
     state = await engine.start_and_wait(client, settings, WithdrawalWorkflow.run, workflow_input,
                                         WithdrawalWorkflow.init_answer, workflow_id=workflow_id,
                                         resource={"payout_id": payout_id})
@@ -126,7 +122,7 @@ async def cancel_payout(
 ) -> PayoutView:
     await _owned_state(request, principal, payout_id)
     state = await engine.update(
-        request.app.state.temporal, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.cancel,
+        request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id), WithdrawalWorkflow.cancel,
         CancelRequest(requested_by=principal.client_id, reason=body.reason if body else None),
         not_found=payout_not_found(),
         rejected=lambda err: Problem(409, "not_cancellable", "Payout cannot be cancelled", err.message),
@@ -147,7 +143,7 @@ async def review_payout(
         raise payout_not_found()
     reviewer = f"{principal.client_id}/{body.reviewer}"
     state = await engine.update(
-        request.app.state.temporal, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.review,
+        request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id), WithdrawalWorkflow.review,
         ReviewDecision(decision=body.decision, reviewer=reviewer, reason=body.reason),
         not_found=payout_not_found(),
         rejected=_review_refused,
@@ -182,7 +178,7 @@ def _review_refused(err: ApplicationError) -> Problem:
 
 
 async def _state(client: Client, payout_id: str) -> WithdrawalState:
-    return await engine.state(client, withdrawal_workflow_id(payout_id), WithdrawalWorkflow.status, WithdrawalState,
+    return await engine.state(client, WithdrawalWorkflow.workflow_id(payout_id), WithdrawalWorkflow.status, WithdrawalState,
                               not_found=payout_not_found())
 
 
@@ -221,7 +217,7 @@ def _view(request: Request, s: WithdrawalState) -> PayoutView:
         hold=hold,
         created_at=s.created_at,
         updated_at=s.updated_at,
-        temporal_ui_url=engine.ui_url(request.app.state.settings, withdrawal_workflow_id(s.payout_id)),
+        temporal_ui_url=engine.ui_url(request.app.state.settings, WithdrawalWorkflow.workflow_id(s.payout_id)),
     )
 
 

@@ -16,23 +16,23 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses
-from api.routes.payments import PAYMENT_ID_RE, deposit_workflow_id
-from api.routes.payouts import PAYOUT_ID_RE, withdrawal_workflow_id
+from api.routes.payments import PAYMENT_ID_RE
+from api.routes.payouts import PAYOUT_ID_RE
 from api.schemas import WebhookAck, WebhookEventDetail, WebhookEventView
 from api.webhook_inbox import STALLED_AFTER, WebhookInbox
 from payloop import alerts, audit
 from psp.base import InvalidWebhook, WebhookEvent
 from workflows import search_attributes
+from workflows.deposit import DepositWorkflow
 from workflows.types import PspEventSignal
+from workflows.withdrawal import WithdrawalWorkflow
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(503))
 ops_router = APIRouter(prefix="/v1/ops/webhooks", tags=["ops"], responses=problem_responses(503))
 log = logging.getLogger("payloop.webhooks")
 
 MAX_WEBHOOK_BYTES = 64 * 1024
-# Deposits and withdrawals take the PSP's events as `psp_event`, and a nudge to ask the PSP as `status_recheck`.
-PSP_EVENT_SIGNAL = "psp_event"
-STATUS_RECHECK_SIGNAL = "status_recheck"
+PaymentWorkflow = type[DepositWorkflow] | type[WithdrawalWorkflow]
 # Stored events' ids are 32-bit (an INTEGER column): a larger id names nothing, and PostgreSQL would refuse it.
 EventRowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the stored event's `id`")]
 RECHECK_INTERVAL = 30.0  # seconds between re-checks one payment's unverified webhooks may cause (per API process)
@@ -76,8 +76,8 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
 async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now: datetime) -> str:
     """Signals a stored event to its workflow; "accepted", "dead_letter" or "retry_later" (kept as a dead
     letter that the PSP's redelivery or ops' replay retries)."""
-    workflow_id = _workflow_for(event.payment_id)
-    if workflow_id is None:
+    target = _workflow_for(event.payment_id)
+    if target is None:
         await inbox.mark(event.psp, event.event_id, "dead_letter", now, "unknown_payment")
         return "dead_letter"
     signal = PspEventSignal(
@@ -89,9 +89,10 @@ async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now:
         currency=event.currency,
         failure_code=event.failure_code,
     )
+    workflow_class, workflow_id = target
     handle = client.get_workflow_handle(workflow_id)
     try:
-        await handle.signal(PSP_EVENT_SIGNAL, signal)
+        await handle.signal(workflow_class.psp_event, signal)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             # Unknown payment, or its workflow already finished: keep it for ops, acknowledge the PSP.
@@ -145,9 +146,10 @@ async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:
     except (ValueError, RecursionError):
         return
     claimed = _find_reference(body)
-    workflow_id = _workflow_for(claimed) if claimed else None
-    if workflow_id is None:
+    target = _workflow_for(claimed) if claimed else None
+    if target is None:
         return
+    workflow_class, workflow_id = target
     recent: dict[str, float] = request.app.state.recent_rechecks
     now = time.monotonic()
     if now - recent.get(workflow_id, -RECHECK_INTERVAL) < RECHECK_INTERVAL:
@@ -156,7 +158,7 @@ async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:
         recent.clear()
     recent[workflow_id] = now
     try:
-        await request.app.state.temporal.get_workflow_handle(workflow_id).signal(STATUS_RECHECK_SIGNAL)
+        await request.app.state.temporal.get_workflow_handle(workflow_id).signal(workflow_class.status_recheck)
     except (RPCError, asyncio.TimeoutError):
         pass
 
@@ -172,12 +174,13 @@ def _find_reference(body: Any) -> str | None:
     return None
 
 
-def _workflow_for(reference: str) -> str | None:
-    """The workflow a PSP event belongs to, from our merchant reference; None when it is none of ours."""
+def _workflow_for(reference: str) -> tuple[PaymentWorkflow, str] | None:
+    """The workflow (class and id) a PSP event belongs to, from our merchant reference; None when it is none of
+    ours."""
     if PAYMENT_ID_RE.fullmatch(reference):
-        return deposit_workflow_id(reference)
+        return DepositWorkflow, DepositWorkflow.workflow_id(reference)
     if PAYOUT_ID_RE.fullmatch(reference):
-        return withdrawal_workflow_id(reference)
+        return WithdrawalWorkflow, WithdrawalWorkflow.workflow_id(reference)
     return None
 
 

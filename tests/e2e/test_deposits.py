@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from api import engine
 from api.errors import Problem
 from api.models import idempotency_keys, webhook_events
-from api.routes.payments import deposit_workflow_id
+from workflows.deposit import DepositWorkflow
 from tests.e2e.conftest import Stack, eventually, new_player
 from tests.e2e.test_players import set_limit
 from workflows.deposit import DepositWorkflow
@@ -308,7 +308,7 @@ async def test_a_finished_deposit_whose_result_no_longer_decodes_is_answered_by_
     wrote it) falls back to the workflow's own answer instead of failing."""
     init = await stack.deposit(method="ewallet", amount="3.00")
     await stack.wait_final(init["payment_id"])
-    workflow_id = deposit_workflow_id(init["payment_id"])
+    workflow_id = DepositWorkflow.workflow_id(init["payment_id"])
     not_found = Problem(404, "payment_not_found", "Payment not found", "no payment has this id")
     read = await engine.state(stack.client, workflow_id, DepositWorkflow.status, DepositState, not_found=not_found)
     assert isinstance(read, DepositState) and read.status == "credited"

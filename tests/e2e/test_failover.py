@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.testing import WorkflowEnvironment
 
-from api.routes.payments import deposit_workflow_id
+from workflows.deposit import DepositWorkflow
 from payloop.alerts import alerts
 from psp.base import PspNotFound
 from psp.registry import build_connectors
@@ -140,7 +140,7 @@ async def short_timeout_stack(
 
 
 async def create_try_started(stack: Stack, payment_id: str) -> bool:
-    description = await stack.client.get_workflow_handle(deposit_workflow_id(payment_id)).describe()
+    description = await stack.client.get_workflow_handle(DepositWorkflow.workflow_id(payment_id)).describe()
     return any(a.activity_type.name == ActivityName.CREATE_PSP_PAYMENT
                and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                for a in description.raw_description.pending_activities)

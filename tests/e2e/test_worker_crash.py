@@ -19,7 +19,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.testing import WorkflowEnvironment
 
-from api.routes.payouts import withdrawal_workflow_id
+from workflows.withdrawal import WithdrawalWorkflow
 from payloop.db import create_engine
 from psp.base import PspNotFound, PspPayout
 from psp.registry import build_connectors
@@ -112,7 +112,7 @@ async def wait_status(crash: CrashStack, payout_id: str, statuses: set[str], tim
 
 async def create_call_in_flight(stack: Stack, payout_id: str) -> bool:
     """True while an attempt of the PSP create activity has started (a worker runs it) and not completed."""
-    description = await stack.client.get_workflow_handle(withdrawal_workflow_id(payout_id)).describe()
+    description = await stack.client.get_workflow_handle(WithdrawalWorkflow.workflow_id(payout_id)).describe()
     return any(a.activity_type.name == ActivityName.CREATE_PSP_PAYOUT
                and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                for a in description.raw_description.pending_activities)
@@ -120,7 +120,7 @@ async def create_call_in_flight(stack: Stack, payout_id: str) -> bool:
 
 async def create_attempts(stack: Stack, payout_id: str) -> list[int]:
     """The attempt number of each PSP create activity that finished, from the workflow's history."""
-    handle = stack.client.get_workflow_handle(withdrawal_workflow_id(payout_id))
+    handle = stack.client.get_workflow_handle(WithdrawalWorkflow.workflow_id(payout_id))
     scheduled: set[int] = set()
     attempts: list[int] = []
     async for event in handle.fetch_history_events():
@@ -136,7 +136,7 @@ async def create_attempts(stack: Stack, payout_id: str) -> list[int]:
 
 async def timers(stack: Stack, payout_id: str) -> tuple[int, int]:
     """(started, fired) timer events in the payout workflow's history."""
-    handle = stack.client.get_workflow_handle(withdrawal_workflow_id(payout_id))
+    handle = stack.client.get_workflow_handle(WithdrawalWorkflow.workflow_id(payout_id))
     types = [e.event_type async for e in handle.fetch_history_events()]
     return types.count(EventType.EVENT_TYPE_TIMER_STARTED), types.count(EventType.EVENT_TYPE_TIMER_FIRED)
 

@@ -1,0 +1,280 @@
+"""The PSP step, shared by deposits (money in) and payouts (money out): create the record at a PSP, learn its
+outcome, and the one rule for an outcome that never comes.
+
+- **Create** under one Idempotency-Key (our id), one activity per try so every try's error is seen. A try that
+  may have reached the PSP (a timeout, a broken connection, a 5xx) is remembered even when later tries are
+  refused outright, and the PSP is asked before the caller goes elsewhere: moving on while the PSP may hold the
+  record could take or pay the money twice.
+- **Outcome**: the PSP's verified webhook, or its status look-up (asked at once on a re-check nudge, and polled
+  on the PSP's `status_poll` schedule once the webhook is late).
+- **No outcome**: cancel at the PSP. Money is released (the hold voided, the deposit expired) only when the PSP
+  confirms the record is cancelled or never existed; if it cannot confirm (its look-ups and cancels keep failing,
+  or it refuses the cancel while the record is still open), the outcome is UNKNOWN and the caller keeps the money
+  where it is and sends the case to a person.
+
+Deterministic: activities are called by name; every wait is a durable timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from typing import Any, Callable
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from payloop.psp_decision import PspDecision
+from workflows.common import activity_cause, error_code, wait_until
+from workflows.retry_policies import ONE_TRY, PSP_CALL_TIMEOUT, PSP_CREATE_TRIES, PSP_LOOK_UP
+from workflows.types import (
+    ActivityName,
+    PspEventSignal,
+    PspPaymentView,
+    PspPayoutView,
+    PspRef,
+    StatusPollPlan,
+)
+
+# Transient answers that mean the PSP did not take the request at all (refused, or never reached).
+NOT_TAKEN_CODES = frozenset({"psp_unavailable", "psp_unreachable", "circuit_open"})
+_REFUSALS = frozenset({PspDecision.HARD_DECLINE, PspDecision.STEP_UP, PspDecision.REJECTED})
+
+
+@dataclass(frozen=True)
+class PspCalls:
+    """What differs between a payment and a payout at a PSP: the activities and the statuses that end it."""
+
+    create: str
+    look_up: str
+    cancel: str
+    view_type: type
+    final_statuses: frozenset[str]
+    create_summary: str  # shown in the Temporal UI next to each create try
+
+
+PAYMENT_CALLS = PspCalls(
+    ActivityName.CREATE_PSP_PAYMENT, ActivityName.GET_PSP_PAYMENT, ActivityName.CANCEL_PSP_PAYMENT,
+    PspPaymentView, frozenset({"captured", "failed", "cancelled", "expired"}), "create",
+)
+PAYOUT_CALLS = PspCalls(
+    ActivityName.CREATE_PSP_PAYOUT, ActivityName.GET_PSP_PAYOUT, ActivityName.CANCEL_PSP_PAYOUT,
+    PspPayoutView, frozenset({"paid", "failed", "cancelled"}), "pay out",
+)
+PspAnswer = PspPaymentView | PspPayoutView | PspEventSignal
+
+
+class Created(Enum):
+    TAKEN = "taken"  # the PSP has it: `view` is its answer
+    NOT_TAKEN = "not_taken"  # the PSP does not have it: it said so, or no try can have reached it
+    REFUSED = "refused"  # a final no: a hard decline, a step-up request, a refused request
+    UNKNOWN = "unknown"  # a try may have reached it, and the PSP could not tell us whether it has it
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    created: Created
+    view: Any = None  # TAKEN: the PSP's answer (PspPaymentView / PspPayoutView)
+    decision: PspDecision | None = None  # what the last try's error meant (None: the first try was taken)
+    code: str | None = None  # the last try's error code
+    maybe_in_flight: bool = False  # NOT_TAKEN after a try that may have reached the PSP: it could still land
+
+    def attempt(self) -> str:
+        """For the `psp_attempts` memo: "accepted", "failover (psp_unavailable)", …"""
+        word = {
+            Created.TAKEN: "accepted after all" if self.decision else "accepted",
+            Created.NOT_TAKEN: "failover",
+            Created.REFUSED: str(self.decision),
+            Created.UNKNOWN: "outcome unknown",
+        }[self.created]
+        return f"{word} ({self.code})" if self.code else word
+
+
+class Ending(Enum):
+    ANSWERED = "answered"  # the PSP's final word: `answer`
+    CANCELLED = "cancelled"  # no word in time; the PSP confirmed our cancel (or that it never had the record)
+    UNKNOWN = "unknown"  # no word, and the PSP could not confirm a cancel: nothing may be released
+
+
+@dataclass(frozen=True)
+class PspOutcome:
+    ending: Ending
+    answer: PspAnswer | None = None
+
+
+@dataclass(frozen=True)
+class LookUp:
+    """The PSP's answer to "do you have it?": its view, or that it does not know it; neither when it did not answer."""
+
+    view: Any = None
+    absent: bool = False
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    attempts: int
+    first_interval_seconds: float
+    backoff: float
+    max_interval_seconds: float
+
+    @staticmethod
+    def of(plan: StatusPollPlan, default_attempts: int, default_interval_seconds: float) -> PollSchedule:
+        """The PSP's `status_poll` plan, with the workflow's settings where the plan leaves them open."""
+        return PollSchedule(plan.attempts or default_attempts,
+                            min(default_interval_seconds, plan.max_interval_seconds),
+                            plan.backoff, plan.max_interval_seconds)
+
+
+class PspEvents:
+    """A record's PSP events as signalled, deduplicated by event id (PSPs redeliver; a replayed dead letter may
+    arrive again), and the nudges (unverified webhooks) that ask the workflow to look the record up itself."""
+
+    def __init__(self, final_statuses: frozenset[str]) -> None:
+        self.final_statuses = final_statuses
+        self.seen_ids: set[str] = set()
+        self.events: list[PspEventSignal] = []
+        self.recheck_requested = False
+
+    def add(self, event: PspEventSignal) -> bool:
+        """False for an event already seen."""
+        if event.event_id in self.seen_ids:
+            return False
+        self.seen_ids.add(event.event_id)
+        self.events.append(event)
+        return True
+
+    def final(self, psp: str) -> PspEventSignal | None:
+        """The first final event from `psp` (pure: used as a wait condition)."""
+        for event in self.events:
+            if event.psp == psp and event.status in self.final_statuses:
+                return event
+        return None
+
+
+class PspStep:
+    """One record (a payment or a payout, by our id) at the PSPs: its create tries, look-ups, events and cancel."""
+
+    def __init__(self, calls: PspCalls, merchant_reference: str) -> None:
+        self.calls = calls
+        self.merchant_reference = merchant_reference
+        self.events = PspEvents(calls.final_statuses)
+
+    async def create(self, psp: str, request: object) -> CreateResult:
+        """Creates the record at `psp`: PSP_CREATE_TRIES tries, then a look-up if any try may have reached it."""
+        maybe_reached = False
+        waits_seconds = PSP_CREATE_TRIES.waits_seconds()
+        for try_index in range(PSP_CREATE_TRIES.tries):
+            try:
+                return CreateResult(Created.TAKEN, await workflow.execute_activity(
+                    self.calls.create, request, result_type=self.calls.view_type,
+                    start_to_close_timeout=PSP_CALL_TIMEOUT, retry_policy=ONE_TRY,
+                    summary=f"{self.calls.create_summary} at {psp}",
+                ))
+            except ActivityError as err:
+                decision, code, retryable = decision_of(err), error_code(err), not _non_retryable(err)
+            if decision is not PspDecision.RETRY:
+                break
+            # A timeout, a broken connection or a 5xx may have left the record at the PSP: that stays so even
+            # when a later try is refused outright.
+            maybe_reached = maybe_reached or code not in NOT_TAKEN_CODES
+            if not retryable or try_index == len(waits_seconds):
+                break
+            await workflow.sleep(timedelta(seconds=waits_seconds[try_index]))
+        if decision in _REFUSALS:
+            return CreateResult(Created.REFUSED, decision=decision, code=code)
+        # A PSP that said "not now" under our Idempotency-Key, or that no try reached, does not have the record.
+        if decision is PspDecision.FAILOVER or not maybe_reached:
+            return CreateResult(Created.NOT_TAKEN, decision=decision, code=code)
+        found = await self.look_up(psp)
+        if found.view is not None:
+            return CreateResult(Created.TAKEN, found.view, decision, code)
+        if found.absent:
+            return CreateResult(Created.NOT_TAKEN, decision=decision, code=code, maybe_in_flight=True)
+        return CreateResult(Created.UNKNOWN, decision=decision, code=code)
+
+    async def look_up(self, psp: str) -> LookUp:
+        try:
+            return LookUp(await workflow.execute_activity(
+                self.calls.look_up, PspRef(psp, self.merchant_reference), result_type=self.calls.view_type,
+                start_to_close_timeout=PSP_CALL_TIMEOUT, retry_policy=PSP_LOOK_UP,
+            ))
+        except ActivityError as err:
+            if decision_of(err) is PspDecision.NOT_FOUND:
+                return LookUp(absent=True)
+            workflow.logger.warning("look-up of %s at %s failed: %s", self.merchant_reference, psp, err.cause)
+            return LookUp()
+
+    async def outcome(
+        self, psp: str, schedule: PollSchedule, *, webhook_timeout_seconds: float,
+        on_status: Callable[[str], None] = lambda status: None,
+    ) -> PspOutcome:
+        """The record's final outcome at `psp`: its webhook, else its polled status, else the cancel rule.
+        `on_status` sees every status a look-up reports (a deposit mirrors `authorized`)."""
+        if (answer := await self._wait_for_webhook(psp, webhook_timeout_seconds)) is not None:
+            return PspOutcome(Ending.ANSWERED, answer)
+        interval_seconds = schedule.first_interval_seconds
+        for poll in range(schedule.attempts):
+            found = await self.look_up(psp)
+            if found.view is not None:
+                on_status(found.view.status)
+                if found.view.status in self.calls.final_statuses:
+                    return PspOutcome(Ending.ANSWERED, found.view)
+            # A webhook may still land while we wait between polls.
+            if poll + 1 < schedule.attempts and await wait_until(
+                lambda: self.events.final(psp) is not None, interval_seconds
+            ):
+                return PspOutcome(Ending.ANSWERED, self.events.final(psp))
+            interval_seconds = min(interval_seconds * schedule.backoff, schedule.max_interval_seconds)
+        return await self.cancel(psp)
+
+    async def cancel(self, psp: str) -> PspOutcome:
+        """The end-of-wait rule: cancel at the PSP; CANCELLED only when the PSP confirms. A PSP that settled
+        meanwhile says so in its answer to the cancel (ANSWERED)."""
+        if (event := self.events.final(psp)) is not None:
+            return PspOutcome(Ending.ANSWERED, event)
+        try:
+            view = await workflow.execute_activity(
+                self.calls.cancel, PspRef(psp, self.merchant_reference), result_type=self.calls.view_type,
+                start_to_close_timeout=PSP_CALL_TIMEOUT, retry_policy=PSP_LOOK_UP, summary=f"cancel at {psp}",
+            )
+        except ActivityError as err:
+            if decision_of(err) is PspDecision.NOT_FOUND:  # it never reached the PSP: nothing to cancel
+                return PspOutcome(Ending.CANCELLED)
+            workflow.logger.warning("cancel of %s at %s failed: %s", self.merchant_reference, psp, err.cause)
+            return PspOutcome(Ending.UNKNOWN)
+        if view.status == "cancelled":
+            return PspOutcome(Ending.CANCELLED, view)
+        if view.status in self.calls.final_statuses:
+            return PspOutcome(Ending.ANSWERED, view)
+        # The PSP refused the cancel and the record is still open there: it may yet settle.
+        workflow.logger.warning("%s refused to cancel %s (%s)", psp, self.merchant_reference, view.status)
+        return PspOutcome(Ending.UNKNOWN)
+
+    async def _wait_for_webhook(self, psp: str, timeout_seconds: float) -> PspAnswer | None:
+        """The final webhook within the timeout; a re-check nudge makes us ask the PSP meanwhile."""
+        deadline = workflow.now() + timedelta(seconds=timeout_seconds)
+        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
+            await wait_until(lambda: self.events.final(psp) is not None or self.events.recheck_requested, remaining)
+            if (event := self.events.final(psp)) is not None:
+                return event
+            if not self.events.recheck_requested:
+                return None
+            self.events.recheck_requested = False
+            found = await self.look_up(psp)
+            if found.view is not None and found.view.status in self.calls.final_statuses:
+                return found.view
+        return None
+
+
+def decision_of(err: BaseException) -> PspDecision:
+    """What a PSP activity's failure means. A timeout or a crash says nothing about the PSP: retry."""
+    cause = activity_cause(err)
+    if isinstance(cause, ApplicationError) and cause.type in PspDecision._value2member_map_:
+        return PspDecision(cause.type)
+    return PspDecision.RETRY
+
+
+def _non_retryable(err: BaseException) -> bool:
+    cause = activity_cause(err)
+    return isinstance(cause, ApplicationError) and cause.non_retryable
