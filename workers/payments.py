@@ -28,7 +28,10 @@ from workflows.deposit import DepositWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow]
-SHARED_WORKFLOW_MODULES = ("workflows.types", "workflows.common", "workflows.search_attributes")
+SHARED_WORKFLOW_MODULES = (
+    "workflows.types", "workflows.common", "workflows.search_attributes", "workflows.psp_step",
+    "workflows.retry_policies", "payloop.psp_decision",
+)
 
 
 @contextlib.asynccontextmanager

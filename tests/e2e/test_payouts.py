@@ -108,14 +108,6 @@ async def test_missing_webhook_is_resolved_by_polling(stack: Stack) -> None:
     await assert_settled(stack, done)
 
 
-async def test_lost_payout_fails_and_voids(stack: Stack) -> None:
-    player = await funded_player(stack)
-    done = await wait_payout(stack, (await payout(stack, player, scenario="lost"))["payout_id"])
-    assert done["status"] == "failed" and done["failure_code"] == "psp_timeout"
-    assert await stack.balance(player) == "100.00"
-    await assert_settled(stack, done)
-
-
 async def test_flaky_psp_and_duplicate_webhooks_pay_once(stack: Stack) -> None:
     player = await funded_player(stack)
     for scenario in ("flaky", "duplicate_webhook", "out_of_order"):
