@@ -214,7 +214,7 @@ async def test_killed_during_the_psp_create_call_pays_out_once(crash: CrashStack
     await assert_settled(stack, done)
 
 
-async def test_killed_while_waiting_for_the_webhook_fails_and_voids_once(crash: CrashStack) -> None:
+async def test_killed_while_waiting_for_the_webhook_cancels_at_the_psp_and_voids_once(crash: CrashStack) -> None:
     stack = crash.stack
     player = await funded_player(stack)
     started = await payout(stack, player, "40.00", scenario="lost")  # accepted, then never a word from the PSP
@@ -232,7 +232,8 @@ async def test_killed_while_waiting_for_the_webhook_fails_and_voids_once(crash: 
     await crash.worker.start()  # a new process
 
     done = await wait_status(crash, payout_id, FINAL, 45)
-    assert done["status"] == "failed" and done["failure_code"] == "psp_timeout", done
+    # No word from the PSP: cancelled there (the PSP confirmed), and only then the hold voided.
+    assert done["status"] == "cancelled" and done["failure_code"] == "psp_timeout", done
     assert await stack.balance(player) == "100.00"
     await assert_settled(stack, done)  # one ledger transfer for the payout, voided; invariants hold
 
