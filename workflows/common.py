@@ -31,20 +31,36 @@ class Finish(Exception):
         self.status, self.failure_code, self.review_reason = status, failure_code, review_reason
 
 
-def publish_search_attributes(
-    *, status: str, player_id: str, amount_minor: int, currency: str, psp: str | None, method: str | None
-) -> None:
+class PaymentState(Protocol):
+    """What deposits' and payouts' states share: what the Temporal UI filters them by."""
+
+    status: str
+    updated_at: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    psp: str | None
+    method: str | None
+
+
+def set_status(state: PaymentState, status: str) -> None:
+    state.status = status
+    state.updated_at = workflow.now().isoformat()
+    publish_search_attributes(state)
+
+
+def publish_search_attributes(state: PaymentState) -> None:
     """What the Temporal UI filters payments by, kept current on every status change."""
     updates = [
-        sa.PAYMENT_STATUS.value_set(status),
-        sa.PLAYER_ID.value_set(player_id),
-        sa.PAYMENT_AMOUNT_MINOR.value_set(amount_minor),
-        sa.PAYMENT_CURRENCY.value_set(currency),
+        sa.PAYMENT_STATUS.value_set(state.status),
+        sa.PLAYER_ID.value_set(state.player_id),
+        sa.PAYMENT_AMOUNT_MINOR.value_set(state.amount_minor),
+        sa.PAYMENT_CURRENCY.value_set(state.currency),
     ]
-    if psp:
-        updates.append(sa.PAYMENT_PSP.value_set(psp))
-    if method:
-        updates.append(sa.PAYMENT_METHOD.value_set(method))
+    if state.psp:
+        updates.append(sa.PAYMENT_PSP.value_set(state.psp))
+    if state.method:
+        updates.append(sa.PAYMENT_METHOD.value_set(state.method))
     workflow.upsert_search_attributes(updates)
 
 

@@ -20,6 +20,7 @@ from workflows.common import (
     mismatch,
     psp_details,
     publish_search_attributes,
+    set_status,
     raise_alert,
 )
 from workflows.psp_step import PAYMENT_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspStep
@@ -101,7 +102,7 @@ class DepositWorkflow:
 
     @workflow.run
     async def run(self, input: DepositInput) -> DepositState:
-        self._publish()
+        publish_search_attributes(self._state)
         try:
             route = await self._screen_and_route()
             created = await self._create_at_first_taker(route.candidates)
@@ -203,7 +204,7 @@ class DepositWorkflow:
         s = self._state
         if answer.status == "captured":
             s.captured_amount_minor = answer.amount_minor
-            self._set_status(DepositStatus.CAPTURED)
+            set_status(self._state, DepositStatus.CAPTURED)
             mismatch_reason = mismatch(answer, psp_reference=s.psp_reference, currency=s.currency,
                                        amount_minor=s.amount_minor)
         else:
@@ -249,17 +250,7 @@ class DepositWorkflow:
         self._psp_status = psp_status
         mirrored = {"requires_action": DepositStatus.REQUIRES_ACTION, "authorized": DepositStatus.AUTHORIZED}
         if psp_status in mirrored and self._state.status not in DepositStatus.FINAL:
-            self._set_status(mirrored[psp_status])
-
-    def _set_status(self, status: str) -> None:
-        self._state.status = status
-        self._state.updated_at = workflow.now().isoformat()
-        self._publish()
-
-    def _publish(self) -> None:
-        s = self._state
-        publish_search_attributes(status=s.status, player_id=s.player_id, amount_minor=s.amount_minor,
-                                  currency=s.currency, psp=s.psp, method=s.method)
+            set_status(self._state, mirrored[psp_status])
 
     async def _finish(
         self, status: str, *, failure_code: str | None = None, review_reason: str | None = None
@@ -285,13 +276,13 @@ class DepositWorkflow:
                 ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id,
                 start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
-        self._set_status(status)
+        set_status(self._state, status)
         self._answered = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         if s.review_reason != "captured_at_left_psp" and (late := self._capture_at_a_left_psp()):
             await self._alert_stray_capture(late)  # that capture came in while the steps above ran
             s.review_reason = "captured_at_left_psp"
-            self._set_status(DepositStatus.IN_REVIEW)
+            set_status(self._state, DepositStatus.IN_REVIEW)
         return s
 
     async def _alert_stray_capture(self, capture: PspEventSignal) -> None:

@@ -15,29 +15,16 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
-from workflows.common import Finish, error_type, mismatch, psp_details, publish_search_attributes, raise_alert, wait_until
+from workflows.common import (
+    Finish, error_type, mismatch, psp_details, publish_search_attributes, raise_alert, set_status, wait_until,
+)
 from workflows.psp_step import PAYOUT_CALLS, Created, Ending, PollSchedule, PspOutcome, PspStep
 from workflows.retry_policies import (
-    DATABASE_STEP_TIMEOUT,
-    KYC_RECHECK_SECONDS,
-    PAYOUT_DEFER_MAX_WAIT_SECONDS,
-    UNTIL_DONE,
+    DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
 )
 from workflows.types import (
-    ActivityName,
-    CancelRequest,
-    CreatePspPayoutInput,
-    ErrorType,
-    HoldResult,
-    PayoutCheckResult,
-    PayoutRoute,
-    PayoutStatus,
-    PayoutSubject,
-    PlayerNotification,
-    PspEventSignal,
-    ReviewDecision,
-    StatusPollPlan,
-    WithdrawalInput,
+    ActivityName, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult, PayoutRoute,
+    PayoutStatus, PayoutSubject, PlayerNotification, PspEventSignal, ReviewDecision, StatusPollPlan, WithdrawalInput,
     WithdrawalState,
 )
 
@@ -65,6 +52,10 @@ class WithdrawalWorkflow:
         self._status_poll = StatusPollPlan()  # the routed PSP's schedule
 
     # --- handlers --------------------------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> WithdrawalState:
+        return self._state
 
     @workflow.update
     async def init_answer(self) -> WithdrawalState:
@@ -112,15 +103,11 @@ class WithdrawalWorkflow:
         """An unverified webhook named this payout: ask its PSP (never take the webhook's word)."""
         self._psp.events.recheck_requested = True
 
-    @workflow.query
-    def status(self) -> WithdrawalState:
-        return self._state
-
     # --- the flow --------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: WithdrawalInput) -> WithdrawalState:
-        self._publish()
+        publish_search_attributes(self._state)
         s = self._state
         try:
             hold = await workflow.execute_activity(
@@ -176,14 +163,14 @@ class WithdrawalWorkflow:
                 remaining_seconds = (kyc_deadline - workflow.now()).total_seconds()
                 if remaining_seconds <= 0:
                     raise Finish(PayoutStatus.REJECTED, "kyc_timeout")
-                self._set_status(PayoutStatus.KYC_REQUIRED)
+                set_status(self._state, PayoutStatus.KYC_REQUIRED)
                 self._kyc_nudged = False
                 await wait_until(lambda: self._kyc_nudged or self._cancel is not None,
                                  min(remaining_seconds, KYC_RECHECK_SECONDS))
                 continue
             if check.outcome == "review":
                 await self._wait_for_review(check.code or "risk", before_psp=True)
-            self._set_status(PayoutStatus.PENDING)
+            set_status(self._state, PayoutStatus.PENDING)
             return
 
     async def _send_to_psp(self) -> PspOutcome | None:
@@ -203,7 +190,7 @@ class WithdrawalWorkflow:
                 # Last moment a cancel can win: after this the PSP may pay out, so the cancel validator refuses.
                 self._stop_if_cancelled()
                 s.sent_to_psp = True
-                self._set_status(PayoutStatus.PROCESSING)
+                set_status(self._state, PayoutStatus.PROCESSING)
             if route.psp in refused:  # no other PSP to go to: wait before asking this one again
                 if workflow.now() + timedelta(seconds=delay_seconds) > deadline:
                     raise Finish(PayoutStatus.FAILED, "psp_unavailable")
@@ -267,7 +254,7 @@ class WithdrawalWorkflow:
         s = self._state
         self._review = None  # each review needs its own decision
         s.review_reason = reason
-        self._set_status(PayoutStatus.IN_REVIEW)
+        set_status(self._state, PayoutStatus.IN_REVIEW)
         if before_psp:
             decided = await wait_until(lambda: self._review is not None or self._cancel is not None,
                                        self._input.review_wait_timeout_seconds)
@@ -292,7 +279,7 @@ class WithdrawalWorkflow:
             posted = status == PayoutStatus.PAID
             await self._must(ActivityName.POST_PAYOUT_HOLD if posted else ActivityName.VOID_PAYOUT_HOLD, s.payout_id)
             s.hold_resolution = "posted" if posted else "voided"
-        self._set_status(status)
+        set_status(self._state, status)
         self._answered = True
         if hold_placed:
             details = {"amount_minor": str(s.amount_minor), "currency": s.currency}
@@ -331,13 +318,3 @@ class WithdrawalWorkflow:
     def _stop_if_cancelled(self) -> None:
         if self._cancel is not None:
             raise Finish(PayoutStatus.CANCELLED, "cancelled_by_client")
-
-    def _set_status(self, status: str) -> None:
-        self._state.status = status
-        self._state.updated_at = workflow.now().isoformat()
-        self._publish()
-
-    def _publish(self) -> None:
-        s = self._state
-        publish_search_attributes(status=s.status, player_id=s.player_id, amount_minor=s.amount_minor,
-                                  currency=s.currency, psp=s.psp, method=s.method)
