@@ -28,7 +28,6 @@ from psp.base import CreatePaymentRequest, CreatePayoutRequest
 from psp.http_connector import (
     HttpPspConnector,
     SignedWebhookVerifier,
-    inverse,
     mapped,
     opt_str,
     req_obj,
@@ -49,8 +48,6 @@ DEPOSIT_STATUS_WORDS = {
     "expired": "expired",
 }
 WITHDRAWAL_STATUS_WORDS = {"processing": "pending", "confirmed": "paid", "failed": "failed", "cancelled": "cancelled"}
-DEPOSIT_WORDS = inverse(DEPOSIT_STATUS_WORDS)
-WITHDRAWAL_WORDS = inverse(WITHDRAWAL_STATUS_WORDS)
 _TYPES = {"deposit": "payment", "withdrawal": "payout"}
 
 ERROR_TABLE: dict[str, PspDecision] = {
@@ -63,10 +60,6 @@ ERROR_TABLE: dict[str, PspDecision] = {
 }
 
 _MINOR_RE = re.compile(r"[1-9][0-9]{0,15}")
-
-
-def classification_table() -> dict[str, PspDecision]:
-    return dict(ERROR_TABLE)
 
 
 def minor_string(value: Any, name: str = "amount") -> int:

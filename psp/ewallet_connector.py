@@ -21,7 +21,6 @@ from psp.base import CreatePaymentRequest, CreatePayoutRequest
 from psp.http_connector import (
     HttpPspConnector,
     SignedWebhookVerifier,
-    inverse,
     mapped,
     opt_str,
     req_obj,
@@ -43,8 +42,6 @@ PAYMENT_STATUS_WORDS = {
     "EXPIRED": "expired",
 }
 PAYOUT_STATUS_WORDS = {"PENDING": "pending", "SUCCEEDED": "paid", "FAILED": "failed", "CANCELLED": "cancelled"}
-PAYMENT_WORDS = inverse(PAYMENT_STATUS_WORDS)
-PAYOUT_WORDS = inverse(PAYOUT_STATUS_WORDS)
 _KINDS = {"PAYMENT": "payment", "PAYOUT": "payout"}
 _EVENT_TYPES = {"PAYMENT_STATUS": "payment", "PAYOUT_STATUS": "payout"}
 
@@ -59,10 +56,6 @@ ERROR_TABLE: dict[str, PspDecision] = {
     "psp_unavailable": PspDecision.RETRY,
     "psp_internal_error": PspDecision.RETRY,
 }
-
-
-def classification_table() -> dict[str, PspDecision]:
-    return dict(ERROR_TABLE)
 
 
 def money(minor: int, currency: str) -> dict[str, str]:

@@ -291,7 +291,3 @@ def mapped(vocabulary: Mapping[str, str], value: Any, name: str = "status") -> s
     if not isinstance(value, str) or value not in vocabulary:
         raise ValueError(f"unknown {name} {value!r}")
     return vocabulary[value]
-
-
-def inverse(vocabulary: Mapping[str, str]) -> dict[str, str]:
-    return {ours: theirs for theirs, ours in vocabulary.items()}

@@ -25,7 +25,6 @@ from psp.base import CreatePaymentRequest, CreatePayoutRequest
 from psp.http_connector import (
     HttpPspConnector,
     SignedWebhookVerifier,
-    inverse,
     mapped,
     opt_str,
     req_obj,
@@ -46,8 +45,6 @@ PAYMENT_STATUS_WORDS = {
     "expired": "expired",
 }
 PAYOUT_STATUS_WORDS = {"processing": "pending", "executed": "paid", "rejected": "failed", "cancelled": "cancelled"}
-PAYMENT_WORDS = inverse(PAYMENT_STATUS_WORDS)
-PAYOUT_WORDS = inverse(PAYOUT_STATUS_WORDS)
 _OBJECTS = {"payment": "payment", "payout": "payout"}
 
 ERROR_TABLE: dict[str, PspDecision] = {
@@ -60,10 +57,6 @@ ERROR_TABLE: dict[str, PspDecision] = {
     "psp_unavailable": PspDecision.RETRY,
     "psp_internal_error": PspDecision.RETRY,
 }
-
-
-def classification_table() -> dict[str, PspDecision]:
-    return dict(ERROR_TABLE)
 
 
 def minor_amount(value: Any) -> int:

@@ -42,10 +42,6 @@ ERROR_TABLE: dict[str, PspDecision] = {
 }
 
 
-def classification_table() -> dict[str, PspDecision]:
-    return dict(ERROR_TABLE)
-
-
 def _money(body: Mapping[str, Any]) -> tuple[int, str]:
     currency = req_str(body, "currency")
     return to_minor_units(req_str(body, "amount"), currency), currency
