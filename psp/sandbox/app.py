@@ -39,7 +39,6 @@ from psp import signatures
 from psp.sandbox.formats import (
     CONFIRMATIONS_REQUIRED,
     DEFAULT_FORMAT,
-    FAMILIES,
     FORMATS,
     Order,
     SandboxError,
@@ -47,11 +46,22 @@ from psp.sandbox.formats import (
     WireFormat,
 )
 from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
+from psp.scenarios import (
+    CHALLENGE_SCENARIOS,
+    ERROR_SCENARIO_CODES,
+    FAMILIES,
+    PAYMENT_SCENARIOS_BY_PSP,
+    PAYOUT_SCENARIOS_BY_PSP,
+    PSPS,
+    SILENT_SCENARIOS,
+)
 
 logger = logging.getLogger("psp.sandbox")
 
-PSPS = tuple(FAMILIES)  # ("card", "card_b", "ewallet", "paybybank", "crypto"); FAMILIES maps each to its family
-# Per family: what its PSPs take payments with (and pay out to), their decline code, their error scenario codes.
+# The scenario names, which PSP takes which, and the error scenarios' codes: psp/scenarios.py (pure data, which the
+# product API reads too). PSPS = ("card", "card_b", "ewallet", "paybybank", "crypto"); FAMILIES maps each to its
+# family.
+# Per family: what its PSPs take payments with (and pay out to), and their decline code.
 _FAMILY_METHODS: dict[str, frozenset[str]] = {
     "card": frozenset({"card"}),
     "ewallet": frozenset({"ewallet"}),
@@ -67,43 +77,12 @@ _FAMILY_DECLINE_CODES = {
 PAYOUT_DECLINE_CODE = "payout_declined"
 PAYOUT_FAILURE_CODE = "beneficiary_rejected"  # the `fail` scenario: accepted, then refused downstream
 BANK_REJECTED_CODE = "authorisation_rejected"  # the player refused (or failed) at the bank
-# Scenarios that answer the create with one of the PSP's own error codes (see each connector's ERROR_TABLE):
-# soft_decline → 402 (step up), issuer_unavailable → 503 every time (fail over), rate_limited → 429 twice.
-_FAMILY_ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
-    "card": {"soft_decline": "authentication_required", "issuer_unavailable": "issuer_unavailable",
-             "rate_limited": "rate_limited"},
-    "ewallet": {"soft_decline": "sca_required", "issuer_unavailable": "wallet_backend_unavailable",
-                "rate_limited": "too_many_requests"},
-    "paybybank": {"issuer_unavailable": "bank_unavailable", "rate_limited": "rate_limit_exceeded"},
-    "crypto": {"issuer_unavailable": "node_unavailable", "rate_limited": "rate_limit"},
-}
 # The same, per sandbox PSP.
 METHODS: dict[str, frozenset[str]] = {psp: _FAMILY_METHODS[family] for psp, family in FAMILIES.items()}
 PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
 DECLINE_CODES = {psp: _FAMILY_DECLINE_CODES[family] for psp, family in FAMILIES.items()}
-ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
-    psp: dict(_FAMILY_ERROR_SCENARIO_CODES[family]) for psp, family in FAMILIES.items()
-}
+# The HTTP status of the error scenarios' create answers (their codes: psp.scenarios.ERROR_SCENARIO_CODES).
 ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
-_COMMON_SCENARIOS = frozenset(
-    {"approve", "decline", "no_webhook", "lost", "duplicate_webhook", "out_of_order", "wrong_amount", "flaky", "slow"}
-)
-CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})
-AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto only
-PAYMENT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
-    psp: _COMMON_SCENARIOS
-    | CHALLENGE_SCENARIOS  # only the card family has 3DS: elsewhere they behave as approve
-    | frozenset(ERROR_SCENARIO_CODES[psp])
-    | (AMOUNT_SCENARIOS if FAMILIES[psp] == "crypto" else frozenset())
-    for psp in PSPS
-}
-PAYOUT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
-    psp: _COMMON_SCENARIOS | {"fail"} | (frozenset(ERROR_SCENARIO_CODES[psp]) - {"soft_decline"}) for psp in PSPS
-}
-# Every scenario some sandbox PSP takes (what the API lets through; the PSP refuses the ones it does not know).
-SCENARIOS = frozenset().union(*PAYMENT_SCENARIOS_BY_PSP.values())
-PAYOUT_SCENARIOS = frozenset().union(*PAYOUT_SCENARIOS_BY_PSP.values())
-SILENT_SCENARIOS = frozenset({"no_webhook", "lost"})
 CANCELLABLE = frozenset({"pending", "requires_action", "authorized"})
 FLAKY_FAILURES = 2
 WRONG_AMOUNT_EXTRA_MINOR = 100

@@ -18,8 +18,9 @@ from psp.base import (
 )
 from psp.http_connector import classify
 from psp.registry import PROVIDERS, error_tables
-from psp.sandbox.app import DECLINE_CODES, ERROR_SCENARIO_CODES, PAYOUT_DECLINE_CODE
+from psp.sandbox.app import DECLINE_CODES, PAYOUT_DECLINE_CODE
 from psp.sandbox.formats import FORMATS
+from psp.scenarios import ERROR_SCENARIO_CODES
 from tests.psp.psp_testkit import CONNECTOR_CLASSES, PSP_METHOD, payment_request
 
 EXCEPTION_FOR = {
