@@ -139,17 +139,26 @@ class HttpPspConnector:
         return self._payout(response, req.payout_id)
 
     async def get_payout(self, payout_id: str) -> PspPayout:
-        response = await self._send("GET", f"{self.PAYOUTS_PATH}/{quote(payout_id, safe='')}")
+        response = await self._send("GET", f"{self.PAYOUTS_PATH}/{quote(payout_id, safe='')}", lookup="payout")
+        return self._payout(response, payout_id)
+
+    async def cancel_payout(self, payout_id: str) -> PspPayout:
+        response = await self._send(
+            "POST", f"{self.PAYOUTS_PATH}/{quote(payout_id, safe='')}/cancel", lookup="payout"
+        )
         return self._payout(response, payout_id)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
     async def _create(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:
         # Our id as the key makes a retried create (after a timeout or a 5xx) return the first one, not a second.
-        return await self._send("POST", path, json=body, headers={"Idempotency-Key": key}, lookup=False)
+        return await self._send("POST", path, json=body, headers={"Idempotency-Key": key}, lookup=None)
 
-    async def _send(self, method: str, path: str, *, lookup: bool = True, **kwargs: Any) -> httpx.Response:
-        """`lookup`: the path names one payment or payout, so a 404 means the PSP does not know it."""
+    async def _send(
+        self, method: str, path: str, *, lookup: str | None = "payment", **kwargs: Any
+    ) -> httpx.Response:
+        """`lookup`: what the path names, "payment" or "payout" (a look-up or a cancel), so a 404 means the PSP
+        does not know it (PspNotFound); None for a create, where a 404 is a wrong URL (PspRequestRejected)."""
         try:
             # The client's read timeout also bounds the whole exchange, so an attempt always ends here, with an
             # error the workflow can act on, before its activity times out with our request still in flight.
@@ -167,7 +176,7 @@ class HttpPspConnector:
             return response
         self._raise_for(response, lookup)
 
-    def _raise_for(self, response: httpx.Response, lookup: bool) -> NoReturn:
+    def _raise_for(self, response: httpx.Response, lookup: str | None) -> NoReturn:
         status = response.status_code
         try:
             code, message = self.error_of(response.json())
@@ -182,7 +191,7 @@ class HttpPspConnector:
         if decision in _ERRORS:
             raise _ERRORS[decision](code or f"psp_http_{status}", message)
         if decision is PspDecision.NOT_FOUND and lookup:
-            raise PspNotFound(code or "payment_not_found", message)
+            raise PspNotFound(code or f"{lookup}_not_found", message)
         raise PspRequestRejected(code or f"psp_http_{status}", message)
 
     def _payment(self, response: httpx.Response, payment_id: str) -> PspPayment:

@@ -9,6 +9,9 @@ its own wire format (psp/sandbox/formats.py) and webhook signature, each behavin
 - `crypto`: an invoice with a deposit address; the transfer is seen, then confirmed after 3 confirmations
   (one per settle delay), with a webhook per confirmation; `underpaid` / `overpaid` receive 90 % / 110 %.
 
+Payments and payouts can be cancelled (`POST /{psp}/v1/payments|payouts/{merchant_reference}/cancel`) until they
+end; a cancelled one never settles afterwards.
+
 State lives in memory. Handlers change a payment or payout only in code without `await` between the check
 and the change, so each change is atomic on the event loop and no per-record lock is needed.
 """
@@ -83,7 +86,6 @@ PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
 DECLINE_CODES = {psp: _FAMILY_DECLINE_CODES[family] for psp, family in FAMILIES.items()}
 # The HTTP status of the error scenarios' create answers (their codes: psp.scenarios.ERROR_SCENARIO_CODES).
 ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
-CANCELLABLE = frozenset({"pending", "requires_action", "authorized"})
 FLAKY_FAILURES = 2
 WRONG_AMOUNT_EXTRA_MINOR = 100
 RECEIVED_PERCENT = {"underpaid": 90, "overpaid": 110}
@@ -136,6 +138,7 @@ class Record:
     kind: ClassVar[str]  # "payment" | "payout": the webhook type prefix
     settled_status: ClassVar[str]  # where a successful scenario ends
     stale_status: ClassVar[str]  # what `out_of_order` re-sends late, after settled_status
+    cancellable: ClassVar[frozenset[str]]  # the statuses a cancel can stop
 
     psp: str
     reference: str
@@ -182,6 +185,7 @@ class Payment(Record):
     kind = "payment"
     settled_status = "captured"
     stale_status = "authorized"
+    cancellable = frozenset({"pending", "requires_action", "authorized"})
 
     return_url: str
     redirect_url: str | None = None
@@ -199,6 +203,7 @@ class Payout(Record):
     kind = "payout"
     settled_status = "paid"
     stale_status = "pending"
+    cancellable = frozenset({"pending"})
 
 
 R = TypeVar("R", bound=Record)
@@ -323,15 +328,17 @@ class Sandbox:
             return 402, {"code": code, "message": f"the {record.kind} was declined"}
         # Only a pending record settles by itself: a redirected payment waits for the player, a lost one forever.
         if record.status == "pending" and behaviour != "lost":
-            self.spawn(self.settle(record))
+            self.spawn(self.settle(record, record.status))
         return 201, record.snapshot()
 
-    async def settle(self, record: Record) -> None:
-        """Move a pending (or, after a bank redirect, authorized) record to its end, announcing each step."""
+    async def settle(self, record: Record, from_status: str) -> None:
+        """Move a pending (or, after a bank redirect, authorized) record to its end, announcing each step.
+
+        `from_status` is the status when the settlement was scheduled (not when this task first runs: a cancel may
+        come in between), so a record cancelled at any point before the settle delay ends stays cancelled."""
         if FAMILIES[record.psp] == "crypto" and isinstance(record, Payment):
             await self.confirm_on_chain(record)
             return
-        from_status = record.status
         await asyncio.sleep(self.config.settle_delay_seconds)
         if record.status != from_status:  # cancelled meanwhile
             return
@@ -381,15 +388,18 @@ class Sandbox:
         payment.status = "authorized"
         self.announce(payment)
         if payment.scenario != "lost":
-            self.spawn(self.settle(payment))
+            self.spawn(self.settle(payment, payment.status))
 
-    def cancel(self, payment: Payment) -> None:
-        if payment.status == "cancelled":
+    def cancel(self, record: Record) -> None:
+        """Stop a payment or payout that has not ended: `cancelled`, announced like any other change. Cancelling a
+        cancelled record changes nothing (the answer is the same); an ended one is refused (409). A settlement
+        already scheduled sees the new status and stops (`settle`, `confirm_on_chain`)."""
+        if record.status == "cancelled":
             return
-        if payment.status not in CANCELLABLE:
-            raise SandboxError(409, "not_cancellable", f"a {payment.status} payment cannot be cancelled")
-        payment.status = "cancelled"
-        self.announce(payment)
+        if record.status not in record.cancellable:
+            raise SandboxError(409, "not_cancellable", f"a {record.status} {record.kind} cannot be cancelled")
+        record.status = "cancelled"
+        self.announce(record)
 
     # -- webhooks ----------------------------------------------------------------------------------
 
@@ -635,6 +645,12 @@ def create_app(config: SandboxConfig) -> FastAPI:
     @app.get("/{psp}/v1/payouts/{merchant_reference}")
     async def get_payout(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
         return FORMATS[psp].resource(sandbox.payouts.find(psp, merchant_reference).snapshot())
+
+    @app.post("/{psp}/v1/payouts/{merchant_reference}/cancel")
+    async def cancel_payout(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
+        payout = sandbox.payouts.find(psp, merchant_reference)
+        sandbox.cancel(payout)
+        return FORMATS[psp].resource(payout.snapshot())
 
     def redirected_payment(psp: str, reference: str) -> Payment:
         payment = sandbox.by_reference.get(reference)
