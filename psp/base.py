@@ -119,11 +119,6 @@ class InvalidWebhook(PspError):
     """A webhook that must be refused. Codes: missing_signature, bad_signature, stale_timestamp, malformed_payload."""
 
 
-# How a PSP error code is handled (a GSM-style table per provider): retry the same PSP, fail over to the next,
-# give up (hard decline), or ask for strong customer authentication.
-ERROR_DECISIONS = frozenset({"retry", "failover", "hard_decline", "step_up"})
-
-
 # `verifier(headers, raw_body, now) -> WebhookEvent`, raising InvalidWebhook; what the API needs per PSP.
 WebhookVerifier = Callable[[Mapping[str, str], bytes, float], WebhookEvent]
 
@@ -142,3 +137,8 @@ class PspConnector(Protocol):
     async def create_payout(self, req: CreatePayoutRequest) -> PspPayout: ...
 
     async def get_payout(self, payout_id: str) -> PspPayout: ...
+
+    async def cancel_payout(self, payout_id: str) -> PspPayout:
+        """Stop a payout the PSP has not paid yet: `cancelled` (again, if it already was); a paid or failed payout,
+        or one the PSP cannot stop, is PspRequestRejected (`not_cancellable`); an unknown one PspNotFound."""
+        ...

@@ -22,13 +22,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from payloop.money import MAX_MINOR_UNITS, currency_exponent
+from payloop.psp_decision import PspDecision
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest
 from psp.http_connector import (
-    Decision,
     HttpPspConnector,
     SignedWebhookVerifier,
-    inverse,
     mapped,
     opt_str,
     req_obj,
@@ -49,24 +48,18 @@ DEPOSIT_STATUS_WORDS = {
     "expired": "expired",
 }
 WITHDRAWAL_STATUS_WORDS = {"processing": "pending", "confirmed": "paid", "failed": "failed", "cancelled": "cancelled"}
-DEPOSIT_WORDS = inverse(DEPOSIT_STATUS_WORDS)
-WITHDRAWAL_WORDS = inverse(WITHDRAWAL_STATUS_WORDS)
 _TYPES = {"deposit": "payment", "withdrawal": "payout"}
 
-ERROR_TABLE: dict[str, Decision] = {
-    "address_screening_failed": "hard_decline",
-    "payout_declined": "hard_decline",
-    "node_unavailable": "failover",
-    "rate_limit": "retry",
-    "psp_unavailable": "retry",
-    "psp_internal_error": "retry",
+ERROR_TABLE: dict[str, PspDecision] = {
+    "address_screening_failed": PspDecision.HARD_DECLINE,
+    "payout_declined": PspDecision.HARD_DECLINE,
+    "node_unavailable": PspDecision.FAILOVER,
+    "rate_limit": PspDecision.RETRY,
+    "psp_unavailable": PspDecision.RETRY,
+    "psp_internal_error": PspDecision.RETRY,
 }
 
 _MINOR_RE = re.compile(r"[1-9][0-9]{0,15}")
-
-
-def classification_table() -> dict[str, str]:
-    return dict(ERROR_TABLE)
 
 
 def minor_string(value: Any, name: str = "amount") -> int:

@@ -15,13 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from payloop.money import to_decimal_string, to_minor_units
+from payloop.psp_decision import PspDecision
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest
 from psp.http_connector import (
-    Decision,
     HttpPspConnector,
     SignedWebhookVerifier,
-    inverse,
     mapped,
     opt_str,
     req_obj,
@@ -43,26 +42,20 @@ PAYMENT_STATUS_WORDS = {
     "EXPIRED": "expired",
 }
 PAYOUT_STATUS_WORDS = {"PENDING": "pending", "SUCCEEDED": "paid", "FAILED": "failed", "CANCELLED": "cancelled"}
-PAYMENT_WORDS = inverse(PAYMENT_STATUS_WORDS)
-PAYOUT_WORDS = inverse(PAYOUT_STATUS_WORDS)
 _KINDS = {"PAYMENT": "payment", "PAYOUT": "payout"}
 _EVENT_TYPES = {"PAYMENT_STATUS": "payment", "PAYOUT_STATUS": "payout"}
 
-ERROR_TABLE: dict[str, Decision] = {
-    "insufficient_funds": "hard_decline",
-    "account_blocked": "hard_decline",
-    "account_closed": "hard_decline",
-    "payout_declined": "hard_decline",
-    "sca_required": "step_up",
-    "wallet_backend_unavailable": "failover",
-    "too_many_requests": "retry",
-    "psp_unavailable": "retry",
-    "psp_internal_error": "retry",
+ERROR_TABLE: dict[str, PspDecision] = {
+    "insufficient_funds": PspDecision.HARD_DECLINE,
+    "account_blocked": PspDecision.HARD_DECLINE,
+    "account_closed": PspDecision.HARD_DECLINE,
+    "payout_declined": PspDecision.HARD_DECLINE,
+    "sca_required": PspDecision.STEP_UP,
+    "wallet_backend_unavailable": PspDecision.FAILOVER,
+    "too_many_requests": PspDecision.RETRY,
+    "psp_unavailable": PspDecision.RETRY,
+    "psp_internal_error": PspDecision.RETRY,
 }
-
-
-def classification_table() -> dict[str, str]:
-    return dict(ERROR_TABLE)
 
 
 def money(minor: int, currency: str) -> dict[str, str]:

@@ -3,11 +3,12 @@
 A provider module subclasses `HttpPspConnector` (its wire format: request bodies, answers, error bodies and its
 error table) and `SignedWebhookVerifier` (its signature scheme and webhook body).
 
-Error classification (a GSM-style table per provider): `ERROR_TABLE` maps the provider's error codes to
-`retry` (PspTransientError: retry the same PSP), `failover` (PspFailover: go to the next PSP now),
-`hard_decline` (PspDeclined) or `step_up` (PspStepUpRequired: needs 3DS / SCA). Codes not in the table:
-402 → hard_decline, 5xx / 408 / 429 → retry, 404 on a look-up → PspNotFound, any other 4xx →
-PspRequestRejected (our request is wrong or illegal in the record's state; like a hard decline it is never
+Error classification (a GSM-style table per provider): `ERROR_TABLE` maps the provider's error codes to a
+`PspDecision` (payloop/psp_decision.py, the vocabulary the activities and workflows share): `RETRY`
+(PspTransientError: retry the same PSP), `FAILOVER` (PspFailover: go to the next PSP now), `HARD_DECLINE`
+(PspDeclined) or `STEP_UP` (PspStepUpRequired: needs 3DS / SCA). Codes not in the table: 402 → HARD_DECLINE,
+5xx / 408 / 429 → RETRY, 404 → NOT_FOUND (PspNotFound on a look-up or cancel), any other 4xx → REJECTED
+(PspRequestRejected: our request is wrong or illegal in the record's state; like a hard decline it is never
 retried and never failed over).
 """
 
@@ -17,11 +18,12 @@ import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from payloop.psp_decision import PspDecision
 from psp import signatures
 from psp.base import (
     PAYMENT_STATUSES,
@@ -41,16 +43,15 @@ from psp.base import (
     WebhookEvent,
 )
 
-Decision = Literal["retry", "failover", "hard_decline", "step_up"]
 T = TypeVar("T")
 
 # 408 and 429 are "try again later", not "your request is wrong".
 _TRANSIENT_4XX = frozenset({408, 429})
-_ERRORS: dict[str, type[PspError]] = {
-    "retry": PspTransientError,
-    "failover": PspFailover,
-    "hard_decline": PspDeclined,
-    "step_up": PspStepUpRequired,
+_ERRORS: dict[PspDecision, type[PspError]] = {
+    PspDecision.RETRY: PspTransientError,
+    PspDecision.FAILOVER: PspFailover,
+    PspDecision.HARD_DECLINE: PspDeclined,
+    PspDecision.STEP_UP: PspStepUpRequired,
 }
 # Any malformed JSON or value: JSON and MoneyError are ValueErrors; json raises RecursionError on deep nesting.
 PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
@@ -59,24 +60,25 @@ PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-def classify(table: Mapping[str, str], status: int, code: str | None) -> str:
-    """The decision for an error answer: one of the four table decisions, or "rejected" / "not_found"
-    (the latter only meaningful on look-ups)."""
+def classify(table: Mapping[str, PspDecision], status: int, code: str | None) -> PspDecision:
+    """The decision for an error answer: the table's for a code it lists (one of
+    `PspDecision.table_decisions()`), else by the HTTP status: REJECTED, or NOT_FOUND (only meaningful on a
+    request that names one payment or payout)."""
     if code is not None and code in table:
-        return table[code]
+        return PspDecision(table[code])
     if status == 402:
-        return "hard_decline"
+        return PspDecision.HARD_DECLINE
     if status >= 500 or status in _TRANSIENT_4XX:
-        return "retry"
+        return PspDecision.RETRY
     if status == 404:
-        return "not_found"
-    return "rejected"
+        return PspDecision.NOT_FOUND
+    return PspDecision.REJECTED
 
 
 class HttpPspConnector:
     """The PspConnector protocol over JSON/HTTP; subclasses give the wire format."""
 
-    ERROR_TABLE: ClassVar[Mapping[str, Decision]] = {}
+    ERROR_TABLE: ClassVar[Mapping[str, PspDecision]] = {}
     # Paths under the base URL; `{ref}` is our (escaped) merchant reference.
     PAYMENTS_PATH: ClassVar[str] = "/v1/payments"
     PAYOUTS_PATH: ClassVar[str] = "/v1/payouts"
@@ -137,17 +139,26 @@ class HttpPspConnector:
         return self._payout(response, req.payout_id)
 
     async def get_payout(self, payout_id: str) -> PspPayout:
-        response = await self._send("GET", f"{self.PAYOUTS_PATH}/{quote(payout_id, safe='')}")
+        response = await self._send("GET", f"{self.PAYOUTS_PATH}/{quote(payout_id, safe='')}", lookup="payout")
+        return self._payout(response, payout_id)
+
+    async def cancel_payout(self, payout_id: str) -> PspPayout:
+        response = await self._send(
+            "POST", f"{self.PAYOUTS_PATH}/{quote(payout_id, safe='')}/cancel", lookup="payout"
+        )
         return self._payout(response, payout_id)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
     async def _create(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:
         # Our id as the key makes a retried create (after a timeout or a 5xx) return the first one, not a second.
-        return await self._send("POST", path, json=body, headers={"Idempotency-Key": key}, lookup=False)
+        return await self._send("POST", path, json=body, headers={"Idempotency-Key": key}, lookup=None)
 
-    async def _send(self, method: str, path: str, *, lookup: bool = True, **kwargs: Any) -> httpx.Response:
-        """`lookup`: the path names one payment or payout, so a 404 means the PSP does not know it."""
+    async def _send(
+        self, method: str, path: str, *, lookup: str | None = "payment", **kwargs: Any
+    ) -> httpx.Response:
+        """`lookup`: what the path names, "payment" or "payout" (a look-up or a cancel), so a 404 means the PSP
+        does not know it (PspNotFound); None for a create, where a 404 is a wrong URL (PspRequestRejected)."""
         try:
             # The client's read timeout also bounds the whole exchange, so an attempt always ends here, with an
             # error the workflow can act on, before its activity times out with our request still in flight.
@@ -165,7 +176,7 @@ class HttpPspConnector:
             return response
         self._raise_for(response, lookup)
 
-    def _raise_for(self, response: httpx.Response, lookup: bool) -> NoReturn:
+    def _raise_for(self, response: httpx.Response, lookup: str | None) -> NoReturn:
         status = response.status_code
         try:
             code, message = self.error_of(response.json())
@@ -175,12 +186,12 @@ class HttpPspConnector:
             code = None
         message = message or f"{self.name} answered {status}"
         decision = classify(self.ERROR_TABLE, status, code)
-        if decision == "hard_decline":
+        if decision is PspDecision.HARD_DECLINE:
             raise PspDeclined(code or "declined", message)
         if decision in _ERRORS:
             raise _ERRORS[decision](code or f"psp_http_{status}", message)
-        if decision == "not_found" and lookup:
-            raise PspNotFound(code or "payment_not_found", message)
+        if decision is PspDecision.NOT_FOUND and lookup:
+            raise PspNotFound(code or f"{lookup}_not_found", message)
         raise PspRequestRejected(code or f"psp_http_{status}", message)
 
     def _payment(self, response: httpx.Response, payment_id: str) -> PspPayment:
@@ -289,7 +300,3 @@ def mapped(vocabulary: Mapping[str, str], value: Any, name: str = "status") -> s
     if not isinstance(value, str) or value not in vocabulary:
         raise ValueError(f"unknown {name} {value!r}")
     return vocabulary[value]
-
-
-def inverse(vocabulary: Mapping[str, str]) -> dict[str, str]:
-    return {ours: theirs for theirs, ours in vocabulary.items()}

@@ -19,13 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from payloop.money import MAX_MINOR_UNITS, currency_exponent
+from payloop.psp_decision import PspDecision
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest
 from psp.http_connector import (
-    Decision,
     HttpPspConnector,
     SignedWebhookVerifier,
-    inverse,
     mapped,
     opt_str,
     req_obj,
@@ -46,24 +45,18 @@ PAYMENT_STATUS_WORDS = {
     "expired": "expired",
 }
 PAYOUT_STATUS_WORDS = {"processing": "pending", "executed": "paid", "rejected": "failed", "cancelled": "cancelled"}
-PAYMENT_WORDS = inverse(PAYMENT_STATUS_WORDS)
-PAYOUT_WORDS = inverse(PAYOUT_STATUS_WORDS)
 _OBJECTS = {"payment": "payment", "payout": "payout"}
 
-ERROR_TABLE: dict[str, Decision] = {
-    "bank_rejected": "hard_decline",
-    "account_closed": "hard_decline",
-    "payout_declined": "hard_decline",
-    "consent_required": "step_up",  # the bank wants the player to re-authorise (SCA)
-    "bank_unavailable": "failover",
-    "rate_limit_exceeded": "retry",
-    "psp_unavailable": "retry",
-    "psp_internal_error": "retry",
+ERROR_TABLE: dict[str, PspDecision] = {
+    "bank_rejected": PspDecision.HARD_DECLINE,
+    "account_closed": PspDecision.HARD_DECLINE,
+    "payout_declined": PspDecision.HARD_DECLINE,
+    "consent_required": PspDecision.STEP_UP,  # the bank wants the player to re-authorise (SCA)
+    "bank_unavailable": PspDecision.FAILOVER,
+    "rate_limit_exceeded": PspDecision.RETRY,
+    "psp_unavailable": PspDecision.RETRY,
+    "psp_internal_error": PspDecision.RETRY,
 }
-
-
-def classification_table() -> dict[str, str]:
-    return dict(ERROR_TABLE)
 
 
 def minor_amount(value: Any) -> int:

@@ -11,11 +11,12 @@ rotation ("new,old"): the sandbox signs with the first, the verifiers accept any
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 
 import httpx
 
+from payloop.psp_decision import PspDecision
 from payloop.settings import Settings
 from psp import crypto_connector, ewallet_connector, paybybank_connector, sandbox_connector, signatures
 from psp.base import PspConnector, WebhookVerifier
@@ -29,8 +30,8 @@ class Provider:
     payout_methods: frozenset[str]  # paid out to
     connector: Callable[[Settings, httpx.AsyncClient], PspConnector]
     verifier: Callable[[Settings], WebhookVerifier]
-    # The provider's error codes → retry | failover | hard_decline | step_up.
-    classification_table: Callable[[], Mapping[str, str]] = dict
+    # The provider's error codes → one of PspDecision.table_decisions() (its connector class's ERROR_TABLE).
+    error_table: Mapping[str, PspDecision] = field(default_factory=dict)
 
 
 def sandbox_provider(
@@ -39,7 +40,6 @@ def sandbox_provider(
     payout_methods: frozenset[str],
     connector_class: type[HttpPspConnector] = sandbox_connector.SandboxConnector,
     verifier_class: type[SignedWebhookVerifier] = sandbox_connector.SandboxWebhookVerifier,
-    classification_table: Callable[[], Mapping[str, str]] = sandbox_connector.classification_table,
 ) -> Provider:
     """A provider served by the sandbox PSP service under `{sandbox_psp_url}/{name}`."""
 
@@ -55,15 +55,12 @@ def sandbox_provider(
     def verifier(settings: Settings) -> WebhookVerifier:
         return verifier_class(name, signatures.secret_setting(settings, name), settings.webhook_tolerance_seconds)
 
-    return Provider(name, methods, payout_methods, connector, verifier, classification_table)
+    return Provider(name, methods, payout_methods, connector, verifier, connector_class.ERROR_TABLE)
 
 
 def _from_module(module: ModuleType, connector_class: type[HttpPspConnector],
                  verifier_class: type[SignedWebhookVerifier]) -> Provider:
-    return sandbox_provider(
-        module.NAME, module.METHODS, module.PAYOUT_METHODS, connector_class, verifier_class,
-        module.classification_table,
-    )
+    return sandbox_provider(module.NAME, module.METHODS, module.PAYOUT_METHODS, connector_class, verifier_class)
 
 
 PROVIDERS: tuple[Provider, ...] = (
@@ -72,7 +69,7 @@ PROVIDERS: tuple[Provider, ...] = (
     # table, served by the sandbox under /card_b with its own state, references and webhook URL.
     sandbox_provider(
         "card_b", sandbox_connector.METHODS, sandbox_connector.PAYOUT_METHODS, sandbox_connector.SandboxConnector,
-        sandbox_connector.SandboxWebhookVerifier, sandbox_connector.classification_table,
+        sandbox_connector.SandboxWebhookVerifier,
     ),
     _from_module(ewallet_connector, ewallet_connector.EwalletConnector, ewallet_connector.EwalletWebhookVerifier),
     _from_module(
@@ -102,8 +99,8 @@ def payout_methods() -> frozenset[str]:
     return frozenset(method for p in PROVIDERS for method in p.payout_methods)
 
 
-def error_tables() -> dict[str, dict[str, str]]:
-    """Per PSP, its error codes and the decision for each: retry (same PSP), failover (next PSP),
-    hard_decline, step_up (3DS / SCA). Codes not listed: 402 → hard_decline, 5xx/408/429 → retry,
-    other 4xx → request rejected (never retried, never failed over)."""
-    return {p.name: dict(p.classification_table()) for p in PROVIDERS}
+def error_tables() -> dict[str, dict[str, PspDecision]]:
+    """Per PSP, a copy of its error codes and the decision for each: RETRY (same PSP), FAILOVER (next PSP),
+    HARD_DECLINE, STEP_UP (3DS / SCA). Codes not listed: 402 → HARD_DECLINE, 5xx/408/429 → RETRY,
+    404 → NOT_FOUND, other 4xx → REJECTED (never retried, never failed over)."""
+    return {p.name: dict(p.error_table) for p in PROVIDERS}

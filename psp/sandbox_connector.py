@@ -15,34 +15,31 @@ from collections.abc import Mapping
 from typing import Any
 
 from payloop.money import to_decimal_string, to_minor_units
+from payloop.psp_decision import PspDecision
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest
-from psp.http_connector import Decision, HttpPspConnector, SignedWebhookVerifier, opt_str, req_str
+from psp.http_connector import HttpPspConnector, SignedWebhookVerifier, opt_str, req_str
 
 NAME = "card"
 METHODS = frozenset({"card"})
 PAYOUT_METHODS = frozenset({"card"})
 
 # The card PSP's error codes (GSM-style), and what to do about each.
-ERROR_TABLE: dict[str, Decision] = {
-    "card_declined": "hard_decline",
-    "insufficient_funds": "hard_decline",
-    "expired_card": "hard_decline",
-    "stolen_card": "hard_decline",
-    "fraud_suspected": "hard_decline",
-    "payout_declined": "hard_decline",
-    "authentication_required": "step_up",  # soft decline: retry with 3DS
-    "issuer_unavailable": "failover",
-    "acquirer_unavailable": "failover",
-    "rate_limited": "retry",
-    "processing_error": "retry",
-    "psp_unavailable": "retry",
-    "psp_internal_error": "retry",
+ERROR_TABLE: dict[str, PspDecision] = {
+    "card_declined": PspDecision.HARD_DECLINE,
+    "insufficient_funds": PspDecision.HARD_DECLINE,
+    "expired_card": PspDecision.HARD_DECLINE,
+    "stolen_card": PspDecision.HARD_DECLINE,
+    "fraud_suspected": PspDecision.HARD_DECLINE,
+    "payout_declined": PspDecision.HARD_DECLINE,
+    "authentication_required": PspDecision.STEP_UP,  # soft decline: retry with 3DS
+    "issuer_unavailable": PspDecision.FAILOVER,
+    "acquirer_unavailable": PspDecision.FAILOVER,
+    "rate_limited": PspDecision.RETRY,
+    "processing_error": PspDecision.RETRY,
+    "psp_unavailable": PspDecision.RETRY,
+    "psp_internal_error": PspDecision.RETRY,
 }
-
-
-def classification_table() -> dict[str, str]:
-    return dict(ERROR_TABLE)
 
 
 def _money(body: Mapping[str, Any]) -> tuple[int, str]:

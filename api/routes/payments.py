@@ -16,7 +16,7 @@ from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.schemas import PaymentInitRequest, PaymentInitResponse, PaymentView
 from payloop.money import to_decimal_string
-from psp.sandbox.app import SCENARIOS
+from psp.scenarios import SCENARIOS
 from workflows.deposit import DepositWorkflow
 from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer
 

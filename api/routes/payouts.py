@@ -23,7 +23,7 @@ from api.schemas import CancelPayoutRequest, PayoutInitRequest, PayoutInitRespon
 from ledger import player_account
 from payloop import audit
 from payloop.money import to_decimal_string
-from psp.sandbox.app import PAYOUT_SCENARIOS
+from psp.scenarios import PAYOUT_SCENARIOS
 from workflows.types import CancelRequest, ReviewDecision, WithdrawalInput, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow
 

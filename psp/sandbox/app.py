@@ -9,6 +9,9 @@ its own wire format (psp/sandbox/formats.py) and webhook signature, each behavin
 - `crypto`: an invoice with a deposit address; the transfer is seen, then confirmed after 3 confirmations
   (one per settle delay), with a webhook per confirmation; `underpaid` / `overpaid` receive 90 % / 110 %.
 
+Payments and payouts can be cancelled (`POST /{psp}/v1/payments|payouts/{merchant_reference}/cancel`) until they
+end; a cancelled one never settles afterwards.
+
 State lives in memory. Handlers change a payment or payout only in code without `await` between the check
 and the change, so each change is atomic on the event loop and no per-record lock is needed.
 """
@@ -39,7 +42,6 @@ from psp import signatures
 from psp.sandbox.formats import (
     CONFIRMATIONS_REQUIRED,
     DEFAULT_FORMAT,
-    FAMILIES,
     FORMATS,
     Order,
     SandboxError,
@@ -47,11 +49,22 @@ from psp.sandbox.formats import (
     WireFormat,
 )
 from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
+from psp.scenarios import (
+    CHALLENGE_SCENARIOS,
+    ERROR_SCENARIO_CODES,
+    FAMILIES,
+    PAYMENT_SCENARIOS_BY_PSP,
+    PAYOUT_SCENARIOS_BY_PSP,
+    PSPS,
+    SILENT_SCENARIOS,
+)
 
 logger = logging.getLogger("psp.sandbox")
 
-PSPS = tuple(FAMILIES)  # ("card", "card_b", "ewallet", "paybybank", "crypto"); FAMILIES maps each to its family
-# Per family: what its PSPs take payments with (and pay out to), their decline code, their error scenario codes.
+# The scenario names, which PSP takes which, and the error scenarios' codes: psp/scenarios.py (pure data, which the
+# product API reads too). PSPS = ("card", "card_b", "ewallet", "paybybank", "crypto"); FAMILIES maps each to its
+# family.
+# Per family: what its PSPs take payments with (and pay out to), and their decline code.
 _FAMILY_METHODS: dict[str, frozenset[str]] = {
     "card": frozenset({"card"}),
     "ewallet": frozenset({"ewallet"}),
@@ -67,44 +80,12 @@ _FAMILY_DECLINE_CODES = {
 PAYOUT_DECLINE_CODE = "payout_declined"
 PAYOUT_FAILURE_CODE = "beneficiary_rejected"  # the `fail` scenario: accepted, then refused downstream
 BANK_REJECTED_CODE = "authorisation_rejected"  # the player refused (or failed) at the bank
-# Scenarios that answer the create with one of the PSP's own error codes (see each connector's ERROR_TABLE):
-# soft_decline → 402 (step up), issuer_unavailable → 503 every time (fail over), rate_limited → 429 twice.
-_FAMILY_ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
-    "card": {"soft_decline": "authentication_required", "issuer_unavailable": "issuer_unavailable",
-             "rate_limited": "rate_limited"},
-    "ewallet": {"soft_decline": "sca_required", "issuer_unavailable": "wallet_backend_unavailable",
-                "rate_limited": "too_many_requests"},
-    "paybybank": {"issuer_unavailable": "bank_unavailable", "rate_limited": "rate_limit_exceeded"},
-    "crypto": {"issuer_unavailable": "node_unavailable", "rate_limited": "rate_limit"},
-}
 # The same, per sandbox PSP.
 METHODS: dict[str, frozenset[str]] = {psp: _FAMILY_METHODS[family] for psp, family in FAMILIES.items()}
 PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
 DECLINE_CODES = {psp: _FAMILY_DECLINE_CODES[family] for psp, family in FAMILIES.items()}
-ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
-    psp: dict(_FAMILY_ERROR_SCENARIO_CODES[family]) for psp, family in FAMILIES.items()
-}
+# The HTTP status of the error scenarios' create answers (their codes: psp.scenarios.ERROR_SCENARIO_CODES).
 ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
-_COMMON_SCENARIOS = frozenset(
-    {"approve", "decline", "no_webhook", "lost", "duplicate_webhook", "out_of_order", "wrong_amount", "flaky", "slow"}
-)
-CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})
-AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto only
-PAYMENT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
-    psp: _COMMON_SCENARIOS
-    | CHALLENGE_SCENARIOS  # only the card family has 3DS: elsewhere they behave as approve
-    | frozenset(ERROR_SCENARIO_CODES[psp])
-    | (AMOUNT_SCENARIOS if FAMILIES[psp] == "crypto" else frozenset())
-    for psp in PSPS
-}
-PAYOUT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
-    psp: _COMMON_SCENARIOS | {"fail"} | (frozenset(ERROR_SCENARIO_CODES[psp]) - {"soft_decline"}) for psp in PSPS
-}
-# Every scenario some sandbox PSP takes (what the API lets through; the PSP refuses the ones it does not know).
-SCENARIOS = frozenset().union(*PAYMENT_SCENARIOS_BY_PSP.values())
-PAYOUT_SCENARIOS = frozenset().union(*PAYOUT_SCENARIOS_BY_PSP.values())
-SILENT_SCENARIOS = frozenset({"no_webhook", "lost"})
-CANCELLABLE = frozenset({"pending", "requires_action", "authorized"})
 FLAKY_FAILURES = 2
 WRONG_AMOUNT_EXTRA_MINOR = 100
 RECEIVED_PERCENT = {"underpaid": 90, "overpaid": 110}
@@ -157,6 +138,7 @@ class Record:
     kind: ClassVar[str]  # "payment" | "payout": the webhook type prefix
     settled_status: ClassVar[str]  # where a successful scenario ends
     stale_status: ClassVar[str]  # what `out_of_order` re-sends late, after settled_status
+    cancellable: ClassVar[frozenset[str]]  # the statuses a cancel can stop
 
     psp: str
     reference: str
@@ -203,6 +185,7 @@ class Payment(Record):
     kind = "payment"
     settled_status = "captured"
     stale_status = "authorized"
+    cancellable = frozenset({"pending", "requires_action", "authorized"})
 
     return_url: str
     redirect_url: str | None = None
@@ -220,6 +203,7 @@ class Payout(Record):
     kind = "payout"
     settled_status = "paid"
     stale_status = "pending"
+    cancellable = frozenset({"pending"})
 
 
 R = TypeVar("R", bound=Record)
@@ -344,15 +328,17 @@ class Sandbox:
             return 402, {"code": code, "message": f"the {record.kind} was declined"}
         # Only a pending record settles by itself: a redirected payment waits for the player, a lost one forever.
         if record.status == "pending" and behaviour != "lost":
-            self.spawn(self.settle(record))
+            self.spawn(self.settle(record, record.status))
         return 201, record.snapshot()
 
-    async def settle(self, record: Record) -> None:
-        """Move a pending (or, after a bank redirect, authorized) record to its end, announcing each step."""
+    async def settle(self, record: Record, from_status: str) -> None:
+        """Move a pending (or, after a bank redirect, authorized) record to its end, announcing each step.
+
+        `from_status` is the status when the settlement was scheduled (not when this task first runs: a cancel may
+        come in between), so a record cancelled at any point before the settle delay ends stays cancelled."""
         if FAMILIES[record.psp] == "crypto" and isinstance(record, Payment):
             await self.confirm_on_chain(record)
             return
-        from_status = record.status
         await asyncio.sleep(self.config.settle_delay_seconds)
         if record.status != from_status:  # cancelled meanwhile
             return
@@ -402,15 +388,18 @@ class Sandbox:
         payment.status = "authorized"
         self.announce(payment)
         if payment.scenario != "lost":
-            self.spawn(self.settle(payment))
+            self.spawn(self.settle(payment, payment.status))
 
-    def cancel(self, payment: Payment) -> None:
-        if payment.status == "cancelled":
+    def cancel(self, record: Record) -> None:
+        """Stop a payment or payout that has not ended: `cancelled`, announced like any other change. Cancelling a
+        cancelled record changes nothing (the answer is the same); an ended one is refused (409). A settlement
+        already scheduled sees the new status and stops (`settle`, `confirm_on_chain`)."""
+        if record.status == "cancelled":
             return
-        if payment.status not in CANCELLABLE:
-            raise SandboxError(409, "not_cancellable", f"a {payment.status} payment cannot be cancelled")
-        payment.status = "cancelled"
-        self.announce(payment)
+        if record.status not in record.cancellable:
+            raise SandboxError(409, "not_cancellable", f"a {record.status} {record.kind} cannot be cancelled")
+        record.status = "cancelled"
+        self.announce(record)
 
     # -- webhooks ----------------------------------------------------------------------------------
 
@@ -656,6 +645,12 @@ def create_app(config: SandboxConfig) -> FastAPI:
     @app.get("/{psp}/v1/payouts/{merchant_reference}")
     async def get_payout(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
         return FORMATS[psp].resource(sandbox.payouts.find(psp, merchant_reference).snapshot())
+
+    @app.post("/{psp}/v1/payouts/{merchant_reference}/cancel")
+    async def cancel_payout(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
+        payout = sandbox.payouts.find(psp, merchant_reference)
+        sandbox.cancel(payout)
+        return FORMATS[psp].resource(payout.snapshot())
 
     def redirected_payment(psp: str, reference: str) -> Payment:
         payment = sandbox.by_reference.get(reference)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from payloop.money import MAX_MINOR_UNITS, MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from psp import signatures
+from psp.scenarios import FAMILIES
 
 CONFIRMATIONS_REQUIRED = 3
 
@@ -435,15 +436,7 @@ class CryptoFormat(WireFormat):
         return body
 
 
-# Each sandbox PSP's family: PSPs of one family (two card acquirers) share a wire format, signature scheme,
-# scenarios and error codes, but are separate PSPs (own state, control mode, references and webhook URL).
-FAMILIES: dict[str, str] = {
-    "card": "card",
-    "card_b": "card",
-    "ewallet": "ewallet",
-    "paybybank": "paybybank",
-    "crypto": "crypto",
-}
+# Each sandbox PSP's format is its family's (FAMILIES, in psp/scenarios.py).
 _FORMATS_BY_FAMILY: dict[str, WireFormat] = {
     f.name: f for f in (CardFormat(), EwalletFormat(), PayByBankFormat(), CryptoFormat())
 }

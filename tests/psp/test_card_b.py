@@ -10,13 +10,9 @@ from payloop.settings import Settings
 from psp.base import PspDeclined, PspFailover, PspStepUpRequired, PspTransientError
 from psp.registry import PROVIDERS, build_connectors, build_verifiers, error_tables
 from psp.routing import load_routing, route
-from psp.sandbox.app import (
-    DECLINE_CODES,
-    ERROR_SCENARIO_CODES,
-    PAYMENT_SCENARIOS_BY_PSP,
-    PAYOUT_SCENARIOS_BY_PSP,
-)
-from psp.sandbox.formats import FAMILIES, FORMATS
+from psp.sandbox.app import DECLINE_CODES
+from psp.sandbox.formats import FORMATS
+from psp.scenarios import ERROR_SCENARIO_CODES, FAMILIES, PAYMENT_SCENARIOS_BY_PSP, PAYOUT_SCENARIOS_BY_PSP
 from psp.sandbox_connector import SandboxConnector, SandboxWebhookVerifier
 from tests.psp.psp_testkit import (
     RETURN_URL,

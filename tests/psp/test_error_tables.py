@@ -1,13 +1,13 @@
-"""Error classification per provider (GSM-style tables): code → retry | failover | hard_decline | step_up,
-and the exception each connector raises for it."""
+"""Error classification per provider (GSM-style tables): code → a PspDecision (retry | failover | hard_decline |
+step_up), and the exception each connector raises for it."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
+from payloop.psp_decision import PspDecision
 from psp.base import (
-    ERROR_DECISIONS,
     PspDeclined,
     PspError,
     PspFailover,
@@ -18,14 +18,20 @@ from psp.base import (
 )
 from psp.http_connector import classify
 from psp.registry import PROVIDERS, error_tables
-from psp.sandbox.app import DECLINE_CODES, ERROR_SCENARIO_CODES, PAYOUT_DECLINE_CODE
+from psp.sandbox.app import DECLINE_CODES, PAYOUT_DECLINE_CODE
 from psp.sandbox.formats import FORMATS
+from psp.scenarios import ERROR_SCENARIO_CODES
 from tests.psp.psp_testkit import CONNECTOR_CLASSES, PSP_METHOD, payment_request
 
 EXCEPTION_FOR = {
-    "retry": PspTransientError, "failover": PspFailover, "hard_decline": PspDeclined, "step_up": PspStepUpRequired,
+    PspDecision.RETRY: PspTransientError,
+    PspDecision.FAILOVER: PspFailover,
+    PspDecision.HARD_DECLINE: PspDeclined,
+    PspDecision.STEP_UP: PspStepUpRequired,
 }
-SCENARIO_DECISION = {"soft_decline": "step_up", "issuer_unavailable": "failover", "rate_limited": "retry"}
+SCENARIO_DECISION = {
+    "soft_decline": PspDecision.STEP_UP, "issuer_unavailable": PspDecision.FAILOVER, "rate_limited": PspDecision.RETRY,
+}
 
 
 def test_error_tables_cover_every_provider_with_known_decisions() -> None:
@@ -33,14 +39,20 @@ def test_error_tables_cover_every_provider_with_known_decisions() -> None:
 
     assert set(tables) == {p.name for p in PROVIDERS} == {"card", "card_b", "ewallet", "paybybank", "crypto"}
     for psp, table in tables.items():
-        assert table and set(table.values()) <= ERROR_DECISIONS, psp
-    assert set(tables["card"].values()) == ERROR_DECISIONS
-    assert tables["card"]["authentication_required"] == "step_up"
-    assert tables["card"]["issuer_unavailable"] == "failover"
-    assert tables["card"]["rate_limited"] == "retry"
-    assert tables["card"]["card_declined"] == "hard_decline"
-    tables["card"]["card_declined"] = "retry"  # a copy: callers cannot change the connector's table
-    assert error_tables()["card"]["card_declined"] == "hard_decline"
+        assert table and set(table.values()) <= PspDecision.table_decisions(), psp
+        assert all(type(decision) is PspDecision for decision in table.values()), psp
+    assert set(tables["card"].values()) == PspDecision.table_decisions()
+    assert tables["card"]["authentication_required"] is PspDecision.STEP_UP
+    assert tables["card"]["issuer_unavailable"] is PspDecision.FAILOVER
+    assert tables["card"]["rate_limited"] is PspDecision.RETRY
+    assert tables["card"]["card_declined"] is PspDecision.HARD_DECLINE
+    tables["card"]["card_declined"] = PspDecision.RETRY  # a copy: callers cannot change the connector's table
+    assert error_tables()["card"]["card_declined"] is PspDecision.HARD_DECLINE
+
+
+def test_each_provider_table_is_its_connector_class_table() -> None:
+    for p in PROVIDERS:
+        assert p.error_table == CONNECTOR_CLASSES[p.name].ERROR_TABLE, p.name
 
 
 def test_every_code_the_sandbox_produces_is_classified() -> None:
@@ -49,24 +61,25 @@ def test_every_code_the_sandbox_produces_is_classified() -> None:
         for scenario, code in codes.items():
             assert tables[psp][code] == SCENARIO_DECISION[scenario], (psp, code)
     for psp, code in DECLINE_CODES.items():
-        assert tables[psp][code] == "hard_decline"
-        assert tables[psp][PAYOUT_DECLINE_CODE] == "hard_decline"
+        assert tables[psp][code] is PspDecision.HARD_DECLINE
+        assert tables[psp][PAYOUT_DECLINE_CODE] is PspDecision.HARD_DECLINE
 
 
 @pytest.mark.parametrize(
     ("status", "decision"),
-    [(500, "retry"), (502, "retry"), (503, "retry"), (408, "retry"), (429, "retry"), (402, "hard_decline"),
-     (404, "not_found"), (400, "rejected"), (409, "rejected"), (422, "rejected")],
+    [(500, PspDecision.RETRY), (502, PspDecision.RETRY), (503, PspDecision.RETRY), (408, PspDecision.RETRY),
+     (429, PspDecision.RETRY), (402, PspDecision.HARD_DECLINE), (404, PspDecision.NOT_FOUND),
+     (400, PspDecision.REJECTED), (409, PspDecision.REJECTED), (422, PspDecision.REJECTED)],
 )
-def test_unknown_codes_are_classified_by_http_status(status: int, decision: str) -> None:
-    assert classify({}, status, "never_heard_of_it") == decision
-    assert classify({}, status, None) == decision
+def test_unknown_codes_are_classified_by_http_status(status: int, decision: PspDecision) -> None:
+    assert classify({}, status, "never_heard_of_it") is decision
+    assert classify({}, status, None) is decision
 
 
 def test_the_table_wins_over_the_http_status() -> None:
-    table = {"issuer_unavailable": "failover", "sca": "step_up"}
-    assert classify(table, 503, "issuer_unavailable") == "failover"
-    assert classify(table, 402, "sca") == "step_up"
+    table = {"issuer_unavailable": PspDecision.FAILOVER, "sca": PspDecision.STEP_UP}
+    assert classify(table, 503, "issuer_unavailable") is PspDecision.FAILOVER
+    assert classify(table, 402, "sca") is PspDecision.STEP_UP
 
 
 def _connector(psp: str, status: int, code: str | None) -> object:
@@ -80,9 +93,9 @@ def _connector(psp: str, status: int, code: str | None) -> object:
 
 @pytest.mark.parametrize(
     ("psp", "code", "decision"),
-    [(p.name, code, decision) for p in PROVIDERS for code, decision in sorted(p.classification_table().items())],
+    [(p.name, code, decision) for p in PROVIDERS for code, decision in sorted(p.error_table.items())],
 )
-async def test_each_connector_raises_per_its_table(psp: str, code: str, decision: str) -> None:
+async def test_each_connector_raises_per_its_table(psp: str, code: str, decision: PspDecision) -> None:
     connector = _connector(psp, 400, code)  # the status does not matter for a code in the table
 
     with pytest.raises(PspError) as raised:

@@ -1,0 +1,61 @@
+"""The sandbox PSPs' scenarios (`metadata.sandbox_scenario`): their names, and which sandbox PSP takes which, for
+payments and for payouts.
+
+Pure data (no FastAPI, no sandbox import): the sandbox service (psp/sandbox/app.py) plays these scenarios, and the
+product API checks `meta.sandbox_scenario` against SCENARIOS / PAYOUT_SCENARIOS without importing the sandbox
+server. tests/psp/test_scenarios.py checks that these sets are exactly what the running sandbox accepts.
+"""
+
+from __future__ import annotations
+
+# Each sandbox PSP's family: PSPs of one family (two card acquirers) share a wire format, signature scheme,
+# scenarios and error codes, but are separate PSPs (own state, control mode, references and webhook URL).
+FAMILIES: dict[str, str] = {
+    "card": "card",
+    "card_b": "card",
+    "ewallet": "ewallet",
+    "paybybank": "paybybank",
+    "crypto": "crypto",
+}
+PSPS: tuple[str, ...] = tuple(FAMILIES)
+
+# Scenarios that answer the create with one of the PSP's own error codes (see each connector's ERROR_TABLE):
+# soft_decline → 402 (step up), issuer_unavailable → 503 every time (fail over), rate_limited → 429 twice.
+# Only families with strong customer authentication have soft_decline.
+_FAMILY_ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
+    "card": {"soft_decline": "authentication_required", "issuer_unavailable": "issuer_unavailable",
+             "rate_limited": "rate_limited"},
+    "ewallet": {"soft_decline": "sca_required", "issuer_unavailable": "wallet_backend_unavailable",
+                "rate_limited": "too_many_requests"},
+    "paybybank": {"issuer_unavailable": "bank_unavailable", "rate_limited": "rate_limit_exceeded"},
+    "crypto": {"issuer_unavailable": "node_unavailable", "rate_limited": "rate_limit"},
+}
+ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
+    psp: dict(_FAMILY_ERROR_SCENARIO_CODES[family]) for psp, family in FAMILIES.items()
+}
+
+# Taken for payments and payouts at every sandbox PSP.
+COMMON_SCENARIOS = frozenset(
+    {"approve", "decline", "no_webhook", "lost", "duplicate_webhook", "out_of_order", "wrong_amount", "flaky", "slow"}
+)
+CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})  # payments; only the card family has 3DS
+AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto payments only
+PAYOUT_ONLY_SCENARIOS = frozenset({"fail"})  # accepted, then refused downstream
+
+PAYMENT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
+    psp: COMMON_SCENARIOS
+    | CHALLENGE_SCENARIOS  # only the card family has 3DS: elsewhere they behave as approve
+    | frozenset(ERROR_SCENARIO_CODES[psp])
+    | (AMOUNT_SCENARIOS if FAMILIES[psp] == "crypto" else frozenset())
+    for psp in PSPS
+}
+PAYOUT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
+    psp: COMMON_SCENARIOS | PAYOUT_ONLY_SCENARIOS | (frozenset(ERROR_SCENARIO_CODES[psp]) - {"soft_decline"})
+    for psp in PSPS
+}
+# Every scenario some sandbox PSP takes (what the API lets through; the PSP refuses the ones it does not know).
+SCENARIOS: frozenset[str] = frozenset().union(*PAYMENT_SCENARIOS_BY_PSP.values())
+PAYOUT_SCENARIOS: frozenset[str] = frozenset().union(*PAYOUT_SCENARIOS_BY_PSP.values())
+
+# Scenarios whose records send no webhook at all (only a status look-up knows what happened).
+SILENT_SCENARIOS = frozenset({"no_webhook", "lost"})
