@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 PAYMENT_STATUSES = frozenset(
     {"pending", "requires_action", "authorized", "captured", "failed", "cancelled", "expired"}
@@ -123,7 +123,11 @@ class InvalidWebhook(PspError):
 WebhookVerifier = Callable[[Mapping[str, str], bytes, float], WebhookEvent]
 
 
+@runtime_checkable
 class PspConnector(Protocol):
+    """What activities call. Every connector in psp/registry.py conforms (tests/psp/test_connector_protocol.py:
+    each method present, async, with these parameter names and types)."""
+
     name: str
     methods: frozenset[str]  # what players can pay with
     payout_methods: frozenset[str]  # what this PSP can pay players out to

@@ -36,7 +36,8 @@ ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
 
 # Taken for payments and payouts at every sandbox PSP.
 COMMON_SCENARIOS = frozenset(
-    {"approve", "decline", "no_webhook", "lost", "duplicate_webhook", "out_of_order", "wrong_amount", "flaky", "slow"}
+    {"approve", "decline", "no_webhook", "lost", "lost_uncancellable", "duplicate_webhook", "out_of_order",
+     "wrong_amount", "flaky", "slow"}
 )
 CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})  # payments; only the card family has 3DS
 AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto payments only
@@ -58,4 +59,8 @@ SCENARIOS: frozenset[str] = frozenset().union(*PAYMENT_SCENARIOS_BY_PSP.values()
 PAYOUT_SCENARIOS: frozenset[str] = frozenset().union(*PAYOUT_SCENARIOS_BY_PSP.values())
 
 # Scenarios whose records send no webhook at all (only a status look-up knows what happened).
-SILENT_SCENARIOS = frozenset({"no_webhook", "lost"})
+SILENT_SCENARIOS = frozenset({"no_webhook", "lost", "lost_uncancellable"})
+# Scenarios whose records never resolve by themselves: look-ups keep answering the status they were left in.
+NEVER_SETTLING_SCENARIOS = frozenset({"lost", "lost_uncancellable"})
+# Scenarios whose records refuse every cancel (409 not_cancellable), whatever their status.
+UNCANCELLABLE_SCENARIOS = frozenset({"lost_uncancellable"})

@@ -53,10 +53,12 @@ from psp.scenarios import (
     CHALLENGE_SCENARIOS,
     ERROR_SCENARIO_CODES,
     FAMILIES,
+    NEVER_SETTLING_SCENARIOS,
     PAYMENT_SCENARIOS_BY_PSP,
     PAYOUT_SCENARIOS_BY_PSP,
     PSPS,
     SILENT_SCENARIOS,
+    UNCANCELLABLE_SCENARIOS,
 )
 
 logger = logging.getLogger("psp.sandbox")
@@ -327,7 +329,7 @@ class Sandbox:
             record.status, record.failure_code = "failed", code
             return 402, {"code": code, "message": f"the {record.kind} was declined"}
         # Only a pending record settles by itself: a redirected payment waits for the player, a lost one forever.
-        if record.status == "pending" and behaviour != "lost":
+        if record.status == "pending" and behaviour not in NEVER_SETTLING_SCENARIOS:
             self.spawn(self.settle(record, record.status))
         return 201, record.snapshot()
 
@@ -387,13 +389,18 @@ class Sandbox:
             return
         payment.status = "authorized"
         self.announce(payment)
-        if payment.scenario != "lost":
+        if payment.scenario not in NEVER_SETTLING_SCENARIOS:
             self.spawn(self.settle(payment, payment.status))
 
     def cancel(self, record: Record) -> None:
         """Stop a payment or payout that has not ended: `cancelled`, announced like any other change. Cancelling a
         cancelled record changes nothing (the answer is the same); an ended one is refused (409). A settlement
-        already scheduled sees the new status and stops (`settle`, `confirm_on_chain`)."""
+        already scheduled sees the new status and stops (`settle`, `confirm_on_chain`). A `lost_uncancellable`
+        record refuses every cancel."""
+        if record.scenario in UNCANCELLABLE_SCENARIOS:
+            raise SandboxError(
+                409, "not_cancellable", f"this {record.kind} cannot be cancelled (scenario {record.scenario})"
+            )
         if record.status == "cancelled":
             return
         if record.status not in record.cancellable:

@@ -1,0 +1,134 @@
+"""Every registered connector conforms to the connector protocol (psp/base.py `PspConnector`), in the spirit of Go's
+`var _ Plugin = &Plugin{}`: an instance is a `PspConnector` (runtime_checkable: every member present), and each
+protocol method is there, async, with the protocol's parameter names, kinds, defaults and types."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from payloop.settings import Settings
+from psp.base import CreatePaymentRequest, CreatePayoutRequest, PspConnector, PspPayment, PspPayout
+from psp.registry import PROVIDERS
+
+PROTOCOL_METHODS = {
+    name: member for name, member in vars(PspConnector).items() if inspect.isfunction(member) and not name.startswith("_")
+}
+PROTOCOL_ATTRIBUTES = {
+    name: hint for name, hint in typing.get_type_hints(PspConnector).items() if name not in PROTOCOL_METHODS
+}
+
+
+def _parameters(function: Any) -> list[tuple[str, Any, Any]]:
+    """(name, kind, default) of each parameter but `self`."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()][1:]
+
+
+def conformance_problems(connector: object) -> list[str]:
+    """What keeps `connector` from being a PspConnector; empty when it conforms."""
+    problems = []
+    if not isinstance(connector, PspConnector):
+        problems.append("isinstance(connector, PspConnector) is false: a member is missing")
+    for name, hint in PROTOCOL_ATTRIBUTES.items():
+        if not isinstance(getattr(connector, name, None), typing.get_origin(hint) or hint):
+            problems.append(f"attribute {name} is not a {hint}")
+    for name, expected in PROTOCOL_METHODS.items():
+        method = getattr(type(connector), name, None)
+        if method is None:
+            problems.append(f"no method {name}")
+            continue
+        if not inspect.iscoroutinefunction(method):
+            problems.append(f"{name} is not async")
+        if _parameters(method) != _parameters(expected):
+            problems.append(f"{name}{inspect.signature(method)} is not {name}{inspect.signature(expected)}")
+        elif typing.get_type_hints(method) != typing.get_type_hints(expected):
+            problems.append(f"{name}: types {typing.get_type_hints(method)} are not {typing.get_type_hints(expected)}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+async def http_client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def test_the_protocol_is_what_the_activities_call() -> None:
+    assert set(PROTOCOL_METHODS) == {
+        "create_payment", "get_payment", "cancel_payment", "create_payout", "get_payout", "cancel_payout",
+    }
+    assert set(PROTOCOL_ATTRIBUTES) == {"name", "methods", "payout_methods"}
+    assert all(inspect.iscoroutinefunction(m) for m in PROTOCOL_METHODS.values())
+
+
+@pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
+def test_every_registered_connector_conforms(provider: Any, http_client: httpx.AsyncClient) -> None:
+    connector = provider.connector(Settings(), http_client)
+
+    assert conformance_problems(connector) == []
+    assert (connector.name, connector.methods, connector.payout_methods) == (
+        provider.name, provider.methods, provider.payout_methods,
+    )
+
+
+# The check itself catches what it is for: broken connectors are reported.
+
+
+class _Complete:
+    name = "fake"
+    methods = frozenset({"card"})
+    payout_methods = frozenset({"card"})
+
+    async def create_payment(self, req: CreatePaymentRequest) -> PspPayment: ...
+    async def get_payment(self, payment_id: str) -> PspPayment: ...
+    async def cancel_payment(self, payment_id: str) -> PspPayment: ...
+    async def create_payout(self, req: CreatePayoutRequest) -> PspPayout: ...
+    async def get_payout(self, payout_id: str) -> PspPayout: ...
+    async def cancel_payout(self, payout_id: str) -> PspPayout: ...
+
+
+class _NoPayoutCancel(_Complete):
+    cancel_payout = None  # type: ignore[assignment]
+
+
+class _SyncPayoutCancel(_Complete):
+    def cancel_payout(self, payout_id: str) -> PspPayout:  # type: ignore[override]
+        raise NotImplementedError
+
+
+class _RenamedParameter(_Complete):
+    async def cancel_payout(self, payment_id: str) -> PspPayout:  # type: ignore[override]
+        raise NotImplementedError
+
+
+class _WrongReturnType(_Complete):
+    async def cancel_payout(self, payout_id: str) -> PspPayment:  # type: ignore[override]
+        raise NotImplementedError
+
+
+class _NoPayoutMethods(_Complete):
+    payout_methods = ["card"]  # type: ignore[assignment]
+
+
+def test_a_complete_fake_conforms() -> None:
+    assert conformance_problems(_Complete()) == []
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (_NoPayoutCancel, "no method cancel_payout"),
+        (_SyncPayoutCancel, "cancel_payout is not async"),
+        (_RenamedParameter, "cancel_payout(self, payment_id"),
+        (_WrongReturnType, "cancel_payout: types"),
+        (_NoPayoutMethods, "attribute payout_methods"),
+    ],
+)
+def test_a_broken_connector_is_reported(broken: type, problem: str) -> None:
+    problems = conformance_problems(broken())
+
+    assert any(problem in p for p in problems), problems
