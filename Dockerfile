@@ -11,6 +11,7 @@ COPY api ./api
 COPY workers ./workers
 COPY ledger ./ledger
 COPY psp ./psp
+COPY players ./players
 RUN pip install . && useradd --system --uid 10001 payloop
 USER payloop
 EXPOSE 8000 8100

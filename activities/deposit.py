@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from ledger import Ledger, TransferRequest, player_account, psp_clearing_account
 from ledger.errors import LedgerError
-from payloop.players import PlayerStore
+from players import PlayerStore
 from activities.psp_calls import as_application_error, call_and_record, call_psp, connector_for
 from psp.base import CreatePaymentRequest, PspConnector, PspError, PspPayment, PspRequestRejected
 from psp.routing import CircuitState, RoutingConfig, route

@@ -19,9 +19,9 @@ def all_tables() -> MetaData:
     import ledger.games  # noqa: F401
     import ledger.models  # noqa: F401
     import payloop.alerts  # noqa: F401
-    import payloop.audit  # noqa: F401
-    import payloop.notifications  # noqa: F401
-    import payloop.players  # noqa: F401
+    import players.audit  # noqa: F401
+    import players.controls  # noqa: F401
+    import players.notifications  # noqa: F401
     import psp.routing.health  # noqa: F401
     from payloop.db import metadata
 

@@ -18,9 +18,9 @@ from activities.deposit import DepositActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
-from payloop.players import PlayerStore
 from payloop.settings import Settings
 from payloop.temporal import cache_workflow_bytecode, connect
+from players import PlayerStore
 from psp.registry import build_connectors
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
