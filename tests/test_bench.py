@@ -17,12 +17,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.testing import WorkflowEnvironment
 
-from payloop.bench import report
-from payloop.bench.analysis import history_facts
-from payloop.bench.run import BenchOptions, drive_target, finish
-from payloop.bench.skeleton import Shape
-from payloop.bench.stats import percentile, summary_ms
-from payloop.bench.target import remote_target
+from entrypoints.bench import report
+from entrypoints.bench.analysis import history_facts
+from entrypoints.bench.run import BenchOptions, drive_target, finish
+from entrypoints.bench.skeleton import Shape
+from entrypoints.bench.stats import percentile, summary_ms
+from entrypoints.bench.target import remote_target
 from payloop.temporal import (
     DEV_SERVER_DYNAMIC_CONFIG,
     cache_workflow_bytecode,

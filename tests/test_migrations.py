@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.models import ledger_accounts
 from payloop.db import utcnow
-from payloop.migrate import alembic_config, all_tables, upgrade
+from entrypoints.migrate import alembic_config, all_tables, upgrade
 
 
 def _diff(connection: Connection) -> list[Any]:

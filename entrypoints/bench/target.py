@@ -44,7 +44,7 @@ def embedded_target(workdir: Path, database_url: str | None = None) -> Iterator[
     """Starts the embedded stack (`payloop run`'s, via EmbeddedStack) on free ports in `workdir`; the ledger on
     SQLite in it, or in a scratch PostgreSQL database created next to `database_url` and dropped afterwards."""
     from payloop.settings import Settings
-    from payloop.stack import EmbeddedStack
+    from entrypoints.stack import EmbeddedStack
 
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

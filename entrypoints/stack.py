@@ -36,11 +36,11 @@ class EmbeddedStack:
             "--namespace", s.temporal_namespace, "--log-level", "warn",
             *search_attribute_flags(), *dev_server_flags(db_file=True),
         ], logs)
-        self._spawn("sandbox-psp", [sys.executable, "-m", "payloop.cli", "sandbox-psp"], logs)
+        self._spawn("sandbox-psp", [sys.executable, "-m", "entrypoints.cli", "sandbox-psp"], logs)
         _wait_for_tcp(host or "127.0.0.1", int(port), "Temporal dev server", self)
-        _run_checked([sys.executable, "-m", "payloop.cli", "migrate"])
-        self._spawn("worker", [sys.executable, "-m", "payloop.cli", "worker"], logs)
-        self._spawn("api", [sys.executable, "-m", "payloop.cli", "api"], logs)
+        _run_checked([sys.executable, "-m", "entrypoints.cli", "migrate"])
+        self._spawn("worker", [sys.executable, "-m", "entrypoints.cli", "worker"], logs)
+        self._spawn("api", [sys.executable, "-m", "entrypoints.cli", "api"], logs)
         _wait_for_http(f"{s.api_url}/readyz", "API", self)
         _wait_for_http(f"{s.sandbox_psp_url}/healthz", "sandbox PSP", self)
 

@@ -38,9 +38,9 @@ from ledger import (
     player_account,
     psp_clearing_account,
 )
-from payloop.bench.stats import summary_ms
+from entrypoints.bench.stats import summary_ms
 from payloop.db import create_engine
-from payloop.migrate import upgrade
+from entrypoints.migrate import upgrade
 
 
 @dataclass

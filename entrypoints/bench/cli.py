@@ -78,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
     if args.bench_command == "ledger":
         return _ledger(args)
     if args.bench_command == "probe":
-        from payloop.bench import probe
+        from entrypoints.bench import probe
 
         shapes = tuple(s.strip() for s in args.shapes.split(","))
         return probe.main(args.out, shapes, args.runs)
-    from payloop.bench.run import BenchOptions, run_bench
+    from entrypoints.bench.run import BenchOptions, run_bench
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return run_bench(BenchOptions(
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from payloop.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
+    from entrypoints.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
 
     url = args.database_url or os.environ.get("PAYLOOP_DATABASE_URL") or os.environ.get("PAYLOOP_TEST_DATABASE_URL")
     if not url or not url.startswith("postgresql"):

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from payloop.bench.stats import percentile, ratio, summary_ms
+from entrypoints.bench.stats import percentile, ratio, summary_ms
 
 if TYPE_CHECKING:
-    from payloop.bench.run import BenchRun
+    from entrypoints.bench.run import BenchRun
 
 SCHEMA_VERSION = 1
 # The targets. Never asserted in tests: a benchmark reports, it does not fail a build.
@@ -98,7 +98,7 @@ def _git(*args: str) -> str | None:
 
 
 def build(run: BenchRun, machine: dict[str, Any], ledger_bench: dict[str, Any] | None) -> dict[str, Any]:
-    from payloop.bench.run import options_dict
+    from entrypoints.bench.run import options_dict
 
     driver = run.driver
     deposits = _deposit_figures(run)
@@ -283,7 +283,7 @@ def _round_figures(run: BenchRun) -> dict[str, Any]:
 
 
 def _ledger_figures(run: BenchRun) -> dict[str, Any]:
-    from payloop.bench.analysis import transfers_per_second
+    from entrypoints.bench.analysis import transfers_per_second
 
     activity = run.ledger
     if activity is None:

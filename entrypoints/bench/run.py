@@ -31,11 +31,11 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from payloop.bench import analysis, report
-from payloop.bench.memory import RssSampler
-from payloop.bench.skeleton import Shape, SkeletonRun, drive, skeleton_worker
-from payloop.bench.target import Target, embedded_target, remote_target
-from payloop.bench.traffic import DEPOSIT_METHODS, Driver, Phase
+from entrypoints.bench import analysis, report
+from entrypoints.bench.memory import RssSampler
+from entrypoints.bench.skeleton import Shape, SkeletonRun, drive, skeleton_worker
+from entrypoints.bench.target import Target, embedded_target, remote_target
+from entrypoints.bench.traffic import DEPOSIT_METHODS, Driver, Phase
 
 DEFAULT_OUT = Path(".payloop/bench")
 
@@ -127,7 +127,7 @@ class _null_context:
 
 
 def _ledger_part(options: BenchOptions) -> dict[str, Any] | None:
-    from payloop.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
+    from entrypoints.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
 
     if not options.database_url or not options.database_url.startswith("postgresql"):
         return {"skipped": "the ledger micro-benchmark needs --database-url postgresql+asyncpg://…"}
