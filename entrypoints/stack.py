@@ -14,7 +14,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from payloop.settings import Settings
-from payloop.temporal import dev_server_flags, search_attribute_flags, temporal_cli_path
+from payloop.temporal import dev_server_flags, temporal_cli_path
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+_SEARCH_ATTRIBUTE_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
 
 
 @dataclass
@@ -70,6 +73,15 @@ class EmbeddedStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def search_attribute_flags() -> list[str]:
+    """`--search-attribute Name=Type` flags that register the payment search attributes on a dev server started as
+    a process (the embedded stack here; the tests' process harness too)."""
+    flags: list[str] = []
+    for key in SEARCH_ATTRIBUTES:
+        flags += ["--search-attribute", f"{key.name}={_SEARCH_ATTRIBUTE_TYPES[key.indexed_value_type.name]}"]
+    return flags
 
 
 def _run_checked(argv: list[str]) -> None:

@@ -24,10 +24,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
-from payloop.db import create_engine
 from entrypoints.migrate import upgrade
+from entrypoints.stack import search_attribute_flags
+from payloop.db import create_engine
 from payloop.settings import Settings
-from payloop.temporal import dev_server_flags, search_attribute_flags, temporal_cli_path
+from payloop.temporal import dev_server_flags, temporal_cli_path
 from tests.conftest import FreshDatabase, postgres_url
 from tests.e2e.conftest import free_port
 

@@ -23,13 +23,9 @@ from entrypoints.bench.run import BenchOptions, drive_target, finish
 from entrypoints.bench.skeleton import Shape
 from entrypoints.bench.stats import percentile, summary_ms
 from entrypoints.bench.target import remote_target
-from payloop.temporal import (
-    DEV_SERVER_DYNAMIC_CONFIG,
-    cache_workflow_bytecode,
-    dev_server_flags,
-    temporal_cli_path,
-)
+from payloop.temporal import DEV_SERVER_DYNAMIC_CONFIG, dev_server_flags, temporal_cli_path
 from tests.e2e.conftest import API_KEY, running_stack
+from workers.bytecode import cache_workflow_bytecode
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 
