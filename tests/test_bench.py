@@ -19,7 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from entrypoints.bench import report
 from entrypoints.bench.analysis import history_facts
-from entrypoints.bench.run import BenchOptions, drive_target, finish
+from entrypoints.bench.model import BenchOptions
+from entrypoints.bench.run import drive_target, finish
 from entrypoints.bench.skeleton import Shape
 from entrypoints.bench.stats import percentile, summary_ms
 from entrypoints.bench.target import remote_target
