@@ -1,4 +1,5 @@
-# The payloop application image: api, worker, sandbox PSP and migrations are all `payloop <command>`.
+# The payloop application image: api, worker, sandbox PSP and migrations are all `payloop <command>`
+# (entrypoints/cli.py).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -11,6 +12,8 @@ COPY api ./api
 COPY workers ./workers
 COPY ledger ./ledger
 COPY psp ./psp
+COPY players ./players
+COPY entrypoints ./entrypoints
 RUN pip install . && useradd --system --uid 10001 payloop
 USER payloop
 EXPOSE 8000 8100

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/payloop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'  # the tests include the bench's
 	@touch $@
 
 install: $(BIN)/payloop

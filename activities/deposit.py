@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from ledger import Ledger, TransferRequest, player_account, psp_clearing_account, transfer_ids
 from ledger.errors import LedgerError
-from payloop.players import PlayerStore
+from players import PlayerStore
 from psp.base import CreatePaymentRequest, PspConnector, PspPayment
 from psp.routing import CircuitState, RoutingConfig, route
 from psp.routing.health import HealthStore

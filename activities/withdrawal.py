@@ -23,10 +23,9 @@ from ledger import (
     transfer_ids,
 )
 from ledger.games import turnover_since
-from payloop import notifications
 from payloop.money import MoneyError, parse_rates, to_eur_minor
-from payloop.players import PlayerStore
 from payloop.settings import Settings
+from players import PlayerStore, notifications
 from psp.base import CreatePayoutRequest, PspConnector, PspPayout
 from psp.routing import RoutingConfig, closed_loop_method, payout_route
 from psp.routing.health import HealthStore

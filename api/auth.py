@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import Problem
+from api.problems import Problem
 
 SCOPES = frozenset({"payments", "wallet", "ops"})
 

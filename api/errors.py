@@ -1,11 +1,12 @@
-"""RFC 9457 problem+json for every error, with a stable `code`, the request's `trace_id` and `retryable`."""
+"""RFC 9457 problem+json for every error, with a stable `code`, the request's `trace_id` and `retryable`: the
+exception handlers, the trace id middleware and the OpenAPI documentation. The `Problem` exception itself is in
+`api.problems` (imported here too), so `api.auth` raises it without importing this module."""
 
 from __future__ import annotations
 
 import json
 import logging
 import uuid
-from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,52 +15,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://docs.payloop.dev/errors/"
+from api.auth import authentication_problem
+from api.problems import PROBLEM_JSON, Problem, trace_id_var
 
-trace_id_var: ContextVar[str] = ContextVar("trace_id", default="")
 log = logging.getLogger("payloop.api")
-
-
-class Problem(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        title: str,
-        detail: str | None = None,
-        *,
-        retryable: bool = False,
-        errors: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
-        **extensions: Any,
-    ) -> None:
-        super().__init__(detail or title)
-        self.status = status
-        self.code = code
-        self.title = title
-        self.detail = detail
-        self.retryable = retryable
-        self.errors = errors or []
-        self.headers = headers or {}
-        self.extensions = extensions
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": TYPE_BASE + self.code,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail or self.title,
-            "code": self.code,
-            "trace_id": trace_id_var.get(),
-            "retryable": self.retryable,
-            "errors": self.errors,
-        }
-        body.update(self.extensions)
-        return body
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
 
 
 class FieldProblem(BaseModel):
@@ -167,13 +126,6 @@ _HTTP_CODES = {
 }
 
 
-def _authentication_problem(request: Request) -> Problem | None:
-    # Imported here: api.auth raises Problem, so it imports this module.
-    from api.auth import authentication_problem
-
-    return authentication_problem(request)
-
-
 def install(app: FastAPI) -> None:
     _document_problems(app)
 
@@ -195,7 +147,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if (unauthenticated := _authentication_problem(request)) is not None:
+        if (unauthenticated := authentication_problem(request)) is not None:
             return unauthenticated.response()
         errors = []
         for err in exc.errors():
@@ -206,7 +158,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and (unauthenticated := _authentication_problem(request)) is not None:
+        if exc.status_code == 400 and (unauthenticated := authentication_problem(request)) is not None:
             return unauthenticated.response()  # a body FastAPI could not parse, sent without credentials
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else None

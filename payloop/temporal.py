@@ -1,9 +1,8 @@
-"""Temporal plumbing shared by the API, the workers and the CLI: client connection and the dev server."""
+"""Temporal plumbing shared by the API, the workers and the entry points: the client connection, the `temporal` CLI
+and the flags of every dev server we start. Foundation: imports nothing of the project above it."""
 
 from __future__ import annotations
 
-import contextlib
-import py_compile
 import shutil
 import sys
 from pathlib import Path
@@ -11,9 +10,6 @@ from pathlib import Path
 from temporalio.client import Client
 
 from payloop.settings import Settings
-from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
-
-_SEARCH_ATTRIBUTE_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
 
 
 async def connect(settings: Settings) -> Client:
@@ -54,25 +50,3 @@ def dev_server_flags(*, db_file: bool = False) -> list[str]:
         for pragma in DEV_SERVER_SQLITE_FILE_PRAGMAS:
             flags += ["--sqlite-pragma", pragma]
     return flags
-
-
-def search_attribute_flags() -> list[str]:
-    """`--search-attribute Name=Type` flags that register the payment search attributes on the dev server."""
-    flags: list[str] = []
-    for key in SEARCH_ATTRIBUTES:
-        flags += ["--search-attribute", f"{key.name}={_SEARCH_ATTRIBUTE_TYPES[key.indexed_value_type.name]}"]
-    return flags
-
-
-def cache_workflow_bytecode(workflows: list[type]) -> None:
-    """Write the bytecode of the workflows' modules, which the workflow sandbox imports afresh for every run.
-
-    Without it (PYTHONDONTWRITEBYTECODE on a source checkout) every workflow run compiled its module again:
-    a sandbox instance took 4.3 ms instead of 1.5. An installed package has its bytecode from pip; in a
-    read-only tree nothing is written and runs keep compiling.
-    """
-    for workflow in workflows:
-        source = sys.modules[workflow.__module__].__file__
-        if source and source.endswith(".py"):
-            with contextlib.suppress(OSError):  # a read-only tree: nothing to gain, nothing lost
-                py_compile.compile(source, quiet=2)

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from entrypoints.migrate import upgrade
 from payloop.db import create_engine
-from payloop.migrate import upgrade
 
 PG_URL_ENV = "PAYLOOP_TEST_DATABASE_URL"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

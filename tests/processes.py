@@ -24,10 +24,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
+from entrypoints.migrate import upgrade
+from entrypoints.stack import search_attribute_flags
 from payloop.db import create_engine
-from payloop.migrate import upgrade
 from payloop.settings import Settings
-from payloop.temporal import dev_server_flags, search_attribute_flags, temporal_cli_path
+from payloop.temporal import dev_server_flags, temporal_cli_path
 from tests.conftest import FreshDatabase, postgres_url
 from tests.e2e.conftest import free_port
 
@@ -51,7 +52,7 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -
 
 
 class WorkerProcess:
-    """`python -m payloop.cli worker` as a child process, killed with SIGKILL and started again at will.
+    """`python -m entrypoints.cli worker` as a child process, killed with SIGKILL and started again at will.
 
     It is configured only by `PAYLOOP_*` variables: WORKER_SETTINGS plus every setting the test set explicitly.
     """
@@ -71,7 +72,7 @@ class WorkerProcess:
         assert not self.running, "a worker is already running"
         self.starts += 1
         self.log_path = self.log_dir / f"worker-{self.starts}.log"
-        self.proc = _spawn([sys.executable, "-m", "payloop.cli", "worker"], self.log_path, env=self.env)
+        self.proc = _spawn([sys.executable, "-m", "entrypoints.cli", "worker"], self.log_path, env=self.env)
         deadline = time.monotonic() + timeout
         while READY_LINE not in self.log():
             if self.proc.poll() is not None:

@@ -8,6 +8,9 @@ import importlib
 import importlib.util
 import json
 import math
+import subprocess
+import sys
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,19 +20,17 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.testing import WorkflowEnvironment
 
-from payloop.bench import report
-from payloop.bench.analysis import history_facts
-from payloop.bench.run import BenchOptions, drive_target, finish
-from payloop.bench.skeleton import Shape
-from payloop.bench.stats import percentile, summary_ms
-from payloop.bench.target import remote_target
-from payloop.temporal import (
-    DEV_SERVER_DYNAMIC_CONFIG,
-    cache_workflow_bytecode,
-    dev_server_flags,
-    temporal_cli_path,
-)
+from entrypoints.bench import report
+from entrypoints.bench.analysis import history_facts
+from entrypoints.bench.cli import BENCH_EXTRA
+from entrypoints.bench.model import BenchOptions
+from entrypoints.bench.run import drive_target, finish
+from entrypoints.bench.skeleton import Shape
+from entrypoints.bench.stats import percentile, summary_ms
+from entrypoints.bench.target import remote_target
+from payloop.temporal import DEV_SERVER_DYNAMIC_CONFIG, dev_server_flags, temporal_cli_path
 from tests.e2e.conftest import API_KEY, running_stack
+from workers.bytecode import cache_workflow_bytecode
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 
@@ -55,6 +56,30 @@ def test_workflow_bytecode_is_written_for_the_sandbox(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr("py_compile.compile", read_only)
     cache_workflow_bytecode([module.SomeWorkflow])  # a worker in a read-only tree still starts
+
+
+def test_the_bench_extra_is_what_the_bench_imports_and_the_service_does_not_need() -> None:
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    extra = {requirement.split(">")[0].split("=")[0].split("<")[0].strip() for requirement in
+             pyproject["optional-dependencies"]["bench"]}
+    runtime = {requirement.split(">")[0].split("=")[0].split("<")[0].strip() for requirement in
+               pyproject["dependencies"]}
+    assert BENCH_EXTRA <= extra
+    assert not BENCH_EXTRA & runtime
+
+
+@pytest.mark.parametrize("missing", sorted(BENCH_EXTRA))
+def test_payloop_bench_without_the_extra_says_which_extra_to_install(missing: str) -> None:
+    """Without the bench extra, `payloop --help` works and `payloop bench` names the extra instead of a traceback."""
+    script = (f"import sys; sys.modules[{missing!r}] = None  # as if it were not installed\n"
+              "from entrypoints.cli import main\n"
+              "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+              "sys.exit(main(['bench', '--no-skeleton']))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "usage: payloop" in result.stdout
+    assert f"payloop bench needs the bench extra ({missing} is not installed)" in result.stderr
+    assert "pip install 'payloop[bench]'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_shape_parsing() -> None:

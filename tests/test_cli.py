@@ -17,7 +17,7 @@ def free_port() -> int:
 
 
 def payloop(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "payloop.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "entrypoints.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -28,7 +28,7 @@ def test_every_service_has_an_image_or_a_build_and_known_dependencies() -> None:
 
 def test_app_services_build_the_dockerfile_and_run_a_payloop_command() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("payloop", "workflows", "activities", "api", "workers", "ledger", "psp"):
+    for package in ("payloop", "workflows", "activities", "api", "workers", "ledger", "psp", "players", "entrypoints"):
         assert f"COPY {package} ./{package}" in dockerfile
     for name in APP_SERVICES:
         command = SERVICES[name]["command"]

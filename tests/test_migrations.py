@@ -12,9 +12,9 @@ from sqlalchemy import Connection, insert, inspect, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from entrypoints.migrate import alembic_config, all_tables, upgrade
 from ledger.models import ledger_accounts
 from payloop.db import utcnow
-from payloop.migrate import alembic_config, all_tables, upgrade
 
 
 def _diff(connection: Connection) -> list[Any]:

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from activities.deposit import DepositActivities
 from api.app import create_app
 from ledger import Ledger
-from payloop import audit
-from payloop.players import (
+from payloop.settings import Settings
+from players import (
     LIMIT_INCREASE_DELAY,
     KycStatus,
     LimitPeriod,
@@ -24,13 +24,12 @@ from payloop.players import (
     PlayerControls,
     PlayerRuleError,
     PlayerStore,
+    audit,
     change_limit,
-    deposit_limit_usage,
-    player_deposit_limits,
     screen_deposit,
     window_start,
 )
-from payloop.settings import Settings
+from players.controls import deposit_limit_usage, player_deposit_limits
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
 from workflows.types import ScreenDepositInput

@@ -18,12 +18,13 @@ from activities.deposit import DepositActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
-from payloop.players import PlayerStore
 from payloop.settings import Settings
-from payloop.temporal import cache_workflow_bytecode, connect
+from payloop.temporal import connect
+from players import PlayerStore
 from psp.registry import build_connectors
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
+from workers.bytecode import cache_workflow_bytecode
 from workflows.deposit import DepositWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 

@@ -22,7 +22,7 @@ from ledger import InsufficientFunds, LedgerError, player_account
 from ledger.games import GameAnswer, GameError, GameRequest, GameWallet, BettingRefused
 from payloop.db import utcnow
 from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
-from payloop.players import PlayerStore
+from players import PlayerStore
 
 router = APIRouter(prefix="/v1/wallet", tags=["game wallet"], responses=problem_responses(503))
 

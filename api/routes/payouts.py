@@ -21,8 +21,8 @@ from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.schemas import CancelPayoutRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest
 from ledger import player_account
-from payloop import audit
 from payloop.money import to_decimal_string
+from players import audit
 from psp.scenarios import PAYOUT_SCENARIOS
 from workflows.types import CancelRequest, ReviewDecision, WithdrawalInput, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow

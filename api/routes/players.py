@@ -21,10 +21,9 @@ from api.schemas import (
     PlayerProfileView,
     SelfExclusionRequest,
 )
-from payloop import audit
 from payloop.db import utcnow
 from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
-from payloop.players import KycStatus, LimitPeriod, PlayerProfile, PlayerRuleError, PlayerStore
+from players import KycStatus, LimitPeriod, PlayerProfile, PlayerRuleError, PlayerStore, audit
 
 router = APIRouter(tags=["players"], responses=problem_responses(503))
 

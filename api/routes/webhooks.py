@@ -20,7 +20,8 @@ from api.routes.payments import PAYMENT_ID_RE
 from api.routes.payouts import PAYOUT_ID_RE
 from api.schemas import WebhookAck, WebhookEventDetail, WebhookEventView
 from api.webhook_inbox import STALLED_AFTER, WebhookInbox
-from payloop import alerts, audit
+from payloop import alerts
+from players import audit
 from psp.base import InvalidWebhook, WebhookEvent
 from workflows import search_attributes
 from workflows.deposit import DepositWorkflow

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from payloop.players import LimitPeriod, PlayerStore
+from players import LimitPeriod, PlayerStore
 from tests.e2e.conftest import OTHER_CLIENT_KEY, WALLET_ONLY_KEY, Stack, new_player
 
 VALID = {"amount": "50.00", "currency": "EUR", "method": "card", "player_id": "p-valid",

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from payloop.db import utcnow
-from payloop.players import PlayerStore
+from players import PlayerStore
 from tests.e2e.conftest import Stack, new_player
 
 PROBLEM_JSON = "application/problem+json"

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ledger.models import ledger_transfers
-from payloop import notifications
+from players import notifications
 from tests.e2e.conftest import Stack, eventually, new_player
 
 FINAL = {"paid", "failed", "rejected", "cancelled"}

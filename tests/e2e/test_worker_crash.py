@@ -2,7 +2,7 @@
 worker process starts, the payout finishes and its hold is posted or voided exactly once, on SQLite and PostgreSQL.
 
 The API and the sandbox PSP run in this process as in the other end-to-end tests; the worker is a child process
-(`python -m payloop.cli worker`) configured only by `PAYLOOP_*` variables, so it can be killed mid-flight.
+(`python -m entrypoints.cli worker`) configured only by `PAYLOOP_*` variables, so it can be killed mid-flight.
 """
 
 from __future__ import annotations

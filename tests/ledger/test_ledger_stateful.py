@@ -385,8 +385,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self, loop: asyncio.AbstractEventLoop, db: FreshDatabase) -> None:
         super().__init__()
         self.loop = loop
-        # Each example empties the tables and starts over, on an engine of its own: the ledger may remember, per
-        # engine, which accounts exist (accounts are never deleted outside this test).
+        # Each example empties the tables and starts over, on an engine and a Ledger of its own: a Ledger remembers
+        # the accounts it saw for its lifetime (accounts are never deleted outside this test).
         self.engine: AsyncEngine = db.engine(pool_size=2)
         self.ledger = Ledger(self.engine)
         self.wallet = GameWallet(self.engine)

@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from payloop.settings import Settings
-from payloop.stack import EmbeddedStack
+from entrypoints.stack import EmbeddedStack
 
 FINAL = {"credited", "failed", "rejected", "expired", "in_review"}
 

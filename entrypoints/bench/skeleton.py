@@ -28,7 +28,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # the sandbox re-imports this module for every run
-    from payloop.temporal import cache_workflow_bytecode
+    from workers.bytecode import cache_workflow_bytecode
 
 NOOP_ACTIVITY = "bench_noop"
 _STEP_TIMEOUT = timedelta(seconds=30)

@@ -17,7 +17,9 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from entrypoints.stack import EmbeddedStack
 from payloop.db import create_engine, is_sqlite
+from payloop.settings import Settings
 
 
 @dataclass
@@ -43,9 +45,6 @@ def free_port() -> int:
 def embedded_target(workdir: Path, database_url: str | None = None) -> Iterator[Target]:
     """Starts the embedded stack (`payloop run`'s, via EmbeddedStack) on free ports in `workdir`; the ledger on
     SQLite in it, or in a scratch PostgreSQL database created next to `database_url` and dropped afterwards."""
-    from payloop.settings import Settings
-    from payloop.stack import EmbeddedStack
-
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     scratch_url = None

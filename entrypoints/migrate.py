@@ -8,23 +8,23 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData
 
-from payloop.db import create_engine
+# Every module that defines tables of the one database: importing them registers their tables on payloop.db's
+# metadata, which Alembic compares the migrations with (an entry point may import every package).
+import api.models  # noqa: F401
+import ledger.games  # noqa: F401
+import ledger.models  # noqa: F401
+import payloop.alerts  # noqa: F401
+import players.audit  # noqa: F401
+import players.controls  # noqa: F401
+import players.notifications  # noqa: F401
+import psp.routing.health  # noqa: F401
+from payloop.db import create_engine, metadata
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def all_tables() -> MetaData:
     """The metadata with every table of the one database: the ledger, player controls, the API's stores."""
-    import api.models  # noqa: F401
-    import ledger.games  # noqa: F401
-    import ledger.models  # noqa: F401
-    import payloop.alerts  # noqa: F401
-    import payloop.audit  # noqa: F401
-    import payloop.notifications  # noqa: F401
-    import payloop.players  # noqa: F401
-    import psp.routing.health  # noqa: F401
-    from payloop.db import metadata
-
     return metadata
 
 

@@ -1,17 +1,21 @@
-"""Arguments of `payloop bench` (traffic run), `payloop bench ledger` and `payloop bench probe`.
+"""Arguments of `payloop bench` (traffic run), `payloop bench ledger` and `payloop bench probe`, and the check that
+the bench extra is installed.
 
-Kept free of heavy imports: `payloop --help` must not load matplotlib or the SDK's worker.
+Kept free of the bench's own imports: `payloop --help` must not load matplotlib or the SDK's worker, and works
+without the extra (`pip install 'payloop[bench]'`), which only `payloop bench` needs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
+import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path(".payloop/bench")
+# The import names of the bench extra (pyproject.toml, [project.optional-dependencies] bench) that the bench's
+# modules import: the service never needs them.
+BENCH_EXTRA = frozenset({"matplotlib", "psutil", "tqdm", "pyinstrument"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,48 +79,15 @@ def _traffic_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bench_command == "ledger":
-        return _ledger(args)
-    if args.bench_command == "probe":
-        from payloop.bench import probe
-
-        shapes = tuple(s.strip() for s in args.shapes.split(","))
-        return probe.main(args.out, shapes, args.runs)
-    from payloop.bench.run import BenchOptions, run_bench
-
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    return run_bench(BenchOptions(
-        deposits=args.deposits, payouts=args.payouts, rounds=args.rounds, concurrency=args.concurrency,
-        low_load=args.low_load, half_load=args.half_load, rate=args.rate, methods=methods, skeleton=args.skeleton,
-        skeleton_shape=args.skeleton_shape, skeleton_signal_delay=args.skeleton_signal_delay, api_url=args.api_url,
-        api_key=args.api_key, temporal_address=args.temporal_address, namespace=args.namespace,
-        database_url=args.database_url, out=args.out, progress=args.progress, timeout=args.timeout,
-        hold=args.hold, ledger=args.ledger,
-    ))
-
-
-def _ledger(args: argparse.Namespace) -> int:
-    from payloop.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
-
-    url = args.database_url or os.environ.get("PAYLOOP_DATABASE_URL") or os.environ.get("PAYLOOP_TEST_DATABASE_URL")
-    if not url or not url.startswith("postgresql"):
-        print("payloop bench ledger needs PostgreSQL: --database-url postgresql+asyncpg://user@host/db")
+    try:
+        # The one import inside a function here: the bench's modules import the bench extra at their top, so a
+        # missing extra shows on this line, when the command runs, and not when `payloop` parses its arguments.
+        from entrypoints.bench import commands
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").partition(".")[0]
+        if missing not in BENCH_EXTRA:
+            raise
+        print(f"payloop bench needs the bench extra ({missing} is not installed): pip install 'payloop[bench]' "
+              "(in a checkout: pip install -e '.[bench]', or make install)", file=sys.stderr)
         return 2
-    result = asyncio.run(run_ledger_bench(LedgerBenchOptions(
-        url, clients=args.clients, seconds=args.seconds, pgbench_scale=args.pgbench_scale,
-        hot_debits=args.hot_debits, profile=args.profile, out=args.out)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "ledger.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    ledger, pgbench, hot = result["ledger"], result["pgbench"], result["hot_player"]
-    print(f"ledger   {ledger['tps']:>8} transfers/s  p50 {ledger['latency']['p50_ms']} ms  "
-          f"(client CPU {ledger['client_cpu_share']:.0%} of a core, {ledger['cpu_ms_per_transfer']} ms/transfer)")
-    print(f"pgbench  {pgbench.get('tps')} tps (tpcb-like, scale {args.pgbench_scale}, {args.clients} clients)"
-          + (f"  ERROR {pgbench['error']}" if "error" in pgbench else ""))
-    print(f"ratio    {result['ledger_vs_pgbench']} (target ≥ 0.5)")
-    print(f"hot player: {hot['succeeded']}/{hot['debits']} debits in {hot['elapsed_s']} s "
-          f"({hot['tps']}/s, p50 {hot['latency']['p50_ms']} ms, p99 {hot['latency']['p99_ms']} ms)")
-    if ledger.get("profile"):
-        print(f"profile: {ledger['profile']}")
-    print(f"written: {path}")
-    return 0
+    return commands.run(args)

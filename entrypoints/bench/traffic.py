@@ -21,6 +21,9 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
+from workflows.deposit import DepositWorkflow
+from workflows.withdrawal import WithdrawalWorkflow
+
 DEPOSIT_METHODS = ("card", "ewallet", "bank_transfer", "crypto")
 DEPOSIT_AMOUNT = "50.00"
 PAYOUT_AMOUNT = "10.00"
@@ -51,7 +54,7 @@ class DepositRecord:
 
     @property
     def workflow_id(self) -> str | None:
-        return f"deposit-{self.payment_id}" if self.payment_id else None
+        return DepositWorkflow.workflow_id(self.payment_id) if self.payment_id else None
 
 
 @dataclass
@@ -73,7 +76,7 @@ class PayoutRecord:
 
     @property
     def workflow_id(self) -> str | None:
-        return f"withdrawal-{self.payout_id}" if self.payout_id else None
+        return WithdrawalWorkflow.workflow_id(self.payout_id) if self.payout_id else None
 
 
 @dataclass
@@ -266,7 +269,7 @@ class Driver:
                 record.error = f"redirect page answered {page.status_code}"
                 return False
             record.confirmed = time.time()
-        await self._wait_closed(f"deposit-{record.payment_id}")
+        await self._wait_closed(DepositWorkflow.workflow_id(record.payment_id))
         record.completed = time.time()
         final = await self.api.get(f"/v1/payments/{record.payment_id}")
         record.final_status = final.json().get("status")
@@ -344,7 +347,7 @@ class Driver:
                 if response.status_code != 201 or not record.payout_id:
                     record.error = f"payout init answered {response.status_code}: {body.get('code') or body}"[:300]
                     return False
-                await self._wait_closed(f"withdrawal-{record.payout_id}")
+                await self._wait_closed(WithdrawalWorkflow.workflow_id(record.payout_id))
                 record.completed = time.time()
                 view = (await self.api.get(f"/v1/payouts/{record.payout_id}")).json()
                 record.final_status, record.psp = view.get("status"), view.get("psp")

@@ -2,7 +2,7 @@
 
 Starts one dev server per server variant (in memory, or a SQLite file like `payloop run`), runs skeleton
 workflows of several shapes one at a time (no load: pure latency) under several worker variants, and prints a
-table of median and p90 end-to-end times. Shapes as in `payloop.bench.skeleton` ("a" activity, "l" local
+table of median and p90 end-to-end times. Shapes as in `entrypoints.bench.skeleton` ("a" activity, "l" local
 activity, "aaa|a" = update answered after 3 activities, then a signal, then 1 activity).
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from temporalio.client import Client
 
-from payloop.bench.skeleton import Shape, run_one, skeleton_worker
-from payloop.bench.stats import percentile
+from entrypoints.bench.skeleton import Shape, run_one, skeleton_worker
+from entrypoints.bench.stats import percentile
 from payloop.temporal import temporal_cli_path
 
 DEFAULT_SHAPES = ("", "a", "aa", "aaa", "aaaaa", "lll", "aaa|a")

@@ -1,5 +1,8 @@
 """`payloop` command line: run the embedded stack, its parts one by one, migrations, the ledger check, the demo."""
 
+# Each command imports its own part when it runs, so `payloop api` is a process that never loads the worker or the
+# sandbox, and `payloop --help` loads none of them. No cycle hides that way: this module is the top of the graph.
+
 from __future__ import annotations
 
 import argparse
@@ -8,6 +11,7 @@ import signal
 import sys
 import time
 
+from entrypoints.bench import cli as bench_cli
 from payloop.settings import get_settings
 
 
@@ -20,9 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("sandbox-psp", help="serve the sandbox PSPs")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, stop")
-    from payloop.bench.cli import add_arguments as add_bench_arguments
-
-    add_bench_arguments(commands.add_parser("bench", help="load, latency and memory figures; ledger vs pgbench"))
+    bench_cli.add_arguments(commands.add_parser("bench", help="load, latency and memory figures; ledger vs pgbench"))
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger.add_subparsers(dest="ledger_command", required=True).add_parser(
         "check", help="verify the ledger invariants; exit 1 when one is broken"
@@ -53,27 +55,25 @@ def main(argv: list[str] | None = None) -> int:
                     port=settings.sandbox_psp_port, log_level="warning")
         return 0
     if args.command == "migrate":
-        from payloop.migrate import upgrade
+        from entrypoints.migrate import upgrade
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(upgrade(settings.effective_database_url))
         print("database migrated")
         return 0
     if args.command == "demo":
-        from payloop.demo import run_demo
+        from entrypoints.demo import run_demo
 
         return run_demo(settings)
     if args.command == "ledger":
         return asyncio.run(_ledger_check(settings))
     if args.command == "bench":
-        from payloop.bench.cli import run as run_bench
-
-        return run_bench(args)
+        return bench_cli.run(args)
     return 2
 
 
 def _run(settings) -> int:  # noqa: ANN001
-    from payloop.stack import EmbeddedStack
+    from entrypoints.stack import EmbeddedStack
 
     stack = EmbeddedStack(settings)
     signal.signal(signal.SIGTERM, _interrupt)

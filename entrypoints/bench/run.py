@@ -24,68 +24,20 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.client import Client
+from tqdm import tqdm
 
-from payloop.bench import analysis, report
-from payloop.bench.memory import RssSampler
-from payloop.bench.skeleton import Shape, SkeletonRun, drive, skeleton_worker
-from payloop.bench.target import Target, embedded_target, remote_target
-from payloop.bench.traffic import DEPOSIT_METHODS, Driver, Phase
-
-DEFAULT_OUT = Path(".payloop/bench")
-
-
-@dataclass
-class BenchOptions:
-    deposits: int = 200
-    payouts: int = 50
-    rounds: int = 500
-    concurrency: int = 50
-    low_load: int = 20
-    half_load: bool = True
-    rate: float | None = None
-    methods: tuple[str, ...] = DEPOSIT_METHODS
-    skeleton: bool = True
-    skeleton_shape: str | None = None  # None: the shape of a warm-up card deposit
-    skeleton_signal_delay: float = 0.05  # the sandbox's settle delay: PSP create → webhook
-    api_url: str | None = None
-    api_key: str = "dev-key-change-me"
-    temporal_address: str = "127.0.0.1:7233"
-    namespace: str = "default"
-    database_url: str | None = None
-    out: Path = DEFAULT_OUT
-    progress: bool = True
-    timeout: float = 120.0
-    hold: int = 0  # deposits held in flight at once (3DS challenge) while RSS is sampled; 0 = no such phase
-    ledger: bool = False
-    ledger_clients: int = 8
-    ledger_seconds: float = 10.0
-
-
-@dataclass
-class BenchRun:
-    options: BenchOptions
-    target: Target
-    driver: Driver
-    started: float
-    finished: float = 0.0
-    shape: str = ""
-    shape_source: str = ""
-    skeleton_runs: dict[str, SkeletonRun] = field(default_factory=dict)
-    skeleton_histories: dict[str, analysis.HistoryFacts] = field(default_factory=dict)
-    skeleton_phases: list[Phase] = field(default_factory=list)
-    histories: dict[str, analysis.HistoryFacts] = field(default_factory=dict)
-    webhook_received: dict[str, float] = field(default_factory=dict)
-    webhook_source: str = "api_inbox_received_at"
-    ledger: analysis.LedgerActivity | None = None
-    memory: dict[str, Any] = field(default_factory=dict)
-    rss_samples: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+from entrypoints.bench import analysis, report
+from entrypoints.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
+from entrypoints.bench.memory import RssSampler
+from entrypoints.bench.model import BenchOptions, BenchRun
+from entrypoints.bench.skeleton import Shape, drive, skeleton_worker
+from entrypoints.bench.target import Target, embedded_target, remote_target
+from entrypoints.bench.traffic import Driver, Phase
 
 
 def run_bench(options: BenchOptions) -> int:
@@ -127,8 +79,6 @@ class _null_context:
 
 
 def _ledger_part(options: BenchOptions) -> dict[str, Any] | None:
-    from payloop.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
-
     if not options.database_url or not options.database_url.startswith("postgresql"):
         return {"skipped": "the ledger micro-benchmark needs --database-url postgresql+asyncpg://…"}
     return asyncio.run(run_ledger_bench(LedgerBenchOptions(
@@ -137,8 +87,6 @@ def _ledger_part(options: BenchOptions) -> dict[str, Any] | None:
 
 def _bar(enabled: bool) -> Callable[[str, int], Any]:
     def make(name: str, total: int) -> Any:
-        from tqdm import tqdm
-
         return tqdm(total=total, desc=f"{name:>12}", unit="op", file=sys.stderr, disable=not enabled,
                     dynamic_ncols=True, leave=True)
     return make
@@ -239,15 +187,3 @@ def _observed_shape(run: BenchRun) -> tuple[str, str]:
         return "aaa|a", "default (no credited deposit to copy)"
     record = preferred[0]
     return run.histories[record.workflow_id or ""].shape, f"history of {record.workflow_id} ({record.method})"
-
-
-def options_dict(options: BenchOptions) -> dict[str, Any]:
-    values = asdict(options)
-    values["out"] = str(options.out)
-    values["methods"] = list(options.methods)
-    if values.get("database_url"):
-        from sqlalchemy.engine import make_url
-
-        values["database_url"] = make_url(values["database_url"]).render_as_string(hide_password=True)
-    values["api_key"] = "***"
-    return values

@@ -14,7 +14,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from payloop.settings import Settings
-from payloop.temporal import dev_server_flags, search_attribute_flags, temporal_cli_path
+from payloop.temporal import dev_server_flags, temporal_cli_path
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+_SEARCH_ATTRIBUTE_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
 
 
 @dataclass
@@ -36,11 +39,11 @@ class EmbeddedStack:
             "--namespace", s.temporal_namespace, "--log-level", "warn",
             *search_attribute_flags(), *dev_server_flags(db_file=True),
         ], logs)
-        self._spawn("sandbox-psp", [sys.executable, "-m", "payloop.cli", "sandbox-psp"], logs)
+        self._spawn("sandbox-psp", [sys.executable, "-m", "entrypoints.cli", "sandbox-psp"], logs)
         _wait_for_tcp(host or "127.0.0.1", int(port), "Temporal dev server", self)
-        _run_checked([sys.executable, "-m", "payloop.cli", "migrate"])
-        self._spawn("worker", [sys.executable, "-m", "payloop.cli", "worker"], logs)
-        self._spawn("api", [sys.executable, "-m", "payloop.cli", "api"], logs)
+        _run_checked([sys.executable, "-m", "entrypoints.cli", "migrate"])
+        self._spawn("worker", [sys.executable, "-m", "entrypoints.cli", "worker"], logs)
+        self._spawn("api", [sys.executable, "-m", "entrypoints.cli", "api"], logs)
         _wait_for_http(f"{s.api_url}/readyz", "API", self)
         _wait_for_http(f"{s.sandbox_psp_url}/healthz", "sandbox PSP", self)
 
@@ -70,6 +73,15 @@ class EmbeddedStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def search_attribute_flags() -> list[str]:
+    """`--search-attribute Name=Type` flags that register the payment search attributes on a dev server started as
+    a process (the embedded stack here; the tests' process harness too)."""
+    flags: list[str] = []
+    for key in SEARCH_ATTRIBUTES:
+        flags += ["--search-attribute", f"{key.name}={_SEARCH_ATTRIBUTE_TYPES[key.indexed_value_type.name]}"]
+    return flags
 
 
 def _run_checked(argv: list[str]) -> None:

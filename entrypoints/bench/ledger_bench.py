@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pyinstrument import Profiler
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from entrypoints.bench.stats import summary_ms
+from entrypoints.migrate import upgrade
 from ledger import (
     InsufficientFunds,
     Ledger,
@@ -38,9 +41,7 @@ from ledger import (
     player_account,
     psp_clearing_account,
 )
-from payloop.bench.stats import summary_ms
 from payloop.db import create_engine
-from payloop.migrate import upgrade
 
 
 @dataclass
@@ -216,18 +217,13 @@ def _pgbench(url: str, options: LedgerBenchOptions) -> dict[str, Any]:
     }
 
 
-def _start_profiler() -> Any:
-    try:
-        from pyinstrument import Profiler
-    except ImportError:
-        raise SystemExit("--profile needs pyinstrument: pip install 'payloop[bench]'") from None
-
+def _start_profiler() -> Profiler:
     profiler = Profiler(async_mode="disabled", interval=0.001)
     profiler.start()
     return profiler
 
 
-def _stop_profiler(profiler: Any, out: Path | None) -> Path | None:
+def _stop_profiler(profiler: Profiler, out: Path | None) -> Path | None:
     profiler.stop()
     if out is None:
         return None

@@ -1,10 +1,10 @@
-"""Alembic environment. Runs only on a connection handed over by `payloop.migrate` (config.attributes)."""
+"""Alembic environment. Runs only on a connection handed over by `entrypoints.migrate` (config.attributes)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from payloop.migrate import all_tables
+from entrypoints.migrate import all_tables
 
 target_metadata = all_tables()
 
@@ -12,7 +12,7 @@ target_metadata = all_tables()
 def run_migrations() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError("run migrations through payloop.migrate.upgrade(url), which supplies the connection")
+        raise RuntimeError("run migrations through entrypoints.migrate.upgrade(url), which supplies the connection")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

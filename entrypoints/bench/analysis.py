@@ -40,7 +40,6 @@ from temporalio.client import Client
 
 from workflows.types import ActivityName
 
-PSP_EVENT_SIGNAL = "psp_event"
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 E = EventType
 
@@ -51,7 +50,9 @@ class HistoryFacts:
     events: int
     started: float | None = None
     update_completed: float | None = None  # the init update answered (server side)
-    last_signal: float | None = None  # the last psp_event / event signal
+    # The last signal of any name: a payment's webhook (DepositWorkflow.psp_event / WithdrawalWorkflow.psp_event),
+    # the skeleton's SkeletonWorkflow.event.
+    last_signal: float | None = None
     credit_scheduled: float | None = None
     credit_started: float | None = None
     credit_completed: float | None = None

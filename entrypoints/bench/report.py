@@ -13,14 +13,15 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
+from matplotlib.figure import Figure
 
-from payloop.bench.stats import percentile, ratio, summary_ms
-
-if TYPE_CHECKING:
-    from payloop.bench.run import BenchRun
+from entrypoints.bench.analysis import transfers_per_second
+from entrypoints.bench.model import BenchRun, options_dict
+from entrypoints.bench.stats import percentile, ratio, summary_ms
+from payloop.temporal import temporal_cli_path
 
 SCHEMA_VERSION = 1
 # The issue's targets. Never asserted in tests: a benchmark reports, it does not fail a build.
@@ -78,8 +79,6 @@ def _version(package: str) -> str | None:
 
 def _temporal_cli_version() -> str | None:
     try:
-        from payloop.temporal import temporal_cli_path
-
         return subprocess.run([temporal_cli_path(), "--version"], check=False, capture_output=True, text=True,
                               timeout=10).stdout.strip() or None
     except (OSError, RuntimeError, subprocess.TimeoutExpired):
@@ -98,8 +97,6 @@ def _git(*args: str) -> str | None:
 
 
 def build(run: BenchRun, machine: dict[str, Any], ledger_bench: dict[str, Any] | None) -> dict[str, Any]:
-    from payloop.bench.run import options_dict
-
     driver = run.driver
     deposits = _deposit_figures(run)
     skeleton = _skeleton_figures(run)
@@ -283,8 +280,6 @@ def _round_figures(run: BenchRun) -> dict[str, Any]:
 
 
 def _ledger_figures(run: BenchRun) -> dict[str, Any]:
-    from payloop.bench.analysis import transfers_per_second
-
     activity = run.ledger
     if activity is None:
         return {"measured": False}
@@ -413,15 +408,12 @@ def write(result: dict[str, Any], run: BenchRun, out: Path) -> dict[str, Path]:
 def plot(run: BenchRun, path: Path, *, preliminary: bool = False) -> None:
     """Init and webhook → credited latency percentiles (p50/p95/p99) per time window over the run, with the
     skeleton's for comparison, and completions/s plus worker and API RSS underneath."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     t0 = run.started
     span = max((run.finished or time.time()) - t0, 1.0)
     window = max(1.0, span / 80)
-    fig, axes = plt.subplots(3, 1, figsize=(12, 11), sharex=True)
+    # A Figure of its own, not pyplot's: no global state, no GUI backend; savefig renders the PNG with Agg.
+    fig = Figure(figsize=(12, 11))
+    axes = fig.subplots(3, 1, sharex=True)
 
     ours_init = [(d.started - t0, d.init_latency) for d in run.driver.deposits if d.init_latency is not None]
     skel_init = [(s.started - t0, s.init_latency) for r in run.skeleton_runs.values() for s in r.samples]
@@ -473,7 +465,6 @@ def plot(run: BenchRun, path: Path, *, preliminary: bool = False) -> None:
                  + ("  (PRELIMINARY: busy machine)" if preliminary else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _percentile_lines(ax: Any, points: list[tuple[float, float]], window: float, label: str,

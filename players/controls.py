@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from payloop import audit
+from players import audit
 from payloop.db import UtcDateTime, insert_if_missing, metadata
 
 # Raising or removing a limit waits this long, so a player cannot lift a limit in the heat of the moment.

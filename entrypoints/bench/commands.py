@@ -1,0 +1,56 @@
+"""`payloop bench`, `payloop bench ledger` and `payloop bench probe` once their arguments are parsed (cli.py) and
+the bench extra is there."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+
+from entrypoints.bench import probe
+from entrypoints.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
+from entrypoints.bench.model import BenchOptions
+from entrypoints.bench.run import run_bench
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench_command == "ledger":
+        return _ledger(args)
+    if args.bench_command == "probe":
+        shapes = tuple(s.strip() for s in args.shapes.split(","))
+        return probe.main(args.out, shapes, args.runs)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    return run_bench(BenchOptions(
+        deposits=args.deposits, payouts=args.payouts, rounds=args.rounds, concurrency=args.concurrency,
+        low_load=args.low_load, half_load=args.half_load, rate=args.rate, methods=methods, skeleton=args.skeleton,
+        skeleton_shape=args.skeleton_shape, skeleton_signal_delay=args.skeleton_signal_delay, api_url=args.api_url,
+        api_key=args.api_key, temporal_address=args.temporal_address, namespace=args.namespace,
+        database_url=args.database_url, out=args.out, progress=args.progress, timeout=args.timeout,
+        hold=args.hold, ledger=args.ledger,
+    ))
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("PAYLOOP_DATABASE_URL") or os.environ.get("PAYLOOP_TEST_DATABASE_URL")
+    if not url or not url.startswith("postgresql"):
+        print("payloop bench ledger needs PostgreSQL: --database-url postgresql+asyncpg://user@host/db")
+        return 2
+    result = asyncio.run(run_ledger_bench(LedgerBenchOptions(
+        url, clients=args.clients, seconds=args.seconds, pgbench_scale=args.pgbench_scale,
+        hot_debits=args.hot_debits, profile=args.profile, out=args.out)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "ledger.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    ledger, pgbench, hot = result["ledger"], result["pgbench"], result["hot_player"]
+    print(f"ledger   {ledger['tps']:>8} transfers/s  p50 {ledger['latency']['p50_ms']} ms  "
+          f"(client CPU {ledger['client_cpu_share']:.0%} of a core, {ledger['cpu_ms_per_transfer']} ms/transfer)")
+    print(f"pgbench  {pgbench.get('tps')} tps (tpcb-like, scale {args.pgbench_scale}, {args.clients} clients)"
+          + (f"  ERROR {pgbench['error']}" if "error" in pgbench else ""))
+    print(f"ratio    {result['ledger_vs_pgbench']} (target ≥ 0.5)")
+    print(f"hot player: {hot['succeeded']}/{hot['debits']} debits in {hot['elapsed_s']} s "
+          f"({hot['tps']}/s, p50 {hot['latency']['p50_ms']} ms, p99 {hot['latency']['p99_ms']} ms)")
+    if ledger.get("profile"):
+        print(f"profile: {ledger['profile']}")
+    print(f"written: {path}")
+    return 0
