@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from limits import parse_many
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".payloop")
@@ -27,6 +28,19 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # "key:client_id:scope,scope;key2:client2:scope" — a bearer key, the client it belongs to, its scopes.
     api_keys: str = "dev-key-change-me:dev:payments,wallet,ops"
+    # Rate limits, in the `limits` notation ("50/second", "1000/minute"; several separated by ";"; "" = none).
+    # Payments: per API client, on every request that carries its valid key (README: Rate limits and timeouts).
+    # Webhooks: per PSP endpoint and source address (an IPv6 source by its /64). The rejection log: per PSP, how
+    # many unverified webhooks are written to the log and the delivery table; the rest are only counted.
+    rate_limit_payments: str = "300/second"
+    rate_limit_webhooks: str = "100/second"
+    rate_limit_webhook_rejection_log: str = "10/minute"
+    # Empty: every API process counts on its own (in memory). Set (redis://host:6379/0): all processes share
+    # the counts, under keys starting with the prefix (so environments can share one Redis).
+    redis_url: str = ""
+    redis_key_prefix: str = "payloop"
+    # An unverified webhook naming a payment makes it ask its PSP at most once per interval, across processes.
+    status_recheck_interval_seconds: int = Field(default=30, ge=1)
 
     sandbox_psp_host: str = "127.0.0.1"
     sandbox_psp_port: int = 8100
@@ -64,6 +78,14 @@ class Settings(BaseSettings):
     psp_http_timeout_seconds: float = Field(default=10.0, gt=0, lt=15)
     init_update_timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
+
+    @field_validator("rate_limit_payments", "rate_limit_webhooks", "rate_limit_webhook_rejection_log")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        # Refused at start-up, not at the first request it would have limited.
+        if value.strip():
+            parse_many(value)  # ValueError: "couldn't parse rate limit string …"
+        return value.strip()
 
     @property
     def effective_database_url(self) -> str:

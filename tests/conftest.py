@@ -27,6 +27,19 @@ def postgres_url() -> str:
     return url
 
 
+REDIS_URL_ENV = "PAYLOOP_TEST_REDIS_URL"
+
+
+def redis_url() -> str:
+    """The Redis of the shared rate limiter's tests; like PostgreSQL, never skipped in CI."""
+    url = os.environ.get(REDIS_URL_ENV, "")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{REDIS_URL_ENV} must be set in CI: Redis is never skipped there")
+        pytest.skip(f"{REDIS_URL_ENV} is not set; the shared rate-limiter tests need Redis (CI always sets it)")
+    return url
+
+
 class FreshDatabase:
     """A migrated database of its own: a SQLite file, or a PostgreSQL schema that is dropped afterwards."""
 
