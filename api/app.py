@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import errors, outages
+from api import errors, http_guards, outages
 from api.auth import parse_api_keys
 from api.idempotency import IdempotencyStore
+from api.rate_limits import RateLimits
 from api.routes import (
     games,
     health,
@@ -53,6 +54,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
 
         state.on_kyc_changed = on_kyc_changed
         yield
+        await state.rate_limits.close()
         if own_engine:
             await db.dispose()
 
@@ -62,8 +64,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.api_keys = parse_api_keys(settings.api_keys)
     app.state.webhook_verifiers = build_verifiers(settings)
     app.state.methods = payment_methods()
-    app.state.recent_rechecks = {}  # workflow id -> when an unverified webhook last made it re-check
+    app.state.rate_limits = RateLimits(settings)  # per client, per webhook source, re-checks (README: Rate limits)
     app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
+    http_guards.install(app)  # before errors: inside its trace-id middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
     for module in (health, payments, payouts, webhooks, wallet, players, games, routing):

@@ -47,15 +47,20 @@ def _authenticate(
     if scheme.lower() != "bearer" or not token:
         raise Problem(401, "unauthorized", "Unauthorized", "a bearer API key is required",
                       headers={"WWW-Authenticate": "Bearer"})
-    keys: dict[str, Principal] = request.app.state.api_keys
+    found = principal_for(token, request.app.state.api_keys)
+    if found is None:
+        raise Problem(401, "unauthorized", "Unauthorized", "the API key is not valid",
+                      headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def principal_for(token: str, keys: dict[str, Principal]) -> Principal | None:
+    """The client a bearer token belongs to, or None."""
     # Compare against every key in constant time so timing says nothing about which keys exist.
     found = None
     for key, principal in keys.items():
         if hmac.compare_digest(key.encode(), token.encode()):
             found = principal
-    if found is None:
-        raise Problem(401, "unauthorized", "Unauthorized", "the API key is not valid",
-                      headers={"WWW-Authenticate": "Bearer"})
     return found
 
 

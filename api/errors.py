@@ -98,6 +98,7 @@ def _document_problems(app: FastAPI) -> None:
                     unauthorized = problem_responses(401)[401] | {"headers": _WWW_AUTHENTICATE}
                     responses.setdefault("401", unauthorized)
                     responses.setdefault("403", problem_responses(403)[403])
+                    responses.setdefault("429", problem_responses(429)[429])  # the per-client rate limit
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(problem.pop("$defs", {}))

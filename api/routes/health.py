@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
@@ -10,6 +11,7 @@ from sqlalchemy import func, select, text
 
 from api.errors import Problem, problem_responses
 from api.models import webhook_deliveries
+from api.rate_limits import RateLimits
 from api.schemas import HealthStatus, Readiness
 from payloop import alerts
 
@@ -58,4 +60,29 @@ async def metrics(request: Request) -> str:
         )
         for psp, outcome, count in rows:
             lines.append(f'payloop_webhook_deliveries_total{{psp="{psp}",outcome="{outcome}"}} {count}')
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _limit_metrics(request.app.state)) + "\n"
+
+
+def _limit_metrics(state: Any) -> list[str]:
+    """Counters of this API process (each process reports its own; Prometheus sums them): rate limiting, the
+    rejected webhooks left out of the log, status re-checks."""
+    limits: RateLimits = state.rate_limits
+    lines = ["# HELP payloop_rate_limited_total Requests refused with 429 by this process, by limit.",
+             "# TYPE payloop_rate_limited_total counter"]
+    lines += [f'payloop_rate_limited_total{{limit="{kind}"}} {limits.refused[kind]}'
+              for kind in ("payments", "webhooks")]
+    lines += ["# HELP payloop_rate_limit_storage_errors_total Redis errors of the rate limiter (it then counts in "
+              "memory).",
+              "# TYPE payloop_rate_limit_storage_errors_total counter",
+              f"payloop_rate_limit_storage_errors_total {limits.storage_errors}",
+              "# HELP payloop_webhook_rejections_not_logged_total Rejected webhooks counted but not logged (over the "
+              "rejection-log limit), by PSP and reason.",
+              "# TYPE payloop_webhook_rejections_not_logged_total counter"]
+    lines += [f'payloop_webhook_rejections_not_logged_total{{psp="{psp}",reason="{reason}"}} {count}'
+              for (psp, reason), count in sorted(limits.rejections_not_logged.items())]
+    lines += ["# HELP payloop_status_rechecks_total Re-checks unverified webhooks asked for: signalled or suppressed "
+              "(one per payment per interval).",
+              "# TYPE payloop_status_rechecks_total counter"]
+    lines += [f'payloop_status_rechecks_total{{outcome="{outcome}"}} {limits.rechecks[outcome]}'
+              for outcome in ("signalled", "suppressed")]
+    return lines

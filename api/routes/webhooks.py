@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses
+from api.rate_limits import RateLimits, rate_limited_problem
 from api.routes.payments import PAYMENT_ID_RE
 from api.routes.payouts import PAYOUT_ID_RE
 from api.schemas import WebhookAck, WebhookEventDetail, WebhookEventView
@@ -36,26 +37,34 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 PaymentWorkflow = type[DepositWorkflow] | type[WithdrawalWorkflow]
 # Stored events' ids are 32-bit (an INTEGER column): a larger id names nothing, and PostgreSQL would refuse it.
 EventRowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the stored event's `id`")]
-RECHECK_INTERVAL = 30.0  # seconds between re-checks one payment's unverified webhooks may cause (per API process)
 # The body is read raw (its signature covers the exact bytes) and its shape is the PSP's own.
 WEBHOOK_BODY = {"requestBody": {"required": True, "description": "the PSP's signed event, as it sent it",
                                 "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
-@router.post("/{psp}", response_model=WebhookAck, responses=problem_responses(400, 401, 404, 413),
+@router.post("/{psp}", response_model=WebhookAck, responses=problem_responses(400, 401, 404, 413, 429),
              openapi_extra=WEBHOOK_BODY)
 async def receive_webhook(psp: str, request: Request) -> WebhookAck:
     verifier = request.app.state.webhook_verifiers.get(psp)
     if verifier is None:
         raise Problem(404, "unknown_psp", "Unknown PSP", "no PSP of that name sends webhooks here")
+    # Per PSP endpoint and source: the TCP peer (or what a proxy in uvicorn's FORWARDED_ALLOW_IPS vouches for;
+    # README: Rate limits), before the body is even read.
+    limits: RateLimits = request.app.state.rate_limits
+    source = request.client.host if request.client else "unknown"
+    if (refusal := await limits.check_webhook(psp, source)) is not None:
+        raise rate_limited_problem(refusal, f"webhooks to {psp} from one source")
     raw = await _read_limited(request)
     inbox: WebhookInbox = request.app.state.webhook_inbox
     now = datetime.now(timezone.utc)
     try:
         event: WebhookEvent = verifier(request.headers, raw, time.time())
     except InvalidWebhook as err:
-        log.warning("rejected %s webhook: %s", psp, err.code)
-        await inbox.log_rejected(psp, err.code, now)
+        # Logged (a line and a delivery row) at a bounded rate per PSP, since anyone can send these; the rest
+        # are counted on /metrics (payloop_webhook_rejections_not_logged_total).
+        if await limits.may_log_rejection(psp, err.code):
+            log.warning("rejected %s webhook: %s", psp, err.code)
+            await inbox.log_rejected(psp, err.code, now)
         await _recheck_claimed_payment(request, raw)
         raise Problem(400 if err.code == "malformed_payload" else 401, err.code, "Webhook rejected",
                       err.message) from None
@@ -140,8 +149,10 @@ async def _finished_payment_check(
 
 async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:
     """An unverified webhook is never trusted, but it may mean news at the PSP: the payment it names (if it is
-    one of ours and still running) asks the PSP itself — at most once per RECHECK_INTERVAL per payment, so
-    unsigned requests cannot flood a workflow's history. Best effort: nothing here may fail the request."""
+    one of ours and still running) asks the PSP itself — at most once per `status_recheck_interval_seconds` per
+    payment, counted in the limiter's storage (Redis when configured, so across API processes; otherwise in
+    memory, where keys expire with their interval and no number of other ids can flush one), so unsigned requests
+    cannot flood a workflow's history. Best effort: nothing here may fail the request."""
     try:
         body = json.loads(raw[:MAX_WEBHOOK_BYTES])
     except (ValueError, RecursionError):
@@ -151,13 +162,8 @@ async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:
     if target is None:
         return
     workflow_class, workflow_id = target
-    recent: dict[str, float] = request.app.state.recent_rechecks
-    now = time.monotonic()
-    if now - recent.get(workflow_id, -RECHECK_INTERVAL) < RECHECK_INTERVAL:
+    if not await request.app.state.rate_limits.may_recheck(workflow_id):
         return
-    if len(recent) > 10_000:  # bounded memory: forget everything, at worst one extra re-check each
-        recent.clear()
-    recent[workflow_id] = now
     try:
         await request.app.state.temporal.get_workflow_handle(workflow_id).signal(workflow_class.status_recheck)
     except (RPCError, asyncio.TimeoutError):
