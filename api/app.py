@@ -14,6 +14,7 @@ from api import errors, http_guards, outages
 from api.auth import parse_api_keys
 from api.idempotency import IdempotencyStore
 from api.rate_limits import RateLimits
+from api.retention import DeliveryLogPruner
 from api.routes import (
     games,
     health,
@@ -53,7 +54,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
             await payouts.nudge_kyc_waiting(state.temporal, player_id)
 
         state.on_kyc_changed = on_kyc_changed
+        pruner = state.delivery_log_pruner = DeliveryLogPruner(db, settings.webhook_delivery_retention_days)
+        pruner.start()
         yield
+        await pruner.stop()
         await state.rate_limits.close()
         if own_engine:
             await db.dispose()

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     sandbox_webhook_url: str = "http://127.0.0.1:8000/v1/webhooks/{psp}"
 
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # The webhook delivery log (`webhook_deliveries`) keeps this many days; the API prunes older rows.
+    webhook_delivery_retention_days: int = Field(default=30, ge=1)
     deposit_webhook_timeout_seconds: float = Field(default=120.0, gt=0)
     deposit_status_poll_attempts: int = Field(default=3, ge=1)
     deposit_status_poll_interval_seconds: float = Field(default=5.0, gt=0)

@@ -65,7 +65,7 @@ async def metrics(request: Request) -> str:
 
 def _limit_metrics(state: Any) -> list[str]:
     """Counters of this API process (each process reports its own; Prometheus sums them): rate limiting, the
-    rejected webhooks left out of the log, status re-checks."""
+    rejected webhooks left out of the log, status re-checks, the pruned delivery log."""
     limits: RateLimits = state.rate_limits
     lines = ["# HELP payloop_rate_limited_total Requests refused with 429 by this process, by limit.",
              "# TYPE payloop_rate_limited_total counter"]
@@ -85,4 +85,8 @@ def _limit_metrics(state: Any) -> list[str]:
               "# TYPE payloop_status_rechecks_total counter"]
     lines += [f'payloop_status_rechecks_total{{outcome="{outcome}"}} {limits.rechecks[outcome]}'
               for outcome in ("signalled", "suppressed")]
+    pruner = getattr(state, "delivery_log_pruner", None)
+    lines += ["# HELP payloop_webhook_deliveries_pruned_total Delivery-log rows this process deleted as too old.",
+              "# TYPE payloop_webhook_deliveries_pruned_total counter",
+              f"payloop_webhook_deliveries_pruned_total {pruner.pruned_total if pruner else 0}"]
     return lines

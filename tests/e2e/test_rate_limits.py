@@ -1,7 +1,7 @@
 """Rate limits over real HTTP, on API instances of their own with low limits (the session stack keeps the
 defaults, which no other test trips): 429 problem+json with Retry-After per API client and per webhook source,
-counts shared by two API instances through a real Redis, and the bounded log of rejected webhooks on SQLite and
-PostgreSQL."""
+counts shared by two API instances through a real Redis, the bounded log of rejected webhooks and the pruning of
+the delivery log, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,28 @@ async def test_rejected_webhooks_are_logged_at_a_bounded_rate_and_the_rest_count
     assert not_logged.endswith(" 37")
     lines = [r for r in caplog.records if r.name == "payloop.webhooks" and "rejected card webhook" in r.getMessage()]
     assert len(lines) == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_running_api_prunes_delivery_log_rows_older_than_the_retention(
+    backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    now = datetime.now(timezone.utc)
+    async with database(backend, tmp_path) as (url, engine):
+        async with engine.begin() as conn:
+            await conn.execute(webhook_deliveries.insert(), [
+                {"psp": "card", "event_id": f"evt_old_{i}", "outcome": "signalled", "at": now - timedelta(days=40 - i)}
+                for i in range(5)  # 40 … 36 days old
+            ] + [{"psp": "card", "event_id": "evt_recent", "outcome": "signalled", "at": now - timedelta(days=29)}])
+        settings = api_settings(url, api_port=free_port(), webhook_delivery_retention_days=30)
+        app = create_app(settings, engine=engine, temporal=temporal_env.client)
+        async with serving(app, settings) as api:
+            for _ in range(200):  # the lifespan's first pass runs at start-up
+                if metric((await api.get("/metrics")).text, "payloop_webhook_deliveries_pruned_total") == 5:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the API did not prune the delivery log")
+        async with engine.connect() as conn:
+            left = (await conn.execute(sa.select(webhook_deliveries.c.event_id))).scalars().all()
+    assert left == ["evt_recent"]
