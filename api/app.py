@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.methods = payment_methods()
     app.state.rate_limits = RateLimits(settings)  # per client, per webhook source, re-checks (README: Rate limits)
     app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
-    http_guards.install(app)  # before errors: inside its trace-id middleware
+    http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
     for module in (health, payments, payouts, webhooks, wallet, players, games, routing):

@@ -53,6 +53,7 @@ _RESPONSE_DESCRIPTIONS = {
     402: "Insufficient funds, or the payment provider declined",
     403: "The API key lacks the scope, or the object belongs to another client",
     404: "Not found",
+    408: "The request body did not arrive in time",
     409: "Illegal state change, or a request with this Idempotency-Key is still in flight",
     413: "Payload too large",
     422: "Validation failed, a rule or limit was breached, or an Idempotency-Key was reused with another body",
@@ -92,8 +93,9 @@ def _document_problems(app: FastAPI) -> None:
                 responses = operation.setdefault("responses", {})
                 if responses.get("422", {}).get("content", {}).get("application/json") == FASTAPI_DEFAULT_422:
                     responses["422"] = problem_responses(422)[422]
-                if "requestBody" in operation:  # a body that is not even JSON (e.g. not UTF-8)
+                if "requestBody" in operation:  # a body that is not even JSON (e.g. not UTF-8), or a late one
                     responses.setdefault("400", problem_responses(400)[400])
+                    responses.setdefault("408", problem_responses(408)[408])
                 if operation.get("security"):
                     unauthorized = problem_responses(401)[401] | {"headers": _WWW_AUTHENTICATE}
                     responses.setdefault("401", unauthorized)

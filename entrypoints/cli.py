@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from api.app import create_app
+        from entrypoints.server import api_server_options
 
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+        uvicorn.run(create_app(settings), **api_server_options(settings), log_level="info")
         return 0
     if args.command == "worker":
         from workers.payments import run

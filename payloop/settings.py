@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "payloop"
     # An unverified webhook naming a payment makes it ask its PSP at most once per interval, across processes.
     status_recheck_interval_seconds: int = Field(default=30, ge=1)
+    # A client must send its request head / body within these (slow clients cannot hold connections forever).
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    api_body_timeout_seconds: float = Field(default=20.0, gt=0)
 
     sandbox_psp_host: str = "127.0.0.1"
     sandbox_psp_port: int = 8100

@@ -42,7 +42,7 @@ WEBHOOK_BODY = {"requestBody": {"required": True, "description": "the PSP's sign
                                 "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
-@router.post("/{psp}", response_model=WebhookAck, responses=problem_responses(400, 401, 404, 413, 429),
+@router.post("/{psp}", response_model=WebhookAck, responses=problem_responses(400, 401, 404, 408, 413, 429),
              openapi_extra=WEBHOOK_BODY)
 async def receive_webhook(psp: str, request: Request) -> WebhookAck:
     verifier = request.app.state.webhook_verifiers.get(psp)

@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.models import webhook_deliveries
+from entrypoints.server import api_server_options
 from payloop.settings import Settings
 from tests.conftest import BACKENDS, FreshDatabase, redis_url
 from tests.e2e.conftest import API_KEY, OTHER_CLIENT_KEY, free_port, stack_settings
@@ -34,8 +35,8 @@ PROBLEM_JSON = "application/problem+json"
 
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI, settings: Settings, **uvicorn_options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """`app` served on the settings' port, and a client for it."""
-    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", **uvicorn_options)
+    """`app` served as `payloop api` serves it (entrypoints/server.py), and a client for it."""
+    config = uvicorn.Config(app, **(api_server_options(settings) | {"log_level": "warning"} | uvicorn_options))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
