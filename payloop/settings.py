@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     # Webhooks: per PSP endpoint and source address (an IPv6 source by its /64). The rejection log: per PSP, how
     # many unverified webhooks are written to the log and the delivery table; the rest are only counted.
     rate_limit_payments: str = "300/second"
-    rate_limit_webhooks: str = "100/second"
+    rate_limit_webhooks: str = "200/second"
     rate_limit_webhook_rejection_log: str = "10/minute"
     # Empty: every API process counts on its own (in memory). Set (redis://host:6379/0): all processes share
     # the counts, under keys starting with the prefix (so environments can share one Redis).
