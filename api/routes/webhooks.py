@@ -25,7 +25,7 @@ from players import audit
 from psp.base import InvalidWebhook, WebhookEvent
 from workflows import search_attributes
 from workflows.deposit import DepositWorkflow
-from workflows.types import PspEventSignal
+from workflows.types import PspEvidence
 from workflows.withdrawal import WithdrawalWorkflow
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(503))
@@ -81,19 +81,12 @@ async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now:
     if target is None:
         await inbox.mark(event.psp, event.event_id, "dead_letter", now, "unknown_payment")
         return "dead_letter"
-    signal = PspEventSignal(
-        event_id=event.event_id,
-        psp=event.psp,
-        psp_reference=event.psp_reference,
-        status=event.status,
-        amount_minor=event.amount_minor,
-        currency=event.currency,
-        failure_code=event.failure_code,
-    )
+    # The signal names the stored event; the workflow reads it back from the inbox before it counts.
+    evidence = PspEvidence(psp=event.psp, event_id=event.event_id)
     workflow_class, workflow_id = target
     handle = client.get_workflow_handle(workflow_id)
     try:
-        await handle.signal(workflow_class.psp_event, signal)
+        await handle.signal(workflow_class.psp_event, evidence)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             # Unknown payment, or its workflow already finished: keep it for ops, acknowledge the PSP.

@@ -32,7 +32,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from api.app import create_app
-from api.models import webhook_events
+from psp.inbox import webhook_events
 from ledger import assert_invariants
 from ledger.models import ledger_transfers
 from payloop.db import create_engine

@@ -13,7 +13,7 @@ import httpx
 import sqlalchemy as sa
 
 from api.app import create_app
-from api.models import webhook_events
+from psp.inbox import webhook_events
 from psp.signatures import signed_headers
 from tests.e2e.conftest import WEBHOOK_SECRET, Stack, eventually, free_port, new_player, serve
 
