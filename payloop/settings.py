@@ -33,9 +33,20 @@ class Settings(BaseSettings):
     # Where workers reach the sandbox PSP, and where a player's browser does (3DS pages); empty = host:port.
     sandbox_psp_base_url: str = ""
     sandbox_psp_public_url: str = ""
+    # The fallback webhook secret of every PSP without its own below (built in: refused outside dev mode).
     sandbox_webhook_secret: str = "whsec_sandbox_dev"
     # Where the sandbox PSP delivers webhooks; `{psp}` is replaced by the PSP name.
     sandbox_webhook_url: str = "http://127.0.0.1:8000/v1/webhooks/{psp}"
+
+    # -- webhook secrets, one per PSP -------------------------------------------------------------------------
+    # Each PSP signs with its own secret, so an event one PSP signed cannot pass for another PSP's. The routing
+    # file's `webhook_secret` names the setting each PSP's verifier reads (these, by default). "new,old" during a
+    # rotation: any verifies, the sandbox signs with the first. Empty: sandbox_webhook_secret applies.
+    webhook_secret_card: str = ""
+    webhook_secret_card_b: str = ""
+    webhook_secret_ewallet: str = ""
+    webhook_secret_paybybank: str = ""
+    webhook_secret_crypto: str = ""
 
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
     deposit_webhook_timeout_seconds: float = Field(default=120.0, gt=0)
