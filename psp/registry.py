@@ -114,11 +114,14 @@ _NOT_SIGNED_BY_IT = frozenset({"missing_signature", "bad_signature"})
 
 
 def signed_by_another_psp(
-    verifiers: Mapping[str, WebhookVerifier], psp: str, headers: Mapping[str, str], raw_body: bytes, now: float
+    verifiers: Mapping[str, WebhookVerifier], psp: str, refusal: InvalidWebhook, headers: Mapping[str, str],
+    raw_body: bytes, now: float,
 ) -> str | None:
-    """The other PSP whose secret signed a webhook that `psp`'s verifier refused as not signed by `psp`, if any:
-    a delivery of that PSP posted (by mistake or to pass it off) to `psp`'s URL. Call it only after `psp`'s own
-    verifier failed, so accepted webhooks cost nothing more."""
+    """The other PSP whose secret signed a webhook that `psp`'s verifier refused (`refusal`) as not signed by
+    `psp`, if any: a delivery of that PSP posted (by mistake or to pass it off) to `psp`'s URL. Called only after
+    `psp`'s own verifier failed, so accepted webhooks cost nothing more."""
+    if refusal.code not in _NOT_SIGNED_BY_IT:
+        return None  # signed by `psp` itself, but stale or malformed
     for other, verifier in verifiers.items():
         if other == psp:
             continue

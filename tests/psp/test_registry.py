@@ -213,7 +213,9 @@ async def test_the_sandbox_signs_each_psp_with_its_own_secret(
                     with pytest.raises(InvalidWebhook):
                         VERIFIER_CLASSES[psp](psp, [secret, "whsec_shared"])(delivery.headers, delivery.body,
                                                                               time.time())
-                    assert signed_by_another_psp(verifiers, other, delivery.headers, delivery.body,
+                    with pytest.raises(InvalidWebhook) as refused:
+                        verifiers[other](delivery.headers, delivery.body, time.time())
+                    assert signed_by_another_psp(verifiers, other, refused.value, delivery.headers, delivery.body,
                                                  time.time()) == psp
 
 
