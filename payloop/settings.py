@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     # "key:client_id:scope,scope;key2:client2:scope" — a bearer key, the client it belongs to, its scopes.
     api_keys: str = "dev-key-change-me:dev:payments,wallet,ops"
 
+    # -- dev mode ---------------------------------------------------------------------------------------------
+    # Allows the built-in API key and webhook secret and the default SQLite ledger. Only the embedded stack
+    # (`payloop run`, `payloop demo`) sets it, for the processes it starts; without it `payloop api` / `payloop
+    # worker` refuse to start on them (entrypoints/startup.py).
+    dev_mode: bool = False
+
     sandbox_psp_host: str = "127.0.0.1"
     sandbox_psp_port: int = 8100
     # Where workers reach the sandbox PSP, and where a player's browser does (3DS pages); empty = host:port.
