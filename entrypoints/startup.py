@@ -20,6 +20,7 @@ from typing import Literal
 
 from api.auth import parse_api_keys
 from payloop.settings import Settings
+from payloop.temporal import TemporalSettingsError, connection_options
 from psp.registry import webhook_secret_names
 from psp.routing import RoutingConfig, load_routing
 from psp.signatures import SHARED_SECRET_SETTING, parse_secrets, secret_setting, setting_value
@@ -33,18 +34,27 @@ BUILT_IN_WEBHOOK_SECRETS = frozenset(parse_secrets(str(Settings.model_fields["sa
 
 
 def refusal(settings: Settings, role: Role) -> str | None:
-    """Why `payloop <role>` must not start with these settings outside dev mode, naming every setting to set;
-    None when it may start."""
-    if settings.dev_mode:
+    """Why `payloop <role>` must not start with these settings, naming every setting to fix; None when it may
+    start. Temporal settings that cannot work are refused in dev mode too; built-in values only outside it."""
+    problems = temporal_problems(settings)
+    production = [] if settings.dev_mode else startup_problems(settings, role)
+    if not problems and not production:
         return None
-    problems = startup_problems(settings, role)
-    if not problems:
-        return None
-    lines = [f"payloop {role}: refusing to start with built-in or missing settings (this is not dev mode). Set:"]
-    lines += [f"  {name}: {why}" for name, why in problems]
-    lines.append(f"Only `payloop run` and `payloop demo` allow built-in values ({DEV_MODE_SETTING}, which they set "
-                 "for the processes they start).")
+    lines = [f"payloop {role}: refusing to start. Set:"]
+    lines += [f"  {name}: {why}" for name, why in problems + production]
+    if production:
+        lines.append(f"Built-in values are allowed only in dev mode: `payloop run` and `payloop demo` set "
+                     f"{DEV_MODE_SETTING} for the processes they start.")
     return "\n".join(lines)
+
+
+def temporal_problems(settings: Settings) -> list[tuple[str, str]]:
+    """The Temporal TLS / API key settings that cannot work (the client would fail in its TLS handshake)."""
+    try:
+        connection_options(settings)
+    except TemporalSettingsError as err:
+        return [(err.setting, err.problem)]
+    return []
 
 
 def startup_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:

@@ -20,6 +20,17 @@ class Settings(BaseSettings):
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+
+    # -- Temporal TLS / mTLS and API key (payloop/temporal.py connection_options) ----------------------------------
+    # PEM files; empty = unset. The CA checks the server's certificate (unset: the system's roots); a client
+    # certificate with its key makes it mTLS. Any of them (or the server name) turns TLS on.
+    temporal_tls_cert: str = ""
+    temporal_tls_key: str = ""
+    temporal_tls_ca: str = ""
+    # The name the server's certificate is checked against (and the TLS SNI) when the address' host is not it.
+    temporal_tls_server_name: str = ""
+    # Sent as `Authorization: Bearer <key>` on every call (e.g. Temporal Cloud); alone, it turns TLS on too.
+    temporal_api_key: str = ""
     temporal_ui_url: str = "http://localhost:8233"
     task_queue: str = "payloop"
 

@@ -164,3 +164,16 @@ def test_the_embedded_stack_starts_its_processes_in_dev_mode_with_a_secret_per_p
     assert child.dev_mode
     # Dev mode lets the built-in key and the default ledger through; the secrets would pass even without it.
     assert [name for name, _ in startup_problems(child, "api") if "WEBHOOK" in name] == []
+
+
+def test_a_temporal_client_certificate_without_its_key_is_refused_at_start_even_in_dev_mode(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "data")
+    cert = tmp_path / "client.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    env.update({"PAYLOOP_DEV_MODE": "true", "PAYLOOP_TEMPORAL_TLS_CERT": str(cert)})
+
+    for role in ("api", "worker"):
+        result = payloop(role, env=env, timeout=60)
+        assert result.returncode == 78, result.stdout + result.stderr
+        assert "  PAYLOOP_TEMPORAL_TLS_KEY: PAYLOOP_TEMPORAL_TLS_CERT is set but PAYLOOP_TEMPORAL_TLS_KEY is not" in (
+            result.stderr), result.stderr
