@@ -166,7 +166,10 @@ class PayoutInitRequest(BaseModel):
 class PayoutInitResponse(BaseModel):
     payout_id: str
     status: str
-    available_balance: str
+    # Wallet information: only keys with the `wallet` scope see it.
+    available_balance: str | None = Field(
+        default=None, description="the player's available balance after the hold; only for keys with the wallet "
+                                  "scope")
 
 
 class PayoutView(BaseModel):

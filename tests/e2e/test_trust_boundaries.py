@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
 import sqlalchemy as sa
 
+from api.app import create_app
 from api.models import webhook_deliveries, webhook_events
 from payloop.alerts import alerts
-from tests.e2e.conftest import Stack, new_player
+from tests.e2e.conftest import API_KEY, Stack, free_port, new_player, serve
+from tests.e2e.test_payouts import funded_player
+
+PAYMENTS_ONLY_KEY = "payments-only-key"
 
 
 async def _wrong_psp_rejections(stack: Stack, psp: str) -> int:
@@ -46,4 +55,44 @@ async def test_a_genuine_card_delivery_reposted_to_card_b_is_refused_as_wrong_ps
             alerts.c.reference == init["payment_id"]))).scalars().all()
     assert stored == ["card"] and raised == []
     assert await stack.balance(player) == "50.00"
+    await stack.check_invariants()
+
+
+@contextlib.asynccontextmanager
+async def payments_only_api(stack: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """The stack's API once more, where client casino-a (API_KEY: payments, wallet, ops) also has a key with the
+    `payments` scope only: (that key's client, the full key's client)."""
+    settings = stack.settings.model_copy(update={
+        "api_keys": f"{stack.settings.api_keys};{PAYMENTS_ONLY_KEY}:casino-a:payments", "api_port": free_port()})
+    async with (
+        serve(create_app(settings, engine=stack.engine, temporal=stack.client), settings.api_port),
+        httpx.AsyncClient(base_url=settings.api_url, timeout=30,
+                          headers={"Authorization": f"Bearer {PAYMENTS_ONLY_KEY}"}) as payments_only,
+        httpx.AsyncClient(base_url=settings.api_url, timeout=30,
+                          headers={"Authorization": f"Bearer {API_KEY}"}) as full,
+    ):
+        yield payments_only, full
+
+
+async def test_a_key_without_the_wallet_scope_learns_no_balance_from_a_payout(stack: Stack) -> None:
+    player = await funded_player(stack, "30.00")
+    async with payments_only_api(stack) as (payments_only, full):
+        short = {"amount": "30.01", "currency": "EUR", "player_id": player}
+        refused = await payments_only.post("/v1/payouts/init", json=short,
+                                           headers={"Idempotency-Key": uuid.uuid4().hex})
+        assert refused.status_code == 402 and refused.json()["code"] == "insufficient_funds", refused.text
+        assert "available_balance" not in refused.json()
+        told = await full.post("/v1/payouts/init", json=short, headers={"Idempotency-Key": uuid.uuid4().hex})
+        assert (told.status_code, told.json()["available_balance"]) == (402, "30.00"), told.text
+
+        key = uuid.uuid4().hex
+        body = {"amount": "10.00", "currency": "EUR", "player_id": player}
+        held = await payments_only.post("/v1/payouts/init", json=body, headers={"Idempotency-Key": key})
+        assert held.status_code == 201, held.text
+        assert held.json().keys() == {"payout_id", "status"}
+        # The same client's retry: the stored answer, shown as each key may see it.
+        replayed = await payments_only.post("/v1/payouts/init", json=body, headers={"Idempotency-Key": key})
+        assert replayed.headers["Idempotent-Replayed"] == "true" and "available_balance" not in replayed.json()
+        with_wallet = await full.post("/v1/payouts/init", json=body, headers={"Idempotency-Key": key})
+        assert with_wallet.json() == {**held.json(), "available_balance": "20.00"}
     await stack.check_invariants()
