@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from api.app import create_app
 from api.models import webhook_deliveries, webhook_events
 from payloop.alerts import alerts
-from tests.e2e.conftest import API_KEY, Stack, free_port, new_player, serve
+from tests.e2e.conftest import API_KEY, Stack, eventually, free_port, new_player, serve
 from tests.e2e.test_payouts import funded_player
 
 PAYMENTS_ONLY_KEY = "payments-only-key"
@@ -96,3 +99,31 @@ async def test_a_key_without_the_wallet_scope_learns_no_balance_from_a_payout(st
         with_wallet = await full.post("/v1/payouts/init", json=body, headers={"Idempotency-Key": key})
         assert with_wallet.json() == {**held.json(), "available_balance": "20.00"}
     await stack.check_invariants()
+
+
+async def _abort_mid_body(stack: Stack, path: str, headers: dict[str, str]) -> None:
+    """Sends the headers and part of a body promised to be longer, then hangs up, as a client that gave up."""
+    host, port = stack.settings.api_host, stack.settings.api_port
+    reader, writer = await asyncio.open_connection(host, port)
+    head = "".join(f"{name}: {value}\r\n" for name, value in {
+        "Host": f"{host}:{port}", "Content-Type": "application/json", "Content-Length": "4096", **headers}.items())
+    writer.write(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + b'{"amount": "5')
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the server is reading the body now
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize("path", ["/v1/webhooks/card", "/v1/payments/init"])
+async def test_a_client_hanging_up_mid_body_is_a_client_abort_not_a_server_error(
+    stack: Stack, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    await _abort_mid_body(stack, path, {"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": uuid.uuid4().hex})
+
+    aborts = await eventually(
+        lambda: asyncio.sleep(0, [r for r in caplog.records if "disconnected" in r.getMessage()]), bool, timeout=5)
+    assert [(r.levelno, r.exc_info) for r in aborts] == [(logging.INFO, None)], aborts
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # The server is fine: the next request on a new connection is served.
+    assert (await stack.api.get("/healthz")).status_code == 200
