@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from api.app import create_app
 from api.models import webhook_deliveries, webhook_events
+from ledger.models import ledger_accounts
 from payloop.alerts import alerts
 from tests.e2e.conftest import API_KEY, Stack, eventually, free_port, new_player, serve
 from tests.e2e.test_payouts import funded_player
@@ -127,3 +128,40 @@ async def test_a_client_hanging_up_mid_body_is_a_client_abort_not_a_server_error
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     # The server is fine: the next request on a new connection is served.
     assert (await stack.api.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize("player_id", [".", ".."])
+async def test_player_ids_a_url_resolves_away_are_refused_in_paths_and_bodies(stack: Stack, player_id: str) -> None:
+    """A client building `/v1/wallet/{player_id}/balance` from the id ".." asks for /v1/balance (httpx, browsers
+    and proxies remove dot segments), so such an id would name one player in a body and reach something else in
+    a URL. Sent percent-encoded here, as the server decodes it to the id itself."""
+    encoded = player_id.replace(".", "%2E")
+    game = {"player_id": player_id, "currency": "EUR", "amount": "1.00", "transaction_id": "bet-1",
+            "round_id": "round-1", "game_id": "slots"}
+    requests = [
+        ("GET", f"/v1/wallet/{encoded}/balance", None),
+        ("GET", f"/v1/wallet/{encoded}/transactions", None),
+        ("GET", f"/v1/players/{encoded}", None),
+        ("PUT", f"/v1/players/{encoded}/deposit-limits", {"currency": "EUR", "period": "day", "amount": "500.00"}),
+        ("POST", f"/v1/players/{encoded}/self-exclusion", {"until": None}),
+        ("PUT", f"/v1/ops/players/{encoded}/kyc", {"status": "verified"}),
+        ("POST", f"/v1/ops/players/{encoded}/close", None),
+        ("POST", f"/v1/ops/players/{encoded}/reopen", None),
+        ("POST", "/v1/payments/init", {"amount": "50.00", "currency": "EUR", "method": "card", "player_id": player_id,
+                                       "return_url": "https://casino.example/return"}),
+        ("POST", "/v1/payouts/init", {"amount": "10.00", "currency": "EUR", "player_id": player_id}),
+        ("POST", "/v1/wallet/debit", game),
+        ("POST", "/v1/wallet/credit", game),
+        ("POST", "/v1/wallet/rollback", {**game, "transaction_id": "rb-1", "reference_transaction_id": "bet-1"}),
+    ]
+    for method, path, body in requests:
+        response = await stack.api.request(method, path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        assert response.status_code == 422, (method, path, response.status_code, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in response.json()["errors"]] in (["path.player_id"], ["player_id"]), (
+            path, response.json())
+    async with stack.engine.connect() as conn:
+        accounts = (await conn.execute(sa.select(ledger_accounts.c.id).where(
+            ledger_accounts.c.owner == player_id))).scalars().all()
+    assert accounts == []
+    await stack.check_invariants()
