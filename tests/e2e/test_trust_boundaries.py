@@ -165,3 +165,16 @@ async def test_player_ids_a_url_resolves_away_are_refused_in_paths_and_bodies(st
             ledger_accounts.c.owner == player_id))).scalars().all()
     assert accounts == []
     await stack.check_invariants()
+
+
+async def test_player_ids_with_a_slash_or_control_characters_are_refused_too(stack: Stack) -> None:
+    """Already refused before dot segments were: a control character is a 422; a slash, decoded by the server,
+    splits the path, which then names no resource (404) — a problem either way, never a 500 or another player."""
+    for encoded, status in (("a%01b", 422), ("%00", 422), ("a%2Fb", 404), ("..%2F..", 404)):
+        response = await stack.api.get(f"/v1/wallet/{encoded}/balance")
+        assert response.status_code == status, (encoded, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    for player_id in ("a/b", "a\x01b", "../x"):
+        response = await stack.api.post("/v1/payouts/init", headers={"Idempotency-Key": uuid.uuid4().hex},
+                                        json={"amount": "10.00", "currency": "EUR", "player_id": player_id})
+        assert response.status_code == 422, (player_id, response.text)
