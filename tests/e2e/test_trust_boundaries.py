@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from api.app import create_app
-from api.models import webhook_deliveries, webhook_events
+from api.models import webhook_deliveries
 from ledger.models import ledger_accounts
 from payloop.alerts import alerts
 from tests.e2e.conftest import API_KEY, Stack, eventually, free_port, new_player, serve
 from tests.e2e.test_payouts import funded_player
+from tests.e2e.test_webhooks import stored_events
 
 PAYMENTS_ONLY_KEY = "payments-only-key"
 
@@ -53,11 +54,9 @@ async def test_a_genuine_card_delivery_reposted_to_card_b_is_refused_as_wrong_ps
     again = await stack.api.post("/v1/webhooks/card", content=genuine.body, headers=signed)
     assert again.status_code == 200 and again.json()["status"] == "duplicate", again.text
     async with stack.engine.connect() as conn:
-        stored = (await conn.execute(sa.select(webhook_events.c.psp).where(
-            webhook_events.c.payment_id == init["payment_id"]))).scalars().all()
         raised = (await conn.execute(sa.select(alerts.c.kind).where(
             alerts.c.reference == init["payment_id"]))).scalars().all()
-    assert stored == ["card"] and raised == []
+    assert [row.psp for row in await stored_events(stack, init["payment_id"])] == ["card"] and raised == []
     assert await stack.balance(player) == "50.00"
     await stack.check_invariants()
 
