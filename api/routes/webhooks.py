@@ -23,6 +23,7 @@ from api.webhook_inbox import STALLED_AFTER, WebhookInbox
 from payloop import alerts
 from players import audit
 from psp.base import InvalidWebhook, WebhookEvent
+from psp.registry import signed_by_another_psp
 from workflows import search_attributes
 from workflows.deposit import DepositWorkflow
 from workflows.types import PspEvidence
@@ -54,11 +55,16 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
     try:
         event: WebhookEvent = verifier(request.headers, raw, time.time())
     except InvalidWebhook as err:
-        log.warning("rejected %s webhook: %s", psp, err.code)
-        await inbox.log_rejected(psp, err.code, now)
+        code, message = err.code, err.message
+        # Only once this PSP's own check failed (accepted webhooks never pay for it): is it another PSP's delivery,
+        # re-posted here to pass for this PSP's (or sent to the wrong URL)? Said apart so ops see the cause.
+        other = signed_by_another_psp(request.app.state.webhook_verifiers, psp, err, request.headers, raw, time.time())
+        if other is not None:
+            code, message = "wrong_psp", f"the signature is not {psp}'s but another PSP's"
+        log.warning("rejected %s webhook: %s%s", psp, code, f" (signed by {other})" if other else "")
+        await inbox.log_rejected(psp, code, now)
         await _recheck_claimed_payment(request, raw)
-        raise Problem(400 if err.code == "malformed_payload" else 401, err.code, "Webhook rejected",
-                      err.message) from None
+        raise Problem(400 if code == "malformed_payload" else 401, code, "Webhook rejected", message) from None
     _check_sizes(event)
     stored = await inbox.store(event, now)
     if stored == "duplicate":
