@@ -66,10 +66,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
                   description="Deposits, withdrawals and the wallet of a real-money gaming platform.")
     app.state.settings = settings
     app.state.api_keys = parse_api_keys(settings.api_keys)
-    app.state.webhook_verifiers = build_verifiers(settings)
+    app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
+    app.state.webhook_verifiers = build_verifiers(settings, app.state.routing)  # each PSP's secret, as it names it
     app.state.methods = payment_methods()
     app.state.rate_limits = RateLimits(settings)  # per client, per webhook source, re-checks (README: Rate limits)
-    app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
     http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500

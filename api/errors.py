@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api.auth import authentication_problem
 from api.problems import PROBLEM_JSON, Problem, trace_id_var
@@ -129,6 +130,13 @@ _HTTP_CODES = {
 }
 
 
+def _client_abort(request: Request) -> JSONResponse:
+    """The client hung up before its body arrived: its abort, not our incident (no traceback, no 500); the answer
+    goes nowhere, but the access log shows a 400."""
+    log.info("client disconnected before sending its whole body: %s %s", request.method, request.url.path)
+    return Problem(400, "client_disconnected", "Client disconnected", "the request body was cut short").response()
+
+
 def install(app: FastAPI) -> None:
     _document_problems(app)
 
@@ -159,8 +167,14 @@ def install(app: FastAPI) -> None:
                            "message": str(err.get("msg", "invalid value"))})
         return validation_problem(errors).response()
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        return _client_abort(request)  # raised where a route reads the body itself (webhooks)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI reading a JSON body makes it a 400
+            return _client_abort(request)
         if exc.status_code == 400 and (unauthenticated := authentication_problem(request)) is not None:
             return unauthenticated.response()  # a body FastAPI could not parse, sent without credentials
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))

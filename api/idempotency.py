@@ -137,20 +137,25 @@ async def run_once(
     body: dict[str, Any],
     id_prefix: str,
     action: Callable[[str], Awaitable[tuple[int, dict[str, Any]]]],
+    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> JSONResponse:
     """Runs `action(resource_id)` once per key: a retry gets the stored response; a failure of ours frees
-    the key (keeping the resource id, so the retry reaches what the failed attempt may have started)."""
+    the key (keeping the resource id, so the retry reaches what the failed attempt may have started).
+
+    `present(body)` shapes the stored answer for this request's caller, first time and replays alike: the key is
+    the client's, but what each of its API keys may see (its scopes) is the request's."""
     claim = await store.begin(client_id, endpoint, key, fingerprint(body), datetime.now(timezone.utc),
                               new_resource_id(id_prefix))
+    shown = present or (lambda stored: stored)
     if claim.stored is not None:
-        return _json(claim.stored.status, claim.stored.body, {"Idempotent-Replayed": "true"})
+        return _json(claim.stored.status, shown(claim.stored.body), {"Idempotent-Replayed": "true"})
     try:
         status, payload = await action(claim.resource_id)
     except BaseException:
         await store.release(client_id, endpoint, key)
         raise
     await store.complete(client_id, endpoint, key, status, payload)
-    return _json(status, payload, {})
+    return _json(status, shown(payload), {})
 
 
 def _json(status: int, body: Any, headers: dict[str, str]) -> JSONResponse:

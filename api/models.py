@@ -1,4 +1,5 @@
-"""The API's own tables: the Idempotency-Key store and the webhook inbox (with its dead letters)."""
+"""The API's own tables: the Idempotency-Key store and the webhook delivery log (the inbox of verified events
+is `psp/inbox.py`: the workflows' activities read their evidence from it)."""
 
 import sqlalchemy as sa
 
@@ -19,25 +20,6 @@ idempotency_keys = sa.Table(
     sa.Column("response_body", sa.Text),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False, index=True),
-)
-
-webhook_events = sa.Table(
-    "webhook_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("psp", sa.String(40), nullable=False),
-    sa.Column("event_id", sa.String(200), nullable=False),
-    sa.Column("payment_id", sa.String(100), nullable=False, index=True),
-    sa.Column("psp_reference", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(30), nullable=False),
-    sa.Column("amount_minor", sa.BigInteger, nullable=False),
-    sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("failure_code", sa.String(100)),
-    sa.Column("state", sa.String(20), nullable=False),  # received | signalled | dead_letter
-    sa.Column("dead_letter_reason", sa.String(100)),
-    sa.Column("received_at", UtcDateTime, nullable=False),
-    sa.Column("updated_at", UtcDateTime, nullable=False),
-    sa.UniqueConstraint("psp", "event_id", name="uq_webhook_events_psp_event_id"),
 )
 
 webhook_deliveries = sa.Table(

@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-PlayerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$"), Field(examples=["alice"])]
+# A player id, wherever one is taken (bodies and paths): 1-64 of letters, digits, "_", "-", "." — but not "." or
+# "..", which are path segments URL resolution removes or climbs with (in clients, proxies, caches), so a request
+# about that player would reach another resource. Said without look-ahead, which pydantic-core's regex lacks: one
+# character that is not a dot, two that are not both dots, or three and more.
+PLAYER_ID_PATTERN = r"^(?:[A-Za-z0-9_\-]|[A-Za-z0-9_\-][A-Za-z0-9_.\-]|\.[A-Za-z0-9_\-]|[A-Za-z0-9_.\-]{3,64})$"
+PlayerId = Annotated[str, StringConstraints(pattern=PLAYER_ID_PATTERN), Field(examples=["alice"])]
+PlayerIdPath = Annotated[str, Path(pattern=PLAYER_ID_PATTERN, examples=["alice"])]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), Field(examples=["EUR"], description="ISO 4217")]
 Amount = Annotated[str, Field(max_length=32, examples=["50.00"], description="decimal string in major units")]
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
@@ -166,7 +173,10 @@ class PayoutInitRequest(BaseModel):
 class PayoutInitResponse(BaseModel):
     payout_id: str
     status: str
-    available_balance: str
+    # Wallet information: only keys with the `wallet` scope see it.
+    available_balance: str | None = Field(
+        default=None, description="the player's available balance after the hold; only for keys with the wallet "
+                                  "scope")
 
 
 class PayoutView(BaseModel):

@@ -13,7 +13,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.models import webhook_deliveries, webhook_events
+from api.models import webhook_deliveries
+from psp.inbox import webhook_events
 from payloop.db import insert_if_missing
 from psp.base import WebhookEvent
 

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ("run", "dev"):
         return _run(settings)
+    if args.command in ("api", "worker") and (refused := _refusal(settings, args.command)) is not None:
+        return refused
     if args.command == "api":
         import uvicorn
 
@@ -71,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return bench_cli.run(args)
     return 2
+
+
+def _refusal(settings, role: str) -> int | None:  # noqa: ANN001
+    """Outside dev mode, built-in or missing settings stop `payloop api` / `worker` before they serve anything."""
+    from entrypoints.startup import EXIT_CONFIG, refusal
+
+    message = refusal(settings, role)  # type: ignore[arg-type]
+    if message is None:
+        return None
+    print(message, file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def _run(settings) -> int:  # noqa: ANN001

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from entrypoints.startup import dev_environment
 from payloop.settings import Settings
 from payloop.temporal import dev_server_flags, temporal_cli_path
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -24,9 +25,12 @@ _SEARCH_ATTRIBUTE_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
 class EmbeddedStack:
     settings: Settings
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the children's environment, set by start()
 
     def start(self) -> None:
         s = self.settings
+        # Dev mode and a fresh secret per PSP, the same for every child (the sandbox signs, the API verifies).
+        self.env = dev_environment(s, os.environ)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         logs = s.data_dir / "logs"
         logs.mkdir(exist_ok=True)
@@ -41,7 +45,7 @@ class EmbeddedStack:
         ], logs)
         self._spawn("sandbox-psp", [sys.executable, "-m", "entrypoints.cli", "sandbox-psp"], logs)
         _wait_for_tcp(host or "127.0.0.1", int(port), "Temporal dev server", self)
-        _run_checked([sys.executable, "-m", "entrypoints.cli", "migrate"])
+        _run_checked([sys.executable, "-m", "entrypoints.cli", "migrate"], self.env)
         self._spawn("worker", [sys.executable, "-m", "entrypoints.cli", "worker"], logs)
         self._spawn("api", [sys.executable, "-m", "entrypoints.cli", "api"], logs)
         _wait_for_http(f"{s.api_url}/readyz", "API", self)
@@ -51,7 +55,7 @@ class EmbeddedStack:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
         # Own process group: Ctrl-C reaches only this command, which then stops the children in order.
         self.processes[name] = subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+            argv, stdout=log_file, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
         )
 
     def check_alive(self) -> None:
@@ -84,8 +88,8 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
-def _run_checked(argv: list[str]) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True)
+def _run_checked(argv: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[-2:])} failed:\n{result.stdout}{result.stderr}")
 

@@ -21,6 +21,17 @@ class Settings(BaseSettings):
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+
+    # -- Temporal TLS / mTLS and API key (payloop/temporal.py connection_options) ----------------------------------
+    # PEM files; empty = unset. The CA checks the server's certificate (unset: the system's roots); a client
+    # certificate with its key makes it mTLS. Any of them (or the server name) turns TLS on.
+    temporal_tls_cert: str = ""
+    temporal_tls_key: str = ""
+    temporal_tls_ca: str = ""
+    # The name the server's certificate is checked against (and the TLS SNI) when the address' host is not it.
+    temporal_tls_server_name: str = ""
+    # Sent as `Authorization: Bearer <key>` on every call (e.g. Temporal Cloud); alone, it turns TLS on too.
+    temporal_api_key: str = ""
     temporal_ui_url: str = "http://localhost:8233"
     task_queue: str = "payloop"
 
@@ -45,14 +56,31 @@ class Settings(BaseSettings):
     api_header_timeout_seconds: float = Field(default=10.0, gt=0)
     api_body_timeout_seconds: float = Field(default=20.0, gt=0)
 
+    # -- dev mode ---------------------------------------------------------------------------------------------
+    # Allows the built-in API key and webhook secret and the default SQLite ledger. Only the embedded stack
+    # (`payloop run`, `payloop demo`) sets it, for the processes it starts; without it `payloop api` / `payloop
+    # worker` refuse to start on them (entrypoints/startup.py).
+    dev_mode: bool = False
+
     sandbox_psp_host: str = "127.0.0.1"
     sandbox_psp_port: int = 8100
     # Where workers reach the sandbox PSP, and where a player's browser does (3DS pages); empty = host:port.
     sandbox_psp_base_url: str = ""
     sandbox_psp_public_url: str = ""
+    # The fallback webhook secret of every PSP without its own below (built in: refused outside dev mode).
     sandbox_webhook_secret: str = "whsec_sandbox_dev"
     # Where the sandbox PSP delivers webhooks; `{psp}` is replaced by the PSP name.
     sandbox_webhook_url: str = "http://127.0.0.1:8000/v1/webhooks/{psp}"
+
+    # -- webhook secrets, one per PSP -------------------------------------------------------------------------
+    # Each PSP signs with its own secret, so an event one PSP signed cannot pass for another PSP's. The routing
+    # file's `webhook_secret` names the setting each PSP's verifier reads (these, by default). "new,old" during a
+    # rotation: any verifies, the sandbox signs with the first. Empty: sandbox_webhook_secret applies.
+    webhook_secret_card: str = ""
+    webhook_secret_card_b: str = ""
+    webhook_secret_ewallet: str = ""
+    webhook_secret_paybybank: str = ""
+    webhook_secret_crypto: str = ""
 
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
     # The webhook delivery log (`webhook_deliveries`) keeps this many days; the API prunes older rows.

@@ -6,14 +6,59 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import TLSConfig
 
 from payloop.settings import Settings
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    return await Client.connect(settings.temporal_address, **connection_options(settings))
+
+
+class TemporalSettingsError(ValueError):
+    """A Temporal connection setting that cannot work, found before connecting: `setting` names it."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """`Client.connect`'s keyword arguments but the address: namespace, TLS (server CA, mTLS client certificate
+    and key, server name) and API key, the files read now. Raises TemporalSettingsError for settings that
+    cannot work (a certificate without its key, an unreadable or non-PEM file), so a process refuses to start with
+    the setting named instead of failing inside the TLS handshake."""
+    options: dict[str, Any] = {"namespace": settings.temporal_namespace}
+    if settings.temporal_api_key:
+        options["api_key"] = settings.temporal_api_key  # with TLS only: temporalio turns it on for an API key
+    cert, key, ca = settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca
+    if bool(cert) != bool(key):
+        given, missing = ("PAYLOOP_TEMPORAL_TLS_CERT", "PAYLOOP_TEMPORAL_TLS_KEY") if cert else (
+            "PAYLOOP_TEMPORAL_TLS_KEY", "PAYLOOP_TEMPORAL_TLS_CERT")
+        raise TemporalSettingsError(missing, f"{given} is set but {missing} is not: mTLS needs the client "
+                                             "certificate and its private key")
+    if cert or ca or settings.temporal_tls_server_name:
+        options["tls"] = TLSConfig(
+            server_root_ca_cert=_pem("PAYLOOP_TEMPORAL_TLS_CA", ca) if ca else None,
+            client_cert=_pem("PAYLOOP_TEMPORAL_TLS_CERT", cert) if cert else None,
+            client_private_key=_pem("PAYLOOP_TEMPORAL_TLS_KEY", key) if key else None,
+            domain=settings.temporal_tls_server_name or None,
+        )
+    return options
+
+
+def _pem(setting: str, path: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise TemporalSettingsError(setting, f"cannot read {path}: {err.strerror or err}") from None
+    if b"-----BEGIN " not in data:
+        raise TemporalSettingsError(setting, f"{path} is not a PEM file")
+    return data
 
 
 def temporal_cli_path() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from payloop.db import UtcDateTime, metadata
+from payloop.db import UtcDateTime, insert_if_missing, metadata
 
 audit_log = sa.Table(
     "audit_log",
@@ -20,6 +20,9 @@ audit_log = sa.Table(
     sa.Column("action", sa.String(60), nullable=False),  # e.g. "payout.review.approve", "player.kyc.set"
     sa.Column("subject", sa.String(120), nullable=False, index=True),  # e.g. "payout:po_…", "player:p1"
     sa.Column("details", sa.JSON, nullable=False),
+    # Set by entries a workflow's activity writes (its retries must not write twice): unique when present.
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Index("ix_audit_log_idempotency_key", "idempotency_key", unique=True),
 )
 
 
@@ -27,6 +30,16 @@ async def record(
     conn: AsyncConnection, *, actor: str, action: str, subject: str, details: dict[str, Any], now: datetime
 ) -> None:
     await conn.execute(audit_log.insert().values(at=now, actor=actor, action=action, subject=subject, details=details))
+
+
+async def record_once(
+    engine: AsyncEngine, *, idempotency_key: str, actor: str, action: str, subject: str, details: dict[str, Any],
+    now: datetime,
+) -> None:
+    """An entry written at most once per key, however often the writer is retried."""
+    async with engine.begin() as conn:
+        await insert_if_missing(conn, audit_log, {"idempotency_key": idempotency_key, "at": now, "actor": actor,
+                                                  "action": action, "subject": subject, "details": details})
 
 
 async def entries(engine: AsyncEngine, subject: str, limit: int = 100) -> list[dict[str, Any]]:

@@ -3,9 +3,11 @@
 Adding a provider with its own wire format = one module implementing PspConnector (psp/http_connector.py
 has the HTTP plumbing) plus a verifier and an error table, and one `Provider` entry in PROVIDERS.
 
-Webhook secrets: `settings.sandbox_<psp>_webhook_secret` when Settings has such an attribute and it is set,
-else the shared `settings.sandbox_webhook_secret`. Either may list several secrets, comma-separated, during a
-rotation ("new,old"): the sandbox signs with the first, the verifiers accept any.
+Webhook secrets: one per PSP, read from the setting the routing file's `webhook_secret` names for it
+(`PAYLOOP_WEBHOOK_SECRET_<PSP>` for a provider the file does not list), else the shared fallback
+`PAYLOOP_SANDBOX_WEBHOOK_SECRET`. Each may list several secrets, comma-separated, during a rotation ("new,old"):
+the sandbox signs with the first, the verifiers accept any. `webhook_secrets()` is the one place that resolves
+them, for the API's verifiers, the sandbox's signers and the start-up checks alike.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import httpx
 from payloop.psp_decision import PspDecision
 from payloop.settings import Settings
 from psp import crypto_connector, ewallet_connector, paybybank_connector, sandbox_connector, signatures
-from psp.base import PspConnector, WebhookVerifier
+from psp.base import InvalidWebhook, PspConnector, WebhookVerifier
 from psp.http_connector import HttpPspConnector, SignedWebhookVerifier
+from psp.routing import RoutingConfig, load_routing
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class Provider:
     methods: frozenset[str]  # taken for payments
     payout_methods: frozenset[str]  # paid out to
     connector: Callable[[Settings, httpx.AsyncClient], PspConnector]
-    verifier: Callable[[Settings], WebhookVerifier]
+    # Takes the PSP's secret(s), "new,old" during a rotation (see webhook_secrets()).
+    verifier: Callable[[Settings, str], WebhookVerifier]
     # The provider's error codes → one of PspDecision.table_decisions() (its connector class's ERROR_TABLE).
     error_table: Mapping[str, PspDecision] = field(default_factory=dict)
 
@@ -52,8 +56,8 @@ def sandbox_provider(
             payout_methods=payout_methods,
         )
 
-    def verifier(settings: Settings) -> WebhookVerifier:
-        return verifier_class(name, signatures.secret_setting(settings, name), settings.webhook_tolerance_seconds)
+    def verifier(settings: Settings, secret: str) -> WebhookVerifier:
+        return verifier_class(name, secret, settings.webhook_tolerance_seconds)
 
     return Provider(name, methods, payout_methods, connector, verifier, connector_class.ERROR_TABLE)
 
@@ -84,9 +88,50 @@ def build_connectors(settings: Settings, http: httpx.AsyncClient) -> dict[str, P
     return {p.name: p.connector(settings, http) for p in PROVIDERS}
 
 
-def build_verifiers(settings: Settings) -> dict[str, WebhookVerifier]:
-    """Webhook verifiers by PSP name: `verifier(headers, raw_body, now) -> WebhookEvent`, raising InvalidWebhook."""
-    return {p.name: p.verifier(settings) for p in PROVIDERS}
+def webhook_secret_names(routing: RoutingConfig) -> dict[str, str]:
+    """Per provider, the name of the setting (or environment variable) holding its webhook secret: the routing
+    file's `webhook_secret`, else PAYLOOP_WEBHOOK_SECRET_<PSP>."""
+    named = {psp.name: psp.webhook_secret for psp in routing.psps}
+    return {p.name: named.get(p.name) or signatures.own_secret_setting(p.name) for p in PROVIDERS}
+
+
+def webhook_secrets(settings: Settings, routing: RoutingConfig | None = None) -> dict[str, str]:
+    """Per provider, its webhook secret(s) ("new,old" during a rotation); `routing` defaults to the settings'
+    routing file."""
+    names = webhook_secret_names(routing or load_routing(settings))
+    return {psp: signatures.secret_setting(settings, psp, name) for psp, name in names.items()}
+
+
+def build_verifiers(settings: Settings, routing: RoutingConfig | None = None) -> dict[str, WebhookVerifier]:
+    """Webhook verifiers by PSP name: `verifier(headers, raw_body, now) -> WebhookEvent`, raising InvalidWebhook.
+    Each checks its own PSP's secret(s) only."""
+    secrets = webhook_secrets(settings, routing)
+    return {p.name: p.verifier(settings, secrets[p.name]) for p in PROVIDERS}
+
+
+# Refusals that say the signature is not this PSP's (anything else means it was: stale, or signed but malformed).
+_NOT_SIGNED_BY_IT = frozenset({"missing_signature", "bad_signature"})
+
+
+def signed_by_another_psp(
+    verifiers: Mapping[str, WebhookVerifier], psp: str, refusal: InvalidWebhook, headers: Mapping[str, str],
+    raw_body: bytes, now: float,
+) -> str | None:
+    """The other PSP whose secret signed a webhook that `psp`'s verifier refused (`refusal`) as not signed by
+    `psp`, if any: a delivery of that PSP posted (by mistake or to pass it off) to `psp`'s URL. Called only after
+    `psp`'s own verifier failed, so accepted webhooks cost nothing more."""
+    if refusal.code not in _NOT_SIGNED_BY_IT:
+        return None  # signed by `psp` itself, but stale or malformed
+    for other, verifier in verifiers.items():
+        if other == psp:
+            continue
+        try:
+            verifier(headers, raw_body, now)
+        except InvalidWebhook as err:
+            if err.code in _NOT_SIGNED_BY_IT:
+                continue
+        return other
+    return None
 
 
 def payment_methods() -> frozenset[str]:

@@ -12,8 +12,9 @@ Four schemes, one per sandbox provider:
 - ewallet, its own: `X-Wallet-Timestamp: <unix ms>`,
   `X-Wallet-Signature: <base64 HMAC-SHA512(secret, "<ts ms>\\n<raw body>")>`.
 
-Secret rotation: every verifier takes a list of secrets and accepts a signature made with any of them; a
-comma-separated string ("new,old") is such a list. Signers sign with the first.
+Secrets: each PSP has its own (`secret_setting`; psp/registry.py resolves them per PSP), so one PSP's signature
+never verifies as another's. Rotation: every verifier takes a list of secrets and accepts a signature made with
+any of them; a comma-separated string ("new,old") is such a list. Signers sign with the first.
 
 Every verifier checks the signature before the timestamp's freshness, so `stale_timestamp` means "authentic
 but replayed or clock-skewed", and raises InvalidWebhook (missing_signature, bad_signature, stale_timestamp)
@@ -26,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -50,14 +52,32 @@ def parse_secrets(secrets: str | Sequence[str]) -> tuple[str, ...]:
     return parsed
 
 
-def secret_setting(settings: object, psp: str) -> str:
-    """The webhook secret(s) for `psp` in the settings: `sandbox_<psp>_webhook_secret` when that attribute
-    exists and is set, else the shared `sandbox_webhook_secret` (either may be "new,old")."""
-    own = getattr(settings, f"sandbox_{psp}_webhook_secret", None)
-    if isinstance(own, str) and own.strip(" ,"):
+SHARED_SECRET_SETTING = "PAYLOOP_SANDBOX_WEBHOOK_SECRET"
+
+
+def own_secret_setting(psp: str) -> str:
+    """The name of the setting that holds `psp`'s own webhook secret(s) unless the routing file names another:
+    `PAYLOOP_WEBHOOK_SECRET_<PSP>`."""
+    return f"PAYLOOP_WEBHOOK_SECRET_{psp.upper()}"
+
+
+def setting_value(settings: object, name: str) -> str:
+    """The value of the setting `name` (`PAYLOOP_*`, read from the settings object, which read the environment)
+    or, for any other name, of that environment variable; "" when unset."""
+    if name.startswith("PAYLOOP_"):
+        value = getattr(settings, name.removeprefix("PAYLOOP_").lower(), None)
+        return value if isinstance(value, str) else ""
+    return os.environ.get(name, "")
+
+
+def secret_setting(settings: object, psp: str, name: str | None = None) -> str:
+    """The webhook secret(s) of `psp` ("new,old" during a rotation): the setting `name` (the routing file's
+    `webhook_secret`; by default PAYLOOP_WEBHOOK_SECRET_<PSP>) when it is set, else the shared fallback
+    PAYLOOP_SANDBOX_WEBHOOK_SECRET."""
+    own = setting_value(settings, name or own_secret_setting(psp))
+    if own.strip(" ,"):
         return own
-    shared: str = getattr(settings, "sandbox_webhook_secret")
-    return shared
+    return setting_value(settings, SHARED_SECRET_SETTING)
 
 
 def signing_secret(secrets: str | Sequence[str]) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
 from payloop.settings import Settings
+from psp.routing import load_routing
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parent.parent
@@ -48,10 +50,17 @@ def test_app_environment_points_at_the_compose_services() -> None:
     assert SERVICES["worker"]["environment"]["PAYLOOP_SANDBOX_PSP_BASE_URL"] == "http://sandbox-psp:8100"
 
 
+def _host_ip(port: str | int | dict) -> str:
+    """The host address a `ports:` entry publishes on ("0.0.0.0" when it names none: every interface)."""
+    if isinstance(port, dict):  # long syntax
+        return str(port.get("host_ip", "0.0.0.0"))
+    parts = str(port).rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else "0.0.0.0"
+
+
 def test_ports_and_startup_order() -> None:
     assert "8000:8000" in SERVICES["api"]["ports"]
-    assert "8080:8080" in SERVICES["temporal-ui"]["ports"]
-    assert "7233:7233" in SERVICES["temporal"]["ports"]
+    assert "127.0.0.1:8080:8080" in SERVICES["temporal-ui"]["ports"]
     assert SERVICES["temporal"]["environment"]["POSTGRES_SEEDS"] == "postgresql"
     for name in ("api", "worker"):
         depends = SERVICES[name]["depends_on"]
@@ -63,3 +72,47 @@ def test_search_attributes_are_registered() -> None:
     setup = " ".join(SERVICES["temporal-setup"]["command"])
     for key in SEARCH_ATTRIBUTES:
         assert f"--name {key.name} --type {'Int' if key.name.endswith('Minor') else 'Keyword'}" in setup
+
+
+def test_temporal_and_the_databases_are_no_public_doors() -> None:
+    """Temporal's frontend and UI take no credentials (whoever reaches them can start, signal and terminate
+    payments), PostgreSQL holds the ledger: the frontend stays on the compose network, the UI and PostgreSQL are
+    published on 127.0.0.1 at most, never on every interface."""
+    assert "ports" not in SERVICES["temporal"]
+    for name in ("temporal", "temporal-ui", "postgresql"):
+        for port in SERVICES[name].get("ports", []):
+            assert _host_ip(port) == "127.0.0.1", f"{name} publishes {port} on every interface"
+
+
+SECRET_NAME = re.compile(r"SECRET|KEY|PASSWORD|PWD")
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?+])?([^}]*)\}")
+
+
+def _environment_values() -> list[tuple[str, str, str]]:
+    found = []
+    for name, service in SERVICES.items():
+        env = service.get("environment", {})
+        items = env.items() if isinstance(env, dict) else (entry.partition("=")[::2] for entry in env)
+        found += [(name, key, str(value)) for key, value in items]
+    return found
+
+
+def test_secrets_have_no_fallback_so_compose_refuses_to_start_without_them() -> None:
+    secrets = 0
+    for service, key, value in _environment_values():
+        for variable, operator, _rest in INTERPOLATION.findall(value):
+            if SECRET_NAME.search(variable):
+                secrets += 1
+                assert operator == ":?", f"{service}: {key} falls back to a built-in {variable}"
+        if SECRET_NAME.search(key) and "${" not in value:
+            raise AssertionError(f"{service}: {key} is written into the file")
+    assert secrets
+
+
+def test_every_psp_has_its_own_webhook_secret_and_nothing_runs_in_dev_mode() -> None:
+    psps = [psp.name for psp in load_routing(Settings()).psps]
+    for name in ("api", "worker", "sandbox-psp"):
+        env = SERVICES[name]["environment"]
+        assert "PAYLOOP_DEV_MODE" not in env and "PAYLOOP_SANDBOX_WEBHOOK_SECRET" not in env
+        for psp in psps:
+            assert f"PAYLOOP_WEBHOOK_SECRET_{psp.upper()}" in env, (name, psp)

@@ -125,7 +125,8 @@ def test_the_shipped_file_loads_and_describes_the_four_psps() -> None:
     assert [p.name for p in config.psps] == ["card", "card_b", "ewallet", "paybybank", "crypto"]
     assert config.psp("paybybank").methods == ["bank_transfer"]
     assert config.psp("crypto").methods == ["crypto"]
-    assert all(p.webhook_secret == "PAYLOOP_SANDBOX_WEBHOOK_SECRET" for p in config.psps)
+    # Each PSP its own secret setting, so one PSP's signature never verifies as another's.
+    assert [p.webhook_secret for p in config.psps] == [f"PAYLOOP_WEBHOOK_SECRET_{p.name.upper()}" for p in config.psps]
     # Norway stays "NO" (YAML 1.1 would read it as false).
     assert "NO" in config.psp("paybybank").countries
     # PSPs without a provider are ignored: only card and ewallet exist today.

@@ -14,7 +14,9 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.alerts import AlertActivities
+from activities.audit import AuditActivities
 from activities.deposit import DepositActivities
+from activities.inbox import InboxActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
@@ -53,6 +55,8 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
             *DepositActivities(ledger, players, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, connectors, settings, routing, health).all(),
             AlertActivities(engine).raise_alert,
+            AuditActivities(engine).record_audit,
+            InboxActivities(engine).read_psp_event,
         ]
         worker = Worker(
             client,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from payloop.psp_decision import PspDecision
@@ -36,7 +37,7 @@ from workflows.types import (
     ErrorType,
     InitAnswer,
     LedgerPosting,
-    PspEventSignal,
+    PspEvent,
     PspPaymentView,
     RouteInput,
     ScreenDepositInput,
@@ -72,7 +73,7 @@ class DepositWorkflow:
         self._answered = False
         self._counts_against_limits = False
         self._psp_status = "pending"
-        self._psp = PspStep(PAYMENT_CALLS, input.payment_id)
+        self._psp = PspStep(PAYMENT_CALLS, input.payment_id, on_event=self._on_psp_event)
         self._left_psps: set[str] = set()  # PSPs this deposit failed over from
 
     # --- handlers --------------------------------------------------------------------------------------
@@ -85,9 +86,9 @@ class DepositWorkflow:
         return InitAnswer(s.payment_id, s.status, s.psp, s.redirect_url, s.failure_code)
 
     @workflow.signal
-    def psp_event(self, event: PspEventSignal) -> None:
-        if self._psp.events.add(event) and self._answered and event.psp == self._state.psp:
-            self._advance_psp_status(event.status)
+    def psp_event(self, evidence: RawValue) -> None:
+        """Names a stored webhook (PspEvidence); the workflow reads the event back before it counts."""
+        self._psp.events.claim(evidence)
 
     @workflow.signal
     def status_recheck(self) -> None:
@@ -118,8 +119,9 @@ class DepositWorkflow:
         s = self._state
         s.psp, s.psp_reference, s.redirect_url = created.psp, created.psp_reference, created.redirect_url
         s.failure_code = None  # an earlier PSP's failure no longer describes this payment
+        await self._psp.verify_claims()  # webhooks may have overtaken the create call's answer
         for psp_status in [created.status] + [e.status for e in self._psp.events.events if e.psp == created.psp]:
-            self._advance_psp_status(psp_status)  # webhooks may have overtaken the create call's answer
+            self._advance_psp_status(psp_status)
         self._answered = True
 
         if created.status in PAYMENT_CALLS.final_statuses:
@@ -235,7 +237,11 @@ class DepositWorkflow:
         self._state.attempts.append(f"{psp}: {attempt}")
         workflow.upsert_memo({"psp_attempts": self._state.attempts})
 
-    def _capture_at_a_left_psp(self) -> PspEventSignal | None:
+    def _on_psp_event(self, event: PspEvent) -> None:
+        if self._answered and event.psp == self._state.psp:
+            self._advance_psp_status(event.status)
+
+    def _capture_at_a_left_psp(self) -> PspEvent | None:
         for event in self._psp.events.events:
             if event.psp in self._left_psps and event.status == "captured":
                 return event
@@ -255,6 +261,7 @@ class DepositWorkflow:
     async def _finish(
         self, status: str, *, failure_code: str | None = None, review_reason: str | None = None
     ) -> DepositState:
+        await self._psp.verify_claims()
         if (stray := self._capture_at_a_left_psp()) is not None:
             # A PSP we failed over from took the money after all (its answer was lost, or it processed our request
             # late): the player may have paid twice. Whatever else happened, a person must look (and refund).
@@ -279,13 +286,14 @@ class DepositWorkflow:
         set_status(self._state, status)
         self._answered = True
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._psp.verify_claims()
         if s.review_reason != "captured_at_left_psp" and (late := self._capture_at_a_left_psp()):
             await self._alert_stray_capture(late)  # that capture came in while the steps above ran
             s.review_reason = "captured_at_left_psp"
             set_status(self._state, DepositStatus.IN_REVIEW)
         return s
 
-    async def _alert_stray_capture(self, capture: PspEventSignal) -> None:
+    async def _alert_stray_capture(self, capture: PspEvent) -> None:
         payment_id = self._input.payment_id
         workflow.logger.warning("payment %s: captured at %s, which it had failed over from", payment_id, capture.psp)
         await raise_alert("deposit.captured_at_left_psp", payment_id, psp_details(capture))

@@ -5,8 +5,10 @@ outcome, and the one rule for an outcome that never comes.
   may have reached the PSP (a timeout, a broken connection, a 5xx) is remembered even when later tries are
   refused outright, and the PSP is asked before the caller goes elsewhere: moving on while the PSP may hold the
   record could take or pay the money twice.
-- **Outcome**: the PSP's verified webhook, or its status look-up (asked at once on a re-check nudge, and polled
-  on the PSP's `status_poll` schedule once the webhook is late).
+- **Outcome**: the PSP's verified webhook, or its status look-up (asked on a re-check nudge, and polled on the
+  PSP's `status_poll` schedule once the webhook is late). A `psp_event` signal is a claim, not evidence: it names
+  an event of the webhook inbox, which an activity reads back; a claim the inbox does not back (or a signal that
+  does not even decode) moves nothing — it makes us ask the PSP, and raises an alert.
 - **No outcome**: cancel at the PSP. Money is released (the hold voided, the deposit expired) only when the PSP
   confirms the record is cancelled or never existed; if it cannot confirm (its look-ups and cancels keep failing,
   or it refuses the cancel while the record is still open), the outcome is UNKNOWN and the caller keeps the money
@@ -18,23 +20,22 @@ Deterministic: activities are called by name; every wait is a durable timer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from payloop.psp_decision import PspDecision
-from workflows.common import activity_cause, error_code, wait_until
-from workflows.retry_policies import ONE_TRY, PSP_CALL_TIMEOUT, PSP_CREATE_TRIES, PSP_LOOK_UP
+from workflows.common import activity_cause, error_code, raise_alert, wait_until
+from workflows.retry_policies import (
+    DATABASE_STEP_TIMEOUT, ONE_TRY, PSP_CALL_TIMEOUT, PSP_CREATE_TRIES, PSP_LOOK_UP, RECHECK_MIN_INTERVAL_SECONDS,
+    UNTIL_DONE,
+)
 from workflows.types import (
-    ActivityName,
-    PspEventSignal,
-    PspPaymentView,
-    PspPayoutView,
-    PspRef,
-    StatusPollPlan,
+    ActivityName, PspEvent, PspEvidence, PspPaymentView, PspPayoutView, PspRef, ReadPspEventInput, StatusPollPlan,
 )
 
 # Transient answers that mean the PSP did not take the request at all (refused, or never reached).
@@ -46,6 +47,7 @@ _REFUSALS = frozenset({PspDecision.HARD_DECLINE, PspDecision.STEP_UP, PspDecisio
 class PspCalls:
     """What differs between a payment and a payout at a PSP: the activities and the statuses that end it."""
 
+    workflow: str  # "deposit" | "withdrawal": the prefix of the alerts the step raises
     create: str
     look_up: str
     cancel: str
@@ -55,14 +57,14 @@ class PspCalls:
 
 
 PAYMENT_CALLS = PspCalls(
-    ActivityName.CREATE_PSP_PAYMENT, ActivityName.GET_PSP_PAYMENT, ActivityName.CANCEL_PSP_PAYMENT,
+    "deposit", ActivityName.CREATE_PSP_PAYMENT, ActivityName.GET_PSP_PAYMENT, ActivityName.CANCEL_PSP_PAYMENT,
     PspPaymentView, frozenset({"captured", "failed", "cancelled", "expired"}), "create",
 )
 PAYOUT_CALLS = PspCalls(
-    ActivityName.CREATE_PSP_PAYOUT, ActivityName.GET_PSP_PAYOUT, ActivityName.CANCEL_PSP_PAYOUT,
+    "withdrawal", ActivityName.CREATE_PSP_PAYOUT, ActivityName.GET_PSP_PAYOUT, ActivityName.CANCEL_PSP_PAYOUT,
     PspPayoutView, frozenset({"paid", "failed", "cancelled"}), "pay out",
 )
-PspAnswer = PspPaymentView | PspPayoutView | PspEventSignal
+PspAnswer = PspPaymentView | PspPayoutView | PspEvent
 
 
 class Created(Enum):
@@ -127,25 +129,28 @@ class PollSchedule:
 
 
 class PspEvents:
-    """A record's PSP events as signalled, deduplicated by event id (PSPs redeliver; a replayed dead letter may
-    arrive again), and the nudges (unverified webhooks) that ask the workflow to look the record up itself."""
+    """A record's PSP events: the claims signalled (each names an inbox event; None for a signal that did not
+    decode), the events verified from the inbox (once per PSP + event id: PSPs redeliver, and two PSPs may use
+    the same event id), and the nudges (unverified webhooks) that ask the workflow to look the record up itself."""
 
     def __init__(self, final_statuses: frozenset[str]) -> None:
         self.final_statuses = final_statuses
-        self.seen_ids: set[str] = set()
-        self.events: list[PspEventSignal] = []
+        self.claims: list[PspEvidence | None] = []
+        self.checked: set[tuple[str, str]] = set()
+        self.events: list[PspEvent] = []
         self.recheck_requested = False
 
-    def add(self, event: PspEventSignal) -> bool:
-        """False for an event already seen."""
-        if event.event_id in self.seen_ids:
-            return False
-        self.seen_ids.add(event.event_id)
-        self.events.append(event)
-        return True
+    def claim(self, signal: RawValue) -> None:
+        """Queues a `psp_event` signal for verification, whatever its shape."""
+        try:
+            evidence = workflow.payload_converter().from_payload(signal.payload, PspEvidence)
+            valid = isinstance(evidence.psp, str) and isinstance(evidence.event_id, str)
+        except Exception:  # anything may arrive through Temporal's frontend: it is a claim we cannot read
+            evidence, valid = None, False
+        self.claims.append(evidence if valid else None)
 
-    def final(self, psp: str) -> PspEventSignal | None:
-        """The first final event from `psp` (pure: used as a wait condition)."""
+    def final(self, psp: str) -> PspEvent | None:
+        """The first verified final event from `psp` (pure: used as a wait condition)."""
         for event in self.events:
             if event.psp == psp and event.status in self.final_statuses:
                 return event
@@ -155,10 +160,40 @@ class PspEvents:
 class PspStep:
     """One record (a payment or a payout, by our id) at the PSPs: its create tries, look-ups, events and cancel."""
 
-    def __init__(self, calls: PspCalls, merchant_reference: str) -> None:
+    def __init__(
+        self, calls: PspCalls, merchant_reference: str, on_event: Callable[[PspEvent], None] = lambda event: None
+    ) -> None:
+        """`on_event` sees each event once verified (a deposit mirrors `authorized`)."""
         self.calls = calls
         self.merchant_reference = merchant_reference
         self.events = PspEvents(calls.final_statuses)
+        self._on_event = on_event
+        self._last_look_up_at: datetime | None = None
+        self._unverified_alerted = False
+
+    async def verify_claims(self) -> None:
+        """Reads each claimed event back from the inbox, where only verified deliveries are stored: only those
+        join the events. A claim without such evidence moves nothing; it makes us ask the PSP, and is alerted."""
+        while self.events.claims:
+            claim = self.events.claims.pop(0)
+            if claim is not None and (claim.psp, claim.event_id) in self.events.checked:
+                continue  # a redelivery, or a replayed dead letter
+            event = None if claim is None else await workflow.execute_local_activity(
+                ActivityName.READ_PSP_EVENT, ReadPspEventInput(claim.psp, claim.event_id, self.merchant_reference),
+                result_type=Optional[PspEvent], start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
+            )
+            if claim is not None:
+                self.events.checked.add((claim.psp, claim.event_id))
+            if event is not None:
+                self.events.events.append(event)
+                self._on_event(event)
+                continue
+            workflow.logger.warning("%s: a psp_event signal the inbox does not back", self.merchant_reference)
+            self.events.recheck_requested = True
+            if not self._unverified_alerted:  # one alert per record is enough for a person to look
+                self._unverified_alerted = True
+                await raise_alert(f"{self.calls.workflow}.unverified_signal", self.merchant_reference,
+                                  {"psp": claim.psp, "event_id": claim.event_id} if claim else {"signal": "undecodable"})
 
     async def create(self, psp: str, request: object) -> CreateResult:
         """Creates the record at `psp`: PSP_CREATE_TRIES tries, then a look-up if any try may have reached it."""
@@ -194,6 +229,7 @@ class PspStep:
         return CreateResult(Created.UNKNOWN, decision=decision, code=code)
 
     async def look_up(self, psp: str) -> LookUp:
+        self._last_look_up_at = workflow.now()
         try:
             return LookUp(await workflow.execute_activity(
                 self.calls.look_up, PspRef(psp, self.merchant_reference), result_type=self.calls.view_type,
@@ -211,7 +247,7 @@ class PspStep:
     ) -> PspOutcome:
         """The record's final outcome at `psp`: its webhook, else its polled status, else the cancel rule.
         `on_status` sees every status a look-up reports (a deposit mirrors `authorized`)."""
-        if (answer := await self._wait_for_webhook(psp, webhook_timeout_seconds)) is not None:
+        if (answer := await self._wait_for_final(psp, webhook_timeout_seconds)) is not None:
             return PspOutcome(Ending.ANSWERED, answer)
         interval_seconds = schedule.first_interval_seconds
         for poll in range(schedule.attempts):
@@ -221,16 +257,15 @@ class PspStep:
                 if found.view.status in self.calls.final_statuses:
                     return PspOutcome(Ending.ANSWERED, found.view)
             # A webhook may still land while we wait between polls.
-            if poll + 1 < schedule.attempts and await wait_until(
-                lambda: self.events.final(psp) is not None, interval_seconds
-            ):
-                return PspOutcome(Ending.ANSWERED, self.events.final(psp))
+            if poll + 1 < schedule.attempts and (answer := await self._wait_for_final(psp, interval_seconds)):
+                return PspOutcome(Ending.ANSWERED, answer)
             interval_seconds = min(interval_seconds * schedule.backoff, schedule.max_interval_seconds)
         return await self.cancel(psp)
 
     async def cancel(self, psp: str) -> PspOutcome:
         """The end-of-wait rule: cancel at the PSP; CANCELLED only when the PSP confirms. A PSP that settled
         meanwhile says so in its answer to the cancel (ANSWERED)."""
+        await self.verify_claims()
         if (event := self.events.final(psp)) is not None:
             return PspOutcome(Ending.ANSWERED, event)
         try:
@@ -251,20 +286,31 @@ class PspStep:
         workflow.logger.warning("%s refused to cancel %s (%s)", psp, self.merchant_reference, view.status)
         return PspOutcome(Ending.UNKNOWN)
 
-    async def _wait_for_webhook(self, psp: str, timeout_seconds: float) -> PspAnswer | None:
-        """The final webhook within the timeout; a re-check nudge makes us ask the PSP meanwhile."""
+    async def _wait_for_final(self, psp: str, timeout_seconds: float) -> PspAnswer | None:
+        """A verified final event within the timeout. Claims are verified as they come; a re-check nudge makes
+        us ask the PSP, unless we asked it less than RECHECK_MIN_INTERVAL_SECONDS ago (nudges cost the history
+        nothing more then, however many arrive)."""
         deadline = workflow.now() + timedelta(seconds=timeout_seconds)
-        while (remaining := (deadline - workflow.now()).total_seconds()) > 0:
-            await wait_until(lambda: self.events.final(psp) is not None or self.events.recheck_requested, remaining)
+        while True:
+            await self.verify_claims()
             if (event := self.events.final(psp)) is not None:
                 return event
-            if not self.events.recheck_requested:
+            if self.events.recheck_requested:
+                self.events.recheck_requested = False
+                if not self._looked_up_recently():
+                    found = await self.look_up(psp)
+                    if found.view is not None and found.view.status in self.calls.final_statuses:
+                        return found.view
+                    continue
+            remaining_seconds = (deadline - workflow.now()).total_seconds()
+            if remaining_seconds <= 0 or not await wait_until(
+                lambda: bool(self.events.claims) or self.events.recheck_requested, remaining_seconds
+            ):
                 return None
-            self.events.recheck_requested = False
-            found = await self.look_up(psp)
-            if found.view is not None and found.view.status in self.calls.final_statuses:
-                return found.view
-        return None
+
+    def _looked_up_recently(self) -> bool:
+        return self._last_look_up_at is not None and (
+            workflow.now() - self._last_look_up_at).total_seconds() < RECHECK_MIN_INTERVAL_SECONDS
 
 
 def decision_of(err: BaseException) -> PspDecision:

@@ -85,8 +85,17 @@ class DepositState:
 
 
 @dataclass
-class PspEventSignal:
-    """A verified PSP webhook (or a status look-up), reduced to what the workflow decides on."""
+class PspEvidence:
+    """The `psp_event` signal: names a verified event stored in the webhook inbox. Never evidence by itself: the
+    workflow reads the event back from the inbox (READ_PSP_EVENT) before it decides anything on it."""
+
+    psp: str
+    event_id: str
+
+
+@dataclass
+class PspEvent:
+    """A verified PSP webhook as stored in the inbox, reduced to what the workflow decides on."""
 
     event_id: str
     psp: str
@@ -253,6 +262,8 @@ class ActivityName:
     CANCEL_PSP_PAYOUT = "cancel_psp_payout"
     NOTIFY_PLAYER = "notify_player"
     RAISE_ALERT = "raise_alert"
+    RECORD_AUDIT = "record_audit"
+    READ_PSP_EVENT = "read_psp_event"
 
     SCREEN_DEPOSIT = "screen_deposit"
     RELEASE_DEPOSIT_LIMIT = "release_deposit_limit"
@@ -334,6 +345,25 @@ class PlayerNotification:
     player_id: str
     kind: str  # e.g. "payout.paid", "payout.failed"
     reference: str  # the payout id: with kind, the notification's idempotency key
+    details: dict[str, str]
+
+
+@dataclass
+class ReadPspEventInput:
+    psp: str
+    event_id: str
+    merchant_reference: str  # our payment or payout id: an event about another record is no evidence here
+
+
+@dataclass
+class AuditEntry:
+    """An ops decision that reached a workflow, recorded by the workflow itself (so one sent from the Temporal UI
+    or CLI is audited too). `idempotency_key`: the update's id, so a retried activity writes once."""
+
+    idempotency_key: str
+    actor: str
+    action: str  # e.g. "payout.review.approve"
+    subject: str  # e.g. "payout:po_…"
     details: dict[str, str]
 
 

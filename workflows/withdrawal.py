@@ -12,6 +12,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
@@ -23,8 +24,8 @@ from workflows.retry_policies import (
     DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
 )
 from workflows.types import (
-    ActivityName, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult, PayoutRoute,
-    PayoutStatus, PayoutSubject, PlayerNotification, PspEventSignal, ReviewDecision, StatusPollPlan, WithdrawalInput,
+    ActivityName, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult, PayoutRoute,
+    PayoutStatus, PayoutSubject, PlayerNotification, ReviewDecision, StatusPollPlan, WithdrawalInput,
     WithdrawalState,
 )
 
@@ -47,6 +48,7 @@ class WithdrawalWorkflow:
         self._answered = False
         self._kyc_nudged = False
         self._review: ReviewDecision | None = None
+        self._review_update_id = ""
         self._cancel: CancelRequest | None = None
         self._psp = PspStep(PAYOUT_CALLS, input.payout_id)
         self._status_poll = StatusPollPlan()  # the routed PSP's schedule
@@ -79,6 +81,7 @@ class WithdrawalWorkflow:
     @workflow.update
     async def review(self, decision: ReviewDecision) -> WithdrawalState:
         self._review = decision
+        self._review_update_id = workflow.current_update_info().id  # type: ignore[union-attr]
         await workflow.wait_condition(lambda: self._state.status != PayoutStatus.IN_REVIEW)
         return self._state
 
@@ -95,8 +98,9 @@ class WithdrawalWorkflow:
         self._kyc_nudged = True
 
     @workflow.signal
-    def psp_event(self, event: PspEventSignal) -> None:
-        self._psp.events.add(event)
+    def psp_event(self, evidence: RawValue) -> None:
+        """Names a stored webhook (PspEvidence); the workflow reads the event back before it counts."""
+        self._psp.events.claim(evidence)
 
     @workflow.signal
     def status_recheck(self) -> None:
@@ -265,8 +269,19 @@ class WithdrawalWorkflow:
             await workflow.wait_condition(lambda: self._review is not None)
         assert self._review is not None
         s.reviewed_by = self._review.reviewer
+        await self._audit_review(reason)
         if self._review.decision != "approve":
             raise Finish(PayoutStatus.REJECTED, "review_rejected")
+
+    async def _audit_review(self, review_reason: str) -> None:
+        """Written by the workflow itself, so a decision from the Temporal UI or CLI is audited too."""
+        review = self._review
+        assert review is not None
+        await workflow.execute_activity(ActivityName.RECORD_AUDIT, AuditEntry(
+            idempotency_key=f"{workflow.info().workflow_id}:review:{self._review_update_id}", actor=review.reviewer,
+            action=f"payout.review.{review.decision}", subject=f"payout:{self._state.payout_id}",
+            details={"review_reason": review_reason, **({"reason": review.reason} if review.reason else {})},
+        ), start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
 
     # --- endings ---------------------------------------------------------------------------------------
 

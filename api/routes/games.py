@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses
-from api.schemas import Amount, Currency, PlayerId
+from api.schemas import Amount, Currency, PlayerId, PlayerIdPath
 from ledger import InsufficientFunds, LedgerError, player_account
 from ledger.games import GameAnswer, GameError, GameRequest, GameWallet, BettingRefused
 from payloop.db import utcnow
@@ -164,7 +164,7 @@ async def round_transactions(
 
 @router.get("/{player_id}/transactions", response_model=PlayerHistory)
 async def player_transactions(
-    player_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")],
+    player_id: PlayerIdPath,
     request: Request,
     _principal: Wallet,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

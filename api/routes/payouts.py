@@ -58,7 +58,14 @@ async def init_payout(
         request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
         body.model_dump(exclude={"idempotency_key"}), "po",
         lambda resource_id: _start_withdrawal(request, principal, resource_id, body, amount_minor),
+        present=None if "wallet" in principal.scopes else _without_balance,
     )
+
+
+def _without_balance(answer: dict) -> dict:
+    """A payout's answer (201, or 402 insufficient_funds) for a key without the `wallet` scope: a player's
+    balance is wallet information, so such a key learns that funds were short, not how much is there."""
+    return {name: value for name, value in answer.items() if name != "available_balance"}
 
 
 async def _start_withdrawal(
@@ -148,7 +155,7 @@ async def review_payout(
         not_found=payout_not_found(),
         rejected=_review_refused,
     )
-    await _audit(request, reviewer, f"payout.review.{body.decision}", payout_id, {"reason": body.reason})
+    # The workflow itself writes the audit entry (so a decision sent around the API is audited too).
     return _view(request, state)
 
 

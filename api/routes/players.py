@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import Principal, _authenticate, require_scope
 from api.errors import Problem, problem_responses
@@ -18,6 +18,7 @@ from api.schemas import (
     DepositLimitRequest,
     DepositLimitView,
     KycRequest,
+    PlayerIdPath,
     PlayerProfileView,
     SelfExclusionRequest,
 )
@@ -27,7 +28,6 @@ from players import KycStatus, LimitPeriod, PlayerProfile, PlayerRuleError, Play
 
 router = APIRouter(tags=["players"], responses=problem_responses(503))
 
-PlayerIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 Payments = Annotated[Principal, Depends(require_scope("payments"))]
 Ops = Annotated[Principal, Depends(require_scope("ops"))]
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 
 from api.auth import Principal, require_scope
 from api.errors import problem_responses
-from api.schemas import CurrencyBalance, WalletBalance
+from api.schemas import CurrencyBalance, PlayerIdPath, WalletBalance
 from payloop.money import to_decimal_string
 
 router = APIRouter(prefix="/v1/wallet", tags=["wallet"], responses=problem_responses(503))
-
-PlayerIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-
 
 @router.get("/{player_id}/balance", response_model=WalletBalance)
 async def wallet_balance(

@@ -24,9 +24,10 @@ from api.webhook_inbox import STALLED_AFTER, WebhookInbox
 from payloop import alerts
 from players import audit
 from psp.base import InvalidWebhook, WebhookEvent
+from psp.registry import signed_by_another_psp
 from workflows import search_attributes
 from workflows.deposit import DepositWorkflow
-from workflows.types import PspEventSignal
+from workflows.types import PspEvidence
 from workflows.withdrawal import WithdrawalWorkflow
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(503))
@@ -60,14 +61,19 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
     try:
         event: WebhookEvent = verifier(request.headers, raw, time.time())
     except InvalidWebhook as err:
+        code, message = err.code, err.message
+        # Only once this PSP's own check failed (accepted webhooks never pay for it): is it another PSP's delivery,
+        # re-posted here to pass for this PSP's (or sent to the wrong URL)? Said apart so ops see the cause.
+        other = signed_by_another_psp(request.app.state.webhook_verifiers, psp, err, request.headers, raw, time.time())
+        if other is not None:
+            code, message = "wrong_psp", f"the signature is not {psp}'s but another PSP's"
         # Logged (a line and a delivery row) at a bounded rate per PSP, since anyone can send these; the rest
         # are counted on /metrics (payloop_webhook_rejections_not_logged_total).
-        if await limits.may_log_rejection(psp, err.code):
-            log.warning("rejected %s webhook: %s", psp, err.code)
-            await inbox.log_rejected(psp, err.code, now)
+        if await limits.may_log_rejection(psp, code):
+            log.warning("rejected %s webhook: %s%s", psp, code, f" (signed by {other})" if other else "")
+            await inbox.log_rejected(psp, code, now)
         await _recheck_claimed_payment(request, raw)
-        raise Problem(400 if err.code == "malformed_payload" else 401, err.code, "Webhook rejected",
-                      err.message) from None
+        raise Problem(400 if code == "malformed_payload" else 401, code, "Webhook rejected", message) from None
     _check_sizes(event)
     stored = await inbox.store(event, now)
     if stored == "duplicate":
@@ -90,19 +96,12 @@ async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now:
     if target is None:
         await inbox.mark(event.psp, event.event_id, "dead_letter", now, "unknown_payment")
         return "dead_letter"
-    signal = PspEventSignal(
-        event_id=event.event_id,
-        psp=event.psp,
-        psp_reference=event.psp_reference,
-        status=event.status,
-        amount_minor=event.amount_minor,
-        currency=event.currency,
-        failure_code=event.failure_code,
-    )
+    # The signal names the stored event; the workflow reads it back from the inbox before it counts.
+    evidence = PspEvidence(psp=event.psp, event_id=event.event_id)
     workflow_class, workflow_id = target
     handle = client.get_workflow_handle(workflow_id)
     try:
-        await handle.signal(workflow_class.psp_event, signal)
+        await handle.signal(workflow_class.psp_event, evidence)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             # Unknown payment, or its workflow already finished: keep it for ops, acknowledge the PSP.

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from payloop.money import to_decimal_string
 from payloop.settings import Settings
 from psp import signatures
+from psp.registry import webhook_secrets
 from psp.sandbox.formats import (
     CONFIRMATIONS_REQUIRED,
     DEFAULT_FORMAT,
@@ -117,15 +118,15 @@ class SandboxConfig:
 
 
 def config_from_settings(settings: Settings) -> SandboxConfig:
+    """Each sandbox PSP signs with the secret the API verifies it with: psp.registry resolves both the same way
+    (the routing file's setting per PSP, else the shared fallback)."""
+    secrets_by_psp = webhook_secrets(settings)
     return SandboxConfig(
         webhook_url_template=settings.sandbox_webhook_url,
         webhook_secret=settings.sandbox_webhook_secret,
         public_url=settings.sandbox_psp_browser_url,
-        webhook_secrets={
-            psp: signatures.secret_setting(settings, psp)
-            for psp in PSPS
-            if signatures.secret_setting(settings, psp) != settings.sandbox_webhook_secret
-        },
+        webhook_secrets={psp: secrets_by_psp[psp] for psp in PSPS
+                         if secrets_by_psp[psp] != settings.sandbox_webhook_secret},
     )
 
 

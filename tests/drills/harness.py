@@ -32,7 +32,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from api.app import create_app
-from api.models import webhook_events
+from psp.inbox import webhook_events
 from ledger import assert_invariants
 from ledger.models import ledger_transfers
 from payloop.db import create_engine
@@ -40,7 +40,7 @@ from payloop.money import to_decimal_string
 from payloop.settings import Settings
 from psp.sandbox.app import SandboxConfig
 from psp.sandbox.app import create_app as create_sandbox_app
-from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, Stack, serve, stack_settings
+from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, WEBHOOK_SECRETS, Stack, serve, stack_settings
 from tests.processes import (
     PostgresServer,
     TemporalDevServer,
@@ -457,6 +457,7 @@ async def open_drill(
             sandbox_app = create_sandbox_app(SandboxConfig(
                 webhook_url_template=f"{settings.api_url}/v1/webhooks/{{psp}}",
                 webhook_secret=WEBHOOK_SECRET,
+                webhook_secrets=dict(WEBHOOK_SECRETS),  # each PSP its own, as the API verifies them
                 public_url=settings.sandbox_psp_url,
                 settle_delay_seconds=0.05,
                 # Real PSPs redeliver for hours; this schedule (~60 s) outlasts every outage a drill causes.

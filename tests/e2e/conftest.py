@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,7 +27,7 @@ from ledger import assert_invariants
 from payloop.settings import Settings
 from payloop.temporal import dev_server_flags, temporal_cli_path
 from psp.routing.health import psp_attempts, psp_circuits
-from psp.sandbox.app import SandboxConfig
+from psp.sandbox.app import config_from_settings
 from psp.sandbox.app import create_app as create_sandbox_app
 from tests.conftest import BACKENDS, FreshDatabase
 from workers.payments import payments_worker
@@ -36,6 +37,9 @@ API_KEY = "test-key"
 OTHER_CLIENT_KEY = "other-key"
 WALLET_ONLY_KEY = "wallet-only-key"
 WEBHOOK_SECRET = "whsec_test"
+# Each PSP its own webhook secret, as in production (card keeps WEBHOOK_SECRET, which tests sign card events with).
+WEBHOOK_SECRETS = {"card": WEBHOOK_SECRET, "card_b": "whsec_test_card_b", "ewallet": "whsec_test_ewallet",
+                   "paybybank": "whsec_test_paybybank", "crypto": "whsec_test_crypto"}
 
 
 def free_port() -> int:
@@ -45,7 +49,7 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI, port: int) -> AsyncIterator[None]:
+async def serve(app: ASGIApp, port: int) -> AsyncIterator[None]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -71,6 +75,38 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@dataclass(frozen=True)
+class ReceivedWebhook:
+    """A request to the API's webhook endpoint as it arrived: path, headers and raw body."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def recording_webhooks(app: FastAPI, received: list[ReceivedWebhook]) -> ASGIApp:
+    """The API app, keeping a copy of every webhook request it is sent, so a test can re-post a PSP's genuine
+    delivery (its signature included) elsewhere. It only watches: the app reads the same messages."""
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/webhooks/"):
+            return await app(scope, receive, send)
+        chunks: list[bytes] = []
+
+        async def tapped() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                    received.append(ReceivedWebhook(scope["path"], headers, b"".join(chunks)))
+            return message
+
+        await app(scope, tapped, send)
+
+    return recording
+
+
 @dataclass
 class Stack:
     backend: str
@@ -79,6 +115,8 @@ class Stack:
     client: Client
     api: httpx.AsyncClient
     sandbox: httpx.AsyncClient
+    # Every webhook request the API was sent, as sent (the sandbox PSPs' genuine deliveries among them).
+    webhooks_received: list[ReceivedWebhook] = field(default_factory=list)
 
     async def deposit(
         self, *, method: str = "card", amount: str = "50.00", currency: str = "EUR", scenario: str | None = None,
@@ -152,6 +190,7 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
         api_keys=(f"{API_KEY}:casino-a:payments,wallet,ops;{OTHER_CLIENT_KEY}:casino-b:payments,wallet;"
                   f"{WALLET_ONLY_KEY}:game-provider:wallet"),
         sandbox_webhook_secret=WEBHOOK_SECRET,
+        **{f"webhook_secret_{psp}": secret for psp, secret in WEBHOOK_SECRETS.items()},
         deposit_webhook_timeout_seconds=2.0,
         deposit_status_poll_attempts=2,
         deposit_status_poll_interval_seconds=0.5,
@@ -169,20 +208,24 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
 
 @contextlib.asynccontextmanager
 async def api_and_sandbox(
-    settings: Settings, engine: AsyncEngine, client: Client, *, slow_seconds: float = 0.5
+    settings: Settings, engine: AsyncEngine, client: Client, *, slow_seconds: float = 0.5,
+    webhooks_received: list[ReceivedWebhook] | None = None,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    """The sandbox PSP and the API served on the settings' ports, and an HTTP client for each."""
-    sandbox_config = SandboxConfig(
+    """The sandbox PSP and the API served on the settings' ports, and an HTTP client for each. The sandbox signs
+    as `payloop sandbox-psp` does (config_from_settings: each PSP with its own secret), only faster."""
+    sandbox_config = replace(
+        config_from_settings(settings),
         webhook_url_template=f"{settings.api_url}/v1/webhooks/{{psp}}",
-        webhook_secret=WEBHOOK_SECRET,
         public_url=settings.sandbox_psp_url,
         settle_delay_seconds=0.05,
         webhook_retry_delays=(0.1, 0.2, 0.5, 1.0, 2.0),
         slow_seconds=slow_seconds,
     )
+    api_app = create_app(settings, engine=engine, temporal=client)
     async with (
         serve(create_sandbox_app(sandbox_config), settings.sandbox_psp_port),
-        serve(create_app(settings, engine=engine, temporal=client), settings.api_port),
+        serve(recording_webhooks(api_app, webhooks_received if webhooks_received is not None else []),
+              settings.api_port),
         httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
                           timeout=30) as api,
         httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,
@@ -198,11 +241,13 @@ async def running_stack(
     async with FreshDatabase(backend, workdir) as db:
         settings = stack_settings(db.url, task_queue, **overrides)
         engine = db.engine()
+        webhooks_received: list[ReceivedWebhook] = []
         async with (
             payments_worker(client, settings, schema=db.schema),
-            api_and_sandbox(settings, engine, client, slow_seconds=slow_seconds) as (api, sandbox),
+            api_and_sandbox(settings, engine, client, slow_seconds=slow_seconds,
+                            webhooks_received=webhooks_received) as (api, sandbox),
         ):
-            yield Stack(backend, settings, engine, client, api, sandbox)
+            yield Stack(backend, settings, engine, client, api, sandbox, webhooks_received)
         await engine.dispose()
 
 

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 
 from api import engine
 from api.errors import Problem
-from api.models import idempotency_keys, webhook_events
+from api.models import idempotency_keys
+from psp.inbox import webhook_events
 from workflows.deposit import DepositWorkflow
 from tests.e2e.conftest import Stack, eventually, new_player
 from tests.e2e.test_players import set_limit
-from workflows.deposit import DepositWorkflow
 from workflows.types import DepositState
 
 

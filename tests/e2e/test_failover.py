@@ -23,7 +23,7 @@ from psp.registry import build_connectors
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
 from tests.conftest import BACKENDS
-from tests.e2e.conftest import Stack, eventually, new_player, running_stack
+from tests.e2e.conftest import WEBHOOK_SECRETS, Stack, eventually, new_player, running_stack
 from tests.e2e.test_webhooks import captured_event, post_webhook, stored_events
 from workflows.types import ActivityName
 
@@ -107,7 +107,8 @@ async def test_a_capture_reported_after_a_deposit_finished_elsewhere_raises_an_a
     same = await post_webhook(stack, captured_event(init["payment_id"], payment["psp_reference"]), psp="card")
     assert same.json()["status"] == "dead_letter"
     assert init["payment_id"] not in await alerted(stack, "deposit.psp_settled_after_close")
-    other = await post_webhook(stack, captured_event(init["payment_id"], "card_b_late"), psp="card_b")
+    other = await post_webhook(stack, captured_event(init["payment_id"], "card_b_late"), psp="card_b",
+                               secret=WEBHOOK_SECRETS["card_b"])  # card_b's own signature: card_b's word
     assert other.json()["status"] == "dead_letter"
     [row] = [r for r in await stored_events(stack, init["payment_id"]) if r.psp == "card_b"]
     assert (row.state, row.dead_letter_reason) == ("dead_letter", "payment_finished")

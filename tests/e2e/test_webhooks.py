@@ -13,7 +13,7 @@ import httpx
 import sqlalchemy as sa
 
 from api.app import create_app
-from api.models import webhook_events
+from psp.inbox import webhook_events
 from psp.signatures import signed_headers
 from tests.e2e.conftest import WEBHOOK_SECRET, Stack, eventually, free_port, new_player, serve
 
@@ -227,9 +227,10 @@ async def test_a_copy_that_arrives_while_its_event_is_stuck_mid_delivery_is_told
 
 
 async def test_during_a_secret_rotation_both_secrets_verify_and_nothing_else_does(stack: Stack) -> None:
-    """`PAYLOOP_SANDBOX_WEBHOOK_SECRET="new,old"`: an API rotated to a new secret still takes the PSP's webhooks
-    signed with the old one (the PSP has not switched yet) and those signed with the new one, over real HTTP."""
-    rotated = stack.settings.model_copy(update={"sandbox_webhook_secret": f"whsec_rotated,{WEBHOOK_SECRET}",
+    """`PAYLOOP_WEBHOOK_SECRET_CARD="new,old"`: an API rotated to a new card secret still takes card's webhooks
+    signed with the old one (the PSP has not switched yet) and those signed with the new one, over real HTTP. The
+    other PSPs keep their own: card_b's secret never verifies at card, nor card's (old or new) at card_b."""
+    rotated = stack.settings.model_copy(update={"webhook_secret_card": f"whsec_rotated,{WEBHOOK_SECRET}",
                                                 "api_port": free_port()})
     async with (
         serve(create_app(rotated, engine=stack.engine, temporal=stack.client), rotated.api_port),
@@ -243,6 +244,13 @@ async def test_during_a_secret_rotation_both_secrets_verify_and_nothing_else_doe
             player = new_player()
             payment_id, reference = await waiting_payment(stack, player)
             assert (await deliver(captured_event(payment_id, reference), "whsec_attacker")).status_code == 401
+            card_b_secret = rotated.webhook_secret_card_b  # another PSP's: refused, and said to be another's
+            wrong_psp = await deliver(captured_event(payment_id, reference), card_b_secret)
+            assert (wrong_psp.status_code, wrong_psp.json()["code"]) == (401, "wrong_psp")
+            body = captured_event(payment_id, reference)
+            refused = await api.post("/v1/webhooks/card_b", content=body,
+                                     headers=signed_headers(secret, int(time.time()), body))
+            assert (refused.status_code, refused.json()["code"]) == (401, "wrong_psp")
             accepted = await deliver(captured_event(payment_id, reference), secret)
             assert accepted.status_code == 200 and accepted.json()["status"] == "accepted", accepted.text
             assert (await stack.wait_final(payment_id))["status"] == "credited"

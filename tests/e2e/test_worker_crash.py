@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from workflows.withdrawal import WithdrawalWorkflow
@@ -100,6 +101,10 @@ async def payout_view(stack: Stack, payout_id: str) -> dict[str, Any] | None:
         return None
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def _closed(handle: Any) -> bool:
+    return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
 
 
 async def wait_status(crash: CrashStack, payout_id: str, statuses: set[str], timeout: float) -> dict[str, Any]:
@@ -247,6 +252,9 @@ async def test_finished_payments_are_read_while_no_worker_runs(crash: CrashStack
     started = await payout(stack, await funded_player(stack), "40.00")
     paid = await wait_status(crash, started["payout_id"], FINAL, 20)
     assert (credited["status"], paid["status"]) == ("credited", "paid")
+    # "paid" shows while the workflow still settles (the player's notification): wait until it has closed.
+    handle = stack.client.get_workflow_handle(WithdrawalWorkflow.workflow_id(started["payout_id"]))
+    await until("the payout's workflow closed", lambda: _closed(handle), 20, crash)
 
     crash.worker.kill()
     try:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from payloop.settings import Settings
-from psp.registry import PROVIDERS, build_connectors, build_verifiers, payment_methods, payout_methods
+import psp as psp_package
+from psp.registry import (
+    PROVIDERS,
+    build_connectors,
+    build_verifiers,
+    payment_methods,
+    payout_methods,
+    signed_by_another_psp,
+)
 from psp.base import InvalidWebhook
 from psp.sandbox import SandboxConfig, config_from_settings, create_app
 from tests.psp.psp_testkit import (
@@ -132,26 +142,81 @@ def test_build_verifiers_accepts_comma_separated_secrets_for_rotation() -> None:
         assert refused.value.code == "bad_signature"
 
 
-class _PerPspSettings(Settings):
-    sandbox_crypto_webhook_secret: str = "whsec_crypto_new,whsec_crypto_old"
-    sandbox_paybybank_webhook_secret: str = ""  # empty: the shared secret applies
+PER_PSP_SECRETS = {psp: f"whsec_{psp}_only" for psp in ("card", "card_b", "ewallet", "paybybank", "crypto")}
 
 
-def test_per_psp_secrets_come_from_settings_attributes_when_present() -> None:
-    settings = _PerPspSettings(sandbox_webhook_secret="whsec_shared")
+def test_each_psp_verifies_with_its_own_secret_and_rotates_on_its_own() -> None:
+    settings = Settings(sandbox_webhook_secret="whsec_shared", webhook_secret_card="whsec_card_new,whsec_card_old",
+                        webhook_secret_crypto="whsec_crypto_only", webhook_secret_paybybank="")
     verifiers = build_verifiers(settings)
 
-    headers, body = _signed_event("crypto", "whsec_crypto_old")
-    assert verifiers["crypto"](headers, body, time.time()).event_id == "evt_1"
+    # card rotates: both of its secrets verify, at card only; card_b has no secret of its own (the fallback).
+    for secret in ("whsec_card_new", "whsec_card_old"):
+        headers, body = _signed_event("card", secret)
+        assert verifiers["card"](headers, body, time.time()).event_id == "evt_1"
+        with pytest.raises(InvalidWebhook):
+            verifiers["card_b"](headers, body, time.time())
+    headers, body = _signed_event("card", "whsec_shared")
+    with pytest.raises(InvalidWebhook):
+        verifiers["card"](headers, body, time.time())
+    assert verifiers["card_b"](headers, body, time.time()).event_id == "evt_1"
     headers, body = _signed_event("crypto", "whsec_shared")
     with pytest.raises(InvalidWebhook):
         verifiers["crypto"](headers, body, time.time())
-    for psp in ("card", "ewallet", "paybybank"):
+    for psp in ("ewallet", "paybybank"):  # unset or empty: the shared fallback
         headers, body = _signed_event(psp, "whsec_shared")
-        assert verifiers[psp](headers, body, time.time()).event_id in {"evt_1"}
+        assert verifiers[psp](headers, body, time.time()).event_id == "evt_1"
     config = config_from_settings(settings)
-    assert config.webhook_secrets == {"crypto": "whsec_crypto_new,whsec_crypto_old"}
-    assert (config.signing_secret("crypto"), config.signing_secret("card")) == ("whsec_crypto_new", "whsec_shared")
+    assert config.webhook_secrets == {"card": "whsec_card_new,whsec_card_old", "crypto": "whsec_crypto_only"}
+    assert [config.signing_secret(psp) for psp in ("card", "card_b", "crypto")] == [
+        "whsec_card_new", "whsec_shared", "whsec_crypto_only"]
+
+
+def test_the_routing_file_names_the_setting_each_psp_reads(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`webhook_secret` in the routing file is where a PSP's secret comes from, for the API and the sandbox."""
+    shipped = (Path(psp_package.__file__).parent / "routing.yaml").read_text()
+    routing_file = tmp_path / "routing.yaml"
+    routing_file.write_text(shipped.replace("webhook_secret: PAYLOOP_WEBHOOK_SECRET_EWALLET",
+                                            "webhook_secret: WALLET_VENDOR_SECRET"))
+    monkeypatch.setenv("WALLET_VENDOR_SECRET", "whsec_from_the_vault")
+    settings = Settings(routing_file=routing_file, webhook_secret_ewallet="whsec_not_named_any_more")
+
+    headers, body = _signed_event("ewallet", "whsec_from_the_vault")
+    assert build_verifiers(settings)["ewallet"](headers, body, time.time()).event_id == "evt_1"
+    headers, body = _signed_event("ewallet", "whsec_not_named_any_more")
+    with pytest.raises(InvalidWebhook):
+        build_verifiers(settings)["ewallet"](headers, body, time.time())
+    assert config_from_settings(settings).signing_secret("ewallet") == "whsec_from_the_vault"
+
+
+async def test_the_sandbox_signs_each_psp_with_its_own_secret(
+    http: httpx.AsyncClient, receiver: WebhookReceiver
+) -> None:
+    """The sandbox service as `payloop sandbox-psp` configures it (config_from_settings), over real HTTP: each
+    PSP's delivery verifies under that PSP's secret and under no other PSP's."""
+    sock, url = bound_socket()
+    settings = Settings(sandbox_webhook_secret="whsec_shared",
+                        **{f"webhook_secret_{psp}": secret for psp, secret in PER_PSP_SECRETS.items()})
+    config = replace(config_from_settings(settings), webhook_url_template=receiver.url + "/webhooks/{psp}",
+                     public_url=url, settle_delay_seconds=0.01)
+    verifiers = build_verifiers(settings)
+    async with serve(create_app(config), sock):
+        for psp in PER_PSP_SECRETS:
+            req = payment_request(method=PSP_METHOD[psp])
+            created = await make_connector(psp, url, http).create_payment(req)
+            if psp == "paybybank":  # a redirect: the player authorises at the bank first
+                await http.post(created.redirect_url, data={"outcome": "success"})
+            [delivery, *_] = await eventually(lambda: receiver.for_payment(req.payment_id))
+            assert verifiers[psp](delivery.headers, delivery.body, time.time()).payment_id == req.payment_id
+            for other, secret in PER_PSP_SECRETS.items():
+                if other != psp:
+                    with pytest.raises(InvalidWebhook):
+                        VERIFIER_CLASSES[psp](psp, [secret, "whsec_shared"])(delivery.headers, delivery.body,
+                                                                              time.time())
+                    with pytest.raises(InvalidWebhook) as refused:
+                        verifiers[other](delivery.headers, delivery.body, time.time())
+                    assert signed_by_another_psp(verifiers, other, refused.value, delivery.headers, delivery.body,
+                                                 time.time()) == psp
 
 
 async def test_during_rotation_the_sandbox_signs_with_the_first_secret(
