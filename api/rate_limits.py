@@ -79,8 +79,8 @@ class _Limiters:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        # Sliding window counter: no burst of twice the limit at a window's edge, at the cost of a fixed window
-        # (two counters, one Lua round trip on Redis). For request limits.
+        # Sliding window counter: no burst of twice the limit across a window's edge, for little more than a
+        # fixed window costs (two counters; one Lua round trip on Redis). For request limits.
         self.sliding = SlidingWindowCounterRateLimiter(storage)
         # Fixed window, started by the first hit: "at most one per interval", exactly. For re-checks.
         self.fixed = FixedWindowRateLimiter(storage)
@@ -111,12 +111,8 @@ class RateLimits:
         # This process's counters, for /metrics.
         self.refused: Counter[str] = Counter()  # 429s by kind
         self.storage_errors = 0
-        self.rechecks: Counter[str] = Counter()  # "signalled" | "suppressed"
+        self.rechecks: Counter[str] = Counter()  # "allowed" (a signal is sent) | "suppressed"
         self.rejections_not_logged: Counter[tuple[str, str]] = Counter()  # (psp, reason)
-
-    @property
-    def shared(self) -> bool:
-        return self._shared is not None
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -149,7 +145,7 @@ class RateLimits:
         except (StorageError, RedisError, OSError) as err:
             self._redis_failed(err)
             allowed = await self._local["rechecks"].fixed.hit(self.recheck, "recheck", workflow_id)
-        self.rechecks["signalled" if allowed else "suppressed"] += 1
+        self.rechecks["allowed" if allowed else "suppressed"] += 1
         return allowed
 
     async def _check(self, kind: str, items: list[RateLimitItem], *identifiers: str) -> Refusal | None:

@@ -78,7 +78,7 @@ async def test_a_recheck_is_allowed_once_per_interval_however_many_other_payment
     for i in range(10_001):  # what flushed the old per-process dict
         await limits.may_recheck(f"deposit-pay_{i:024x}")
     assert not await limits.may_recheck("deposit-pay_target")
-    assert limits.rechecks["signalled"] == 10_002 and limits.rechecks["suppressed"] == 1
+    assert limits.rechecks["allowed"] == 10_002 and limits.rechecks["suppressed"] == 1
 
 
 async def test_two_limiters_on_one_redis_share_every_count() -> None:

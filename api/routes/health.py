@@ -80,11 +80,11 @@ def _limit_metrics(state: Any) -> list[str]:
               "# TYPE payloop_webhook_rejections_not_logged_total counter"]
     lines += [f'payloop_webhook_rejections_not_logged_total{{psp="{psp}",reason="{reason}"}} {count}'
               for (psp, reason), count in sorted(limits.rejections_not_logged.items())]
-    lines += ["# HELP payloop_status_rechecks_total Re-checks unverified webhooks asked for: signalled or suppressed "
-              "(one per payment per interval).",
+    lines += ["# HELP payloop_status_rechecks_total Re-checks unverified webhooks asked for: allowed (signal sent) or "
+              "suppressed (one per payment per interval).",
               "# TYPE payloop_status_rechecks_total counter"]
     lines += [f'payloop_status_rechecks_total{{outcome="{outcome}"}} {limits.rechecks[outcome]}'
-              for outcome in ("signalled", "suppressed")]
+              for outcome in ("allowed", "suppressed")]
     pruner = getattr(state, "delivery_log_pruner", None)
     lines += ["# HELP payloop_webhook_deliveries_pruned_total Delivery-log rows this process deleted as too old.",
               "# TYPE payloop_webhook_deliveries_pruned_total counter",
