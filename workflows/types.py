@@ -21,6 +21,8 @@ class DepositStatus:
     IN_REVIEW = "in_review"
 
     FINAL = frozenset({CREDITED, FAILED, REJECTED, EXPIRED, IN_REVIEW})
+    # While the deposit may wait for its PSP's word (and a re-check nudge can be of use).
+    AT_PSP = frozenset({PENDING, REQUIRES_ACTION, AUTHORIZED})
 
 
 class PayoutStatus:
@@ -34,6 +36,7 @@ class PayoutStatus:
     CANCELLED = "cancelled"
 
     FINAL = frozenset({PAID, FAILED, REJECTED, CANCELLED})
+    AT_PSP = frozenset({PROCESSING})
 
 
 @dataclass

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal, require_scope
@@ -27,7 +27,7 @@ from psp.base import InvalidWebhook, WebhookEvent
 from psp.registry import signed_by_another_psp
 from workflows import search_attributes
 from workflows.deposit import DepositWorkflow
-from workflows.types import PspEvidence
+from workflows.types import DepositStatus, PayoutStatus, PspEvidence
 from workflows.withdrawal import WithdrawalWorkflow
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(503))
@@ -163,8 +163,15 @@ async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:
     workflow_class, workflow_id = target
     if not await request.app.state.rate_limits.may_recheck(workflow_id):
         return
+    handle = request.app.state.temporal.get_workflow_handle(workflow_id)
+    waiting_at_psp = DepositStatus.AT_PSP if workflow_class is DepositWorkflow else PayoutStatus.AT_PSP
     try:
-        await request.app.state.temporal.get_workflow_handle(workflow_id).signal(workflow_class.status_recheck)
+        # Only a payment waiting for its PSP's word has a use for a re-check; a payout waiting days for KYC or a
+        # review must not collect a signal (a history event) every interval. Reading the status costs no event.
+        description = await handle.describe()
+        status = description.typed_search_attributes.get(search_attributes.PAYMENT_STATUS)
+        if description.status == WorkflowExecutionStatus.RUNNING and status in waiting_at_psp:
+            await handle.signal(workflow_class.status_recheck)
     except (RPCError, asyncio.TimeoutError):
         pass
 

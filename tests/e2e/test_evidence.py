@@ -8,12 +8,15 @@ import uuid
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from temporalio.api.enums.v1 import EventType
 
 from payloop.alerts import alerts
 from players import audit
 from psp.inbox import webhook_events
+from psp.signatures import signed_headers
 from tests.e2e.conftest import Stack, eventually, new_player
 from tests.e2e.test_payouts import assert_settled, funded_player, payout, wait_payout
+from tests.e2e.test_webhooks import captured_event
 from workflows.deposit import DepositWorkflow
 from workflows.types import ReviewDecision
 from workflows.withdrawal import WithdrawalWorkflow
@@ -110,3 +113,23 @@ async def test_a_review_sent_straight_to_temporal_is_audited_by_the_workflow(sta
     reviews = [e for e in entries if e["action"] == "payout.review.approve"]
     assert [(e["actor"], e["details"]["reason"]) for e in reviews] == [("cli-user", "looked fine")], entries
     await assert_settled(stack, done)
+
+
+async def test_unsigned_webhooks_naming_a_payout_waiting_for_kyc_add_nothing_to_its_history(stack: Stack) -> None:
+    """A payout waiting (days) for KYC has no use for a PSP re-check: nudges for it must not become signals, or a
+    long wait would collect one history event per interval."""
+    player = await funded_player(stack, kyc=None)
+    started = await payout(stack, player)
+    await wait_payout(stack, started["payout_id"], {"kyc_required"})
+    body = captured_event(started["payout_id"], "card_forged")
+    for _ in range(20):
+        response = await stack.api.post("/v1/webhooks/card", content=body,
+                                        headers=signed_headers("whsec_attacker", 0, body))
+        assert response.status_code == 401, response.text
+    handle = stack.client.get_workflow_handle(WithdrawalWorkflow.workflow_id(started["payout_id"]))
+    history = await handle.fetch_history()
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events
+               if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    assert signals == [], signals
+    await handle.cancel()
+    await assert_settled(stack, await wait_payout(stack, started["payout_id"]))
