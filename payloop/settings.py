@@ -11,6 +11,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".payloop")
 
+# The built-in codec key ring of the embedded stack, the demo and the tests (payloop/codec.py). Its key is no secret
+# (it reads "payloop-dev-codec-key-not-secret"): what it seals is as good as clear text, so production must not run
+# on it (payloop.codec.uses_builtin_keys). Here, not in codec.py, so reading settings loads no crypto.
+DEV_CODEC_KEY = "cGF5bG9vcC1kZXYtY29kZWMta2V5LW5vdC1zZWNyZXQ="
+DEV_CODEC_KEYS = f"dev:{DEV_CODEC_KEY}"
+# The codec server's built-in bearer token (`payloop codec-server`), for the embedded stack only.
+DEV_CODEC_SERVER_TOKEN = "dev-codec-token-change-me"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYLOOP_", extra="ignore")
@@ -34,6 +42,19 @@ class Settings(BaseSettings):
     temporal_api_key: str = ""
     temporal_ui_url: str = "http://localhost:8233"
     task_queue: str = "payloop"
+
+    # -- payload encryption (payloop/codec.py) and the codec server ---------------------------------------------
+    # "id:base64key,id2:base64key2", each key 32 random bytes; the first encrypts, all decrypt (rotate by putting
+    # the new key first). The default is the built-in dev ring: its key is public, so production must set its own
+    # (payloop.codec.uses_builtin_keys tells).
+    codec_keys: str = DEV_CODEC_KEYS
+    # The codec server (`payloop codec-server`), through which the Temporal UI and CLI read encrypted payloads.
+    codec_server_host: str = "127.0.0.1"
+    codec_server_port: int = 8081
+    # Where browsers reach it (the UI calls it from the engineer's browser); empty = http://localhost:<port>.
+    codec_server_public_url: str = ""
+    # Bearer token(s) of the codec server, "new,old" while rotating. The default is the built-in dev token.
+    codec_server_token: str = DEV_CODEC_SERVER_TOKEN
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -129,6 +150,12 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def codec_server_url(self) -> str:
+        # localhost, not 127.0.0.1: the same site as the UI's default http://localhost:8233, so the browser sends
+        # the codec server's session cookie along with the UI's requests (see api/codec_server.py).
+        return self.codec_server_public_url.rstrip("/") or f"http://localhost:{self.codec_server_port}"
 
     @property
     def sandbox_psp_url(self) -> str:

@@ -11,11 +11,14 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from payloop.codec import data_converter
 from payloop.settings import Settings
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, **connection_options(settings))
+    # Every payload is encrypted with the settings' key ring (payloop/codec.py); workers inherit it from the client.
+    return await Client.connect(settings.temporal_address, **connection_options(settings),
+                                data_converter=data_converter(settings.codec_keys))
 
 
 class TemporalSettingsError(ValueError):
