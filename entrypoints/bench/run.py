@@ -38,6 +38,8 @@ from entrypoints.bench.model import BenchOptions, BenchRun
 from entrypoints.bench.skeleton import Shape, drive, skeleton_worker
 from entrypoints.bench.target import Target, embedded_target, remote_target
 from entrypoints.bench.traffic import Driver, Phase
+from payloop.codec import data_converter
+from payloop.settings import Settings
 
 
 def run_bench(options: BenchOptions) -> int:
@@ -95,6 +97,10 @@ def _bar(enabled: bool) -> Callable[[str, int], Any]:
 async def drive_target(options: BenchOptions, target: Target) -> BenchRun:
     """All the traffic phases, then the skeleton, then what histories, inbox and ledger say about them."""
     client = await Client.connect(target.temporal_address, namespace=target.namespace)
+    # Our workflows' results are encrypted (payloop/codec.py): the driver reads them with the stack's key ring (from
+    # PAYLOOP_CODEC_KEYS, as the stack's processes do). The skeleton stays on the bare client: Temporal's floor.
+    ours = await Client.connect(target.temporal_address, namespace=target.namespace,
+                                data_converter=data_converter(Settings().codec_keys))
     limits = httpx.Limits(max_connections=options.concurrency * 2 + 20,
                           max_keepalive_connections=options.concurrency * 2 + 20)
     async with (
@@ -102,7 +108,7 @@ async def drive_target(options: BenchOptions, target: Target) -> BenchRun:
                           timeout=options.timeout, limits=limits) as api,
         httpx.AsyncClient(timeout=options.timeout, limits=limits) as browser,
     ):
-        driver = Driver(api, browser, client, timeout=options.timeout, progress=_bar(options.progress))
+        driver = Driver(api, browser, ours, timeout=options.timeout, progress=_bar(options.progress))
         run = BenchRun(options, target, driver, started=time.time())
         run.notes += target.notes
         cursor = await analysis.inbox_cursor(api)

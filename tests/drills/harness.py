@@ -38,6 +38,7 @@ from ledger.models import ledger_transfers
 from payloop.db import create_engine
 from payloop.money import to_decimal_string
 from payloop.settings import Settings
+from payloop.temporal import connect
 from psp.sandbox.app import SandboxConfig
 from psp.sandbox.app import create_app as create_sandbox_app
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, WEBHOOK_SECRETS, Stack, serve, stack_settings
@@ -453,7 +454,7 @@ async def open_drill(
         async with database_for_processes("postgres", workdir, postgres.url) as url:
             settings = drill_settings(url, temporal, workdir, **overrides)
             engine = create_engine(url)
-            client = await Client.connect(temporal.address)
+            client = await connect(settings)  # with the payload codec, as the worker process has
             sandbox_app = create_sandbox_app(SandboxConfig(
                 webhook_url_template=f"{settings.api_url}/v1/webhooks/{{psp}}",
                 webhook_secret=WEBHOOK_SECRET,

@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from ledger import assert_invariants
+from payloop.codec import data_converter
 from payloop.settings import Settings
 from payloop.temporal import dev_server_flags, temporal_cli_path
 from psp.routing.health import psp_attempts, psp_circuits
@@ -40,6 +41,9 @@ WEBHOOK_SECRET = "whsec_test"
 # Each PSP its own webhook secret, as in production (card keeps WEBHOOK_SECRET, which tests sign card events with).
 WEBHOOK_SECRETS = {"card": WEBHOOK_SECRET, "card_b": "whsec_test_card_b", "ewallet": "whsec_test_ewallet",
                    "paybybank": "whsec_test_paybybank", "crypto": "whsec_test_crypto"}
+# The tests' payload codec ring (not the built-in dev one): the client, the API and every worker, in process or not,
+# encrypt with the first key. Keep both keys while recorded histories in tests/histories may be sealed with them.
+CODEC_KEYS = "e2e-2:HZXYDpR+QEqNLKCfKHpsCp1eMvpNcA5XuKnxXY/jpHg=,e2e-1:Se+/VcNK56u56nFCjpbt1KqLqKqQkBJyCN2wAo/2ONc="
 
 
 def free_port() -> int:
@@ -70,6 +74,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
         dev_server_extra_args=dev_server_flags(),
+        data_converter=data_converter(CODEC_KEYS),  # env.client (so the tests' workers and API) encrypts
     )
     yield env
     await env.shutdown()
@@ -191,6 +196,7 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
                   f"{WALLET_ONLY_KEY}:game-provider:wallet"),
         sandbox_webhook_secret=WEBHOOK_SECRET,
         **{f"webhook_secret_{psp}": secret for psp, secret in WEBHOOK_SECRETS.items()},
+        codec_keys=CODEC_KEYS,
         deposit_webhook_timeout_seconds=2.0,
         deposit_status_poll_attempts=2,
         deposit_status_poll_interval_seconds=0.5,

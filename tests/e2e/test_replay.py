@@ -12,6 +12,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from payloop.codec import ENCODING, data_converter
+from tests.e2e.conftest import CODEC_KEYS
 from workers.payments import WORKFLOWS
 
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -39,13 +41,17 @@ async def replay_failures(histories: list[WorkflowHistory]) -> dict[str, str]:
         for history in histories:
             yield history
 
-    result = await Replayer(workflows=WORKFLOWS).replay_workflows(each(), raise_on_replay_failure=False)
+    # The workers' codec: this session's histories are encrypted; recorded ones from before it pass through.
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(CODEC_KEYS))
+    result = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     return {run_id: repr(failure) for run_id, failure in result.replay_failures.items()}
 
 
 async def test_this_sessions_histories_replay(temporal_env: WorkflowEnvironment) -> None:
     histories = await session_histories(temporal_env)
     assert len(histories) >= 20, "the scenario tests should have left their histories"
+    started = [h.events[0].workflow_execution_started_event_attributes.input.payloads[0] for h in histories]
+    assert {p.metadata["encoding"] for p in started} == {ENCODING}, "the session's histories are encrypted"
     assert await replay_failures(histories) == {}
     if target := os.environ.get("PAYLOOP_RECORD_HISTORIES"):
         for history in one_per_path(histories):
