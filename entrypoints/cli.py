@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("api", help="serve the public HTTP API")
     commands.add_parser("worker", help="run a payments worker")
     commands.add_parser("sandbox-psp", help="serve the sandbox PSPs")
+    commands.add_parser("codec-server", help="serve the codec endpoint the Temporal UI and CLI decrypt payloads with")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, stop")
     bench_cli.add_arguments(commands.add_parser("bench", help="load, latency and memory figures; ledger vs pgbench"))
@@ -56,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
 
         uvicorn.run(create_app(config_from_settings(settings)), host=settings.sandbox_psp_host,
                     port=settings.sandbox_psp_port, log_level="warning")
+        return 0
+    if args.command == "codec-server":
+        import uvicorn
+
+        from api.codec_server import create_codec_app
+
+        uvicorn.run(create_codec_app(settings), host=settings.codec_server_host, port=settings.codec_server_port,
+                    log_level="info")
         return 0
     if args.command == "migrate":
         from entrypoints.migrate import upgrade
@@ -97,6 +106,8 @@ def _run(settings) -> int:  # noqa: ANN001
   API          {settings.api_url}   (docs: {settings.api_url}/docs)
   Temporal UI  {settings.temporal_ui_url}
   Sandbox PSP  {settings.sandbox_psp_url}
+  Codec server {settings.codec_server_url}   (the UI reads payloads after you sign in at /login)
+  Codec token  {settings.codec_server_token.split(',')[0]}
   Dev API key  {settings.api_keys.split(';')[0].split(':')[0]}
   Logs         {settings.data_dir / 'logs'}
 Ctrl-C stops everything.""", flush=True)

@@ -41,15 +41,19 @@ class EmbeddedStack:
             "--db-filename", str(s.data_dir / "temporal.db"),
             "--ip", host or "127.0.0.1", "--port", port, "--ui-port", str(ui_port),
             "--namespace", s.temporal_namespace, "--log-level", "warn",
+            # The UI decodes encrypted payloads through our codec server (from the engineer's browser).
+            "--ui-codec-endpoint", s.codec_server_url,
             *search_attribute_flags(), *dev_server_flags(db_file=True),
         ], logs)
         self._spawn("sandbox-psp", [sys.executable, "-m", "entrypoints.cli", "sandbox-psp"], logs)
+        self._spawn("codec-server", [sys.executable, "-m", "entrypoints.cli", "codec-server"], logs)
         _wait_for_tcp(host or "127.0.0.1", int(port), "Temporal dev server", self)
         _run_checked([sys.executable, "-m", "entrypoints.cli", "migrate"], self.env)
         self._spawn("worker", [sys.executable, "-m", "entrypoints.cli", "worker"], logs)
         self._spawn("api", [sys.executable, "-m", "entrypoints.cli", "api"], logs)
         _wait_for_http(f"{s.api_url}/readyz", "API", self)
         _wait_for_http(f"{s.sandbox_psp_url}/healthz", "sandbox PSP", self)
+        _wait_for_http(f"http://{s.codec_server_host}:{s.codec_server_port}/healthz", "codec server", self)
 
     def _spawn(self, name: str, argv: list[str], logs) -> None:  # noqa: ANN001
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
@@ -67,7 +71,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         # API first (no new work), then the worker, then the servers it talks to.
-        for name in ("api", "worker", "sandbox-psp", "temporal"):
+        for name in ("api", "worker", "codec-server", "sandbox-psp", "temporal"):
             proc = self.processes.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue

@@ -33,6 +33,7 @@ def isolated_env(data_dir: Path) -> dict[str, str]:
         "PAYLOOP_DATA_DIR": str(data_dir),
         "PAYLOOP_API_PORT": str(free_port()),
         "PAYLOOP_SANDBOX_PSP_PORT": str(free_port()),
+        "PAYLOOP_CODEC_SERVER_PORT": str(free_port()),
         "PAYLOOP_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
         "PAYLOOP_TEMPORAL_UI_URL": f"http://localhost:{ui_port}",
     })
@@ -47,8 +48,9 @@ def test_demo_makes_two_deposits_and_stops_everything(tmp_path: Path) -> None:
     assert result.stdout.count("status=credited") == 2, result.stdout
     assert "available 75.00 EUR" in result.stdout
     assert f"{env['PAYLOOP_TEMPORAL_UI_URL']}/namespaces/default/workflows/deposit-pay_" in result.stdout
-    # Everything it started is gone: nothing listens on the API or Temporal ports any more.
-    for port in (env["PAYLOOP_API_PORT"], env["PAYLOOP_TEMPORAL_ADDRESS"].rsplit(":", 1)[1]):
+    # Everything it started is gone: nothing listens on the API, codec server or Temporal ports any more.
+    temporal_port = env["PAYLOOP_TEMPORAL_ADDRESS"].rsplit(":", 1)[1]
+    for port in (env["PAYLOOP_API_PORT"], env["PAYLOOP_CODEC_SERVER_PORT"], temporal_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) != 0
 
