@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from api import card_numbers
 from api.auth import authentication_problem
 from api.problems import PROBLEM_JSON, Problem, trace_id_var
 
@@ -165,6 +166,11 @@ def install(app: FastAPI) -> None:
             loc = [str(part) for part in err.get("loc", ()) if part not in ("body",)]
             errors.append({"field": ".".join(loc) or "body", "code": str(err.get("type", "invalid")),
                            "message": str(err.get("msg", "invalid value"))})
+        if any(err["code"] == card_numbers.CODE for err in errors):
+            # Its own code, so clients can tell it from a typo; the value itself is never repeated (nor logged).
+            return Problem(422, card_numbers.CODE, "Card number not allowed",
+                           "a field holds what looks like a card number; nothing was stored or started. Card "
+                           "details are entered at the payment provider, never sent here", errors=errors).response()
         return validation_problem(errors).response()
 
     @app.exception_handler(ClientDisconnect)

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from api.card_numbers import NoCardNumber
+
 # A player id, wherever one is taken (bodies and paths): 1-64 of letters, digits, "_", "-", "." — but not "." or
 # "..", which are path segments URL resolution removes or climbs with (in clients, proxies, caches), so a request
 # about that player would reach another resource. Said without look-ahead, which pydantic-core's regex lacks: one
@@ -30,7 +32,7 @@ class PaymentMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     country: Country | None = None
-    device: Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,100}$")] | None = None
+    device: Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,100}$"), NoCardNumber] | None = None
     sandbox_scenario: SandboxScenario | None = None
 
 
@@ -45,7 +47,7 @@ class PaymentInitRequest(BaseModel):
     player_id: PlayerId
     # No whitespace or control characters: the PSP sends the player there.
     return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$"),
-                          Field(examples=["https://casino.example/return"])]
+                          Field(examples=["https://casino.example/return"]), NoCardNumber]
     idempotency_key: IdempotencyKey | None = None
     meta: PaymentMeta = Field(default_factory=PaymentMeta)
 
@@ -136,7 +138,7 @@ class KycRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"status": "verified"}]})
 
     status: Literal["unverified", "pending", "verified", "rejected"]
-    note: Annotated[str, Field(max_length=1000)] | None = None
+    note: Annotated[str, Field(max_length=1000), NoCardNumber] | None = None
 
 
 class AuditEntryView(BaseModel):
@@ -201,7 +203,7 @@ class PayoutView(BaseModel):
 class CancelPayoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "player asked"}]})
 
-    reason: Annotated[str, Field(max_length=200)] | None = None
+    reason: Annotated[str, Field(max_length=200), NoCardNumber] | None = None
 
 
 class ReviewDecisionRequest(BaseModel):
@@ -209,8 +211,8 @@ class ReviewDecisionRequest(BaseModel):
         {"decision": "approve", "reviewer": "jane.doe", "reason": "documents checked"}]})
 
     decision: Literal["approve", "reject"]
-    reviewer: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,100}$")]
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reviewer: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,100}$"), NoCardNumber]
+    reason: Annotated[str, Field(max_length=500), NoCardNumber] | None = None
 
 
 class HealthStatus(BaseModel):
