@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
+from api.codec_server import origin_of
 from payloop.settings import Settings
 from psp.routing import load_routing
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -14,7 +16,7 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 ROOT = Path(__file__).parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ("api", "worker", "sandbox-psp", "migrate")
+APP_SERVICES = ("api", "worker", "sandbox-psp", "migrate", "codec-server")
 
 
 def test_every_product_part_is_a_service() -> None:
@@ -34,7 +36,7 @@ def test_app_services_build_the_dockerfile_and_run_a_payloop_command() -> None:
         assert f"COPY {package} ./{package}" in dockerfile
     for name in APP_SERVICES:
         command = SERVICES[name]["command"]
-        assert command[0] == "payloop" and command[1] in {"api", "worker", "sandbox-psp", "migrate"}
+        assert command[0] == "payloop" and command[1] in {"api", "worker", "sandbox-psp", "migrate", "codec-server"}
 
 
 def test_app_environment_points_at_the_compose_services() -> None:
@@ -116,3 +118,29 @@ def test_every_psp_has_its_own_webhook_secret_and_nothing_runs_in_dev_mode() -> 
         assert "PAYLOOP_DEV_MODE" not in env and "PAYLOOP_SANDBOX_WEBHOOK_SECRET" not in env
         for psp in psps:
             assert f"PAYLOOP_WEBHOOK_SECRET_{psp.upper()}" in env, (name, psp)
+
+
+def test_payloads_are_encrypted_with_a_ring_compose_will_not_start_without() -> None:
+    talking_to_temporal = ("api", "worker", "codec-server")
+    rings = {SERVICES[name]["environment"]["PAYLOOP_CODEC_KEYS"] for name in talking_to_temporal}
+    assert len(rings) == 1, "the API, the workers and the codec server share one key ring"
+    assert rings.pop().startswith("${PAYLOOP_CODEC_KEYS:?"), "no built-in default: unset is an error"
+    for name in ("migrate", "sandbox-psp"):  # they never see a payload
+        assert "PAYLOOP_CODEC_KEYS" not in SERVICES[name]["environment"], name
+
+
+def test_the_ui_decodes_payloads_through_the_codec_server() -> None:
+    codec, ui = SERVICES["codec-server"], SERVICES["temporal-ui"]
+    env = codec["environment"]
+    assert codec["command"] == ["payloop", "codec-server"]
+    assert env["PAYLOOP_CODEC_SERVER_HOST"] == "0.0.0.0"
+    assert f"127.0.0.1:{env['PAYLOOP_CODEC_SERVER_PORT']}:{env['PAYLOOP_CODEC_SERVER_PORT']}" in codec["ports"]
+    assert env["PAYLOOP_CODEC_SERVER_TOKEN"].startswith("${PAYLOOP_CODEC_SERVER_TOKEN:?")
+    # The browser calls the endpoint the UI is given: the codec server's published address.
+    endpoint = ui["environment"]["TEMPORAL_CODEC_ENDPOINT"]
+    assert endpoint == env["PAYLOOP_CODEC_SERVER_PUBLIC_URL"] == f"http://localhost:{env['PAYLOOP_CODEC_SERVER_PORT']}"
+    # It signs in with a cookie, which the UI sends only with credentials included, and only to the same site.
+    assert ui["environment"]["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"
+    ui_url = env["PAYLOOP_TEMPORAL_UI_URL"]
+    assert origin_of(ui_url) == f"http://localhost:{ui['ports'][0].split(':')[-2]}"  # CORS grants the UI's origin
+    assert urlsplit(ui_url).hostname == urlsplit(endpoint).hostname
