@@ -1,7 +1,7 @@
 """Payload encryption: every payload the API, the workers and the CLI hand to Temporal (workflow and activity
-inputs and results, signals, updates, queries, memos) is sealed with AES-256-GCM before it leaves the process, so
-Temporal's database, its backups and anyone reading histories without a key see ciphertext only. Search
-attributes are not payloads: Temporal indexes them in clear text, so they carry nothing personal
+inputs and results, signals, updates, queries, memos, and failures' messages) is sealed with AES-256-GCM before it
+leaves the process, so Temporal's database, its backups and anyone reading histories without a key see ciphertext
+only. Search attributes are not payloads: Temporal indexes them in clear text, so they carry nothing personal
 (workflows/search_attributes.py).
 
 Keys form a ring, `PAYLOOP_CODEC_KEYS="id:base64key,id2:base64key2"`: the first key encrypts, every key decrypts,
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from payloop.settings import DEV_CODEC_KEY
 
@@ -145,5 +145,10 @@ class EncryptionCodec(PayloadCodec):
 
 
 def data_converter(keys: str) -> DataConverter:
-    """The data converter every client and worker of ours uses: the default JSON conversion, then encryption."""
-    return DataConverter(payload_codec=EncryptionCodec(KeyRing.parse(keys)))
+    """The data converter every client and worker of ours uses: the default JSON conversion, then encryption.
+
+    Failures' messages and stack traces are moved into an encoded (so encrypted) attribute too: they are not
+    payloads, yet an exception's text can hold values (a ledger error names the account and its balance, a database
+    error its parameters). The history shows "Encoded failure"; the UI and our clients decode it."""
+    return DataConverter(payload_codec=EncryptionCodec(KeyRing.parse(keys)),
+                         failure_converter_class=DefaultFailureConverterWithEncodedAttributes)

@@ -7,7 +7,9 @@ import os
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DataConverter
+from temporalio.exceptions import ApplicationError
 
 from payloop.codec import (
     ENCODING,
@@ -96,6 +98,23 @@ async def test_the_data_converter_round_trips_workflow_types() -> None:
     # A client without the codec cannot read it: the SDK does not know the encoding.
     with pytest.raises(KeyError, match="binary/encrypted"):
         await DataConverter.default.decode(payloads, [DepositInput])
+
+
+async def test_failure_messages_and_stack_traces_are_encrypted_too() -> None:
+    """An exception's text can hold values (a ledger error names the account and its balance)."""
+    converter = data_converter(f"k1:{OLD}")
+    try:
+        raise ApplicationError("insufficient funds in player:p-7f3a9c2e11d0:EUR: 500 available", type="Funds")
+    except ApplicationError as raised:
+        error = raised
+    failure = Failure()
+    await converter.encode_failure(error, failure)
+    assert failure.message == "Encoded failure" and failure.stack_trace == ""
+    assert failure.encoded_attributes.metadata["encoding"] == ENCODING
+    assert b"p-7f3a9c2e11d0" not in failure.SerializeToString()
+    decoded = await converter.decode_failure(failure)
+    assert isinstance(decoded, ApplicationError) and decoded.type == "Funds"
+    assert decoded.message == "insufficient funds in player:p-7f3a9c2e11d0:EUR: 500 available"
 
 
 @pytest.mark.parametrize(("spec", "complaint"), [

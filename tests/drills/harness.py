@@ -964,9 +964,11 @@ async def failure_causes(client: Client, workflow_id: str) -> list[str]:
                 scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
                 attributes = event.activity_task_failed_event_attributes
-                cause = attributes.failure.cause.message if attributes.failure.HasField("cause") else ""
+                # Failure messages are encrypted in the history (payloop/codec.py): the client decodes them.
+                error = await client.data_converter.decode_failure(attributes.failure)
+                cause = str(error.__cause__) if error.__cause__ else ""
                 causes.append(f"{scheduled.get(attributes.scheduled_event_id, '?')} failed: "
-                              f"{attributes.failure.message[:160]} {cause[:160]}".rstrip())
+                              f"{str(error)[:160]} {cause[:160]}".rstrip())
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
                 attributes = event.activity_task_timed_out_event_attributes
                 causes.append(f"{scheduled.get(attributes.scheduled_event_id, '?')} timed out")

@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from payloop.codec import ENCODING
 from tests.e2e.conftest import Stack, eventually, new_player
@@ -129,6 +130,19 @@ async def test_temporal_stores_a_deposit_encrypted_and_the_api_still_reads_it(st
         assert "binary/encrypted" in str(err)
     [deposit_input] = await stack.client.data_converter.decode(started, [DepositInput])
     assert (deposit_input.player_id, deposit_input.return_url) == (player, return_url)
+
+
+async def test_failure_messages_in_the_history_are_encrypted_too(stack: Stack) -> None:
+    declined = await stack.deposit(method="card", scenario="decline", expect=402)
+    history = await stack.client.get_workflow_handle(f"deposit-{declined['payment_id']}").fetch_history()
+    failures = [e.activity_task_failed_event_attributes.failure for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED]
+    assert failures, "a declined create is a failed activity"
+    for failure in failures:
+        assert failure.message == "Encoded failure" and failure.encoded_attributes.metadata["encoding"] == ENCODING
+        error = await stack.client.data_converter.decode_failure(failure)  # the codec's client reads it
+        assert isinstance(error, ApplicationError) and error.message == "the payment was declined"
+        assert error.details[0] == declined["decline_code"]
 
 
 async def _workflow_ids(client: Client, query: str) -> list[str]:
