@@ -106,7 +106,7 @@ def _run(settings) -> int:  # noqa: ANN001
   API          {settings.api_url}   (docs: {settings.api_url}/docs)
   Temporal UI  {settings.temporal_ui_url}
   Sandbox PSP  {settings.sandbox_psp_url}
-  Codec server {settings.codec_server_url}   (the UI reads payloads after you sign in at /login)
+  Codec server {settings.codec_server_url}   (sign in at /login to read payloads in the UI; README: Payload encryption)
   Codec token  {settings.codec_server_token.split(',')[0]}
   Dev API key  {settings.api_keys.split(';')[0].split(':')[0]}
   Logs         {settings.data_dir / 'logs'}
