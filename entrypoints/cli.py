@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ("run", "dev"):
         return _run(settings)
-    if args.command in ("api", "worker") and (refused := _refusal(settings, args.command)) is not None:
+    if args.command in ("api", "worker", "codec-server") and (refused := _refusal(settings, args.command)) is not None:
         return refused
     if args.command == "api":
         import uvicorn

@@ -19,13 +19,15 @@ from collections.abc import Mapping
 from typing import Literal
 
 from api.auth import parse_api_keys
-from payloop.settings import Settings
+from api.codec_server import parse_tokens
+from payloop.codec import CodecKeyError, KeyRing, uses_builtin_keys
+from payloop.settings import DEV_CODEC_SERVER_TOKEN, Settings
 from payloop.temporal import TemporalSettingsError, connection_options
 from psp.registry import webhook_secret_names
 from psp.routing import RoutingConfig, load_routing
 from psp.signatures import SHARED_SECRET_SETTING, parse_secrets, secret_setting, setting_value
 
-Role = Literal["api", "worker"]
+Role = Literal["api", "worker", "codec-server"]
 DEV_MODE_SETTING = "PAYLOOP_DEV_MODE"
 # sysexits.h EX_CONFIG: the process refused its configuration (not a crash; restarting will not help).
 EXIT_CONFIG = 78
@@ -60,13 +62,36 @@ def temporal_problems(settings: Settings) -> list[tuple[str, str]]:
 def startup_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:
     """(setting, why) for every built-in or missing setting `role` depends on. The worker holds no API keys and
     verifies no webhooks, so it is not made to carry those secrets."""
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = _codec_problems(settings, role)
+    if role == "codec-server":
+        return problems
     if not settings.database_url:
         problems.append(("PAYLOOP_DATABASE_URL", "unset, the ledger would be a SQLite file in "
                          f"{settings.data_dir.resolve()} on this machine only"))
     if role == "api":
         problems += _api_key_problems(settings)
         problems += _webhook_secret_problems(settings, load_routing(settings))
+    return problems
+
+
+def _codec_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:
+    """Every process that encrypts or decrypts payloads needs a key ring of its own: the built-in one is in this
+    repository, so histories sealed with it are readable by anyone."""
+    problems: list[tuple[str, str]] = []
+    if uses_builtin_keys(settings.codec_keys):
+        problems.append(("PAYLOOP_CODEC_KEYS", "unset or holding the built-in dev key: histories would be readable "
+                         "by anyone (id:base64-32-byte-key,…; the first encrypts)"))
+    else:
+        try:
+            KeyRing.parse(settings.codec_keys)
+        except CodecKeyError as err:
+            problems.append(("PAYLOOP_CODEC_KEYS", str(err)))
+    if role == "codec-server":
+        try:
+            if DEV_CODEC_SERVER_TOKEN in parse_tokens(settings.codec_server_token):
+                problems.append(("PAYLOOP_CODEC_SERVER_TOKEN", "the built-in token: anyone could decrypt payloads"))
+        except ValueError as err:
+            problems.append(("PAYLOOP_CODEC_SERVER_TOKEN", str(err)))
     return problems
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
@@ -75,6 +76,7 @@ def production_env(data_dir: Path) -> dict[str, str]:
     env["PAYLOOP_DATABASE_URL"] = f"sqlite+aiosqlite:///{data_dir / 'ledger.db'}"
     env["PAYLOOP_API_KEYS"] = "k_3f9a1c2e7b:cashier:payments,wallet"
     env.update({name: f"whsec_{name.lower()}_7c1e" for name in SECRET_SETTINGS})
+    env["PAYLOOP_CODEC_KEYS"] = "prod1:" + base64.b64encode(b"k" * 32).decode()
     return env
 
 
@@ -82,7 +84,7 @@ def test_api_outside_dev_mode_refuses_built_in_settings_and_names_every_one(tmp_
     result = payloop("api", env=isolated_env(tmp_path / "data"), timeout=60)
 
     assert result.returncode == 78, result.stdout + result.stderr
-    for name in ("PAYLOOP_DATABASE_URL", "PAYLOOP_API_KEYS", *SECRET_SETTINGS):
+    for name in ("PAYLOOP_DATABASE_URL", "PAYLOOP_API_KEYS", "PAYLOOP_CODEC_KEYS", *SECRET_SETTINGS):
         assert f"  {name}: " in result.stderr, (name, result.stderr)
     assert "dev-key-change-me" in result.stderr  # which value is the problem, not only where
 
@@ -107,7 +109,15 @@ def test_worker_outside_dev_mode_refuses_the_default_ledger_but_needs_no_api_sec
 
     assert result.returncode == 78, result.stdout + result.stderr
     named = [line.split(":")[0].strip() for line in result.stderr.splitlines() if line.startswith("  ")]
-    assert named == ["PAYLOOP_DATABASE_URL"], result.stderr
+    assert named == ["PAYLOOP_CODEC_KEYS", "PAYLOOP_DATABASE_URL"], result.stderr
+
+
+def test_codec_server_outside_dev_mode_refuses_the_built_in_keys_and_token(tmp_path: Path) -> None:
+    result = payloop("codec-server", env=isolated_env(tmp_path / "data"), timeout=60)
+
+    assert result.returncode == 78, result.stdout + result.stderr
+    named = [line.split(":")[0].strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert named == ["PAYLOOP_CODEC_KEYS", "PAYLOOP_CODEC_SERVER_TOKEN"], result.stderr
 
 
 async def test_api_with_production_settings_starts_and_knows_only_its_own_keys(tmp_path: Path) -> None:
