@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from temporalio.api.enums.v1 import EventType
@@ -24,6 +25,7 @@ from entrypoints.bench import report
 from entrypoints.bench.analysis import history_facts
 from entrypoints.bench.cli import BENCH_EXTRA
 from entrypoints.bench.model import BenchOptions
+from entrypoints.bench.patient_http import RetryAfterTransport
 from entrypoints.bench.run import drive_target, finish
 from entrypoints.bench.skeleton import Shape
 from entrypoints.bench.stats import percentile, summary_ms
@@ -219,3 +221,17 @@ async def test_bench_smoke_run_writes_sane_json_and_a_plot(bench_stack: tuple[st
     assert targets["worker_rss_mb_at_1000_in_flight"]["met"] is None  # no RSS for a stack given by URL
     assert isinstance(targets["init_p50_low_load_ms"]["value"], float)
     assert "deposits:" in report.console_summary(data)
+
+
+async def test_the_bench_client_waits_out_a_429_and_asks_again() -> None:
+    """Figures read back after a run (one GET per inbox row) must not lose rows to the API's rate limit."""
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(429), httpx.Response(200)])
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return next(answers)
+
+    async with httpx.AsyncClient(transport=RetryAfterTransport(httpx.MockTransport(answer))) as client:
+        response = await client.get("http://api.test/v1/ops/webhooks/7")
+    assert response.status_code == 200 and seen == ["/v1/ops/webhooks/7"] * 3

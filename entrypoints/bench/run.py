@@ -35,6 +35,7 @@ from entrypoints.bench import analysis, report
 from entrypoints.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
 from entrypoints.bench.memory import RssSampler
 from entrypoints.bench.model import BenchOptions, BenchRun
+from entrypoints.bench.patient_http import RetryAfterTransport
 from entrypoints.bench.skeleton import Shape, drive, skeleton_worker
 from entrypoints.bench.target import Target, embedded_target, remote_target
 from entrypoints.bench.traffic import Driver, Phase
@@ -105,7 +106,8 @@ async def drive_target(options: BenchOptions, target: Target) -> BenchRun:
                           max_keepalive_connections=options.concurrency * 2 + 20)
     async with (
         httpx.AsyncClient(base_url=target.api_url, headers={"Authorization": f"Bearer {target.api_key}"},
-                          timeout=options.timeout, limits=limits) as api,
+                          timeout=options.timeout,
+                          transport=RetryAfterTransport(httpx.AsyncHTTPTransport(limits=limits))) as api,
         httpx.AsyncClient(timeout=options.timeout, limits=limits) as browser,
     ):
         driver = Driver(api, browser, ours, timeout=options.timeout, progress=_bar(options.progress))
