@@ -10,7 +10,7 @@ import asyncio
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from payloop.psp_decision import PspDecision
 from workflows.common import (
@@ -129,8 +129,15 @@ class DepositWorkflow:
         else:
             schedule = PollSchedule.of(route.status_polls.get(created.psp, StatusPollPlan()),
                                        input.status_poll_attempts, input.status_poll_interval_seconds)
-            outcome = await self._psp.outcome(created.psp, schedule, on_status=self._advance_psp_status,
-                                              webhook_timeout_seconds=input.webhook_timeout_seconds)
+            try:
+                outcome = await self._psp.outcome(created.psp, schedule, on_status=self._advance_psp_status,
+                                                  webhook_timeout_seconds=input.webhook_timeout_seconds)
+            except (asyncio.CancelledError, ActivityError) as err:
+                if not is_cancelled_exception(err):
+                    raise
+                # Cancelled from the Temporal UI / CLI while the PSP has it: the same rule as a wait that ran out.
+                workflow.logger.warning("deposit %s cancelled while at %s", input.payment_id, created.psp)
+                outcome = await self._psp.cancel(created.psp)
         if outcome.ending is Ending.CANCELLED:  # nothing came in time, and the PSP confirmed our cancel
             return await self._finish(DepositStatus.EXPIRED, failure_code="psp_timeout")
         if outcome.ending is Ending.UNKNOWN:  # the PSP may yet take the money: nothing is released

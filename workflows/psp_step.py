@@ -216,17 +216,20 @@ class PspStep:
             if not retryable or try_index == len(waits_seconds):
                 break
             await workflow.sleep(timedelta(seconds=waits_seconds[try_index]))
-        if decision in _REFUSALS:
-            return CreateResult(Created.REFUSED, decision=decision, code=code)
-        # A PSP that said "not now" under our Idempotency-Key, or that no try reached, does not have the record.
-        if decision is PspDecision.FAILOVER or not maybe_reached:
+        if not maybe_reached:  # every answer was the PSP's own, or no try reached it: it does not have the record
+            if decision in _REFUSALS:
+                return CreateResult(Created.REFUSED, decision=decision, code=code)
             return CreateResult(Created.NOT_TAKEN, decision=decision, code=code)
+        # An earlier try may have reached the PSP, and a later answer (a refusal, "go elsewhere", a 5xx) may be about
+        # that try still in flight there: ask before the caller ends it or goes elsewhere.
         found = await self.look_up(psp)
         if found.view is not None:
             return CreateResult(Created.TAKEN, found.view, decision, code)
-        if found.absent:
-            return CreateResult(Created.NOT_TAKEN, decision=decision, code=code, maybe_in_flight=True)
-        return CreateResult(Created.UNKNOWN, decision=decision, code=code)
+        if not found.absent:
+            return CreateResult(Created.UNKNOWN, decision=decision, code=code)
+        if decision in _REFUSALS:
+            return CreateResult(Created.REFUSED, decision=decision, code=code)
+        return CreateResult(Created.NOT_TAKEN, decision=decision, code=code, maybe_in_flight=True)
 
     async def look_up(self, psp: str) -> LookUp:
         self._last_look_up_at = workflow.now()

@@ -25,7 +25,7 @@ from workflows.retry_policies import (
 )
 from workflows.types import (
     ActivityName, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult, PayoutRoute,
-    PayoutStatus, PayoutSubject, PlayerNotification, ReviewDecision, StatusPollPlan, WithdrawalInput,
+    PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision, StatusPollPlan, WithdrawalInput,
     WithdrawalState,
 )
 
@@ -143,6 +143,8 @@ class WithdrawalWorkflow:
                 code = "no_payout_route" if error_type(err) == ErrorType.NO_PAYOUT_ROUTE else "internal_error"
                 return await self._finish(PayoutStatus.CANCELLED if cancelled else PayoutStatus.FAILED,
                                           "workflow_cancelled" if cancelled else code)
+            if error_type(err) == ErrorType.NO_PAYOUT_ROUTE:  # re-routed after the last PSP confirmed it had nothing
+                return await self._finish(PayoutStatus.FAILED, "no_payout_route")
             workflow.logger.warning("cancel of %s ignored: the PSP may already have it", input.payout_id)
         # Once the PSP may have the payout, only its outcome (or a person) decides between posting and voiding.
         while True:
@@ -150,7 +152,9 @@ class WithdrawalWorkflow:
                 return await self._settle(outcome or await self._await_outcome())
             except Finish as ending:
                 return await self._finish(ending.status, ending.failure_code)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ActivityError) as err:  # a cancel may arrive as either
+                if not is_cancelled_exception(err):
+                    raise
                 workflow.logger.warning("cancel of %s ignored: the PSP may already have it", input.payout_id)
                 outcome = None
 
@@ -197,6 +201,8 @@ class WithdrawalWorkflow:
                 set_status(self._state, PayoutStatus.PROCESSING)
             if route.psp in refused:  # no other PSP to go to: wait before asking this one again
                 if workflow.now() + timedelta(seconds=delay_seconds) > deadline:
+                    if pinned is not None:  # a try may still land there: only the PSP's word releases the hold
+                        return await self._psp.cancel(pinned.psp)
                     raise Finish(PayoutStatus.FAILED, "psp_unavailable")
                 workflow.logger.warning("payout %s deferred %.0f s: %s is down", s.payout_id, delay_seconds, route.psp)
                 s.deferred_until = (workflow.now() + timedelta(seconds=delay_seconds)).isoformat()
@@ -236,7 +242,9 @@ class WithdrawalWorkflow:
             # Whether the money left is unknown: voiding could pay twice, posting could charge for nothing.
             await raise_alert("withdrawal.psp_status_unknown", s.payout_id,
                               {"psp": s.psp or "", "amount_minor": str(s.amount_minor), "currency": s.currency})
-            await self._wait_for_review("psp_status_unknown", before_psp=False)
+            if (answer := await self._wait_for_review("psp_status_unknown", before_psp=False,
+                                                      psp_may_decide=True)) is not None:
+                return await self._settle(PspOutcome(Ending.ANSWERED, answer))  # the PSP spoke first
             return await self._finish(PayoutStatus.PAID, None)
         answer = outcome.answer
         assert answer is not None
@@ -252,9 +260,12 @@ class WithdrawalWorkflow:
             await self._wait_for_review(mismatch_reason, before_psp=False)
         return await self._finish(PayoutStatus.PAID, None)
 
-    async def _wait_for_review(self, reason: str, *, before_psp: bool) -> None:
+    async def _wait_for_review(
+        self, reason: str, *, before_psp: bool, psp_may_decide: bool = False
+    ) -> PspEvent | None:
         """Returns on approval; raises Finish on a rejection — and before the PSP call on a cancel or when the
-        review waits too long. Once the PSP may have the payout no timer decides, only a person."""
+        review waits too long. Once the PSP may have the payout no timer decides, only a person — or, when its
+        outcome was unknown (`psp_may_decide`), the PSP: a verified final event that arrives first is returned."""
         s = self._state
         self._review = None  # each review needs its own decision
         s.review_reason = reason
@@ -266,12 +277,18 @@ class WithdrawalWorkflow:
             if not decided:
                 raise Finish(PayoutStatus.REJECTED, "review_timeout")
         else:
-            await workflow.wait_condition(lambda: self._review is not None)
+            while self._review is None:
+                await self._psp.verify_claims()
+                if psp_may_decide and s.psp and (event := self._psp.events.final(s.psp)) is not None:
+                    set_status(s, PayoutStatus.PROCESSING)
+                    return event
+                await workflow.wait_condition(lambda: self._review is not None or bool(self._psp.events.claims))
         assert self._review is not None
         s.reviewed_by = self._review.reviewer
         await self._audit_review(reason)
         if self._review.decision != "approve":
             raise Finish(PayoutStatus.REJECTED, "review_rejected")
+        return None
 
     async def _audit_review(self, review_reason: str) -> None:
         """Written by the workflow itself, so a decision from the Temporal UI or CLI is audited too."""
@@ -302,7 +319,10 @@ class WithdrawalWorkflow:
                 s.player_id, f"payout.{status}", s.payout_id,
                 details | ({"reason": s.failure_code} if s.failure_code else {}),
             ))
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        try:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        except asyncio.CancelledError:
+            pass  # the payout is settled: a cancel now has nothing left to stop
         return s
 
     async def _must(self, activity_name: str, arg: object) -> None:

@@ -5,6 +5,8 @@ refuses the cancel, or stays down) sends it to review with an alert, the money k
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,17 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from payloop.alerts import alerts
+from psp.inbox import webhook_events
 from tests.conftest import BACKENDS
 from tests.e2e.conftest import Stack, eventually, new_player, running_stack
-from tests.e2e.test_payouts import assert_settled, funded_player, get_payout, payout, wait_payout
+from tests.e2e.test_payouts import (
+    assert_settled,
+    funded_player,
+    get_payout,
+    payout,
+    wait_payout,
+)
+from workflows.types import PspEvidence
 from workflows.withdrawal import WithdrawalWorkflow
 
 ROUTING_FILE = Path(__file__).resolve().parents[2] / "psp" / "routing.yaml"
@@ -173,4 +183,24 @@ async def test_a_lost_payout_polls_as_often_as_its_psp_says_then_cancels(quick_p
     done = await eventually(lambda: get_payout(stack, started["payout_id"]), lambda p: p["status"] == "cancelled",
                             timeout=20)
     assert await look_ups(stack.client, done["payout_id"]) == ["get_psp_payout"] * 3 + ["cancel_psp_payout"]
+    await assert_settled(stack, done)
+
+
+async def test_a_verified_outcome_that_arrives_during_the_review_decides_instead_of_a_person(stack: Stack) -> None:
+    """A payout in review because its PSP could not confirm a cancel: when the PSP's signed `paid` webhook then
+    arrives, the payout is paid (hold posted) — a reviewer's later reject would otherwise pay the player twice."""
+    player = await funded_player(stack, method="card")
+    started = await payout(stack, player, scenario="lost_uncancellable")
+    waiting = await held_in_review(stack, started["payout_id"])
+    event_id = f"evt_{uuid.uuid4().hex[:12]}"
+    now = datetime.now(timezone.utc)
+    async with stack.engine.begin() as conn:  # what the API stores for a verified delivery
+        await conn.execute(webhook_events.insert().values(
+            psp="card", event_id=event_id, payment_id=started["payout_id"], psp_reference=waiting["psp_reference"],
+            status="paid", amount_minor=4000, currency="EUR", state="received", received_at=now, updated_at=now))
+    handle = stack.client.get_workflow_handle(WithdrawalWorkflow.workflow_id(started["payout_id"]))
+    await handle.signal(WithdrawalWorkflow.psp_event, PspEvidence("card", event_id))
+    done = await wait_payout(stack, started["payout_id"])
+    assert done["status"] == "paid" and done["reviewed_by"] is None, done
+    assert await stack.balance(player) == "60.00"
     await assert_settled(stack, done)
