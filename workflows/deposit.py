@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from payloop.psp_decision import PspDecision
@@ -24,7 +23,9 @@ from workflows.common import (
     set_status,
     raise_alert,
 )
-from workflows.psp_step import PAYMENT_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspStep
+from workflows.psp_step import (
+    PAYMENT_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspSignals, PspStep,
+)
 from workflows.retry_policies import DATABASE_STEP, DATABASE_STEP_TIMEOUT, UNTIL_DONE
 from workflows.types import (
     ActivityName,
@@ -56,20 +57,15 @@ _REFUSAL_CODES = {PspDecision.STEP_UP: "step_up_required", PspDecision.REJECTED:
 
 
 @workflow.defn
-class DepositWorkflow:
+class DepositWorkflow(PspSignals):
     @staticmethod
     def workflow_id(payment_id: str) -> str:
         return f"deposit-{payment_id}"
 
     @workflow.init
     def __init__(self, input: DepositInput) -> None:
-        now = workflow.now().isoformat()
         self._input = input
-        self._state = DepositState(
-            payment_id=input.payment_id, client_id=input.client_id, player_id=input.player_id,
-            amount_minor=input.amount_minor, currency=input.currency, method=input.method,
-            status=DepositStatus.PENDING, created_at=now, updated_at=now,
-        )
+        self._state = DepositState.started(input, workflow.now().isoformat())
         self._answered = False
         self._counts_against_limits = False
         self._psp_status = "pending"
@@ -84,16 +80,6 @@ class DepositWorkflow:
         await workflow.wait_condition(lambda: self._answered)
         s = self._state
         return InitAnswer(s.payment_id, s.status, s.psp, s.redirect_url, s.failure_code)
-
-    @workflow.signal
-    def psp_event(self, evidence: RawValue) -> None:
-        """Names a stored webhook (PspEvidence); the workflow reads the event back before it counts."""
-        self._psp.events.claim(evidence)
-
-    @workflow.signal
-    def status_recheck(self) -> None:
-        """Someone (an unverified webhook) suggests news at the PSP: we ask the PSP, never take their word."""
-        self._psp.events.recheck_requested = True
 
     @workflow.query
     def status(self) -> DepositState:

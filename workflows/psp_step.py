@@ -316,6 +316,22 @@ class PspStep:
             workflow.now() - self._last_look_up_at).total_seconds() < RECHECK_MIN_INTERVAL_SECONDS
 
 
+class PspSignals:
+    """The signals every workflow with a PSP step (`self._psp`) takes, declared once for deposits and payouts."""
+
+    _psp: PspStep
+
+    @workflow.signal
+    def psp_event(self, evidence: RawValue) -> None:
+        """Names a stored webhook (PspEvidence); the workflow reads the event back before it counts."""
+        self._psp.events.claim(evidence)
+
+    @workflow.signal
+    def status_recheck(self) -> None:
+        """An unverified webhook named this record: ask its PSP (never take the webhook's word)."""
+        self._psp.events.recheck_requested = True
+
+
 def decision_of(err: BaseException) -> PspDecision:
     """What a PSP activity's failure means. A timeout or a crash says nothing about the PSP: retry."""
     cause = activity_cause(err)

@@ -86,6 +86,12 @@ class DepositState:
     credit_transfer_id: str | None = None
     attempts: list[str] = field(default_factory=list)
 
+    @classmethod
+    def started(cls, input: DepositInput, now: str) -> DepositState:
+        return cls(payment_id=input.payment_id, client_id=input.client_id, player_id=input.player_id,
+                   amount_minor=input.amount_minor, currency=input.currency, method=input.method,
+                   status=DepositStatus.PENDING, created_at=now, updated_at=now)
+
 
 @dataclass
 class PspEvidence:
@@ -148,6 +154,12 @@ class WithdrawalState:
     review_reason: str | None = None
     reviewed_by: str | None = None
     available_after_hold_minor: int | None = None
+
+    @classmethod
+    def started(cls, input: WithdrawalInput, now: str) -> WithdrawalState:
+        return cls(payout_id=input.payout_id, client_id=input.client_id, player_id=input.player_id,
+                   amount_minor=input.amount_minor, currency=input.currency, status=PayoutStatus.PENDING,
+                   created_at=now, updated_at=now)
 
 
 @dataclass

@@ -12,14 +12,13 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 from workflows.common import (
     Finish, error_type, mismatch, psp_details, publish_search_attributes, raise_alert, set_status, wait_until,
 )
-from workflows.psp_step import PAYOUT_CALLS, Created, Ending, PollSchedule, PspOutcome, PspStep
+from workflows.psp_step import PAYOUT_CALLS, Created, Ending, PollSchedule, PspOutcome, PspSignals, PspStep
 from workflows.retry_policies import (
     DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
 )
@@ -31,27 +30,22 @@ from workflows.types import (
 
 
 @workflow.defn
-class WithdrawalWorkflow:
-    @staticmethod
-    def workflow_id(payout_id: str) -> str:
-        return f"withdrawal-{payout_id}"
-
+class WithdrawalWorkflow(PspSignals):
     @workflow.init
     def __init__(self, input: WithdrawalInput) -> None:
-        now = workflow.now().isoformat()
         self._input = input
-        self._state = WithdrawalState(
-            payout_id=input.payout_id, client_id=input.client_id, player_id=input.player_id,
-            amount_minor=input.amount_minor, currency=input.currency, status=PayoutStatus.PENDING,
-            created_at=now, updated_at=now,
-        )
+        self._state = WithdrawalState.started(input, workflow.now().isoformat())
+        self._psp = PspStep(PAYOUT_CALLS, input.payout_id)
+        self._status_poll = StatusPollPlan()  # the routed PSP's schedule
         self._answered = False
         self._kyc_nudged = False
         self._review: ReviewDecision | None = None
         self._review_update_id = ""
         self._cancel: CancelRequest | None = None
-        self._psp = PspStep(PAYOUT_CALLS, input.payout_id)
-        self._status_poll = StatusPollPlan()  # the routed PSP's schedule
+
+    @staticmethod
+    def workflow_id(payout_id: str) -> str:
+        return f"withdrawal-{payout_id}"
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -96,16 +90,6 @@ class WithdrawalWorkflow:
     def kyc_changed(self) -> None:
         """A nudge only: the workflow reads the KYC status itself rather than trusting a signal's content."""
         self._kyc_nudged = True
-
-    @workflow.signal
-    def psp_event(self, evidence: RawValue) -> None:
-        """Names a stored webhook (PspEvidence); the workflow reads the event back before it counts."""
-        self._psp.events.claim(evidence)
-
-    @workflow.signal
-    def status_recheck(self) -> None:
-        """An unverified webhook named this payout: ask its PSP (never take the webhook's word)."""
-        self._psp.events.recheck_requested = True
 
     # --- the flow --------------------------------------------------------------------------------------
 
