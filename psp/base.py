@@ -15,6 +15,10 @@ PAYMENT_STATUSES = frozenset(
     {"pending", "requires_action", "authorized", "captured", "failed", "cancelled", "expired"}
 )
 PAYOUT_STATUSES = frozenset({"pending", "paid", "failed", "cancelled"})
+REFUND_STATUSES = frozenset({"pending", "succeeded", "failed"})
+DISPUTE_STATUSES = frozenset({"opened", "won", "lost"})
+# What a webhook is about: `WebhookEvent.kind`.
+EVENT_KINDS = frozenset({"payment", "payout", "refund", "dispute"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class PspPayment:
     currency: str
     redirect_url: str | None = None
     failure_code: str | None = None
+    fee_minor: int | None = None  # the PSP's fee for the capture, when it reports one (in `currency`)
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,45 @@ class PspPayout:
     amount_minor: int
     currency: str
     failure_code: str | None = None
+    fee_minor: int | None = None  # the PSP's fee for the payout, when it reports one
+
+
+@dataclass(frozen=True)
+class CreateRefundRequest:
+    refund_id: str  # ours: the refund's merchant reference
+    payment_id: str  # ours: the captured payment it refunds
+    psp_reference: str  # the PSP's reference of that payment
+    amount_minor: int
+    currency: str
+    scenario: str | None = None  # merchant metadata `sandbox_scenario`, as for payments
+
+
+@dataclass(frozen=True)
+class PspRefund:
+    psp: str
+    refund_id: str
+    psp_reference: str  # the PSP's reference of the refund
+    status: str  # one of REFUND_STATUSES
+    amount_minor: int
+    currency: str
+    failure_code: str | None = None
+    fee_minor: int | None = None  # the PSP's fee for the refund, when it reports one
 
 
 @dataclass(frozen=True)
 class WebhookEvent:
-    """A payment or payout event: for a payout, `payment_id` is the payout id and `status` a payout status."""
+    """A PSP event about one of our records, by `kind`:
+
+    - "payment": `payment_id` our payment id, `status` one of PAYMENT_STATUSES;
+    - "payout": `payment_id` our payout id, `status` one of PAYOUT_STATUSES;
+    - "refund": `payment_id` our refund id, `psp_reference` the PSP's refund reference, `status` one of
+      REFUND_STATUSES;
+    - "dispute": `payment_id` our (disputed) payment id, `psp_reference` that payment's PSP reference,
+      `dispute_id` the PSP's dispute id, `status` one of DISPUTE_STATUSES, `amount_minor` the disputed amount,
+      `reason_code` the scheme's reason code.
+
+    `fee_minor`: the PSP's fee for the operation (capture, payout, refund, chargeback), when it reports one.
+    """
 
     psp: str
     event_id: str
@@ -77,6 +116,10 @@ class WebhookEvent:
     currency: str
     occurred_at: str
     failure_code: str | None = None
+    kind: str = "payment"
+    fee_minor: int | None = None
+    dispute_id: str | None = None
+    reason_code: str | None = None
 
 
 class PspError(Exception):
@@ -145,4 +188,14 @@ class PspConnector(Protocol):
     async def cancel_payout(self, payout_id: str) -> PspPayout:
         """Stop a payout the PSP has not paid yet: `cancelled` (again, if it already was); a paid or failed payout,
         or one the PSP cannot stop, is PspRequestRejected (`not_cancellable`); an unknown one PspNotFound."""
+        ...
+
+    async def create_refund(self, req: CreateRefundRequest) -> PspRefund:
+        """Refund (part of) a captured payment, idempotent on `req.refund_id`: the same refund id answers the
+        same refund. More than the payment's refundable amount at the PSP is PspRequestRejected
+        (`refund_exceeds_captured`); a refund the PSP declines at once is PspDeclined."""
+        ...
+
+    async def get_refund(self, refund_id: str) -> PspRefund:
+        """The refund as the PSP sees it, by our refund id; an unknown one PspNotFound."""
         ...

@@ -113,6 +113,10 @@ class PspEvent:
     amount_minor: int
     currency: str
     failure_code: str | None = None
+    kind: str = "payment"  # payment | payout | refund | dispute (psp.base.WebhookEvent)
+    fee_minor: int | None = None
+    dispute_id: str | None = None
+    reason_code: str | None = None
 
 
 @dataclass
@@ -247,6 +251,7 @@ class PspPaymentView:
     currency: str
     redirect_url: str | None = None
     failure_code: str | None = None
+    fee_minor: int | None = None
 
 
 @dataclass
@@ -287,6 +292,9 @@ class ActivityName:
     GET_PSP_PAYMENT = "get_psp_payment"
     CANCEL_PSP_PAYMENT = "cancel_psp_payment"
     CREDIT_DEPOSIT = "credit_deposit"
+
+    CREATE_PSP_REFUND = "create_psp_refund"
+    GET_PSP_REFUND = "get_psp_refund"
 
 
 class ErrorType:
@@ -353,6 +361,29 @@ class PspPayoutView:
     amount_minor: int
     currency: str
     failure_code: str | None = None
+    fee_minor: int | None = None
+
+
+@dataclass
+class CreatePspRefundInput:
+    psp: str
+    refund_id: str
+    payment_id: str
+    psp_payment_reference: str
+    amount_minor: int
+    currency: str
+    sandbox_scenario: str | None = None
+
+
+@dataclass
+class PspRefundView:
+    psp: str
+    psp_reference: str  # the PSP's refund reference
+    status: str  # pending | succeeded | failed
+    amount_minor: int
+    currency: str
+    failure_code: str | None = None
+    fee_minor: int | None = None
 
 
 @dataclass
