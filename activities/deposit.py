@@ -1,4 +1,5 @@
-"""Activities of the deposit workflow: screening, routing, PSP calls and the wallet credit.
+"""Activities of the deposit workflow: screening, routing, PSP calls, the wallet credit (with the PSP's fee) and
+the payments table's row.
 
 Every side effect is idempotent: PSP creates carry the payment id as Idempotency-Key, and the ledger transfer id
 derives from the payment id and the step, so a retried or re-run activity never moves money twice.
@@ -12,9 +13,11 @@ from datetime import datetime, timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.fees import fee_minor
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
-from ledger import Ledger, TransferRequest, player_account, psp_clearing_account, transfer_ids
+from ledger import Ledger
 from ledger.errors import LedgerError
+from ledger.payments import PaymentRecord, credit_deposit, record_payment, record_uncredited_capture
 from players import PlayerStore
 from psp.base import CreatePaymentRequest, PspConnector, PspPayment
 from psp.routing import CircuitState, RoutingConfig, route
@@ -26,11 +29,13 @@ from workflows.types import (
     DepositRoute,
     ErrorType,
     LedgerPosting,
+    PaymentFacts,
     PspPaymentView,
     PspRef,
     RouteInput,
     ScreenDepositInput,
     ScreeningResult,
+    UncreditedCapture,
 )
 
 
@@ -60,6 +65,8 @@ class DepositActivities:
             self.get_psp_payment,
             self.cancel_psp_payment,
             self.credit_deposit,
+            self.record_uncredited_capture,
+            self.record_payment,
         ]
 
     @activity.defn(name=ActivityName.SCREEN_DEPOSIT)
@@ -118,21 +125,38 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.CREDIT_DEPOSIT)
     async def credit_deposit(self, input: CreditDepositInput) -> LedgerPosting:
-        request = TransferRequest(
-            id=transfer_ids.deposit_credit(input.payment_id),
-            debit_account=psp_clearing_account(input.psp, input.currency),
-            credit_account=player_account(input.player_id, input.currency),
-            amount=input.amount_minor,
-            currency=input.currency,
-            kind="deposit",
-            reference=input.payment_id,
-        )
+        """Credits the player and books the PSP's capture fee, with the payment's money record, at once."""
+        captured_minor = input.captured_minor if input.captured_minor is not None else input.amount_minor
+        fee = fee_minor(self.routing, input.psp, "capture", captured_minor, input.currency, input.fee_minor)
         try:
-            transfer = await self.ledger.post_transfer(request)
+            transfer_id = await credit_deposit(
+                self.ledger, payment_id=input.payment_id, player_id=input.player_id, psp=input.psp,
+                method=input.method, currency=input.currency, captured_minor=captured_minor,
+                credit_minor=input.amount_minor, fee_minor=fee, now=self.clock(),
+            )
         except LedgerError as err:
             # A conflict means the same id was posted with another body: a bug to look at, never to retry.
             raise ApplicationError(str(err), err.code, type=ErrorType.LEDGER_CONFLICT, non_retryable=True) from err
-        return LedgerPosting(transfer.id, transfer.replayed)
+        return LedgerPosting(transfer_id or "", False)
+
+    @activity.defn(name=ActivityName.RECORD_UNCREDITED_CAPTURE)
+    async def record_uncredited_capture(self, capture: UncreditedCapture) -> None:
+        fee = fee_minor(self.routing, capture.psp, "capture", capture.captured_minor, capture.currency,
+                        capture.fee_minor)
+        await record_uncredited_capture(
+            self.ledger, payment_id=capture.payment_id, psp=capture.psp, method=capture.method,
+            currency=capture.currency, captured_minor=capture.captured_minor, fee_minor=fee, now=self.clock(),
+        )
+
+    @activity.defn(name=ActivityName.RECORD_PAYMENT)
+    async def record_payment(self, facts: PaymentFacts) -> None:
+        await record_payment(self.ledger.engine, PaymentRecord(
+            payment_id=facts.payment_id, client_id=facts.client_id, player_id=facts.player_id, method=facts.method,
+            currency=facts.currency, amount_minor=facts.amount_minor, status=facts.status,
+            created_at=datetime.fromisoformat(facts.created_at), updated_at=datetime.fromisoformat(facts.updated_at),
+            psp=facts.psp, psp_reference=facts.psp_reference, country=facts.country,
+            failure_code=facts.failure_code, review_reason=facts.review_reason,
+        ))
 
     def _connector(self, psp: str) -> PspConnector:
         return connector_for(self.connectors, psp)

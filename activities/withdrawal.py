@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.fees import fee_minor
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from ledger import (
     InsufficientFunds,
@@ -22,7 +23,9 @@ from ledger import (
     player_account,
     transfer_ids,
 )
+from ledger.fees import book_fee
 from ledger.games import turnover_since
+from ledger.payouts import PayoutRecord, record_payout
 from payloop.money import MoneyError, parse_rates, to_eur_minor
 from payloop.settings import Settings
 from players import PlayerStore, notifications
@@ -35,7 +38,9 @@ from workflows.types import (
     ErrorType,
     HoldResult,
     PayoutCheckResult,
+    PayoutFacts,
     PayoutRoute,
+    PayoutStatus,
     PayoutSubject,
     PlayerNotification,
     PspPayoutView,
@@ -78,6 +83,7 @@ class WithdrawalActivities:
             self.get_psp_payout,
             self.cancel_psp_payout,
             self.notify_player,
+            self.record_payout,
         ]
 
     @activity.defn(name=ActivityName.HOLD_PAYOUT)
@@ -210,6 +216,23 @@ class WithdrawalActivities:
             self.engine, player_id=notification.player_id, kind=notification.kind,
             reference=notification.reference, details=notification.details, now=self.clock(),
         )
+
+    @activity.defn(name=ActivityName.RECORD_PAYOUT)
+    async def record_payout(self, facts: PayoutFacts) -> None:
+        """The payouts table's row (the margin report), and a paid payout's PSP fee in the ledger."""
+        now = self.clock()
+        if facts.status == PayoutStatus.PAID and facts.psp:
+            fee = fee_minor(self.routing, facts.psp, "payout", facts.amount_minor, facts.currency, facts.fee_minor)
+            await book_fee(self.ledger, operation="payout", reference=facts.payout_id, psp=facts.psp,
+                           method=facts.method or "", currency=facts.currency, fee_minor=fee, now=now)
+        else:
+            fee = None
+        await record_payout(self.engine, PayoutRecord(
+            payout_id=facts.payout_id, client_id=facts.client_id, player_id=facts.player_id, method=facts.method,
+            psp=facts.psp, currency=facts.currency, amount_minor=facts.amount_minor, status=facts.status,
+            fee_minor=fee, created_at=datetime.fromisoformat(facts.created_at),
+            updated_at=datetime.fromisoformat(facts.updated_at),
+        ))
 
 
 def _view(payout: PspPayout) -> PspPayoutView:

@@ -1,5 +1,8 @@
 """Deposit workflow (`deposit-<payment_id>`): screen and route, create at the first PSP that takes it, wait for
-its outcome, credit once — or end without money, or in review when the PSP's outcome cannot be learned.
+its outcome, credit once — or end without money, or in review when the outcome is not the payment asked for or
+cannot be learned. A deposit in review waits for a person (no timer ever credits): approve credits what the PSP
+captured (or less: the rest is refunded at the PSP), reject refunds the capture at the PSP that took it or closes
+a deposit nothing was captured for. When the outcome was unknown, the PSP's own verified word may decide first.
 
 Deterministic: every I/O step is an activity called by name; time comes from `workflow.now()`.
 """
@@ -7,9 +10,11 @@ Deterministic: every I/O step is an activity called by name; time comes from `wo
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ParentClosePolicy
 
 from payloop.psp_decision import PspDecision
 from workflows.common import (
@@ -20,15 +25,18 @@ from workflows.common import (
     mismatch,
     psp_details,
     publish_search_attributes,
-    set_status,
     raise_alert,
+    set_status,
+    wait_until,
 )
 from workflows.psp_step import (
     PAYMENT_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspSignals, PspStep,
 )
+from workflows.refund import RefundWorkflow
 from workflows.retry_policies import DATABASE_STEP, DATABASE_STEP_TIMEOUT, UNTIL_DONE
 from workflows.types import (
     ActivityName,
+    AuditEntry,
     CreatePspPaymentInput,
     CreditDepositInput,
     DepositInput,
@@ -38,12 +46,18 @@ from workflows.types import (
     ErrorType,
     InitAnswer,
     LedgerPosting,
+    PaymentFacts,
     PspEvent,
     PspPaymentView,
+    RefundInput,
+    RefundState,
+    RefundStatus,
+    ReviewDecision,
     RouteInput,
     ScreenDepositInput,
     ScreeningResult,
     StatusPollPlan,
+    UncreditedCapture,
 )
 
 # Order of a payment's life at the PSP; an event never moves a payment back to an earlier rank.
@@ -54,6 +68,8 @@ _PSP_STATUS_RANK = {
 # they cost no task-queue round trip (the init answer and webhook → credited latency are mostly such trips).
 _LOCAL_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=DATABASE_STEP)
 _REFUSAL_CODES = {PspDecision.STEP_UP: "step_up_required", PspDecision.REJECTED: "psp_rejected"}
+# Review reasons whose capture can only go back to the player's card: crediting it would be wrong or impossible.
+_REFUND_ONLY = {"currency_mismatch": "a capture in another currency than asked can only be refunded"}
 
 
 @workflow.defn
@@ -70,7 +86,14 @@ class DepositWorkflow(PspSignals):
         self._counts_against_limits = False
         self._psp_status = "pending"
         self._psp = PspStep(PAYMENT_CALLS, input.payment_id, on_event=self._on_psp_event)
+        self._psp_events = self._psp.events
         self._left_psps: set[str] = set()  # PSPs this deposit failed over from
+        self._strays_seen: set[tuple[str, str]] = set()  # (psp, reference) of captures at left PSPs, reviewed once
+        self._capture: PspAnswer | None = None  # in review: the capture the decision is about, when there is one
+        self._stray: PspEvent | None = None  # in review: a capture at a left PSP, the decision is about
+        self._before_stray: tuple[str, str | None] = (DepositStatus.PENDING, None)  # status, review reason
+        self._review: ReviewDecision | None = None
+        self._review_update_id = ""
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -84,6 +107,42 @@ class DepositWorkflow(PspSignals):
     @workflow.query
     def status(self) -> DepositState:
         return self._state
+
+    @workflow.update
+    async def review(self, decision: ReviewDecision) -> DepositState:
+        """An ops decision on a deposit in review; returns once it is carried out (a refund may take a while)."""
+        self._review = decision
+        self._review_update_id = workflow.current_update_info().id  # type: ignore[union-attr]
+        await workflow.wait_condition(lambda: self._review is None)
+        return self._state
+
+    @review.validator
+    def _validate_review(self, decision: ReviewDecision) -> None:
+        s = self._state
+        if s.status != DepositStatus.IN_REVIEW:
+            raise ApplicationError(f"the deposit is {s.status}, not waiting for review", type="NotInReview")
+        if self._review is not None:
+            raise ApplicationError("a decision on this deposit is being carried out", type="NotInReview")
+        if decision.decision not in ("approve", "reject"):
+            raise ApplicationError("decision must be approve or reject", type="InvalidDecision")
+        if decision.amount_minor is not None and (decision.decision != "approve" or decision.amount_minor <= 0):
+            raise ApplicationError("an amount goes only with approve, and must be positive", type="InvalidDecision")
+        if decision.decision == "reject":
+            return
+        capture = self._capture_under_review()
+        if s.credit_transfer_id is not None or (
+                self._stray is not None and self._before_stray[0] == DepositStatus.IN_REVIEW):
+            raise ApplicationError("the deposit is credited, or its own PSP may still take it: a capture at a PSP "
+                                   "it failed over from can only be refunded (reject)", type="DecisionNotAllowed")
+        if s.review_reason in _REFUND_ONLY:
+            raise ApplicationError(_REFUND_ONLY[s.review_reason], type="DecisionNotAllowed")
+        if capture is None:
+            seen = s.review_psp_view.status if s.review_psp_view else "unknown"
+            raise ApplicationError(f"the PSP has captured nothing to credit (its last word: {seen}); reject it, or "
+                                   "wait for the PSP", type="NothingCaptured")
+        if decision.amount_minor is not None and decision.amount_minor > capture.amount_minor:
+            raise ApplicationError(f"the PSP captured {capture.amount_minor} minor units; approve at most that",
+                                   type="AmountOverCaptured")
 
     # --- the flow --------------------------------------------------------------------------------------
 
@@ -129,15 +188,17 @@ class DepositWorkflow(PspSignals):
         if outcome.ending is Ending.UNKNOWN:  # the PSP may yet take the money: nothing is released
             return await self._finish(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")
         assert outcome.answer is not None
-        return await self._settle(outcome.answer)
+        ending = await self._settle(outcome.answer)
+        return await self._finish(ending.status, failure_code=ending.failure_code, review_reason=ending.review_reason)
 
     async def _screen_and_route(self) -> DepositRoute:
         input = self._input
         # Screening may count the deposit against the limits (it is retried too), so from here a deposit that
         # fails releases it (a no-op when nothing was counted); a rejected one was never counted.
         self._counts_against_limits = True
-        # Both run at once (routing only reads): the init answer waits for the slower, not for the sum.
-        screening, route = await asyncio.gather(
+        # All three run at once (routing only reads; the record is the ops list's row): the init answer waits for
+        # the slowest, not for the sum.
+        screening, route, _ = await asyncio.gather(
             workflow.execute_local_activity(
                 ActivityName.SCREEN_DEPOSIT,
                 ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
@@ -148,6 +209,7 @@ class DepositWorkflow(PspSignals):
                 RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id),
                 result_type=DepositRoute, **_LOCAL_STEP,
             ),
+            self._record(),
             return_exceptions=True,
         )
         for result in (screening, route):
@@ -194,8 +256,9 @@ class DepositWorkflow(PspSignals):
         self._state.psp = None
         raise Finish(DepositStatus.FAILED, "psp_unavailable")
 
-    async def _settle(self, answer: PspAnswer) -> DepositState:
-        """Credits a capture of exactly the payment asked for; any other answer ends without money."""
+    async def _settle(self, answer: PspAnswer) -> Finish:
+        """Credits a capture of exactly the payment asked for; any other answer ends without money, or in review
+        with the capture kept for the decision."""
         s = self._state
         if answer.status == "captured":
             s.captured_amount_minor = answer.amount_minor
@@ -208,20 +271,33 @@ class DepositWorkflow(PspSignals):
             # No money moves on an outcome that is not the payment we asked for; a person looks at it.
             workflow.logger.warning("payment %s: PSP outcome with a %s", s.payment_id, mismatch_reason)
             await raise_alert(f"deposit.{mismatch_reason}", s.payment_id, psp_details(answer))
-            return await self._finish(DepositStatus.IN_REVIEW, review_reason=mismatch_reason)
+            self._capture = answer if answer.status == "captured" else None
+            return Finish(DepositStatus.IN_REVIEW, review_reason=mismatch_reason)
         if answer.status != "captured":
-            return await self._finish(DepositStatus.FAILED, failure_code=answer.failure_code or f"psp_{answer.status}")
+            return Finish(DepositStatus.FAILED, answer.failure_code or f"psp_{answer.status}")
+        credited = await self._credit(answer, answer.amount_minor)
+        if credited is not None:
+            self._capture = answer
+            return Finish(DepositStatus.IN_REVIEW, review_reason=credited)
+        return Finish(DepositStatus.CREDITED)
+
+    async def _credit(self, capture: PspAnswer, credit_minor: int) -> str | None:
+        """Credits `credit_minor` of `capture` (and books the PSP's fee for it); the refusal's code when the
+        ledger refuses (a bug to look at: the deposit goes to review, never retried into a double credit)."""
+        s = self._state
         try:
             posting = await workflow.execute_local_activity(
                 ActivityName.CREDIT_DEPOSIT,
-                CreditDepositInput(s.payment_id, s.player_id, answer.psp, s.amount_minor, s.currency),
+                CreditDepositInput(s.payment_id, s.player_id, capture.psp, credit_minor, capture.currency, s.method,
+                                   captured_minor=capture.amount_minor, fee_minor=capture.fee_minor),
                 result_type=LedgerPosting, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
         except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
             workflow.logger.error("credit of %s refused by the ledger: %s", s.payment_id, activity_cause(err))
-            return await self._finish(DepositStatus.IN_REVIEW, review_reason=error_code(err) or "ledger_error")
+            return error_code(err) or "ledger_error"
         s.credit_transfer_id = posting.transfer_id
-        return await self._finish(DepositStatus.CREDITED)
+        s.captured_amount_minor = capture.amount_minor
+        return None
 
     # --- helpers ---------------------------------------------------------------------------------------
 
@@ -235,10 +311,25 @@ class DepositWorkflow(PspSignals):
             self._advance_psp_status(event.status)
 
     def _capture_at_a_left_psp(self) -> PspEvent | None:
+        """A capture at a PSP this deposit failed over from, not reviewed yet."""
         for event in self._psp.events.events:
-            if event.psp in self._left_psps and event.status == "captured":
+            if (event.psp in self._left_psps and event.status == "captured"
+                    and (event.psp, event.psp_reference) not in self._strays_seen):
                 return event
         return None
+
+    def _capture_under_review(self) -> PspAnswer | None:
+        """What an approval would credit and a rejection refund: the stray or mismatched capture, or — when the
+        outcome was unknown — a capture the PSP has since reported."""
+        if self._capture is not None:
+            return self._capture
+        view = self._state.review_psp_view
+        return view if view is not None and view.status == "captured" else None
+
+    async def _record(self) -> None:
+        """The payments table's row (what ops list and filter by); retried until stored."""
+        await workflow.execute_local_activity(ActivityName.RECORD_PAYMENT, PaymentFacts.of(self._state),
+                                              start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
 
     def _advance_psp_status(self, psp_status: str) -> None:
         """Moves the payment forward on a PSP status; a late, lower-rank status is ignored, never applied."""
@@ -254,39 +345,201 @@ class DepositWorkflow(PspSignals):
     async def _finish(
         self, status: str, *, failure_code: str | None = None, review_reason: str | None = None
     ) -> DepositState:
-        await self._psp.verify_claims()
-        if (stray := self._capture_at_a_left_psp()) is not None:
-            # A PSP we failed over from took the money after all (its answer was lost, or it processed our request
-            # late): the player may have paid twice. Whatever else happened, a person must look (and refund).
-            await self._alert_stray_capture(stray)
-            status, review_reason = DepositStatus.IN_REVIEW, "captured_at_left_psp"
+        await self._end(status, failure_code, review_reason)
         s = self._state
+        while True:
+            while s.status == DepositStatus.IN_REVIEW:
+                await self._review_once()
+            self._answered = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._psp.verify_claims()
+            if (late := self._capture_at_a_left_psp()) is None:
+                break
+            await self._review_stray(late)  # that capture came in while the steps above ran
+        await self._record()
+        return s
+
+    async def _end(self, status: str, failure_code: str | None = None, review_reason: str | None = None) -> None:
+        """Sets the deposit's ending (or review); a stray capture at a left PSP always sends it to review."""
+        await self._psp.verify_claims()
+        s = self._state
+        if failure_code:
+            s.failure_code = failure_code
+        s.review_reason = review_reason
         if review_reason == "psp_status_unknown":
             # Whether the PSP has (or took) the money cannot be learned: a person must look, not a timer.
             workflow.logger.warning("payment %s: outcome at %s unknown; to review", s.payment_id, s.psp)
             await raise_alert("deposit.psp_status_unknown", s.payment_id,
                               {"psp": s.psp or "", "amount_minor": str(s.amount_minor), "currency": s.currency})
-        if failure_code:
-            s.failure_code = failure_code
-        if review_reason:
-            s.review_reason = review_reason
-        if status in (DepositStatus.FAILED, DepositStatus.EXPIRED) and self._counts_against_limits:
-            # No money arrived, so the deposit no longer counts against the player's limits.
-            await workflow.execute_activity(
-                ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id,
-                start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
-            )
+        stray = self._capture_at_a_left_psp()
+        money_stayed = stray is not None or status not in (
+            DepositStatus.FAILED, DepositStatus.EXPIRED, DepositStatus.REJECTED, DepositStatus.REFUNDED)
+        if not money_stayed:
+            await self._release_limit()
         set_status(self._state, status)
+        if stray is not None:
+            await self._review_stray(stray)
         self._answered = True
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._psp.verify_claims()
-        if s.review_reason != "captured_at_left_psp" and (late := self._capture_at_a_left_psp()):
-            await self._alert_stray_capture(late)  # that capture came in while the steps above ran
-            s.review_reason = "captured_at_left_psp"
-            set_status(self._state, DepositStatus.IN_REVIEW)
-        return s
 
-    async def _alert_stray_capture(self, capture: PspEvent) -> None:
+    async def _review_stray(self, capture: PspEvent) -> None:
+        """A PSP we failed over from took the money after all (its answer was lost, or it processed our request
+        late): the player may have paid twice. Whatever else happened, a person must look (and refund)."""
+        s = self._state
         payment_id = self._input.payment_id
         workflow.logger.warning("payment %s: captured at %s, which it had failed over from", payment_id, capture.psp)
+        self._strays_seen.add((capture.psp, capture.psp_reference))
         await raise_alert("deposit.captured_at_left_psp", payment_id, psp_details(capture))
+        if self._stray is None:  # restored once the stray capture is refunded
+            self._before_stray = (s.status, s.review_reason)
+        self._capture = self._stray = capture
+        s.review_reason = "captured_at_left_psp"
+        set_status(s, DepositStatus.IN_REVIEW)
+
+    async def _release_limit(self) -> None:
+        if not self._counts_against_limits:
+            return
+        # No money stayed, so the deposit no longer counts against the player's limits.
+        self._counts_against_limits = False
+        await workflow.execute_activity(
+            ActivityName.RELEASE_DEPOSIT_LIMIT, self._input.payment_id,
+            start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
+        )
+
+    # --- review ----------------------------------------------------------------------------------------
+
+    async def _review_once(self) -> None:
+        """One round of review: show the PSP's own view, wait for a decision (or the PSP's word when the outcome
+        was unknown), carry it out. The deposit leaves review, or stays in it for another round."""
+        s = self._state
+        s.review_psp_view = await self._psp_view()
+        await self._record()
+        if (evidence := await self._await_decision()) is not None:
+            workflow.logger.info("payment %s: the PSP's word decides the review", s.payment_id)
+            s.review_reason = None
+            ending = await self._settle(evidence)
+            await self._end(ending.status, ending.failure_code, ending.review_reason)
+            return
+        decision = self._review
+        assert decision is not None
+        s.reviewed_by = decision.reviewer
+        await self._audit_review(decision)
+        try:
+            if decision.decision == "approve":
+                await self._approve(decision.amount_minor)
+            else:
+                await self._reject()
+        finally:
+            self._review = None  # the update returns; a deposit still in review takes a new decision
+
+    async def _psp_view(self) -> PspPaymentView | None:
+        """The PSP's own view of what is under review (the stray capture's PSP, else the payment's)."""
+        psp = self._capture.psp if self._capture is not None else self._state.psp
+        if psp is None:
+            return None
+        found = await self._psp.look_up(psp)
+        return found.view
+
+    async def _await_decision(self) -> PspEvent | None:
+        """Waits for an ops decision; raises an alert once the review is overdue and keeps waiting. When the
+        outcome was unknown, a verified final event from the PSP that arrives first is returned instead."""
+        s = self._state
+        alert_at = workflow.now() + timedelta(seconds=self._input.review_alert_seconds)
+        alerted = False
+
+        def woken() -> bool:
+            return self._review is not None or bool(self._psp.events.claims)
+
+        while True:
+            await self._psp.verify_claims()
+            if s.review_reason == "psp_status_unknown" and s.psp and (event := self._psp.events.final(s.psp)):
+                return event
+            if self._review is not None:
+                return None
+            if alerted:
+                await workflow.wait_condition(woken)
+            elif not await wait_until(woken, max(0.0, (alert_at - workflow.now()).total_seconds())):
+                alerted = True
+                await raise_alert("deposit.review_overdue", s.payment_id,
+                                  {"review_reason": s.review_reason or "", "since": s.updated_at})
+
+    async def _approve(self, amount_minor: int | None) -> None:
+        """Credits what the PSP captured, or the smaller amount ops entered (the rest is refunded at the PSP)."""
+        s = self._state
+        capture = self._capture_under_review()
+        assert capture is not None  # the validator refused an approval without one
+        credit_minor = amount_minor or capture.amount_minor
+        if (refused := await self._credit(capture, credit_minor)) is not None:
+            await raise_alert("deposit.ledger_refused", s.payment_id, {"code": refused})
+            return  # stays in review
+        s.psp, s.psp_reference = capture.psp, capture.psp_reference
+        self._capture = self._stray = None
+        await self._end(DepositStatus.CREDITED)
+        if capture.amount_minor > credit_minor:
+            await self._refund(capture, capture.amount_minor - credit_minor, "approved for less than captured")
+
+    async def _reject(self) -> None:
+        """Refunds whatever the PSP captured, at the PSP that took it; closes a deposit nothing was captured for."""
+        s = self._state
+        capture = self._capture_under_review()
+        if capture is None and s.review_reason == "psp_status_unknown" and s.psp:
+            outcome = await self._psp.cancel(s.psp)  # nothing may be closed while the PSP could still take it
+            if outcome.ending is Ending.UNKNOWN:
+                await raise_alert("deposit.psp_status_unknown", s.payment_id, {"psp": s.psp, "step": "reject"})
+                return  # stays in review: the PSP could not confirm
+            if outcome.answer is not None and outcome.answer.status == "captured":
+                capture = outcome.answer
+        if capture is None:
+            await self._end(DepositStatus.REJECTED, failure_code="review_rejected")
+            return
+        if capture is not self._stray and s.review_reason not in _REFUND_ONLY:
+            # The capture joins the payment's record (and its fee the ledger) before it is refunded.
+            await workflow.execute_local_activity(
+                ActivityName.RECORD_UNCREDITED_CAPTURE,
+                UncreditedCapture(s.payment_id, capture.psp, s.method, capture.amount_minor, capture.currency,
+                                  capture.fee_minor),
+                start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
+            )
+        refund = await self._refund(capture, capture.amount_minor, f"review rejected: {s.review_reason}")
+        if refund.status != RefundStatus.SUCCEEDED:
+            await raise_alert("deposit.refund_failed", s.payment_id,
+                              {"refund_id": refund.refund_id, "failure_code": refund.failure_code or ""})
+            s.review_reason = "refund_failed"
+            return  # stays in review: the money is still at the PSP
+        if capture is self._stray:  # the stray capture is gone: the deposit is as it was before it came
+            self._capture = self._stray = None
+            status, review_reason = self._before_stray
+            await self._end(status, review_reason=review_reason)
+            return
+        self._capture = None
+        await self._end(DepositStatus.REFUNDED, failure_code="review_rejected")
+
+    async def _refund(self, capture: PspAnswer, amount_minor: int, reason: str) -> RefundState:
+        """Refunds money the PSP captured and the player was never credited with: a child refund workflow (left
+        running should this deposit ever be terminated, since it may hold the PSP's answer)."""
+        s, input = self._state, self._input
+        refund_id = f"ref_{workflow.uuid4().hex[:24]}"
+        s.refund_ids.append(refund_id)
+        return await workflow.execute_child_workflow(
+            RefundWorkflow.run,
+            RefundInput(refund_id=refund_id, payment_id=s.payment_id, client_id=s.client_id, player_id=s.player_id,
+                        amount_minor=amount_minor, currency=capture.currency, reason=reason, funding="uncredited",
+                        psp=capture.psp, psp_payment_reference=capture.psp_reference,
+                        webhook_timeout_seconds=input.refund_webhook_timeout_seconds,
+                        status_poll_attempts=input.refund_status_poll_attempts,
+                        status_poll_interval_seconds=input.refund_status_poll_interval_seconds),
+            id=RefundWorkflow.workflow_id(refund_id), parent_close_policy=ParentClosePolicy.ABANDON,
+        )
+
+    async def _audit_review(self, decision: ReviewDecision) -> None:
+        """Written by the workflow itself, so a decision from the Temporal UI or CLI is audited too."""
+        details = {"review_reason": self._state.review_reason or ""}
+        if decision.reason:
+            details["reason"] = decision.reason
+        if decision.amount_minor is not None:
+            details["amount_minor"] = str(decision.amount_minor)
+        await workflow.execute_activity(ActivityName.RECORD_AUDIT, AuditEntry(
+            idempotency_key=f"{workflow.info().workflow_id}:review:{self._review_update_id}",
+            actor=decision.reviewer, action=f"payment.review.{decision.decision}",
+            subject=f"payment:{self._state.payment_id}", details=details,
+        ), start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
+

@@ -35,7 +35,8 @@ from workflows.retry_policies import (
     UNTIL_DONE,
 )
 from workflows.types import (
-    ActivityName, PspEvent, PspEvidence, PspPaymentView, PspPayoutView, PspRef, ReadPspEventInput, StatusPollPlan,
+    ActivityName, PspEvent, PspEvidence, PspPaymentView, PspPayoutView, PspRef, PspRefundView, ReadPspEventInput,
+    StatusPollPlan,
 )
 
 # Transient answers that mean the PSP did not take the request at all (refused, or never reached).
@@ -45,26 +46,33 @@ _REFUSALS = frozenset({PspDecision.HARD_DECLINE, PspDecision.STEP_UP, PspDecisio
 
 @dataclass(frozen=True)
 class PspCalls:
-    """What differs between a payment and a payout at a PSP: the activities and the statuses that end it."""
+    """What differs between a payment, a payout and a refund at a PSP: the activities and the statuses that end
+    it. A refund cannot be cancelled (`cancel` None): the end-of-wait rule then only asks the PSP once more."""
 
-    workflow: str  # "deposit" | "withdrawal": the prefix of the alerts the step raises
+    workflow: str  # "deposit" | "withdrawal" | "refund": the prefix of the alerts the step raises
+    kind: str  # the webhook events' kind (psp.base.WebhookEvent.kind) that are evidence for this record
     create: str
     look_up: str
-    cancel: str
+    cancel: str | None
     view_type: type
     final_statuses: frozenset[str]
     create_summary: str  # shown in the Temporal UI next to each create try
 
 
 PAYMENT_CALLS = PspCalls(
-    "deposit", ActivityName.CREATE_PSP_PAYMENT, ActivityName.GET_PSP_PAYMENT, ActivityName.CANCEL_PSP_PAYMENT,
-    PspPaymentView, frozenset({"captured", "failed", "cancelled", "expired"}), "create",
+    "deposit", "payment", ActivityName.CREATE_PSP_PAYMENT, ActivityName.GET_PSP_PAYMENT,
+    ActivityName.CANCEL_PSP_PAYMENT, PspPaymentView, frozenset({"captured", "failed", "cancelled", "expired"}),
+    "create",
 )
 PAYOUT_CALLS = PspCalls(
-    "withdrawal", ActivityName.CREATE_PSP_PAYOUT, ActivityName.GET_PSP_PAYOUT, ActivityName.CANCEL_PSP_PAYOUT,
-    PspPayoutView, frozenset({"paid", "failed", "cancelled"}), "pay out",
+    "withdrawal", "payout", ActivityName.CREATE_PSP_PAYOUT, ActivityName.GET_PSP_PAYOUT,
+    ActivityName.CANCEL_PSP_PAYOUT, PspPayoutView, frozenset({"paid", "failed", "cancelled"}), "pay out",
 )
-PspAnswer = PspPaymentView | PspPayoutView | PspEvent
+REFUND_CALLS = PspCalls(
+    "refund", "refund", ActivityName.CREATE_PSP_REFUND, ActivityName.GET_PSP_REFUND, None, PspRefundView,
+    frozenset({"succeeded", "failed"}), "refund",
+)
+PspAnswer = PspPaymentView | PspPayoutView | PspRefundView | PspEvent
 
 
 class Created(Enum):
@@ -131,14 +139,48 @@ class PollSchedule:
 class PspEvents:
     """A record's PSP events: the claims signalled (each names an inbox event; None for a signal that did not
     decode), the events verified from the inbox (once per PSP + event id: PSPs redeliver, and two PSPs may use
-    the same event id), and the nudges (unverified webhooks) that ask the workflow to look the record up itself."""
+    the same event id), and the nudges (unverified webhooks) that ask the workflow to look the record up itself.
 
-    def __init__(self, final_statuses: frozenset[str]) -> None:
+    `merchant_reference` and `kind`: the record the events must be about (our id, and payment / payout / refund /
+    dispute); `alert_prefix` names the alerts (e.g. "deposit.unverified_signal")."""
+
+    def __init__(
+        self, merchant_reference: str, kind: str, alert_prefix: str, final_statuses: frozenset[str],
+        on_event: Callable[[PspEvent], None] = lambda event: None,
+    ) -> None:
+        self.merchant_reference, self.kind, self.alert_prefix = merchant_reference, kind, alert_prefix
         self.final_statuses = final_statuses
         self.claims: list[PspEvidence | None] = []
         self.checked: set[tuple[str, str]] = set()
         self.events: list[PspEvent] = []
         self.recheck_requested = False
+        self._on_event = on_event
+        self._unverified_alerted = False
+
+    async def verify_claims(self) -> None:
+        """Reads each claimed event back from the inbox, where only verified deliveries are stored: only those
+        join the events. A claim without such evidence moves nothing; it makes us ask the PSP, and is alerted."""
+        while self.claims:
+            claim = self.claims.pop(0)
+            if claim is not None and (claim.psp, claim.event_id) in self.checked:
+                continue  # a redelivery, or a replayed dead letter
+            event = None if claim is None else await workflow.execute_local_activity(
+                ActivityName.READ_PSP_EVENT,
+                ReadPspEventInput(claim.psp, claim.event_id, self.merchant_reference, self.kind),
+                result_type=Optional[PspEvent], start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
+            )
+            if claim is not None:
+                self.checked.add((claim.psp, claim.event_id))
+            if event is not None:
+                self.events.append(event)
+                self._on_event(event)
+                continue
+            workflow.logger.warning("%s: a psp_event signal the inbox does not back", self.merchant_reference)
+            self.recheck_requested = True
+            if not self._unverified_alerted:  # one alert per record is enough for a person to look
+                self._unverified_alerted = True
+                await raise_alert(f"{self.alert_prefix}.unverified_signal", self.merchant_reference,
+                                  {"psp": claim.psp, "event_id": claim.event_id} if claim else {"signal": "undecodable"})
 
     def claim(self, signal: RawValue) -> None:
         """Queues a `psp_event` signal for verification, whatever its shape."""
@@ -158,7 +200,8 @@ class PspEvents:
 
 
 class PspStep:
-    """One record (a payment or a payout, by our id) at the PSPs: its create tries, look-ups, events and cancel."""
+    """One record (a payment, a payout or a refund, by our id) at the PSPs: its create tries, look-ups, events and
+    cancel."""
 
     def __init__(
         self, calls: PspCalls, merchant_reference: str, on_event: Callable[[PspEvent], None] = lambda event: None
@@ -166,34 +209,11 @@ class PspStep:
         """`on_event` sees each event once verified (a deposit mirrors `authorized`)."""
         self.calls = calls
         self.merchant_reference = merchant_reference
-        self.events = PspEvents(calls.final_statuses)
-        self._on_event = on_event
+        self.events = PspEvents(merchant_reference, calls.kind, calls.workflow, calls.final_statuses, on_event)
         self._last_look_up_at: datetime | None = None
-        self._unverified_alerted = False
 
     async def verify_claims(self) -> None:
-        """Reads each claimed event back from the inbox, where only verified deliveries are stored: only those
-        join the events. A claim without such evidence moves nothing; it makes us ask the PSP, and is alerted."""
-        while self.events.claims:
-            claim = self.events.claims.pop(0)
-            if claim is not None and (claim.psp, claim.event_id) in self.events.checked:
-                continue  # a redelivery, or a replayed dead letter
-            event = None if claim is None else await workflow.execute_local_activity(
-                ActivityName.READ_PSP_EVENT, ReadPspEventInput(claim.psp, claim.event_id, self.merchant_reference),
-                result_type=Optional[PspEvent], start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
-            )
-            if claim is not None:
-                self.events.checked.add((claim.psp, claim.event_id))
-            if event is not None:
-                self.events.events.append(event)
-                self._on_event(event)
-                continue
-            workflow.logger.warning("%s: a psp_event signal the inbox does not back", self.merchant_reference)
-            self.events.recheck_requested = True
-            if not self._unverified_alerted:  # one alert per record is enough for a person to look
-                self._unverified_alerted = True
-                await raise_alert(f"{self.calls.workflow}.unverified_signal", self.merchant_reference,
-                                  {"psp": claim.psp, "event_id": claim.event_id} if claim else {"signal": "undecodable"})
+        await self.events.verify_claims()
 
     async def create(self, psp: str, request: object) -> CreateResult:
         """Creates the record at `psp`: PSP_CREATE_TRIES tries, then a look-up if any try may have reached it."""
@@ -267,10 +287,16 @@ class PspStep:
 
     async def cancel(self, psp: str) -> PspOutcome:
         """The end-of-wait rule: cancel at the PSP; CANCELLED only when the PSP confirms. A PSP that settled
-        meanwhile says so in its answer to the cancel (ANSWERED)."""
+        meanwhile says so in its answer to the cancel (ANSWERED). What cannot be cancelled (a refund) is looked up
+        once more: CANCELLED only when the PSP says it never had it."""
         await self.verify_claims()
         if (event := self.events.final(psp)) is not None:
             return PspOutcome(Ending.ANSWERED, event)
+        if self.calls.cancel is None:
+            found = await self.look_up(psp)
+            if found.view is not None and found.view.status in self.calls.final_statuses:
+                return PspOutcome(Ending.ANSWERED, found.view)
+            return PspOutcome(Ending.CANCELLED if found.absent else Ending.UNKNOWN)
         try:
             view = await workflow.execute_activity(
                 self.calls.cancel, PspRef(psp, self.merchant_reference), result_type=self.calls.view_type,
@@ -317,19 +343,19 @@ class PspStep:
 
 
 class PspSignals:
-    """The signals every workflow with a PSP step (`self._psp`) takes, declared once for deposits and payouts."""
+    """The signals every workflow that hears PSP events (`self._psp_events`) takes, declared once for all."""
 
-    _psp: PspStep
+    _psp_events: PspEvents
 
     @workflow.signal
     def psp_event(self, evidence: RawValue) -> None:
         """Names a stored webhook (PspEvidence); the workflow reads the event back before it counts."""
-        self._psp.events.claim(evidence)
+        self._psp_events.claim(evidence)
 
     @workflow.signal
     def status_recheck(self) -> None:
         """An unverified webhook named this record: ask its PSP (never take the webhook's word)."""
-        self._psp.events.recheck_requested = True
+        self._psp_events.recheck_requested = True
 
 
 def decision_of(err: BaseException) -> PspDecision:

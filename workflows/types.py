@@ -20,9 +20,31 @@ class DepositStatus:
     EXPIRED = "expired"
     IN_REVIEW = "in_review"
 
-    FINAL = frozenset({CREDITED, FAILED, REJECTED, EXPIRED, IN_REVIEW})
+    REFUNDED = "refunded"  # ops rejected it in review and the PSP refunded what it captured
+
+    # Where a deposit's own flow ends; IN_REVIEW waits there for an ops decision (or the PSP's evidence).
+    FINAL = frozenset({CREDITED, FAILED, REJECTED, EXPIRED, IN_REVIEW, REFUNDED})
     # While the deposit may wait for its PSP's word (and a re-check nudge can be of use).
     AT_PSP = frozenset({PENDING, REQUIRES_ACTION, AUTHORIZED})
+
+
+class RefundStatus:
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    IN_REVIEW = "in_review"  # the PSP's outcome is unknown: the money stays held until its word comes
+
+    FINAL = frozenset({SUCCEEDED, FAILED})
+    AT_PSP = frozenset({PENDING, IN_REVIEW})
+
+
+class DisputeState:
+    OPENED = "opened"
+    WON = "won"
+    LOST = "lost"
+    UNMATCHED = "unmatched"  # about no payment of ours (or in another currency): alerted, nothing moved
+
+    FINAL = frozenset({WON, LOST, UNMATCHED})
 
 
 class PayoutStatus:
@@ -53,6 +75,10 @@ class DepositInput:
     webhook_timeout_seconds: float = 120.0
     status_poll_attempts: int = 3
     status_poll_interval_seconds: float = 5.0
+    review_alert_seconds: float = 24 * 3600.0  # a review still undecided after this raises an alert
+    refund_webhook_timeout_seconds: float = 600.0  # the waits of the refunds a review decision makes
+    refund_status_poll_attempts: int = 5
+    refund_status_poll_interval_seconds: float = 60.0
 
 
 @dataclass
@@ -85,12 +111,18 @@ class DepositState:
     captured_amount_minor: int | None = None
     credit_transfer_id: str | None = None
     attempts: list[str] = field(default_factory=list)
+    country: str | None = None
+    # While in review: what is under review at the PSP (its own view of the capture, or of the payment when its
+    # outcome was unknown), and the refunds the decision started.
+    review_psp_view: PspPaymentView | None = None
+    reviewed_by: str | None = None
+    refund_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def started(cls, input: DepositInput, now: str) -> DepositState:
         return cls(payment_id=input.payment_id, client_id=input.client_id, player_id=input.player_id,
                    amount_minor=input.amount_minor, currency=input.currency, method=input.method,
-                   status=DepositStatus.PENDING, created_at=now, updated_at=now)
+                   status=DepositStatus.PENDING, created_at=now, updated_at=now, country=input.country)
 
 
 @dataclass
@@ -171,6 +203,186 @@ class ReviewDecision:
     decision: str  # "approve" | "reject"
     reviewer: str
     reason: str | None = None
+    amount_minor: int | None = None  # deposits: credit less than the PSP captured (the rest is refunded)
+
+
+@dataclass
+class RefundInput:
+    """A refund of (part of) a captured deposit. `funding`: "player" (taken from the player's wallet first) or
+    "uncredited" (money the PSP captured that was never credited: a review rejected it, ops approved less, or a
+    PSP the deposit failed over from captured it; then `psp` / `psp_payment_reference` name that capture)."""
+
+    refund_id: str
+    payment_id: str
+    client_id: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    reason: str
+    funding: str = "player"
+    allow_shortfall: bool = False
+    psp: str | None = None
+    psp_payment_reference: str | None = None
+    sandbox_scenario: str | None = None
+    webhook_timeout_seconds: float = 600.0
+    status_poll_attempts: int = 5
+    status_poll_interval_seconds: float = 60.0
+
+
+@dataclass
+class RefundState:
+    refund_id: str
+    payment_id: str
+    client_id: str
+    player_id: str
+    amount_minor: int
+    currency: str
+    funding: str
+    status: str
+    created_at: str
+    updated_at: str
+    psp: str | None = None
+    method: str | None = None
+    psp_reference: str | None = None  # the PSP's refund reference
+    failure_code: str | None = None
+    review_reason: str | None = None
+    fee_minor: int | None = None
+
+    @classmethod
+    def started(cls, input: RefundInput, now: str) -> RefundState:
+        return cls(refund_id=input.refund_id, payment_id=input.payment_id, client_id=input.client_id,
+                   player_id=input.player_id, amount_minor=input.amount_minor, currency=input.currency,
+                   funding=input.funding, status=RefundStatus.PENDING, created_at=now, updated_at=now,
+                   psp=input.psp)
+
+
+@dataclass
+class ReservedRefund:
+    """What REQUEST_REFUND reserved: where the refund goes (the payment's PSP unless the input named another)."""
+
+    psp: str
+    psp_payment_reference: str
+    method: str
+    held_minor: int
+    shortfall_minor: int
+
+
+@dataclass
+class SettleRefundInput:
+    refund_id: str
+    outcome: str  # "succeeded" | "failed"
+    psp: str
+    method: str
+    amount_minor: int
+    currency: str
+    psp_refund_reference: str | None = None
+    failure_code: str | None = None
+    fee_minor: int | None = None  # the PSP's reported fee; None: the routing file's cost model
+
+
+@dataclass
+class RefundInReview:
+    refund_id: str
+    review_reason: str
+
+
+@dataclass
+class DisputeInput:
+    psp: str
+    dispute_id: str
+    payment_id: str
+
+
+@dataclass
+class DisputeView:
+    """The dispute workflow's state: `dispute-<psp>-<dispute_id>`."""
+
+    psp: str
+    dispute_id: str
+    payment_id: str
+    status: str  # one of DisputeState
+    created_at: str
+    updated_at: str
+    player_id: str = ""
+    amount_minor: int = 0
+    currency: str = ""
+    method: str | None = None
+    reason_code: str | None = None
+    held_minor: int = 0
+    shortfall_minor: int = 0
+    fee_minor: int | None = None
+    events: list[str] = field(default_factory=list)  # "opened", "lost", …: the verified events, in order
+
+
+@dataclass
+class OpenDisputeInput:
+    psp: str
+    dispute_id: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    reason_code: str | None = None
+
+
+@dataclass
+class DisputeOpened:
+    player_id: str
+    method: str
+    held_minor: int
+    shortfall_minor: int
+
+
+@dataclass
+class ResolveDisputeInput:
+    psp: str
+    dispute_id: str
+    outcome: str  # "won" | "lost"
+    method: str
+    amount_minor: int
+    currency: str
+    fee_minor: int | None = None  # the PSP's reported chargeback fee; None: the routing file's cost model
+
+
+@dataclass
+class PaymentFacts:
+    """A deposit as the payments table records it (what ops list and filter by)."""
+
+    payment_id: str
+    client_id: str
+    player_id: str
+    method: str
+    currency: str
+    amount_minor: int
+    status: str
+    created_at: str
+    updated_at: str
+    psp: str | None = None
+    psp_reference: str | None = None
+    country: str | None = None
+    failure_code: str | None = None
+    review_reason: str | None = None
+
+    @classmethod
+    def of(cls, s: DepositState) -> PaymentFacts:
+        return cls(s.payment_id, s.client_id, s.player_id, s.method, s.currency, s.amount_minor, s.status,
+                   s.created_at, s.updated_at, s.psp, s.psp_reference, s.country, s.failure_code, s.review_reason)
+
+
+@dataclass
+class PayoutFacts:
+    """A finished payout as the payouts table records it (the margin report), with its PSP fee."""
+
+    payout_id: str
+    client_id: str
+    player_id: str
+    currency: str
+    amount_minor: int
+    status: str
+    created_at: str
+    updated_at: str
+    method: str | None = None
+    psp: str | None = None
+    fee_minor: int | None = None  # the PSP's reported fee of a paid payout; None: the cost model
 
 
 @dataclass
@@ -259,8 +471,23 @@ class CreditDepositInput:
     payment_id: str
     player_id: str
     psp: str
-    amount_minor: int
+    amount_minor: int  # what the player is credited
     currency: str
+    method: str = ""
+    captured_minor: int | None = None  # what the PSP captured (None: amount_minor)
+    fee_minor: int | None = None  # the PSP's reported capture fee; None: the routing file's cost model
+
+
+@dataclass
+class UncreditedCapture:
+    """A capture ops rejected in review: recorded (and its fee booked) but never credited; it is refunded."""
+
+    payment_id: str
+    psp: str
+    method: str
+    captured_minor: int
+    currency: str
+    fee_minor: int | None = None
 
 
 @dataclass
@@ -293,8 +520,19 @@ class ActivityName:
     CANCEL_PSP_PAYMENT = "cancel_psp_payment"
     CREDIT_DEPOSIT = "credit_deposit"
 
+    RECORD_PAYMENT = "record_payment"
+    RECORD_UNCREDITED_CAPTURE = "record_uncredited_capture"
+
     CREATE_PSP_REFUND = "create_psp_refund"
     GET_PSP_REFUND = "get_psp_refund"
+    REQUEST_REFUND = "request_refund"
+    SETTLE_REFUND = "settle_refund"
+    MARK_REFUND_IN_REVIEW = "mark_refund_in_review"
+
+    OPEN_DISPUTE = "open_dispute"
+    RESOLVE_DISPUTE = "resolve_dispute"
+
+    RECORD_PAYOUT = "record_payout"
 
 
 class ErrorType:
@@ -305,6 +543,8 @@ class ErrorType:
     NO_PAYOUT_ROUTE = "NoPayoutRoute"
     LEDGER_CONFLICT = "LedgerConflict"
     INSUFFICIENT_FUNDS = "InsufficientFunds"
+    REFUND_REFUSED = "RefundRefused"  # details[0]: the ledger's code (e.g. refund_exceeds_refundable)
+    DISPUTE_REFUSED = "DisputeRefused"  # details[0]: payment_not_found | currency_mismatch
 
 
 @dataclass
@@ -399,6 +639,7 @@ class ReadPspEventInput:
     psp: str
     event_id: str
     merchant_reference: str  # our payment or payout id: an event about another record is no evidence here
+    kind: str | None = None  # payment | payout | refund | dispute: an event of another kind is no evidence either
 
 
 @dataclass

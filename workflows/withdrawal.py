@@ -24,7 +24,7 @@ from workflows.retry_policies import (
 )
 from workflows.types import (
     ActivityName, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult, PayoutRoute,
-    PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision, StatusPollPlan, WithdrawalInput,
+    PayoutFacts, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision, StatusPollPlan, WithdrawalInput,
     WithdrawalState,
 )
 
@@ -36,6 +36,8 @@ class WithdrawalWorkflow(PspSignals):
         self._input = input
         self._state = WithdrawalState.started(input, workflow.now().isoformat())
         self._psp = PspStep(PAYOUT_CALLS, input.payout_id)
+        self._psp_events = self._psp.events
+        self._fee_minor: int | None = None  # the PSP's reported fee, from the answer that paid it
         self._status_poll = StatusPollPlan()  # the routed PSP's schedule
         self._answered = False
         self._kyc_nudged = False
@@ -235,6 +237,7 @@ class WithdrawalWorkflow(PspSignals):
         s.psp_reference = s.psp_reference or answer.psp_reference
         if answer.status != "paid":
             raise Finish(PayoutStatus.FAILED, answer.failure_code or f"psp_{answer.status}")
+        self._fee_minor = answer.fee_minor
         mismatch_reason = mismatch(answer, psp_reference=s.psp_reference, currency=s.currency,
                                    amount_minor=s.amount_minor)
         if mismatch_reason:
@@ -297,6 +300,10 @@ class WithdrawalWorkflow(PspSignals):
             s.hold_resolution = "posted" if posted else "voided"
         set_status(self._state, status)
         self._answered = True
+        # The payouts table (the margin report); a paid payout's PSP fee is booked with it.
+        await self._must(ActivityName.RECORD_PAYOUT, PayoutFacts(
+            s.payout_id, s.client_id, s.player_id, s.currency, s.amount_minor, s.status, s.created_at, s.updated_at,
+            s.method, s.psp, self._fee_minor))
         if hold_placed:
             details = {"amount_minor": str(s.amount_minor), "currency": s.currency}
             await self._must(ActivityName.NOTIFY_PLAYER, PlayerNotification(
