@@ -1,4 +1,5 @@
-"""The payments worker: deposit and withdrawal workflows and their activities on one task queue."""
+"""The payments worker: deposit, withdrawal, refund and dispute workflows and their activities on one task
+queue."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.alerts import AlertActivities
 from activities.audit import AuditActivities
 from activities.deposit import DepositActivities
+from activities.disputes import DisputeActivities
 from activities.inbox import InboxActivities
+from activities.refund_ledger import RefundLedgerActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
@@ -28,9 +31,11 @@ from psp.routing import load_routing
 from psp.routing.health import HealthStore
 from workers.bytecode import cache_workflow_bytecode
 from workflows.deposit import DepositWorkflow
+from workflows.dispute import DisputeWorkflow
+from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
-WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow]
+WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow, RefundWorkflow, DisputeWorkflow]
 SHARED_WORKFLOW_MODULES = (
     "workflows.types", "workflows.common", "workflows.search_attributes", "workflows.psp_step",
     "workflows.retry_policies", "payloop.psp_decision",
@@ -54,6 +59,8 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
         activities = [
             *DepositActivities(ledger, players, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, connectors, settings, routing, health).all(),
+            *RefundLedgerActivities(ledger, routing).all(),
+            *DisputeActivities(ledger, routing).all(),
             AlertActivities(engine).raise_alert,
             AuditActivities(engine).record_audit,
             InboxActivities(engine).read_psp_event,
