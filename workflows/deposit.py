@@ -481,7 +481,7 @@ class DepositWorkflow(PspSignals):
         """Refunds whatever the PSP captured, at the PSP that took it; closes a deposit nothing was captured for."""
         s = self._state
         capture = self._capture_under_review()
-        if capture is None and s.review_reason == "psp_status_unknown" and s.psp:
+        if capture is None and s.psp:
             outcome = await self._psp.cancel(s.psp)  # nothing may be closed while the PSP could still take it
             if outcome.ending is Ending.UNKNOWN:
                 await raise_alert("deposit.psp_status_unknown", s.payment_id, {"psp": s.psp, "step": "reject"})
