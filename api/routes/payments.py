@@ -71,6 +71,10 @@ async def _start_deposit(
         webhook_timeout_seconds=settings.deposit_webhook_timeout_seconds,
         status_poll_attempts=settings.deposit_status_poll_attempts,
         status_poll_interval_seconds=settings.deposit_status_poll_interval_seconds,
+        review_alert_seconds=settings.deposit_review_alert_seconds,
+        refund_webhook_timeout_seconds=settings.refund_webhook_timeout_seconds,
+        refund_status_poll_attempts=settings.refund_status_poll_attempts,
+        refund_status_poll_interval_seconds=settings.refund_status_poll_interval_seconds,
     )
     client = request.app.state.temporal
     workflow_id = DepositWorkflow.workflow_id(payment_id)
