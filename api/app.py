@@ -75,6 +75,6 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
     for module in (health, payments, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
-    app.include_router(payouts.ops_router)
-    app.include_router(webhooks.ops_router)
+    for module in (payments, payouts, webhooks):
+        app.include_router(module.ops_router)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
@@ -59,7 +59,31 @@ class PaymentInitResponse(BaseModel):
     redirect_url: str | None = None
 
 
-class PaymentView(BaseModel):
+class PaymentAmounts(BaseModel):
+    """What the ledger holds for a deposit, as decimal strings in its currency (zeros before any money moved)."""
+
+    captured_amount: str  # what the PSP captured
+    credited_amount: str  # what of it went to the player
+    credit_transfer_id: str | None = None
+    refunded_amount: str  # refunds that succeeded
+    refund_pending_amount: str  # refunds reserved, not final yet
+    disputed_amount: str  # open disputes
+    charged_back_amount: str  # disputes lost
+    refundable_amount: str  # what a new refund may still take
+
+
+class PspPaymentSummary(BaseModel):
+    """The PSP's own view of what is under review: its capture, or the payment whose outcome was unknown."""
+
+    psp: str
+    psp_reference: str
+    status: str
+    amount: str | None  # null when the PSP named a currency this platform does not take
+    amount_minor: int
+    currency: str
+
+
+class DepositFacts(BaseModel):
     payment_id: str
     status: str
     amount: str
@@ -70,10 +94,32 @@ class PaymentView(BaseModel):
     psp_reference: str | None = None
     failure_code: str | None = None
     review_reason: str | None = None
-    redirect_url: str | None = None
     created_at: str
     updated_at: str
     temporal_ui_url: str
+
+
+class PaymentView(PaymentAmounts, DepositFacts):
+    redirect_url: str | None = None
+    refund_ids: list[str]
+    # Review information: only keys with the `ops` scope see it (null for others).
+    review_psp_view: PspPaymentSummary | None = Field(
+        default=None, description="while in review, the PSP's own view; only for keys with the ops scope")
+    reviewed_by: str | None = Field(default=None, description="`<client>/<reviewer>`; only for keys with the ops "
+                                                              "scope")
+
+
+class OpsPaymentItem(PaymentAmounts, DepositFacts):
+    """A deposit in the ops list: the payments table's facts and money."""
+
+    client_id: str
+    country: str | None = None
+    fees: str  # every PSP fee booked for the payment
+
+
+class OpsPaymentPage(BaseModel):
+    payments: list[OpsPaymentItem]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
 
 
 class CurrencyBalance(BaseModel):
@@ -126,6 +172,26 @@ def _iso_string(value: Any) -> Any:
 
 
 IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_string)]
+
+
+def _query_moment(value: Any) -> Any:
+    # ISO 8601 only: pydantic would read "1700000000" as a Unix time. Kept in UTC, so comparisons and the database
+    # never meet a moment that only exists in some far time zone (year 1 at +14:00 overflows).
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string with a time zone")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time such as 2026-01-31T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("must have a time zone, e.g. Z or +01:00")
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+QueryMoment = Annotated[datetime, BeforeValidator(_query_moment)]
 
 
 class SelfExclusionRequest(BaseModel):
@@ -213,6 +279,16 @@ class ReviewDecisionRequest(BaseModel):
     decision: Literal["approve", "reject"]
     reviewer: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,100}$"), NoCardNumber]
     reason: Annotated[str, Field(max_length=500), NoCardNumber] | None = None
+
+
+class DepositReviewRequest(ReviewDecisionRequest):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"decision": "approve", "reviewer": "jane.doe", "reason": "PSP confirmed the capture"},
+        {"decision": "approve", "amount": "12.50", "reviewer": "jane.doe", "reason": "player sent 12.50"},
+        {"decision": "reject", "reviewer": "jane.doe", "reason": "capture in the wrong currency"}]})
+
+    # approve only: credit less than the PSP captured (the rest is refunded at the PSP).
+    amount: Amount | None = None
 
 
 class HealthStatus(BaseModel):
