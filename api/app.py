@@ -21,6 +21,7 @@ from api.routes import (
     payments,
     payouts,
     players,
+    refunds,
     routing,
     wallet,
     webhooks,
@@ -73,7 +74,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
-    for module in (health, payments, payouts, webhooks, wallet, players, games, routing):
+    for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
     for module in (payments, payouts, webhooks):
         app.include_router(module.ops_router)

@@ -291,6 +291,57 @@ class DepositReviewRequest(ReviewDecisionRequest):
     amount: Amount | None = None
 
 
+RefundReason = Annotated[str, StringConstraints(min_length=1, max_length=200), NoCardNumber,
+                         Field(examples=["player request"])]
+
+
+class RefundMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sandbox_scenario: SandboxScenario | None = None
+
+
+class RefundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"amount": "10.00", "reason": "player request"}]})
+
+    amount: Amount
+    reason: RefundReason
+    idempotency_key: IdempotencyKey | None = None
+    meta: RefundMeta = Field(default_factory=RefundMeta)
+    allow_shortfall: bool = Field(
+        default=False, description="refund even when the player no longer has the money (the rest becomes a "
+                                   "receivable); only for keys that also have the ops scope")
+
+
+class RefundCreated(BaseModel):
+    refund_id: str
+    payment_id: str
+    status: str
+    amount: str
+    currency: str
+
+
+class RefundView(BaseModel):
+    refund_id: str
+    payment_id: str
+    status: str  # pending | in_review (outcome unknown: the money stays held) | succeeded | failed
+    amount: str
+    currency: str
+    psp: str | None = None
+    psp_reference: str | None = None  # the PSP's reference of the refund
+    failure_code: str | None = None
+    review_reason: str | None = None
+    fee: str | None = None  # the PSP's fee for the refund, once it reported one
+    created_at: str
+    updated_at: str
+    temporal_ui_url: str
+
+
+class RefundList(BaseModel):
+    refunds: list[RefundView]
+
+
 class HealthStatus(BaseModel):
     status: Literal["ok"]
 
