@@ -342,6 +342,54 @@ class RefundList(BaseModel):
     refunds: list[RefundView]
 
 
+class DisputeItem(BaseModel):
+    psp: str
+    dispute_id: str
+    payment_id: str
+    player_id: str
+    state: str  # opened | won | lost
+    amount: str
+    currency: str
+    held: str  # taken from the player's balance
+    shortfall: str  # what the player lacked (a receivable)
+    fee: str | None = None  # the PSP's chargeback fee
+    reason_code: str | None = None
+    opened_at: str
+    resolved_at: str | None = None
+    temporal_ui_url: str
+
+
+class DisputePage(BaseModel):
+    disputes: list[DisputeItem]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class MarginRowView(BaseModel):
+    method: str | None  # null where the rows do not say (e.g. a payout without one)
+    psp: str | None
+    currency: str
+    deposits_count: int
+    deposits: str
+    refunds_count: int
+    refunds: str
+    chargebacks_count: int
+    chargebacks: str
+    fees: str
+    payouts_count: int
+    payouts: str
+    net_margin: str  # deposits - refunds - chargebacks - fees - payouts
+    chargeback_rate: str | None  # lost disputes / credited deposits; null without deposits
+    cost_per_deposit: str | None  # fees / credited deposits; null without deposits
+
+
+class MarginReport(BaseModel):
+    model_config = ConfigDict(validate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    rows: list[MarginRowView]
+
+
 class HealthStatus(BaseModel):
     status: Literal["ok"]
 
