@@ -439,6 +439,10 @@ class WebhookEventView(BaseModel):
     amount_minor: int
     currency: str
     failure_code: str | None
+    kind: str | None = None  # payment | payout | refund | dispute (null on events stored before kinds)
+    dispute_id: str | None = None
+    reason_code: str | None = None
+    fee_minor: int | None = None
     state: str  # received | signalled | dead_letter
     dead_letter_reason: str | None
     received_at: datetime
