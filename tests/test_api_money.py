@@ -28,7 +28,7 @@ from api.schemas import QueryMoment
 from ledger.disputes import DisputeRecord
 from ledger.errors import InsufficientFunds
 from ledger.margin import MarginRow
-from ledger.payments import PaymentMoney, PaymentRow
+from ledger.payments import PaymentMoney, PaymentRecord, PaymentRow
 from ledger.refunds import RefundRecord, RefundRefused
 from payloop.settings import Settings
 from psp.base import WebhookEvent
@@ -266,11 +266,10 @@ async def test_review_answers_200_when_done_202_while_carried_out_409_when_refus
 
 
 def payment_row(payment_id: str) -> PaymentRow:
-    return PaymentRow(payment_id=payment_id, client_id="casino-a", player_id="alice", method="card", currency="JPY",
-                      amount_minor=5000, country="JP", status="credited", psp="card", psp_reference="r",
-                      failure_code=None, review_reason=None, created_at=NOW, updated_at=NOW, captured_minor=5000,
-                      credited_minor=5000, credit_transfer_id="t", refunded_minor=0, refund_pending_minor=0,
-                      disputed_minor=0, charged_back_minor=0, fees_minor=120)
+    facts = PaymentRecord(payment_id=payment_id, client_id="casino-a", player_id="alice", method="card",
+                          currency="JPY", amount_minor=5000, status="credited", created_at=NOW, updated_at=NOW,
+                          psp="card", psp_reference="r", country="JP")
+    return PaymentRow(facts, replace(money(captured=5000, credited=5000), fees_minor=120))
 
 
 @pytest.mark.parametrize("query", [

@@ -303,22 +303,17 @@ async def list_deposits(
     page = rows[:limit]
     settings = request.app.state.settings
     return OpsPaymentPage(payments=[_ops_item(settings, row) for row in page],
-                          next_before=page[-1].payment_id if len(rows) > limit else None)
+                          next_before=page[-1].facts.payment_id if len(rows) > limit else None)
 
 
 def _ops_item(settings: Settings, row: PaymentRow) -> OpsPaymentItem:
-    money = PaymentMoney(
-        captured_minor=row.captured_minor, credited_minor=row.credited_minor,
-        credit_transfer_id=row.credit_transfer_id, refunded_minor=row.refunded_minor,
-        refund_pending_minor=row.refund_pending_minor, disputed_minor=row.disputed_minor,
-        charged_back_minor=row.charged_back_minor, fees_minor=row.fees_minor,
-    )
+    f = row.facts
     return OpsPaymentItem(
-        payment_id=row.payment_id, client_id=row.client_id, player_id=row.player_id, status=row.status,
-        amount=to_decimal_string(row.amount_minor, row.currency), currency=row.currency, method=row.method,
-        country=row.country, psp=row.psp, psp_reference=row.psp_reference, failure_code=row.failure_code,
-        review_reason=row.review_reason, **amounts(money, row.currency),
-        fees=to_decimal_string(row.fees_minor, row.currency),
-        created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
-        temporal_ui_url=engine.ui_url(settings, DepositWorkflow.workflow_id(row.payment_id)),
+        payment_id=f.payment_id, client_id=f.client_id, player_id=f.player_id, status=f.status,
+        amount=to_decimal_string(f.amount_minor, f.currency), currency=f.currency, method=f.method,
+        country=f.country, psp=f.psp, psp_reference=f.psp_reference, failure_code=f.failure_code,
+        review_reason=f.review_reason, **amounts(row.money, f.currency),
+        fees=to_decimal_string(row.money.fees_minor, f.currency),
+        created_at=f.created_at.isoformat(), updated_at=f.updated_at.isoformat(),
+        temporal_ui_url=engine.ui_url(settings, DepositWorkflow.workflow_id(f.payment_id)),
     )
