@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from api.card_numbers import NoCardNumber
 
@@ -25,6 +25,17 @@ Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"),
                     Field(examples=["DE"], description="ISO 3166 alpha-2")]
 SandboxScenario = Annotated[str, Field(max_length=40, examples=["approve"],
                                        description="the sandbox PSP's behaviour for this payment")]
+
+
+def _printable(value: str) -> str:
+    # Free text that is stored (a ledger record, an audit entry): PostgreSQL refuses NUL and no database takes a
+    # lone surrogate, so such a value would fail its write (a 500, or an activity retried for ever), not the request.
+    if any(ch < " " or ch == "\x7f" or "\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must be printable text (no control characters)")
+    return value
+
+
+Printable = AfterValidator(_printable)
 
 
 class PaymentMeta(BaseModel):
@@ -278,7 +289,7 @@ class ReviewDecisionRequest(BaseModel):
 
     decision: Literal["approve", "reject"]
     reviewer: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,100}$"), NoCardNumber]
-    reason: Annotated[str, Field(max_length=500), NoCardNumber] | None = None
+    reason: Annotated[str, Field(max_length=500), Printable, NoCardNumber] | None = None
 
 
 class DepositReviewRequest(ReviewDecisionRequest):
@@ -291,7 +302,7 @@ class DepositReviewRequest(ReviewDecisionRequest):
     amount: Amount | None = None
 
 
-RefundReason = Annotated[str, StringConstraints(min_length=1, max_length=200), NoCardNumber,
+RefundReason = Annotated[str, StringConstraints(min_length=1, max_length=200), Printable, NoCardNumber,
                          Field(examples=["player request"])]
 
 

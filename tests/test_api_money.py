@@ -6,6 +6,7 @@ with Temporal, the sandbox PSPs and the ledger, are in tests/e2e."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -327,8 +328,10 @@ def refund_body(**changes: Any) -> dict[str, Any]:
 
 async def post_refund(api: Api, body: dict[str, Any], key: str = OPS, idempotency_key: str | None = None
                       ) -> httpx.Response:
-    headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
-    return await api.call("POST", f"/v1/payments/{PAYMENT_ID}/refunds", key, json=body, headers=headers)
+    # As JSON escapes (ASCII), so that text no encoder would write (a lone surrogate) reaches the API too.
+    headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex, "Content-Type": "application/json"}
+    return await api.call("POST", f"/v1/payments/{PAYMENT_ID}/refunds", key, content=json.dumps(body),
+                          headers=headers)
 
 
 async def test_refund_requests_are_validated_before_anything_is_reserved(api: Api) -> None:
@@ -339,6 +342,8 @@ async def test_refund_requests_are_validated_before_anything_is_reserved(api: Ap
     assert_problem(await post_refund(api, refund_body(amount="0")), 422, "invalid_amount")
     assert_problem(await post_refund(api, refund_body(reason="")), 422, "validation_error")
     assert_problem(await post_refund(api, refund_body(reason="x" * 201)), 422, "validation_error")
+    for unprintable in ("a\x00b", "a\nb", "a\ud800b"):
+        assert_problem(await post_refund(api, refund_body(reason=unprintable)), 422, "validation_error")
     assert_problem(await post_refund(api, refund_body(meta={"sandbox_scenario": "explode"})), 422, "validation_error")
     assert_problem(await post_refund(api, refund_body(card="4111111111111111")), 422, "validation_error")
     no_key = await api.call("POST", f"/v1/payments/{PAYMENT_ID}/refunds", json=refund_body())
