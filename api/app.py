@@ -16,11 +16,14 @@ from api.idempotency import IdempotencyStore
 from api.rate_limits import RateLimits
 from api.retention import DeliveryLogPruner
 from api.routes import (
+    disputes,
     games,
     health,
+    margin,
     payments,
     payouts,
     players,
+    refunds,
     routing,
     wallet,
     webhooks,
@@ -73,8 +76,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
-    for module in (health, payments, payouts, webhooks, wallet, players, games, routing):
+    for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
-    app.include_router(payouts.ops_router)
-    app.include_router(webhooks.ops_router)
+    for module in (payments, payouts, webhooks, disputes, margin):
+        app.include_router(module.ops_router)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -13,10 +13,12 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
+    WorkflowHandle,
     WorkflowHistoryEventFilterType,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -26,6 +28,7 @@ from api.errors import Problem
 from payloop.settings import Settings
 
 ALREADY_FINISHED = object()
+STILL_RUNNING = object()
 
 
 def unavailable(detail: str) -> Problem:
@@ -62,12 +65,60 @@ async def start_and_wait(
         raise unavailable("the payment engine is unavailable") from err
 
 
+async def start(client: Client, settings: Settings, run: Callable, arg: Any, *, workflow_id: str,
+                resource: dict[str, str]) -> bool:
+    """Starts the workflow, or finds it running; False when the id belongs to a finished one (ids are never
+    reused). A start that timed out may have happened: the 504 asks for the retry, which reaches the same one."""
+    try:
+        await asyncio.wait_for(client.start_workflow(
+            run, arg, id=workflow_id, task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        ), timeout=settings.init_update_timeout_seconds)
+    except WorkflowAlreadyStartedError:
+        return False
+    except asyncio.TimeoutError:
+        raise Problem(504, "engine_timeout", "No answer in time",
+                      "the request may have started; retry it with the same Idempotency-Key", retryable=True,
+                      **resource) from None
+    except RPCError as err:
+        raise unavailable("the payment engine is unavailable") from err
+    return True
+
+
 async def update(client: Client, workflow_id: str, handler: Callable, arg: Any, *, not_found: Problem,
                  rejected: Callable[[ApplicationError], Problem], timeout: float = 30) -> Any:
     """Sends an update; a validator's refusal becomes the `rejected` problem (usually a 409)."""
     handle = client.get_workflow_handle(workflow_id)
-    try:
+    async with _update_problems(handle, not_found, rejected):
         return await asyncio.wait_for(handle.execute_update(handler, arg), timeout)
+
+
+async def update_briefly(client: Client, workflow_id: str, handler: Callable, arg: Any, *, wait_seconds: float,
+                         not_found: Problem, rejected: Callable[[ApplicationError], Problem],
+                         timeout: float = 30) -> Any:
+    """Sends an update that may take long to carry out (e.g. a refund at a PSP): its result when it comes within
+    `wait_seconds`, else STILL_RUNNING once the workflow has accepted it. Refusals as in `update`."""
+    handle = client.get_workflow_handle(workflow_id)
+    async with _update_problems(handle, not_found, rejected):
+        accepted = await asyncio.wait_for(
+            handle.start_update(handler, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED), timeout)
+    try:
+        return await asyncio.wait_for(accepted.result(), wait_seconds)
+    except (asyncio.TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
+        # Accepted, so it is being carried out: the caller reads the current state instead.
+        return STILL_RUNNING
+    except WorkflowUpdateFailedError as err:
+        raise unavailable("the update could not be carried out") from err
+
+
+@contextlib.asynccontextmanager
+async def _update_problems(handle: WorkflowHandle, not_found: Problem,
+                           rejected: Callable[[ApplicationError], Problem]) -> AsyncIterator[None]:
+    """Turns an update's failures into problems: a validator's refusal into `rejected`, an unknown workflow into
+    `not_found`, a finished one into `rejected` too (the change comes too late)."""
+    try:
+        yield
     except (asyncio.TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise Problem(504, "engine_timeout", "No answer in time",
                       "the request was recorded and goes on; read the status with GET", retryable=True) from None
@@ -78,14 +129,14 @@ async def update(client: Client, workflow_id: str, handler: Callable, arg: Any, 
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise unavailable("the payment engine is unavailable") from err
-    # Not found: no such workflow, or one that has finished (then the change comes too late).
-    try:
-        await handle.describe()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise not_found from None
-        raise unavailable("the payment engine is unavailable") from err
-    raise rejected(ApplicationError("it has already finished", type="Finished"))
+        # Not found: no such workflow, or one that has finished (then the change comes too late).
+        try:
+            await handle.describe()
+        except RPCError as described:
+            if described.status == RPCStatusCode.NOT_FOUND:
+                raise not_found from None
+            raise unavailable("the payment engine is unavailable") from described
+        raise rejected(ApplicationError("it has already finished", type="Finished")) from None
 
 
 async def state(client: Client, workflow_id: str, handler: Callable, result_type: type, *, not_found: Problem) -> Any:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from api.card_numbers import NoCardNumber
 
@@ -25,6 +25,17 @@ Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"),
                     Field(examples=["DE"], description="ISO 3166 alpha-2")]
 SandboxScenario = Annotated[str, Field(max_length=40, examples=["approve"],
                                        description="the sandbox PSP's behaviour for this payment")]
+
+
+def _printable(value: str) -> str:
+    # Free text that is stored (a ledger record, an audit entry): PostgreSQL refuses NUL and no database takes a
+    # lone surrogate, so such a value would fail its write (a 500, or an activity retried for ever), not the request.
+    if any(ch < " " or ch == "\x7f" or "\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must be printable text (no control characters)")
+    return value
+
+
+Printable = AfterValidator(_printable)
 
 
 class PaymentMeta(BaseModel):
@@ -59,7 +70,31 @@ class PaymentInitResponse(BaseModel):
     redirect_url: str | None = None
 
 
-class PaymentView(BaseModel):
+class PaymentAmounts(BaseModel):
+    """What the ledger holds for a deposit, as decimal strings in its currency (zeros before any money moved)."""
+
+    captured_amount: str  # what the PSP captured
+    credited_amount: str  # what of it went to the player
+    credit_transfer_id: str | None = None
+    refunded_amount: str  # refunds that succeeded
+    refund_pending_amount: str  # refunds reserved, not final yet
+    disputed_amount: str  # open disputes
+    charged_back_amount: str  # disputes lost
+    refundable_amount: str  # what a new refund may still take
+
+
+class PspPaymentSummary(BaseModel):
+    """The PSP's own view of what is under review: its capture, or the payment whose outcome was unknown."""
+
+    psp: str
+    psp_reference: str
+    status: str
+    amount: str | None  # null when the PSP named a currency this platform does not take
+    amount_minor: int
+    currency: str
+
+
+class DepositFacts(BaseModel):
     payment_id: str
     status: str
     amount: str
@@ -70,10 +105,32 @@ class PaymentView(BaseModel):
     psp_reference: str | None = None
     failure_code: str | None = None
     review_reason: str | None = None
-    redirect_url: str | None = None
     created_at: str
     updated_at: str
     temporal_ui_url: str
+
+
+class PaymentView(PaymentAmounts, DepositFacts):
+    redirect_url: str | None = None
+    refund_ids: list[str]
+    # Review information: only keys with the `ops` scope see it (null for others).
+    review_psp_view: PspPaymentSummary | None = Field(
+        default=None, description="while in review, the PSP's own view; only for keys with the ops scope")
+    reviewed_by: str | None = Field(default=None, description="`<client>/<reviewer>`; only for keys with the ops "
+                                                              "scope")
+
+
+class OpsPaymentItem(PaymentAmounts, DepositFacts):
+    """A deposit in the ops list: the payments table's facts and money."""
+
+    client_id: str
+    country: str | None = None
+    fees: str  # every PSP fee booked for the payment
+
+
+class OpsPaymentPage(BaseModel):
+    payments: list[OpsPaymentItem]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
 
 
 class CurrencyBalance(BaseModel):
@@ -126,6 +183,26 @@ def _iso_string(value: Any) -> Any:
 
 
 IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_string)]
+
+
+def _query_moment(value: Any) -> Any:
+    # ISO 8601 only: pydantic would read "1700000000" as a Unix time. Kept in UTC, so comparisons and the database
+    # never meet a moment that only exists in some far time zone (year 1 at +14:00 overflows).
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string with a time zone")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time such as 2026-01-31T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("must have a time zone, e.g. Z or +01:00")
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+QueryMoment = Annotated[datetime, BeforeValidator(_query_moment)]
 
 
 class SelfExclusionRequest(BaseModel):
@@ -212,7 +289,116 @@ class ReviewDecisionRequest(BaseModel):
 
     decision: Literal["approve", "reject"]
     reviewer: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,100}$"), NoCardNumber]
-    reason: Annotated[str, Field(max_length=500), NoCardNumber] | None = None
+    reason: Annotated[str, Field(max_length=500), Printable, NoCardNumber] | None = None
+
+
+class DepositReviewRequest(ReviewDecisionRequest):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"decision": "approve", "reviewer": "jane.doe", "reason": "PSP confirmed the capture"},
+        {"decision": "approve", "amount": "12.50", "reviewer": "jane.doe", "reason": "player sent 12.50"},
+        {"decision": "reject", "reviewer": "jane.doe", "reason": "capture in the wrong currency"}]})
+
+    # approve only: credit less than the PSP captured (the rest is refunded at the PSP).
+    amount: Amount | None = None
+
+
+RefundReason = Annotated[str, StringConstraints(min_length=1, max_length=200), Printable, NoCardNumber,
+                         Field(examples=["player request"])]
+
+
+class RefundMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sandbox_scenario: SandboxScenario | None = None
+
+
+class RefundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"amount": "10.00", "reason": "player request"}]})
+
+    amount: Amount
+    reason: RefundReason
+    idempotency_key: IdempotencyKey | None = None
+    meta: RefundMeta = Field(default_factory=RefundMeta)
+    allow_shortfall: bool = Field(
+        default=False, description="refund even when the player no longer has the money (the rest becomes a "
+                                   "receivable); only for keys that also have the ops scope")
+
+
+class RefundCreated(BaseModel):
+    refund_id: str
+    payment_id: str
+    status: str
+    amount: str
+    currency: str
+
+
+class RefundView(BaseModel):
+    refund_id: str
+    payment_id: str
+    status: str  # pending | in_review (outcome unknown: the money stays held) | succeeded | failed
+    amount: str
+    currency: str
+    psp: str | None = None
+    psp_reference: str | None = None  # the PSP's reference of the refund
+    failure_code: str | None = None
+    review_reason: str | None = None
+    fee: str | None = None  # the PSP's fee for the refund, once it reported one
+    created_at: str
+    updated_at: str
+    temporal_ui_url: str
+
+
+class RefundList(BaseModel):
+    refunds: list[RefundView]
+
+
+class DisputeItem(BaseModel):
+    psp: str
+    dispute_id: str
+    payment_id: str
+    player_id: str
+    state: str  # opened | won | lost
+    amount: str
+    currency: str
+    held: str  # taken from the player's balance
+    shortfall: str  # what the player lacked (a receivable)
+    fee: str | None = None  # the PSP's chargeback fee
+    reason_code: str | None = None
+    opened_at: str
+    resolved_at: str | None = None
+    temporal_ui_url: str
+
+
+class DisputePage(BaseModel):
+    disputes: list[DisputeItem]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class MarginRowView(BaseModel):
+    method: str | None  # null where the rows do not say (e.g. a payout without one)
+    psp: str | None
+    currency: str
+    deposits_count: int
+    deposits: str
+    refunds_count: int
+    refunds: str
+    chargebacks_count: int
+    chargebacks: str
+    fees: str
+    payouts_count: int
+    payouts: str
+    net_margin: str  # deposits - refunds - chargebacks - fees - payouts
+    chargeback_rate: str | None  # lost disputes / credited deposits; null without deposits
+    cost_per_deposit: str | None  # fees / credited deposits; null without deposits
+
+
+class MarginReport(BaseModel):
+    model_config = ConfigDict(validate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    rows: list[MarginRowView]
 
 
 class HealthStatus(BaseModel):
@@ -264,6 +450,10 @@ class WebhookEventView(BaseModel):
     amount_minor: int
     currency: str
     failure_code: str | None
+    kind: str | None = None  # payment | payout | refund | dispute (null on events stored before kinds)
+    dispute_id: str | None = None
+    reason_code: str | None = None
+    fee_minor: int | None = None
     state: str  # received | signalled | dead_letter
     dead_letter_reason: str | None
     received_at: datetime

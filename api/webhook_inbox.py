@@ -38,6 +38,7 @@ class WebhookInbox:
                 "amount_minor": event.amount_minor, "currency": event.currency,
                 "failure_code": event.failure_code,
                 "state": "received", "received_at": now, "updated_at": now,
+                **_kind_columns(event),
             })
             retried = inserted or (await conn.execute(
                 webhook_events.update()
@@ -91,6 +92,14 @@ class WebhookInbox:
                 .order_by(webhook_deliveries.c.id)
             )
             return {**row._asdict(), "deliveries": [d._asdict() for d in deliveries]}
+
+
+def _kind_columns(event: WebhookEvent) -> dict[str, Any]:
+    """What the event is about (kind, dispute, fee): the workflows decide on it. Only the columns the inbox has,
+    so this runs before and after the migration that adds them."""
+    values = {"kind": event.kind, "fee_minor": event.fee_minor, "dispute_id": event.dispute_id,
+              "reason_code": event.reason_code}
+    return {name: value for name, value in values.items() if name in webhook_events.c}
 
 
 async def _log(conn, psp: str, event_id: str | None, outcome: str, detail: str | None, now: datetime) -> None:  # noqa: ANN001

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     deposit_webhook_timeout_seconds: float = Field(default=120.0, gt=0)
     deposit_status_poll_attempts: int = Field(default=3, ge=1)
     deposit_status_poll_interval_seconds: float = Field(default=5.0, gt=0)
+    # A deposit in review still undecided after this raises an alert (deposit.review_overdue); it keeps waiting:
+    # no timer ever decides a review.
+    deposit_review_alert_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # Refunds (a client's, and those a review decision makes): how long to wait for the PSP's webhook, then how
+    # many status look-ups, how far apart, before the refund goes to review with its money still held.
+    refund_webhook_timeout_seconds: float = Field(default=600.0, gt=0)
+    refund_status_poll_attempts: int = Field(default=5, ge=1)
+    refund_status_poll_interval_seconds: float = Field(default=60.0, gt=0)
     payout_webhook_timeout_seconds: float = Field(default=300.0, gt=0)
     payout_status_poll_attempts: int = Field(default=3, ge=1)
     payout_status_poll_interval_seconds: float = Field(default=30.0, gt=0)

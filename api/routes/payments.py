@@ -1,29 +1,56 @@
-"""Deposits: `POST /v1/payments/init` (Update-with-Start) and `GET /v1/payments/{payment_id}`."""
+"""Deposits: `POST /v1/payments/init` (Update-with-Start) and `GET /v1/payments/{payment_id}`; for ops, the review
+decision and the payments list."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from api import engine
 from api.auth import Principal, require_scope
-from api.errors import Problem, problem_responses
+from api.errors import Problem, problem_responses, validation_problem
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
-from api.schemas import PaymentInitRequest, PaymentInitResponse, PaymentView
-from payloop.money import to_decimal_string
+from api.schemas import (
+    PLAYER_ID_PATTERN,
+    DepositReviewRequest,
+    OpsPaymentItem,
+    OpsPaymentPage,
+    PaymentInitRequest,
+    PaymentInitResponse,
+    PaymentView,
+    PspPaymentSummary,
+    QueryMoment,
+)
+from ledger.payments import PaymentFilter, PaymentMoney, PaymentRow, list_payments, payment_money
+from ledger.refunds import payment_refunds
+from payloop.money import MoneyError, to_decimal_string
+from payloop.settings import Settings
 from psp.scenarios import SCENARIOS
 from workflows.deposit import DepositWorkflow
-from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer
+from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer, PspPaymentView, ReviewDecision
 
 router = APIRouter(prefix="/v1/payments", tags=["payments"], responses=problem_responses(503))
+ops_router = APIRouter(prefix="/v1/ops/payments", tags=["ops"], responses=problem_responses(503))
 
 INIT_ENDPOINT = "POST /v1/payments/init"
-PAYMENT_ID_RE = re.compile(r"pay_[0-9a-f]{24}")
+PAYMENT_ID_PATTERN = r"^pay_[0-9a-f]{24}$"
+PAYMENT_ID_RE = re.compile(PAYMENT_ID_PATTERN)
+# Names as the routing file allows them, within the payments table's columns.
+PSP_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+METHOD_PATTERN = r"^[a-z_]{1,30}$"
+# A review decision that refunds at a PSP can take minutes: the route answers 202 rather than hold the caller.
+REVIEW_WAIT_SECONDS = 10.0
+# workflows.types.DepositStatus, as the ops list filters by it (tests/test_api_money.py keeps the two equal).
+DepositStatusFilter = Literal["pending", "requires_action", "authorized", "captured", "credited", "failed",
+                              "rejected", "expired", "in_review", "refunded"]
+_NO_MONEY = PaymentMoney(captured_minor=0, credited_minor=0, credit_transfer_id=None, refunded_minor=0,
+                         refund_pending_minor=0, disputed_minor=0, charged_back_minor=0, fees_minor=0)
 
 
 def payment_not_found() -> Problem:
@@ -71,6 +98,10 @@ async def _start_deposit(
         webhook_timeout_seconds=settings.deposit_webhook_timeout_seconds,
         status_poll_attempts=settings.deposit_status_poll_attempts,
         status_poll_interval_seconds=settings.deposit_status_poll_interval_seconds,
+        review_alert_seconds=settings.deposit_review_alert_seconds,
+        refund_webhook_timeout_seconds=settings.refund_webhook_timeout_seconds,
+        refund_status_poll_attempts=settings.refund_status_poll_attempts,
+        refund_status_poll_interval_seconds=settings.refund_status_poll_interval_seconds,
     )
     client = request.app.state.temporal
     workflow_id = DepositWorkflow.workflow_id(payment_id)
@@ -112,13 +143,30 @@ async def get_payment(
     request: Request,
     principal: Annotated[Principal, Depends(require_scope("payments"))],
 ) -> PaymentView:
+    state = await owned_payment(request, principal, payment_id)
+    return await payment_view(request, state, ops="ops" in principal.scopes)
+
+
+async def owned_payment(request: Request, principal: Principal, payment_id: str) -> DepositState:
+    """The deposit's state: 404 for an id that names none, 403 for another client's."""
     if not PAYMENT_ID_RE.fullmatch(payment_id):
         raise payment_not_found()
-    workflow_id = DepositWorkflow.workflow_id(payment_id)
-    state = await _query_state(request.app.state.temporal, workflow_id)
+    state = await _query_state(request.app.state.temporal, DepositWorkflow.workflow_id(payment_id))
     if state.client_id != principal.client_id:
         raise Problem(403, "forbidden", "Forbidden", "this payment belongs to another client")
+    return state
+
+
+async def payment_view(request: Request, state: DepositState, *, ops: bool) -> PaymentView:
+    """The workflow's facts with the ledger's money: the money is what the ledger holds, whatever the status says
+    (a deposit in review that was credited shows its credit)."""
+    db = request.app.state.engine
+    money = await payment_money(db, state.payment_id)
+    # The refunds a review decision started are in the state before the ledger has reserved them.
+    refund_ids = [refund.refund_id for refund in await payment_refunds(db, state.payment_id)]
+    refund_ids += [refund_id for refund_id in state.refund_ids if refund_id not in refund_ids]
     settings = request.app.state.settings
+    workflow_id = DepositWorkflow.workflow_id(state.payment_id)
     return PaymentView(
         payment_id=state.payment_id,
         status=state.status,
@@ -131,11 +179,141 @@ async def get_payment(
         failure_code=state.failure_code,
         review_reason=state.review_reason,
         redirect_url=state.redirect_url,
+        **amounts(money, state.currency),
+        refund_ids=refund_ids,
+        review_psp_view=_psp_summary(state.review_psp_view) if ops else None,
+        reviewed_by=state.reviewed_by if ops else None,
         created_at=state.created_at,
         updated_at=state.updated_at,
         temporal_ui_url=engine.ui_url(settings, workflow_id),
     )
 
 
+def amounts(money: PaymentMoney | None, currency: str) -> dict[str, Any]:
+    """A payment's money as the API's decimal strings; zeros before the ledger has a row for it."""
+    m = money or _NO_MONEY
+
+    def decimal(minor: int) -> str:
+        return to_decimal_string(minor, currency)
+
+    return {
+        "captured_amount": decimal(m.captured_minor), "credited_amount": decimal(m.credited_minor),
+        "credit_transfer_id": m.credit_transfer_id, "refunded_amount": decimal(m.refunded_minor),
+        "refund_pending_amount": decimal(m.refund_pending_minor), "disputed_amount": decimal(m.disputed_minor),
+        "charged_back_amount": decimal(m.charged_back_minor), "refundable_amount": decimal(m.refundable_minor),
+    }
+
+
+def _psp_summary(view: PspPaymentView | None) -> PspPaymentSummary | None:
+    if view is None:
+        return None
+    try:
+        amount = to_decimal_string(view.amount_minor, view.currency)
+    except MoneyError:  # the PSP's word in a currency we do not take (a review reason in itself)
+        amount = None
+    return PspPaymentSummary(psp=view.psp, psp_reference=view.psp_reference, status=view.status, amount=amount,
+                             amount_minor=view.amount_minor, currency=view.currency)
+
+
 async def _query_state(client: Client, workflow_id: str) -> DepositState:
     return await engine.state(client, workflow_id, DepositWorkflow.status, DepositState, not_found=payment_not_found())
+
+
+# --- ops: review decisions and the payments list ---------------------------------------------------------------
+
+
+@ops_router.post(
+    "/{payment_id}/review", response_model=PaymentView,
+    responses={202: {"model": PaymentView, "description": "Accepted and still being carried out (e.g. a refund at "
+                                                           "the PSP): the current view; read the payment again"},
+               **problem_responses(404, 409, 422, 504)},
+)
+async def review_payment(
+    payment_id: str,
+    body: DepositReviewRequest,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("ops"))],
+) -> Any:
+    """Approve (credit what the PSP captured, or `amount` of it: the rest is refunded) or reject (refund the
+    capture at the PSP, or close a deposit nothing was captured for) a deposit in review. The workflow writes the
+    audit entry `payment:<id>` itself."""
+    if body.amount is not None and body.decision != "approve":
+        raise Problem(422, "invalid_decision", "Invalid decision", "an amount goes only with approve",
+                      errors=[{"field": "amount", "code": "not_allowed", "message": "only with approve"}])
+    if not PAYMENT_ID_RE.fullmatch(payment_id):
+        raise payment_not_found()
+    client: Client = request.app.state.temporal
+    workflow_id = DepositWorkflow.workflow_id(payment_id)
+    amount_minor = None
+    if body.amount is not None:  # in the deposit's currency: its precision decides what is valid
+        amount_minor = amount_in_minor_units(body.amount, (await _query_state(client, workflow_id)).currency)
+    decision = ReviewDecision(decision=body.decision, reviewer=f"{principal.client_id}/{body.reviewer}",
+                              reason=body.reason, amount_minor=amount_minor)
+    done = await engine.update_briefly(client, workflow_id, DepositWorkflow.review, decision,
+                                       wait_seconds=REVIEW_WAIT_SECONDS, not_found=payment_not_found(),
+                                       rejected=review_refused)
+    if done is engine.STILL_RUNNING:
+        current = await payment_view(request, await _query_state(client, workflow_id), ops=True)
+        return JSONResponse(current.model_dump(), status_code=202)
+    return await payment_view(request, done, ops=True)
+
+
+# A validator's refusal (its ApplicationError type) → status, code, title.
+_REVIEW_REFUSALS = {
+    "NotInReview": (409, "not_in_review", "Payment is not waiting for review"),
+    "DecisionNotAllowed": (409, "decision_not_allowed", "Decision not allowed"),
+    "NothingCaptured": (409, "nothing_captured", "Nothing captured"),
+    "AmountOverCaptured": (422, "amount_over_captured", "Amount over what was captured"),
+    "InvalidDecision": (422, "invalid_decision", "Invalid decision"),
+}
+
+
+def review_refused(err: ApplicationError) -> Problem:
+    # Anything else (a finished workflow: "Finished") means the deposit is not waiting for a decision.
+    status, code, title = _REVIEW_REFUSALS.get(err.type or "", _REVIEW_REFUSALS["NotInReview"])
+    return Problem(status, code, title, err.message)
+
+
+@ops_router.get("", response_model=OpsPaymentPage, responses=problem_responses(422))
+async def list_deposits(
+    request: Request,
+    _principal: Annotated[Principal, Depends(require_scope("ops"))],
+    status: DepositStatusFilter | None = None,
+    player_id: Annotated[str | None, Query(pattern=PLAYER_ID_PATTERN)] = None,
+    psp: Annotated[str | None, Query(pattern=PSP_NAME_PATTERN)] = None,
+    method: Annotated[str | None, Query(pattern=METHOD_PATTERN)] = None,
+    review_reason: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,100}$")] = None,
+    created_from: Annotated[QueryMoment | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
+    created_to: Annotated[QueryMoment | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(pattern=PAYMENT_ID_PATTERN, description="the last payment_id of the "
+                                                                               "previous page")] = None,
+) -> OpsPaymentPage:
+    """Deposits from the payments table, newest first, with what the ledger holds for each; filters combine."""
+    if created_from is not None and created_to is not None and created_from >= created_to:
+        raise validation_problem([{"field": "query.from", "code": "range", "message": "from must be before to"}])
+    wanted = PaymentFilter(status=status, player_id=player_id, psp=psp, method=method, review_reason=review_reason,
+                           created_from=created_from, created_to=created_to)
+    try:
+        # One more than asked: whether there is a next page is known without a request that finds it empty.
+        rows = await list_payments(request.app.state.engine, wanted, limit=limit + 1, before=before)
+    except LookupError:
+        raise validation_problem([{"field": "query.before", "code": "unknown", "message": "no payment has this id"}],
+                                 "before names no payment") from None
+    page = rows[:limit]
+    settings = request.app.state.settings
+    return OpsPaymentPage(payments=[_ops_item(settings, row) for row in page],
+                          next_before=page[-1].facts.payment_id if len(rows) > limit else None)
+
+
+def _ops_item(settings: Settings, row: PaymentRow) -> OpsPaymentItem:
+    f = row.facts
+    return OpsPaymentItem(
+        payment_id=f.payment_id, client_id=f.client_id, player_id=f.player_id, status=f.status,
+        amount=to_decimal_string(f.amount_minor, f.currency), currency=f.currency, method=f.method,
+        country=f.country, psp=f.psp, psp_reference=f.psp_reference, failure_code=f.failure_code,
+        review_reason=f.review_reason, **amounts(row.money, f.currency),
+        fees=to_decimal_string(row.money.fees_minor, f.currency),
+        created_at=f.created_at.isoformat(), updated_at=f.updated_at.isoformat(),
+        temporal_ui_url=engine.ui_url(settings, DepositWorkflow.workflow_id(f.payment_id)),
+    )

@@ -6,19 +6,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses
 from api.rate_limits import RateLimits, rate_limited_problem
+from api.routes.disputes import DISPUTE_ID_RE
 from api.routes.payments import PAYMENT_ID_RE
 from api.routes.payouts import PAYOUT_ID_RE
+from api.routes.refunds import REFUND_ID_RE
 from api.schemas import WebhookAck, WebhookEventDetail, WebhookEventView
 from api.webhook_inbox import STALLED_AFTER, WebhookInbox
 from payloop import alerts
@@ -27,7 +33,9 @@ from psp.base import InvalidWebhook, WebhookEvent
 from psp.registry import signed_by_another_psp
 from workflows import search_attributes
 from workflows.deposit import DepositWorkflow
-from workflows.types import DepositStatus, PayoutStatus, PspEvidence
+from workflows.dispute import DisputeWorkflow
+from workflows.refund import RefundWorkflow
+from workflows.types import DepositStatus, DisputeInput, PayoutStatus, PspEvidence, RefundStatus
 from workflows.withdrawal import WithdrawalWorkflow
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problem_responses(503))
@@ -35,7 +43,32 @@ ops_router = APIRouter(prefix="/v1/ops/webhooks", tags=["ops"], responses=proble
 log = logging.getLogger("payloop.webhooks")
 
 MAX_WEBHOOK_BYTES = 64 * 1024
-PaymentWorkflow = type[DepositWorkflow] | type[WithdrawalWorkflow]
+RecordWorkflow = type[DepositWorkflow] | type[WithdrawalWorkflow] | type[RefundWorkflow]
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A kind of our records a PSP event can be about, by our id's shape (the PSP's merchant reference)."""
+
+    event_kind: str  # psp.base.WebhookEvent.kind
+    id_re: re.Pattern[str]
+    workflow: RecordWorkflow
+    label: str  # of alerts: deposit | withdrawal | refund
+    noun: str  # of dead-letter reasons: unknown_<noun>, <noun>_finished
+    settled_as: dict[str, str]  # a PSP status that says money moved → the status the record must have ended in
+    waiting_at_psp: frozenset[str]  # statuses in which a re-check nudge is of use
+
+
+# Refunds first: a refund's event names the payment it refunds too, and is about the refund.
+_RECORDS = (
+    _Record("refund", REFUND_ID_RE, RefundWorkflow, "refund", "refund", {"succeeded": "succeeded"},
+            RefundStatus.AT_PSP),
+    _Record("payment", PAYMENT_ID_RE, DepositWorkflow, "deposit", "payment", {"captured": "credited"},
+            DepositStatus.AT_PSP),
+    _Record("payout", PAYOUT_ID_RE, WithdrawalWorkflow, "withdrawal", "payment", {"paid": "paid"},
+            PayoutStatus.AT_PSP),
+)
+_RECORDS_BY_KIND = {record.event_kind: record for record in _RECORDS}
 # Stored events' ids are 32-bit (an INTEGER column): a larger id names nothing, and PostgreSQL would refuse it.
 EventRowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the stored event's `id`")]
 # The body is read raw (its signature covers the exact bytes) and its shape is the PSP's own.
@@ -82,124 +115,158 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
         # Not "duplicate": the delivery handling it may still die, and then only the PSP's redelivery heals it.
         raise Problem(503, "webhook_in_progress", "Service unavailable", "this event is being handled; redeliver it",
                       retryable=True, headers={"Retry-After": str(int(STALLED_AFTER.total_seconds()))})
-    status = await deliver(request.app.state.temporal, inbox, event, now)
+    status = await deliver(request.app.state.temporal, request.app.state.settings.task_queue, inbox, event, now)
     if status == "retry_later":
         raise Problem(503, "temporal_unavailable", "Service unavailable", "the webhook is stored; redeliver it",
                       retryable=True, headers={"Retry-After": "5"})
     return WebhookAck(status=status)
 
 
-async def deliver(client: Client, inbox: WebhookInbox, event: WebhookEvent, now: datetime) -> str:
-    """Signals a stored event to its workflow; "accepted", "dead_letter" or "retry_later" (kept as a dead
-    letter that the PSP's redelivery or ops' replay retries)."""
-    target = _workflow_for(event.payment_id)
-    if target is None:
-        await inbox.mark(event.psp, event.event_id, "dead_letter", now, "unknown_payment")
-        return "dead_letter"
+async def deliver(client: Client, task_queue: str, inbox: WebhookInbox, event: WebhookEvent, now: datetime) -> str:
+    """Signals a stored event to its workflow, chosen by the event's kind; "accepted", "dead_letter" or
+    "retry_later" (kept as a dead letter that the PSP's redelivery or ops' replay retries)."""
     # The signal names the stored event; the workflow reads it back from the inbox before it counts.
     evidence = PspEvidence(psp=event.psp, event_id=event.event_id)
-    workflow_class, workflow_id = target
-    handle = client.get_workflow_handle(workflow_id)
     try:
-        await handle.signal(workflow_class.psp_event, evidence)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            # Unknown payment, or its workflow already finished: keep it for ops, acknowledge the PSP.
-            reason = await _finished_payment_check(handle, inbox, event, now)
-            if reason is not None:
-                await inbox.mark(event.psp, event.event_id, "dead_letter", now, reason)
-                return "dead_letter"
-        await inbox.mark(event.psp, event.event_id, "dead_letter", now, "signal_failed")
-        return "retry_later"
-    await inbox.mark(event.psp, event.event_id, "signalled", now)
-    return "accepted"
+        if event.kind == "dispute":
+            reason = _dispute_refusal(event) or await _signal_dispute(client, task_queue, event, evidence)
+        else:
+            reason = await _signal_record(client, inbox, event, evidence, now)
+    except RPCError:
+        reason = "signal_failed"
+    if reason is None:
+        await inbox.mark(event.psp, event.event_id, "signalled", now)
+        return "accepted"
+    await inbox.mark(event.psp, event.event_id, "dead_letter", now, reason)
+    return "retry_later" if reason == "signal_failed" else "dead_letter"
 
 
-# A PSP event that says money moved, and the status the payment must have ended in for that to be expected.
-_SETTLED_AS = {"captured": "credited", "paid": "paid"}
+def _dispute_refusal(event: WebhookEvent) -> str | None:
+    """Why a dispute event cannot start or reach its workflow: its id becomes part of a workflow id, so only a
+    plain one will do; the payment it disputes must be one of our deposits."""
+    if event.dispute_id is None or not DISPUTE_ID_RE.fullmatch(event.dispute_id):
+        return "malformed_dispute_id"
+    if not PAYMENT_ID_RE.fullmatch(event.payment_id):
+        return "unknown_payment"
+    return None
 
 
-async def _finished_payment_check(
-    handle: WorkflowHandle[Any, Any], inbox: WebhookInbox, event: WebhookEvent, now: datetime
+async def _signal_dispute(client: Client, task_queue: str, event: WebhookEvent, evidence: PspEvidence) -> str | None:
+    """The dispute's first event starts its workflow, later ones reach it (signal-with-start); a dispute whose
+    workflow has finished takes no more events (its id is never reused)."""
+    assert event.dispute_id is not None  # _dispute_refusal
+    try:
+        await client.start_workflow(
+            DisputeWorkflow.run, DisputeInput(event.psp, event.dispute_id, event.payment_id),
+            id=DisputeWorkflow.workflow_id(event.psp, event.dispute_id), task_queue=task_queue,
+            start_signal="psp_event", start_signal_args=[evidence],  # PspSignals.psp_event, by its name
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        return "dispute_finished"
+    return None
+
+
+async def _signal_record(
+    client: Client, inbox: WebhookInbox, event: WebhookEvent, evidence: PspEvidence, now: datetime
 ) -> str | None:
-    """Why an event could not reach its payment: "unknown_payment", "payment_finished", or None when Temporal
+    """Signals the payment, payout or refund the event is about; why not, when it cannot (RPCError: retry)."""
+    record = _RECORDS_BY_KIND.get(event.kind)
+    if record is None:
+        return "unknown_kind"
+    if not record.id_re.fullmatch(event.payment_id):
+        return f"unknown_{record.noun}"
+    handle = client.get_workflow_handle(record.workflow.workflow_id(event.payment_id))
+    try:
+        await handle.signal(record.workflow.psp_event, evidence)
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # Unknown record, or its workflow already finished: keep it for ops, acknowledge the PSP.
+        return await _finished_record_check(record, handle, inbox, event, now) or "signal_failed"
+    return None
+
+
+async def _finished_record_check(
+    record: _Record, handle: WorkflowHandle[Any, Any], inbox: WebhookInbox, event: WebhookEvent, now: datetime
+) -> str | None:
+    """Why an event could not reach its record: "unknown_<noun>", "<noun>_finished", or None when Temporal
     could not tell (the event is then retried like an undeliverable signal). When a finished
-    payment hears that money moved at a PSP, other than where (or how) it settled — a PSP it failed over from
-    captured late, or a payment that expired was captured after all — that is money to give back: alert."""
+    record hears that money moved at a PSP, other than where (or how) it settled — a PSP a deposit failed over from
+    captured late, a payment that expired was captured after all, a refund that failed was made after all — that
+    is money to look at: alert."""
     try:
         description = await handle.describe()
     except RPCError as err:
-        return "unknown_payment" if err.status == RPCStatusCode.NOT_FOUND else None
-    settled_as = _SETTLED_AS.get(event.status)
+        return f"unknown_{record.noun}" if err.status == RPCStatusCode.NOT_FOUND else None
+    settled_as = record.settled_as.get(event.status)
     if settled_as is not None:
         attributes = description.typed_search_attributes
         if (attributes.get(search_attributes.PAYMENT_STATUS), attributes.get(search_attributes.PAYMENT_PSP)) != (
             settled_as, event.psp
         ):
-            kind = "deposit" if PAYMENT_ID_RE.fullmatch(event.payment_id) else "withdrawal"
-            log.warning("%s %s: %s at %s after it finished", kind, event.payment_id, event.status, event.psp)
+            log.warning("%s %s: %s at %s after it finished", record.label, event.payment_id, event.status, event.psp)
             await alerts.raise_alert(
-                inbox.engine, kind=f"{kind}.psp_settled_after_close", reference=event.payment_id, now=now,
+                inbox.engine, kind=f"{record.label}.psp_settled_after_close", reference=event.payment_id, now=now,
                 details={"psp": event.psp, "psp_reference": event.psp_reference, "status": event.status,
                          "currency": event.currency, "amount_minor": str(event.amount_minor)},
             )
-    return "payment_finished"
+    return f"{record.noun}_finished"
 
 
 async def _recheck_claimed_payment(request: Request, raw: bytes) -> None:
-    """An unverified webhook is never trusted, but it may mean news at the PSP: the payment it names (if it is
-    one of ours and still running) asks the PSP itself — at most once per `status_recheck_interval_seconds` per
-    payment, counted in the limiter's storage (Redis when configured, so across API processes; otherwise in
-    memory, where keys expire with their interval and no number of other ids can flush one), so unsigned requests
-    cannot flood a workflow's history. Best effort: nothing here may fail the request."""
+    """An unverified webhook is never trusted, but it may mean news at the PSP: the payment, payout or refund it
+    names (if it is one of ours and still running) asks the PSP itself — at most once per
+    `status_recheck_interval_seconds` per record, counted in the limiter's storage (Redis when configured, so
+    across API processes; otherwise in memory, where keys expire with their interval and no number of other ids
+    can flush one), so unsigned requests cannot flood a workflow's history. Best effort: nothing here may fail
+    the request."""
     try:
         body = json.loads(raw[:MAX_WEBHOOK_BYTES])
     except (ValueError, RecursionError):
         return
     claimed = _find_reference(body)
-    target = _workflow_for(claimed) if claimed else None
-    if target is None:
+    record = _record_of(claimed) if claimed else None
+    if record is None:
         return
-    workflow_class, workflow_id = target
+    workflow_id = record.workflow.workflow_id(claimed)
     if not await request.app.state.rate_limits.may_recheck(workflow_id):
         return
     handle = request.app.state.temporal.get_workflow_handle(workflow_id)
-    waiting_at_psp = DepositStatus.AT_PSP if workflow_class is DepositWorkflow else PayoutStatus.AT_PSP
     try:
-        # Only a payment waiting for its PSP's word has a use for a re-check; a payout waiting days for KYC or a
+        # Only a record waiting for its PSP's word has a use for a re-check; a payout waiting days for KYC or a
         # review must not collect a signal (a history event) every interval. Reading the status costs no event.
         description = await handle.describe()
         status = description.typed_search_attributes.get(search_attributes.PAYMENT_STATUS)
-        if description.status == WorkflowExecutionStatus.RUNNING and status in waiting_at_psp:
-            await handle.signal(workflow_class.status_recheck)
+        if description.status == WorkflowExecutionStatus.RUNNING and status in record.waiting_at_psp:
+            await handle.signal(record.workflow.status_recheck)
     except (RPCError, asyncio.TimeoutError):
         pass
 
 
 def _find_reference(body: Any) -> str | None:
-    """Our payment or payout id wherever a PSP's wire format puts it (top level or one level down)."""
+    """Our refund, payment or payout id wherever a PSP's wire format puts it (top level or one level down); a
+    refund's id before the payment's, since an event about a refund names both."""
     if not isinstance(body, dict):
         return None
     values = list(body.values()) + [v for inner in body.values() if isinstance(inner, dict) for v in inner.values()]
-    for value in values:
-        if isinstance(value, str) and (PAYMENT_ID_RE.fullmatch(value) or PAYOUT_ID_RE.fullmatch(value)):
-            return value
+    strings = [value for value in values if isinstance(value, str)]
+    for record in _RECORDS:
+        for value in strings:
+            if record.id_re.fullmatch(value):
+                return value
     return None
 
 
-def _workflow_for(reference: str) -> tuple[PaymentWorkflow, str] | None:
-    """The workflow (class and id) a PSP event belongs to, from our merchant reference; None when it is none of
-    ours."""
-    if PAYMENT_ID_RE.fullmatch(reference):
-        return DepositWorkflow, DepositWorkflow.workflow_id(reference)
-    if PAYOUT_ID_RE.fullmatch(reference):
-        return WithdrawalWorkflow, WithdrawalWorkflow.workflow_id(reference)
-    return None
+def _record_of(reference: str) -> _Record | None:
+    """The kind of record (and so the workflow) a merchant reference names; None when it is none of ours."""
+    return next((record for record in _RECORDS if record.id_re.fullmatch(reference)), None)
 
 
 def _check_sizes(event: WebhookEvent) -> None:
     # Authentic but absurd: refuse before storage rather than fail on a column's length.
-    limits = {"event_id": 200, "payment_id": 100, "psp_reference": 200, "status": 30, "failure_code": 100}
+    limits = {"event_id": 200, "payment_id": 100, "psp_reference": 200, "status": 30, "failure_code": 100,
+              "dispute_id": 100, "reason_code": 100}
     for field, limit in limits.items():
         value = getattr(event, field)
         if value is not None and len(value) > limit:
@@ -256,14 +323,9 @@ async def replay_webhook(
         raise Problem(404, "webhook_not_found", "Webhook not found", "no stored webhook has this id")
     if stored["state"] != "dead_letter":
         raise Problem(409, "not_a_dead_letter", "Not a dead letter", f"the webhook is {stored['state']}")
-    event = WebhookEvent(
-        psp=stored["psp"], event_id=stored["event_id"], payment_id=stored["payment_id"],
-        psp_reference=stored["psp_reference"], status=stored["status"], amount_minor=stored["amount_minor"],
-        currency=stored["currency"], occurred_at=stored["received_at"].isoformat(),
-        failure_code=stored["failure_code"],
-    )
+    event = _stored_event(stored)
     now = datetime.now(timezone.utc)
-    outcome = await deliver(request.app.state.temporal, inbox, event, now)
+    outcome = await deliver(request.app.state.temporal, request.app.state.settings.task_queue, inbox, event, now)
     async with request.app.state.engine.begin() as conn:
         await audit.record(conn, actor=principal.client_id, action="webhook.replay", subject=f"webhook:{event_row_id}",
                            details={"outcome": outcome}, now=now)
@@ -272,3 +334,17 @@ async def replay_webhook(
                       "the payment is still unknown or finished" if outcome == "dead_letter"
                       else "the payment engine is unavailable; try again", retryable=outcome == "retry_later")
     return await inbox.event(event_row_id)
+
+
+def _stored_event(stored: dict[str, Any]) -> WebhookEvent:
+    """The event as verified and stored. Events stored before the inbox kept kinds were routed by their id's
+    shape, so that is their kind."""
+    record = _record_of(stored["payment_id"])
+    kind = stored.get("kind") or (record.event_kind if record is not None else "payment")
+    return WebhookEvent(
+        psp=stored["psp"], event_id=stored["event_id"], payment_id=stored["payment_id"],
+        psp_reference=stored["psp_reference"], status=stored["status"], amount_minor=stored["amount_minor"],
+        currency=stored["currency"], occurred_at=stored["received_at"].isoformat(),
+        failure_code=stored["failure_code"], kind=kind, fee_minor=stored.get("fee_minor"),
+        dispute_id=stored.get("dispute_id"), reason_code=stored.get("reason_code"),
+    )
