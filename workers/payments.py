@@ -17,6 +17,7 @@ from activities.alerts import AlertActivities
 from activities.audit import AuditActivities
 from activities.deposit import DepositActivities
 from activities.inbox import InboxActivities
+from activities.refunds import RefundActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
@@ -54,6 +55,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
         activities = [
             *DepositActivities(ledger, players, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, connectors, settings, routing, health).all(),
+            *RefundActivities(connectors, health).all(),
             AlertActivities(engine).raise_alert,
             AuditActivities(engine).record_audit,
             InboxActivities(engine).read_psp_event,
