@@ -171,4 +171,5 @@ def _view(payment: PspPayment) -> PspPaymentView:
         currency=payment.currency,
         redirect_url=payment.redirect_url,
         failure_code=payment.failure_code,
+        fee_minor=payment.fee_minor,
     )

@@ -243,4 +243,5 @@ def _view(payout: PspPayout) -> PspPayoutView:
         amount_minor=payout.amount_minor,
         currency=payout.currency,
         failure_code=payout.failure_code,
+        fee_minor=payout.fee_minor,
     )

@@ -36,7 +36,8 @@ class WebhookInbox:
                 "psp": event.psp, "event_id": event.event_id, "payment_id": event.payment_id,
                 "psp_reference": event.psp_reference, "status": event.status,
                 "amount_minor": event.amount_minor, "currency": event.currency,
-                "failure_code": event.failure_code,
+                "failure_code": event.failure_code, "kind": event.kind, "fee_minor": event.fee_minor,
+                "dispute_id": event.dispute_id, "reason_code": event.reason_code,
                 "state": "received", "received_at": now, "updated_at": now,
                 **_kind_columns(event),
             })

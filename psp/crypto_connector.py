@@ -12,7 +12,13 @@ Request:  {order_id, price_amount: "5000", price_currency: "EUR", pay_method: "c
 Answer:   {invoice_id, order_id, type: "deposit"|"withdrawal", state, price_amount, price_currency,
            received_amount?, deposit_address?, confirmations, confirmations_required, error?}
 Webhook:  {notification_id, event: "invoice.updated", created, invoice: <answer>}
+Refund:   {order_id, invoice_id: <the deposit's>, price_amount, price_currency, metadata} → {refund_id, order_id,
+           invoice_id, type: "refund", state: "processing"|"confirmed"|"failed", price_amount, price_currency,
+           error?}; its webhook: {notification_id, event: "refund.updated", created, refund: <answer>}
 Error:    {status: "error", reason, message}
+
+It reports no fees (they come with the settlement), and a crypto transfer, sent by the payer from their own wallet,
+carries no chargeback right: no disputes.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from payloop.money import MAX_MINOR_UNITS, currency_exponent
 from payloop.psp_decision import PspDecision
 from psp import signatures
-from psp.base import CreatePaymentRequest, CreatePayoutRequest
+from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
 from psp.http_connector import (
     HttpPspConnector,
     SignedWebhookVerifier,
@@ -48,7 +54,11 @@ DEPOSIT_STATUS_WORDS = {
     "expired": "expired",
 }
 WITHDRAWAL_STATUS_WORDS = {"processing": "pending", "confirmed": "paid", "failed": "failed", "cancelled": "cancelled"}
-_TYPES = {"deposit": "payment", "withdrawal": "payout"}
+REFUND_STATUS_WORDS = {"processing": "pending", "confirmed": "succeeded", "failed": "failed"}
+_STATUS_WORDS = {"payment": DEPOSIT_STATUS_WORDS, "payout": WITHDRAWAL_STATUS_WORDS, "refund": REFUND_STATUS_WORDS}
+_TYPES = {"deposit": "payment", "withdrawal": "payout", "refund": "refund"}
+# Which object each event carries: a refund's own, or an invoice (a deposit or a withdrawal).
+_EVENT_SUBJECTS = {"invoice.updated": "invoice", "refund.updated": "refund"}
 
 ERROR_TABLE: dict[str, PspDecision] = {
     "address_screening_failed": PspDecision.HARD_DECLINE,
@@ -69,22 +79,24 @@ def minor_string(value: Any, name: str = "amount") -> int:
     return int(value)
 
 
-def _state(body: Mapping[str, Any], family: str) -> dict[str, Any]:
-    kind = mapped(_TYPES, body.get("type"), "type")
-    if kind != family:
-        raise ValueError(f"a {kind} where a {family} was expected")
-    words = DEPOSIT_STATUS_WORDS if family == "payment" else WITHDRAWAL_STATUS_WORDS
+def _state(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    found = mapped(_TYPES, body.get("type"), "type")
+    if found != kind:
+        raise ValueError(f"a {found} where a {kind} was expected")
     currency = req_str(body, "price_currency")
     currency_exponent(currency)
     price = minor_string(body.get("price_amount"), "price_amount")
-    received = body.get("received_amount")
+    # A refund sends back what it says; an invoice may have received more or less than its price.
+    received = body.get("received_amount") if kind != "refund" else None
     return {
         "merchant_reference": req_str(body, "order_id"),
-        "psp_reference": req_str(body, "invoice_id"),
-        "status": mapped(words, body.get("state"), "state"),
+        # A refund's own id; a refund also names its invoice (`invoice_id`).
+        "psp_reference": req_str(body, "refund_id" if kind == "refund" else "invoice_id"),
+        "status": mapped(_STATUS_WORDS[kind], body.get("state"), "state"),
         "amount_minor": price if received is None else minor_string(received, "received_amount"),
         "currency": currency,
         "failure_code": opt_str(body, "error"),
+        "fee_minor": None,
     }
 
 
@@ -111,11 +123,24 @@ class CryptoConnector(HttpPspConnector):
     def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
         return _create_body(req.payout_id, req)
 
+    def refund_body(self, req: CreateRefundRequest) -> dict[str, Any]:
+        return {
+            "order_id": req.refund_id,
+            "invoice_id": req.psp_reference,
+            "price_amount": str(req.amount_minor),
+            "price_currency": req.currency,
+            "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+        }
+
     def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return _state(body, "payment") | {"redirect_url": None}
 
     def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return _state(body, "payout")
+
+    def parse_refund(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        req_str(body, "invoice_id")
+        return _state(body, "refund")
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
         return body.get("reason"), str(body.get("message", ""))
@@ -125,14 +150,17 @@ class CryptoWebhookVerifier(SignedWebhookVerifier):
     SCHEME = signatures.STRIPE_LIKE
 
     def parse_event(self, body: Mapping[str, Any], message_id: str | None) -> dict[str, Any]:
-        if body.get("event") != "invoice.updated":
-            raise ValueError(f"unknown event {body.get('event')!r}")
-        invoice = req_obj(body, "invoice")
-        family = mapped(_TYPES, invoice.get("type"), "type")
-        state = _state(invoice, family)
+        subject = mapped(_EVENT_SUBJECTS, body.get("event"), "event")
+        resource = req_obj(body, subject)
+        kind = mapped(_TYPES, resource.get("type"), "type")
+        if (kind == "refund") != (subject == "refund"):
+            raise ValueError(f"a {kind} in a {body['event']!r} event")
+        if kind == "refund":
+            req_str(resource, "invoice_id")
+        state = _state(resource, kind)
         payment_id = state.pop("merchant_reference")
         return state | {
-            "family": family,
+            "kind": kind,
             "event_id": req_str(body, "notification_id"),
             "payment_id": payment_id,
             "occurred_at": req_str(body, "created"),

@@ -3,9 +3,16 @@ own webhook signature (HMAC-SHA512 over "<unix ms>\\n<body>", psp/signatures.py 
 
 Request:  {merchantReference, amount: {value: "50.00", currency: "EUR"}, paymentMethod: {type: "ewallet"},
            shopperReference, countryCode?, returnUrl (payments), metadata}
-Answer:   {id, merchantReference, kind: "PAYMENT"|"PAYOUT", status: "PENDING"|"SUCCEEDED"|…,
-           amount: {value, currency}, refusalReason?, action?: {type: "redirect", url}}
-Webhook:  {notificationId, eventType: "PAYMENT_STATUS"|"PAYOUT_STATUS", eventDate, resource: <answer>}
+Refund:   {merchantReference, originalReference: <the payment's id>, amount: {value, currency}, metadata}
+Answer:   {id, merchantReference, kind: "PAYMENT"|"PAYOUT"|"REFUND", status: "PENDING"|"SUCCEEDED"|…,
+           amount: {value, currency}, originalReference? (refunds), refusalReason?, action?: {type: "redirect", url},
+           fee?: {value, currency} (once settled)}
+Webhook:  {notificationId, eventType: "PAYMENT_STATUS"|"PAYOUT_STATUS"|"REFUND_STATUS", eventDate,
+           resource: <answer>}
+Dispute:  {notificationId, eventType, eventDate, resource: {id: <dispute id>, kind: "DISPUTE", merchantReference:
+           <our payment id>, originalReference: <the payment's id>, amount, reasonCode, fee? (lost)}}, with Adyen's
+           chargeback event codes as the eventType: NOTIFICATION_OF_CHARGEBACK (opened), CHARGEBACK_REVERSED (won),
+           SECOND_CHARGEBACK (lost for good); the resource has no status of its own.
 Error:    {errorCode, message, httpStatus}
 """
 
@@ -17,10 +24,11 @@ from typing import Any
 from payloop.money import to_decimal_string, to_minor_units
 from payloop.psp_decision import PspDecision
 from psp import signatures
-from psp.base import CreatePaymentRequest, CreatePayoutRequest
+from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
 from psp.http_connector import (
     HttpPspConnector,
     SignedWebhookVerifier,
+    decimal_fee_minor,
     mapped,
     opt_str,
     req_obj,
@@ -42,8 +50,14 @@ PAYMENT_STATUS_WORDS = {
     "EXPIRED": "expired",
 }
 PAYOUT_STATUS_WORDS = {"PENDING": "pending", "SUCCEEDED": "paid", "FAILED": "failed", "CANCELLED": "cancelled"}
-_KINDS = {"PAYMENT": "payment", "PAYOUT": "payout"}
-_EVENT_TYPES = {"PAYMENT_STATUS": "payment", "PAYOUT_STATUS": "payout"}
+REFUND_STATUS_WORDS = {"PENDING": "pending", "SUCCEEDED": "succeeded", "FAILED": "failed"}
+_STATUS_WORDS = {"payment": PAYMENT_STATUS_WORDS, "payout": PAYOUT_STATUS_WORDS, "refund": REFUND_STATUS_WORDS}
+_KINDS = {"PAYMENT": "payment", "PAYOUT": "payout", "REFUND": "refund", "DISPUTE": "dispute"}
+_EVENT_TYPES = {"PAYMENT_STATUS": "payment", "PAYOUT_STATUS": "payout", "REFUND_STATUS": "refund"}
+# Adyen's chargeback event codes → the dispute's status.
+CHARGEBACK_EVENT_CODES = {
+    "NOTIFICATION_OF_CHARGEBACK": "opened", "CHARGEBACK_REVERSED": "won", "SECOND_CHARGEBACK": "lost",
+}
 
 ERROR_TABLE: dict[str, PspDecision] = {
     "insufficient_funds": PspDecision.HARD_DECLINE,
@@ -62,22 +76,33 @@ def money(minor: int, currency: str) -> dict[str, str]:
     return {"value": to_decimal_string(minor, currency), "currency": currency}
 
 
-def _state(body: Mapping[str, Any], family: str) -> dict[str, Any]:
-    kind = mapped(_KINDS, body.get("kind"), "kind")
-    if kind != family:
-        raise ValueError(f"a {kind} where a {family} was expected")
-    words = PAYMENT_STATUS_WORDS if family == "payment" else PAYOUT_STATUS_WORDS
+def _state(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """A resource of `kind`; a dispute's has no status (its event code is its stage)."""
+    found = mapped(_KINDS, body.get("kind"), "kind")
+    if found != kind:
+        raise ValueError(f"a {found} where a {kind} was expected")
     amount = req_obj(body, "amount")
     currency = req_str(amount, "currency")
     state = {
         "merchant_reference": req_str(body, "merchantReference"),
         "psp_reference": req_str(body, "id"),
-        "status": mapped(words, body.get("status")),
         "amount_minor": to_minor_units(req_str(amount, "value"), currency),
         "currency": currency,
         "failure_code": opt_str(body, "refusalReason"),
+        "fee_minor": _fee_minor(body, currency),
     }
+    if kind in _STATUS_WORDS:
+        state["status"] = mapped(_STATUS_WORDS[kind], body.get("status"))
     return state
+
+
+def _fee_minor(body: Mapping[str, Any], currency: str) -> int | None:
+    if body.get("fee") is None:
+        return None
+    fee = req_obj(body, "fee")
+    if fee.get("currency") != currency:
+        raise ValueError("the fee is not in the operation's currency")
+    return decimal_fee_minor(fee.get("value"), currency)
 
 
 def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayoutRequest) -> dict[str, Any]:
@@ -102,6 +127,14 @@ class EwalletConnector(HttpPspConnector):
     def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
         return _create_body(req.payout_id, req)
 
+    def refund_body(self, req: CreateRefundRequest) -> dict[str, Any]:
+        return {
+            "merchantReference": req.refund_id,
+            "originalReference": req.psp_reference,
+            "amount": money(req.amount_minor, req.currency),
+            "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+        }
+
     def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
         action = body.get("action")
         redirect_url = req_str(action, "url") if isinstance(action, dict) else None
@@ -109,6 +142,9 @@ class EwalletConnector(HttpPspConnector):
 
     def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return _state(body, "payout")
+
+    def parse_refund(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return _state(body, "refund")
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
         return body.get("errorCode"), str(body.get("message", ""))
@@ -118,12 +154,22 @@ class EwalletWebhookVerifier(SignedWebhookVerifier):
     SCHEME = signatures.WALLET_HMAC
 
     def parse_event(self, body: Mapping[str, Any], message_id: str | None) -> dict[str, Any]:
-        family = mapped(_EVENT_TYPES, body.get("eventType"), "eventType")
-        state = _state(req_obj(body, "resource"), family)
+        event_type = body.get("eventType")
+        kind = "dispute" if event_type in CHARGEBACK_EVENT_CODES else mapped(_EVENT_TYPES, event_type, "eventType")
+        resource = req_obj(body, "resource")
+        state = _state(resource, kind)
         payment_id = state.pop("merchant_reference")
-        return state | {
-            "family": family,
+        event = state | {
+            "kind": kind,
             "event_id": req_str(body, "notificationId"),
             "payment_id": payment_id,
             "occurred_at": req_str(body, "eventDate"),
         }
+        if kind == "refund":
+            req_str(resource, "originalReference")
+        elif kind == "dispute":
+            # About the payment (`originalReference`); the resource's own id is the dispute's.
+            event |= {"status": CHARGEBACK_EVENT_CODES[event_type], "dispute_id": state["psp_reference"],
+                      "psp_reference": req_str(resource, "originalReference"),
+                      "reason_code": req_str(resource, "reasonCode")}
+        return event

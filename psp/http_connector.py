@@ -16,20 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import quote
 
 import httpx
 
+from payloop.money import to_minor_units
 from payloop.psp_decision import PspDecision
 from psp import signatures
 from psp.base import (
+    DISPUTE_STATUSES,
     PAYMENT_STATUSES,
     PAYOUT_STATUSES,
+    REFUND_STATUSES,
     CreatePaymentRequest,
     CreatePayoutRequest,
+    CreateRefundRequest,
     InvalidWebhook,
     PspDeclined,
     PspError,
@@ -37,13 +42,12 @@ from psp.base import (
     PspNotFound,
     PspPayment,
     PspPayout,
+    PspRefund,
     PspRequestRejected,
     PspStepUpRequired,
     PspTransientError,
     WebhookEvent,
 )
-
-T = TypeVar("T")
 
 # 408 and 429 are "try again later", not "your request is wrong".
 _TRANSIENT_4XX = frozenset({408, 429})
@@ -58,6 +62,9 @@ PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
 
 # Transport errors raised before a request was sent (no connection, or none free in the pool).
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Each event kind's status vocabulary (psp/base.py WebhookEvent).
+_STATUSES = {"payment": PAYMENT_STATUSES, "payout": PAYOUT_STATUSES, "refund": REFUND_STATUSES,
+             "dispute": DISPUTE_STATUSES}
 
 
 def classify(table: Mapping[str, PspDecision], status: int, code: str | None) -> PspDecision:
@@ -82,6 +89,7 @@ class HttpPspConnector:
     # Paths under the base URL; `{ref}` is our (escaped) merchant reference.
     PAYMENTS_PATH: ClassVar[str] = "/v1/payments"
     PAYOUTS_PATH: ClassVar[str] = "/v1/payouts"
+    REFUNDS_PATH: ClassVar[str] = "/v1/refunds"
 
     def __init__(
         self,
@@ -107,13 +115,21 @@ class HttpPspConnector:
     def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
         raise NotImplementedError
 
+    def refund_body(self, req: CreateRefundRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
     def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """`merchant_reference`, `psp_reference`, `status` (ours), `amount_minor`, `currency`, `failure_code`,
-        `redirect_url` from an answer about a payment; raises ValueError/KeyError/TypeError when malformed."""
+        `fee_minor`, `redirect_url` from an answer about a payment; raises ValueError/KeyError/TypeError when
+        malformed."""
         raise NotImplementedError
 
     def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """As parse_payment, without `redirect_url`."""
+        raise NotImplementedError
+
+    def parse_refund(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """As parse_payout, about a refund (`psp_reference`: the refund's own)."""
         raise NotImplementedError
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
@@ -148,6 +164,14 @@ class HttpPspConnector:
         )
         return self._payout(response, payout_id)
 
+    async def create_refund(self, req: CreateRefundRequest) -> PspRefund:
+        response = await self._create(self.REFUNDS_PATH, self.refund_body(req), req.refund_id)
+        return self._refund(response, req.refund_id)
+
+    async def get_refund(self, refund_id: str) -> PspRefund:
+        response = await self._send("GET", f"{self.REFUNDS_PATH}/{quote(refund_id, safe='')}", lookup="refund")
+        return self._refund(response, refund_id)
+
     # -- plumbing ----------------------------------------------------------------------------------
 
     async def _create(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:
@@ -157,8 +181,8 @@ class HttpPspConnector:
     async def _send(
         self, method: str, path: str, *, lookup: str | None = "payment", **kwargs: Any
     ) -> httpx.Response:
-        """`lookup`: what the path names, "payment" or "payout" (a look-up or a cancel), so a 404 means the PSP
-        does not know it (PspNotFound); None for a create, where a 404 is a wrong URL (PspRequestRejected)."""
+        """`lookup`: what the path names, "payment", "payout" or "refund" (a look-up or a cancel), so a 404 means
+        the PSP does not know it (PspNotFound); None for a create, where a 404 is a wrong URL (PspRequestRejected)."""
         try:
             # The client's read timeout also bounds the whole exchange, so an attempt always ends here, with an
             # error the workflow can act on, before its activity times out with our request still in flight.
@@ -195,28 +219,31 @@ class HttpPspConnector:
         raise PspRequestRejected(code or f"psp_http_{status}", message)
 
     def _payment(self, response: httpx.Response, payment_id: str) -> PspPayment:
-        def build(body: Mapping[str, Any]) -> PspPayment:
-            fields = _about(self.parse_payment(body), payment_id)
-            _check_status(fields["status"], PAYMENT_STATUSES)
-            return PspPayment(psp=self.name, payment_id=payment_id, **fields)
-
-        return self._parse(response, build)
+        fields = self._parse(response, payment_id, self.parse_payment, PAYMENT_STATUSES)
+        return PspPayment(psp=self.name, payment_id=payment_id, **fields)
 
     def _payout(self, response: httpx.Response, payout_id: str) -> PspPayout:
-        def build(body: Mapping[str, Any]) -> PspPayout:
-            fields = _about(self.parse_payout(body), payout_id)
-            _check_status(fields["status"], PAYOUT_STATUSES)
-            return PspPayout(psp=self.name, payout_id=payout_id, **fields)
+        fields = self._parse(response, payout_id, self.parse_payout, PAYOUT_STATUSES)
+        return PspPayout(psp=self.name, payout_id=payout_id, **fields)
 
-        return self._parse(response, build)
+    def _refund(self, response: httpx.Response, refund_id: str) -> PspRefund:
+        fields = self._parse(response, refund_id, self.parse_refund, REFUND_STATUSES)
+        return PspRefund(psp=self.name, refund_id=refund_id, **fields)
 
-    def _parse(self, response: httpx.Response, build: Callable[[dict[str, Any]], T]) -> T:
-        """`build(body)` from an answer; anything malformed is a bad_psp_response."""
+    def _parse(
+        self, response: httpx.Response, merchant_reference: str,
+        parse: Callable[[Mapping[str, Any]], dict[str, Any]], statuses: frozenset[str],
+    ) -> dict[str, Any]:
+        """The fields `parse` reads from an answer about `merchant_reference`, with a status of `statuses`;
+        anything malformed, or about another record, is a bad_psp_response."""
         try:
             body = response.json()
             if not isinstance(body, dict):
                 raise ValueError("body is not a JSON object")
-            return build(body)
+            fields = _about(parse(body), merchant_reference)
+            _check_status(fields["status"], statuses)
+            _check_fee(fields["fee_minor"])
+            return fields
         except PARSE_ERRORS as exc:
             raise PspError("bad_psp_response", f"{self.name}: {exc}") from None
 
@@ -230,6 +257,12 @@ def _about(fields: dict[str, Any], merchant_reference: str) -> dict[str, Any]:
 def _check_status(status: Any, statuses: frozenset[str]) -> None:
     if status not in statuses:
         raise ValueError(f"unknown status {status!r}")
+
+
+def _check_fee(fee_minor: Any) -> None:
+    # A fee is charged, never paid to us: negative would turn a cost into income in our ledger.
+    if fee_minor is not None and (type(fee_minor) is not int or fee_minor < 0):
+        raise ValueError("a fee must be a non-negative amount")
 
 
 @dataclass(frozen=True)
@@ -260,18 +293,36 @@ class SignedWebhookVerifier:
             if not isinstance(body, dict):
                 raise ValueError("body is not a JSON object")
             fields = self.parse_event(body, message_id)
-            family = fields.pop("family")
-            statuses = {"payment": PAYMENT_STATUSES, "payout": PAYOUT_STATUSES}.get(family)
+            statuses = _STATUSES.get(fields["kind"])
             if statuses is None:
-                raise ValueError(f"unknown event family {family!r}")
+                raise ValueError(f"unknown event kind {fields['kind']!r}")
             _check_status(fields["status"], statuses)
+            _check_fee(fields.get("fee_minor"))
+            _check_dispute_fields(fields)
             return WebhookEvent(psp=self.psp, **fields)
         except PARSE_ERRORS as exc:
             raise InvalidWebhook("malformed_payload", str(exc) or type(exc).__name__) from None
 
     def parse_event(self, body: Mapping[str, Any], message_id: str | None) -> dict[str, Any]:
-        """`family` ("payment" | "payout") and WebhookEvent's fields but `psp`; raises ValueError & co."""
+        """WebhookEvent's fields but `psp` (`kind`: "payment" | "payout" | "refund" | "dispute"); raises ValueError
+        & co."""
         raise NotImplementedError
+
+
+# The inbox's column sizes (psp/inbox.py): longer values are refused as malformed, not failed on at storage.
+_DISPUTE_FIELD_CHARS = {"dispute_id": 200, "reason_code": 50}
+
+
+def _check_dispute_fields(fields: Mapping[str, Any]) -> None:
+    """A dispute event names its dispute and reason code; no other event has them."""
+    disputed = fields["kind"] == "dispute"
+    for name, max_chars in _DISPUTE_FIELD_CHARS.items():
+        value = fields.get(name)
+        if not disputed:
+            if value is not None:
+                raise ValueError(f"{name} belongs to dispute events only")
+        elif not isinstance(value, str) or not 0 < len(value) <= max_chars:
+            raise ValueError(f"a dispute event needs {name}: 1 to {max_chars} characters")
 
 
 # -- field helpers for wire formats ---------------------------------------------------------------
@@ -286,6 +337,17 @@ def req_str(body: Mapping[str, Any], name: str) -> str:
 
 def opt_str(body: Mapping[str, Any], name: str) -> str | None:
     return req_str(body, name) if body.get(name) is not None else None
+
+
+_ZERO = re.compile(r"0(\.0+)?")
+
+
+def decimal_fee_minor(value: Any, currency: str) -> int:
+    """A fee as a decimal string in `currency` ("0.95"): an amount, except that it may be zero ("0.00")."""
+    if isinstance(value, str) and _ZERO.fullmatch(value):
+        to_minor_units("1" + value[1:], currency)  # the currency's precision rules, as for any amount
+        return 0
+    return to_minor_units(value, currency)
 
 
 def req_obj(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -21,6 +21,12 @@ webhook_events = sa.Table(
     sa.Column("amount_minor", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("failure_code", sa.String(100)),
+    # What the event is about (psp.base.EVENT_KINDS): for a refund, `payment_id` is our refund id; for a dispute, the
+    # disputed payment's id, with the PSP's `dispute_id` and the scheme's `reason_code`.
+    sa.Column("kind", sa.String(10), nullable=False, server_default="payment"),
+    sa.Column("fee_minor", sa.BigInteger),  # the PSP's fee for the operation, when it reports one
+    sa.Column("dispute_id", sa.String(200)),
+    sa.Column("reason_code", sa.String(50)),
     sa.Column("state", sa.String(20), nullable=False),  # received | signalled | dead_letter
     sa.Column("dead_letter_reason", sa.String(100)),
     sa.Column("received_at", UtcDateTime, nullable=False),

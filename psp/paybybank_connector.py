@@ -7,10 +7,15 @@ authorised → authorized, settled → captured, rejected → failed.
 
 Request:  {external_id, amount: {value: 5000, currency: "EUR"}, scheme: "bank_transfer",
            user: {id, country?}, redirect_uri (payments), metadata}
-Answer:   {id, external_id, object: "payment"|"payout", status, amount: {value, currency},
-           redirect?: {url}, status_reason?}
+Refund:   {external_id, payment_id: <their id of the payment>, amount: {value, currency}, metadata}; a refund is
+           pending, then executed (or failed).
+Answer:   {id, external_id, object: "payment"|"payout"|"refund", status, amount: {value, currency},
+           payment_id? (refunds), redirect?: {url}, status_reason?}
 Webhook:  {type: "<object>.<status>", timestamp, data: <answer>}; the event id is the `webhook-id` header.
 Error:    {type, title, status, error_code}  (problem+json)
+
+It reports no fees (they come with the settlement), and a pay-by-bank payment, pushed by the payer from their own
+bank, carries no chargeback right: no disputes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from payloop.money import MAX_MINOR_UNITS, currency_exponent
 from payloop.psp_decision import PspDecision
 from psp import signatures
-from psp.base import CreatePaymentRequest, CreatePayoutRequest
+from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
 from psp.http_connector import (
     HttpPspConnector,
     SignedWebhookVerifier,
@@ -45,7 +50,8 @@ PAYMENT_STATUS_WORDS = {
     "expired": "expired",
 }
 PAYOUT_STATUS_WORDS = {"processing": "pending", "executed": "paid", "rejected": "failed", "cancelled": "cancelled"}
-_OBJECTS = {"payment": "payment", "payout": "payout"}
+REFUND_STATUS_WORDS = {"pending": "pending", "executed": "succeeded", "failed": "failed"}
+_STATUS_WORDS = {"payment": PAYMENT_STATUS_WORDS, "payout": PAYOUT_STATUS_WORDS, "refund": REFUND_STATUS_WORDS}
 
 ERROR_TABLE: dict[str, PspDecision] = {
     "bank_rejected": PspDecision.HARD_DECLINE,
@@ -66,11 +72,11 @@ def minor_amount(value: Any) -> int:
     return value
 
 
-def _state(body: Mapping[str, Any], family: str) -> dict[str, Any]:
-    kind = mapped(_OBJECTS, body.get("object"), "object")
-    if kind != family:
-        raise ValueError(f"a {kind} where a {family} was expected")
-    words = PAYMENT_STATUS_WORDS if family == "payment" else PAYOUT_STATUS_WORDS
+def _state(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    found = body.get("object")
+    if found != kind:
+        raise ValueError(f"a {found!r} object where a {kind} was expected")
+    words = _STATUS_WORDS[kind]
     amount = req_obj(body, "amount")
     currency = req_str(amount, "currency")
     currency_exponent(currency)  # MoneyError (a ValueError) when unsupported
@@ -81,6 +87,7 @@ def _state(body: Mapping[str, Any], family: str) -> dict[str, Any]:
         "amount_minor": minor_amount(amount.get("value")),
         "currency": currency,
         "failure_code": opt_str(body, "status_reason"),
+        "fee_minor": None,
     }
 
 
@@ -106,6 +113,14 @@ class PayByBankConnector(HttpPspConnector):
     def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
         return _create_body(req.payout_id, req)
 
+    def refund_body(self, req: CreateRefundRequest) -> dict[str, Any]:
+        return {
+            "external_id": req.refund_id,
+            "payment_id": req.psp_reference,
+            "amount": {"value": req.amount_minor, "currency": req.currency},
+            "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+        }
+
     def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
         redirect = body.get("redirect")
         redirect_url = req_str(redirect, "url") if isinstance(redirect, dict) else None
@@ -113,6 +128,10 @@ class PayByBankConnector(HttpPspConnector):
 
     def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return _state(body, "payout")
+
+    def parse_refund(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        req_str(body, "payment_id")
+        return _state(body, "refund")
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
         return body.get("error_code"), str(body.get("title", ""))
@@ -124,13 +143,18 @@ class PayByBankWebhookVerifier(SignedWebhookVerifier):
     def parse_event(self, body: Mapping[str, Any], message_id: str | None) -> dict[str, Any]:
         if not message_id:
             raise ValueError("no webhook-id")
-        family = req_str(body, "type").partition(".")[0]
-        if family not in _OBJECTS:
+        kind, _, word = req_str(body, "type").partition(".")
+        if kind not in _STATUS_WORDS:
             raise ValueError(f"unknown event type {body['type']!r}")
-        state = _state(req_obj(body, "data"), family)
+        data = req_obj(body, "data")
+        if data.get("status") != word:
+            raise ValueError(f"a {data.get('status')!r} {kind} in a {body['type']!r} event")
+        if kind == "refund":
+            req_str(data, "payment_id")
+        state = _state(data, kind)
         payment_id = state.pop("merchant_reference")
         return state | {
-            "family": family,
+            "kind": kind,
             "event_id": message_id,
             "payment_id": payment_id,
             "occurred_at": req_str(body, "timestamp"),

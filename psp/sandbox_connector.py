@@ -1,9 +1,15 @@
 """The card PSP (sandbox, 3DS): the original sandbox wire format and the DESIGN.md HMAC webhook signature.
 
 Wire format: flat snake_case JSON; amounts as decimal strings ("50.00") next to `currency`; our statuses as
-they are (`pending`, `requires_action`, `captured`, …); errors `{"error": {"code", "message"}}`.
-Webhooks: `{event_id, type: "<payment|payout>.<status>", merchant_reference, reference, status, amount,
-currency, occurred_at, failure_code?}` signed with `X-Signature` / `X-Timestamp` (psp/signatures.py).
+they are (`pending`, `requires_action`, `captured`, …, a refund's `succeeded`); errors `{"error": {"code",
+"message"}}`. A settled operation (captured, paid, refund succeeded, dispute lost) carries its `fee`, a decimal
+string in `currency`.
+Refunds: `POST /v1/refunds {merchant_reference, payment_reference, amount, currency, metadata}`, the refunded
+payment named by its `reference`; answers and webhooks carry `payment_reference` too.
+Webhooks: `{event_id, type: "<payment|payout|refund|dispute>.<status>", merchant_reference, reference, status,
+amount, currency, occurred_at, failure_code?, fee?}` signed with `X-Signature` / `X-Timestamp` (psp/signatures.py).
+A dispute event (`dispute.opened|won|lost`) is about our payment (`merchant_reference`): `reference` is the
+dispute's id, `payment_reference` the payment's, `reason_code` the scheme's reason.
 
 `SandboxConnector` / `SandboxWebhookVerifier` are the card connector and verifier (`CardConnector`,
 `CardWebhookVerifier` name the same classes). The second card acquirer `card_b` (psp/registry.py) uses them too.
@@ -17,8 +23,8 @@ from typing import Any
 from payloop.money import to_decimal_string, to_minor_units
 from payloop.psp_decision import PspDecision
 from psp import signatures
-from psp.base import CreatePaymentRequest, CreatePayoutRequest
-from psp.http_connector import HttpPspConnector, SignedWebhookVerifier, opt_str, req_str
+from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
+from psp.http_connector import HttpPspConnector, SignedWebhookVerifier, decimal_fee_minor, opt_str, req_str
 
 NAME = "card"
 METHODS = frozenset({"card"})
@@ -50,6 +56,7 @@ def _money(body: Mapping[str, Any]) -> tuple[int, str]:
 def _state(body: Mapping[str, Any]) -> dict[str, Any]:
     """What answers and webhooks carry alike."""
     amount_minor, currency = _money(body)
+    fee = body.get("fee")
     return {
         "merchant_reference": req_str(body, "merchant_reference"),
         "psp_reference": req_str(body, "reference"),
@@ -57,6 +64,7 @@ def _state(body: Mapping[str, Any]) -> dict[str, Any]:
         "amount_minor": amount_minor,
         "currency": currency,
         "failure_code": opt_str(body, "failure_code"),
+        "fee_minor": None if fee is None else decimal_fee_minor(fee, currency),
     }
 
 
@@ -83,10 +91,23 @@ class SandboxConnector(HttpPspConnector):
     def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
         return _create_body(req.payout_id, req)
 
+    def refund_body(self, req: CreateRefundRequest) -> dict[str, Any]:
+        return {
+            "merchant_reference": req.refund_id,
+            "payment_reference": req.psp_reference,
+            "amount": to_decimal_string(req.amount_minor, req.currency),
+            "currency": req.currency,
+            "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+        }
+
     def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return _state(body) | {"redirect_url": opt_str(body, "redirect_url")}
 
     def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return _state(body)
+
+    def parse_refund(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        req_str(body, "payment_reference")  # what makes it a refund (not a payment or payout with our id)
         return _state(body)
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
@@ -98,15 +119,24 @@ class SandboxWebhookVerifier(SignedWebhookVerifier):
     SCHEME = signatures.DESIGN_HMAC
 
     def parse_event(self, body: Mapping[str, Any], message_id: str | None) -> dict[str, Any]:
-        family = req_str(body, "type").partition(".")[0]
+        kind, _, status = req_str(body, "type").partition(".")
         state = _state(body)
-        del state["merchant_reference"]
-        return state | {
-            "family": family,
+        if state["status"] != status:
+            raise ValueError(f"a {state['status']!r} event of type {body['type']!r}")
+        payment_id = state.pop("merchant_reference")
+        event = state | {
+            "kind": kind,
             "event_id": req_str(body, "event_id"),
-            "payment_id": req_str(body, "merchant_reference"),
+            "payment_id": payment_id,
             "occurred_at": req_str(body, "occurred_at"),
         }
+        if kind == "refund":
+            req_str(body, "payment_reference")
+        elif kind == "dispute":
+            # About the payment: its reference is the payment's, the dispute's own is `dispute_id`.
+            event |= {"psp_reference": req_str(body, "payment_reference"), "dispute_id": state["psp_reference"],
+                      "reason_code": req_str(body, "reason_code")}
+        return event
 
 
 CardConnector = SandboxConnector

@@ -1,9 +1,9 @@
 """The sandbox PSPs' scenarios (`metadata.sandbox_scenario`): their names, and which sandbox PSP takes which, for
-payments and for payouts.
+payments, payouts and refunds.
 
 Pure data (no FastAPI, no sandbox import): the sandbox service (psp/sandbox/app.py) plays these scenarios, and the
-product API checks `meta.sandbox_scenario` against SCENARIOS / PAYOUT_SCENARIOS without importing the sandbox
-server. tests/psp/test_scenarios.py checks that these sets are exactly what the running sandbox accepts.
+product API checks `meta.sandbox_scenario` against SCENARIOS / PAYOUT_SCENARIOS / REFUND_SCENARIOS without importing
+the sandbox server. tests/psp/test_scenarios.py checks that these sets are exactly what the running sandbox accepts.
 """
 
 from __future__ import annotations
@@ -54,9 +54,15 @@ PAYOUT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
     psp: COMMON_SCENARIOS | PAYOUT_ONLY_SCENARIOS | (frozenset(ERROR_SCENARIO_CODES[psp]) - {"soft_decline"})
     for psp in PSPS
 }
+# Refunds: `approve`; `decline` is accepted (pending), then fails with the PSP's failure code; `lost` is accepted and
+# never settles nor announces itself; `no_webhook` settles without a webhook (only a look-up says so).
+REFUND_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
+    psp: frozenset({"approve", "decline", "lost", "no_webhook"}) for psp in PSPS
+}
 # Every scenario some sandbox PSP takes (what the API lets through; the PSP refuses the ones it does not know).
 SCENARIOS: frozenset[str] = frozenset().union(*PAYMENT_SCENARIOS_BY_PSP.values())
 PAYOUT_SCENARIOS: frozenset[str] = frozenset().union(*PAYOUT_SCENARIOS_BY_PSP.values())
+REFUND_SCENARIOS: frozenset[str] = frozenset().union(*REFUND_SCENARIOS_BY_PSP.values())
 
 # Scenarios whose records send no webhook at all (only a status look-up knows what happened).
 SILENT_SCENARIOS = frozenset({"no_webhook", "lost", "lost_uncancellable"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -58,3 +59,34 @@ async def test_database_refuses_a_player_overdraft(engine: AsyncEngine) -> None:
             await conn.execute(
                 update(ledger_accounts).where(ledger_accounts.c.id == "player:p1:EUR").values(posted_balance=-1)
             )
+
+
+def _alembic(connection: Connection, step: str, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    getattr(command, step)(config, revision)
+
+
+async def test_webhook_event_kinds_migrate_old_rows_and_come_off_again(engine: AsyncEngine) -> None:
+    before = ScriptDirectory.from_config(alembic_config()).get_revision("0012_webhook_event_kinds").down_revision
+    old_row = text(
+        "INSERT INTO webhook_events (psp, event_id, payment_id, psp_reference, status, amount_minor, currency, state,"
+        " received_at, updated_at) VALUES ('card', :event_id, :reference, 'card_1', 'captured', 5000, 'EUR',"
+        " 'signalled', :now, :now)"
+    )
+    async with engine.begin() as conn:
+        await conn.run_sync(_alembic, "downgrade", before)
+    async with engine.begin() as conn:
+        columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("webhook_events")})
+        assert not {"kind", "fee_minor", "dispute_id", "reason_code"} & columns
+        for event_id, reference in [("evt_1", "pay_" + "a" * 24), ("evt_2", "po_" + "b" * 24), ("evt_3", "pox_1")]:
+            await conn.execute(old_row, {"event_id": event_id, "reference": reference, "now": utcnow()})
+        await conn.run_sync(_alembic, "upgrade", "head")
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT event_id, kind, fee_minor, dispute_id, reason_code FROM webhook_events ORDER BY event_id"))).all()
+    # A payout's event (our payout ids are po_…) says so; every other old event was a payment's.
+    assert [tuple(r) for r in rows] == [
+        ("evt_1", "payment", None, None, None), ("evt_2", "payout", None, None, None),
+        ("evt_3", "payment", None, None, None),
+    ]

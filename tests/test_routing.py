@@ -152,6 +152,33 @@ def test_decimals_stay_exact_strings() -> None:
     assert config.psp("card_a")._limits["EUR"] == (100, 500_000)
 
 
+def test_refund_and_chargeback_costs_default_to_nothing() -> None:
+    config = parse_routing(MINIMAL + '    cost: {fixed: "0.25", percentage: "1.4"}\n')
+    card = config.psp("card")
+    assert card is not None and (card.refund_cost, card.chargeback_cost) == (None, None)
+    assert (card.refund_fee_minor(5000, "EUR"), card.chargeback_fee_minor(5000, "EUR")) == (0, 0)
+    assert card.fee_minor(5000, "EUR") == 95  # the payment's cost is not borrowed
+
+
+def test_refund_and_chargeback_costs_are_priced_like_the_others() -> None:
+    config = parse_routing(MINIMAL.replace("[EUR]", "[EUR, JPY]") + (
+        '    refund_cost: {fixed: {"*": "0.10", JPY: "15"}, percentage: "0.5"}\n'
+        '    chargeback_cost: {fixed: {"*": "15.00", JPY: "2000"}}\n'))
+    card = config.psp("card")
+    assert card is not None
+    assert card.refund_fee_minor(5050, "EUR") == 35  # 10 + 25.25 → 35
+    assert card.refund_fee_minor(1001, "JPY") == 20  # 15 + 5.005 → 20
+    assert (card.chargeback_fee_minor(3000, "EUR"), card.chargeback_fee_minor(3000, "JPY")) == (1500, 2000)
+
+
+def test_the_shipped_file_prices_refunds_and_chargebacks() -> None:
+    config = load_routing(Settings())
+    fees = {p.name: (p.refund_fee_minor(5000, "EUR"), p.chargeback_fee_minor(5000, "EUR")) for p in config.psps}
+    # Pay-by-bank and crypto payments carry no chargeback right: no chargeback cost there.
+    assert fees == {"card": (10, 1500), "card_b": (15, 2000), "ewallet": (20, 1500), "paybybank": (20, 0),
+                    "crypto": (125, 0)}
+
+
 def _marked(text: str) -> tuple[str, int]:
     """The text without its `#<` marker, and the 1-based line the marker was on."""
     lines = textwrap.dedent(text).splitlines()
@@ -202,6 +229,22 @@ TWO = MINIMAL + """\
                      "psps[0].cost.fixed", "give JPY its own fixed fee", id="fixed-default-too-precise"),
         pytest.param(MINIMAL + "    cost: {percentage: -1}  #<\n",
                      "psps[0].cost.percentage", "should match pattern", id="negative-percentage"),
+        pytest.param(MINIMAL + "    refund_cost: {fixed: \"0.101\"}  #<\n",
+                     "psps[0].refund_cost.fixed", "at most 2 decimal places", id="refund-fixed-too-precise"),
+        pytest.param(MINIMAL + "    refund_cost:\n      fixed: {USD: \"0.10\"}  #<\n",
+                     "psps[0].refund_cost.fixed.USD", "not one of this PSP's currencies",
+                     id="refund-fixed-foreign-currency"),
+        pytest.param(MINIMAL + "    refund_cost: {percentage: \"100\"}  #<\n",
+                     "psps[0].refund_cost.percentage", "must be below 100", id="refund-percentage-100"),
+        pytest.param(MINIMAL.replace("[EUR]", "[EUR, JPY]") + "    chargeback_cost: {fixed: \"15.00\"}  #<\n",
+                     "psps[0].chargeback_cost.fixed", "give JPY its own fixed fee",
+                     id="chargeback-default-too-precise"),
+        pytest.param(MINIMAL + "    chargeback_cost: {fixed: -15}  #<\n",
+                     "psps[0].chargeback_cost.fixed.*", "should match pattern", id="chargeback-negative"),
+        pytest.param(MINIMAL + "    chargeback_cost: {fee: \"15.00\"}  #<\n",
+                     "psps[0].chargeback_cost.fee", "Extra inputs are not permitted", id="chargeback-unknown-key"),
+        pytest.param(MINIMAL + "    chargeback_cost: 15.00  #<\n",
+                     "psps[0].chargeback_cost", "valid dictionary", id="chargeback-not-a-cost"),
         pytest.param(MINIMAL + "rules:\n  - method: ewallet\n    candidates: [card]  #<\n",
                      "rules[0].candidates[0].psp", "does not take ewallet", id="psp-without-the-method"),
         pytest.param(MINIMAL + "rules:\n  - amount: {min: \"5.00\"}  #<\n    candidates: [card]\n",

@@ -19,7 +19,7 @@ from activities.audit import AuditActivities
 from activities.deposit import DepositActivities
 from activities.disputes import DisputeActivities
 from activities.inbox import InboxActivities
-from activities.refund_ledger import RefundLedgerActivities
+from activities.refunds import RefundActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
@@ -59,7 +59,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
         activities = [
             *DepositActivities(ledger, players, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, connectors, settings, routing, health).all(),
-            *RefundLedgerActivities(ledger, routing).all(),
+            *RefundActivities(ledger, connectors, routing, health).all(),
             *DisputeActivities(ledger, routing).all(),
             AlertActivities(engine).raise_alert,
             AuditActivities(engine).record_audit,

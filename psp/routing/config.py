@@ -99,6 +99,9 @@ class Cost(_Model):
             return int(fee.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+_FREE = Cost()
+
+
 class HealthThresholds(_Model):
     """When the circuit breaker opens: over the last `window_seconds` (and at most the last `window_size`
     attempts), at least `min_samples` attempts of which a share ≥ `failure_rate` (a fraction, "0.5") failed.
@@ -131,6 +134,10 @@ class PspConfig(_Model):
     amounts: dict[Currency, AmountRange] = Field(default_factory=dict)  # per currency; payouts use them too
     cost: Cost = Field(default_factory=Cost)
     payout_cost: Cost | None = None  # defaults to `cost`
+    # What a refund and a lost chargeback cost at this PSP; nothing when not given (many PSPs charge neither).
+    # Used where the PSP reports no fee of its own; a reported fee always wins.
+    refund_cost: Cost | None = None
+    chargeback_cost: Cost | None = None
     eta: Annotated[str, StringConstraints(min_length=1, max_length=60)]
     payout_eta: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = None
     # The NAME of the setting / environment variable holding the webhook secret(s) — never the secret itself.
@@ -159,6 +166,14 @@ class PspConfig(_Model):
 
     def payout_fee_minor(self, amount_minor: int, currency: str) -> int:
         return (self.payout_cost or self.cost).fee_minor(amount_minor, currency)
+
+    def refund_fee_minor(self, amount_minor: int, currency: str) -> int:
+        """The fee for refunding `amount_minor`; zero when the file gives no `refund_cost`."""
+        return (self.refund_cost or _FREE).fee_minor(amount_minor, currency)
+
+    def chargeback_fee_minor(self, amount_minor: int, currency: str) -> int:
+        """The fee for a lost chargeback of `amount_minor`; zero when the file gives no `chargeback_cost`."""
+        return (self.chargeback_cost or _FREE).fee_minor(amount_minor, currency)
 
 
 class CandidateSpec(_Model):
@@ -429,9 +444,10 @@ def _check(config: RoutingConfig) -> list[tuple[Loc, str]]:
             if currency in CURRENCY_EXPONENTS:
                 limits[currency] = _check_range(rng, currency, (*loc, "amounts", currency), problems)
         psp._limits = limits
-        _check_cost(psp.cost, psp, (*loc, "cost"), problems)
-        if psp.payout_cost is not None:
-            _check_cost(psp.payout_cost, psp, (*loc, "payout_cost"), problems)
+        for name in ("cost", "payout_cost", "refund_cost", "chargeback_cost"):
+            cost = getattr(psp, name)
+            if cost is not None:
+                _check_cost(cost, psp, (*loc, name), problems)
         rate = Decimal(psp.health.failure_rate)
         if not 0 < rate <= 1:
             problems.append(((*loc, "health", "failure_rate"), "a fraction above 0 and at most 1 (\"0.5\" = 50 %)"))

@@ -1,5 +1,6 @@
-"""The sandbox PSP service: five providers of four families taking payments and making payouts, each family with
-its own wire format (psp/sandbox/formats.py) and webhook signature, each behaving per `metadata.sandbox_scenario`.
+"""The sandbox PSP service: five providers of four families taking payments, making payouts and refunds, each with
+its family's wire format (psp/sandbox/formats.py) and webhook signature, each behaving per
+`metadata.sandbox_scenario`.
 
 - `card` and `card_b` (two card acquirers, family `card`): 3DS (frictionless by default; a challenge page under
   `/{psp}/challenge/{reference}` for `challenge` / `3ds_fail`). Same wire format, scenarios and error codes; each
@@ -12,7 +13,15 @@ its own wire format (psp/sandbox/formats.py) and webhook signature, each behavin
 Payments and payouts can be cancelled (`POST /{psp}/v1/payments|payouts/{merchant_reference}/cancel`) until they
 end; a cancelled one never settles afterwards.
 
-State lives in memory. Handlers change a payment or payout only in code without `await` between the check
+Refunds (`POST /{psp}/v1/refunds`, `GET /{psp}/v1/refunds/{merchant_reference}`) at every PSP: of a captured payment
+there, named by its reference, in its currency, for at most what is captured and neither refunded (pending or
+succeeded) nor disputed (a dispute the merchant has not won); `pending` at once, `succeeded` (or `failed`) after the
+settle delay. Disputes (chargebacks) are opened and resolved through the control API (`POST /control/{psp}/disputes`,
+`POST /control/{psp}/disputes/{dispute_id}/resolve`), at the PSPs whose payments carry a chargeback right (card,
+card_b, ewallet). The card acquirers and the e-wallet report their fee of each settled operation
+(psp/sandbox/fees.py).
+
+State lives in memory. Handlers change a record only in code without `await` between the check
 and the change, so each change is atomic on the event loop and no per-record lock is needed.
 """
 
@@ -33,10 +42,10 @@ import httpx
 from fastapi import Depends, FastAPI, Form, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from payloop.money import to_decimal_string
+from payloop.money import MoneyError, to_decimal_string, to_minor_units
 from payloop.settings import Settings
 from psp import signatures
 from psp.registry import webhook_secrets
@@ -45,10 +54,12 @@ from psp.sandbox.formats import (
     DEFAULT_FORMAT,
     FORMATS,
     Order,
+    RefundOrder,
     SandboxError,
     Snapshot,
     WireFormat,
 )
+from psp.sandbox.fees import fee_minor
 from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
 from psp.scenarios import (
     CHALLENGE_SCENARIOS,
@@ -58,6 +69,7 @@ from psp.scenarios import (
     PAYMENT_SCENARIOS_BY_PSP,
     PAYOUT_SCENARIOS_BY_PSP,
     PSPS,
+    REFUND_SCENARIOS_BY_PSP,
     SILENT_SCENARIOS,
     UNCANCELLABLE_SCENARIOS,
 )
@@ -80,6 +92,13 @@ _FAMILY_DECLINE_CODES = {
     "paybybank": "bank_rejected",
     "crypto": "address_screening_failed",
 }
+# Why a refund of the `decline` scenario fails after it was accepted, in each family's words.
+_FAMILY_REFUND_FAILURE_CODES = {
+    "card": "refund_declined",
+    "ewallet": "wallet_closed",
+    "paybybank": "beneficiary_account_closed",
+    "crypto": "refund_address_rejected",
+}
 PAYOUT_DECLINE_CODE = "payout_declined"
 PAYOUT_FAILURE_CODE = "beneficiary_rejected"  # the `fail` scenario: accepted, then refused downstream
 BANK_REJECTED_CODE = "authorisation_rejected"  # the player refused (or failed) at the bank
@@ -87,6 +106,7 @@ BANK_REJECTED_CODE = "authorisation_rejected"  # the player refused (or failed) 
 METHODS: dict[str, frozenset[str]] = {psp: _FAMILY_METHODS[family] for psp, family in FAMILIES.items()}
 PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
 DECLINE_CODES = {psp: _FAMILY_DECLINE_CODES[family] for psp, family in FAMILIES.items()}
+REFUND_FAILURE_CODES = {psp: _FAMILY_REFUND_FAILURE_CODES[family] for psp, family in FAMILIES.items()}
 # The HTTP status of the error scenarios' create answers (their codes: psp.scenarios.ERROR_SCENARIO_CODES).
 ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
 FLAKY_FAILURES = 2
@@ -94,6 +114,17 @@ WRONG_AMOUNT_EXTRA_MINOR = 100
 RECEIVED_PERCENT = {"underpaid": 90, "overpaid": 110}
 BANKS = ("Sandbox Bank", "Demo Sparkasse", "Example Credit Union")
 Mode = Literal["up", "down", "slow", "error"]
+
+
+class ControlError(Exception):
+    """A refused control request (tests and drills drive these): answered `{"error": code, "message": …}`, not in
+    any PSP's wire format, since no PSP is speaking."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 @dataclass
@@ -134,14 +165,29 @@ class ControlBody(BaseModel):
     mode: Mode
 
 
+class DisputeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_id: str = Field(min_length=1, max_length=128)  # our payment id: the payment's merchant reference
+    amount: str = Field(max_length=32)  # a decimal string in the payment's currency
+    reason_code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,50}$")  # the scheme's ("10.4", "4837", "fraudulent")
+
+
+class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["won", "lost"]
+
+
 @dataclass(kw_only=True)
 class Record:
-    """What payments and payouts share: identity, money, scenario and status."""
+    """What payments, payouts, refunds and disputes share: identity, money, scenario and status."""
 
-    kind: ClassVar[str]  # "payment" | "payout": the webhook type prefix
+    kind: ClassVar[str]  # "payment" | "payout" | "refund" | "dispute": the webhook type prefix
     settled_status: ClassVar[str]  # where a successful scenario ends
     stale_status: ClassVar[str]  # what `out_of_order` re-sends late, after settled_status
     cancellable: ClassVar[frozenset[str]]  # the statuses a cancel can stop
+    charged_status: ClassVar[str]  # the status in which the PSP charges (and reports) its fee
 
     psp: str
     reference: str
@@ -153,6 +199,8 @@ class Record:
     status: str = "pending"
     created_at: str = field(default_factory=utc_now_iso)
     failure_code: str | None = None
+    # Set for a record accepted, then refused downstream (payout `fail`, refund `decline`): it settles failed.
+    fails_with: str | None = None
     confirmations: int = 0
 
     def __post_init__(self) -> None:
@@ -174,12 +222,22 @@ class Record:
             redirect_url=self._redirect_url() if status == "requires_action" else None,
             deposit_address=self._deposit_address(),
             confirmations=self.confirmations if current else min(self.confirmations, 1),
+            payment_reference=self._payment_reference(),
+            fee_minor=fee_minor(self.psp, self.kind, self.amount_minor, self.currency)
+            if status == self.charged_status else None,
+            reason_code=self._reason_code(),
         )
 
     def _redirect_url(self) -> str | None:
         return None
 
     def _deposit_address(self) -> str | None:
+        return None
+
+    def _payment_reference(self) -> str | None:
+        return None
+
+    def _reason_code(self) -> str | None:
         return None
 
 
@@ -189,16 +247,26 @@ class Payment(Record):
     settled_status = "captured"
     stale_status = "authorized"
     cancellable = frozenset({"pending", "requires_action", "authorized"})
+    charged_status = "captured"
 
     return_url: str
     redirect_url: str | None = None
     deposit_address: str | None = None
+    refunds: list[Refund] = field(default_factory=list)
+    disputes: list[Dispute] = field(default_factory=list)
 
     def _redirect_url(self) -> str | None:
         return self.redirect_url
 
     def _deposit_address(self) -> str | None:
         return self.deposit_address
+
+    def refundable_minor(self) -> int:
+        """What a new refund may still take back: the captured amount less refunds that did not fail and disputes
+        the merchant did not win (that money is already on its way back to the payer)."""
+        refunded = sum(r.amount_minor for r in self.refunds if r.status != "failed")
+        disputed = sum(d.amount_minor for d in self.disputes if d.status != "won")
+        return self.amount_minor - refunded - disputed
 
 
 @dataclass(kw_only=True)
@@ -207,9 +275,48 @@ class Payout(Record):
     settled_status = "paid"
     stale_status = "pending"
     cancellable = frozenset({"pending"})
+    charged_status = "paid"
+
+
+@dataclass(kw_only=True)
+class Refund(Record):
+    kind = "refund"
+    settled_status = "succeeded"
+    stale_status = "pending"
+    cancellable = frozenset()  # money on its way back to the payer is not called back
+    charged_status = "succeeded"
+
+    # The payment holds its refunds too: kept out of comparisons and repr, which would otherwise go round in circles.
+    payment: Payment = field(compare=False, repr=False)
+
+    def _payment_reference(self) -> str | None:
+        return self.payment.reference
+
+
+@dataclass(kw_only=True)
+class Dispute(Record):
+    """A chargeback: `merchant_reference` is the disputed payment's, `reference` the dispute's id. Opened and
+    resolved by the control API only (the payer's bank decides, not the merchant)."""
+
+    kind = "dispute"
+    settled_status = "lost"
+    stale_status = "opened"
+    cancellable = frozenset()
+    charged_status = "lost"  # the chargeback fee
+
+    payment: Payment = field(compare=False, repr=False)  # as for a refund
+    reason_code: str
+    status: str = "opened"
+
+    def _payment_reference(self) -> str | None:
+        return self.payment.reference
+
+    def _reason_code(self) -> str | None:
+        return self.reason_code
 
 
 R = TypeVar("R", bound=Record)
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -244,7 +351,9 @@ class Sandbox:
         self.config = config
         self.payments: Book[Payment] = Book("payment", PAYMENT_SCENARIOS_BY_PSP)
         self.payouts: Book[Payout] = Book("payout", PAYOUT_SCENARIOS_BY_PSP)
-        self.by_reference: dict[str, Payment] = {}  # for the challenge and bank pages
+        self.refunds: Book[Refund] = Book("refund", REFUND_SCENARIOS_BY_PSP)
+        self.by_reference: dict[str, Payment] = {}  # for the challenge and bank pages, refunds and disputes
+        self.disputes: dict[tuple[str, str], Dispute] = {}  # (psp, dispute id)
         self.modes: dict[str, Mode] = {psp: "up" for psp in METHODS}
         self.webhooks: WebhookSender | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -284,15 +393,7 @@ class Sandbox:
         return f"{self.config.public_url.rstrip('/')}{path}"
 
     def create_payment(self, psp: str, order: Order, scenario: str) -> tuple[int, Snapshot | dict[str, str]]:
-        payment = Payment(
-            psp=psp,
-            reference=_new_reference(psp),
-            merchant_reference=order.merchant_reference,
-            amount_minor=order.amount_minor,
-            currency=order.currency,
-            return_url=order.return_url or "",
-            scenario=scenario,
-        )
+        payment = _new_record(Payment, psp, order, scenario, return_url=order.return_url or "")
         self.by_reference[payment.reference] = payment
         behaviour = self.behaviour(psp, scenario)
         family = FAMILIES[psp]
@@ -309,15 +410,58 @@ class Sandbox:
         return self.start(self.payments, payment, behaviour, DECLINE_CODES[psp])
 
     def create_payout(self, psp: str, order: Order, scenario: str) -> tuple[int, Snapshot | dict[str, str]]:
-        payout = Payout(
-            psp=psp,
-            reference=_new_reference(psp),
-            merchant_reference=order.merchant_reference,
-            amount_minor=order.amount_minor,
-            currency=order.currency,
-            scenario=scenario,
-        )
+        payout = _new_record(Payout, psp, order, scenario,
+                             fails_with=PAYOUT_FAILURE_CODE if scenario == "fail" else None)
         return self.start(self.payouts, payout, scenario, PAYOUT_DECLINE_CODE)
+
+    def create_refund(self, psp: str, order: RefundOrder, scenario: str) -> tuple[int, Snapshot]:
+        """A refund of a payment captured at `psp`, within what is left to refund; accepted as `pending`."""
+        payment = self.by_reference.get(order.payment_reference)
+        if payment is None or payment.psp != psp or payment.status != "captured":
+            raise SandboxError(422, "payment_not_refundable", f"no captured {psp} payment {order.payment_reference!r}")
+        if order.currency != payment.currency:
+            raise SandboxError(422, "currency_mismatch", f"the payment is in {payment.currency}, not {order.currency}")
+        refundable_minor = payment.refundable_minor()
+        if order.amount_minor > refundable_minor:
+            left = to_decimal_string(refundable_minor, payment.currency)
+            raise SandboxError(422, "refund_exceeds_captured", f"at most {left} {payment.currency} is left to refund")
+        refund = _new_record(Refund, psp, order, scenario, payment=payment,
+                             fails_with=REFUND_FAILURE_CODES[psp] if scenario == "decline" else None)
+        payment.refunds.append(refund)
+        self.refunds.add(refund)
+        if scenario not in NEVER_SETTLING_SCENARIOS:
+            self.spawn(self.settle(refund, refund.status))
+        return 201, refund.snapshot()
+
+    def open_dispute(self, psp: str, payment: Payment, amount_minor: int, reason_code: str) -> Dispute:
+        """The payer's bank disputes (part of) a captured payment: `opened`, announced."""
+        if payment.status != "captured":
+            raise ControlError(409, "payment_not_captured", f"the payment is {payment.status}, not captured")
+        disputable_minor = payment.amount_minor - sum(d.amount_minor for d in payment.disputes if d.status != "won")
+        if amount_minor > disputable_minor:
+            left = to_decimal_string(disputable_minor, payment.currency)
+            raise ControlError(422, "amount_exceeds_captured", f"at most {left} {payment.currency} can be disputed")
+        dispute = Dispute(
+            psp=psp,
+            reference=f"{psp}_dp_{secrets.token_hex(8)}",
+            merchant_reference=payment.merchant_reference,
+            amount_minor=amount_minor,
+            currency=payment.currency,
+            scenario="approve",
+            payment=payment,
+            reason_code=reason_code,
+        )
+        payment.disputes.append(dispute)
+        self.disputes[(psp, dispute.reference)] = dispute
+        self.announce(dispute)
+        return dispute
+
+    def resolve_dispute(self, dispute: Dispute, outcome: str) -> None:
+        """The dispute's end (`won` / `lost`), announced; a lost one is charged the PSP's chargeback fee."""
+        if dispute.status != "opened":
+            raise ControlError(409, "dispute_already_resolved", f"the dispute was already {dispute.status}")
+        dispute.status = outcome
+        self.announce(dispute)
 
     def start(
         self, book: Book[R], record: R, behaviour: str, decline_code: str
@@ -345,8 +489,8 @@ class Sandbox:
         await asyncio.sleep(self.config.settle_delay_seconds)
         if record.status != from_status:  # cancelled meanwhile
             return
-        if record.scenario == "fail":
-            record.status, record.failure_code = "failed", PAYOUT_FAILURE_CODE
+        if record.fails_with:
+            record.status, record.failure_code = "failed", record.fails_with
         else:
             if record.scenario == "wrong_amount":
                 record.amount_minor += WRONG_AMOUNT_EXTRA_MINOR
@@ -448,6 +592,12 @@ def _new_reference(psp: str) -> str:
     return f"{psp}_{secrets.token_hex(8)}"
 
 
+def _new_record(cls: type[R], psp: str, order: Order | RefundOrder, scenario: str, **fields: Any) -> R:
+    """A record of what `order` asks at `psp`, under a new PSP reference."""
+    return cls(psp=psp, reference=_new_reference(psp), merchant_reference=order.merchant_reference,
+               amount_minor=order.amount_minor, currency=order.currency, scenario=scenario, **fields)
+
+
 def _outgoing(wire: WireFormat, snap: Snapshot, occurred_at: str) -> Outgoing:
     event_id = f"{wire.event_id_prefix}{secrets.token_hex(12)}"
     return Outgoing(
@@ -531,6 +681,10 @@ def create_app(config: SandboxConfig) -> FastAPI:
         headers = {"Retry-After": "1"} if exc.status == 429 else None
         return error_response(wire_of(request, exc.psp), exc.status, exc.code, exc.message, exc.fields, headers)
 
+    @app.exception_handler(ControlError)
+    async def _control_error(request: Request, exc: ControlError) -> JSONResponse:
+        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [{"loc": list(err.get("loc", ())), "message": err.get("msg", "")} for err in exc.errors()]
@@ -571,26 +725,31 @@ def create_app(config: SandboxConfig) -> FastAPI:
             raise SandboxError(422, "idempotency_key_reused", "Idempotency-Key was used with a different body")
         return JSONResponse(stored.body, status_code=stored.status)
 
-    async def read_order(request: Request, psp: str, kind: str) -> Order:
+    async def read_json(request: Request) -> Any:
         try:
-            raw = json.loads(await request.body())
+            return json.loads(await request.body())
         except (ValueError, RecursionError):
             raise SandboxError(422, "invalid_request", "the body is not JSON") from None
-        return FORMATS[psp].parse_create(kind, raw)
+
+    async def read_order(request: Request, psp: str, kind: str) -> Order:
+        return FORMATS[psp].parse_create(kind, await read_json(request))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    async def create_once(book: Book[Any], psp: str, order: Order, idempotency_key: str | None) -> JSONResponse:
-        """The create contract payments and payouts share: scenario and method checks, Idempotency-Key, and the
-        scenarios that answer before anything is created (flaky, slow, rate_limited, issuer_unavailable)."""
+    async def create_once(
+        book: Book[Any], psp: str, order: Order | RefundOrder, idempotency_key: str | None
+    ) -> JSONResponse:
+        """The create contract payments, payouts and refunds share: scenario and method checks, Idempotency-Key,
+        and the scenarios that answer before anything is created (flaky, slow, rate_limited, issuer_unavailable)."""
         scenario = order.metadata.get("sandbox_scenario", "approve")
         if scenario not in book.scenarios[psp]:
             raise SandboxError(422, "unknown_scenario", f"{psp} has no {book.kind} sandbox_scenario {scenario!r}")
-        methods = METHODS if book.kind == "payment" else PAYOUT_METHODS
-        if order.method not in methods[psp]:
-            raise SandboxError(422, "unsupported_method", f"{psp} does not take method {order.method!r}")
+        if isinstance(order, Order):  # a refund goes back the way the payment came
+            methods = METHODS if book.kind == "payment" else PAYOUT_METHODS
+            if order.method not in methods[psp]:
+                raise SandboxError(422, "unsupported_method", f"{psp} does not take method {order.method!r}")
 
         key = (psp, idempotency_key) if idempotency_key else None
         if (stored := replay(book, key, order.fingerprint)) is not None:
@@ -614,8 +773,9 @@ def create_app(config: SandboxConfig) -> FastAPI:
             raise SandboxError(
                 409, "duplicate_merchant_reference", f"a {book.kind} with this merchant_reference exists"
             )
-        create = sandbox.create_payment if book.kind == "payment" else sandbox.create_payout
-        status, result = create(psp, order, scenario)
+        create = {"payment": sandbox.create_payment, "payout": sandbox.create_payout,
+                  "refund": sandbox.create_refund}[book.kind]
+        status, result = create(psp, order, scenario)  # type: ignore[operator]
         response = answer(psp, status, result)
         # A decline is stored too: that record exists (failed), so a retry must get the same answer.
         if key:
@@ -659,6 +819,19 @@ def create_app(config: SandboxConfig) -> FastAPI:
         payout = sandbox.payouts.find(psp, merchant_reference)
         sandbox.cancel(payout)
         return FORMATS[psp].resource(payout.snapshot())
+
+    @app.post("/{psp}/v1/refunds", status_code=201)
+    async def create_refund(
+        request: Request,
+        psp: str = Depends(psp_api),
+        idempotency_key: str | None = Header(default=None, max_length=255),
+    ) -> JSONResponse:
+        order = FORMATS[psp].parse_refund(await read_json(request))
+        return await create_once(sandbox.refunds, psp, order, idempotency_key)
+
+    @app.get("/{psp}/v1/refunds/{merchant_reference}")
+    async def get_refund(merchant_reference: str, psp: str = Depends(psp_api)) -> dict[str, Any]:
+        return FORMATS[psp].resource(sandbox.refunds.find(psp, merchant_reference).snapshot())
 
     def redirected_payment(psp: str, reference: str) -> Payment:
         payment = sandbox.by_reference.get(reference)
@@ -706,6 +879,46 @@ def create_app(config: SandboxConfig) -> FastAPI:
         sandbox.modes[psp] = body.mode
         logger.info("sandbox %s is now %s", psp, body.mode)
         return {"psp": psp, "mode": body.mode}
+
+    def control_psp(psp: str) -> str:
+        if psp not in METHODS:
+            raise ControlError(404, "unknown_psp", f"no sandbox PSP named {psp!r}")
+        return psp
+
+    async def control_body(request: Request, model: type[M]) -> M:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            raise ControlError(422, "invalid_request", problems) from None
+
+    @app.post("/control/{psp}/disputes", status_code=201)
+    async def open_dispute(request: Request, psp: str = Depends(control_psp)) -> dict[str, str]:
+        """Open a chargeback on a payment captured at `psp` (card, card_b, ewallet). Pay-by-bank and crypto are push
+        payments, which the payer authorised at their bank or sent from their wallet: no card scheme or wallet
+        stands behind them to claw the money back, so there they answer 409 `disputes_not_supported`."""
+        if not FORMATS[psp].supports_disputes:
+            raise ControlError(409, "disputes_not_supported", f"{psp} payments carry no chargeback right")
+        body = await control_body(request, DisputeBody)
+        payment = sandbox.payments.records.get((psp, body.payment_id))
+        if payment is None:
+            raise ControlError(404, "payment_not_found", f"no {psp} payment {body.payment_id!r}")
+        try:
+            amount_minor = to_minor_units(body.amount, payment.currency)
+        except MoneyError as exc:
+            raise ControlError(422, exc.code, f"amount: {exc}") from None
+        dispute = sandbox.open_dispute(psp, payment, amount_minor, body.reason_code)
+        return {"dispute_id": dispute.reference}
+
+    @app.post("/control/{psp}/disputes/{dispute_id}/resolve")
+    async def resolve_dispute(dispute_id: str, request: Request, psp: str = Depends(control_psp)) -> dict[str, str]:
+        """End an open dispute: `won` (the money comes back to the merchant) or `lost` (final, fee charged)."""
+        body = await control_body(request, ResolveBody)
+        dispute = sandbox.disputes.get((psp, dispute_id))
+        if dispute is None:
+            raise ControlError(404, "dispute_not_found", f"no {psp} dispute {dispute_id!r}")
+        sandbox.resolve_dispute(dispute, body.outcome)
+        return {"dispute_id": dispute.reference, "status": dispute.status}
 
     @app.get("/_sandbox/deliveries")
     async def deliveries(merchant_reference: str | None = Query(default=None)) -> dict[str, Any]:

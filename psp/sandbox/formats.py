@@ -8,8 +8,9 @@ independently of the connectors (psp/*_connector.py), so the tests exercise both
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
@@ -26,6 +27,7 @@ Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 Url = Annotated[str, Field(max_length=2048, pattern=r"^https?://\S+$")]
 Metadata = Annotated[dict[str, str], Field(max_length=50)]
 _MINOR_DIGITS = re.compile(r"(0|[1-9][0-9]*)")
+T = TypeVar("T")
 
 
 class SandboxError(Exception):
@@ -58,10 +60,25 @@ class Order:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A payment or payout as it stands (or stood, for a late webhook), in our vocabulary."""
+class RefundOrder:
+    """A refund create request in our terms."""
 
-    kind: str  # "payment" | "payout"
+    merchant_reference: str  # the refund's
+    payment_reference: str  # the PSP's reference of the captured payment it refunds
+    amount_minor: int
+    currency: str
+    metadata: dict[str, str]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A payment, payout, refund or dispute as it stands (or stood, for a late webhook), in our vocabulary.
+
+    For a refund, `merchant_reference` is our refund id; for a dispute, our (disputed) payment id and `reference` the
+    dispute's id. `payment_reference`: the PSP's reference of the payment a refund or dispute is about."""
+
+    kind: str  # "payment" | "payout" | "refund" | "dispute"
     reference: str
     merchant_reference: str
     status: str
@@ -72,11 +89,27 @@ class Snapshot:
     redirect_url: str | None = None  # only while the payment requires action
     deposit_address: str | None = None
     confirmations: int = 0
+    payment_reference: str | None = None
+    fee_minor: int | None = None  # what the PSP charged for it, once settled (psp/sandbox/fees.py)
+    reason_code: str | None = None  # a dispute's
 
 
 class _Body(BaseModel):
     # Unknown fields are refused: in particular the sandbox never accepts card or account data.
     model_config = ConfigDict(extra="forbid")
+
+
+def _parsed(model: type[_Body], raw: Any, build: Callable[[Any], T]) -> T:
+    """`build(body)` from a request validated against `model`; a 422 in the PSP's words for anything wrong."""
+    try:
+        body = model.model_validate(raw)
+    except ValidationError as exc:
+        fields = [{"loc": list(err.get("loc", ())), "message": err.get("msg", "")} for err in exc.errors()]
+        raise SandboxError(422, "invalid_request", "the request is invalid", fields=fields) from None
+    try:
+        return build(body)
+    except MoneyError as exc:
+        raise SandboxError(422, exc.code, str(exc)) from None
 
 
 def _checked_minor(units: int, currency: str) -> int:
@@ -93,21 +126,25 @@ class WireFormat:
     scheme: ClassVar[signatures.SignatureScheme]
     payment_model: ClassVar[type[_Body]]
     payout_model: ClassVar[type[_Body]]
+    refund_model: ClassVar[type[_Body]]
     event_id_prefix: ClassVar[str] = "evt_"
+    # Card and wallet payments carry a chargeback right; push payments (pay-by-bank, crypto) do not.
+    supports_disputes: ClassVar[bool] = False
 
     def parse_create(self, kind: str, raw: Any) -> Order:
-        model = self.payment_model if kind == "payment" else self.payout_model
-        try:
-            body = model.model_validate(raw)
-        except ValidationError as exc:
-            fields = [{"loc": list(err.get("loc", ())), "message": err.get("msg", "")} for err in exc.errors()]
-            raise SandboxError(422, "invalid_request", "the request is invalid", fields=fields) from None
-        try:
-            return self.order(body)
-        except MoneyError as exc:
-            raise SandboxError(422, exc.code, str(exc)) from None
+        return _parsed(self.payment_model if kind == "payment" else self.payout_model, raw, self.order)
+
+    def parse_refund(self, raw: Any) -> RefundOrder:
+        def order(body: Any) -> RefundOrder:
+            return RefundOrder(*self.refund_terms(body), metadata=body.metadata, fingerprint=body.model_dump_json())
+
+        return _parsed(self.refund_model, raw, order)
 
     def order(self, body: Any) -> Order:
+        raise NotImplementedError
+
+    def refund_terms(self, body: Any) -> tuple[str, str, int, str]:
+        """A refund request's merchant reference, refunded payment's reference, amount in minor units, currency."""
         raise NotImplementedError
 
     def resource(self, snap: Snapshot) -> dict[str, Any]:
@@ -121,6 +158,8 @@ class WireFormat:
 
 
 # -- card: flat snake_case, decimal strings, our statuses -----------------------------------------
+# A refund or dispute names the payment by `payment_reference`; a dispute event's `reference` is the dispute's id,
+# its type `dispute.opened|won|lost`. The fee of a settled operation: `fee`, a decimal string in `currency`.
 
 
 class CardCreate(_Body):
@@ -137,11 +176,21 @@ class CardPayment(CardCreate):
     return_url: Url
 
 
+class CardRefund(_Body):
+    merchant_reference: Reference
+    payment_reference: Reference
+    amount: str
+    currency: Currency
+    metadata: Metadata = Field(default_factory=dict)
+
+
 class CardFormat(WireFormat):
     name = "card"
     scheme = signatures.DESIGN_HMAC
     payment_model = CardPayment
     payout_model = CardCreate
+    refund_model = CardRefund
+    supports_disputes = True
 
     def order(self, body: Any) -> Order:
         return Order(
@@ -156,14 +205,12 @@ class CardFormat(WireFormat):
             fingerprint=body.model_dump_json(),
         )
 
+    def refund_terms(self, body: Any) -> tuple[str, str, int, str]:
+        amount_minor = to_minor_units(body.amount, body.currency)
+        return body.merchant_reference, body.payment_reference, amount_minor, body.currency
+
     def resource(self, snap: Snapshot) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "reference": snap.reference,
-            "merchant_reference": snap.merchant_reference,
-            "status": snap.status,
-            "amount": to_decimal_string(snap.amount_minor, snap.currency),
-            "currency": snap.currency,
-        }
+        body = self._common(snap)
         if snap.failure_code:
             body["failure_code"] = snap.failure_code
         if snap.redirect_url:
@@ -171,19 +218,27 @@ class CardFormat(WireFormat):
         return body
 
     def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
-        event: dict[str, Any] = {
-            "event_id": event_id,
-            "type": f"{snap.kind}.{snap.status}",
-            "merchant_reference": snap.merchant_reference,
-            "reference": snap.reference,
-            "status": snap.status,
-            "amount": to_decimal_string(snap.amount_minor, snap.currency),
-            "currency": snap.currency,
-            "occurred_at": occurred_at,
-        }
+        event = {"event_id": event_id, "type": f"{snap.kind}.{snap.status}", **self._common(snap),
+                 "occurred_at": occurred_at}
         if snap.failure_code and snap.status == "failed":
             event["failure_code"] = snap.failure_code
         return event
+
+    def _common(self, snap: Snapshot) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "reference": snap.reference,
+            "merchant_reference": snap.merchant_reference,
+            "status": snap.status,
+            "amount": to_decimal_string(snap.amount_minor, snap.currency),
+            "currency": snap.currency,
+        }
+        if snap.payment_reference:
+            body["payment_reference"] = snap.payment_reference
+        if snap.reason_code:
+            body["reason_code"] = snap.reason_code
+        if snap.fee_minor is not None:
+            body["fee"] = to_decimal_string(snap.fee_minor, snap.currency)
+        return body
 
     def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
         error: dict[str, Any] = {"code": code, "message": message}
@@ -193,12 +248,22 @@ class CardFormat(WireFormat):
 
 
 # -- ewallet: camelCase, money objects, upper-case statuses ---------------------------------------
+# Its field names are Adyen's (merchantReference, originalReference, refusalReason, amount {value, currency}), and so
+# are its chargeback event codes (`eventType`): NOTIFICATION_OF_CHARGEBACK when a dispute opens, CHARGEBACK_REVERSED
+# when the merchant wins it, SECOND_CHARGEBACK when the issuer's second presentment makes the loss final. A dispute
+# resource has no status: its event code is its stage. The fee of a settled operation: `fee` {value, currency}.
 
-_WALLET_PAYMENT_WORDS = {
-    "pending": "PENDING", "requires_action": "ACTION_REQUIRED", "authorized": "AUTHORIZED", "captured": "SUCCEEDED",
-    "failed": "FAILED", "cancelled": "CANCELLED", "expired": "EXPIRED",
+_WALLET_WORDS = {
+    "payment": {
+        "pending": "PENDING", "requires_action": "ACTION_REQUIRED", "authorized": "AUTHORIZED",
+        "captured": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED", "expired": "EXPIRED",
+    },
+    "payout": {"pending": "PENDING", "paid": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"},
+    "refund": {"pending": "PENDING", "succeeded": "SUCCEEDED", "failed": "FAILED"},
 }
-_WALLET_PAYOUT_WORDS = {"pending": "PENDING", "paid": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"}
+_CHARGEBACK_EVENT_CODES = {
+    "opened": "NOTIFICATION_OF_CHARGEBACK", "won": "CHARGEBACK_REVERSED", "lost": "SECOND_CHARGEBACK",
+}
 
 
 class WalletMoney(_Body):
@@ -223,11 +288,24 @@ class WalletPayment(WalletCreate):
     returnUrl: Url
 
 
+class WalletRefund(_Body):
+    merchantReference: Reference
+    originalReference: Reference
+    amount: WalletMoney
+    metadata: Metadata = Field(default_factory=dict)
+
+
+def _wallet_money(minor: int, currency: str) -> dict[str, str]:
+    return {"value": to_decimal_string(minor, currency), "currency": currency}
+
+
 class EwalletFormat(WireFormat):
     name = "ewallet"
     scheme = signatures.WALLET_HMAC
     payment_model = WalletPayment
     payout_model = WalletCreate
+    refund_model = WalletRefund
+    supports_disputes = True
 
     def order(self, body: Any) -> Order:
         return Order(
@@ -242,25 +320,39 @@ class EwalletFormat(WireFormat):
             fingerprint=body.model_dump_json(),
         )
 
+    def refund_terms(self, body: Any) -> tuple[str, str, int, str]:
+        amount_minor = to_minor_units(body.amount.value, body.amount.currency)
+        return body.merchantReference, body.originalReference, amount_minor, body.amount.currency
+
     def resource(self, snap: Snapshot) -> dict[str, Any]:
-        words = _WALLET_PAYMENT_WORDS if snap.kind == "payment" else _WALLET_PAYOUT_WORDS
         body: dict[str, Any] = {
             "id": snap.reference,
             "merchantReference": snap.merchant_reference,
             "kind": snap.kind.upper(),
-            "status": words[snap.status],
-            "amount": {"value": to_decimal_string(snap.amount_minor, snap.currency), "currency": snap.currency},
+            "amount": _wallet_money(snap.amount_minor, snap.currency),
         }
+        if snap.kind != "dispute":
+            body["status"] = _WALLET_WORDS[snap.kind][snap.status]
+        if snap.payment_reference:
+            body["originalReference"] = snap.payment_reference
+        if snap.reason_code:
+            body["reasonCode"] = snap.reason_code
         if snap.failure_code:
             body["refusalReason"] = snap.failure_code
         if snap.redirect_url:
             body["action"] = {"type": "redirect", "url": snap.redirect_url}
+        if snap.fee_minor is not None:
+            body["fee"] = _wallet_money(snap.fee_minor, snap.currency)
         return body
 
     def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        if snap.kind == "dispute":
+            event_type = _CHARGEBACK_EVENT_CODES[snap.status]
+        else:
+            event_type = f"{snap.kind.upper()}_STATUS"
         return {
             "notificationId": event_id,
-            "eventType": f"{snap.kind.upper()}_STATUS",
+            "eventType": event_type,
             "eventDate": occurred_at,
             "resource": self.resource(snap),
         }
@@ -273,12 +365,16 @@ class EwalletFormat(WireFormat):
 
 
 # -- paybybank: integer minor units, British words, Standard Webhooks ------------------------------
+# A refund names the refunded payment by their id (`payment_id`); no fees are reported, no disputes exist.
 
-_BANK_PAYMENT_WORDS = {
-    "pending": "initiated", "requires_action": "redirect", "authorized": "authorised", "captured": "settled",
-    "failed": "rejected", "cancelled": "cancelled", "expired": "expired",
+_BANK_WORDS = {
+    "payment": {
+        "pending": "initiated", "requires_action": "redirect", "authorized": "authorised", "captured": "settled",
+        "failed": "rejected", "cancelled": "cancelled", "expired": "expired",
+    },
+    "payout": {"pending": "processing", "paid": "executed", "failed": "rejected", "cancelled": "cancelled"},
+    "refund": {"pending": "pending", "succeeded": "executed", "failed": "failed"},
 }
-_BANK_PAYOUT_WORDS = {"pending": "processing", "paid": "executed", "failed": "rejected", "cancelled": "cancelled"}
 
 
 class BankAmount(_Body):
@@ -303,11 +399,19 @@ class BankPayment(BankCreate):
     redirect_uri: Url
 
 
+class BankRefund(_Body):
+    external_id: Reference
+    payment_id: Reference
+    amount: BankAmount
+    metadata: Metadata = Field(default_factory=dict)
+
+
 class PayByBankFormat(WireFormat):
     name = "paybybank"
     scheme = signatures.STANDARD_WEBHOOKS
     payment_model = BankPayment
     payout_model = BankCreate
+    refund_model = BankRefund
     event_id_prefix = "msg_"
 
     def order(self, body: Any) -> Order:
@@ -323,15 +427,20 @@ class PayByBankFormat(WireFormat):
             fingerprint=body.model_dump_json(),
         )
 
+    def refund_terms(self, body: Any) -> tuple[str, str, int, str]:
+        amount_minor = _checked_minor(body.amount.value, body.amount.currency)
+        return body.external_id, body.payment_id, amount_minor, body.amount.currency
+
     def resource(self, snap: Snapshot) -> dict[str, Any]:
-        words = _BANK_PAYMENT_WORDS if snap.kind == "payment" else _BANK_PAYOUT_WORDS
         body: dict[str, Any] = {
             "id": snap.reference,
             "external_id": snap.merchant_reference,
             "object": snap.kind,
-            "status": words[snap.status],
+            "status": _BANK_WORDS[snap.kind][snap.status],
             "amount": {"value": snap.amount_minor, "currency": snap.currency},
         }
+        if snap.payment_reference:
+            body["payment_id"] = snap.payment_reference
         if snap.redirect_url:
             body["redirect"] = {"url": snap.redirect_url}
         if snap.failure_code:
@@ -356,12 +465,15 @@ class PayByBankFormat(WireFormat):
 
 
 # -- crypto: fiat-priced invoices in minor-unit strings, confirmations -----------------------------
+# A refund (coins sent back to the payer) names the refunded invoice by `invoice_id`; its webhook is
+# `refund.updated` with the refund under `refund`. No fees are reported, no disputes exist.
 
 _CRYPTO_DEPOSIT_WORDS = {
     "pending": "awaiting_payment", "authorized": "pending", "captured": "confirmed", "failed": "failed",
     "cancelled": "cancelled", "expired": "expired",
 }
 _CRYPTO_WITHDRAWAL_WORDS = {"pending": "processing", "paid": "confirmed", "failed": "failed", "cancelled": "cancelled"}
+_CRYPTO_REFUND_WORDS = {"pending": "processing", "succeeded": "confirmed", "failed": "failed"}
 _RECEIVED = frozenset({"authorized", "captured", "paid"})
 
 
@@ -379,18 +491,31 @@ class CryptoPayment(CryptoCreate):
     success_url: Url
 
 
+class CryptoRefund(_Body):
+    order_id: Reference
+    invoice_id: Reference
+    price_amount: str = Field(max_length=32)
+    price_currency: Currency
+    metadata: Metadata = Field(default_factory=dict)
+
+
+def _price_minor(body: Any) -> int:
+    if not _MINOR_DIGITS.fullmatch(body.price_amount):
+        raise MoneyError("invalid_amount", "price_amount must be minor units as a decimal string, e.g. \"5000\"")
+    return _checked_minor(int(body.price_amount), body.price_currency)
+
+
 class CryptoFormat(WireFormat):
     name = "crypto"
     scheme = signatures.STRIPE_LIKE
     payment_model = CryptoPayment
     payout_model = CryptoCreate
+    refund_model = CryptoRefund
 
     def order(self, body: Any) -> Order:
-        if not _MINOR_DIGITS.fullmatch(body.price_amount):
-            raise MoneyError("invalid_amount", "price_amount must be minor units as a decimal string, e.g. \"5000\"")
         return Order(
             merchant_reference=body.order_id,
-            amount_minor=_checked_minor(int(body.price_amount), body.price_currency),
+            amount_minor=_price_minor(body),
             currency=body.price_currency,
             method=body.pay_method,
             customer_id=body.buyer_id,
@@ -400,7 +525,12 @@ class CryptoFormat(WireFormat):
             fingerprint=body.model_dump_json(),
         )
 
+    def refund_terms(self, body: Any) -> tuple[str, str, int, str]:
+        return body.order_id, body.invoice_id, _price_minor(body), body.price_currency
+
     def resource(self, snap: Snapshot) -> dict[str, Any]:
+        if snap.kind == "refund":
+            return self._refund(snap)
         deposit = snap.kind == "payment"
         words = _CRYPTO_DEPOSIT_WORDS if deposit else _CRYPTO_WITHDRAWAL_WORDS
         body: dict[str, Any] = {
@@ -421,12 +551,27 @@ class CryptoFormat(WireFormat):
             body["error"] = snap.failure_code
         return body
 
+    def _refund(self, snap: Snapshot) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "refund_id": snap.reference,
+            "order_id": snap.merchant_reference,
+            "invoice_id": snap.payment_reference,
+            "type": "refund",
+            "state": _CRYPTO_REFUND_WORDS[snap.status],
+            "price_amount": str(snap.amount_minor),
+            "price_currency": snap.currency,
+        }
+        if snap.failure_code:
+            body["error"] = snap.failure_code
+        return body
+
     def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        subject = "refund" if snap.kind == "refund" else "invoice"
         return {
             "notification_id": event_id,
-            "event": "invoice.updated",
+            "event": f"{subject}.updated",
             "created": occurred_at,
-            "invoice": self.resource(snap),
+            subject: self.resource(snap),
         }
 
     def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class Outgoing:
     """One webhook: its body in the PSP's wire format, and what the delivery log shows about it."""
 
     event_id: str
-    type: str  # "<payment|payout>.<our status>"
+    type: str  # "<payment|payout|refund|dispute>.<our status>"
     merchant_reference: str
     body: dict[str, Any]
 

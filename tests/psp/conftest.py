@@ -13,6 +13,7 @@ from psp.ewallet_connector import EwalletConnector
 from psp.http_connector import HttpPspConnector
 from psp.paybybank_connector import PayByBankConnector
 from psp.sandbox_connector import SandboxConnector
+from psp.scenarios import PSPS
 from tests.psp.psp_testkit import (
     RETRY_DELAYS,
     SLOW_SECONDS,
@@ -82,3 +83,9 @@ def crypto(sandbox: RunningSandbox, http: httpx.AsyncClient) -> CryptoConnector:
 @pytest.fixture
 def connectors(sandbox: RunningSandbox, http: httpx.AsyncClient) -> dict[str, HttpPspConnector]:
     return {psp: make_connector(psp, sandbox.url, http) for psp in ("card", "ewallet", "paybybank", "crypto")}
+
+
+@pytest.fixture
+def every_psp(sandbox: RunningSandbox, http: httpx.AsyncClient) -> dict[str, HttpPspConnector]:
+    """A connector per sandbox PSP, the second card acquirer included."""
+    return {psp: make_connector(psp, sandbox.url, http) for psp in PSPS}

@@ -17,7 +17,14 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from psp.base import CreatePaymentRequest, CreatePayoutRequest, PspConnector, WebhookEvent
+from psp.base import (
+    CreatePaymentRequest,
+    CreatePayoutRequest,
+    CreateRefundRequest,
+    PspConnector,
+    PspPayment,
+    WebhookEvent,
+)
 from psp.crypto_connector import CryptoConnector, CryptoWebhookVerifier
 from psp.ewallet_connector import EwalletConnector, EwalletWebhookVerifier
 from psp.http_connector import HttpPspConnector, SignedWebhookVerifier
@@ -53,7 +60,7 @@ def merchant_reference_of(body: Any) -> str:
     for key in ("merchant_reference", "merchantReference", "external_id", "order_id"):
         if isinstance(body.get(key), str):
             return str(body[key])
-    for nested in ("resource", "data", "invoice"):
+    for nested in ("resource", "data", "invoice", "refund"):
         if isinstance(body.get(nested), dict):
             return merchant_reference_of(body[nested])
     return ""
@@ -190,6 +197,45 @@ def payout_request(
         method=method,
         player_id="player_1",
         country="DE",
+        scenario=scenario,
+    )
+
+
+async def start_payment(
+    psp: str, connector: PspConnector, http: httpx.AsyncClient, scenario: str | None = None, **kw: object
+) -> tuple[str, PspPayment]:
+    """Create a payment and, at pay-by-bank, authorise it at the bank as the player would."""
+    req = payment_request(scenario, method=PSP_METHOD[psp], **kw)  # type: ignore[arg-type]
+    created = await connector.create_payment(req)
+    if psp == "paybybank":
+        assert created.status == "requires_action" and created.redirect_url
+        submitted = await http.post(created.redirect_url, data={"bank": "Sandbox Bank", "outcome": "success"})
+        assert submitted.status_code == 303 and submitted.headers["location"] == RETURN_URL
+    return req.payment_id, created
+
+
+async def captured_payment(psp: str, connector: PspConnector, http: httpx.AsyncClient, **kw: object) -> PspPayment:
+    """A payment captured at `psp` (after the bank's authorisation, or the chain's confirmations, where it takes
+    them), as the PSP's look-up reports it."""
+    payment_id, _ = await start_payment(psp, connector, http, **kw)
+
+    async def captured() -> PspPayment | None:
+        payment = await connector.get_payment(payment_id)
+        return payment if payment.status == "captured" else None
+
+    return await eventually(captured)
+
+
+def refund_request(
+    payment: PspPayment, amount_minor: int | None = None, scenario: str | None = None
+) -> CreateRefundRequest:
+    """A refund of (part of) `payment`, by default all of it."""
+    return CreateRefundRequest(
+        refund_id=f"rf_{uuid.uuid4().hex[:16]}",
+        payment_id=payment.payment_id,
+        psp_reference=payment.psp_reference,
+        amount_minor=payment.amount_minor if amount_minor is None else amount_minor,
+        currency=payment.currency,
         scenario=scenario,
     )
 

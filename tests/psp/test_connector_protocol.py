@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 from payloop.settings import Settings
-from psp.base import CreatePaymentRequest, CreatePayoutRequest, PspConnector, PspPayment, PspPayout
+from psp.base import (
+    CreatePaymentRequest,
+    CreatePayoutRequest,
+    CreateRefundRequest,
+    PspConnector,
+    PspPayment,
+    PspPayout,
+    PspRefund,
+)
 from psp.registry import PROVIDERS
 
 PROTOCOL_METHODS = {
@@ -60,6 +68,7 @@ async def http_client() -> AsyncIterator[httpx.AsyncClient]:
 def test_the_protocol_is_what_the_activities_call() -> None:
     assert set(PROTOCOL_METHODS) == {
         "create_payment", "get_payment", "cancel_payment", "create_payout", "get_payout", "cancel_payout",
+        "create_refund", "get_refund",
     }
     assert set(PROTOCOL_ATTRIBUTES) == {"name", "methods", "payout_methods"}
     assert all(inspect.iscoroutinefunction(m) for m in PROTOCOL_METHODS.values())
@@ -89,6 +98,8 @@ class _Complete:
     async def create_payout(self, req: CreatePayoutRequest) -> PspPayout: ...
     async def get_payout(self, payout_id: str) -> PspPayout: ...
     async def cancel_payout(self, payout_id: str) -> PspPayout: ...
+    async def create_refund(self, req: CreateRefundRequest) -> PspRefund: ...
+    async def get_refund(self, refund_id: str) -> PspRefund: ...
 
 
 class _NoPayoutCancel(_Complete):
@@ -110,6 +121,11 @@ class _WrongReturnType(_Complete):
         raise NotImplementedError
 
 
+class _RefundByPaymentId(_Complete):
+    async def get_refund(self, payment_id: str) -> PspRefund:  # type: ignore[override]
+        raise NotImplementedError
+
+
 class _NoPayoutMethods(_Complete):
     payout_methods = ["card"]  # type: ignore[assignment]
 
@@ -125,6 +141,7 @@ def test_a_complete_fake_conforms() -> None:
         (_SyncPayoutCancel, "cancel_payout is not async"),
         (_RenamedParameter, "cancel_payout(self, payment_id"),
         (_WrongReturnType, "cancel_payout: types"),
+        (_RefundByPaymentId, "get_refund(self, payment_id"),
         (_NoPayoutMethods, "attribute payout_methods"),
     ],
 )

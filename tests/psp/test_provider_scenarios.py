@@ -14,7 +14,6 @@ from psp.base import (
     PspDeclined,
     PspFailover,
     PspNotFound,
-    PspPayment,
     PspRequestRejected,
     PspStepUpRequired,
     PspTransientError,
@@ -32,6 +31,7 @@ from tests.psp.psp_testkit import (
     payment_request,
     payout_request,
     psp_mode,
+    start_payment,
     stays,
     verified,
     wait_for_webhooks,
@@ -45,19 +45,6 @@ DECLINE_CODE = {
     "card": "card_declined", "ewallet": "insufficient_funds", "paybybank": "bank_rejected",
     "crypto": "address_screening_failed",
 }
-
-
-async def start_payment(
-    psp: str, connector: PspConnector, http: httpx.AsyncClient, scenario: str | None = None, **kw: object
-) -> tuple[str, PspPayment]:
-    """Create a payment and, at pay-by-bank, authorise it at the bank as the player would."""
-    req = payment_request(scenario, method=PSP_METHOD[psp], **kw)  # type: ignore[arg-type]
-    created = await connector.create_payment(req)
-    if psp == "paybybank":
-        assert created.status == "requires_action" and created.redirect_url
-        submitted = await http.post(created.redirect_url, data={"bank": "Sandbox Bank", "outcome": "success"})
-        assert submitted.status_code == 303 and submitted.headers["location"] == RETURN_URL
-    return req.payment_id, created
 
 
 async def _status_is(connector: PspConnector, payment_id: str, status: str) -> bool:

@@ -1,5 +1,6 @@
-"""psp/scenarios.py: the scenario names are exactly what the running sandbox accepts, per PSP, for payments and
-payouts; and the module (what the product API reads) is pure data that pulls in neither FastAPI nor the sandbox."""
+"""psp/scenarios.py: the scenario names are exactly what the running sandbox accepts, per PSP, for payments,
+payouts and refunds; and the module (what the product API reads) is pure data that pulls in neither FastAPI nor the
+sandbox."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import httpx
 import pytest
 
-from psp.base import PspRequestRejected
+from psp.base import CreateRefundRequest, PspRequestRejected
 from psp.http_connector import HttpPspConnector
 from psp.sandbox import app as sandbox_app
 from psp.sandbox.formats import FORMATS
@@ -20,13 +21,15 @@ from psp.scenarios import (
     PAYOUT_SCENARIOS,
     PAYOUT_SCENARIOS_BY_PSP,
     PSPS,
+    REFUND_SCENARIOS,
+    REFUND_SCENARIOS_BY_PSP,
     SCENARIOS,
     SILENT_SCENARIOS,
 )
 from tests.psp.psp_testkit import RunningSandbox, make_connector, payment_request, payout_request
 
 # Every name any PSP takes, and some no PSP takes.
-CANDIDATES = sorted(SCENARIOS | PAYOUT_SCENARIOS | {"explode", "LOST", "approve "})
+CANDIDATES = sorted(SCENARIOS | PAYOUT_SCENARIOS | REFUND_SCENARIOS | {"explode", "LOST", "approve "})
 
 
 async def _accepted(connector: HttpPspConnector, kind: str, scenario: str) -> bool:
@@ -55,15 +58,41 @@ async def test_the_scenario_sets_are_what_the_sandbox_accepts(
     assert accepted == expected
 
 
+async def _refund_accepted(connector: HttpPspConnector, scenario: str) -> bool:
+    """As _accepted, for a refund of a payment that does not exist: the scenario is checked first, so a known one
+    answers `payment_not_refundable`, an unknown one `unknown_scenario`."""
+    request = CreateRefundRequest(refund_id=f"rf_{scenario.strip() or 'x'}", payment_id="pay_none",
+                                  psp_reference="none", amount_minor=100, currency="EUR", scenario=scenario)
+    with pytest.raises(PspRequestRejected) as rejected:
+        await connector.create_refund(request)
+    assert rejected.value.code in {"payment_not_refundable", "unknown_scenario"}, rejected.value
+    return rejected.value.code == "payment_not_refundable"
+
+
+@pytest.mark.parametrize("psp", PSPS)
+async def test_the_refund_scenarios_are_what_the_sandbox_accepts(
+    psp: str, sandbox: RunningSandbox, http: httpx.AsyncClient
+) -> None:
+    connector = make_connector(psp, sandbox.url, http)
+
+    answers = await asyncio.gather(*(_refund_accepted(connector, name) for name in CANDIDATES))
+
+    assert {name for name, ok in zip(CANDIDATES, answers, strict=True) if ok} == REFUND_SCENARIOS_BY_PSP[psp]
+
+
 def test_the_unions_and_families() -> None:
     assert set(PSPS) == set(FAMILIES) == set(FORMATS) == set(sandbox_app.METHODS)
     assert SCENARIOS == frozenset().union(*PAYMENT_SCENARIOS_BY_PSP.values())
     assert PAYOUT_SCENARIOS == frozenset().union(*PAYOUT_SCENARIOS_BY_PSP.values())
+    assert REFUND_SCENARIOS == frozenset().union(*REFUND_SCENARIOS_BY_PSP.values())
+    # A refund's silent and never-settling scenarios mean what they mean for payments and payouts.
+    assert REFUND_SCENARIOS & SILENT_SCENARIOS == {"lost", "no_webhook"}
     assert SILENT_SCENARIOS <= SCENARIOS & PAYOUT_SCENARIOS
     # PSPs of one family take the same scenarios.
     for psp, family in FAMILIES.items():
         assert PAYMENT_SCENARIOS_BY_PSP[psp] == PAYMENT_SCENARIOS_BY_PSP[family]
         assert PAYOUT_SCENARIOS_BY_PSP[psp] == PAYOUT_SCENARIOS_BY_PSP[family]
+        assert REFUND_SCENARIOS_BY_PSP[psp] == REFUND_SCENARIOS_BY_PSP[family]
 
 
 def _modules_after_import(code: str) -> set[str]:

@@ -163,7 +163,8 @@ def test_payout_events_parse_with_the_payout_id_as_payment_id(status: str) -> No
     [
         {"type": "payout.captured", "status": "captured"},  # a payment status in a payout event
         {"type": "payment.paid", "status": "paid"},  # a payout status in a payment event
-        {"type": "refund.paid", "status": "paid"},  # an event family we do not know
+        {"type": "refund.paid", "status": "paid"},  # a payout status in a refund event
+        {"type": "chargeback.lost", "status": "lost"},  # an event kind we do not know
         {"type": ""},
         {"type": None},
     ],

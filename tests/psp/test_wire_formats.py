@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from psp.base import PspError
+from psp.base import CreateRefundRequest, PspError
 from psp.http_connector import HttpPspConnector
 from tests.psp.psp_testkit import (
     CONNECTOR_CLASSES,
@@ -18,8 +18,10 @@ from tests.psp.psp_testkit import (
     RETURN_URL,
     RunningSandbox,
     WebhookReceiver,
+    captured_payment,
     payment_request,
     payout_request,
+    refund_request,
     wait_for_webhooks,
 )
 
@@ -216,3 +218,73 @@ async def test_malformed_answers_are_bad_psp_responses(
     assert type(raised.value) is PspError and raised.value.code == "bad_psp_response"
     ok, _ = recording(psp, httpx.Response(200, json=good))
     assert (await ok.get_payment(req.payment_id)).status in {"pending", "requires_action"}
+
+
+# -- refunds --------------------------------------------------------------------------------------
+
+REFUND_PSPS = ["card", "ewallet", "paybybank", "crypto"]
+
+
+async def test_create_refund_requests_are_each_providers_own() -> None:
+    sent: dict[str, dict[str, Any]] = {}
+    for psp in REFUND_PSPS:
+        connector, seen = recording(psp)
+        req = CreateRefundRequest(refund_id="rf_1", payment_id="pay_1", psp_reference=f"{psp}_abc",
+                                  amount_minor=1050, currency="EUR", scenario="decline")
+        with pytest.raises(PspError):
+            await connector.create_refund(req)
+        [request] = seen
+        assert (request.method, request.url.path, request.headers["Idempotency-Key"]) == (
+            "POST", f"/{psp}/v1/refunds", "rf_1",
+        )
+        sent[psp] = json.loads(request.content)
+
+    assert sent == {
+        "card": {"merchant_reference": "rf_1", "payment_reference": "card_abc", "amount": "10.50", "currency": "EUR",
+                 "metadata": {"sandbox_scenario": "decline"}},
+        "ewallet": {"merchantReference": "rf_1", "originalReference": "ewallet_abc",
+                    "amount": {"value": "10.50", "currency": "EUR"}, "metadata": {"sandbox_scenario": "decline"}},
+        "paybybank": {"external_id": "rf_1", "payment_id": "paybybank_abc",
+                      "amount": {"value": 1050, "currency": "EUR"}, "metadata": {"sandbox_scenario": "decline"}},
+        "crypto": {"order_id": "rf_1", "invoice_id": "crypto_abc", "price_amount": "1050", "price_currency": "EUR",
+                   "metadata": {"sandbox_scenario": "decline"}},
+    }
+    _all_distinct({psp: _keys(body) for psp, body in sent.items()})
+
+
+async def test_refund_answers_differ_per_provider(http: httpx.AsyncClient, sandbox: RunningSandbox,
+                                                  connectors: dict[str, HttpPspConnector]) -> None:
+    raw: dict[str, dict[str, Any]] = {}
+    for psp in REFUND_PSPS:
+        payment = await captured_payment(psp, connectors[psp], http)
+        req = refund_request(payment, 1050, scenario="lost")
+        await connectors[psp].create_refund(req)
+        raw[psp] = (await http.get(f"{sandbox.url}/{psp}/v1/refunds/{req.refund_id}")).json()
+
+    assert (raw["card"]["status"], raw["card"]["amount"], raw["card"]["currency"]) == ("pending", "10.50", "EUR")
+    assert raw["card"]["payment_reference"].startswith("card_")
+    assert (raw["ewallet"]["kind"], raw["ewallet"]["status"], raw["ewallet"]["amount"]) == (
+        "REFUND", "PENDING", {"value": "10.50", "currency": "EUR"},
+    )
+    assert (raw["paybybank"]["object"], raw["paybybank"]["status"], raw["paybybank"]["amount"]) == (
+        "refund", "pending", {"value": 1050, "currency": "EUR"},
+    )
+    assert (raw["crypto"]["type"], raw["crypto"]["state"], raw["crypto"]["price_amount"]) == (
+        "refund", "processing", "1050",
+    )
+    _all_distinct({psp: _keys(body) for psp, body in raw.items()})
+
+
+@pytest.mark.parametrize("psp", REFUND_PSPS)
+async def test_an_over_refund_is_a_4xx_in_the_providers_error_shape(
+    psp: str, http: httpx.AsyncClient, sandbox: RunningSandbox, connectors: dict[str, HttpPspConnector]
+) -> None:
+    payment = await captured_payment(psp, connectors[psp], http)
+    body = connectors[psp].refund_body(refund_request(payment, 5001))
+
+    response = await http.post(f"{sandbox.url}/{psp}/v1/refunds", json=body)
+
+    assert response.status_code == 422
+    error = response.json()
+    assert {"card": (error.get("error") or {}).get("code"), "ewallet": error.get("errorCode"),
+            "paybybank": error.get("error_code"), "crypto": error.get("reason")}[psp] == "refund_exceeds_captured"

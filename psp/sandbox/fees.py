@@ -1,0 +1,45 @@
+"""What each sandbox PSP charges, and reports in its webhooks and look-ups, for each settled operation.
+
+A price list per PSP and operation (the record kinds: a captured `payment`, a paid `payout`, a succeeded `refund`,
+a lost `dispute` = the chargeback fee): fixed + amount × percentage, in the operation's currency, computed in
+integer minor units (psp.routing.Cost: Decimal, rounded half-up, never floats). The card acquirers and the
+e-wallet report their fees; pay-by-bank and crypto report none (a merchant learns those from the settlement), so
+our ledger prices them with the routing file's cost model. The shipped routing file (psp/routing.yaml) quotes these
+same price lists for the PSPs that report fees (tests/psp/test_fees.py holds the two together).
+"""
+
+from __future__ import annotations
+
+from psp.routing import Cost
+
+# Zero-decimal currencies get their own fixed fee: "0.25" of a yen is nothing.
+_CARD_FIXED = {"*": "0.25", "JPY": "30", "KRW": "300", "CLP": "200", "ISK": "35"}
+_CARD_B_FIXED = {"*": "0.30", "JPY": "35", "KRW": "350", "CLP": "240", "ISK": "42"}
+_CHARGEBACK_FIXED = {"*": "15.00", "JPY": "2000", "KRW": "20000", "CLP": "14000", "ISK": "2200"}
+
+FEE_SCHEDULES: dict[str, dict[str, Cost]] = {
+    "card": {
+        "payment": Cost(fixed=_CARD_FIXED, percentage="1.4"),
+        "payout": Cost(fixed={"*": "0.50", "JPY": "60", "KRW": "600", "CLP": "400", "ISK": "70"}),
+        "refund": Cost(fixed={"*": "0.10", "JPY": "15", "KRW": "150", "CLP": "100", "ISK": "15"}),
+        "dispute": Cost(fixed=_CHARGEBACK_FIXED),
+    },
+    "card_b": {
+        "payment": Cost(fixed=_CARD_B_FIXED, percentage="1.5"),
+        "payout": Cost(fixed={"*": "0.60", "JPY": "70", "KRW": "700", "CLP": "480", "ISK": "84"}),
+        "refund": Cost(fixed={"*": "0.15", "JPY": "20", "KRW": "200", "CLP": "140", "ISK": "20"}),
+        "dispute": Cost(fixed={"*": "20.00", "JPY": "2700", "KRW": "27000", "CLP": "19000", "ISK": "2900"}),
+    },
+    "ewallet": {
+        "payment": Cost(percentage="2.5"),
+        "payout": Cost(percentage="1.0"),
+        "refund": Cost(fixed={"*": "0.20", "JPY": "30", "KRW": "300", "CLP": "200", "ISK": "30"}),
+        "dispute": Cost(fixed=_CHARGEBACK_FIXED),
+    },
+}
+
+
+def fee_minor(psp: str, operation: str, amount_minor: int, currency: str) -> int | None:
+    """The fee `psp` reports for a settled `operation` of `amount_minor`; None where it reports none."""
+    cost = FEE_SCHEDULES.get(psp, {}).get(operation)
+    return None if cost is None else cost.fee_minor(amount_minor, currency)
