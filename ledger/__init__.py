@@ -1,5 +1,5 @@
 """The wallet: double-entry accounts, idempotent transfers, two-phase holds and balance invariants; and the money
-after a payment: the payments record, refunds, disputes, PSP fees and payouts."""
+after a payment: the payments record, refunds, disputes, PSP fees, payouts and the margin report."""
 
 from ledger import transfer_ids
 from ledger.accounts import (
@@ -31,6 +31,7 @@ from ledger.errors import (
 )
 from ledger.fees import book_fee, book_fee_in
 from ledger.invariants import InvariantReport, assert_invariants, check_invariants
+from ledger.margin import MarginRow, margin
 from ledger.payments import (
     PaymentFilter,
     PaymentMoney,
@@ -68,6 +69,7 @@ __all__ = [
     "InvariantReport",
     "Ledger",
     "LedgerError",
+    "MarginRow",
     "NotAHold",
     "PaymentFilter",
     "PaymentMoney",
@@ -96,6 +98,7 @@ __all__ = [
     "house_account",
     "list_disputes",
     "list_payments",
+    "margin",
     "mark_refund_in_review",
     "open_dispute",
     "parse_account",
