@@ -1,8 +1,21 @@
-"""The wallet: double-entry accounts, idempotent transfers, two-phase holds and balance invariants."""
+"""The wallet: double-entry accounts, idempotent transfers, two-phase holds and balance invariants; and the money
+after a payment: the payments record, refunds, disputes, PSP fees, payouts and the margin report."""
 
 from ledger import transfer_ids
-from ledger.accounts import house_account, parse_account, player_account, psp_clearing_account
+from ledger.accounts import (
+    chargebacks_account,
+    disputes_account,
+    fee_account,
+    house_account,
+    parse_account,
+    player_account,
+    player_receivables_account,
+    psp_clearing_account,
+)
+from ledger.disputes import DisputeRecord, DisputeRefused, get_dispute, list_disputes, open_dispute, resolve_dispute
 from ledger.errors import (
+    AlreadyFinal,
+    CaptureConflict,
     CurrencyMismatch,
     HoldAlreadyResolved,
     InsufficientFunds,
@@ -10,15 +23,45 @@ from ledger.errors import (
     InvalidTransfer,
     LedgerError,
     NotAHold,
+    PaymentNotFound,
+    RecordConflict,
+    RecordNotFound,
     TransferConflict,
     TransferNotFound,
 )
+from ledger.fees import book_fee, book_fee_in
 from ledger.invariants import InvariantReport, assert_invariants, check_invariants
+from ledger.margin import MarginRow, margin
+from ledger.payments import (
+    PaymentFilter,
+    PaymentMoney,
+    PaymentRecord,
+    PaymentRow,
+    credit_deposit,
+    list_payments,
+    payment_money,
+    record_payment,
+    record_uncredited_capture,
+)
+from ledger.payouts import PayoutRecord, record_payout
+from ledger.refunds import (
+    RefundRecord,
+    RefundRefused,
+    get_refund,
+    mark_refund_in_review,
+    payment_refunds,
+    request_refund,
+    settle_refund,
+)
 from ledger.service import AccountBalance, Ledger, Transfer, TransferRequest
 
 __all__ = [
     "AccountBalance",
+    "AlreadyFinal",
+    "CaptureConflict",
     "CurrencyMismatch",
+    "DisputeRecord",
+    "DisputeRefused",
     "HoldAlreadyResolved",
     "InsufficientFunds",
     "InvalidAccount",
@@ -26,16 +69,49 @@ __all__ = [
     "InvariantReport",
     "Ledger",
     "LedgerError",
+    "MarginRow",
     "NotAHold",
+    "PaymentFilter",
+    "PaymentMoney",
+    "PaymentNotFound",
+    "PaymentRecord",
+    "PaymentRow",
+    "PayoutRecord",
+    "RecordConflict",
+    "RecordNotFound",
+    "RefundRecord",
+    "RefundRefused",
     "Transfer",
     "TransferConflict",
     "TransferNotFound",
     "TransferRequest",
     "assert_invariants",
+    "book_fee",
+    "book_fee_in",
+    "chargebacks_account",
     "check_invariants",
+    "credit_deposit",
+    "disputes_account",
+    "fee_account",
+    "get_dispute",
+    "get_refund",
     "house_account",
+    "list_disputes",
+    "list_payments",
+    "margin",
+    "mark_refund_in_review",
+    "open_dispute",
     "parse_account",
+    "payment_money",
+    "payment_refunds",
     "player_account",
+    "player_receivables_account",
     "psp_clearing_account",
+    "record_payment",
+    "record_payout",
+    "record_uncredited_capture",
+    "request_refund",
+    "resolve_dispute",
+    "settle_refund",
     "transfer_ids",
 ]

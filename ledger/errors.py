@@ -77,3 +77,51 @@ class NotAHold(LedgerError):
     def __init__(self, transfer_id: str) -> None:
         super().__init__(f"transfer {transfer_id} is not a hold")
         self.transfer_id = transfer_id
+
+
+class PaymentNotFound(LedgerError, LookupError):
+    """No `payments` row: the deposit workflow records a payment before any money moves on it."""
+
+    code = "payment_not_found"
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(f"payment {payment_id} is not recorded")
+        self.payment_id = payment_id
+
+
+class CaptureConflict(LedgerError):
+    """A capture recorded again with other amounts (or at another PSP): never a second credit."""
+
+    code = "capture_conflict"
+
+    def __init__(self, payment_id: str, detail: str) -> None:
+        super().__init__(f"payment {payment_id}: {detail}")
+        self.payment_id = payment_id
+
+
+class RecordNotFound(LedgerError, LookupError):
+    """An unknown refund or dispute."""
+
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"{what} {key} not found")
+        self.code = f"{what}_not_found"
+        self.key = key
+
+
+class RecordConflict(LedgerError):
+    """A refund or dispute id used again with other parameters: the first one stands, nothing moves."""
+
+    def __init__(self, what: str, key: str, detail: str) -> None:
+        super().__init__(f"{what} {key} already exists with {detail}")
+        self.code = f"{what}_conflict"
+        self.key = key
+
+
+class AlreadyFinal(LedgerError):
+    """A refund or dispute settled with one outcome is told another: money never flips."""
+
+    def __init__(self, what: str, key: str, status: str) -> None:
+        super().__init__(f"{what} {key} is already {status}")
+        self.code = f"{what}_already_final"
+        self.key = key
+        self.status = status

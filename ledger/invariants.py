@@ -1,14 +1,27 @@
-"""Money invariants, checked with a handful of aggregate queries (nothing is loaded row by row)."""
+"""Money invariants, checked with a handful of aggregate queries (nothing is loaded row by row).
+
+Two groups: the ledger's own (double entry, floors, stored balances equal their transfers, currencies, one credit
+per payment), and the money records held against the transfers that moved their money (payments, refunds,
+disputes, PSP fees: see ledger/payments.py, refunds.py, disputes.py, fees.py). Each check reports at most
+_MAX_ROWS offenders.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Integer, and_, case, func, literal, or_, select, union_all
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ledger import transfer_ids
+from ledger.accounts import FEES
+from ledger.fees import FEE
+from ledger.models import disputes, payments, psp_fees, refunds
 from ledger.models import ledger_accounts as accounts
 from ledger.models import ledger_transfers as transfers
+from ledger.payments import DEPOSIT
+from ledger.refunds import HOLD_KIND, SHORTFALL_KIND
 
 # Enough to diagnose; a broken ledger should not produce a million-line report.
 _MAX_ROWS = 50
@@ -137,13 +150,16 @@ async def check_invariants(engine: AsyncEngine) -> InvariantReport:
         # 5. Each payment is credited at most once.
         credited_twice = await conn.execute(
             select(transfers.c.reference, func.count())
-            .where(transfers.c.kind == "deposit", is_posted)
+            .where(transfers.c.kind == DEPOSIT, is_posted)
             .group_by(transfers.c.reference)
             .having(func.count() > 1)
             .limit(_MAX_ROWS)
         )
         for reference, count in credited_twice:
             violations.append(f"payment {reference}: credited {count} times (posted deposit transfers)")
+
+        for check in (_payment_violations, _refund_violations, _dispute_violations, _fee_violations):
+            violations.extend(await check(conn))
 
     return InvariantReport(ok=not violations, violations=violations, accounts=n_accounts, transfers=n_transfers)
 
@@ -153,3 +169,153 @@ async def assert_invariants(engine: AsyncEngine) -> InvariantReport:
     if not report.ok:
         raise AssertionError("ledger invariants violated:\n  " + "\n  ".join(report.violations))
     return report
+
+
+# ---- the money records against their transfers ----------------------------------------------------------------
+
+_POSTED, _PENDING, _VOIDED = "posted", "pending", "voided"
+_FEE_ACCOUNTS = f"house:{FEES}:"  # the prefix of every fee account id (ledger.accounts.fee_account)
+
+
+def _amount(condition: Any) -> Any:
+    """Sum of the joined transfers' amounts that meet `condition` (0 when none)."""
+    return func.coalesce(func.sum(case((condition, transfers.c.amount), else_=0)), 0)
+
+
+async def _payment_violations(conn: AsyncConnection) -> list[str]:
+    """Refunds within the capture, the credit within the capture and equal to its posted transfer, and the
+    refund columns equal to the payment's refunds at its PSP (the ones that reserved)."""
+    p, r = payments.c, refunds.c
+    violations = []
+    credit = transfers.alias("credit")
+    broken = await conn.execute(
+        select(p.payment_id, p.captured_minor, p.credited_minor, p.refunded_minor, p.refund_pending_minor,
+               credit.c.amount, credit.c.status)
+        .outerjoin(credit, credit.c.id == p.credit_transfer_id)
+        .where(or_(
+            p.refunded_minor + p.refund_pending_minor > p.captured_minor,
+            p.credited_minor > p.captured_minor,
+            and_(p.credited_minor > 0, or_(credit.c.id.is_(None), credit.c.status != _POSTED,
+                                           credit.c.amount != p.credited_minor, credit.c.kind != DEPOSIT,
+                                           credit.c.reference != p.payment_id)),
+            and_(p.credited_minor == 0, p.credit_transfer_id.is_not(None)),
+        ))
+        .limit(_MAX_ROWS)
+    )
+    for payment_id, captured, credited, refunded, pending, credit_amount, credit_status in broken:
+        violations.append(f"payment {payment_id}: captured {captured}, credited {credited}, refunded {refunded}, "
+                          f"refund pending {pending}; credit transfer {credit_status} {credit_amount}")
+    reserved = (
+        select(r.payment_id,
+               func.sum(case((r.status == "succeeded", r.amount_minor), else_=0)).label("succeeded"),
+               func.sum(case((r.status.in_(("pending", "in_review")), r.amount_minor), else_=0)).label("open"))
+        .join(payments, and_(p.payment_id == r.payment_id, p.psp == r.psp))
+        .group_by(r.payment_id)
+        .subquery("reserved")
+    )
+    succeeded, open_ = func.coalesce(reserved.c.succeeded, 0), func.coalesce(reserved.c.open, 0)
+    drift = await conn.execute(
+        select(p.payment_id, p.refunded_minor, p.refund_pending_minor, succeeded, open_)
+        .outerjoin(reserved, reserved.c.payment_id == p.payment_id)
+        .where(or_(p.refunded_minor != succeeded, p.refund_pending_minor != open_))
+        .limit(_MAX_ROWS)
+    )
+    for payment_id, refunded, pending, exp_refunded, exp_pending in drift:
+        violations.append(f"payment {payment_id}: refunded/pending {refunded}/{pending} != its refunds "
+                          f"{int(exp_refunded)}/{int(exp_pending)}")
+    return violations
+
+
+async def _refund_violations(conn: AsyncConnection) -> list[str]:
+    """A player-funded refund's holds carry its held and shortfall amounts, in the state its status says:
+    pending (pending, in review), posted (succeeded), voided (failed); an uncredited refund has none."""
+    r, t = refunds.c, transfers.c
+    expected = case((r.status == "succeeded", _POSTED), (r.status == "failed", _VOIDED), else_=_PENDING)
+    held, shortfall = _amount(t.kind == HOLD_KIND), _amount(t.kind == SHORTFALL_KIND)
+    wrong = func.coalesce(func.sum(case((and_(t.id.is_not(None), t.status != expected), 1), else_=0)), 0)
+    rows = await conn.execute(
+        select(r.refund_id, r.status, r.held_minor, r.shortfall_minor, held, shortfall, wrong)
+        .outerjoin(transfers, and_(t.reference == r.refund_id, t.kind.in_((HOLD_KIND, SHORTFALL_KIND))))
+        .group_by(r.refund_id, r.status, r.held_minor, r.shortfall_minor)
+        .having(or_(held != r.held_minor, shortfall != r.shortfall_minor, wrong > 0))
+        .limit(_MAX_ROWS)
+    )
+    return [f"refund {refund_id} ({status}): held/shortfall {h}/{s}, holds {int(th)}/{int(ts)}, "
+            f"{int(n)} hold(s) not {status}'s state" for refund_id, status, h, s, th, ts, n in rows]
+
+
+async def _dispute_violations(conn: AsyncConnection) -> list[str]:
+    """Each dispute's money is in exactly one place: pulled back by the PSP; then either still held from the
+    player (opened), charged back (lost: hold posted, chargeback posted) or returned (won: hold voided, returned,
+    shortfall reversed). And house:disputes holds exactly minus the open disputes' amounts."""
+    d, t = disputes.c, transfers.c
+    step_kinds = [f"dispute_{step}" for step in transfer_ids.DISPUTE_STEPS]
+
+    def moved(step: str, status: str = _POSTED) -> Any:
+        return _amount(and_(t.kind == f"dispute_{step}", t.status == status))
+
+    def only(state: str, amount: Any) -> Any:
+        return case((d.state == state, amount), else_=0)
+
+    expected = {
+        moved("pulled"): d.amount_minor,
+        moved("shortfall"): d.shortfall_minor,
+        moved("hold", _PENDING): only("opened", d.held_minor),
+        moved("hold"): only("lost", d.held_minor),
+        moved("hold", _VOIDED): only("won", d.held_minor),
+        moved("chargeback"): only("lost", d.amount_minor),
+        moved("returned"): only("won", d.amount_minor),
+        moved("shortfall_reversal"): only("won", d.shortfall_minor),
+    }
+    key = d.psp + literal(":") + d.dispute_id
+    rows = await conn.execute(
+        select(d.psp, d.dispute_id, d.state)
+        .outerjoin(transfers, and_(t.reference == key, t.kind.in_(step_kinds)))
+        .group_by(d.psp, d.dispute_id, d.state, d.amount_minor, d.held_minor, d.shortfall_minor)
+        .having(or_(*(actual != wanted for actual, wanted in expected.items())))
+        .limit(_MAX_ROWS)
+    )
+    violations = [f"dispute {psp}:{dispute_id} ({state}): its transfers do not match its state"
+                  for psp, dispute_id, state in rows]
+    open_ = (select(d.currency, func.sum(d.amount_minor).label("amount")).where(d.state == "opened")
+             .group_by(d.currency).subquery("open"))
+    open_amount = func.coalesce(open_.c.amount, 0)
+    balances = await conn.execute(
+        select(accounts.c.id, accounts.c.posted_balance, open_amount)
+        .outerjoin(open_, open_.c.currency == accounts.c.currency)
+        .where(accounts.c.kind == "house", accounts.c.owner == "disputes",
+               accounts.c.posted_balance != -open_amount)
+        .limit(_MAX_ROWS)
+    )
+    violations += [f"{account_id}: posted {posted}, open disputes {int(amount)}" for account_id, posted, amount
+                   in balances]
+    return violations
+
+
+async def _fee_violations(conn: AsyncConnection) -> list[str]:
+    """Fee transfers run from the PSP's fee account to its clearing account and each has its psp_fees row (and
+    the reverse); nothing else touches a fee account."""
+    f, t = psp_fees.c, transfers.c
+    fee_account = literal(_FEE_ACCOUNTS) + f.psp + literal(":") + f.currency
+    clearing = literal("psp:") + f.psp + literal(":") + f.currency
+    unmatched = await conn.execute(
+        select(t.id, f.transfer_id)
+        .select_from(transfers.outerjoin(psp_fees, f.transfer_id == t.id))
+        .where(t.kind == FEE, or_(f.transfer_id.is_(None), f.fee_minor != t.amount, f.currency != t.currency,
+                                  t.debit_account_id != fee_account, t.credit_account_id != clearing,
+                                  t.status != _POSTED))
+        .limit(_MAX_ROWS)
+    )
+    violations = [f"fee transfer {transfer_id}: " + ("no psp_fees row" if row is None else "differs from its "
+                  "psp_fees row or runs between other accounts") for transfer_id, row in unmatched]
+    orphans = await conn.execute(
+        select(f.transfer_id).select_from(psp_fees.outerjoin(transfers, t.id == f.transfer_id))
+        .where(or_(t.id.is_(None), t.kind != FEE)).limit(_MAX_ROWS)
+    )
+    violations += [f"psp_fees {transfer_id}: no fee transfer" for (transfer_id,) in orphans]
+    strays = await conn.execute(
+        select(t.id).where(t.kind != FEE, or_(t.debit_account_id.like(f"{_FEE_ACCOUNTS}%"),
+                                              t.credit_account_id.like(f"{_FEE_ACCOUNTS}%"))).limit(_MAX_ROWS)
+    )
+    violations += [f"transfer {transfer_id}: touches a fee account but is no fee" for (transfer_id,) in strays]
+    return violations

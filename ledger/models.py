@@ -2,6 +2,10 @@
 
 Balance convention: posted_balance = credits - debits, so the balances of one currency always sum to zero.
 A transfer posted directly has resolved_at NULL; a hold gets resolved_at when it is posted or voided.
+
+Beside the accounts and transfers, the records of money after a payment (ledger/payments.py, refunds.py,
+disputes.py, fees.py): each is written in the same database transaction as the transfers it explains, so the
+invariants can hold them against each other.
 """
 
 from __future__ import annotations
@@ -13,14 +17,13 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    PrimaryKeyConstraint,
     String,
     Table,
     text,
 )
+
 from payloop.db import UtcDateTime, metadata, utcnow
-
-
-
 
 ACCOUNT_ID = String(200)
 
@@ -65,4 +68,150 @@ ledger_transfers = Table(
     CheckConstraint("status IN ('posted', 'pending', 'voided')", name="status"),
     Index("ix_ledger_transfers_debit_account_id_created_at", "debit_account_id", "created_at"),
     Index("ix_ledger_transfers_credit_account_id_created_at", "credit_account_id", "created_at"),
+)
+
+
+# ---- money after a payment -------------------------------------------------------------------------------------
+
+ID = String(100)
+PSP = String(40)
+
+
+def _money(name: str) -> Column[int]:
+    return Column(name, BigInteger, nullable=False, default=0, server_default=text("0"))
+
+
+# The deposits' read model (facts, upserted by the deposit workflow, newer wins) and their money record (set only by
+# the ledger's functions, in the transaction that moves the money).
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", ID, primary_key=True),
+    Column("client_id", ID, nullable=False),
+    Column("player_id", String(128), nullable=False),
+    Column("method", PSP, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("country", String(2), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("psp", PSP, nullable=True),
+    Column("psp_reference", String(200), nullable=True),
+    Column("failure_code", ID, nullable=True),
+    Column("review_reason", ID, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    _money("captured_minor"),
+    _money("credited_minor"),
+    Column("credit_transfer_id", String(200), nullable=True),
+    _money("refunded_minor"),  # succeeded refunds
+    _money("refund_pending_minor"),  # reserved by refunds not final yet
+    _money("disputed_minor"),  # open disputes
+    _money("charged_back_minor"),  # lost disputes
+    _money("fees_minor"),  # every fee booked for the payment: capture, its refunds, its chargebacks
+    # The reservation of a refund is a conditional UPDATE; this is its last line of defence.
+    CheckConstraint("refunded_minor + refund_pending_minor <= captured_minor", name="refunds_within_captured"),
+    CheckConstraint(
+        "captured_minor >= 0 AND credited_minor >= 0 AND refunded_minor >= 0 AND refund_pending_minor >= 0 "
+        "AND disputed_minor >= 0 AND charged_back_minor >= 0 AND fees_minor >= 0",
+        name="money_not_negative",
+    ),
+    # The ops list: newest first, overall and per filter (payment_id breaks ties, as in the keyset).
+    Index("ix_payments_created_at_payment_id", "created_at", "payment_id"),
+    *(
+        Index(f"ix_payments_{column}_created_at", column, "created_at", "payment_id")
+        for column in ("status", "player_id", "psp", "method", "review_reason")
+    ),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("refund_id", ID, primary_key=True),
+    Column("payment_id", ID, nullable=False, index=True),
+    Column("client_id", ID, nullable=False),
+    Column("player_id", String(128), nullable=False),
+    Column("psp", PSP, nullable=False),
+    Column("psp_payment_reference", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("reason", String(200), nullable=True),
+    Column("funding", String(16), nullable=False),
+    Column("held_minor", BigInteger, nullable=False),  # the player's hold
+    Column("shortfall_minor", BigInteger, nullable=False),  # the house player receivables' hold
+    Column("status", String(16), nullable=False),
+    Column("review_reason", ID, nullable=True),
+    Column("psp_refund_reference", String(200), nullable=True),
+    Column("failure_code", ID, nullable=True),
+    Column("fee_minor", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("funding IN ('player', 'uncredited')", name="funding"),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'in_review')", name="status"),
+    CheckConstraint(
+        "held_minor >= 0 AND shortfall_minor >= 0 AND (held_minor + shortfall_minor = amount_minor "
+        "OR (funding = 'uncredited' AND held_minor = 0 AND shortfall_minor = 0))",
+        name="funded",
+    ),
+    Index("ix_refunds_status_updated_at", "status", "updated_at"),
+)
+
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("psp", PSP, nullable=False),
+    Column("dispute_id", ID, nullable=False),
+    Column("payment_id", ID, nullable=False, index=True),
+    Column("player_id", String(128), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("held_minor", BigInteger, nullable=False),
+    Column("shortfall_minor", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason_code", ID, nullable=True),
+    Column("fee_minor", BigInteger, nullable=True),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    PrimaryKeyConstraint("psp", "dispute_id"),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("held_minor >= 0 AND shortfall_minor >= 0 AND held_minor + shortfall_minor = amount_minor",
+                    name="funded"),
+    CheckConstraint("state IN ('opened', 'won', 'lost')", name="state"),
+    Index("ix_disputes_opened_at", "opened_at", "psp", "dispute_id"),
+    Index("ix_disputes_state_opened_at", "state", "opened_at", "psp", "dispute_id"),
+    Index("ix_disputes_state_resolved_at", "state", "resolved_at"),
+)
+
+# Written by the withdrawal workflow at its end, for the margin report.
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("payout_id", ID, primary_key=True),
+    Column("client_id", ID, nullable=False),
+    Column("player_id", String(128), nullable=False),
+    Column("method", PSP, nullable=True),
+    Column("psp", PSP, nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("fee_minor", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_payouts_status_updated_at", "status", "updated_at"),
+)
+
+# One row per fee transfer, in its transaction: what the margin report sums.
+psp_fees = Table(
+    "psp_fees",
+    metadata,
+    Column("transfer_id", String(200), primary_key=True),
+    Column("operation", String(16), nullable=False),
+    Column("reference", String(200), nullable=False),
+    Column("psp", PSP, nullable=False),
+    Column("method", PSP, nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("fee_minor", BigInteger, nullable=False),
+    Column("booked_at", UtcDateTime, nullable=False, index=True),
+    CheckConstraint("operation IN ('capture', 'refund', 'payout', 'chargeback')", name="operation"),
+    CheckConstraint("fee_minor > 0", name="fee_positive"),
 )

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -143,6 +143,34 @@ class Ledger:
         """
         _validate(req)
         return await self._create_tx(conn, req, fingerprint(req, hold=False), hold=False)
+
+    async def hold_in(self, conn: AsyncConnection, req: TransferRequest) -> Transfer:
+        """hold inside a `transaction()` of the caller (see post_transfer_in)."""
+        _validate(req)
+        return await self._create_tx(conn, req, fingerprint(req, hold=True), hold=True)
+
+    async def post_hold_in(self, conn: AsyncConnection, transfer_id: str) -> Transfer:
+        return await self._resolve_tx(conn, transfer_id, POSTED)
+
+    async def void_hold_in(self, conn: AsyncConnection, transfer_id: str) -> Transfer:
+        return await self._resolve_tx(conn, transfer_id, VOIDED)
+
+    async def lock_accounts_in(self, conn: AsyncConnection, account_ids: Iterable[str]) -> dict[str, AccountBalance]:
+        """Create the accounts that are missing, then lock all of them in sorted-id order until the caller's
+        transaction ends; their balances as locked.
+
+        A caller that moves several transfers in one transaction locks every account they touch first: each
+        transfer alone updates its two accounts in sorted order, but two transfers in a row would not. (SQLite
+        needs no row locks: its transactions take the write lock up front.)
+        """
+        ids = sorted(set(account_ids))
+        if not ids:
+            return {}
+        await _ensure_accounts(conn, [{"id": account_id} for account_id in ids], utcnow())
+        rows = await conn.execute(
+            select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id).with_for_update()
+        )
+        return {row.id: _to_balance(row) for row in rows}
 
     async def _create(self, req: TransferRequest, *, hold: bool) -> Transfer:
         _validate(req)
@@ -421,11 +449,17 @@ def _balance_moves(req: TransferRequest, hold: bool) -> list[dict[str, Any]]:
     return sorted((debit, credit), key=lambda move: move["id"])
 
 
+def check_minor_units(what: str, value: object, *, lowest: int = 1) -> None:
+    """InvalidTransfer unless `value` is an int (not a bool) of minor units in lowest..MAX_MINOR_UNITS."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_MINOR_UNITS:
+        raise InvalidTransfer(f"{what}'s amount must be an integer number of minor units in "
+                              f"{lowest}..{MAX_MINOR_UNITS}, not {value!r}")
+
+
 def _validate(req: TransferRequest) -> None:
     if not isinstance(req.id, str) or not 0 < len(req.id) <= 200:
         raise InvalidTransfer("transfer id must be a non-empty string of at most 200 characters")
-    if isinstance(req.amount, bool) or not isinstance(req.amount, int) or not 0 < req.amount <= MAX_MINOR_UNITS:
-        raise InvalidTransfer(f"amount must be an integer number of minor units in 1..{MAX_MINOR_UNITS}")
+    check_minor_units("a transfer", req.amount)
     if req.currency not in CURRENCY_EXPONENTS:
         raise InvalidTransfer(f"unsupported currency {req.currency!r}")
     if req.debit_account == req.credit_account:

@@ -4,6 +4,9 @@ workflow never moves money twice."""
 
 from __future__ import annotations
 
+# What a PSP charges a fee for: `fee(operation, reference)`.
+FEE_OPERATIONS = frozenset({"capture", "refund", "payout", "chargeback"})
+
 
 def deposit_credit(payment_id: str) -> str:
     """A captured deposit credited to the player (PSP clearing → player)."""
@@ -18,3 +21,38 @@ def payout_hold(payout_id: str) -> str:
 def game(transaction_id: str, kind: str) -> str:
     """A game-round move: `kind` is bet, win or rollback."""
     return f"game:{transaction_id}:{kind}"
+
+
+def fee(operation: str, reference: str) -> str:
+    """A PSP's fee for one operation (house fees → PSP clearing): `reference` is the payment id (capture), refund
+    id (refund), payout id (payout) or `<psp>:<dispute_id>` (chargeback)."""
+    if operation not in FEE_OPERATIONS:
+        raise ValueError(f"unknown fee operation {operation!r}")
+    return f"fee:{operation}:{reference}"
+
+
+def refund_hold(refund_id: str) -> str:
+    """What the player funds of a refund (player → PSP clearing, pending until the PSP's final word)."""
+    return f"refund:{refund_id}:hold"
+
+
+def refund_shortfall(refund_id: str) -> str:
+    """The part of a refund the player's balance did not cover (house player receivables → PSP clearing, pending)."""
+    return f"refund:{refund_id}:shortfall"
+
+
+def dispute_key(psp: str, dispute_id: str) -> str:
+    """A dispute's reference in the ledger and its fee's: dispute ids are unique per PSP only."""
+    return f"{psp}:{dispute_id}"
+
+
+def dispute(psp: str, dispute_id: str, step: str) -> str:
+    """A dispute's move: `step` is one of DISPUTE_STEPS (see ledger/disputes.py for what each moves)."""
+    if step not in DISPUTE_STEPS:
+        raise ValueError(f"unknown dispute step {step!r}")
+    return f"dispute:{dispute_key(psp, dispute_id)}:{step}"
+
+
+# A step's transfer kind is `dispute_<step>` and its reference the dispute key: the invariants find a dispute's
+# transfers by kind and reference.
+DISPUTE_STEPS = ("pulled", "hold", "shortfall", "chargeback", "returned", "shortfall_reversal")

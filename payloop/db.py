@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +72,26 @@ async def insert_if_missing(conn: AsyncConnection, table: Table, values: dict[st
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     result = await conn.execute(stmt)
     return result.rowcount == 1
+
+
+async def upsert_newer(
+    conn: AsyncConnection, table: Table, values: dict[str, Any], *, clock: str,
+    overrides: Callable[[Any], dict[str, Any]] | None = None,
+) -> None:
+    """Insert `values`, or update the row with the same primary key unless the stored `clock` column is newer.
+
+    Equal clocks update (the same write again changes nothing). An update writes every non-key column of `values`;
+    `overrides(excluded)` replaces some of them by SQL expressions (of the stored row's columns and of `excluded`,
+    the values offered).
+    """
+    insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert_(table).values(**values)
+    keys = [column.name for column in table.primary_key.columns]
+    updates = {name: stmt.excluded[name] for name in values if name not in keys}
+    updates |= overrides(stmt.excluded) if overrides else {}
+    await conn.execute(stmt.on_conflict_do_update(
+        index_elements=keys, set_=updates, where=table.c[clock] <= stmt.excluded[clock]
+    ))
 
 
 

@@ -25,12 +25,14 @@ from entrypoints.bench import report
 from entrypoints.bench.analysis import history_facts
 from entrypoints.bench.cli import BENCH_EXTRA
 from entrypoints.bench.model import BenchOptions
+from entrypoints.bench.ops_list_bench import OpsListBenchOptions, run_ops_list_bench
 from entrypoints.bench.patient_http import RetryAfterTransport
 from entrypoints.bench.run import drive_target, finish
 from entrypoints.bench.skeleton import Shape
 from entrypoints.bench.stats import percentile, summary_ms
 from entrypoints.bench.target import remote_target
 from payloop.temporal import DEV_SERVER_DYNAMIC_CONFIG, dev_server_flags, temporal_cli_path
+from tests.conftest import postgres_url
 from tests.e2e.conftest import API_KEY, running_stack
 from workers.bytecode import cache_workflow_bytecode
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -235,3 +237,16 @@ async def test_the_bench_client_waits_out_a_429_and_asks_again() -> None:
     async with httpx.AsyncClient(transport=RetryAfterTransport(httpx.MockTransport(answer))) as client:
         response = await client.get("http://api.test/v1/ops/webhooks/7")
     assert response.status_code == 200 and seen == ["/v1/ops/webhooks/7"] * 3
+
+
+async def test_ops_list_bench_fills_and_times_every_filter_on_both_backends(tmp_path: Path) -> None:
+    """`payloop bench ops-list`, small: every filter's pages are timed on SQLite and PostgreSQL (shape, not timings)."""
+    result = await run_ops_list_bench(OpsListBenchOptions(postgres_url(), payments=2_000, players=40, runs=2,
+                                                          deep=300, sqlite_dir=tmp_path))
+    for backend in ("sqlite", "postgresql"):
+        cases = result[backend]["cases"]
+        assert {"unfiltered", "status=credited", "psp=card_b", "method=crypto"} <= set(cases)
+        assert cases["unfiltered"]["matching_rows"] == 2_000
+        assert cases["unfiltered"]["first_page"]["rows"] == 50 and cases["unfiltered"]["deep_cursor_rows"] == 300
+        assert all(case["first_page"]["count"] == 2 for case in cases.values())
+    assert isinstance(result["all_within_target"], bool)

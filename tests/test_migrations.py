@@ -29,7 +29,8 @@ async def test_migrated_schema_matches_models(engine: AsyncEngine) -> None:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     assert diff == []
     assert {"alembic_version", "ledger_accounts", "ledger_transfers", "players", "player_deposit_limits",
-            "idempotency_keys", "webhook_events", "audit_log"} <= tables
+            "idempotency_keys", "webhook_events", "audit_log", "payments", "refunds", "disputes", "payouts",
+            "psp_fees"} <= tables
 
 
 async def test_upgrade_is_idempotent(fresh_db: Any, engine: AsyncEngine) -> None:

@@ -1,5 +1,5 @@
-"""Arguments of `payloop bench` (traffic run), `payloop bench ledger` and `payloop bench probe`, and the check that
-the bench extra is installed.
+"""Arguments of `payloop bench` (traffic run), `payloop bench ledger`, `payloop bench probe` and
+`payloop bench ops-list`, and the check that the bench extra is installed.
 
 Kept free of the bench's own imports: `payloop --help` must not load matplotlib or the SDK's worker, and works
 without the extra (`pip install 'payloop[bench]'`), which only `payloop bench` needs.
@@ -41,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="comma-separated shapes: a = activity, l = local activity, | = update/signal")
     probe.add_argument("--runs", type=int, default=20, help="timed runs per shape (after 3 warm-ups)")
     probe.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ops_list = sub.add_parser("ops-list", help="the ops console's payments list over 100,000 stored payments, "
+                                               "every filter's first and a deep page, on SQLite and PostgreSQL")
+    ops_list.add_argument("--database-url", default=None,
+                          help="PostgreSQL (postgresql+asyncpg://…) to bench beside SQLite; a scratch database is "
+                               "created there and dropped (default: PAYLOOP_TEST_DATABASE_URL; none: SQLite only)")
+    ops_list.add_argument("--payments", type=int, default=100_000, help="payments stored (default 100,000)")
+    ops_list.add_argument("--runs", type=int, default=30, help="timed runs per page (after 3 warm-ups)")
+    ops_list.add_argument("--deep", type=int, default=5_000, help="rows into a list where its deep page starts")
+    ops_list.add_argument("--out", type=Path, default=DEFAULT_OUT)
 
 
 def _traffic_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
-"""`payloop bench`, `payloop bench ledger` and `payloop bench probe` once their arguments are parsed (cli.py) and
-the bench extra is there."""
+"""`payloop bench`, `payloop bench ledger`, `payloop bench probe` and `payloop bench ops-list` once their arguments
+are parsed (cli.py) and the bench extra is there."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ import os
 from entrypoints.bench import probe
 from entrypoints.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
 from entrypoints.bench.model import BenchOptions
+from entrypoints.bench.ops_list_bench import OpsListBenchOptions, run_ops_list_bench
 from entrypoints.bench.run import run_bench
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bench_command == "ledger":
         return _ledger(args)
+    if args.bench_command == "ops-list":
+        return _ops_list(args)
     if args.bench_command == "probe":
         shapes = tuple(s.strip() for s in args.shapes.split(","))
         return probe.main(args.out, shapes, args.runs)
@@ -54,3 +57,25 @@ def _ledger(args: argparse.Namespace) -> int:
         print(f"profile: {ledger['profile']}")
     print(f"written: {path}")
     return 0
+
+
+def _ops_list(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("PAYLOOP_TEST_DATABASE_URL")
+    result = asyncio.run(run_ops_list_bench(OpsListBenchOptions(
+        url if url and url.startswith("postgresql") else None, payments=args.payments, runs=args.runs,
+        deep=args.deep)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "ops-list.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['payments']} payments; list_payments(limit=50), p50 / p95 ms over {result['runs']} runs")
+    for backend in ("sqlite", "postgresql"):
+        if backend not in result:
+            continue
+        print(f"{backend} (filled in {result[backend]['fill_s']} s)")
+        for name, case in result[backend]["cases"].items():
+            deep = case["deep_page"]
+            print(f"  {name:<36} first {case['first_page']['p50_ms']:>7} / {case['first_page']['p95_ms']:>7}   "
+                  + (f"deep {deep['p50_ms']:>7} / {deep['p95_ms']:>7}" if deep else "deep  (fewer rows)"))
+    print(f"every p95 within {result['target_p95_ms']} ms: {result['all_within_target']}")
+    print(f"written: {path}")
+    return 0 if result["all_within_target"] else 1
