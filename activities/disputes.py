@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from activities.fees import fee_minor
 from ledger import Ledger
 from ledger.disputes import DisputeRefused, open_dispute, resolve_dispute
+from ledger.payments import payment_facts
 from psp.routing import RoutingConfig
 from workflows.types import ActivityName, DisputeOpened, ErrorType, OpenDisputeInput, ResolveDisputeInput
 
@@ -36,7 +37,9 @@ class DisputeActivities:
             )
         except DisputeRefused as err:
             raise ApplicationError(str(err), err.code, type=ErrorType.DISPUTE_REFUSED, non_retryable=True) from err
-        return DisputeOpened(record.player_id, record.method, record.held_minor, record.shortfall_minor)
+        facts = await payment_facts(self.ledger.engine, input.payment_id)
+        return DisputeOpened(record.player_id, facts.method if facts else "", record.held_minor,
+                             record.shortfall_minor)
 
     @activity.defn(name=ActivityName.RESOLVE_DISPUTE)
     async def resolve_dispute(self, input: ResolveDisputeInput) -> None:

@@ -20,6 +20,7 @@ from activities.fees import fee_minor
 from activities.psp_calls import call_and_record, call_psp, connector_for
 from ledger import Ledger
 from ledger.errors import InsufficientFunds
+from ledger.payments import payment_facts
 from ledger.refunds import RefundRefused, mark_refund_in_review, request_refund, settle_refund
 from psp.base import CreateRefundRequest, PspConnector, PspRefund
 from psp.routing import RoutingConfig
@@ -80,8 +81,9 @@ class RefundActivities:
         except InsufficientFunds as err:
             raise ApplicationError(str(err), "insufficient_funds", type=ErrorType.INSUFFICIENT_FUNDS,
                                    non_retryable=True) from err
-        return ReservedRefund(record.psp, record.psp_payment_reference, record.method, record.held_minor,
-                              record.shortfall_minor)
+        facts = await payment_facts(self.ledger.engine, input.payment_id)
+        return ReservedRefund(record.psp, record.psp_payment_reference, facts.method if facts else "",
+                              record.held_minor, record.shortfall_minor)
 
     @activity.defn(name=ActivityName.SETTLE_REFUND)
     async def settle_refund(self, input: SettleRefundInput) -> None:

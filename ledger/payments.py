@@ -111,6 +111,12 @@ async def record_payment(engine: AsyncEngine, record: PaymentRecord) -> None:
         })
 
 
+async def payment_facts(engine: AsyncEngine, payment_id: str) -> PaymentRecord | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(payments).where(payments.c.payment_id == payment_id))).one_or_none()
+    return from_row(PaymentRecord, row) if row else None
+
+
 async def payment_money(engine: AsyncEngine, payment_id: str) -> PaymentMoney | None:
     async with engine.connect() as conn:
         row = (await conn.execute(select(payments).where(payments.c.payment_id == payment_id))).one_or_none()

@@ -116,6 +116,10 @@ class Ledger:
         if engine.dialect.name not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     # ---- writes ---------------------------------------------------------------------------------------
 
     async def post_transfer(self, req: TransferRequest) -> Transfer:

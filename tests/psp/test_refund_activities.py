@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.refunds import RefundActivities
+from ledger import Ledger
 from payloop.psp_decision import PspDecision
 from psp.http_connector import HttpPspConnector
 from psp.routing import default_routing_path, load_routing_file
@@ -22,7 +23,8 @@ from workflows.types import CreatePspRefundInput, PspRef, PspRefundView
 
 @pytest.fixture
 def refunds(engine: AsyncEngine, every_psp: dict[str, HttpPspConnector]) -> RefundActivities:
-    return RefundActivities(every_psp, HealthStore(engine, load_routing_file(default_routing_path())))
+    routing = load_routing_file(default_routing_path())
+    return RefundActivities(Ledger(engine), every_psp, routing, HealthStore(engine, routing))
 
 
 def refund_input(psp: str, payment_id: str, psp_reference: str, amount_minor: int,
