@@ -109,6 +109,9 @@ async def update_briefly(client: Client, workflow_id: str, handler: Callable, ar
         # Accepted, so it is being carried out: the caller reads the current state instead.
         return STILL_RUNNING
     except WorkflowUpdateFailedError as err:
+        # A validator's refusal comes back here, not from start_update: the update was never accepted.
+        if isinstance(err.cause, ApplicationError):
+            raise rejected(err.cause) from None
         raise unavailable("the update could not be carried out") from err
 
 

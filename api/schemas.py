@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints,
+)
 
 from api.card_numbers import NoCardNumber
 
@@ -320,7 +322,7 @@ class RefundRequest(BaseModel):
     reason: RefundReason
     idempotency_key: IdempotencyKey | None = None
     meta: RefundMeta = Field(default_factory=RefundMeta)
-    allow_shortfall: bool = Field(
+    allow_shortfall: StrictBool = Field(
         default=False, description="refund even when the player no longer has the money (the rest becomes a "
                                    "receivable); only for keys that also have the ops scope")
 

@@ -483,7 +483,8 @@ class DepositWorkflow(PspSignals):
         s = self._state
         capture = self._capture_under_review()
         if capture is None and s.psp:
-            outcome = await self._psp.cancel(s.psp)  # nothing may be closed while the PSP could still take it
+            # Nothing may be closed while the PSP could still take it: its own answer to a cancel decides.
+            outcome = await self._psp.cancel(s.psp, heed_events=False)
             if outcome.ending is Ending.UNKNOWN:
                 await raise_alert("deposit.psp_status_unknown", s.payment_id, {"psp": s.psp, "step": "reject"})
                 return  # stays in review: the PSP could not confirm

@@ -285,12 +285,13 @@ class PspStep:
             interval_seconds = min(interval_seconds * schedule.backoff, schedule.max_interval_seconds)
         return await self.cancel(psp)
 
-    async def cancel(self, psp: str) -> PspOutcome:
+    async def cancel(self, psp: str, *, heed_events: bool = True) -> PspOutcome:
         """The end-of-wait rule: cancel at the PSP; CANCELLED only when the PSP confirms. A PSP that settled
         meanwhile says so in its answer to the cancel (ANSWERED). What cannot be cancelled (a refund) is looked up
-        once more: CANCELLED only when the PSP says it never had it."""
+        once more: CANCELLED only when the PSP says it never had it. `heed_events=False`: the PSP's answer to the
+        cancel decides even when a final event came (a reviewer closing a payment whose event did not match)."""
         await self.verify_claims()
-        if (event := self.events.final(psp)) is not None:
+        if heed_events and (event := self.events.final(psp)) is not None:
             return PspOutcome(Ending.ANSWERED, event)
         if self.calls.cancel is None:
             found = await self.look_up(psp)

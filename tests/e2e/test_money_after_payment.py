@@ -15,7 +15,7 @@ from ledger.models import ledger_accounts
 from psp.base import CreatePaymentRequest
 from psp.registry import build_connectors
 from tests.e2e.conftest import Stack, eventually, new_player
-from tests.e2e.test_webhooks import captured_event, post_webhook, waiting_payment
+from tests.e2e.test_webhooks import captured_event, post_webhook, stored_events, waiting_payment
 
 REFUND_FINAL = {"succeeded", "failed"}
 
@@ -64,6 +64,12 @@ async def wait_refund(stack: Stack, refund_id: str, statuses: set[str] = REFUND_
     return await eventually(lambda: get_refund(stack, refund_id), lambda r: r["status"] in statuses, timeout)
 
 
+async def in_review(stack: Stack, payment_id: str) -> dict[str, Any]:
+    """The deposit in review, once it shows the PSP's own view (looked up as the review opens)."""
+    return await eventually(lambda: stack.payment(payment_id),
+                            lambda p: p["status"] == "in_review" and p["review_psp_view"] is not None, 30)
+
+
 async def wait_status(stack: Stack, payment_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
     return await eventually(lambda: stack.payment(payment_id), lambda p: p["status"] == status, timeout)
 
@@ -107,7 +113,7 @@ async def wait_dispute(stack: Stack, dispute_id: str, state: str) -> dict[str, A
 async def test_review_approve_credits_what_the_psp_captured(stack: Stack) -> None:
     player = new_player()
     init = await stack.deposit(method="card", scenario="wrong_amount", player_id=player)
-    waiting = await stack.wait_final(init["payment_id"])
+    waiting = await in_review(stack, init["payment_id"])
     assert (waiting["status"], waiting["review_reason"]) == ("in_review", "amount_mismatch"), waiting
     assert waiting["credited_amount"] == "0.00" and waiting["credit_transfer_id"] is None
     captured = waiting["review_psp_view"]["amount"]
@@ -124,7 +130,7 @@ async def test_review_approve_credits_what_the_psp_captured(stack: Stack) -> Non
 async def test_review_approve_less_refunds_the_rest_at_the_psp(stack: Stack) -> None:
     player = new_player()
     init = await stack.deposit(method="card", scenario="wrong_amount", player_id=player)
-    waiting = await stack.wait_final(init["payment_id"])
+    waiting = await in_review(stack, init["payment_id"])
     captured = waiting["review_psp_view"]["amount"]
     too_much = await stack.api.post(f"/v1/ops/payments/{init['payment_id']}/review",
                                     json={"decision": "approve", "reviewer": "jane.doe", "amount": "999.00"})
@@ -145,7 +151,7 @@ async def test_review_approve_less_refunds_the_rest_at_the_psp(stack: Stack) -> 
 async def test_review_reject_refunds_the_capture(stack: Stack) -> None:
     player = new_player()
     init = await stack.deposit(method="card", scenario="wrong_amount", player_id=player)
-    waiting = await stack.wait_final(init["payment_id"])
+    waiting = await in_review(stack, init["payment_id"])
     await review(stack, init["payment_id"], "reject")
     done = await wait_status(stack, init["payment_id"], "refunded")
     assert done["refunded_amount"] == waiting["review_psp_view"]["amount"] and done["credited_amount"] == "0.00"
@@ -158,8 +164,8 @@ async def test_review_reject_with_nothing_captured_cancels_and_closes(stack: Sta
     payment_id, reference = await waiting_payment(stack, player)
     failed = captured_event(payment_id, "card_someone_elses", status="failed", type="payment.failed")
     assert (await post_webhook(stack, failed)).status_code == 200
-    waiting = await stack.wait_final(payment_id)
-    assert (waiting["status"], waiting["review_reason"]) == ("in_review", "reference_mismatch"), waiting
+    waiting = await in_review(stack, payment_id)
+    assert waiting["review_reason"] == "reference_mismatch", waiting
     approve = await stack.api.post(f"/v1/ops/payments/{payment_id}/review",
                                    json={"decision": "approve", "reviewer": "jane.doe"})
     assert approve.status_code == 409 and approve.json()["code"] == "nothing_captured", approve.text
@@ -174,14 +180,14 @@ async def test_review_reject_with_nothing_captured_cancels_and_closes(stack: Sta
 async def test_ops_list_finds_payments_by_filter(stack: Stack) -> None:
     player = new_player()
     init = await stack.deposit(method="card", scenario="wrong_amount", player_id=player)
-    await stack.wait_final(init["payment_id"])
+    await in_review(stack, init["payment_id"])
     _, credited = await credited_deposit(stack, player=player)
     listed = (await stack.api.get("/v1/ops/payments", params={"player_id": player})).json()
     assert [p["payment_id"] for p in listed["payments"]] == [credited, init["payment_id"]]  # newest first
-    in_review = (await stack.api.get("/v1/ops/payments", params={
+    reviews = (await stack.api.get("/v1/ops/payments", params={
         "player_id": player, "status": "in_review", "review_reason": "amount_mismatch"})).json()
-    assert [p["payment_id"] for p in in_review["payments"]] == [init["payment_id"]]
-    assert in_review["payments"][0]["temporal_ui_url"].endswith(f"deposit-{init['payment_id']}")
+    assert [p["payment_id"] for p in reviews["payments"]] == [init["payment_id"]]
+    assert reviews["payments"][0]["temporal_ui_url"].endswith(f"deposit-{init['payment_id']}")
     page = (await stack.api.get("/v1/ops/payments", params={"player_id": player, "limit": 1})).json()
     second = (await stack.api.get("/v1/ops/payments", params={
         "player_id": player, "limit": 1, "before": page["next_before"]})).json()
@@ -393,6 +399,9 @@ async def test_a_stray_capture_is_refunded_at_the_psp_that_took_it(stack: Stack)
         await card.create_payment(CreatePaymentRequest(
             payment_id=init["payment_id"], amount_minor=5000, currency="EUR", method="card", player_id=player,
             return_url="https://casino.example/return"))
+    # card's capture reaches the deposit while it still waits on card_b's challenge.
+    await eventually(lambda: stored_events(stack, init["payment_id"]),
+                     lambda rows: any(r.psp == "card" and r.state == "signalled" for r in rows), 30)
     await stack.sandbox.post(init["redirect_url"], data={"outcome": "success"})
     waiting = await eventually(lambda: stack.payment(init["payment_id"]),
                                lambda p: p["review_reason"] == "captured_at_left_psp", 30)
