@@ -1,22 +1,29 @@
-"""Stateful fuzzing of the ledger and the game wallet against a pure-Python model, on SQLite and PostgreSQL.
+"""Stateful fuzzing of the ledger, the game wallet and the money after a payment against a pure-Python model, on
+SQLite and PostgreSQL.
 
 A Hypothesis rule-based state machine sends random sequences of deposits, direct debits, holds, posts and voids,
 game bets, wins and rollbacks to the real `Ledger` and `GameWallet`, with ids drawn from small pools so that
 duplicates (same id, same body: the stored answer, no second movement) and conflicts (same id, another body:
 refused, nothing moves) happen all the time, plus overdraft attempts, wins naming unknown or rolled-back bets,
-rollbacks of unknown bets (tombstones) and late bets. The model predicts every answer or error; after every step
-the ledger invariants must hold and every account, transfer, game transaction and round must equal the model.
+rollbacks of unknown bets (tombstones) and late bets. Beside them, the money after a payment
+(tests/ledger/money_model.py): captures credited in full, in part or not at all, with fees; refunds funded by the
+player (a shortfall allowed or not, on a player with or without money left), uncredited ones, stray captures at
+another PSP, settled succeeded or failed or put in review; disputes opened on funded and broke players, won or
+lost, with fees; and each of them again (replays), with other parameters (conflicts) or refused. The model predicts
+every answer or error; after every step the ledger invariants must hold and every account, transfer, game
+transaction, round, payment's money, refund and dispute must equal the model.
 
 Each example starts from emptied tables, on an engine of its own, with a drawn opening (money, holds, open, settled
-and rolled-back bets, a tombstone); then up to 30 steps, each one action drawn from all of them. The test also
-asserts that the run reached every interesting outcome (MUST_SEE), so a change that starves a path is noticed.
+and rolled-back bets, a tombstone, captured payments, a pending refund, an open dispute); then up to 30 steps, each
+one action drawn from all of them. The test also asserts that the run reached every interesting outcome
+(MUST_SEE), so a change that starves a path is noticed.
 
 Hypothesis drives the machine synchronously, so the test owns an event loop and runs each step's coroutine on it;
 the engines are created, used and disposed on that loop only (asyncpg connections are bound to their loop).
 
-Deterministic (derandomized, no example database). A passing run takes 15-30 s per backend (SQLite, PostgreSQL)
-on a busy 2-core machine, under a minute for both. A failing one also shrinks, for up to about 5 minutes per backend (every run of the
-machine touches the database); the message names what differs from the model.
+Deterministic (derandomized, no example database). A passing run takes 30-45 s per backend (SQLite, PostgreSQL)
+on a busy 2-core machine, under a minute and a half for both. A failing one also shrinks, for up to about 5 minutes
+per backend (every run of the machine touches the database); the message names what differs from the model.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import json
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,23 +52,35 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger import (
+    DisputeRecord,
     HoldAlreadyResolved,
     InsufficientFunds,
     InvalidTransfer,
     Ledger,
     LedgerError,
     NotAHold,
+    PaymentRecord,
+    RefundRecord,
     Transfer,
     TransferConflict,
     TransferNotFound,
     TransferRequest,
     assert_invariants,
+    credit_deposit,
     house_account,
+    mark_refund_in_review,
+    open_dispute,
     parse_account,
     player_account,
     psp_clearing_account,
+    record_payment,
+    record_uncredited_capture,
+    request_refund,
+    resolve_dispute,
+    settle_refund,
 )
 from ledger.accounts import PLAYER
+from ledger.disputes import DisputeRefused
 from ledger.games import (
     BET,
     HOUSE_GAMES,
@@ -79,9 +99,11 @@ from ledger.games import (
     game_rounds,
     game_transactions,
 )
-from ledger.models import ledger_accounts, ledger_transfers
+from ledger.models import disputes, ledger_accounts, ledger_transfers, payments, payouts, psp_fees, refunds
+from ledger.refunds import RefundRefused
 from payloop.money import to_decimal_string
 from tests.conftest import BACKENDS, FreshDatabase
+from tests.ledger.money_model import MoneyModel, Refusal
 
 T = TypeVar("T")
 
@@ -97,14 +119,19 @@ RESOLVE_IDS = PAYOUT_IDS + ["deposit:pay_0:credit", "payout:unknown"]
 BET_IDS = [f"b{n}" for n in range(6)]
 GAME_IDS = BET_IDS + ["w0", "w1", "rb0", "rb1"]  # any kind may use any of these: cross-kind collisions
 ROUNDS = ("r0", "r1", "r2")
+MONEY_PAY_IDS = [f"mp_{n}" for n in range(6)]  # payments with a record (their own pool: no raw deposit collides)
+REFUND_IDS = [f"rf{n}" for n in range(8)]
+DISPUTE_IDS = [f"dp{n}" for n in range(6)]
+BROKE = "dora"  # a player whose money is gone: refunds fall short, disputes find nothing to hold
+STRAY_PSP = "leftpsp"  # a PSP a deposit failed over from, where a stray capture is refunded
 GAMES = ("slots", "poker")
 
-# Bounded and deterministic for CI: 20 examples of up to 30 steps per backend (timings in the module docstring).
+# Bounded and deterministic for CI: 40 examples of up to 30 steps per backend (timings in the module docstring).
 SETTINGS = settings(
     derandomize=True,
     database=None,
     deadline=None,
-    max_examples=20,
+    max_examples=40,
     stateful_step_count=30,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=False,
@@ -122,6 +149,14 @@ MUST_SEE = {
     "rollback:reversed", "rollback:tombstone", "rollback:no-op", "rollback:replay", "rollback:RoundSettled",
     "rollback:ReferenceMismatch", "rollback:NotABet", "rollback:GameTransactionConflict",
     "rollback:InvalidTransfer",
+    "capture:credited", "capture:uncredited", "capture:replay", "capture:CaptureConflict",
+    "refund:player", "refund:shortfall", "refund:uncredited", "refund:stray", "refund:replay",
+    "refund:RecordConflict", "refund:InsufficientFunds", "refund:payment_not_refundable",
+    "refund:refund_exceeds_refundable", "refund:payment_not_found", "refund:currency_mismatch",
+    "settle:succeeded", "settle:failed", "settle:replay", "settle:AlreadyFinal", "review:in_review",
+    "dispute:held", "dispute:shortfall", "dispute:no_funds", "dispute:replay", "dispute:RecordConflict",
+    "dispute:payment_not_found", "resolve_dispute:lost", "resolve_dispute:won", "resolve_dispute:replay",
+    "resolve_dispute:AlreadyFinal",
 }
 
 
@@ -381,6 +416,34 @@ def action(**strategies: st.SearchStrategy[Any]) -> Any:
     return register
 
 
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+PAYMENT_FACTS = PaymentRecord(payment_id="", client_id="c1", player_id="", method="card", currency="EUR",
+                              amount_minor=1, status="captured", created_at=T0, updated_at=T0, psp=PSP)
+
+
+def _refund_view(r: RefundRecord) -> tuple[Any, ...]:
+    """What the model predicts of a refund (MRefund.view)."""
+    return r.status, r.held_minor, r.shortfall_minor, r.fee_minor, r.psp, r.funding, r.amount_minor
+
+
+def _dispute_view(d: DisputeRecord) -> tuple[Any, ...]:
+    """What the model predicts of a dispute (MDispute.view)."""
+    return d.state, d.held_minor, d.shortfall_minor, d.fee_minor, d.amount_minor
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """A model answer compared as it is (a capture's transfer id or None), with no replay flag."""
+
+    value: Any
+
+    def __getitem__(self, index: int) -> Any:
+        return (self, False)[index]
+
+    def view(self) -> Any:
+        return self.value
+
+
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self, loop: asyncio.AbstractEventLoop, db: FreshDatabase) -> None:
         super().__init__()
@@ -391,6 +454,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = Ledger(self.engine)
         self.wallet = GameWallet(self.engine)
         self.model = Model()
+        self.money = MoneyModel(self.model)
         self.sent_transfers: list[tuple[TransferRequest, bool]] = []
         self.sent_games: list[tuple[str, GameRequest]] = []
         self.overdrafts = 0
@@ -411,7 +475,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     async def _wipe(self) -> None:
         async with self.engine.begin() as conn:
-            for table in (game_transactions, game_rounds, ledger_transfers, ledger_accounts):
+            for table in (game_transactions, game_rounds, payments, refunds, disputes, payouts, psp_fees,
+                          ledger_transfers, ledger_accounts):
                 await conn.execute(delete(table))
 
     # ---- ledger actions ----------------------------------------------------------------------------------------
@@ -452,6 +517,16 @@ class LedgerMachine(RuleBasedStateMachine):
         self._game(BET, GameRequest("open-reversed", reversed_, "EUR", small, "r2", "slots"))
         self._game(ROLLBACK, GameRequest("open-reversal", reversed_, "EUR", None, "r2", "slots", "open-reversed"))
         self._game(ROLLBACK, GameRequest("open-tombstone", reversed_, "EUR", None, "r2", "slots", BET_IDS[-1]))
+        # Money after a payment: a credited, a partly credited and an uncredited capture, one credited to a player
+        # who then withdrew it all (the last two payments are left for the rules to record), a pending refund and
+        # an open dispute.
+        self.capture(MONEY_PAY_IDS[0], settled, "EUR", 2_000 + small, "all", 25, "credit")
+        self.capture(MONEY_PAY_IDS[1], reversed_, "JPY", 3_000 + small, "part", 0, "credit")
+        self.capture(MONEY_PAY_IDS[2], PLAYERS[0], "EUR", 1_000 + small, "none", 150, "uncredited")
+        self.capture(MONEY_PAY_IDS[3], BROKE, "EUR", 1_000 + small, "all", 0, "credit")
+        self.debit(f"payout:open_{BROKE}", BROKE, "EUR", 1_000 + small, hold=False, overdraw=False)
+        self.refund(REFUND_IDS[0], 0, "known", MONEY_PAY_IDS[0], "small", "player", True, "own", None, False)
+        self.dispute(DISPUTE_IDS[0], 1, "known", MONEY_PAY_IDS[1], "half", False, False)
         self.opened = True
 
     @action(pay=st.sampled_from(PAY_IDS), player=st.sampled_from(PLAYERS), currency=st.sampled_from(CURRENCIES),
@@ -658,6 +733,194 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self._game(kind, req)
         assert isinstance(result, Err) and isinstance(result.exc, GameTransactionConflict), result
 
+    # ---- money after a payment: credits, refunds, disputes (tests/ledger/money_model.py) ---------------------------
+
+    def _money(self, what: str, expected: Any, call: Coroutine[Any, Any, Any], view: Any) -> tuple[Any, bool]:
+        """Run `call` and compare its answer (seen through `view`) or refusal with the model's `expected` (a
+        Refusal, or (model record, replayed)); returns the answer's view (or the Refusal) and whether the model
+        called it a replay."""
+        replayed = False
+        if not isinstance(expected, Refusal):
+            expected, replayed = expected[0].view(), expected[1]
+        try:
+            actual = view(self.run(call))
+        except (LedgerError, RefundRefused, DisputeRefused) as err:
+            actual = Refusal(type(err).__name__, getattr(err, "code", None))
+        assert actual == expected, f"{what}: expected {expected}, got {actual}"
+        return actual, replayed
+
+    @staticmethod
+    def _refusal_label(kind: str, refusal: Refusal) -> str:
+        """A business refusal by its code, anything else by its exception's name."""
+        business = refusal.name in ("RefundRefused", "DisputeRefused")
+        return f"{kind}:{refusal.code if business else refusal.name}"
+
+    @action(pay=st.sampled_from(MONEY_PAY_IDS), player=st.sampled_from(PLAYERS), currency=st.sampled_from(CURRENCIES),
+            amount=st.integers(1, 8_000), credit=st.sampled_from(["all", "all", "part", "none"]),
+            fee=st.sampled_from([0, 0, 25, 150]),
+            variant=st.sampled_from(["credit", "credit", "credit", "uncredited", "conflict"]))
+    def capture(self, pay: str, player: str, currency: str, amount: int, credit: str, fee: int, variant: str) -> None:
+        """A deposit's capture (recorded first): credited (all, part or none of it) with its fee, or captured
+        uncredited (rejected in review). The recorded capture again is a replay; another amount a conflict."""
+        if pay not in self.money.payments:
+            self.run(record_payment(self.engine, dataclasses.replace(
+                PAYMENT_FACTS, payment_id=pay, player_id=player, currency=currency, psp_reference=f"ref-{pay}")))
+            self.money.record(pay, player, currency, PSP)
+        payment = self.money.payments[pay]
+        before = payment.captured
+        captured = (before or amount) + (variant == "conflict")
+        credited = 0 if variant == "uncredited" else payment.credited if before and variant == "credit" else {
+            "all": captured, "part": captured // 2, "none": 0}[credit]
+        player_id, currency = (None if variant == "uncredited" else payment.player), payment.currency
+        expected = self.money.atomically(
+            lambda: self.money.capture(pay, player_id, PSP, currency, captured, credited, fee))
+        if variant == "uncredited":
+            call = record_uncredited_capture(self.ledger, payment_id=pay, psp=PSP, method="card", currency=currency,
+                                             captured_minor=captured, fee_minor=fee, now=T0)
+        else:
+            call = credit_deposit(self.ledger, payment_id=pay, player_id=payment.player, psp=PSP, method="card",
+                                  currency=currency, captured_minor=captured, credit_minor=credited, fee_minor=fee,
+                                  now=T0)
+        expected = expected if isinstance(expected, Refusal) else _Plain(expected)
+        actual, _ = self._money(f"capture {pay}", expected, call, lambda answer: answer)
+        if isinstance(actual, Refusal):
+            self._seen(f"capture:{actual.name}")
+        else:
+            self._seen("capture:replay" if before else f"capture:{'un' if not credited else ''}credited")
+
+    def _amount_of(self, pay: str, part: str) -> int:
+        payment = self.money.payments.get(pay)
+        refundable = max(0, payment.refundable()) if payment else 100
+        return {"small": 1 + refundable // 10, "half": max(1, refundable // 2), "all": max(1, refundable),
+                "over": refundable + 1}[part]
+
+    def _payment(self, i: int, pick: str, pooled: str) -> str:
+        """One of the recorded payments, the broke player's, an unknown one, or a pooled id (maybe unrecorded)."""
+        known = list(self.money.payments)
+        if pick in ("broke", "unknown"):
+            return MONEY_PAY_IDS[3] if pick == "broke" else "mp_unknown"
+        return known[i % len(known)] if known and pick == "known" else pooled
+
+    @action(refund_id=st.sampled_from(["fresh"] * 6 + REFUND_IDS), i=st.integers(0, 1000),
+            pick=st.sampled_from(["known"] * 4 + ["broke", "unknown", "pool"]),
+            pooled=st.sampled_from(MONEY_PAY_IDS + ["mp_unknown"]), part=st.sampled_from(["small", "half", "all",
+                                                                                         "over"]),
+            funding=st.sampled_from(["player", "player", "player", "uncredited"]), shortfall=st.booleans(),
+            where=st.sampled_from(["own"] * 6 + ["stray", "stray_player", "currency", "currency"]),
+            reason=st.sampled_from([None, "asked"]), again=st.sampled_from([False] * 4 + [True]))
+    def refund(self, refund_id: str, i: int, pick: str, pooled: str, part: str, funding: str, shortfall: bool,
+               where: str, reason: str | None, again: bool) -> None:
+        """A refund request: player-funded (a shortfall allowed or not) or uncredited, at the payment's PSP or a
+        stray capture's, of a part, all or more than is refundable; ids from a pool (conflicts); or (`again`) a
+        stored refund's request once more (a replay)."""
+        if again and self.money.refunds:
+            refund_id, stored = list(self.money.refunds.items())[i % len(self.money.refunds)]
+            stray = stored.psp == STRAY_PSP
+            asked = {"payment_id": stored.payment_id, "client_id": stored.client_id, "amount_minor": stored.amount,
+                     "currency": stored.currency, "reason": stored.reason, "funding": stored.funding,
+                     "psp": stored.psp if stray else None,
+                     "psp_payment_reference": stored.psp_payment_reference if stray else None}
+            return self._refund(refund_id, asked, shortfall)
+        if refund_id == "fresh":
+            refund_id = self._fresh("rf")
+        pay = self._payment(i, pick, pooled)
+        payment = self.money.payments.get(pay)
+        currency = payment.currency if payment else "EUR"
+        if where == "currency":
+            currency = next(c for c in CURRENCIES if c != currency)
+        stray = where.startswith("stray")
+        asked = {"payment_id": pay, "client_id": "c1", "amount_minor": self._amount_of(pay, part),
+                 "currency": currency, "reason": reason, "funding": "uncredited" if where == "stray" else funding,
+                 "psp": STRAY_PSP if stray else None, "psp_payment_reference": "stray-ref" if stray else None}
+        self._refund(refund_id, asked, shortfall)
+
+    def _refund(self, refund_id: str, asked: dict[str, Any], shortfall: bool) -> None:
+        expected = self.money.atomically(lambda: self.money.request_refund(refund_id, asked, shortfall))
+        call = request_refund(self.ledger, refund_id=refund_id, allow_shortfall=shortfall, now=T0, **asked)
+        actual, replayed = self._money(f"refund {refund_id} {asked}", expected, call, _refund_view)
+        if isinstance(actual, Refusal):
+            self._seen(self._refusal_label("refund", actual))
+            return
+        _, _, short, _, psp, kind, _ = actual
+        self._seen("refund:" + ("replay" if replayed else "stray" if psp == STRAY_PSP else "uncredited"
+                                if kind == "uncredited" else "shortfall" if short else "player"))
+
+    @action(i=st.integers(0, 1000), pooled=st.sampled_from(REFUND_IDS),
+            outcome=st.sampled_from(["succeeded", "failed"]), fee=st.sampled_from([None, 0, 30]),
+            review=st.sampled_from([False, False, True]))
+    def settle(self, i: int, pooled: str, outcome: str, fee: int | None, review: bool) -> None:
+        """The PSP's word on a refund (a known one, or a pooled id): final, or unknown (`review`: a person
+        decides, the money stays). A final refund is told its own outcome again (a replay) every other time."""
+        known = list(self.money.refunds)
+        refund_id = known[i % len(known)] if known and i % 5 else pooled
+        stored = self.money.refunds.get(refund_id)
+        if stored is not None and stored.status in ("succeeded", "failed") and i % 2:
+            outcome, fee = stored.status, stored.fee
+        if review:
+            kind, expected = "review", self.money.atomically(lambda: self.money.review_refund(refund_id))
+            call = mark_refund_in_review(self.ledger, refund_id, review_reason="psp_status_unknown", now=T0)
+        else:
+            kind, expected = "settle", self.money.atomically(
+                lambda: self.money.settle_refund(refund_id, outcome, fee))
+            call = settle_refund(self.ledger, refund_id, outcome=outcome, psp_refund_reference="x",
+                                 failure_code=None, fee_minor=fee, method="card", now=T0)
+        actual, replayed = self._money(f"{kind} {refund_id}", expected, call, _refund_view)
+        self._seen(self._refusal_label(kind, actual) if isinstance(actual, Refusal)
+                   else f"{kind}:{'replay' if replayed else actual[0]}")
+
+    @action(dispute_id=st.sampled_from(["fresh"] * 6 + DISPUTE_IDS), i=st.integers(0, 1000),
+            pick=st.sampled_from(["known"] * 4 + ["broke", "unknown", "pool"]),
+            pooled=st.sampled_from(MONEY_PAY_IDS + ["mp_unknown"]),
+            part=st.sampled_from(["small", "half", "all", "captured"]),
+            wrong_currency=st.sampled_from([False] * 5 + [True]), again=st.sampled_from([False] * 4 + [True]))
+    def dispute(self, dispute_id: str, i: int, pick: str, pooled: str, part: str, wrong_currency: bool,
+                again: bool) -> None:
+        """A dispute opened at the payment's PSP, whatever the player has left (all, some, none); or (`again`) a
+        stored dispute once more (a replay)."""
+        if again and self.money.disputes:
+            (_, dispute_id), stored = list(self.money.disputes.items())[i % len(self.money.disputes)]
+            return self._dispute(dispute_id, stored.payment_id, stored.amount, stored.currency)
+        if dispute_id == "fresh":
+            dispute_id = self._fresh("dp")
+        pay = self._payment(i, pick, pooled)
+        payment = self.money.payments.get(pay)
+        currency = payment.currency if payment else "EUR"
+        if wrong_currency:
+            currency = next(c for c in CURRENCIES if c != currency)
+        if part == "captured":  # more than is refundable once something was refunded or disputed
+            amount = max(1, payment.captured) if payment else 100
+        else:
+            amount = self._amount_of(pay, part)
+        self._dispute(dispute_id, pay, amount, currency)
+
+    def _dispute(self, dispute_id: str, pay: str, amount: int, currency: str) -> None:
+        expected = self.money.atomically(lambda: self.money.open_dispute(PSP, dispute_id, pay, amount, currency))
+        call = open_dispute(self.ledger, psp=PSP, dispute_id=dispute_id, payment_id=pay, amount_minor=amount,
+                            currency=currency, reason_code="10.4", now=T0)
+        actual, replayed = self._money(f"dispute {dispute_id}", expected, call, _dispute_view)
+        if isinstance(actual, Refusal):
+            self._seen(self._refusal_label("dispute", actual))
+            return
+        _, held, short, _, _ = actual
+        self._seen("dispute:" + ("replay" if replayed else "no_funds" if not held else "shortfall" if short
+                                 else "held"))
+
+    @action(i=st.integers(0, 1000), pooled=st.sampled_from(DISPUTE_IDS), outcome=st.sampled_from(["won", "lost"]),
+            fee=st.sampled_from([None, 0, 1500]))
+    def settle_dispute(self, i: int, pooled: str, outcome: str, fee: int | None) -> None:
+        """A dispute's outcome (a known one, or a pooled id)."""
+        known = [dispute_id for _, dispute_id in self.money.disputes]
+        dispute_id = known[i % len(known)] if known and i % 5 else pooled
+        stored = self.money.disputes.get((PSP, dispute_id))
+        if stored is not None and stored.state != "opened" and i % 2:  # its own outcome again: a replay
+            outcome, fee = stored.state, stored.fee
+        expected = self.money.atomically(lambda: self.money.resolve_dispute(PSP, dispute_id, outcome, fee))
+        call = resolve_dispute(self.ledger, psp=PSP, dispute_id=dispute_id, outcome=outcome, fee_minor=fee,
+                               method="card", now=T0)
+        actual, replayed = self._money(f"resolve dispute {dispute_id}", expected, call, _dispute_view)
+        self._seen(self._refusal_label("resolve_dispute", actual) if isinstance(actual, Refusal)
+                   else f"resolve_dispute:{'replay' if replayed else actual[0]}")
+
     # ---- the rules -----------------------------------------------------------------------------------------------
 
     @rule(data=st.data())
@@ -691,8 +954,20 @@ class LedgerMachine(RuleBasedStateMachine):
                 (r.player_id, r.round_id): [r.currency, r.settled_at is not None]
                 for r in await conn.execute(select(game_rounds))
             }
+            money = {
+                r.payment_id: (r.captured_minor, r.credited_minor, r.credit_transfer_id, r.refunded_minor,
+                               r.refund_pending_minor, r.disputed_minor, r.charged_back_minor, r.fees_minor)
+                for r in await conn.execute(select(payments))
+            }
+            refund_rows = {r.refund_id: _refund_view(r) for r in await conn.execute(select(refunds))}
+            dispute_rows = {(r.psp, r.dispute_id): _dispute_view(r) for r in await conn.execute(select(disputes))}
         model = self.model
+        # A refund or dispute locks (and so creates) every account it may touch: untouched ones stay at zero.
+        accounts = {a: v for a, v in accounts.items() if v != [0, 0, 0] or a in model.accounts}
         _assert_same("accounts (posted, pending debits, pending credits)", accounts, model.accounts)
+        _assert_same("payments' money", money, {pid: p.money() for pid, p in self.money.payments.items()})
+        _assert_same("refunds", refund_rows, {rid: r.view() for rid, r in self.money.refunds.items()})
+        _assert_same("disputes", dispute_rows, {key: d.view() for key, d in self.money.disputes.items()})
         _assert_same("transfers (status, amount, debit, credit)", transfers, {
             tid: (t.status, t.req.amount, t.req.debit_account, t.req.credit_account)
             for tid, t in model.transfers.items()
