@@ -66,7 +66,8 @@ async def assert_settled(stack: Stack, payout_view: dict[str, Any]) -> None:
     assert payout_view["hold"] == expected, payout_view
     async with stack.engine.connect() as conn:
         statuses = (await conn.execute(sa.select(ledger_transfers.c.status).where(
-            ledger_transfers.c.reference == payout_view["payout_id"]))).scalars().all()
+            ledger_transfers.c.reference == payout_view["payout_id"],
+            ledger_transfers.c.kind == "payout"))).scalars().all()
     assert statuses == [expected], statuses
     await stack.check_invariants()
 
