@@ -209,7 +209,7 @@ async def _payment_violations(conn: AsyncConnection) -> list[str]:
         select(r.payment_id,
                func.sum(case((r.status == "succeeded", r.amount_minor), else_=0)).label("succeeded"),
                func.sum(case((r.status.in_(("pending", "in_review")), r.amount_minor), else_=0)).label("open"))
-        .join(payments, and_(p.payment_id == r.payment_id, p.psp == r.psp))
+        .join(payments, and_(p.payment_id == r.payment_id, p.psp == r.psp, p.currency == r.currency))
         .group_by(r.payment_id)
         .subquery("reserved")
     )

@@ -105,14 +105,18 @@ payments = Table(
     Column("credit_transfer_id", String(200), nullable=True),
     _money("refunded_minor"),  # succeeded refunds
     _money("refund_pending_minor"),  # reserved by refunds not final yet
+    # Of refunded + pending: the refunds of captured money the player was never credited with (a review approved
+    # less, or rejected it). Only that part of the capture is theirs; the player's refunds take the credited part.
+    _money("uncredited_refunds_minor"),
     _money("disputed_minor"),  # open disputes
     _money("charged_back_minor"),  # lost disputes
     _money("fees_minor"),  # every fee booked for the payment: capture, its refunds, its chargebacks
     # The reservation of a refund is a conditional UPDATE; this is its last line of defence.
     CheckConstraint("refunded_minor + refund_pending_minor <= captured_minor", name="refunds_within_captured"),
+    CheckConstraint("uncredited_refunds_minor <= captured_minor - credited_minor", name="uncredited_within_capture"),
     CheckConstraint(
         "captured_minor >= 0 AND credited_minor >= 0 AND refunded_minor >= 0 AND refund_pending_minor >= 0 "
-        "AND disputed_minor >= 0 AND charged_back_minor >= 0 AND fees_minor >= 0",
+        "AND uncredited_refunds_minor >= 0 AND disputed_minor >= 0 AND charged_back_minor >= 0 AND fees_minor >= 0",
         name="money_not_negative",
     ),
     # The ops list: newest first, overall and per filter (payment_id breaks ties, as in the keyset).

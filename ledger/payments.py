@@ -68,12 +68,15 @@ class PaymentMoney:
     disputed_minor: int
     charged_back_minor: int
     fees_minor: int
+    uncredited_refunds_minor: int = 0  # of refunded + pending: refunds of the capture's uncredited part
 
     @property
     def refundable_minor(self) -> int:
-        """What a new refund may still reserve: captured less refunded, reserved, disputed and charged back."""
-        return max(0, self.captured_minor - self.refunded_minor - self.refund_pending_minor - self.disputed_minor
-                   - self.charged_back_minor)
+        """What a refund from the player's wallet may still reserve: of the capture less refunded, reserved,
+        disputed and charged back, at most the credited part not yet refunded (the rest was never the player's)."""
+        taken = self.refunded_minor + self.refund_pending_minor + self.disputed_minor + self.charged_back_minor
+        by_player = taken - self.uncredited_refunds_minor
+        return max(0, min(self.captured_minor - taken, self.credited_minor - by_player))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from ledger.accounts import player_account, player_receivables_account, psp_clea
 from ledger.errors import AlreadyFinal, InvalidTransfer, RecordConflict, RecordNotFound
 from ledger.fees import fee_accounts
 from ledger.models import payments, refunds
-from ledger.payments import add_payment_fee, from_row
+from ledger.payments import PaymentMoney, add_payment_fee, from_row
 from ledger.service import Ledger, TransferRequest, check_minor_units
 from payloop.db import insert_if_missing
 from payloop.money import CURRENCY_EXPONENTS
@@ -102,7 +102,7 @@ async def request_refund(
         # Claim the id first: a concurrent request with the same id waits here, then replays.
         if not await insert_if_missing(conn, refunds, row):
             return _replay(await _get_one(conn, refund_id), asked)
-        if row["psp"] == payment.psp:
+        if _reserves(row, payment):
             await _reserve(conn, payment_id, amount_minor, funding)
         if funding == PLAYER_FUNDED:
             held, shortfall = await _hold(ledger, conn, row, allow_shortfall)
@@ -202,7 +202,11 @@ def _new_row(refund_id: str, asked: dict[str, Any], payment: Any, now: datetime)
     """The refunds row to claim, from the request and its payment; RefundRefused when there is nothing to refund."""
     if payment is None:
         raise RefundRefused("payment_not_found", f"payment {asked['payment_id']} not found")
-    if payment.currency != asked["currency"]:
+    # A capture outside the payment's own (a stray one at another PSP, or one in another currency than asked) is
+    # refunded by naming it; only uncredited money can be such a capture.
+    outside = asked["funding"] == UNCREDITED and asked["psp_payment_reference"] is not None and (
+        (asked["psp"] or payment.psp) != payment.psp or asked["currency"] != payment.currency)
+    if payment.currency != asked["currency"] and not outside:
         raise RefundRefused("currency_mismatch",
                             f"payment {payment.payment_id} is in {payment.currency}, not {asked['currency']}")
     psp = asked["psp"] or payment.psp
@@ -215,30 +219,40 @@ def _new_row(refund_id: str, asked: dict[str, Any], payment: Any, now: datetime)
     return {
         "refund_id": refund_id, "payment_id": payment.payment_id, "client_id": asked["client_id"],
         "player_id": payment.player_id, "psp": psp, "psp_payment_reference": reference,
-        "currency": payment.currency, "amount_minor": asked["amount_minor"], "reason": asked["reason"],
+        "currency": asked["currency"], "amount_minor": asked["amount_minor"], "reason": asked["reason"],
         "funding": asked["funding"], "status": PENDING, "created_at": now, "updated_at": now,
         # Provisional (one transaction): the player holds it all unless a shortfall is allowed and needed.
         "held_minor": asked["amount_minor"] if asked["funding"] == PLAYER_FUNDED else 0, "shortfall_minor": 0,
     }
 
 
+def _reserves(refund: Any, payment: Any) -> bool:
+    """Only a refund of the payment's own capture (its PSP and currency) reserves on the payment row."""
+    return refund["psp"] == payment.psp and refund["currency"] == payment.currency
+
+
 async def _reserve(conn: AsyncConnection, payment_id: str, amount_minor: int, funding: str) -> None:
+    """One conditional UPDATE: the database decides between concurrent refunds. The player's refunds take the
+    credited part of the capture, uncredited ones the rest."""
     p = payments.c
-    conditions = [p.payment_id == payment_id,
-                  p.captured_minor - p.refunded_minor - p.refund_pending_minor - p.disputed_minor
-                  - p.charged_back_minor >= amount_minor]
+    taken = p.refunded_minor + p.refund_pending_minor + p.disputed_minor + p.charged_back_minor
+    conditions = [p.payment_id == payment_id, p.captured_minor - taken >= amount_minor]
+    values = {"refund_pending_minor": p.refund_pending_minor + amount_minor}
     if funding == PLAYER_FUNDED:
-        conditions.append(p.credited_minor > 0)
-    reserved = await conn.execute(update(payments).where(*conditions)
-                                  .values(refund_pending_minor=p.refund_pending_minor + amount_minor))
+        conditions += [p.credited_minor > 0, p.credited_minor - (taken - p.uncredited_refunds_minor) >= amount_minor]
+    else:
+        conditions.append(p.captured_minor - p.credited_minor - p.uncredited_refunds_minor >= amount_minor)
+        values["uncredited_refunds_minor"] = p.uncredited_refunds_minor + amount_minor
+    reserved = await conn.execute(update(payments).where(*conditions).values(values))
     if reserved.rowcount == 1:
         return
     row = (await conn.execute(select(payments).where(p.payment_id == payment_id))).one()
     if row.captured_minor == 0 or (funding == PLAYER_FUNDED and row.credited_minor == 0):
         raise RefundRefused("payment_not_refundable",
                             f"payment {payment_id} has nothing {'credited' if row.captured_minor else 'captured'}")
-    refundable = max(0, row.captured_minor - row.refunded_minor - row.refund_pending_minor - row.disputed_minor
-                     - row.charged_back_minor)
+    money = from_row(PaymentMoney, row)
+    refundable = money.refundable_minor if funding == PLAYER_FUNDED else max(
+        0, money.captured_minor - money.credited_minor - money.uncredited_refunds_minor)
     raise RefundRefused("refund_exceeds_refundable",
                         f"payment {payment_id}: {amount_minor} asked, {refundable} refundable")
 
@@ -262,12 +276,16 @@ async def _hold(ledger: Ledger, conn: AsyncConnection, row: dict[str, Any], allo
 
 
 async def _release(conn: AsyncConnection, refund: RefundRecord, *, succeeded: bool) -> None:
-    """Release the reservation (into refunded_minor on success); only a refund at the payment's PSP reserved."""
+    """Release the reservation (into refunded_minor on success); only a refund of the payment's own capture
+    reserved (see _reserves)."""
     p = payments.c
     values = {"refund_pending_minor": p.refund_pending_minor - refund.amount_minor}
     if succeeded:
         values["refunded_minor"] = p.refunded_minor + refund.amount_minor
-    await conn.execute(update(payments).where(p.payment_id == refund.payment_id, p.psp == refund.psp).values(values))
+    elif refund.funding == UNCREDITED:
+        values["uncredited_refunds_minor"] = p.uncredited_refunds_minor - refund.amount_minor
+    await conn.execute(update(payments).where(p.payment_id == refund.payment_id, p.psp == refund.psp,
+                                              p.currency == refund.currency).values(values))
 
 
 def _holds(refund: RefundRecord) -> list[tuple[str, int]]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -12,6 +13,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows import search_attributes as sa
 from workflows.retry_policies import DATABASE_STEP_TIMEOUT, UNTIL_DONE
 from workflows.types import ActivityName, Alert
+
+T = TypeVar("T")
 
 
 class PspRecord(Protocol):
@@ -62,6 +65,19 @@ def publish_search_attributes(state: PaymentState) -> None:
     if state.method:
         updates.append(sa.PAYMENT_METHOD.value_set(state.method))
     workflow.upsert_search_attributes(updates)
+
+
+async def run_through_cancels(work: Coroutine[Any, Any, T], what: str) -> T:
+    """Runs `work` to its end even when the workflow is asked to cancel (logged, ignored): for workflows whose every
+    ending must settle money (a hold, a reservation), where stopping half-way would leave it unresolved."""
+    task = asyncio.ensure_future(work)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            workflow.logger.warning("%s: cancel ignored; it settles money and runs to its end", what)
 
 
 async def wait_until(condition: Callable[[], bool], timeout_seconds: float) -> bool:

@@ -13,8 +13,8 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
+from temporalio.workflow import ChildWorkflowCancellationType, ParentClosePolicy
 
 from payloop.psp_decision import PspDecision
 from workflows.common import (
@@ -68,8 +68,6 @@ _PSP_STATUS_RANK = {
 # they cost no task-queue round trip (the init answer and webhook → credited latency are mostly such trips).
 _LOCAL_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=DATABASE_STEP)
 _REFUSAL_CODES = {PspDecision.STEP_UP: "step_up_required", PspDecision.REJECTED: "psp_rejected"}
-# Review reasons whose capture can only go back to the player's card: crediting it would be wrong or impossible.
-_REFUND_ONLY = {"currency_mismatch": "a capture in another currency than asked can only be refunded"}
 
 
 @workflow.defn
@@ -134,8 +132,9 @@ class DepositWorkflow(PspSignals):
                 self._stray is not None and self._before_stray[0] == DepositStatus.IN_REVIEW):
             raise ApplicationError("the deposit is credited, or its own PSP may still take it: a capture at a PSP "
                                    "it failed over from can only be refunded (reject)", type="DecisionNotAllowed")
-        if s.review_reason in _REFUND_ONLY:
-            raise ApplicationError(_REFUND_ONLY[s.review_reason], type="DecisionNotAllowed")
+        if capture is not None and capture.currency != s.currency:
+            raise ApplicationError("a capture in another currency than asked can only be refunded (reject)",
+                                   type="DecisionNotAllowed")
         if capture is None:
             seen = s.review_psp_view.status if s.review_psp_view else "unknown"
             raise ApplicationError(f"the PSP has captured nothing to credit (its last word: {seen}); reject it, or "
@@ -417,8 +416,11 @@ class DepositWorkflow(PspSignals):
         if (evidence := await self._await_decision()) is not None:
             workflow.logger.info("payment %s: the PSP's word decides the review", s.payment_id)
             s.review_reason = None
+            # A create whose answer was lost left no reference: the PSP's own event names it.
+            s.psp_reference = s.psp_reference or evidence.psp_reference
             ending = await self._settle(evidence)
             await self._end(ending.status, ending.failure_code, ending.review_reason)
+            self._review = None  # a decision that came meanwhile is moot: its update returns the outcome
             return
         decision = self._review
         assert decision is not None
@@ -467,7 +469,9 @@ class DepositWorkflow(PspSignals):
         """Credits what the PSP captured, or the smaller amount ops entered (the rest is refunded at the PSP)."""
         s = self._state
         capture = self._capture_under_review()
-        assert capture is not None  # the validator refused an approval without one
+        if capture is None or (amount_minor or 0) > capture.amount_minor:  # the PSP's view changed since validation
+            await raise_alert("deposit.review_not_applied", s.payment_id, {"decision": "approve"})
+            return  # stays in review
         credit_minor = amount_minor or capture.amount_minor
         if (refused := await self._credit(capture, credit_minor)) is not None:
             await raise_alert("deposit.ledger_refused", s.payment_id, {"code": refused})
@@ -476,7 +480,10 @@ class DepositWorkflow(PspSignals):
         self._capture = self._stray = None
         await self._end(DepositStatus.CREDITED)
         if capture.amount_minor > credit_minor:
-            await self._refund(capture, capture.amount_minor - credit_minor, "approved for less than captured")
+            rest = await self._refund(capture, capture.amount_minor - credit_minor, "approved for less than captured")
+            if rest.status != RefundStatus.SUCCEEDED:  # the PSP keeps money we credited no one with
+                await raise_alert("deposit.refund_failed", s.payment_id,
+                                  {"refund_id": rest.refund_id, "failure_code": rest.failure_code or rest.status})
 
     async def _reject(self) -> None:
         """Refunds whatever the PSP captured, at the PSP that took it; closes a deposit nothing was captured for."""
@@ -493,14 +500,19 @@ class DepositWorkflow(PspSignals):
         if capture is None:
             await self._end(DepositStatus.REJECTED, failure_code="review_rejected")
             return
-        if capture is not self._stray and s.review_reason not in _REFUND_ONLY:
+        if capture is not self._stray and capture.currency == s.currency:
             # The capture joins the payment's record (and its fee the ledger) before it is refunded.
-            await workflow.execute_local_activity(
-                ActivityName.RECORD_UNCREDITED_CAPTURE,
-                UncreditedCapture(s.payment_id, capture.psp, s.method, capture.amount_minor, capture.currency,
-                                  capture.fee_minor),
-                start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
-            )
+            try:
+                await workflow.execute_local_activity(
+                    ActivityName.RECORD_UNCREDITED_CAPTURE,
+                    UncreditedCapture(s.payment_id, capture.psp, s.method, capture.amount_minor, capture.currency,
+                                      capture.fee_minor),
+                    start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
+                )
+            except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
+                workflow.logger.error("capture of %s refused by the ledger: %s", s.payment_id, activity_cause(err))
+                await raise_alert("deposit.ledger_refused", s.payment_id, {"code": error_code(err) or "ledger_error"})
+                return  # stays in review
         refund = await self._refund(capture, capture.amount_minor, f"review rejected: {s.review_reason}")
         if refund.status != RefundStatus.SUCCEEDED:
             await raise_alert("deposit.refund_failed", s.payment_id,
@@ -517,10 +529,20 @@ class DepositWorkflow(PspSignals):
 
     async def _refund(self, capture: PspAnswer, amount_minor: int, reason: str) -> RefundState:
         """Refunds money the PSP captured and the player was never credited with: a child refund workflow (left
-        running should this deposit ever be terminated, since it may hold the PSP's answer)."""
-        s, input = self._state, self._input
+        running should this deposit ever be terminated or cancelled, since it may hold the PSP's answer). One that
+        ends abnormally reads as not succeeded, so the deposit stays in review."""
+        s = self._state
         refund_id = f"ref_{workflow.uuid4().hex[:24]}"
         s.refund_ids.append(refund_id)
+        try:
+            return await self._refund_child(refund_id, capture, amount_minor, reason)
+        except ChildWorkflowError as err:  # terminated or failed: whether the PSP refunded is for a person to see
+            workflow.logger.error("refund %s of %s ended abnormally: %s", refund_id, s.payment_id, err.cause)
+            return RefundState.started(RefundInput(refund_id, s.payment_id, s.client_id, s.player_id, amount_minor,
+                                                   capture.currency, reason), workflow.now().isoformat())
+
+    async def _refund_child(self, refund_id: str, capture: PspAnswer, amount_minor: int, reason: str) -> RefundState:
+        s, input = self._state, self._input
         return await workflow.execute_child_workflow(
             RefundWorkflow.run,
             RefundInput(refund_id=refund_id, payment_id=s.payment_id, client_id=s.client_id, player_id=s.player_id,
@@ -530,6 +552,7 @@ class DepositWorkflow(PspSignals):
                         status_poll_attempts=input.refund_status_poll_attempts,
                         status_poll_interval_seconds=input.refund_status_poll_interval_seconds),
             id=RefundWorkflow.workflow_id(refund_id), parent_close_policy=ParentClosePolicy.ABANDON,
+            cancellation_type=ChildWorkflowCancellationType.ABANDON,
         )
 
     async def _audit_review(self, decision: ReviewDecision) -> None:

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.common import activity_cause, error_code, error_type, publish_search_attributes, raise_alert, set_status
+from workflows.common import (
+    activity_cause, error_code, error_type, publish_search_attributes, raise_alert, run_through_cancels, set_status,
+)
 from workflows.psp_step import PspEvents, PspSignals
 from workflows.retry_policies import DATABASE_STEP_TIMEOUT, UNTIL_DONE
 from workflows.types import (
@@ -51,7 +53,12 @@ class DisputeWorkflow(PspSignals):
 
     @workflow.run
     async def run(self, input: DisputeInput) -> DisputeView:
+        # The disputed money is held once opened: a cancel must not leave it so (see run_through_cancels).
+        return await run_through_cancels(self._dispute(input), f"dispute {input.psp}/{input.dispute_id}")
+
+    async def _dispute(self, input: DisputeInput) -> DisputeView:
         s = self._state
+        publish_search_attributes(s)
         first = await self._next_event(lambda event: True)  # normally `opened`; a resolution may overtake it
         s.amount_minor, s.currency, s.reason_code = first.amount_minor, first.currency, first.reason_code
         try:

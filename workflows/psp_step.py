@@ -179,8 +179,8 @@ class PspEvents:
             self.recheck_requested = True
             if not self._unverified_alerted:  # one alert per record is enough for a person to look
                 self._unverified_alerted = True
-                await raise_alert(f"{self.alert_prefix}.unverified_signal", self.merchant_reference,
-                                  {"psp": claim.psp, "event_id": claim.event_id} if claim else {"signal": "undecodable"})
+                details = {"psp": claim.psp, "event_id": claim.event_id} if claim else {"signal": "undecodable"}
+                await raise_alert(f"{self.alert_prefix}.unverified_signal", self.merchant_reference, details)
 
     def claim(self, signal: RawValue) -> None:
         """Queues a `psp_event` signal for verification, whatever its shape."""
@@ -288,7 +288,8 @@ class PspStep:
     async def cancel(self, psp: str, *, heed_events: bool = True) -> PspOutcome:
         """The end-of-wait rule: cancel at the PSP; CANCELLED only when the PSP confirms. A PSP that settled
         meanwhile says so in its answer to the cancel (ANSWERED). What cannot be cancelled (a refund) is looked up
-        once more: CANCELLED only when the PSP says it never had it. `heed_events=False`: the PSP's answer to the
+        once more, and never CANCELLED: having taken it, a PSP that cannot find it may still make it.
+        `heed_events=False`: the PSP's answer to the
         cancel decides even when a final event came (a reviewer closing a payment whose event did not match)."""
         await self.verify_claims()
         if heed_events and (event := self.events.final(psp)) is not None:
@@ -297,7 +298,7 @@ class PspStep:
             found = await self.look_up(psp)
             if found.view is not None and found.view.status in self.calls.final_statuses:
                 return PspOutcome(Ending.ANSWERED, found.view)
-            return PspOutcome(Ending.CANCELLED if found.absent else Ending.UNKNOWN)
+            return PspOutcome(Ending.UNKNOWN)
         try:
             view = await workflow.execute_activity(
                 self.calls.cancel, PspRef(psp, self.merchant_reference), result_type=self.calls.view_type,

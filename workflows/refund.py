@@ -13,7 +13,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.common import (
-    activity_cause, error_code, error_type, mismatch, psp_details, publish_search_attributes, raise_alert, set_status,
+    activity_cause, error_code, error_type, mismatch, psp_details, publish_search_attributes, raise_alert,
+    run_through_cancels, set_status, wait_until,
 )
 from workflows.psp_step import REFUND_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspSignals, PspStep
 from workflows.retry_policies import DATABASE_STEP_TIMEOUT, UNTIL_DONE
@@ -23,6 +24,8 @@ from workflows.types import (
 )
 
 _LEDGER_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
+REFUND_REVIEW_LOOK_UP_FIRST_SECONDS = 3600.0
+REFUND_REVIEW_LOOK_UP_MAX_SECONDS = 24 * 3600.0
 
 
 @workflow.defn
@@ -44,6 +47,11 @@ class RefundWorkflow(PspSignals):
 
     @workflow.run
     async def run(self, input: RefundInput) -> RefundState:
+        # Money is held, and the PSP may have the refund: a cancel (Temporal UI, CLI, a cancelled parent) must not
+        # stop the workflow half-way, leaving the hold unresolved. It is logged and ignored.
+        return await run_through_cancels(self._refund(input), f"refund {input.refund_id}")
+
+    async def _refund(self, input: RefundInput) -> RefundState:
         s = self._state
         publish_search_attributes(s)
         try:
@@ -67,8 +75,6 @@ class RefundWorkflow(PspSignals):
             # Refunded or not, the PSP cannot say: the money stays held until it can.
             await self._to_review("psp_status_unknown")
             outcome = await self._await_word(reserved.psp)
-        if outcome.ending is Ending.CANCELLED:  # the PSP confirmed it never had the refund
-            return await self._settle("failed", failure_code="psp_timeout")
         answer = outcome.answer
         assert answer is not None
         if (reason := mismatch(answer, psp_reference=s.psp_reference or answer.psp_reference, currency=s.currency,
@@ -86,7 +92,8 @@ class RefundWorkflow(PspSignals):
             psp_payment_reference=reserved.psp_payment_reference, amount_minor=input.amount_minor,
             currency=input.currency, sandbox_scenario=input.sandbox_scenario,
         ))
-        if result.created is Created.UNKNOWN:
+        if result.created is Created.UNKNOWN or result.maybe_in_flight:
+            # A try may still land there (the PSP takes our refund id once): releasing now could refund twice.
             return PspOutcome(Ending.UNKNOWN)
         if result.created is not Created.TAKEN:  # refused, or the PSP confirmed it does not have it
             await self._settle("failed", failure_code=result.code or "psp_refused")
@@ -98,18 +105,23 @@ class RefundWorkflow(PspSignals):
         return await self._psp.outcome(reserved.psp, schedule, webhook_timeout_seconds=input.webhook_timeout_seconds)
 
     async def _await_word(self, psp: str) -> PspOutcome:
-        """In review: the PSP's verified final event, or its answer to a look-up on a re-check nudge."""
+        """In review: the PSP's verified final event, or its answer to a look-up — on a re-check nudge, and by
+        itself at growing intervals (an hour, doubling up to a day)."""
+        interval_seconds = REFUND_REVIEW_LOOK_UP_FIRST_SECONDS
         while True:
             await self._psp.verify_claims()
             if (event := self._psp.events.final(psp)) is not None:
                 return PspOutcome(Ending.ANSWERED, event)
-            if self._psp.events.recheck_requested:
-                self._psp.events.recheck_requested = False
-                found = await self._psp.look_up(psp)
-                if found.view is not None and found.view.status in REFUND_CALLS.final_statuses:
-                    return PspOutcome(Ending.ANSWERED, found.view)
-            await workflow.wait_condition(
-                lambda: bool(self._psp.events.claims) or self._psp.events.recheck_requested)
+            nudged = await wait_until(lambda: bool(self._psp.events.claims) or self._psp.events.recheck_requested,
+                                      interval_seconds)
+            if self._psp.events.claims:
+                continue
+            self._psp.events.recheck_requested = False
+            if not nudged:
+                interval_seconds = min(interval_seconds * 2, REFUND_REVIEW_LOOK_UP_MAX_SECONDS)
+            found = await self._psp.look_up(psp)
+            if found.view is not None and found.view.status in REFUND_CALLS.final_statuses:
+                return PspOutcome(Ending.ANSWERED, found.view)
 
     async def _to_review(self, reason: str) -> None:
         s = self._state

@@ -23,9 +23,9 @@ from workflows.retry_policies import (
     DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
 )
 from workflows.types import (
-    ActivityName, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult, PayoutRoute,
-    PayoutFacts, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision, StatusPollPlan, WithdrawalInput,
-    WithdrawalState,
+    ActivityName, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult,
+    PayoutFacts, PayoutRoute, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision,
+    StatusPollPlan, WithdrawalInput, WithdrawalState,
 )
 
 
@@ -300,16 +300,16 @@ class WithdrawalWorkflow(PspSignals):
             s.hold_resolution = "posted" if posted else "voided"
         set_status(self._state, status)
         self._answered = True
-        # The payouts table (the margin report); a paid payout's PSP fee is booked with it.
-        await self._must(ActivityName.RECORD_PAYOUT, PayoutFacts(
-            s.payout_id, s.client_id, s.player_id, s.currency, s.amount_minor, s.status, s.created_at, s.updated_at,
-            s.method, s.psp, self._fee_minor))
         if hold_placed:
             details = {"amount_minor": str(s.amount_minor), "currency": s.currency}
             await self._must(ActivityName.NOTIFY_PLAYER, PlayerNotification(
                 s.player_id, f"payout.{status}", s.payout_id,
                 details | ({"reason": s.failure_code} if s.failure_code else {}),
             ))
+        # The payouts table (the margin report); a paid payout's PSP fee is booked with it.
+        await self._must(ActivityName.RECORD_PAYOUT, PayoutFacts(
+            s.payout_id, s.client_id, s.player_id, s.currency, s.amount_minor, s.status, s.created_at, s.updated_at,
+            s.method, s.psp, self._fee_minor))
         try:
             await workflow.wait_condition(workflow.all_handlers_finished)
         except asyncio.CancelledError:

@@ -50,7 +50,7 @@ REVIEW_WAIT_SECONDS = 10.0
 DepositStatusFilter = Literal["pending", "requires_action", "authorized", "captured", "credited", "failed",
                               "rejected", "expired", "in_review", "refunded"]
 _NO_MONEY = PaymentMoney(captured_minor=0, credited_minor=0, credit_transfer_id=None, refunded_minor=0,
-                         refund_pending_minor=0, disputed_minor=0, charged_back_minor=0, fees_minor=0)
+                         refund_pending_minor=0, uncredited_refunds_minor=0, disputed_minor=0, charged_back_minor=0, fees_minor=0)
 
 
 def payment_not_found() -> Problem:

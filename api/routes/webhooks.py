@@ -266,7 +266,7 @@ def _record_of(reference: str) -> _Record | None:
 def _check_sizes(event: WebhookEvent) -> None:
     # Authentic but absurd: refuse before storage rather than fail on a column's length.
     limits = {"event_id": 200, "payment_id": 100, "psp_reference": 200, "status": 30, "failure_code": 100,
-              "dispute_id": 100, "reason_code": 100}
+              "dispute_id": 100, "reason_code": 50}
     for field, limit in limits.items():
         value = getattr(event, field)
         if value is not None and len(value) > limit:

@@ -197,7 +197,8 @@ async def test_a_verified_outcome_that_arrives_during_the_review_decides_instead
     async with stack.engine.begin() as conn:  # what the API stores for a verified delivery
         await conn.execute(webhook_events.insert().values(
             psp="card", event_id=event_id, payment_id=started["payout_id"], psp_reference=waiting["psp_reference"],
-            status="paid", amount_minor=4000, currency="EUR", state="received", received_at=now, updated_at=now))
+            status="paid", amount_minor=4000, currency="EUR", state="received", received_at=now, updated_at=now,
+            kind="payout"))
     handle = stack.client.get_workflow_handle(WithdrawalWorkflow.workflow_id(started["payout_id"]))
     await handle.signal(WithdrawalWorkflow.psp_event, PspEvidence("card", event_id))
     done = await wait_payout(stack, started["payout_id"])

@@ -21,6 +21,7 @@ from ledger import (
     RefundRefused,
     TransferRequest,
     assert_invariants,
+    credit_deposit,
     fee_account,
     get_refund,
     house_account,
@@ -140,7 +141,7 @@ async def test_an_uncredited_refund_holds_nothing_and_books_its_fee(ledger: Ledg
     assert (back.held_minor, back.shortfall_minor) == (0, 0)
     assert (await payment_money(engine, "pay_1")).refund_pending_minor == 5000
     await settle(ledger, "r1", "succeeded", fee=40)
-    assert await payment_money(engine, "pay_1") == PaymentMoney(5000, 0, None, 5000, 0, 0, 0, 40)
+    assert await payment_money(engine, "pay_1") == PaymentMoney(5000, 0, None, 5000, 0, 0, 0, 40, 5000)
     assert await balance(ledger, CLEARING) == (40, 0, 0)  # only the fee: the capture was never in the ledger
     await assert_invariants(engine)
 
@@ -269,3 +270,20 @@ async def test_concurrent_copies_of_one_refund_hold_once(fresh_db: FreshDatabase
         await assert_invariants(engine)
     finally:
         await engine.dispose()
+
+
+async def test_the_players_refunds_take_only_the_credited_part_of_a_capture(ledger: Ledger, engine: AsyncEngine) -> None:
+    """A review approved 30.00 of a 50.00 capture: the other 20.00 goes back as an uncredited refund, and the
+    player's own refunds may take the 30.00 credited — never the 20.00 that was never theirs."""
+    await record_payment(engine, payment())
+    await credit_deposit(ledger, payment_id="pay_1", player_id="p1", psp=PSP, method="card", currency="EUR",
+                         captured_minor=5000, credit_minor=3000, fee_minor=None, now=T0)
+    with pytest.raises(RefundRefused) as refused:
+        await refund(ledger, "ref_over", 3100)
+    assert refused.value.code == "refund_exceeds_refundable"
+    await refund(ledger, "ref_player", 3000)
+    with pytest.raises(RefundRefused):
+        await refund(ledger, "ref_uncredited_over", 2100, funding="uncredited")
+    await refund(ledger, "ref_uncredited", 2000, funding="uncredited")
+    money = await payment_money(engine, "pay_1")
+    assert (money.refund_pending_minor, money.uncredited_refunds_minor, money.refundable_minor) == (5000, 2000, 0)

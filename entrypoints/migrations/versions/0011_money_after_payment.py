@@ -49,14 +49,17 @@ def upgrade() -> None:
         sa.Column("credit_transfer_id", sa.String(200), nullable=True),
         _money("refunded_minor"),
         _money("refund_pending_minor"),
+        _money("uncredited_refunds_minor"),
         _money("disputed_minor"),
         _money("charged_back_minor"),
         _money("fees_minor"),
         sa.CheckConstraint("refunded_minor + refund_pending_minor <= captured_minor",
                            name=op.f("ck_payments_refunds_within_captured")),
+        sa.CheckConstraint("uncredited_refunds_minor <= captured_minor - credited_minor",
+                           name=op.f("ck_payments_uncredited_within_capture")),
         sa.CheckConstraint(
             "captured_minor >= 0 AND credited_minor >= 0 AND refunded_minor >= 0 AND refund_pending_minor >= 0 "
-            "AND disputed_minor >= 0 AND charged_back_minor >= 0 AND fees_minor >= 0",
+            "AND uncredited_refunds_minor >= 0 AND disputed_minor >= 0 AND charged_back_minor >= 0 AND fees_minor >= 0",
             name=op.f("ck_payments_money_not_negative"),
         ),
         sa.PrimaryKeyConstraint("payment_id", name=op.f("pk_payments")),
