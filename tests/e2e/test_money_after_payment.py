@@ -418,3 +418,15 @@ async def test_a_stray_capture_is_refunded_at_the_psp_that_took_it(stack: Stack)
     assert (stray_refund["status"], stray_refund["psp"], stray_refund["amount"]) == ("succeeded", "card", "50.00")
     assert await stack.balance(player) == "50.00"
     await stack.check_invariants()
+
+
+async def test_a_cancel_from_temporal_never_leaves_a_refund_half_done(stack: Stack) -> None:
+    """A refund's money is held and the PSP may have it: a cancel sent straight to Temporal is ignored, and the
+    refund still ends on the PSP's word."""
+    player, payment_id = await credited_deposit(stack)
+    started = await refund(stack, payment_id, "20.00", scenario="no_webhook")
+    await stack.client.get_workflow_handle(f"refund-{started['refund_id']}").cancel()
+    done = await wait_refund(stack, started["refund_id"], timeout=60)
+    assert done["status"] == "succeeded", done
+    assert await stack.balance(player) == "30.00"
+    await stack.check_invariants()
