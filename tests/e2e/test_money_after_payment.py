@@ -29,6 +29,15 @@ async def credited_deposit(stack: Stack, amount: str = "50.00", *, method: str =
     return player, init["payment_id"]
 
 
+async def bet(stack: Stack, player: str, amount: str) -> None:
+    """The player spends `amount` on a game round (lost): money a refund or dispute can no longer take back."""
+    round_id = f"r-{uuid.uuid4().hex[:10]}"
+    response = await stack.api.post("/v1/wallet/debit", json={
+        "player_id": player, "currency": "EUR", "amount": amount, "round_id": round_id, "game_id": "slots-1",
+        "transaction_id": f"bet-{round_id}"})
+    assert response.status_code == 200, response.text
+
+
 async def review(stack: Stack, payment_id: str, decision: str, *, amount: str | None = None,
                  expect: int | tuple[int, ...] = (200, 202)) -> dict[str, Any]:
     body: dict[str, Any] = {"decision": decision, "reviewer": "jane.doe", "reason": "checked with the PSP"}
@@ -281,11 +290,7 @@ async def test_refund_without_a_webhook_is_learned_by_polling(stack: Stack) -> N
 
 async def test_refund_of_money_the_player_spent_is_refused_unless_ops_allow_a_shortfall(stack: Stack) -> None:
     player, payment_id = await credited_deposit(stack)
-    round_id = f"r-{uuid.uuid4().hex[:10]}"
-    bet = await stack.api.post("/v1/wallet/debit", json={
-        "player_id": player, "currency": "EUR", "amount": "45.00", "round_id": round_id, "game_id": "slots-1",
-        "transaction_id": f"bet-{round_id}"})
-    assert bet.status_code == 200, bet.text
+    await bet(stack, player, "45.00")
     refused = await refund(stack, payment_id, "20.00", expect=402)
     assert refused["code"] == "insufficient_funds", refused
     assert (await stack.payment(payment_id))["refundable_amount"] == "50.00"  # the refusal changed nothing
@@ -346,11 +351,7 @@ async def test_dispute_won_releases_the_money(stack: Stack) -> None:
 
 async def test_dispute_on_a_player_with_nothing_left_is_a_house_receivable(stack: Stack) -> None:
     player, payment_id = await credited_deposit(stack)
-    round_id = f"r-{uuid.uuid4().hex[:10]}"
-    bet = await stack.api.post("/v1/wallet/debit", json={
-        "player_id": player, "currency": "EUR", "amount": "50.00", "round_id": round_id, "game_id": "slots-1",
-        "transaction_id": f"bet-{round_id}"})
-    assert bet.status_code == 200, bet.text
+    await bet(stack, player, "50.00")
     dispute_id = await open_dispute(stack, payment_id, "50.00")
     opened = await wait_dispute(stack, dispute_id, "opened")
     assert (opened["held"], opened["shortfall"]) == ("0.00", "50.00"), opened
