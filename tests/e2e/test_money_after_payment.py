@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from ledger.models import ledger_accounts
+from ledger.models import ledger_accounts, psp_fees
 from psp.base import CreatePaymentRequest
 from psp.registry import build_connectors
 from tests.e2e.conftest import Stack, eventually, new_player
+from tests.e2e.test_payouts import funded_player, payout, wait_payout
 from tests.e2e.test_webhooks import captured_event, post_webhook, stored_events, waiting_payment
 
 REFUND_FINAL = {"succeeded", "failed"}
@@ -431,3 +432,19 @@ async def test_a_cancel_from_temporal_never_leaves_a_refund_half_done(stack: Sta
     assert done["status"] == "succeeded", done
     assert await stack.balance(player) == "30.00"
     await stack.check_invariants()
+
+
+async def test_a_paid_payout_books_its_fee(stack: Stack) -> None:
+    player = await funded_player(stack)
+    started = await payout(stack, player, "40.00")
+    done = await wait_payout(stack, started["payout_id"])
+    assert done["status"] == "paid", done
+    fees = await eventually(lambda: fee_rows(stack, started["payout_id"]), bool, 20)
+    assert [(f.operation, f.psp, f.currency) for f in fees] == [("payout", done["psp"], "EUR")], fees
+    assert fees[0].fee_minor > 0  # the e-wallet reports 1 % of a payout
+    await stack.check_invariants()
+
+
+async def fee_rows(stack: Stack, reference: str) -> list[Any]:
+    async with stack.engine.connect() as conn:
+        return list(await conn.execute(sa.select(psp_fees).where(psp_fees.c.reference == reference)))
