@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from psp.inbox import webhook_events
 from ledger import assert_invariants
 from ledger.models import ledger_transfers
 from payloop.db import create_engine
-from payloop.money import to_decimal_string
+from payloop.money import currency_exponent, to_decimal_string
 from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.sandbox.app import SandboxConfig
@@ -48,11 +49,14 @@ from tests.processes import (
     WorkerProcess,
     database_for_processes,
 )
+from workflows.psp_step import NOT_TAKEN_CODES
 from workflows.types import (
     ActivityName,
     DepositState,
     DepositStatus,
     PayoutStatus,
+    RefundState,
+    RefundStatus,
     WithdrawalState,
 )
 
@@ -69,7 +73,8 @@ RESULT_DEADLINE = 300.0
 
 def drill_settings(database_url: str, temporal: TemporalDevServer, workdir: Path, **overrides: Any) -> Settings:
     """The e2e stack's settings with short webhook waits: a webhook held up by a crash or a restart then gives way to
-    status polls, which the drills exercise too; KYC and review waits end within a drill (nothing should wait)."""
+    status polls, which the drills exercise too; KYC and payout review waits end within a drill (nothing should
+    wait for them), refunds wait no longer than deposits."""
     values: dict[str, Any] = {
         "data_dir": workdir,
         "temporal_address": temporal.address,
@@ -81,7 +86,11 @@ def drill_settings(database_url: str, temporal: TemporalDevServer, workdir: Path
         "payout_status_poll_interval_seconds": 0.5,
         "init_update_timeout_seconds": 15.0,
         "kyc_wait_timeout_seconds": 60.0,
-        "review_wait_timeout_seconds": 30.0,  # nothing should go to review; if it does, it ends (and is reported)
+        "review_wait_timeout_seconds": 30.0,  # no payout should go to review; if one does, it ends (and is reported)
+        # Refunds (the client's, and those a review decision makes) wait as briefly as deposits for their webhook.
+        "refund_webhook_timeout_seconds": 5.0,
+        "refund_status_poll_attempts": 3,
+        "refund_status_poll_interval_seconds": 0.5,
         "aml_turnover_percent": 0,  # payouts do not wait for a review of low turnover
         "payout_psp_down_first_retry_seconds": 1.0,
         "payout_psp_down_deadline_seconds": 180.0,
@@ -323,11 +332,13 @@ class DrillStack:
         return figures
 
     async def _workflows_closed(self, load: Workload) -> list[str]:
-        """Every workflow on the server is one the client started, and each has completed (read with describe,
-        which is authoritative; the list comes from visibility, which may lag a moment behind)."""
+        """Every workflow on the server is one the client caused — its deposits and payouts, the refunds its
+        review decisions made — and each has completed (read with describe, which is authoritative; the list
+        comes from visibility, which may lag a moment behind)."""
         problems: list[str] = []
         expected = {f"deposit-{d.payment_id}" for d in load.deposits if d.payment_id}
         expected |= {f"withdrawal-{p.payout_id}" for p in load.payouts if p.payout_id}
+        expected |= {f"refund-{refund_id}" for refund_id in load.review_refunds}
         deadline = time.monotonic() + 15
         while True:
             listed = {execution.id async for execution in self.client.list_workflows(limit=100_000)}
@@ -372,7 +383,8 @@ class DrillStack:
         for p in load.payouts:
             if p.final is None:
                 continue
-            holds = [s for _k, s in by_reference.get(p.payout_id or "", [])]
+            # The payout's fee shares its reference.
+            holds = [s for k, s in by_reference.get(p.payout_id or "", []) if k == "payout"]
             if p.final.hold_transfer_id is None:
                 want = []
             else:
@@ -532,7 +544,6 @@ def _retry(response: httpx.Response) -> bool:
     return response.status_code == 409 and response.json().get("code") == "idempotency_in_flight"
 
 
-# Per scenario: how a deposit / payout ends when nothing else goes wrong.
 def _refused_by_open_circuits(deposit: Deposit) -> bool:
     """A card deposit refused because every card acquirer's circuit was open or probing: the circuit breaker at
     work, not a bug. `flaky` deposits fail two calls in three, so a few at once do open `card` (min_samples 3) —
@@ -543,12 +554,23 @@ def _refused_by_open_circuits(deposit: Deposit) -> bool:
             and all(re.fullmatch(r"card(_b)?: failover \((psp_unavailable|circuit_open)\)", a) for a in final.attempts))
 
 
+def _refund_not_taken(refund: RefundState) -> bool:
+    """A refund its PSP did not take because it was down (or its circuit open): failed, the money released."""
+    return refund.status == RefundStatus.FAILED and refund.failure_code in NOT_TAKEN_CODES
+
+
+# Per scenario: how a deposit / payout ends when nothing else goes wrong.
 DEPOSIT_EXPECTED = {
     "approve": DepositStatus.CREDITED, "challenge": DepositStatus.CREDITED, "duplicate_webhook": DepositStatus.CREDITED,
     "out_of_order": DepositStatus.CREDITED, "flaky": DepositStatus.CREDITED, "slow": DepositStatus.CREDITED,
     "no_webhook": DepositStatus.CREDITED, "decline": DepositStatus.FAILED, "lost": DepositStatus.EXPIRED,
-    "wrong_amount": DepositStatus.IN_REVIEW,
 }
+# Scenarios that go to review, and why; the drill's operator decides them in turn: credit what the PSP captured,
+# refund it all, credit what the player asked for (the rest is refunded). Each decision's end:
+REVIEW_REASONS = {"wrong_amount": "amount_mismatch"}
+REVIEW_DECISIONS = ("approve", "reject", "approve_asked")
+REVIEW_EXPECTED = {"approve": DepositStatus.CREDITED, "reject": DepositStatus.REFUNDED,
+                   "approve_asked": DepositStatus.CREDITED}
 PAYOUT_EXPECTED = {
     "approve": PayoutStatus.PAID, "duplicate_webhook": PayoutStatus.PAID, "out_of_order": PayoutStatus.PAID,
     "flaky": PayoutStatus.PAID, "slow": PayoutStatus.PAID, "no_webhook": PayoutStatus.PAID,
@@ -580,6 +602,32 @@ class Deposit:
     init_seconds: float = 0.0
     done_seconds: float = 0.0
     retried: Counter[str] = field(default_factory=Counter)  # answers to its init that the client retried
+    # In review: why, what the drill decided (REVIEW_DECISIONS) and what the PSP had captured.
+    review_reason: str | None = None
+    decision: str | None = None
+    captured_minor: int | None = None
+    credited_minor: int = 0
+    refunded_minor: int = 0  # refunded at the PSP by a review decision (never the player's money)
+
+    def expected(self) -> str:
+        if self.scenario in REVIEW_REASONS:
+            return REVIEW_EXPECTED.get(self.decision or "", DepositStatus.IN_REVIEW)
+        return DEPOSIT_EXPECTED[self.scenario]
+
+    def review_problem(self) -> str | None:
+        """A deposit that went to review, or was decided, otherwise than its scenario says."""
+        want = REVIEW_REASONS.get(self.scenario)
+        if self.review_reason != want:
+            return f"went to review for {self.review_reason}, expected {want}"
+        if self.decision is None or self.captured_minor is None or self.final is None:
+            return None
+        captured, asked = self.captured_minor, self.amount_minor
+        credited, refunded = {"approve": (captured, 0), "reject": (0, captured),
+                              "approve_asked": (asked, captured - asked)}[self.decision]
+        if (self.credited_minor, self.refunded_minor) != (credited, refunded):
+            return (f"{self.decision} of a capture of {captured}: credited {self.credited_minor}, refunded "
+                    f"{self.refunded_minor}, expected {credited} and {refunded}")
+        return None
 
 
 @dataclass
@@ -599,18 +647,17 @@ class Player:
     credited_minor: int = 0
     bets_minor: int = 0
     wins_minor: int = 0
-    refunds_minor: int = 0
+    rollbacks_minor: int = 0  # bets given back
     held_minor: int = 0  # payouts started and not finished
     paid_minor: int = 0
     rounds: int = 0
     kyc_set: bool = False
 
     def available_minor(self) -> int:
-        return self.credited_minor - self.bets_minor + self.wins_minor + self.refunds_minor - self.held_minor \
-            - self.paid_minor
+        return self.expected_minor() - self.held_minor
 
     def expected_minor(self) -> int:
-        return self.credited_minor - self.bets_minor + self.wins_minor + self.refunds_minor - self.paid_minor
+        return self.credited_minor - self.bets_minor + self.wins_minor + self.rollbacks_minor - self.paid_minor
 
 
 class Workload:
@@ -647,6 +694,8 @@ class Workload:
         self._task: asyncio.Task[None] | None = None
         self._extra: list[asyncio.Task[None]] = []
         self.unplaced: list[str] = []  # payouts a player could not afford
+        self.reviews_decided = 0  # deposits in review for their scenario's reason, decided by the drill
+        self.review_refunds: dict[str, RefundState | None] = {}  # refund id → end: the refunds decisions made
 
     # --- running ---
 
@@ -760,11 +809,53 @@ class Workload:
     async def _finish_deposit(self, player: Player, d: Deposit) -> None:
         if d.payment_id is None:
             return
-        d.final = await self._result(f"deposit-{d.payment_id}", DepositState)
+        d.final = await self._result(f"deposit-{d.payment_id}", DepositState,
+                                     while_running=lambda: self._review_if_waiting(d))
         d.done_seconds = time.monotonic() - d.started
         self.deposits_done += 1
-        if d.final is not None and d.final.status == DepositStatus.CREDITED:
-            player.credited_minor += d.amount_minor
+        if d.final is None:
+            return
+        for refund_id in d.final.refund_ids:  # a child of the deposit: ended before it
+            self.review_refunds[refund_id] = await self._result(f"refund-{refund_id}", RefundState)
+        if d.decision is not None:
+            await self._read_reviewed_money(d)
+        elif d.final.status == DepositStatus.CREDITED:
+            d.credited_minor = d.amount_minor
+        player.credited_minor += d.credited_minor
+
+    async def _review_if_waiting(self, d: Deposit) -> None:
+        """An operator's round: a deposit the payment view shows in review is decided. An amount mismatch by the
+        drill's turn (REVIEW_DECISIONS); any other review (none is planned) as ops would: credit a capture the
+        PSP reports, else reject. Asked again while the deposit stays in review (a decision it could not carry
+        out yet); a decision still being carried out answers 409, which is no news."""
+        response = await self.traffic.call("GET", f"/v1/payments/{d.payment_id}")
+        if not self._expect(response, {200}, "payment view") or response.json()["status"] != DepositStatus.IN_REVIEW:
+            return
+        view = response.json()
+        psp_view = view["review_psp_view"] or {}
+        if d.decision is None:
+            d.review_reason = view["review_reason"]
+            if d.review_reason == REVIEW_REASONS.get(d.scenario):
+                d.decision = REVIEW_DECISIONS[self.reviews_decided % len(REVIEW_DECISIONS)]
+                self.reviews_decided += 1
+            else:
+                d.decision = "approve" if psp_view.get("status") == "captured" else "reject"
+            d.captured_minor = psp_view.get("amount_minor")
+        body: dict[str, Any] = {"decision": "reject" if d.decision == "reject" else "approve", "reviewer": "drill",
+                                "reason": f"drill: {d.review_reason}"}
+        if d.decision == "approve_asked":
+            body["amount"] = to_decimal_string(d.amount_minor, CURRENCY)
+        response = await self.traffic.call("POST", f"/v1/ops/payments/{d.payment_id}/review", json=body)
+        if response.status_code != 409 or response.json().get("code") != "not_in_review":
+            self._expect(response, {200, 202}, f"review {d.decision} of {d.payment_id} ({d.review_reason})")
+
+    async def _read_reviewed_money(self, d: Deposit) -> None:
+        """What a decided deposit credited and refunded, as its payment view says (the ledger's figures)."""
+        response = await self.traffic.call("GET", f"/v1/payments/{d.payment_id}")
+        if not self._expect(response, {200}, "payment view after review"):
+            return
+        view = response.json()
+        d.credited_minor, d.refunded_minor = _minor(view["credited_amount"]), _minor(view["refunded_amount"])
 
     async def _start_payout(self, player: Player, p: Payout) -> None:
         body = {"amount": to_decimal_string(p.amount_minor, CURRENCY), "currency": CURRENCY, "player_id": p.player,
@@ -807,7 +898,7 @@ class Workload:
             response = await self.traffic.call("POST", "/v1/wallet/rollback", json={
                 **base, "transaction_id": f"rb-{round_id}", "reference_transaction_id": f"bet-{round_id}"})
             if self._expect(response, {200}, "rollback"):
-                player.refunds_minor += bet
+                player.rollbacks_minor += bet
             return
         win = self.rng.choice([0, 0, bet // 2, bet, bet * 2])
         response = await self.traffic.call("POST", "/v1/wallet/credit", json={
@@ -816,20 +907,36 @@ class Workload:
         if self._expect(response, {200}, "win"):
             player.wins_minor += win
 
-    async def _result(self, workflow_id: str, result_type: type) -> Any:
-        """The workflow's final state, waiting through restarts (the wait is a long poll at Temporal)."""
-        handle = self.drill.client.get_workflow_handle(workflow_id, result_type=result_type)
+    async def _result(self, workflow_id: str, result_type: type, *,
+                      while_running: Callable[[], Awaitable[None]] | None = None,
+                      every_seconds: float = 5.0) -> Any:
+        """The workflow's final state, waiting through restarts up to RESULT_DEADLINE; `while_running` is called
+        every `every_seconds` until it ends (e.g. to decide a review it waits for)."""
+        waiting = asyncio.create_task(self._wait_for_result(workflow_id, result_type))
         deadline = time.monotonic() + RESULT_DEADLINE
+        try:
+            while (remaining_seconds := deadline - time.monotonic()) > 0:
+                if while_running is not None:
+                    remaining_seconds = min(remaining_seconds, every_seconds)
+                if (await asyncio.wait({waiting}, timeout=remaining_seconds))[0]:
+                    return waiting.result()
+                if while_running is not None:
+                    await while_running()
+            self.unexpected.append(f"{workflow_id}: no result within {RESULT_DEADLINE} s")
+            return None
+        finally:
+            waiting.cancel()
+
+    async def _wait_for_result(self, workflow_id: str, result_type: type) -> Any:
+        """The wait is a long poll at Temporal, asked again after an outage."""
+        handle = self.drill.client.get_workflow_handle(workflow_id, result_type=result_type)
         while True:
             try:
                 return await handle.result()
             except WorkflowFailureError as err:
                 self.unexpected.append(f"{workflow_id} failed: {err.cause!r}")
                 return None
-            except (RPCError, TimeoutError) as err:
-                if time.monotonic() > deadline:
-                    self.unexpected.append(f"{workflow_id}: no result within {RESULT_DEADLINE} s ({err})")
-                    return None
+            except (RPCError, TimeoutError):
                 await asyncio.sleep(1.0)
 
     def _expect(self, response: httpx.Response, statuses: set[int], what: str) -> bool:
@@ -840,10 +947,10 @@ class Workload:
 
     # --- outcomes ---
 
-    def outcome_problems(self, *, exact: bool) -> list[tuple[Deposit | Payout, str | None, str]]:
-        """(deposit or payout, workflow id, problem): each deposit and payout ended in a final status, and
-        (`exact`) the one its scenario says."""
-        problems: list[tuple[Deposit | Payout, str | None, str]] = []
+    def outcome_problems(self, *, exact: bool) -> list[tuple[object, str | None, str]]:
+        """(deposit or payout; workflow id; problem): each ended in a final status, and (`exact`) the one its
+        scenario says; each refund a review decision made was carried out."""
+        problems: list[tuple[object, str | None, str]] = []
         for d in self.deposits:
             if d.payment_id is None or d.final is None:
                 problems.append((d, None, f"deposit {d.key} ({d.scenario}) has no outcome (init {d.init_status})"))
@@ -851,10 +958,16 @@ class Workload:
             workflow_id = f"deposit-{d.payment_id}"
             if d.final.status not in DepositStatus.FINAL:
                 problems.append((d, workflow_id, f"deposit {d.payment_id} ended {d.final.status}"))
-            elif exact and d.final.status != DEPOSIT_EXPECTED[d.scenario] and not _refused_by_open_circuits(d):
+            elif exact and d.final.status != d.expected() and not _refused_by_open_circuits(d):
                 problems.append((d, workflow_id, (f"deposit {d.payment_id} ({d.method} {d.scenario}) ended "
-                                 f"{d.final.status} ({d.final.failure_code or d.final.review_reason}; "
-                                 f"{d.final.attempts}), expected {DEPOSIT_EXPECTED[d.scenario]}")))
+                                 f"{d.final.status} ({d.final.failure_code or d.review_reason}; "
+                                 f"{d.final.attempts}), expected {d.expected()}")))
+            elif exact and (problem := d.review_problem()) is not None:
+                problems.append((d, workflow_id, f"deposit {d.payment_id} ({d.method} {d.scenario}) {problem}"))
+        for refund_id, final in self.review_refunds.items():
+            if final is None or (final.status != RefundStatus.SUCCEEDED and not _refund_not_taken(final)):
+                problems.append((None, f"refund-{refund_id}", (f"refund {refund_id} of a review decision ended "
+                                 f"{final.status if final else None} ({final.failure_code if final else ''})")))
         for p in self.payouts:
             if p.payout_id is None or p.final is None:
                 problems.append((p, None, f"payout {p.key} ({p.scenario}) has no outcome (init {p.init_status})"))
@@ -874,11 +987,20 @@ class Workload:
     def payout_statuses(self) -> Counter[str]:
         return Counter(p.final.status if p.final else "none" for p in self.payouts)
 
+    def review_decisions(self) -> Counter[str]:
+        """"approve → credited", …: each decided deposit's decision and end."""
+        return Counter(f"{d.decision} → {d.final.status if d.final else 'none'}" for d in self.deposits if d.decision)
+
 
 def _deposit_body(d: Deposit) -> dict[str, Any]:
     return {"amount": to_decimal_string(d.amount_minor, CURRENCY), "currency": CURRENCY, "method": d.method,
             "player_id": d.player, "return_url": "https://casino.example/return",
             "meta": {"country": "DE", "sandbox_scenario": d.scenario}}
+
+
+def _minor(amount: str) -> int:
+    """An amount the API answered with, in minor units (zero too, which no request may ask for)."""
+    return int(Decimal(amount).scaleb(currency_exponent(CURRENCY)))
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -894,6 +1016,7 @@ class Figures:
     seconds: float
     run_seconds: float
     deposits: dict[str, int]
+    reviews: dict[str, int]
     payouts: dict[str, int]
     payouts_skipped: int
     rounds: int
@@ -909,6 +1032,7 @@ class Figures:
             seconds=time.monotonic() - drill.started,
             run_seconds=(load.finished_at or time.monotonic()) - load.started_at,
             deposits=dict(load.deposit_statuses().most_common()),
+            reviews=dict(load.review_decisions().most_common()),
             payouts=dict(load.payout_statuses().most_common()),
             payouts_skipped=len(load.unplaced),
             rounds=sum(p.rounds for p in load.players.values()),
@@ -927,6 +1051,7 @@ class Figures:
             f"--- drill figures{f' ({self.name})' if self.name else ''} ---",
             f"duration          {self.seconds:.1f} s (workload {self.run_seconds:.1f} s)",
             f"deposits          {sum(self.deposits.values())}: {self.deposits}",
+            f"reviews decided   {sum(self.reviews.values())}: {self.reviews}",
             (f"payouts           {sum(self.payouts.values())}: {self.payouts} (skipped for want of funds: "
              f"{self.payouts_skipped})"),
             f"game rounds       {self.rounds}",
