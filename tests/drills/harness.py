@@ -35,7 +35,9 @@ from temporalio.service import RPCError
 from api.app import create_app
 from psp.inbox import webhook_events
 from ledger import assert_invariants
+from ledger.models import disputes as dispute_records
 from ledger.models import ledger_transfers
+from ledger.models import refunds as refund_records
 from payloop.db import create_engine
 from payloop.money import currency_exponent, to_decimal_string
 from payloop.settings import Settings
@@ -54,6 +56,8 @@ from workflows.types import (
     ActivityName,
     DepositState,
     DepositStatus,
+    DisputeState,
+    DisputeView,
     PayoutStatus,
     RefundState,
     RefundStatus,
@@ -315,6 +319,7 @@ class DrillStack:
         problems += await self._workflows_closed(load)
         await assert_invariants(self.engine)  # double entry, floors, stored = transfers, ≤ 1 credit per payment
         problems += await self._credits_and_holds(load)
+        problems += await self._refunds_and_disputes_booked(load)
         problems += await self._balances(load)
         webhooks = await self._webhooks()
         problems += webhooks.pop("problems")
@@ -332,13 +337,15 @@ class DrillStack:
         return figures
 
     async def _workflows_closed(self, load: Workload) -> list[str]:
-        """Every workflow on the server is one the client caused — its deposits and payouts, the refunds its
-        review decisions made — and each has completed (read with describe, which is authoritative; the list
-        comes from visibility, which may lag a moment behind)."""
+        """Every workflow on the server is one the client caused — its deposits, payouts and refunds, the refunds
+        its review decisions made, the disputes it had the PSP open — and each has completed (read with describe,
+        which is authoritative; the list comes from visibility, which may lag a moment behind)."""
         problems: list[str] = []
         expected = {f"deposit-{d.payment_id}" for d in load.deposits if d.payment_id}
         expected |= {f"withdrawal-{p.payout_id}" for p in load.payouts if p.payout_id}
         expected |= {f"refund-{refund_id}" for refund_id in load.review_refunds}
+        expected |= {f"refund-{r.refund_id}" for r in load.refunds if r.refund_id}
+        expected |= {x.workflow_id() for x in load.disputes if x.dispute_id}
         deadline = time.monotonic() + 15
         while True:
             listed = {execution.id async for execution in self.client.list_workflows(limit=100_000)}
@@ -393,6 +400,20 @@ class DrillStack:
                 problems.append(f"payout {p.payout_id} ({p.final.status}, hold {p.final.hold_resolution}): "
                                 f"ledger {holds}, not {want}")
         return problems
+
+    async def _refunds_and_disputes_booked(self, load: Workload) -> list[str]:
+        """The ledger's refund and dispute records are the client's, each ended as its workflow did."""
+        async with self.engine.connect() as conn:
+            booked = {row.refund_id: row.status for row in await conn.execute(
+                sa.select(refund_records.c.refund_id, refund_records.c.status))}
+            booked |= {f"{row.psp}:{row.dispute_id}": row.state for row in await conn.execute(
+                sa.select(dispute_records.c.psp, dispute_records.c.dispute_id, dispute_records.c.state))}
+        ended = {r.refund_id: r.final.status if r.final else None for r in load.refunds if r.refund_id}
+        ended |= {refund_id: final.status if final else None for refund_id, final in load.review_refunds.items()}
+        ended |= {f"{x.psp}:{x.dispute_id}": x.final.status if x.final else None
+                  for x in load.disputes if x.dispute_id}
+        return [f"{key}: booked {booked.get(key, 'nowhere')}, its workflow ended {ended.get(key, 'unknown')}"
+                for key in sorted(booked.keys() | ended.keys()) if booked.get(key) != ended.get(key)]
 
     async def _balances(self, load: Workload) -> list[str]:
         problems: list[str] = []
@@ -582,6 +603,11 @@ DEPOSIT_MIX = [
     ("card", "duplicate_webhook", 5), ("ewallet", "out_of_order", 5), ("card", "flaky", 4), ("ewallet", "slow", 4),
     ("card", "no_webhook", 3), ("card", "decline", 5), ("ewallet", "wrong_amount", 1), ("card", "lost", 1),
 ]
+# Client refunds by sandbox scenario (`no_webhook`: only a look-up learns the end), and how each ends.
+REFUND_MIX = [("approve", 6), ("decline", 3), ("no_webhook", 1)]
+REFUND_EXPECTED = {"approve": RefundStatus.SUCCEEDED, "no_webhook": RefundStatus.SUCCEEDED,
+                   "decline": RefundStatus.FAILED}
+DISPUTE_PSPS = frozenset({"card", "card_b", "ewallet"})  # payments with a chargeback right
 PAYOUT_MIX = [
     ("approve", 70), ("duplicate_webhook", 5), ("out_of_order", 5), ("flaky", 5), ("slow", 5), ("no_webhook", 4),
     ("fail", 3), ("decline", 3),
@@ -642,14 +668,45 @@ class Payout:
 
 
 @dataclass
+class Refund:
+    """A partial refund of a credited deposit, asked for by the client."""
+
+    player: str
+    payment_id: str
+    scenario: str
+    amount_minor: int
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    refund_id: str | None = None
+    final: RefundState | None = None
+
+
+@dataclass
+class Dispute:
+    """A chargeback the sandbox PSP raises on (part of) a credited deposit, and resolves as `outcome` says."""
+
+    player: str
+    payment_id: str
+    psp: str
+    amount_minor: int
+    outcome: str  # won | lost
+    dispute_id: str | None = None
+    final: DisputeView | None = None
+
+    def workflow_id(self) -> str:
+        return f"dispute-{self.psp}-{self.dispute_id}"
+
+
+@dataclass
 class Player:
     id: str
     credited_minor: int = 0
     bets_minor: int = 0
     wins_minor: int = 0
     rollbacks_minor: int = 0  # bets given back
-    held_minor: int = 0  # payouts started and not finished
+    held_minor: int = 0  # payouts, refunds and disputes started and not finished
     paid_minor: int = 0
+    refunded_minor: int = 0  # deposits refunded to the player's card or wallet
+    charged_back_minor: int = 0  # disputes lost
     rounds: int = 0
     kyc_set: bool = False
 
@@ -657,7 +714,8 @@ class Player:
         return self.expected_minor() - self.held_minor
 
     def expected_minor(self) -> int:
-        return self.credited_minor - self.bets_minor + self.wins_minor + self.rollbacks_minor - self.paid_minor
+        return self.credited_minor - self.bets_minor + self.wins_minor + self.rollbacks_minor - self.paid_minor \
+            - self.refunded_minor - self.charged_back_minor
 
 
 class Workload:
@@ -666,7 +724,10 @@ class Workload:
 
     def __init__(self, drill: DrillStack, *, players: int, deposits: int, payouts: int, rounds: int,
                  concurrency: int = 16, seed: int = 1, deposit_mix: list[tuple[str, str, int]] | None = None,
-                 payout_mix: list[tuple[str, int]] | None = None) -> None:
+                 payout_mix: list[tuple[str, int]] | None = None, refund_share: float = 0.0,
+                 dispute_share: float = 0.0) -> None:
+        """`refund_share` / `dispute_share`: of the credited card and e-wallet deposits, those partly refunded /
+        disputed at their PSP."""
         self.drill = drill
         self.traffic = Traffic(drill.api)
         self.rng = random.Random(seed)
@@ -684,6 +745,9 @@ class Workload:
         for i in range(payouts):
             self.payout_plan[ids[i % players]].append(self.rng.choices(pmix, weights=[w for _, w in pmix])[0][0])
         self.payouts: list[Payout] = []
+        self.refund_share, self.dispute_share = refund_share, dispute_share
+        self.refunds: list[Refund] = []
+        self.disputes: list[Dispute] = []
         self.unexpected: list[str] = []
         self.started_at = 0.0
         self.finished_at = 0.0
@@ -747,6 +811,7 @@ class Workload:
         player.kyc_set = self._expect(response, {200}, "set KYC")
         # A player's deposits go in together (several tabs); the screening serializes them per player anyway.
         await asyncio.gather(*(self._deposit(player, deposit) for deposit in deposits))
+        await self._refunds_and_disputes(player, deposits)
         for _ in range(rounds):
             if player.available_minor() >= 100:
                 await self._round(player)
@@ -764,6 +829,78 @@ class Workload:
             payouts.append(payout)
             await self._start_payout(player, payout)
         await asyncio.gather(*(self._finish_payout(player, payout) for payout in payouts))
+
+    async def _refunds_and_disputes(self, player: Player, deposits: list[Deposit]) -> None:
+        """Some credited deposits are partly refunded, others disputed; one at a time, before the player plays or
+        withdraws, so the client's books know what the player has when each takes money: a dispute then holds its
+        whole amount from the balance (none of it becomes a receivable), and a refund is never refused for want
+        of funds."""
+        for d in deposits:
+            if d.final is None or d.final.status != DepositStatus.CREDITED or d.final.psp not in DISPUTE_PSPS:
+                continue
+            draw = self.rng.random()
+            if draw >= self.refund_share + self.dispute_share:
+                continue
+            amount_minor = min(self.rng.randint(d.credited_minor // 5, d.credited_minor // 2),
+                               player.available_minor())
+            if amount_minor < 100:
+                continue
+            if draw < self.refund_share:
+                await self._refund(player, d, amount_minor)
+            else:
+                await self._dispute(player, d, amount_minor)
+
+    async def _refund(self, player: Player, d: Deposit, amount_minor: int) -> None:
+        assert d.payment_id is not None
+        scenario = self.rng.choices(REFUND_MIX, weights=[w for _, w in REFUND_MIX])[0][0]
+        r = Refund(player.id, d.payment_id, scenario, amount_minor)
+        self.refunds.append(r)
+        body = {"amount": to_decimal_string(amount_minor, CURRENCY), "reason": "drill: the player asked",
+                "meta": {"sandbox_scenario": scenario}}
+        response = await self.traffic.call("POST", f"/v1/payments/{d.payment_id}/refunds", json=body, key=r.key)
+        if not self._expect(response, {201}, f"refund ({scenario})"):
+            return
+        r.refund_id = response.json()["refund_id"]
+        player.held_minor += amount_minor  # until the PSP's word
+        r.final = await self._result(f"refund-{r.refund_id}", RefundState)
+        player.held_minor -= amount_minor
+        if r.final is not None and r.final.status == RefundStatus.SUCCEEDED:
+            player.refunded_minor += amount_minor
+
+    async def _dispute(self, player: Player, d: Deposit, amount_minor: int) -> None:
+        """The PSP opens a chargeback (its webhook starts the dispute workflow); once the ledger has booked it,
+        the PSP resolves it."""
+        assert d.payment_id is not None and d.final is not None and d.final.psp is not None
+        x = Dispute(player.id, d.payment_id, d.final.psp, amount_minor, self.rng.choice(("won", "lost")))
+        self.disputes.append(x)
+        sandbox = self.drill.stack.sandbox
+        response = await sandbox.post(f"/control/{x.psp}/disputes", json={
+            "payment_id": x.payment_id, "amount": to_decimal_string(amount_minor, CURRENCY),
+            "reason_code": "fraudulent"})
+        if not self._expect(response, {201}, f"dispute at {x.psp}"):
+            return
+        x.dispute_id = response.json()["dispute_id"]
+        player.held_minor += amount_minor  # until it is resolved
+        await self._until_dispute_opened(x)
+        response = await sandbox.post(f"/control/{x.psp}/disputes/{x.dispute_id}/resolve",
+                                      json={"outcome": x.outcome})
+        self._expect(response, {200}, f"dispute resolution at {x.psp}")
+        x.final = await self._result(x.workflow_id(), DisputeView)
+        player.held_minor -= amount_minor
+        if x.final is not None and x.final.status == DisputeState.LOST:
+            player.charged_back_minor += amount_minor
+
+    async def _until_dispute_opened(self, x: Dispute) -> None:
+        """Until ops see the dispute opened (the ledger has held its money), as `GET /v1/ops/disputes` lists it."""
+        deadline = time.monotonic() + RESULT_DEADLINE
+        while time.monotonic() < deadline:
+            response = await self.traffic.call("GET", "/v1/ops/disputes?state=opened&limit=200")
+            if not self._expect(response, {200}, "ops disputes list"):
+                return
+            if any((item["psp"], item["dispute_id"]) == (x.psp, x.dispute_id) for item in response.json()["disputes"]):
+                return
+            await asyncio.sleep(0.5)
+        self.unexpected.append(f"{x.workflow_id()}: not opened within {RESULT_DEADLINE} s")
 
     async def probe_deposit(self, what: str, expect: set[int]) -> httpx.Response:
         """One deposit request sent once, now (while something is down): its answer must be one of `expect`.
@@ -948,8 +1085,8 @@ class Workload:
     # --- outcomes ---
 
     def outcome_problems(self, *, exact: bool) -> list[tuple[object, str | None, str]]:
-        """(deposit or payout; workflow id; problem): each ended in a final status, and (`exact`) the one its
-        scenario says; each refund a review decision made was carried out."""
+        """(deposit, payout, refund or dispute; workflow id; problem): each ended in a final status, and
+        (`exact`) the one its scenario says; each refund a review decision made was carried out."""
         problems: list[tuple[object, str | None, str]] = []
         for d in self.deposits:
             if d.payment_id is None or d.final is None:
@@ -964,6 +1101,21 @@ class Workload:
                                  f"{d.final.attempts}), expected {d.expected()}")))
             elif exact and (problem := d.review_problem()) is not None:
                 problems.append((d, workflow_id, f"deposit {d.payment_id} ({d.method} {d.scenario}) {problem}"))
+        for r in self.refunds:
+            if r.refund_id is None or r.final is None:
+                problems.append((r, None, f"refund {r.key} ({r.scenario}) of {r.payment_id} has no outcome"))
+            elif r.final.status not in RefundStatus.FINAL:
+                problems.append((r, f"refund-{r.refund_id}", f"refund {r.refund_id} ended {r.final.status}"))
+            elif exact and r.final.status != REFUND_EXPECTED[r.scenario] and not _refund_not_taken(r.final):
+                problems.append((r, f"refund-{r.refund_id}", (f"refund {r.refund_id} ({r.scenario}) ended "
+                                 f"{r.final.status} ({r.final.failure_code}), expected {REFUND_EXPECTED[r.scenario]}")))
+        for x in self.disputes:
+            if x.dispute_id is None or x.final is None:
+                problems.append((x, None, f"dispute of {x.payment_id} at {x.psp} has no outcome"))
+            elif x.final.status != x.outcome or (x.final.held_minor, x.final.shortfall_minor) != (x.amount_minor, 0):
+                problems.append((x, x.workflow_id(), (f"{x.workflow_id()} ended {x.final.status} (held "
+                                 f"{x.final.held_minor}, short {x.final.shortfall_minor}), expected {x.outcome} "
+                                 f"with all {x.amount_minor} held from the player")))
         for refund_id, final in self.review_refunds.items():
             if final is None or (final.status != RefundStatus.SUCCEEDED and not _refund_not_taken(final)):
                 problems.append((None, f"refund-{refund_id}", (f"refund {refund_id} of a review decision ended "
@@ -986,6 +1138,12 @@ class Workload:
 
     def payout_statuses(self) -> Counter[str]:
         return Counter(p.final.status if p.final else "none" for p in self.payouts)
+
+    def refund_statuses(self) -> Counter[str]:
+        return Counter(r.final.status if r.final else "none" for r in self.refunds)
+
+    def dispute_statuses(self) -> Counter[str]:
+        return Counter(x.final.status if x.final else "none" for x in self.disputes)
 
     def review_decisions(self) -> Counter[str]:
         """"approve → credited", …: each decided deposit's decision and end."""
@@ -1019,6 +1177,8 @@ class Figures:
     reviews: dict[str, int]
     payouts: dict[str, int]
     payouts_skipped: int
+    refunds: dict[str, int]
+    disputes: dict[str, int]
     rounds: int
     restarts: dict[str, Any]
     api: dict[str, Any]
@@ -1035,6 +1195,8 @@ class Figures:
             reviews=dict(load.review_decisions().most_common()),
             payouts=dict(load.payout_statuses().most_common()),
             payouts_skipped=len(load.unplaced),
+            refunds=dict(load.refund_statuses().most_common()),
+            disputes=dict(load.dispute_statuses().most_common()),
             rounds=sum(p.rounds for p in load.players.values()),
             restarts={"worker kills": drill.chaos.worker_kills, "Temporal restarts": drill.chaos.temporal_restarts,
                       "PostgreSQL restarts": drill.chaos.postgres_restarts, "PSP outages": drill.chaos.psp_outages},
@@ -1054,6 +1216,8 @@ class Figures:
             f"reviews decided   {sum(self.reviews.values())}: {self.reviews}",
             (f"payouts           {sum(self.payouts.values())}: {self.payouts} (skipped for want of funds: "
              f"{self.payouts_skipped})"),
+            f"refunds           {sum(self.refunds.values())}: {self.refunds}",
+            f"disputes          {sum(self.disputes.values())}: {self.disputes}",
             f"game rounds       {self.rounds}",
             f"restarts          {self.restarts}",
             f"API answers       {self.api['answers']}",
