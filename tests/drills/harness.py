@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ from temporalio.service import RPCError
 from api.app import create_app
 from psp.inbox import webhook_events
 from ledger import assert_invariants
+from ledger.models import disputes as dispute_records
 from ledger.models import ledger_transfers
+from ledger.models import refunds as refund_records
 from payloop.db import create_engine
-from payloop.money import to_decimal_string
+from payloop.money import currency_exponent, to_decimal_string
 from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.sandbox.app import SandboxConfig
@@ -48,11 +51,16 @@ from tests.processes import (
     WorkerProcess,
     database_for_processes,
 )
+from workflows.psp_step import NOT_TAKEN_CODES
 from workflows.types import (
     ActivityName,
     DepositState,
     DepositStatus,
+    DisputeState,
+    DisputeView,
     PayoutStatus,
+    RefundState,
+    RefundStatus,
     WithdrawalState,
 )
 
@@ -69,7 +77,8 @@ RESULT_DEADLINE = 300.0
 
 def drill_settings(database_url: str, temporal: TemporalDevServer, workdir: Path, **overrides: Any) -> Settings:
     """The e2e stack's settings with short webhook waits: a webhook held up by a crash or a restart then gives way to
-    status polls, which the drills exercise too; KYC and review waits end within a drill (nothing should wait)."""
+    status polls, which the drills exercise too; KYC and payout review waits end within a drill (nothing should
+    wait for them), refunds wait no longer than deposits."""
     values: dict[str, Any] = {
         "data_dir": workdir,
         "temporal_address": temporal.address,
@@ -81,7 +90,11 @@ def drill_settings(database_url: str, temporal: TemporalDevServer, workdir: Path
         "payout_status_poll_interval_seconds": 0.5,
         "init_update_timeout_seconds": 15.0,
         "kyc_wait_timeout_seconds": 60.0,
-        "review_wait_timeout_seconds": 30.0,  # nothing should go to review; if it does, it ends (and is reported)
+        "review_wait_timeout_seconds": 30.0,  # no payout should go to review; if one does, it ends (and is reported)
+        # Refunds (the client's, and those a review decision makes) wait as briefly as deposits for their webhook.
+        "refund_webhook_timeout_seconds": 5.0,
+        "refund_status_poll_attempts": 3,
+        "refund_status_poll_interval_seconds": 0.5,
         "aml_turnover_percent": 0,  # payouts do not wait for a review of low turnover
         "payout_psp_down_first_retry_seconds": 1.0,
         "payout_psp_down_deadline_seconds": 180.0,
@@ -306,6 +319,7 @@ class DrillStack:
         problems += await self._workflows_closed(load)
         await assert_invariants(self.engine)  # double entry, floors, stored = transfers, ≤ 1 credit per payment
         problems += await self._credits_and_holds(load)
+        problems += await self._refunds_and_disputes_booked(load)
         problems += await self._balances(load)
         webhooks = await self._webhooks()
         problems += webhooks.pop("problems")
@@ -323,11 +337,15 @@ class DrillStack:
         return figures
 
     async def _workflows_closed(self, load: Workload) -> list[str]:
-        """Every workflow on the server is one the client started, and each has completed (read with describe,
+        """Every workflow on the server is one the client caused — its deposits, payouts and refunds, the refunds
+        its review decisions made, the disputes it had the PSP open — and each has completed (read with describe,
         which is authoritative; the list comes from visibility, which may lag a moment behind)."""
         problems: list[str] = []
         expected = {f"deposit-{d.payment_id}" for d in load.deposits if d.payment_id}
         expected |= {f"withdrawal-{p.payout_id}" for p in load.payouts if p.payout_id}
+        expected |= {f"refund-{refund_id}" for refund_id in load.review_refunds}
+        expected |= {f"refund-{r.refund_id}" for r in load.refunds if r.refund_id}
+        expected |= {x.workflow_id() for x in load.disputes if x.dispute_id}
         deadline = time.monotonic() + 15
         while True:
             listed = {execution.id async for execution in self.client.list_workflows(limit=100_000)}
@@ -372,7 +390,8 @@ class DrillStack:
         for p in load.payouts:
             if p.final is None:
                 continue
-            holds = [s for _k, s in by_reference.get(p.payout_id or "", [])]
+            # The payout's fee shares its reference.
+            holds = [s for k, s in by_reference.get(p.payout_id or "", []) if k == "payout"]
             if p.final.hold_transfer_id is None:
                 want = []
             else:
@@ -381,6 +400,20 @@ class DrillStack:
                 problems.append(f"payout {p.payout_id} ({p.final.status}, hold {p.final.hold_resolution}): "
                                 f"ledger {holds}, not {want}")
         return problems
+
+    async def _refunds_and_disputes_booked(self, load: Workload) -> list[str]:
+        """The ledger's refund and dispute records are the client's, each ended as its workflow did."""
+        async with self.engine.connect() as conn:
+            booked = {row.refund_id: row.status for row in await conn.execute(
+                sa.select(refund_records.c.refund_id, refund_records.c.status))}
+            booked |= {f"{row.psp}:{row.dispute_id}": row.state for row in await conn.execute(
+                sa.select(dispute_records.c.psp, dispute_records.c.dispute_id, dispute_records.c.state))}
+        ended = {r.refund_id: r.final.status if r.final else None for r in load.refunds if r.refund_id}
+        ended |= {refund_id: final.status if final else None for refund_id, final in load.review_refunds.items()}
+        ended |= {f"{x.psp}:{x.dispute_id}": x.final.status if x.final else None
+                  for x in load.disputes if x.dispute_id}
+        return [f"{key}: booked {booked.get(key, 'nowhere')}, its workflow ended {ended.get(key, 'unknown')}"
+                for key in sorted(booked.keys() | ended.keys()) if booked.get(key) != ended.get(key)]
 
     async def _balances(self, load: Workload) -> list[str]:
         problems: list[str] = []
@@ -532,7 +565,6 @@ def _retry(response: httpx.Response) -> bool:
     return response.status_code == 409 and response.json().get("code") == "idempotency_in_flight"
 
 
-# Per scenario: how a deposit / payout ends when nothing else goes wrong.
 def _refused_by_open_circuits(deposit: Deposit) -> bool:
     """A card deposit refused because every card acquirer's circuit was open or probing: the circuit breaker at
     work, not a bug. `flaky` deposits fail two calls in three, so a few at once do open `card` (min_samples 3) —
@@ -543,12 +575,23 @@ def _refused_by_open_circuits(deposit: Deposit) -> bool:
             and all(re.fullmatch(r"card(_b)?: failover \((psp_unavailable|circuit_open)\)", a) for a in final.attempts))
 
 
+def _refund_not_taken(refund: RefundState) -> bool:
+    """A refund its PSP did not take because it was down (or its circuit open): failed, the money released."""
+    return refund.status == RefundStatus.FAILED and refund.failure_code in NOT_TAKEN_CODES
+
+
+# Per scenario: how a deposit / payout ends when nothing else goes wrong.
 DEPOSIT_EXPECTED = {
     "approve": DepositStatus.CREDITED, "challenge": DepositStatus.CREDITED, "duplicate_webhook": DepositStatus.CREDITED,
     "out_of_order": DepositStatus.CREDITED, "flaky": DepositStatus.CREDITED, "slow": DepositStatus.CREDITED,
     "no_webhook": DepositStatus.CREDITED, "decline": DepositStatus.FAILED, "lost": DepositStatus.EXPIRED,
-    "wrong_amount": DepositStatus.IN_REVIEW,
 }
+# Scenarios that go to review, and why; the drill's operator decides them in turn: credit what the PSP captured,
+# refund it all, credit what the player asked for (the rest is refunded). Each decision's end:
+REVIEW_REASONS = {"wrong_amount": "amount_mismatch"}
+REVIEW_DECISIONS = ("approve", "reject", "approve_asked")
+REVIEW_EXPECTED = {"approve": DepositStatus.CREDITED, "reject": DepositStatus.REFUNDED,
+                   "approve_asked": DepositStatus.CREDITED}
 PAYOUT_EXPECTED = {
     "approve": PayoutStatus.PAID, "duplicate_webhook": PayoutStatus.PAID, "out_of_order": PayoutStatus.PAID,
     "flaky": PayoutStatus.PAID, "slow": PayoutStatus.PAID, "no_webhook": PayoutStatus.PAID,
@@ -560,6 +603,11 @@ DEPOSIT_MIX = [
     ("card", "duplicate_webhook", 5), ("ewallet", "out_of_order", 5), ("card", "flaky", 4), ("ewallet", "slow", 4),
     ("card", "no_webhook", 3), ("card", "decline", 5), ("ewallet", "wrong_amount", 1), ("card", "lost", 1),
 ]
+# Client refunds by sandbox scenario (`no_webhook`: only a look-up learns the end), and how each ends.
+REFUND_MIX = [("approve", 6), ("decline", 3), ("no_webhook", 1)]
+REFUND_EXPECTED = {"approve": RefundStatus.SUCCEEDED, "no_webhook": RefundStatus.SUCCEEDED,
+                   "decline": RefundStatus.FAILED}
+DISPUTE_PSPS = frozenset({"card", "card_b", "ewallet"})  # payments with a chargeback right
 PAYOUT_MIX = [
     ("approve", 70), ("duplicate_webhook", 5), ("out_of_order", 5), ("flaky", 5), ("slow", 5), ("no_webhook", 4),
     ("fail", 3), ("decline", 3),
@@ -580,6 +628,32 @@ class Deposit:
     init_seconds: float = 0.0
     done_seconds: float = 0.0
     retried: Counter[str] = field(default_factory=Counter)  # answers to its init that the client retried
+    # In review: why, what the drill decided (REVIEW_DECISIONS) and what the PSP had captured.
+    review_reason: str | None = None
+    decision: str | None = None
+    captured_minor: int | None = None
+    credited_minor: int = 0
+    refunded_minor: int = 0  # refunded at the PSP by a review decision (never the player's money)
+
+    def expected(self) -> str:
+        if self.scenario in REVIEW_REASONS:
+            return REVIEW_EXPECTED.get(self.decision or "", DepositStatus.IN_REVIEW)
+        return DEPOSIT_EXPECTED[self.scenario]
+
+    def review_problem(self) -> str | None:
+        """A deposit that went to review, or was decided, otherwise than its scenario says."""
+        want = REVIEW_REASONS.get(self.scenario)
+        if self.review_reason != want:
+            return f"went to review for {self.review_reason}, expected {want}"
+        if self.decision is None or self.captured_minor is None or self.final is None:
+            return None
+        captured, asked = self.captured_minor, self.amount_minor
+        credited, refunded = {"approve": (captured, 0), "reject": (0, captured),
+                              "approve_asked": (asked, captured - asked)}[self.decision]
+        if (self.credited_minor, self.refunded_minor) != (credited, refunded):
+            return (f"{self.decision} of a capture of {captured}: credited {self.credited_minor}, refunded "
+                    f"{self.refunded_minor}, expected {credited} and {refunded}")
+        return None
 
 
 @dataclass
@@ -594,23 +668,54 @@ class Payout:
 
 
 @dataclass
+class Refund:
+    """A partial refund of a credited deposit, asked for by the client."""
+
+    player: str
+    payment_id: str
+    scenario: str
+    amount_minor: int
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    refund_id: str | None = None
+    final: RefundState | None = None
+
+
+@dataclass
+class Dispute:
+    """A chargeback the sandbox PSP raises on (part of) a credited deposit, and resolves as `outcome` says."""
+
+    player: str
+    payment_id: str
+    psp: str
+    amount_minor: int
+    outcome: str  # won | lost
+    dispute_id: str | None = None
+    final: DisputeView | None = None
+
+    def workflow_id(self) -> str:
+        return f"dispute-{self.psp}-{self.dispute_id}"
+
+
+@dataclass
 class Player:
     id: str
     credited_minor: int = 0
     bets_minor: int = 0
     wins_minor: int = 0
-    refunds_minor: int = 0
-    held_minor: int = 0  # payouts started and not finished
+    rollbacks_minor: int = 0  # bets given back
+    held_minor: int = 0  # payouts, refunds and disputes started and not finished
     paid_minor: int = 0
+    refunded_minor: int = 0  # deposits refunded to the player's card or wallet
+    charged_back_minor: int = 0  # disputes lost
     rounds: int = 0
     kyc_set: bool = False
 
     def available_minor(self) -> int:
-        return self.credited_minor - self.bets_minor + self.wins_minor + self.refunds_minor - self.held_minor \
-            - self.paid_minor
+        return self.expected_minor() - self.held_minor
 
     def expected_minor(self) -> int:
-        return self.credited_minor - self.bets_minor + self.wins_minor + self.refunds_minor - self.paid_minor
+        return self.credited_minor - self.bets_minor + self.wins_minor + self.rollbacks_minor - self.paid_minor \
+            - self.refunded_minor - self.charged_back_minor
 
 
 class Workload:
@@ -619,7 +724,10 @@ class Workload:
 
     def __init__(self, drill: DrillStack, *, players: int, deposits: int, payouts: int, rounds: int,
                  concurrency: int = 16, seed: int = 1, deposit_mix: list[tuple[str, str, int]] | None = None,
-                 payout_mix: list[tuple[str, int]] | None = None) -> None:
+                 payout_mix: list[tuple[str, int]] | None = None, refund_share: float = 0.0,
+                 dispute_share: float = 0.0) -> None:
+        """`refund_share` / `dispute_share`: of the credited card and e-wallet deposits, those partly refunded /
+        disputed at their PSP."""
         self.drill = drill
         self.traffic = Traffic(drill.api)
         self.rng = random.Random(seed)
@@ -637,6 +745,9 @@ class Workload:
         for i in range(payouts):
             self.payout_plan[ids[i % players]].append(self.rng.choices(pmix, weights=[w for _, w in pmix])[0][0])
         self.payouts: list[Payout] = []
+        self.refund_share, self.dispute_share = refund_share, dispute_share
+        self.refunds: list[Refund] = []
+        self.disputes: list[Dispute] = []
         self.unexpected: list[str] = []
         self.started_at = 0.0
         self.finished_at = 0.0
@@ -647,6 +758,8 @@ class Workload:
         self._task: asyncio.Task[None] | None = None
         self._extra: list[asyncio.Task[None]] = []
         self.unplaced: list[str] = []  # payouts a player could not afford
+        self.reviews_decided = 0  # deposits in review for their scenario's reason, decided by the drill
+        self.review_refunds: dict[str, RefundState | None] = {}  # refund id → end: the refunds decisions made
 
     # --- running ---
 
@@ -698,6 +811,7 @@ class Workload:
         player.kyc_set = self._expect(response, {200}, "set KYC")
         # A player's deposits go in together (several tabs); the screening serializes them per player anyway.
         await asyncio.gather(*(self._deposit(player, deposit) for deposit in deposits))
+        await self._refunds_and_disputes(player, deposits)
         for _ in range(rounds):
             if player.available_minor() >= 100:
                 await self._round(player)
@@ -715,6 +829,78 @@ class Workload:
             payouts.append(payout)
             await self._start_payout(player, payout)
         await asyncio.gather(*(self._finish_payout(player, payout) for payout in payouts))
+
+    async def _refunds_and_disputes(self, player: Player, deposits: list[Deposit]) -> None:
+        """Some credited deposits are partly refunded, others disputed; one at a time, before the player plays or
+        withdraws, so the client's books know what the player has when each takes money: a dispute then holds its
+        whole amount from the balance (none of it becomes a receivable), and a refund is never refused for want
+        of funds."""
+        for d in deposits:
+            if d.final is None or d.final.status != DepositStatus.CREDITED or d.final.psp not in DISPUTE_PSPS:
+                continue
+            draw = self.rng.random()
+            if draw >= self.refund_share + self.dispute_share:
+                continue
+            amount_minor = min(self.rng.randint(d.credited_minor // 5, d.credited_minor // 2),
+                               player.available_minor())
+            if amount_minor < 100:
+                continue
+            if draw < self.refund_share:
+                await self._refund(player, d, amount_minor)
+            else:
+                await self._dispute(player, d, amount_minor)
+
+    async def _refund(self, player: Player, d: Deposit, amount_minor: int) -> None:
+        assert d.payment_id is not None
+        scenario = self.rng.choices(REFUND_MIX, weights=[w for _, w in REFUND_MIX])[0][0]
+        r = Refund(player.id, d.payment_id, scenario, amount_minor)
+        self.refunds.append(r)
+        body = {"amount": to_decimal_string(amount_minor, CURRENCY), "reason": "drill: the player asked",
+                "meta": {"sandbox_scenario": scenario}}
+        response = await self.traffic.call("POST", f"/v1/payments/{d.payment_id}/refunds", json=body, key=r.key)
+        if not self._expect(response, {201}, f"refund ({scenario})"):
+            return
+        r.refund_id = response.json()["refund_id"]
+        player.held_minor += amount_minor  # until the PSP's word
+        r.final = await self._result(f"refund-{r.refund_id}", RefundState)
+        player.held_minor -= amount_minor
+        if r.final is not None and r.final.status == RefundStatus.SUCCEEDED:
+            player.refunded_minor += amount_minor
+
+    async def _dispute(self, player: Player, d: Deposit, amount_minor: int) -> None:
+        """The PSP opens a chargeback (its webhook starts the dispute workflow); once the ledger has booked it,
+        the PSP resolves it."""
+        assert d.payment_id is not None and d.final is not None and d.final.psp is not None
+        x = Dispute(player.id, d.payment_id, d.final.psp, amount_minor, self.rng.choice(("won", "lost")))
+        self.disputes.append(x)
+        sandbox = self.drill.stack.sandbox
+        response = await sandbox.post(f"/control/{x.psp}/disputes", json={
+            "payment_id": x.payment_id, "amount": to_decimal_string(amount_minor, CURRENCY),
+            "reason_code": "fraudulent"})
+        if not self._expect(response, {201}, f"dispute at {x.psp}"):
+            return
+        x.dispute_id = response.json()["dispute_id"]
+        player.held_minor += amount_minor  # until it is resolved
+        await self._until_dispute_opened(x)
+        response = await sandbox.post(f"/control/{x.psp}/disputes/{x.dispute_id}/resolve",
+                                      json={"outcome": x.outcome})
+        self._expect(response, {200}, f"dispute resolution at {x.psp}")
+        x.final = await self._result(x.workflow_id(), DisputeView)
+        player.held_minor -= amount_minor
+        if x.final is not None and x.final.status == DisputeState.LOST:
+            player.charged_back_minor += amount_minor
+
+    async def _until_dispute_opened(self, x: Dispute) -> None:
+        """Until ops see the dispute opened (the ledger has held its money), as `GET /v1/ops/disputes` lists it."""
+        deadline = time.monotonic() + RESULT_DEADLINE
+        while time.monotonic() < deadline:
+            response = await self.traffic.call("GET", "/v1/ops/disputes?state=opened&limit=200")
+            if not self._expect(response, {200}, "ops disputes list"):
+                return
+            if any((item["psp"], item["dispute_id"]) == (x.psp, x.dispute_id) for item in response.json()["disputes"]):
+                return
+            await asyncio.sleep(0.5)
+        self.unexpected.append(f"{x.workflow_id()}: not opened within {RESULT_DEADLINE} s")
 
     async def probe_deposit(self, what: str, expect: set[int]) -> httpx.Response:
         """One deposit request sent once, now (while something is down): its answer must be one of `expect`.
@@ -760,11 +946,53 @@ class Workload:
     async def _finish_deposit(self, player: Player, d: Deposit) -> None:
         if d.payment_id is None:
             return
-        d.final = await self._result(f"deposit-{d.payment_id}", DepositState)
+        d.final = await self._result(f"deposit-{d.payment_id}", DepositState,
+                                     while_running=lambda: self._review_if_waiting(d))
         d.done_seconds = time.monotonic() - d.started
         self.deposits_done += 1
-        if d.final is not None and d.final.status == DepositStatus.CREDITED:
-            player.credited_minor += d.amount_minor
+        if d.final is None:
+            return
+        for refund_id in d.final.refund_ids:  # a child of the deposit: ended before it
+            self.review_refunds[refund_id] = await self._result(f"refund-{refund_id}", RefundState)
+        if d.decision is not None:
+            await self._read_reviewed_money(d)
+        elif d.final.status == DepositStatus.CREDITED:
+            d.credited_minor = d.amount_minor
+        player.credited_minor += d.credited_minor
+
+    async def _review_if_waiting(self, d: Deposit) -> None:
+        """An operator's round: a deposit the payment view shows in review is decided. An amount mismatch by the
+        drill's turn (REVIEW_DECISIONS); any other review (none is planned) as ops would: credit a capture the
+        PSP reports, else reject. Asked again while the deposit stays in review (a decision it could not carry
+        out yet); a decision still being carried out answers 409, which is no news."""
+        response = await self.traffic.call("GET", f"/v1/payments/{d.payment_id}")
+        if not self._expect(response, {200}, "payment view") or response.json()["status"] != DepositStatus.IN_REVIEW:
+            return
+        view = response.json()
+        psp_view = view["review_psp_view"] or {}
+        if d.decision is None:
+            d.review_reason = view["review_reason"]
+            if d.review_reason == REVIEW_REASONS.get(d.scenario):
+                d.decision = REVIEW_DECISIONS[self.reviews_decided % len(REVIEW_DECISIONS)]
+                self.reviews_decided += 1
+            else:
+                d.decision = "approve" if psp_view.get("status") == "captured" else "reject"
+            d.captured_minor = psp_view.get("amount_minor")
+        body: dict[str, Any] = {"decision": "reject" if d.decision == "reject" else "approve", "reviewer": "drill",
+                                "reason": f"drill: {d.review_reason}"}
+        if d.decision == "approve_asked":
+            body["amount"] = to_decimal_string(d.amount_minor, CURRENCY)
+        response = await self.traffic.call("POST", f"/v1/ops/payments/{d.payment_id}/review", json=body)
+        if response.status_code != 409 or response.json().get("code") != "not_in_review":
+            self._expect(response, {200, 202}, f"review {d.decision} of {d.payment_id} ({d.review_reason})")
+
+    async def _read_reviewed_money(self, d: Deposit) -> None:
+        """What a decided deposit credited and refunded, as its payment view says (the ledger's figures)."""
+        response = await self.traffic.call("GET", f"/v1/payments/{d.payment_id}")
+        if not self._expect(response, {200}, "payment view after review"):
+            return
+        view = response.json()
+        d.credited_minor, d.refunded_minor = _minor(view["credited_amount"]), _minor(view["refunded_amount"])
 
     async def _start_payout(self, player: Player, p: Payout) -> None:
         body = {"amount": to_decimal_string(p.amount_minor, CURRENCY), "currency": CURRENCY, "player_id": p.player,
@@ -807,7 +1035,7 @@ class Workload:
             response = await self.traffic.call("POST", "/v1/wallet/rollback", json={
                 **base, "transaction_id": f"rb-{round_id}", "reference_transaction_id": f"bet-{round_id}"})
             if self._expect(response, {200}, "rollback"):
-                player.refunds_minor += bet
+                player.rollbacks_minor += bet
             return
         win = self.rng.choice([0, 0, bet // 2, bet, bet * 2])
         response = await self.traffic.call("POST", "/v1/wallet/credit", json={
@@ -816,20 +1044,36 @@ class Workload:
         if self._expect(response, {200}, "win"):
             player.wins_minor += win
 
-    async def _result(self, workflow_id: str, result_type: type) -> Any:
-        """The workflow's final state, waiting through restarts (the wait is a long poll at Temporal)."""
-        handle = self.drill.client.get_workflow_handle(workflow_id, result_type=result_type)
+    async def _result(self, workflow_id: str, result_type: type, *,
+                      while_running: Callable[[], Awaitable[None]] | None = None,
+                      every_seconds: float = 5.0) -> Any:
+        """The workflow's final state, waiting through restarts up to RESULT_DEADLINE; `while_running` is called
+        every `every_seconds` until it ends (e.g. to decide a review it waits for)."""
+        waiting = asyncio.create_task(self._wait_for_result(workflow_id, result_type))
         deadline = time.monotonic() + RESULT_DEADLINE
+        try:
+            while (remaining_seconds := deadline - time.monotonic()) > 0:
+                if while_running is not None:
+                    remaining_seconds = min(remaining_seconds, every_seconds)
+                if (await asyncio.wait({waiting}, timeout=remaining_seconds))[0]:
+                    return waiting.result()
+                if while_running is not None:
+                    await while_running()
+            self.unexpected.append(f"{workflow_id}: no result within {RESULT_DEADLINE} s")
+            return None
+        finally:
+            waiting.cancel()
+
+    async def _wait_for_result(self, workflow_id: str, result_type: type) -> Any:
+        """The wait is a long poll at Temporal, asked again after an outage."""
+        handle = self.drill.client.get_workflow_handle(workflow_id, result_type=result_type)
         while True:
             try:
                 return await handle.result()
             except WorkflowFailureError as err:
                 self.unexpected.append(f"{workflow_id} failed: {err.cause!r}")
                 return None
-            except (RPCError, TimeoutError) as err:
-                if time.monotonic() > deadline:
-                    self.unexpected.append(f"{workflow_id}: no result within {RESULT_DEADLINE} s ({err})")
-                    return None
+            except (RPCError, TimeoutError):
                 await asyncio.sleep(1.0)
 
     def _expect(self, response: httpx.Response, statuses: set[int], what: str) -> bool:
@@ -840,10 +1084,10 @@ class Workload:
 
     # --- outcomes ---
 
-    def outcome_problems(self, *, exact: bool) -> list[tuple[Deposit | Payout, str | None, str]]:
-        """(deposit or payout, workflow id, problem): each deposit and payout ended in a final status, and
-        (`exact`) the one its scenario says."""
-        problems: list[tuple[Deposit | Payout, str | None, str]] = []
+    def outcome_problems(self, *, exact: bool) -> list[tuple[object, str | None, str]]:
+        """(deposit, payout, refund or dispute; workflow id; problem): each ended in a final status, and
+        (`exact`) the one its scenario says; each refund a review decision made was carried out."""
+        problems: list[tuple[object, str | None, str]] = []
         for d in self.deposits:
             if d.payment_id is None or d.final is None:
                 problems.append((d, None, f"deposit {d.key} ({d.scenario}) has no outcome (init {d.init_status})"))
@@ -851,10 +1095,31 @@ class Workload:
             workflow_id = f"deposit-{d.payment_id}"
             if d.final.status not in DepositStatus.FINAL:
                 problems.append((d, workflow_id, f"deposit {d.payment_id} ended {d.final.status}"))
-            elif exact and d.final.status != DEPOSIT_EXPECTED[d.scenario] and not _refused_by_open_circuits(d):
+            elif exact and d.final.status != d.expected() and not _refused_by_open_circuits(d):
                 problems.append((d, workflow_id, (f"deposit {d.payment_id} ({d.method} {d.scenario}) ended "
-                                 f"{d.final.status} ({d.final.failure_code or d.final.review_reason}; "
-                                 f"{d.final.attempts}), expected {DEPOSIT_EXPECTED[d.scenario]}")))
+                                 f"{d.final.status} ({d.final.failure_code or d.review_reason}; "
+                                 f"{d.final.attempts}), expected {d.expected()}")))
+            elif exact and (problem := d.review_problem()) is not None:
+                problems.append((d, workflow_id, f"deposit {d.payment_id} ({d.method} {d.scenario}) {problem}"))
+        for r in self.refunds:
+            if r.refund_id is None or r.final is None:
+                problems.append((r, None, f"refund {r.key} ({r.scenario}) of {r.payment_id} has no outcome"))
+            elif r.final.status not in RefundStatus.FINAL:
+                problems.append((r, f"refund-{r.refund_id}", f"refund {r.refund_id} ended {r.final.status}"))
+            elif exact and r.final.status != REFUND_EXPECTED[r.scenario] and not _refund_not_taken(r.final):
+                problems.append((r, f"refund-{r.refund_id}", (f"refund {r.refund_id} ({r.scenario}) ended "
+                                 f"{r.final.status} ({r.final.failure_code}), expected {REFUND_EXPECTED[r.scenario]}")))
+        for x in self.disputes:
+            if x.dispute_id is None or x.final is None:
+                problems.append((x, None, f"dispute of {x.payment_id} at {x.psp} has no outcome"))
+            elif x.final.status != x.outcome or (x.final.held_minor, x.final.shortfall_minor) != (x.amount_minor, 0):
+                problems.append((x, x.workflow_id(), (f"{x.workflow_id()} ended {x.final.status} (held "
+                                 f"{x.final.held_minor}, short {x.final.shortfall_minor}), expected {x.outcome} "
+                                 f"with all {x.amount_minor} held from the player")))
+        for refund_id, final in self.review_refunds.items():
+            if final is None or (final.status != RefundStatus.SUCCEEDED and not _refund_not_taken(final)):
+                problems.append((None, f"refund-{refund_id}", (f"refund {refund_id} of a review decision ended "
+                                 f"{final.status if final else None} ({final.failure_code if final else ''})")))
         for p in self.payouts:
             if p.payout_id is None or p.final is None:
                 problems.append((p, None, f"payout {p.key} ({p.scenario}) has no outcome (init {p.init_status})"))
@@ -874,11 +1139,26 @@ class Workload:
     def payout_statuses(self) -> Counter[str]:
         return Counter(p.final.status if p.final else "none" for p in self.payouts)
 
+    def refund_statuses(self) -> Counter[str]:
+        return Counter(r.final.status if r.final else "none" for r in self.refunds)
+
+    def dispute_statuses(self) -> Counter[str]:
+        return Counter(x.final.status if x.final else "none" for x in self.disputes)
+
+    def review_decisions(self) -> Counter[str]:
+        """"approve → credited", …: each decided deposit's decision and end."""
+        return Counter(f"{d.decision} → {d.final.status if d.final else 'none'}" for d in self.deposits if d.decision)
+
 
 def _deposit_body(d: Deposit) -> dict[str, Any]:
     return {"amount": to_decimal_string(d.amount_minor, CURRENCY), "currency": CURRENCY, "method": d.method,
             "player_id": d.player, "return_url": "https://casino.example/return",
             "meta": {"country": "DE", "sandbox_scenario": d.scenario}}
+
+
+def _minor(amount: str) -> int:
+    """An amount the API answered with, in minor units (zero too, which no request may ask for)."""
+    return int(Decimal(amount).scaleb(currency_exponent(CURRENCY)))
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -894,8 +1174,11 @@ class Figures:
     seconds: float
     run_seconds: float
     deposits: dict[str, int]
+    reviews: dict[str, int]
     payouts: dict[str, int]
     payouts_skipped: int
+    refunds: dict[str, int]
+    disputes: dict[str, int]
     rounds: int
     restarts: dict[str, Any]
     api: dict[str, Any]
@@ -909,8 +1192,11 @@ class Figures:
             seconds=time.monotonic() - drill.started,
             run_seconds=(load.finished_at or time.monotonic()) - load.started_at,
             deposits=dict(load.deposit_statuses().most_common()),
+            reviews=dict(load.review_decisions().most_common()),
             payouts=dict(load.payout_statuses().most_common()),
             payouts_skipped=len(load.unplaced),
+            refunds=dict(load.refund_statuses().most_common()),
+            disputes=dict(load.dispute_statuses().most_common()),
             rounds=sum(p.rounds for p in load.players.values()),
             restarts={"worker kills": drill.chaos.worker_kills, "Temporal restarts": drill.chaos.temporal_restarts,
                       "PostgreSQL restarts": drill.chaos.postgres_restarts, "PSP outages": drill.chaos.psp_outages},
@@ -927,8 +1213,11 @@ class Figures:
             f"--- drill figures{f' ({self.name})' if self.name else ''} ---",
             f"duration          {self.seconds:.1f} s (workload {self.run_seconds:.1f} s)",
             f"deposits          {sum(self.deposits.values())}: {self.deposits}",
+            f"reviews decided   {sum(self.reviews.values())}: {self.reviews}",
             (f"payouts           {sum(self.payouts.values())}: {self.payouts} (skipped for want of funds: "
              f"{self.payouts_skipped})"),
+            f"refunds           {sum(self.refunds.values())}: {self.refunds}",
+            f"disputes          {sum(self.disputes.values())}: {self.disputes}",
             f"game rounds       {self.rounds}",
             f"restarts          {self.restarts}",
             f"API answers       {self.api['answers']}",

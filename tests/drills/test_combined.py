@@ -1,7 +1,8 @@
-"""Drill 6: everything at once, at size — 500+ deposits, 150 payouts and 2,000 game rounds while the worker is
-killed three times (during PSP calls, ledger posts and webhook waits), PostgreSQL crashes and restarts, the
-Temporal dev server restarts, the card PSP goes down for a while, and every webhook arrives three times, out of
-order. Its figures (duration, outcomes, restarts, API answers, webhooks) are printed (`pytest -s`)."""
+"""Drill 6: everything at once, at size — 500+ deposits (those in review decided by the drill), 150 payouts,
+2,000 game rounds, and partial refunds and disputes of credited deposits, while the worker is killed three times
+(during PSP calls, ledger posts and webhook waits), PostgreSQL crashes and restarts, the Temporal dev server
+restarts, the card PSP goes down for a while, and every webhook arrives three times, out of order. Its figures
+(duration, outcomes, restarts, API answers, webhooks) are printed (`pytest -s`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from tests.drills.harness import PSP_ACTIVITIES, Workload, open_drill
 from tests.processes import PostgresServer
 
 DEPOSITS, PAYOUTS, ROUNDS = 500, 150, 2000
+# Of the credited card and e-wallet deposits: partly refunded, partly disputed.
+REFUND_SHARE, DISPUTE_SHARE = 0.10, 0.05
 
 
 @pytest.mark.drill
@@ -21,7 +24,7 @@ async def test_everything_at_once(drill_postgres: PostgresServer, tmp_path: Path
     async with open_drill(drill_postgres, tmp_path, webhook_copies=3, webhook_jitter_seconds=0.5,
                           slow_seconds=2.0) as drill:
         load = Workload(drill, players=100, deposits=DEPOSITS, payouts=PAYOUTS, rounds=ROUNDS, concurrency=8,
-                        seed=6)
+                        seed=6, refund_share=REFUND_SHARE, dispute_share=DISPUTE_SHARE)
         load.start()
 
         def started(share: float) -> bool:
@@ -65,4 +68,9 @@ async def test_everything_at_once(drill_postgres: PostgresServer, tmp_path: Path
         figures = await drill.verify(load)
         assert sum(figures.deposits.values()) >= DEPOSITS and sum(figures.payouts.values()) >= PAYOUTS, figures
         assert figures.rounds >= ROUNDS, figures
+        # Each kind of ending happened: every review decision, a refund made and one declined, a dispute won and
+        # one lost.
+        assert len(figures.reviews) == 3, figures.reviews
+        assert {"succeeded", "failed"} <= figures.refunds.keys(), figures.refunds
+        assert {"won", "lost"} <= figures.disputes.keys(), figures.disputes
         assert (drill.chaos.worker_kills, drill.chaos.postgres_restarts, drill.chaos.temporal_restarts) == (3, 1, 1)
