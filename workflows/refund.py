@@ -3,7 +3,9 @@
 The refundable amount is reserved (and the player's funds held) before the PSP is asked, in one database step that
 refuses more than was captured; the PSP's verified word then posts the hold (succeeded) or voids it (failed). A
 refund cannot be cancelled at a PSP, so when its outcome cannot be learned the money stays held and the refund is
-in review until the PSP's word comes (a webhook, or a look-up on a re-check nudge).
+in review until the PSP's word comes (a webhook, or a look-up on a re-check nudge and at growing intervals) or a
+person decides (`review`: approve = the PSP made it, posted; reject = it did not, released); a PSP answer that is
+not the refund asked for waits for that person.
 Deterministic: all I/O is in activities called by name.
 """
 
@@ -19,8 +21,8 @@ from workflows.common import (
 from workflows.psp_step import REFUND_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspSignals, PspStep
 from workflows.retry_policies import DATABASE_STEP_TIMEOUT, UNTIL_DONE
 from workflows.types import (
-    ActivityName, CreatePspRefundInput, ErrorType, RefundInput, RefundInReview, RefundState, RefundStatus,
-    ReservedRefund, SettleRefundInput, StatusPollPlan,
+    ActivityName, AuditEntry, CreatePspRefundInput, ErrorType, RefundInput, RefundInReview, RefundState,
+    RefundStatus, ReservedRefund, ReviewDecision, SettleRefundInput, StatusPollPlan,
 )
 
 _LEDGER_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
@@ -40,10 +42,28 @@ class RefundWorkflow(PspSignals):
         self._state = RefundState.started(input, workflow.now().isoformat())
         self._psp = PspStep(REFUND_CALLS, input.refund_id)
         self._psp_events = self._psp.events
+        self._review: ReviewDecision | None = None
+        self._review_update_id = ""
 
     @workflow.query
     def status(self) -> RefundState:
         return self._state
+
+    @workflow.update
+    async def review(self, decision: ReviewDecision) -> RefundState:
+        """An ops decision on a refund in review, checked with the PSP's own report: approve posts the held money
+        (the PSP made the refund), reject releases it (it did not)."""
+        self._review = decision
+        self._review_update_id = workflow.current_update_info().id  # type: ignore[union-attr]
+        await workflow.wait_condition(lambda: self._state.status in RefundStatus.FINAL)
+        return self._state
+
+    @review.validator
+    def _validate_review(self, decision: ReviewDecision) -> None:
+        if self._state.status != RefundStatus.IN_REVIEW or self._review is not None:
+            raise ApplicationError(f"the refund is {self._state.status}, not waiting for review", type="NotInReview")
+        if decision.decision not in ("approve", "reject") or decision.amount_minor is not None:
+            raise ApplicationError("decision must be approve or reject, without an amount", type="InvalidDecision")
 
     @workflow.run
     async def run(self, input: RefundInput) -> RefundState:
@@ -72,18 +92,34 @@ class RefundWorkflow(PspSignals):
         if s.status in RefundStatus.FINAL:  # the PSP refused it outright
             return s
         while outcome.ending is Ending.UNKNOWN:
-            # Refunded or not, the PSP cannot say: the money stays held until it can.
+            # Refunded or not, the PSP cannot say: the money stays held until it can, or a person decides.
             await self._to_review("psp_status_unknown")
             outcome = await self._await_word(reserved.psp)
+            if self._review is not None:
+                return await self._decided()
         answer = outcome.answer
         assert answer is not None
         if (reason := mismatch(answer, psp_reference=s.psp_reference or answer.psp_reference, currency=s.currency,
                                amount_minor=s.amount_minor)) is not None:
-            # Not the refund we asked for: nothing is posted or released; a person looks at it.
+            # Not the refund we asked for: nothing is posted or released until a person decides.
             await raise_alert(f"refund.{reason}", s.refund_id, psp_details(answer))
             await self._to_review(reason)
-            return s
+            await workflow.wait_condition(lambda: self._review is not None)
+            return await self._decided()
         return await self._settle(answer.status, answer=answer)
+
+    async def _decided(self) -> RefundState:
+        decision = self._review
+        assert decision is not None
+        await workflow.execute_activity(ActivityName.RECORD_AUDIT, AuditEntry(
+            idempotency_key=f"{workflow.info().workflow_id}:review:{self._review_update_id}", actor=decision.reviewer,
+            action=f"refund.review.{decision.decision}", subject=f"refund:{self._state.refund_id}",
+            details={"review_reason": self._state.review_reason or "",
+                     **({"reason": decision.reason} if decision.reason else {})},
+        ), start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
+        if decision.decision == "approve":
+            return await self._settle("succeeded")
+        return await self._settle("failed", failure_code="review_rejected")
 
     async def _refund_at_psp(self, reserved: ReservedRefund) -> PspOutcome:
         input, s = self._input, self._state
@@ -112,8 +148,10 @@ class RefundWorkflow(PspSignals):
             await self._psp.verify_claims()
             if (event := self._psp.events.final(psp)) is not None:
                 return PspOutcome(Ending.ANSWERED, event)
-            nudged = await wait_until(lambda: bool(self._psp.events.claims) or self._psp.events.recheck_requested,
-                                      interval_seconds)
+            nudged = await wait_until(lambda: bool(self._psp.events.claims) or self._psp.events.recheck_requested
+                                      or self._review is not None, interval_seconds)
+            if self._review is not None:
+                return PspOutcome(Ending.UNKNOWN)  # a person decides
             if self._psp.events.claims:
                 continue
             self._psp.events.recheck_requested = False

@@ -20,8 +20,8 @@ from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
-from api.routes.payments import owned_payment
-from api.schemas import RefundCreated, RefundList, RefundRequest, RefundView
+from api.routes.payments import owned_payment, review_refused
+from api.schemas import RefundCreated, RefundList, RefundRequest, RefundView, ReviewDecisionRequest
 from ledger.errors import InsufficientFunds
 from ledger.payments import payment_money
 from ledger.refunds import RefundRecord, RefundRefused, get_refund, payment_refunds, request_refund
@@ -29,9 +29,10 @@ from payloop.money import to_decimal_string
 from payloop.settings import Settings
 from psp.scenarios import REFUND_SCENARIOS
 from workflows.refund import RefundWorkflow
-from workflows.types import DepositState, RefundInput, RefundState
+from workflows.types import DepositState, RefundInput, RefundState, ReviewDecision
 
 router = APIRouter(tags=["refunds"], responses=problem_responses(503))
+ops_router = APIRouter(prefix="/v1/ops/refunds", tags=["ops"], responses=problem_responses(503))
 
 REFUND_ENDPOINT = "POST /v1/payments/{payment_id}/refunds"
 REFUND_ID_RE = re.compile(r"ref_[0-9a-f]{24}")
@@ -148,6 +149,27 @@ async def get_refund_view(
     known = state if state is not None else record
     if known is None or known.client_id != principal.client_id:
         raise Problem(403, "forbidden", "Forbidden", "this refund belongs to another client")
+    return refund_view(request.app.state.settings, record, state)
+
+
+@ops_router.post("/{refund_id}/review", response_model=RefundView, responses=problem_responses(404, 409, 422))
+async def review_refund(
+    refund_id: str,
+    body: ReviewDecisionRequest,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("ops"))],
+) -> RefundView:
+    """Decide a refund in review (its PSP's outcome unknown, or an answer that is not the refund asked for), having
+    checked the PSP's own report: approve = the PSP made it (the held money is posted), reject = it did not (the
+    money is released). The workflow writes the audit entry `refund:<id>` itself."""
+    if not REFUND_ID_RE.fullmatch(refund_id):
+        raise refund_not_found()
+    decision = ReviewDecision(decision=body.decision, reviewer=f"{principal.client_id}/{body.reviewer}",
+                              reason=body.reason)
+    state = await engine.update(request.app.state.temporal, RefundWorkflow.workflow_id(refund_id),
+                                RefundWorkflow.review, decision, not_found=refund_not_found(),
+                                rejected=review_refused)
+    record = await get_refund(request.app.state.engine, refund_id)
     return refund_view(request.app.state.settings, record, state)
 
 

@@ -448,3 +448,22 @@ async def test_a_paid_payout_books_its_fee(stack: Stack) -> None:
 async def fee_rows(stack: Stack, reference: str) -> list[Any]:
     async with stack.engine.connect() as conn:
         return list(await conn.execute(sa.select(psp_fees).where(psp_fees.c.reference == reference)))
+
+
+async def test_a_refund_in_review_is_decided_by_a_person(stack: Stack) -> None:
+    """The PSP never answers: the money stays held in review until ops, having checked the PSP's report, decide."""
+    player, payment_id = await credited_deposit(stack)
+    started = await refund(stack, payment_id, "20.00", scenario="lost")
+    await wait_refund(stack, started["refund_id"], {"in_review"}, timeout=60)
+    wrong = await stack.api.post(f"/v1/ops/refunds/{started['refund_id']}/review",
+                                 json={"decision": "maybe", "reviewer": "jane.doe"})
+    assert wrong.status_code == 422, wrong.text
+    response = await stack.api.post(f"/v1/ops/refunds/{started['refund_id']}/review",
+                                    json={"decision": "reject", "reviewer": "jane.doe", "reason": "PSP has no trace"})
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["failure_code"]) == ("failed", "review_rejected")
+    assert await stack.balance(player) == "50.00"
+    again = await stack.api.post(f"/v1/ops/refunds/{started['refund_id']}/review",
+                                 json={"decision": "approve", "reviewer": "jane.doe"})
+    assert again.status_code == 409 and again.json()["code"] == "not_in_review", again.text
+    await stack.check_invariants()
