@@ -167,7 +167,6 @@ class DepositWorkflow(PspSignals):
         for psp_status in [created.status] + [e.status for e in self._psp.events.events if e.psp == created.psp]:
             self._advance_psp_status(psp_status)
         self._answered = True
-        await self._record()  # the ops list shows it at its PSP
 
         if created.status in PAYMENT_CALLS.final_statuses:
             outcome = PspOutcome(Ending.ANSWERED, created)
