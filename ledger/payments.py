@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import case, or_, select, tuple_, update
+from sqlalchemy import and_, case, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import transfer_ids
@@ -108,8 +108,10 @@ async def record_payment(engine: AsyncEngine, record: PaymentRecord) -> None:
     """Upsert the payment's facts (never its money); a write older than the stored one changes nothing."""
     async with engine.begin() as conn:
         await upsert_newer(conn, payments, asdict(record), clock="updated_at", overrides=lambda offered: {
-            # The capture's PSP stays (refunds reserve against it), whatever a late fact says.
-            name: case((payments.c.captured_minor > 0, payments.c[name]), else_=offered[name])
+            # The capture's PSP (and its reference, once known) stays: refunds reserve against it, whatever a late
+            # fact says.
+            name: case((and_(payments.c.captured_minor > 0, payments.c[name].is_not(None)), payments.c[name]),
+                       else_=offered[name])
             for name in ("psp", "psp_reference")
         })
 
