@@ -133,6 +133,7 @@ class DepositActivities:
                 self.ledger, payment_id=input.payment_id, player_id=input.player_id, psp=input.psp,
                 method=input.method, currency=input.currency, captured_minor=captured_minor,
                 credit_minor=input.amount_minor, fee_minor=fee, now=self.clock(),
+                facts=_record(input.facts) if input.facts else None,
             )
         except LedgerError as err:
             # A conflict means the same id was posted with another body: a bug to look at, never to retry.
@@ -150,16 +151,20 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.RECORD_PAYMENT)
     async def record_payment(self, facts: PaymentFacts) -> None:
-        await record_payment(self.ledger.engine, PaymentRecord(
-            payment_id=facts.payment_id, client_id=facts.client_id, player_id=facts.player_id, method=facts.method,
-            currency=facts.currency, amount_minor=facts.amount_minor, status=facts.status,
-            created_at=datetime.fromisoformat(facts.created_at), updated_at=datetime.fromisoformat(facts.updated_at),
-            psp=facts.psp, psp_reference=facts.psp_reference, country=facts.country,
-            failure_code=facts.failure_code, review_reason=facts.review_reason,
-        ))
+        await record_payment(self.ledger.engine, _record(facts))
 
     def _connector(self, psp: str) -> PspConnector:
         return connector_for(self.connectors, psp)
+
+
+def _record(facts: PaymentFacts) -> PaymentRecord:
+    return PaymentRecord(
+        payment_id=facts.payment_id, client_id=facts.client_id, player_id=facts.player_id, method=facts.method,
+        currency=facts.currency, amount_minor=facts.amount_minor, status=facts.status,
+        created_at=datetime.fromisoformat(facts.created_at), updated_at=datetime.fromisoformat(facts.updated_at),
+        psp=facts.psp, psp_reference=facts.psp_reference, country=facts.country, failure_code=facts.failure_code,
+        review_reason=facts.review_reason,
+    )
 
 
 def _view(payment: PspPayment) -> PspPaymentView:

@@ -107,13 +107,17 @@ _EQUALITY_FILTERS = ("status", "player_id", "psp", "method", "review_reason")
 async def record_payment(engine: AsyncEngine, record: PaymentRecord) -> None:
     """Upsert the payment's facts (never its money); a write older than the stored one changes nothing."""
     async with engine.begin() as conn:
-        await upsert_newer(conn, payments, asdict(record), clock="updated_at", overrides=lambda offered: {
-            # The capture's PSP (and its reference, once known) stays: refunds reserve against it, whatever a late
-            # fact says.
-            name: case((and_(payments.c.captured_minor > 0, payments.c[name].is_not(None)), payments.c[name]),
-                       else_=offered[name])
-            for name in ("psp", "psp_reference")
-        })
+        await _upsert_facts(conn, record)
+
+
+async def _upsert_facts(conn: AsyncConnection, record: PaymentRecord) -> None:
+    await upsert_newer(conn, payments, asdict(record), clock="updated_at", overrides=lambda offered: {
+        # The capture's PSP (and its reference, once known) stays: refunds reserve against it, whatever a late
+        # fact says.
+        name: case((and_(payments.c.captured_minor > 0, payments.c[name].is_not(None)), payments.c[name]),
+                   else_=offered[name])
+        for name in ("psp", "psp_reference")
+    })
 
 
 async def payment_facts(engine: AsyncEngine, payment_id: str) -> PaymentRecord | None:
@@ -130,13 +134,14 @@ async def payment_money(engine: AsyncEngine, payment_id: str) -> PaymentMoney | 
 
 async def credit_deposit(
     ledger: Ledger, *, payment_id: str, player_id: str, psp: str, method: str, currency: str, captured_minor: int,
-    credit_minor: int, fee_minor: int | None, now: datetime,
+    credit_minor: int, fee_minor: int | None, now: datetime, facts: PaymentRecord | None = None,
 ) -> str | None:
     """Record the capture, credit `credit_minor` of it to the player and book the capture fee: one transaction.
 
     Returns the credit's transfer id (None when nothing is credited). Idempotent: the same call again moves nothing
     and returns the same id; other amounts (or another PSP) for a recorded capture are a CaptureConflict. The
-    payment must have been recorded (PaymentNotFound).
+    payment must have been recorded (PaymentNotFound) — or its `facts` are given, and recorded in the same
+    transaction (one write where a deposit's credit is also its first row).
     """
     _check_capture(captured_minor, credit_minor)
     credit = TransferRequest(
@@ -150,6 +155,8 @@ async def credit_deposit(
     ) if credit_minor else None
 
     async def tx(conn: AsyncConnection) -> str | None:
+        if facts is not None:
+            await _upsert_facts(conn, facts)
         await _record_capture(conn, payment_id, psp=psp, currency=currency, player_id=player_id,
                               captured_minor=captured_minor, credit=credit)
         credit_accounts = [credit.debit_account, credit.credit_account] if credit else []

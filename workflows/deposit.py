@@ -92,6 +92,9 @@ class DepositWorkflow(PspSignals):
         self._before_stray: tuple[str, str | None] = (DepositStatus.PENDING, None)  # status, review reason
         self._review: ReviewDecision | None = None
         self._review_update_id = ""
+        # (status, review reason, failure code) of the payments row as last written: the row is written at the end
+        # (and in review) only when it does not say so already.
+        self._row_written: tuple[str, str | None, str | None] | None = None
 
     # --- handlers --------------------------------------------------------------------------------------
 
@@ -195,9 +198,8 @@ class DepositWorkflow(PspSignals):
         # Screening may count the deposit against the limits (it is retried too), so from here a deposit that
         # fails releases it (a no-op when nothing was counted); a rejected one was never counted.
         self._counts_against_limits = True
-        # All three run at once (routing only reads; the record is the ops list's row): the init answer waits for
-        # the slowest, not for the sum.
-        screening, route, _ = await asyncio.gather(
+        # Both run at once (routing only reads): the init answer waits for the slower, not for the sum.
+        screening, route = await asyncio.gather(
             workflow.execute_local_activity(
                 ActivityName.SCREEN_DEPOSIT,
                 ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
@@ -208,7 +210,6 @@ class DepositWorkflow(PspSignals):
                 RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id),
                 result_type=DepositRoute, **_LOCAL_STEP,
             ),
-            self._record(),
             return_exceptions=True,
         )
         for result in (screening, route):
@@ -284,11 +285,16 @@ class DepositWorkflow(PspSignals):
         """Credits `credit_minor` of `capture` (and books the PSP's fee for it); the refusal's code when the
         ledger refuses (a bug to look at: the deposit goes to review, never retried into a double credit)."""
         s = self._state
+        # The payments row as it will read once credited, written with the credit (no write of its own).
+        credited = PaymentFacts.of(s)
+        credited.status, credited.updated_at = DepositStatus.CREDITED, workflow.now().isoformat()
+        credited.psp, credited.psp_reference, credited.review_reason = capture.psp, capture.psp_reference, None
         try:
             posting = await workflow.execute_local_activity(
                 ActivityName.CREDIT_DEPOSIT,
                 CreditDepositInput(s.payment_id, s.player_id, capture.psp, credit_minor, capture.currency, s.method,
-                                   captured_minor=capture.amount_minor, fee_minor=capture.fee_minor),
+                                   captured_minor=capture.amount_minor, fee_minor=capture.fee_minor,
+                                   facts=credited),
                 result_type=LedgerPosting, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
         except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
@@ -296,6 +302,7 @@ class DepositWorkflow(PspSignals):
             return error_code(err) or "ledger_error"
         s.credit_transfer_id = posting.transfer_id
         s.captured_amount_minor = capture.amount_minor
+        self._row_written = (credited.status, credited.review_reason, credited.failure_code)
         return None
 
     # --- helpers ---------------------------------------------------------------------------------------
@@ -329,6 +336,11 @@ class DepositWorkflow(PspSignals):
         """The payments table's row (what ops list and filter by); retried until stored."""
         await workflow.execute_local_activity(ActivityName.RECORD_PAYMENT, PaymentFacts.of(self._state),
                                               start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
+        self._row_written = self._row_now()
+
+    def _row_now(self) -> tuple[str, str | None, str | None]:
+        s = self._state
+        return s.status, s.review_reason, s.failure_code
 
     def _advance_psp_status(self, psp_status: str) -> None:
         """Moves the payment forward on a PSP status; a late, lower-rank status is ignored, never applied."""
@@ -355,7 +367,8 @@ class DepositWorkflow(PspSignals):
             if (late := self._capture_at_a_left_psp()) is None:
                 break
             await self._review_stray(late)  # that capture came in while the steps above ran
-        await self._record()
+        if self._row_written != self._row_now():  # a credit wrote its row with the money
+            await self._record()
         return s
 
     async def _end(self, status: str, failure_code: str | None = None, review_reason: str | None = None) -> None:

@@ -476,6 +476,7 @@ class CreditDepositInput:
     method: str = ""
     captured_minor: int | None = None  # what the PSP captured (None: amount_minor)
     fee_minor: int | None = None  # the PSP's reported capture fee; None: the routing file's cost model
+    facts: PaymentFacts | None = None  # the payments row as credited, written in the credit's transaction
 
 
 @dataclass
