@@ -19,15 +19,15 @@ from workflows.common import (
     run_through_cancels, set_status, wait_until,
 )
 from workflows.psp_step import REFUND_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspSignals, PspStep
-from workflows.retry_policies import DATABASE_STEP_TIMEOUT, UNTIL_DONE
+from workflows.retry_policies import (
+    DATABASE_STEP_TIMEOUT, REFUND_REVIEW_LOOK_UP_FIRST_SECONDS, REFUND_REVIEW_LOOK_UP_MAX_SECONDS, UNTIL_DONE,
+)
 from workflows.types import (
     ActivityName, AuditEntry, CreatePspRefundInput, ErrorType, RefundInput, RefundInReview, RefundState,
     RefundStatus, ReservedRefund, ReviewDecision, SettleRefundInput, StatusPollPlan,
 )
 
 _LEDGER_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
-REFUND_REVIEW_LOOK_UP_FIRST_SECONDS = 3600.0
-REFUND_REVIEW_LOOK_UP_MAX_SECONDS = 24 * 3600.0
 
 
 @workflow.defn

@@ -61,5 +61,8 @@ PSP_CREATE_TRIES = Backoff(tries=4, first_wait_seconds=0.2, max_wait_seconds=5.0
 PAYOUT_DEFER_MAX_WAIT_SECONDS = 900.0
 # A re-check nudge (an unverified webhook naming the record) makes the PSP step ask the PSP at most this often.
 RECHECK_MIN_INTERVAL_SECONDS = 30.0
+# A refund in review (its PSP's outcome unknown) asks the PSP by itself after the first wait, doubling up to the max.
+REFUND_REVIEW_LOOK_UP_FIRST_SECONDS = 3600.0
+REFUND_REVIEW_LOOK_UP_MAX_SECONDS = 24 * 3600.0
 # A payout waiting for KYC re-reads the status this often by itself (visibility may lag behind the nudge).
 KYC_RECHECK_SECONDS = 3600.0
