@@ -52,13 +52,21 @@ class MPayment:
     disputed: int = 0
     charged_back: int = 0
     fees: int = 0
+    uncredited: int = 0  # of refunded + pending: refunds of the capture's uncredited part
 
     def money(self) -> tuple[Any, ...]:
         return (self.captured, self.credited, self.credit_id, self.refunded, self.pending, self.disputed,
-                self.charged_back, self.fees)
+                self.charged_back, self.fees, self.uncredited)
 
     def refundable(self) -> int:
         return self.captured - self.refunded - self.pending - self.disputed - self.charged_back
+
+    def reservable(self, funding: str) -> int:
+        """The player's refunds take the credited part of the capture, uncredited ones the rest."""
+        if funding == "player":
+            by_player = self.refunded + self.pending - self.uncredited + self.disputed + self.charged_back
+            return min(self.refundable(), self.credited - by_player)
+        return min(self.refundable(), self.captured - self.credited - self.uncredited)
 
 
 @dataclass
@@ -163,7 +171,9 @@ class MoneyModel:
         p = self.payments.get(asked["payment_id"])
         if p is None:
             raise Refused("RefundRefused", "payment_not_found")
-        if p.currency != asked["currency"]:
+        outside = asked["funding"] == "uncredited" and asked["psp_payment_reference"] is not None and (
+            (asked["psp"] or p.psp) != p.psp or asked["currency"] != p.currency)
+        if p.currency != asked["currency"] and not outside:
             raise Refused("RefundRefused", "currency_mismatch")
         psp = asked["psp"] or p.psp
         reference = asked["psp_payment_reference"] or (p.psp_reference if psp == p.psp else None)
@@ -172,12 +182,14 @@ class MoneyModel:
         funding, amount = asked["funding"], asked["amount_minor"]
         if psp != p.psp and funding != "uncredited":
             raise Refused("InvalidTransfer", "invalid_transfer")
-        if psp == p.psp:
-            if p.refundable() < amount or (funding == "player" and p.credited == 0):
+        if psp == p.psp and asked["currency"] == p.currency:
+            if p.reservable(funding) < amount or (funding == "player" and p.credited == 0):
                 not_refundable = p.captured == 0 or (funding == "player" and p.credited == 0)
                 raise Refused("RefundRefused",
                               "payment_not_refundable" if not_refundable else "refund_exceeds_refundable")
             p.pending += amount
+            if funding == "uncredited":
+                p.uncredited += amount
         held = shortfall = 0
         if funding == "player":
             player, clearing = player_account(p.player, p.currency), psp_clearing_account(psp, p.currency)
@@ -190,7 +202,8 @@ class MoneyModel:
                 self._create(TransferRequest(f"refund:{refund_id}:shortfall", player_receivables_account(p.currency),
                                              clearing, shortfall, p.currency, "refund_shortfall", refund_id),
                              hold=True)
-        refund = MRefund(asked["payment_id"], asked["client_id"], psp, reference, p.currency, amount, asked["reason"],
+        refund = MRefund(asked["payment_id"], asked["client_id"], psp, reference, asked["currency"], amount,
+                         asked["reason"],
                          funding, held, shortfall)
         self.refunds[refund_id] = refund
         return refund, False
@@ -207,9 +220,11 @@ class MoneyModel:
             return r, True
         r.status, r.fee = outcome, fee
         p = self.payments[r.payment_id]
-        if r.psp == p.psp:
+        if r.psp == p.psp and r.currency == p.currency:
             p.pending -= r.amount
             p.refunded += r.amount if outcome == "succeeded" else 0
+            if outcome != "succeeded" and r.funding == "uncredited":
+                p.uncredited -= r.amount
         for step, amount in (("hold", r.held), ("shortfall", r.shortfall)):
             if amount:
                 self._resolve(f"refund:{refund_id}:{step}", POSTED if outcome == "succeeded" else VOIDED)

@@ -805,7 +805,7 @@ class LedgerMachine(RuleBasedStateMachine):
             pick=st.sampled_from(["known"] * 4 + ["broke", "unknown", "pool"]),
             pooled=st.sampled_from(MONEY_PAY_IDS + ["mp_unknown"]), part=st.sampled_from(["small", "half", "all",
                                                                                          "over"]),
-            funding=st.sampled_from(["player", "player", "player", "uncredited"]), shortfall=st.booleans(),
+            funding=st.sampled_from(["player", "player", "uncredited", "uncredited"]), shortfall=st.booleans(),
             where=st.sampled_from(["own"] * 6 + ["stray", "stray_player", "currency", "currency"]),
             reason=st.sampled_from([None, "asked"]), again=st.sampled_from([False] * 4 + [True]))
     def refund(self, refund_id: str, i: int, pick: str, pooled: str, part: str, funding: str, shortfall: bool,
@@ -956,7 +956,8 @@ class LedgerMachine(RuleBasedStateMachine):
             }
             money = {
                 r.payment_id: (r.captured_minor, r.credited_minor, r.credit_transfer_id, r.refunded_minor,
-                               r.refund_pending_minor, r.disputed_minor, r.charged_back_minor, r.fees_minor)
+                               r.refund_pending_minor, r.disputed_minor, r.charged_back_minor, r.fees_minor,
+                               r.uncredited_refunds_minor)
                 for r in await conn.execute(select(payments))
             }
             refund_rows = {r.refund_id: _refund_view(r) for r in await conn.execute(select(refunds))}
