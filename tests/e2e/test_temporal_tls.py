@@ -136,7 +136,8 @@ async def test_mtls_with_a_private_ca_and_a_server_name_reaches_the_server(
 
 
 @pytest.mark.parametrize(("missing", "failure"), [
-    ("client certificate", "close_notify|broken pipe|reset"),  # the server ends the handshake it required it in
+    # the server ends the handshake it required it in (seen as a closed or reset connection, depending on timing)
+    ("client certificate", "close_notify|broken pipe|reset|connection closed"),
     ("server name", "NotValidForName"),
     ("our CA", "UnknownIssuer"),
 ])
