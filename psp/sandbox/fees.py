@@ -4,8 +4,10 @@ A price list per PSP and operation (the record kinds: a captured `payment`, a pa
 a lost `dispute` = the chargeback fee): fixed + amount × percentage, in the operation's currency, computed in
 integer minor units (psp.routing.Cost: Decimal, rounded half-up, never floats). The card acquirers and the
 e-wallet report their fees; pay-by-bank and crypto report none (a merchant learns those from the settlement), so
-our ledger prices them with the routing file's cost model. The shipped routing file (psp/routing.yaml) quotes these
-same price lists for the PSPs that report fees (tests/psp/test_fees.py holds the two together).
+our ledger prices them with the routing file's cost model. Every PSP deducts its fees in its settlement report
+(psp/sandbox/settlement.py): the reported ones, and pay-by-bank's and crypto's from price lists of their own
+(SETTLEMENT_FEE_SCHEDULES). The shipped routing file (psp/routing.yaml) quotes all these same price lists
+(tests/psp/test_fees.py holds the two together).
 """
 
 from __future__ import annotations
@@ -43,3 +45,26 @@ def fee_minor(psp: str, operation: str, amount_minor: int, currency: str) -> int
     """The fee `psp` reports for a settled `operation` of `amount_minor`; None where it reports none."""
     cost = FEE_SCHEDULES.get(psp, {}).get(operation)
     return None if cost is None else cost.fee_minor(amount_minor, currency)
+
+
+# Pay-by-bank and crypto have no chargebacks, so no dispute price.
+_SETTLEMENT_ONLY: dict[str, dict[str, Cost]] = {
+    "paybybank": {
+        "payment": Cost(fixed={"*": "0.20"}, percentage="0.3"),
+        "payout": Cost(fixed={"*": "0.20"}),
+        "refund": Cost(fixed={"*": "0.20"}),  # a credit transfer back, priced like a payout
+    },
+    "crypto": {
+        "payment": Cost(percentage="1.0"),
+        "payout": Cost(fixed={"*": "1.00"}, percentage="0.5"),
+        "refund": Cost(fixed={"*": "1.00"}, percentage="0.5"),  # coins sent back: the network fee, as for a payout
+    },
+}
+# What each PSP deducts in its settlement: the reported fees, and the settlement-only price lists.
+SETTLEMENT_FEE_SCHEDULES: dict[str, dict[str, Cost]] = FEE_SCHEDULES | _SETTLEMENT_ONLY
+
+
+def settlement_fee_minor(psp: str, operation: str, amount_minor: int, currency: str) -> int:
+    """The fee `psp` deducts in its settlement for an `operation` of `amount_minor`; 0 where it charges none."""
+    cost = SETTLEMENT_FEE_SCHEDULES.get(psp, {}).get(operation)
+    return 0 if cost is None else cost.fee_minor(amount_minor, currency)

@@ -4,7 +4,6 @@ report none, so their operations are priced with the routing file's cost model, 
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 
@@ -12,7 +11,12 @@ from payloop.money import MoneyError
 from psp.base import PspDeclined
 from psp.http_connector import HttpPspConnector, decimal_fee_minor
 from psp.routing import default_routing_path, load_routing_file
-from psp.sandbox.fees import FEE_SCHEDULES, fee_minor
+from psp.sandbox.fees import (
+    FEE_SCHEDULES,
+    SETTLEMENT_FEE_SCHEDULES,
+    fee_minor,
+    settlement_fee_minor,
+)
 from psp.scenarios import PSPS
 from tests.psp.psp_testkit import (
     PSP_METHOD,
@@ -95,25 +99,32 @@ async def test_fees_are_integer_minor_units_rounded_half_up_on_the_wire(
 
 def test_the_shipped_routing_file_quotes_the_psps_own_price_lists() -> None:
     """Where a PSP reports its fee the ledger books what it reports; the routing file's cost model (which also
-    routes payments by price) says the same for the sandbox PSPs, so both agree to the cent."""
+    routes payments by price) says the same for the sandbox PSPs, so both agree to the cent. Pay-by-bank and crypto
+    report none, but deduct theirs in their settlement: those price lists are the routing file's too."""
     routing = load_routing_file(default_routing_path())
     quoted = {
         "payment": lambda p: p.fee_minor, "payout": lambda p: p.payout_fee_minor,
         "refund": lambda p: p.refund_fee_minor, "dispute": lambda p: p.chargeback_fee_minor,
     }
     assert set(FEE_SCHEDULES) == {"card", "card_b", "ewallet"}
-    for psp, schedule in FEE_SCHEDULES.items():
+    assert set(SETTLEMENT_FEE_SCHEDULES) == set(PSPS)
+    for psp, schedule in SETTLEMENT_FEE_SCHEDULES.items():
         config = routing.psp(psp)
-        assert config is not None and set(schedule) == set(quoted)
+        assert config is not None and set(schedule) <= set(quoted)
         for operation, fee_of in quoted.items():
             for currency in config.currencies:
                 for amount_minor in (1, 999, 5000, 123_457, 10**13):
-                    assert fee_of(config)(amount_minor, currency) == fee_minor(psp, operation, amount_minor,
-                                                                                currency), (psp, operation, currency)
+                    assert fee_of(config)(amount_minor, currency) == settlement_fee_minor(
+                        psp, operation, amount_minor, currency), (psp, operation, currency)
+                    if psp in FEE_SCHEDULES:
+                        assert fee_minor(psp, operation, amount_minor, currency) == settlement_fee_minor(
+                            psp, operation, amount_minor, currency)
     assert all(fee_minor(psp, "payment", 5000, "EUR") is None for psp in ("paybybank", "crypto"))
-    # Refunds there are priced by the routing file alone: what a pay-by-bank credit transfer and a crypto send cost.
-    assert (routing.psp("paybybank").refund_fee_minor(5000, "EUR"),  # type: ignore[union-attr]
-            routing.psp("crypto").refund_fee_minor(5000, "EUR")) == (20, 125)  # type: ignore[union-attr]
+    # No chargebacks there, so no chargeback price either side.
+    assert all("dispute" not in SETTLEMENT_FEE_SCHEDULES[psp] for psp in ("paybybank", "crypto"))
+    # Refunds there: what a pay-by-bank credit transfer and a crypto send cost.
+    assert (settlement_fee_minor("paybybank", "refund", 5000, "EUR"),
+            settlement_fee_minor("crypto", "refund", 5000, "EUR")) == (20, 125)
 
 
 @pytest.mark.parametrize(
