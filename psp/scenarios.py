@@ -42,12 +42,21 @@ COMMON_SCENARIOS = frozenset(
 CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})  # payments; only the card family has 3DS
 AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto payments only
 PAYOUT_ONLY_SCENARIOS = frozenset({"fail"})  # accepted, then refused downstream
+# Payments at every sandbox PSP: the payment behaves as `approve`; its capture line in the PSP's settlement report
+# (psp/sandbox/settlement.py) does not: `settle_amount_differs` (gross 1.00 of the major unit less, or one minor
+# unit less where that is not possible), `settle_missing` (no line), `settle_twice` (two lines, two line ids),
+# `settle_fee_differs` (fee 0.10 of the major unit more, at least one minor unit), `settle_late` (in the next
+# day's report).
+SETTLEMENT_SCENARIOS = frozenset(
+    {"settle_amount_differs", "settle_missing", "settle_twice", "settle_fee_differs", "settle_late"}
+)
 
 PAYMENT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
     psp: COMMON_SCENARIOS
     | CHALLENGE_SCENARIOS  # only the card family has 3DS: elsewhere they behave as approve
     | frozenset(ERROR_SCENARIO_CODES[psp])
     | (AMOUNT_SCENARIOS if FAMILIES[psp] == "crypto" else frozenset())
+    | SETTLEMENT_SCENARIOS
     for psp in PSPS
 }
 PAYOUT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {

@@ -41,12 +41,21 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import httpx
 from fastapi import Depends, FastAPI, Form, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payloop.money import MoneyError, to_decimal_string, to_minor_units
 from payloop.settings import Settings
+from payloop.settlement import (
+    CAPTURE,
+    CHARGEBACK,
+    CHARGEBACK_FEE,
+    CHARGEBACK_REVERSAL,
+    GROSS_SIGNS,
+    PAYOUT,
+    REFUND,
+)
 from psp import signatures
 from psp.registry import webhook_secrets
 from psp.sandbox.formats import (
@@ -59,7 +68,8 @@ from psp.sandbox.formats import (
     Snapshot,
     WireFormat,
 )
-from psp.sandbox.fees import fee_minor
+from psp.sandbox.fees import fee_minor, settlement_fee_minor
+from psp.sandbox.settlement import REPORTS, SettlementBook, SettlementControlBody, Settled, parse_day
 from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
 from psp.scenarios import (
     CHALLENGE_SCENARIOS,
@@ -70,6 +80,7 @@ from psp.scenarios import (
     PAYOUT_SCENARIOS_BY_PSP,
     PSPS,
     REFUND_SCENARIOS_BY_PSP,
+    SETTLEMENT_SCENARIOS,
     SILENT_SCENARIOS,
     UNCANCELLABLE_SCENARIOS,
 )
@@ -188,6 +199,8 @@ class Record:
     stale_status: ClassVar[str]  # what `out_of_order` re-sends late, after settled_status
     cancellable: ClassVar[frozenset[str]]  # the statuses a cancel can stop
     charged_status: ClassVar[str]  # the status in which the PSP charges (and reports) its fee
+    # The statuses in which the PSP settles money for the record, each with its settlement line's kind.
+    settles: ClassVar[Mapping[str, str]]
 
     psp: str
     reference: str
@@ -248,6 +261,7 @@ class Payment(Record):
     stale_status = "authorized"
     cancellable = frozenset({"pending", "requires_action", "authorized"})
     charged_status = "captured"
+    settles: ClassVar[Mapping[str, str]] = {"captured": CAPTURE}
 
     return_url: str
     redirect_url: str | None = None
@@ -276,6 +290,7 @@ class Payout(Record):
     stale_status = "pending"
     cancellable = frozenset({"pending"})
     charged_status = "paid"
+    settles: ClassVar[Mapping[str, str]] = {"paid": PAYOUT}
 
 
 @dataclass(kw_only=True)
@@ -285,6 +300,7 @@ class Refund(Record):
     stale_status = "pending"
     cancellable = frozenset()  # money on its way back to the payer is not called back
     charged_status = "succeeded"
+    settles: ClassVar[Mapping[str, str]] = {"succeeded": REFUND}
 
     # The payment holds its refunds too: kept out of comparisons and repr, which would otherwise go round in circles.
     payment: Payment = field(compare=False, repr=False)
@@ -303,6 +319,8 @@ class Dispute(Record):
     stale_status = "opened"
     cancellable = frozenset()
     charged_status = "lost"  # the chargeback fee
+    # The money goes back to the payer when a dispute opens and comes back if the merchant wins it.
+    settles: ClassVar[Mapping[str, str]] = {"opened": CHARGEBACK, "won": CHARGEBACK_REVERSAL, "lost": CHARGEBACK_FEE}
 
     payment: Payment = field(compare=False, repr=False)  # as for a refund
     reason_code: str
@@ -355,6 +373,7 @@ class Sandbox:
         self.by_reference: dict[str, Payment] = {}  # for the challenge and bank pages, refunds and disputes
         self.disputes: dict[tuple[str, str], Dispute] = {}  # (psp, dispute id)
         self.modes: dict[str, Mode] = {psp: "up" for psp in METHODS}
+        self.settlements = SettlementBook()
         self.webhooks: WebhookSender | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # The last delivery scheduled per record: the next one waits for it, so webhooks leave in order.
@@ -386,6 +405,9 @@ class Sandbox:
     def behaviour(self, psp: str, scenario: str) -> str:
         # Only the card family has 3DS: the challenge scenarios behave as approve elsewhere.
         if FAMILIES[psp] != "card" and scenario in CHALLENGE_SCENARIOS:
+            return "approve"
+        # A settlement discrepancy shows in the report only (SettlementBook.book).
+        if scenario in SETTLEMENT_SCENARIOS:
             return "approve"
         return scenario
 
@@ -453,7 +475,7 @@ class Sandbox:
         )
         payment.disputes.append(dispute)
         self.disputes[(psp, dispute.reference)] = dispute
-        self.announce(dispute)
+        self.changed(dispute)
         return dispute
 
     def resolve_dispute(self, dispute: Dispute, outcome: str) -> None:
@@ -461,7 +483,7 @@ class Sandbox:
         if dispute.status != "opened":
             raise ControlError(409, "dispute_already_resolved", f"the dispute was already {dispute.status}")
         dispute.status = outcome
-        self.announce(dispute)
+        self.changed(dispute)
 
     def start(
         self, book: Book[R], record: R, behaviour: str, decline_code: str
@@ -497,7 +519,7 @@ class Sandbox:
             record.status = record.settled_status
             if FAMILIES[record.psp] == "crypto":
                 record.confirmations = CONFIRMATIONS_REQUIRED
-        self.announce(record)
+        self.changed(record)
 
     async def confirm_on_chain(self, payment: Payment) -> None:
         """The transfer is seen after one settle delay, then gains a confirmation per delay; each step is a
@@ -513,7 +535,7 @@ class Sandbox:
                 return
             payment.amount_minor, payment.confirmations = received, confirmations
             payment.status = "captured" if confirmations == CONFIRMATIONS_REQUIRED else "authorized"
-            self.announce(payment)
+            self.changed(payment)
 
     def complete_challenge(self, payment: Payment, outcome: str) -> None:
         if payment.status != "requires_action":  # a re-submitted form changes nothing
@@ -522,7 +544,7 @@ class Sandbox:
             payment.status = "captured"
         else:
             payment.status, payment.failure_code = "failed", "3ds_failed"
-        self.announce(payment)
+        self.changed(payment)
 
     def complete_bank_authorisation(self, payment: Payment, outcome: str) -> None:
         """The player confirmed (or refused) at the bank: authorised at once, settled after the settle delay."""
@@ -530,10 +552,10 @@ class Sandbox:
             return
         if outcome != "success":
             payment.status, payment.failure_code = "failed", BANK_REJECTED_CODE
-            self.announce(payment)
+            self.changed(payment)
             return
         payment.status = "authorized"
-        self.announce(payment)
+        self.changed(payment)
         if payment.scenario not in NEVER_SETTLING_SCENARIOS:
             self.spawn(self.settle(payment, payment.status))
 
@@ -551,9 +573,16 @@ class Sandbox:
         if record.status not in record.cancellable:
             raise SandboxError(409, "not_cancellable", f"a {record.status} {record.kind} cannot be cancelled")
         record.status = "cancelled"
-        self.announce(record)
+        self.changed(record)
 
-    # -- webhooks ----------------------------------------------------------------------------------
+    # -- settlement and webhooks --------------------------------------------------------------------
+
+    def changed(self, record: Record) -> None:
+        """A record's status changed: book what the PSP settles for it, if anything, and announce the change."""
+        kind = record.settles.get(record.status)
+        if kind is not None:
+            self.settlements.book(record.psp, _settled(record, kind))
+        self.announce(record)
 
     def announce(self, record: Record) -> None:
         """Schedule the webhook(s) for the record's new status, shaped by its scenario."""
@@ -586,6 +615,21 @@ class Sandbox:
             await asyncio.gather(previous, return_exceptions=True)
         assert self.webhooks is not None
         await self.webhooks.deliver_in_order(psp, events)
+
+
+def _settled(record: Record, kind: str) -> Settled:
+    """What `record`, now in the status that settles as `kind`, settles as: the whole amount with the sign of the
+    kind and the PSP's fee (a chargeback moves the money alone; a lost one's fee comes on a line of its own)."""
+    amount_minor, currency = record.amount_minor, record.currency
+    if kind == CHARGEBACK_FEE:
+        gross_minor, fee_minor = 0, settlement_fee_minor(record.psp, "dispute", amount_minor, currency)
+    elif kind in (CHARGEBACK, CHARGEBACK_REVERSAL):
+        gross_minor, fee_minor = GROSS_SIGNS[kind] * amount_minor, 0
+    else:
+        gross_minor = GROSS_SIGNS[kind] * amount_minor
+        fee_minor = settlement_fee_minor(record.psp, record.kind, amount_minor, currency)
+    return Settled(kind, record.merchant_reference, record.reference, currency, gross_minor, fee_minor,
+                   record.scenario)
 
 
 def _new_reference(psp: str) -> str:
@@ -919,6 +963,33 @@ def create_app(config: SandboxConfig) -> FastAPI:
             raise ControlError(404, "dispute_not_found", f"no {psp} dispute {dispute_id!r}")
         sandbox.resolve_dispute(dispute, body.outcome)
         return {"dispute_id": dispute.reference, "status": dispute.status}
+
+    @app.get("/reports/{psp}/settlement")
+    async def settlement_report(
+        day: str | None = Query(default=None, alias="date"), psp: str = Depends(psp_api)
+    ) -> StreamingResponse:
+        """The PSP's settlement report of a UTC day (psp/sandbox/settlement.py), streamed as it is written."""
+        try:
+            report_day = parse_day(day)
+        except ValueError:
+            raise SandboxError(422, "invalid_date", "date must be a day, YYYY-MM-DD", psp=psp) from None
+        report = REPORTS[psp]
+        lines = sandbox.settlements.report(psp, report_day)
+        return StreamingResponse(report.stream(psp, lines), media_type=report.media_type)
+
+    @app.post("/control/{psp}/settlement")
+    async def control_settlement(request: Request, psp: str = Depends(control_psp)) -> dict[str, Any]:
+        """One of `{"orphan": {date, psp_reference, amount, currency}}` (a settled capture of a payment never made),
+        `{"book_on": "YYYY-MM-DD" | null}` (the day the PSP books on from now on; null: the real day) or
+        `{"synthetic": {date, count, currency, amount, fee, merchant_reference_prefix, psp_reference_prefix}}`
+        (`count` settled captures, generated as the report streams); answers what was stored."""
+        body = await control_body(request, SettlementControlBody)
+        try:
+            stored = sandbox.settlements.control(psp, body)
+        except MoneyError as exc:
+            raise ControlError(422, exc.code, str(exc)) from None
+        logger.info("sandbox %s settlement control: %s", psp, stored)
+        return {"psp": psp, **stored}
 
     @app.get("/_sandbox/deliveries")
     async def deliveries(merchant_reference: str | None = Query(default=None)) -> dict[str, Any]:
