@@ -7,9 +7,12 @@ merchant reference).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Protocol, runtime_checkable
+
+from payloop.settlement import SettlementLine, SettlementTerms
 
 PAYMENT_STATUSES = frozenset(
     {"pending", "requires_action", "authorized", "captured", "failed", "cancelled", "expired"}
@@ -169,11 +172,12 @@ WebhookVerifier = Callable[[Mapping[str, str], bytes, float], WebhookEvent]
 @runtime_checkable
 class PspConnector(Protocol):
     """What activities call. Every connector in psp/registry.py conforms (tests/psp/test_connector_protocol.py:
-    each method present, async, with these parameter names and types)."""
+    each method present, async (settlement_report an async generator), with these parameter names and types)."""
 
     name: str
     methods: frozenset[str]  # what players can pay with
     payout_methods: frozenset[str]  # what this PSP can pay players out to
+    settlement_terms: SettlementTerms  # its contract's settlement lag (SLA) and fee tolerance, for reconciliation
 
     async def create_payment(self, req: CreatePaymentRequest) -> PspPayment: ...
 
@@ -198,4 +202,13 @@ class PspConnector(Protocol):
 
     async def get_refund(self, refund_id: str) -> PspRefund:
         """The refund as the PSP sees it, by our refund id; an unknown one PspNotFound."""
+        ...
+
+    def settlement_report(self, day: date) -> AsyncIterator[SettlementLine]:
+        """The PSP's settlement report of UTC `day`, one line at a time as it streams in (never read whole): an
+        async generator, so `async for line in connector.settlement_report(day)`, closed (`contextlib.aclosing`)
+        when left early. Lines are in payloop/settlement.py's terms, gross signed per GROSS_SIGNS, fee >= 0.
+        A report that cannot be read raises MalformedReport naming the line (its bad header or line, a net that is
+        not gross less fee, a gross of the wrong sign, an unknown type), after the lines before it; transport
+        failures and error answers raise this module's PspError taxonomy."""
         ...

@@ -17,18 +17,27 @@ Refund:   {order_id, invoice_id: <the deposit's>, price_amount, price_currency, 
            error?}; its webhook: {notification_id, event: "refund.updated", created, refund: <answer>}
 Error:    {status: "error", reason, message}
 
+Settlement report (`GET <reports>/settlement?date=`): NDJSON, one settled entry per line: {entry_id (the line's),
+type: "deposit"|"withdrawal"|"refund", invoice_id (a deposit's or withdrawal's) or refund_id (a refund's), order_id
+(ours, or null), amount (signed), network_fee, net (signed), currency, settled_at}, amounts in minor units as
+strings. Settles the next day at the latest (T+1).
+
 It reports no fees (they come with the settlement), and a crypto transfer, sent by the payer from their own wallet,
 carries no chargeback right: no disputes.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from payloop.money import MAX_MINOR_UNITS, currency_exponent
 from payloop.psp_decision import PspDecision
+from payloop.settlement import CAPTURE, PAYOUT, REFUND, SettlementLine, SettlementTerms
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
 from psp.http_connector import (
@@ -38,6 +47,12 @@ from psp.http_connector import (
     opt_str,
     req_obj,
     req_str,
+)
+from psp.settlement_parsing import (
+    LineParser,
+    checked_net,
+    report_currency,
+    signed_minor_string,
 )
 
 NAME = "crypto"
@@ -59,6 +74,9 @@ _STATUS_WORDS = {"payment": DEPOSIT_STATUS_WORDS, "payout": WITHDRAWAL_STATUS_WO
 _TYPES = {"deposit": "payment", "withdrawal": "payout", "refund": "refund"}
 # Which object each event carries: a refund's own, or an invoice (a deposit or a withdrawal).
 _EVENT_SUBJECTS = {"invoice.updated": "invoice", "refund.updated": "refund"}
+
+# The settlement entries' types → our line kinds.
+ENTRY_TYPES = {"deposit": CAPTURE, "withdrawal": PAYOUT, "refund": REFUND}
 
 ERROR_TABLE: dict[str, PspDecision] = {
     "address_screening_failed": PspDecision.HARD_DECLINE,
@@ -114,8 +132,27 @@ def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayo
     return body
 
 
+@dataclass
+class SettlementEntriesParser(LineParser):
+    def feed(self, text: str) -> SettlementLine:
+        entry = json.loads(text)
+        if not isinstance(entry, dict):
+            raise TypeError("an entry is not a JSON object")
+        kind = mapped(ENTRY_TYPES, entry.get("type"), "type")
+        currency = report_currency(req_str(entry, "currency"))
+        gross_minor = signed_minor_string(entry.get("amount"), "amount")
+        fee_minor = signed_minor_string(entry.get("network_fee"), "network_fee")
+        checked_net(gross_minor, fee_minor, signed_minor_string(entry.get("net"), "net"))
+        return self.line(
+            kind=kind, line_id=req_str(entry, "entry_id"), merchant_reference=opt_str(entry, "order_id"),
+            psp_reference=req_str(entry, "refund_id" if kind == REFUND else "invoice_id"), currency=currency,
+            gross_minor=gross_minor, fee_minor=fee_minor,
+        )
+
+
 class CryptoConnector(HttpPspConnector):
     ERROR_TABLE = ERROR_TABLE
+    settlement_terms = SettlementTerms(sla_days=1, fee_tolerance_minor=0)
 
     def payment_body(self, req: CreatePaymentRequest) -> dict[str, Any]:
         return _create_body(req.payment_id, req) | {"success_url": req.return_url}
@@ -144,6 +181,9 @@ class CryptoConnector(HttpPspConnector):
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
         return body.get("reason"), str(body.get("message", ""))
+
+    def settlement_parser(self, day: date) -> SettlementEntriesParser:
+        return SettlementEntriesParser(self.name, day)
 
 
 class CryptoWebhookVerifier(SignedWebhookVerifier):

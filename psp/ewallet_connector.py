@@ -14,15 +14,34 @@ Dispute:  {notificationId, eventType, eventDate, resource: {id: <dispute id>, ki
            chargeback event codes as the eventType: NOTIFICATION_OF_CHARGEBACK (opened), CHARGEBACK_REVERSED (won),
            SECOND_CHARGEBACK (lost for good); the resource has no status of its own.
 Error:    {errorCode, message, httpStatus}
+
+Settlement report (`GET <reports>/settlement?date=`): a balance-transactions CSV, Stripe-like: `id` (the line's,
+`txn_…`), `created_utc`, `available_on_utc`, `currency` (lower case), signed decimal `gross` and `net`, `fee`,
+`reporting_category` (charge, refund, payout, dispute, dispute_reversal, fee: a lost dispute's), `source_id` (the
+PSP reference; a dispute's id for the dispute categories), `payment_metadata[merchant_reference]` (ours, or empty).
+Settles the next day at the latest (T+1).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from payloop.money import to_decimal_string, to_minor_units
 from payloop.psp_decision import PspDecision
+from payloop.settlement import (
+    CAPTURE,
+    CHARGEBACK,
+    CHARGEBACK_FEE,
+    CHARGEBACK_REVERSAL,
+    PAYOUT,
+    REFUND,
+    SettlementLine,
+    SettlementTerms,
+)
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
 from psp.http_connector import (
@@ -33,6 +52,13 @@ from psp.http_connector import (
     opt_str,
     req_obj,
     req_str,
+)
+from psp.settlement_parsing import (
+    CsvLineParser,
+    checked_net,
+    report_currency,
+    signed_decimal_minor,
+    unsigned_decimal_minor,
 )
 
 NAME = "ewallet"
@@ -58,6 +84,13 @@ _EVENT_TYPES = {"PAYMENT_STATUS": "payment", "PAYOUT_STATUS": "payout", "REFUND_
 CHARGEBACK_EVENT_CODES = {
     "NOTIFICATION_OF_CHARGEBACK": "opened", "CHARGEBACK_REVERSED": "won", "SECOND_CHARGEBACK": "lost",
 }
+
+# The settlement report's reporting categories → our line kinds.
+REPORTING_CATEGORIES = {
+    "charge": CAPTURE, "refund": REFUND, "payout": PAYOUT, "dispute": CHARGEBACK,
+    "dispute_reversal": CHARGEBACK_REVERSAL, "fee": CHARGEBACK_FEE,
+}
+_LOWER_CURRENCY = re.compile(r"[a-z]{3}")
 
 ERROR_TABLE: dict[str, PspDecision] = {
     "insufficient_funds": PspDecision.HARD_DECLINE,
@@ -118,8 +151,28 @@ def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayo
     return body
 
 
+@dataclass
+class BalanceTransactionsParser(CsvLineParser):
+    COLUMNS = ("id", "currency", "gross", "fee", "net", "reporting_category", "source_id",
+               "payment_metadata[merchant_reference]")
+
+    def row(self, cells: Mapping[str, str]) -> SettlementLine:
+        if not _LOWER_CURRENCY.fullmatch(cells["currency"]):
+            raise ValueError(f"currency {cells['currency']!r} is not a lower-case ISO code")
+        currency = report_currency(cells["currency"].upper())
+        gross_minor = signed_decimal_minor(cells["gross"], currency)
+        fee_minor = unsigned_decimal_minor(cells["fee"], currency)
+        checked_net(gross_minor, fee_minor, signed_decimal_minor(cells["net"], currency))
+        return self.line(
+            kind=mapped(REPORTING_CATEGORIES, cells["reporting_category"], "reporting_category"),
+            line_id=cells["id"], merchant_reference=cells["payment_metadata[merchant_reference]"] or None,
+            psp_reference=cells["source_id"], currency=currency, gross_minor=gross_minor, fee_minor=fee_minor,
+        )
+
+
 class EwalletConnector(HttpPspConnector):
     ERROR_TABLE = ERROR_TABLE
+    settlement_terms = SettlementTerms(sla_days=1, fee_tolerance_minor=0)
 
     def payment_body(self, req: CreatePaymentRequest) -> dict[str, Any]:
         return _create_body(req.payment_id, req) | {"returnUrl": req.return_url}
@@ -148,6 +201,9 @@ class EwalletConnector(HttpPspConnector):
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
         return body.get("errorCode"), str(body.get("message", ""))
+
+    def settlement_parser(self, day: date) -> BalanceTransactionsParser:
+        return BalanceTransactionsParser(self.name, day)
 
 
 class EwalletWebhookVerifier(SignedWebhookVerifier):

@@ -17,15 +17,23 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
+from datetime import date
+from typing import Any, ClassVar, NoReturn, Protocol
 from urllib.parse import quote
 
 import httpx
 
 from payloop.money import to_minor_units
 from payloop.psp_decision import PspDecision
+from payloop.settlement import (
+    GROSS_SIGNS,
+    MalformedReport,
+    SettlementLine,
+    SettlementTerms,
+)
 from psp import signatures
 from psp.base import (
     DISPUTE_STATUSES,
@@ -67,6 +75,19 @@ _STATUSES = {"payment": PAYMENT_STATUSES, "payout": PAYOUT_STATUSES, "refund": R
              "dispute": DISPUTE_STATUSES}
 
 
+class ReportParser(Protocol):
+    """Reads one settlement report a line at a time (psp/settlement_parsing.py `LineParser`); raises ValueError and
+    co (PARSE_ERRORS) for what it cannot read."""
+
+    def feed(self, text: str) -> SettlementLine | None:
+        """The line `text` (without its line break) holds, or None for one that holds none (a header)."""
+        ...
+
+    def finish(self) -> None:
+        """The report ended here: raise if it cannot have."""
+        ...
+
+
 def classify(table: Mapping[str, PspDecision], status: int, code: str | None) -> PspDecision:
     """The decision for an error answer: the table's for a code it lists (one of
     `PspDecision.table_decisions()`), else by the HTTP status: REJECTED, or NOT_FOUND (only meaningful on a
@@ -90,6 +111,9 @@ class HttpPspConnector:
     PAYMENTS_PATH: ClassVar[str] = "/v1/payments"
     PAYOUTS_PATH: ClassVar[str] = "/v1/payouts"
     REFUNDS_PATH: ClassVar[str] = "/v1/refunds"
+    SETTLEMENT_PATH: ClassVar[str] = "/settlement"  # under the reports URL; `?date=YYYY-MM-DD`
+    # Its contract's settlement lag and fee tolerance (each provider module says its own).
+    settlement_terms: SettlementTerms
 
     def __init__(
         self,
@@ -99,12 +123,16 @@ class HttpPspConnector:
         http: httpx.AsyncClient,
         *,
         payout_methods: frozenset[str] | None = None,
+        reports_url: str | None = None,
     ) -> None:
-        """`payout_methods`: by default a PSP pays out to the methods it takes payments with."""
+        """`payout_methods`: by default a PSP pays out to the methods it takes payments with. `reports_url`: where
+        its reports are downloaded (PSPs serve them apart from their API); by default the sandbox's layout, an API
+        at `<root>/<psp>` and its reports at `<root>/reports/<psp>`."""
         self.name = name
         self.methods = methods
         self.payout_methods = methods if payout_methods is None else payout_methods
         self._base_url = base_url.rstrip("/")
+        self._reports_url = (reports_url or f"{self._base_url.rpartition('/')[0]}/reports/{name}").rstrip("/")
         self._http = http
 
     # -- the wire format (subclasses) --------------------------------------------------------------
@@ -134,6 +162,10 @@ class HttpPspConnector:
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
         """The provider's error code and message in an error answer's JSON."""
+        raise NotImplementedError
+
+    def settlement_parser(self, day: date) -> ReportParser:
+        """A parser of this provider's settlement report of `day`."""
         raise NotImplementedError
 
     # -- the protocol ------------------------------------------------------------------------------
@@ -172,7 +204,51 @@ class HttpPspConnector:
         response = await self._send("GET", f"{self.REFUNDS_PATH}/{quote(refund_id, safe='')}", lookup="refund")
         return self._refund(response, refund_id)
 
+    async def settlement_report(self, day: date) -> AsyncIterator[SettlementLine]:
+        """The settlement report of UTC `day`, parsed line by line as it streams in (never read whole)."""
+        parser = self.settlement_parser(day)
+        number = 0
+        with self._transport_errors():
+            async with self._http.stream(
+                "GET", self._reports_url + self.SETTLEMENT_PATH, params={"date": day.isoformat()}
+            ) as response:
+                if not response.is_success:
+                    await response.aread()  # an error answer: small, and read to say what it is
+                    self._raise_for(response, None)
+                async for text in response.aiter_lines():
+                    number += 1
+                    line = self._report_line(parser, text, number, day)
+                    if line is not None:
+                        yield line
+        try:
+            parser.finish()
+        except PARSE_ERRORS as exc:
+            raise MalformedReport(f"{self.name} settlement report of {day}, line {number + 1}: {exc}") from None
+
+    def _report_line(self, parser: ReportParser, text: str, number: int, day: date) -> SettlementLine | None:
+        try:
+            line = parser.feed(text)
+            if line is not None:
+                _check_line(line)
+            return line
+        except PARSE_ERRORS as exc:
+            raise MalformedReport(f"{self.name} settlement report of {day}, line {number}: {exc}") from None
+
     # -- plumbing ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Where a transport failure, sending a request or reading an answer's body, becomes PspTransientError."""
+        try:
+            yield
+        except _NOT_SENT as exc:
+            # The request never left us: the PSP cannot have taken it.
+            raise PspTransientError("psp_unreachable", f"{self.name}: {type(exc).__name__}") from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise PspTransientError("psp_timeout", f"{self.name}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            # Sent, then the connection broke: the PSP may have taken it, so this is not "unreachable".
+            raise PspTransientError("psp_connection_lost", f"{self.name}: {type(exc).__name__}") from exc
 
     async def _create(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:
         # Our id as the key makes a retried create (after a timeout or a 5xx) return the first one, not a second.
@@ -183,19 +259,11 @@ class HttpPspConnector:
     ) -> httpx.Response:
         """`lookup`: what the path names, "payment", "payout" or "refund" (a look-up or a cancel), so a 404 means
         the PSP does not know it (PspNotFound); None for a create, where a 404 is a wrong URL (PspRequestRejected)."""
-        try:
+        with self._transport_errors():
             # The client's read timeout also bounds the whole exchange, so an attempt always ends here, with an
             # error the workflow can act on, before its activity times out with our request still in flight.
             async with asyncio.timeout(self._http.timeout.read):
                 response = await self._http.request(method, self._base_url + path, **kwargs)
-        except _NOT_SENT as exc:
-            # The request never left us: the PSP cannot have taken it.
-            raise PspTransientError("psp_unreachable", f"{self.name}: {type(exc).__name__}") from exc
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise PspTransientError("psp_timeout", f"{self.name}: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            # Sent, then the connection broke: the PSP may have taken it, so this is not "unreachable".
-            raise PspTransientError("psp_connection_lost", f"{self.name}: {type(exc).__name__}") from exc
         if response.is_success:
             return response
         self._raise_for(response, lookup)
@@ -246,6 +314,18 @@ class HttpPspConnector:
             return fields
         except PARSE_ERRORS as exc:
             raise PspError("bad_psp_response", f"{self.name}: {exc}") from None
+
+
+def _check_line(line: SettlementLine) -> None:
+    """What every settlement line must be, whatever its format: a kind we know, its gross of the kind's sign (zero
+    for a chargeback fee), a fee never negative (a fee is charged, never paid to us)."""
+    sign = GROSS_SIGNS.get(line.kind)
+    if sign is None:
+        raise ValueError(f"unknown line kind {line.kind!r}")
+    if (line.gross_minor > 0) - (line.gross_minor < 0) != sign:
+        raise ValueError(f"a {line.kind} line's gross {line.gross_minor} has the wrong sign")
+    if line.fee_minor < 0:
+        raise ValueError(f"a negative fee {line.fee_minor}")
 
 
 def _about(fields: dict[str, Any], merchant_reference: str) -> dict[str, Any]:

@@ -14,6 +14,13 @@ Answer:   {id, external_id, object: "payment"|"payout"|"refund", status, amount:
 Webhook:  {type: "<object>.<status>", timestamp, data: <answer>}; the event id is the `webhook-id` header.
 Error:    {type, title, status, error_code}  (problem+json)
 
+Settlement report (`GET <reports>/settlement?date=`): the account statement's entries, camt.053-flavoured CSV:
+`Booking Date` (the report's day), `Value Date`, `Entry Reference` (the line's id), `Credit Debit Indicator`
+(CRDT / DBIT), `Amount` (unsigned decimal, the operation's), `Charges` (the fee), `Currency`, `End To End Id` (ours;
+NOTPROVIDED when none), `Account Servicer Reference` (the PSP reference), `Bank Transaction Code` (domain-family-
+subfamily: PMNT-RCDT-ESCT a payment received, PMNT-ICDT-ESCT a payout, PMNT-ICDT-RRTN a refund). Settles the next
+day at the latest (T+1).
+
 It reports no fees (they come with the settlement), and a pay-by-bank payment, pushed by the payer from their own
 bank, carries no chargeback right: no disputes.
 """
@@ -21,10 +28,13 @@ bank, carries no chargeback right: no disputes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from payloop.money import MAX_MINOR_UNITS, currency_exponent
 from payloop.psp_decision import PspDecision
+from payloop.settlement import CAPTURE, PAYOUT, REFUND, SettlementLine, SettlementTerms
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
 from psp.http_connector import (
@@ -34,6 +44,11 @@ from psp.http_connector import (
     opt_str,
     req_obj,
     req_str,
+)
+from psp.settlement_parsing import (
+    CsvLineParser,
+    report_currency,
+    unsigned_decimal_minor,
 )
 
 NAME = "paybybank"
@@ -52,6 +67,11 @@ PAYMENT_STATUS_WORDS = {
 PAYOUT_STATUS_WORDS = {"processing": "pending", "executed": "paid", "rejected": "failed", "cancelled": "cancelled"}
 REFUND_STATUS_WORDS = {"pending": "pending", "executed": "succeeded", "failed": "failed"}
 _STATUS_WORDS = {"payment": PAYMENT_STATUS_WORDS, "payout": PAYOUT_STATUS_WORDS, "refund": REFUND_STATUS_WORDS}
+
+# The statement's bank transaction codes → our line kinds; its credit/debit indicator → the gross's sign.
+BANK_TRANSACTION_CODES = {"PMNT-RCDT-ESCT": CAPTURE, "PMNT-ICDT-ESCT": PAYOUT, "PMNT-ICDT-RRTN": REFUND}
+_INDICATOR_SIGNS = {"CRDT": 1, "DBIT": -1}
+_NO_END_TO_END_ID = "NOTPROVIDED"
 
 ERROR_TABLE: dict[str, PspDecision] = {
     "bank_rejected": PspDecision.HARD_DECLINE,
@@ -104,8 +124,32 @@ def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayo
     }
 
 
+@dataclass
+class StatementParser(CsvLineParser):
+    COLUMNS = ("Booking Date", "Entry Reference", "Credit Debit Indicator", "Amount", "Charges", "Currency",
+               "End To End Id", "Account Servicer Reference", "Bank Transaction Code")
+
+    def row(self, cells: Mapping[str, str]) -> SettlementLine:
+        if cells["Booking Date"] != self.day.isoformat():
+            raise ValueError(f"an entry booked on {cells['Booking Date']!r} in the statement of {self.day}")
+        currency = report_currency(cells["Currency"])
+        sign = _INDICATOR_SIGNS.get(cells["Credit Debit Indicator"])
+        if sign is None:
+            raise ValueError(f"unknown Credit Debit Indicator {cells['Credit Debit Indicator']!r}")
+        end_to_end_id = cells["End To End Id"]
+        return self.line(
+            kind=mapped(BANK_TRANSACTION_CODES, cells["Bank Transaction Code"], "Bank Transaction Code"),
+            line_id=cells["Entry Reference"],
+            merchant_reference=None if end_to_end_id == _NO_END_TO_END_ID else end_to_end_id,
+            psp_reference=cells["Account Servicer Reference"], currency=currency,
+            gross_minor=sign * unsigned_decimal_minor(cells["Amount"], currency),
+            fee_minor=unsigned_decimal_minor(cells["Charges"], currency),
+        )
+
+
 class PayByBankConnector(HttpPspConnector):
     ERROR_TABLE = ERROR_TABLE
+    settlement_terms = SettlementTerms(sla_days=1, fee_tolerance_minor=0)
 
     def payment_body(self, req: CreatePaymentRequest) -> dict[str, Any]:
         return _create_body(req.payment_id, req) | {"redirect_uri": req.return_url}
@@ -135,6 +179,9 @@ class PayByBankConnector(HttpPspConnector):
 
     def error_of(self, body: Any) -> tuple[str | None, str]:
         return body.get("error_code"), str(body.get("title", ""))
+
+    def settlement_parser(self, day: date) -> StatementParser:
+        return StatementParser(self.name, day)
 
 
 class PayByBankWebhookVerifier(SignedWebhookVerifier):

@@ -45,7 +45,8 @@ def sandbox_provider(
     connector_class: type[HttpPspConnector] = sandbox_connector.SandboxConnector,
     verifier_class: type[SignedWebhookVerifier] = sandbox_connector.SandboxWebhookVerifier,
 ) -> Provider:
-    """A provider served by the sandbox PSP service under `{sandbox_psp_url}/{name}`."""
+    """A provider served by the sandbox PSP service under `{sandbox_psp_url}/{name}`, its settlement reports under
+    `{sandbox_psp_url}/reports/{name}`."""
 
     def connector(settings: Settings, http: httpx.AsyncClient) -> PspConnector:
         return connector_class(
@@ -54,6 +55,7 @@ def sandbox_provider(
             base_url=f"{settings.sandbox_psp_url}/{name}",
             http=http,
             payout_methods=payout_methods,
+            reports_url=f"{settings.sandbox_psp_url}/reports/{name}",
         )
 
     def verifier(settings: Settings, secret: str) -> WebhookVerifier:

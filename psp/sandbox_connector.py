@@ -11,6 +11,12 @@ amount, currency, occurred_at, failure_code?, fee?}` signed with `X-Signature` /
 A dispute event (`dispute.opened|won|lost`) is about our payment (`merchant_reference`): `reference` is the
 dispute's id, `payment_reference` the payment's, `reason_code` the scheme's reason.
 
+Settlement report (`GET <reports>/settlement?date=`): an acquirer's "settlement details" CSV, Adyen-like, one row per
+settled operation: `Type` (Settled, Refunded, PaidOut, Chargeback, ChargebackReversed, Fee: a lost chargeback's
+fee), `Psp Reference`, `Merchant Reference` (ours; empty when unknown), `Modification Reference` (the line's id),
+gross and net in `Gross/Net Debit|Credit` columns (decimal strings), the fee in `Commission (NC)`, `Batch Number`.
+Settles within two days (T+2).
+
 `SandboxConnector` / `SandboxWebhookVerifier` are the card connector and verifier (`CardConnector`,
 `CardWebhookVerifier` name the same classes). The second card acquirer `card_b` (psp/registry.py) uses them too.
 """
@@ -18,13 +24,33 @@ dispute's id, `payment_reference` the payment's, `reason_code` the scheme's reas
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from payloop.money import to_decimal_string, to_minor_units
 from payloop.psp_decision import PspDecision
+from payloop.settlement import (
+    CAPTURE,
+    CHARGEBACK,
+    CHARGEBACK_FEE,
+    CHARGEBACK_REVERSAL,
+    PAYOUT,
+    REFUND,
+    SettlementLine,
+    SettlementTerms,
+)
 from psp import signatures
 from psp.base import CreatePaymentRequest, CreatePayoutRequest, CreateRefundRequest
-from psp.http_connector import HttpPspConnector, SignedWebhookVerifier, decimal_fee_minor, opt_str, req_str
+from psp.http_connector import (
+    HttpPspConnector,
+    SignedWebhookVerifier,
+    decimal_fee_minor,
+    mapped,
+    opt_str,
+    req_str,
+)
+from psp.settlement_parsing import CsvLineParser, checked_net, report_currency, unsigned_decimal_minor
 
 NAME = "card"
 METHODS = frozenset({"card"})
@@ -45,6 +71,13 @@ ERROR_TABLE: dict[str, PspDecision] = {
     "processing_error": PspDecision.RETRY,
     "psp_unavailable": PspDecision.RETRY,
     "psp_internal_error": PspDecision.RETRY,
+}
+
+
+# The settlement report's `Type` words → our line kinds.
+SETTLEMENT_TYPES = {
+    "Settled": CAPTURE, "Refunded": REFUND, "PaidOut": PAYOUT, "Chargeback": CHARGEBACK,
+    "ChargebackReversed": CHARGEBACK_REVERSAL, "Fee": CHARGEBACK_FEE,
 }
 
 
@@ -82,8 +115,38 @@ def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayo
     return body
 
 
+def _debit_credit(cells: Mapping[str, str], debit: str, credit: str, currency: str) -> int:
+    """An amount from a debit and a credit column, one of them filled (or neither, for zero): credit positive."""
+    if cells[debit] and cells[credit]:
+        raise ValueError(f"both {debit} and {credit} are filled")
+    if cells[credit]:
+        return unsigned_decimal_minor(cells[credit], currency)
+    return -unsigned_decimal_minor(cells[debit], currency) if cells[debit] else 0
+
+
+@dataclass
+class SettlementDetailsParser(CsvLineParser):
+    COLUMNS = ("Psp Reference", "Merchant Reference", "Type", "Modification Reference", "Gross Currency",
+               "Gross Debit (GC)", "Gross Credit (GC)", "Net Currency", "Net Debit (NC)", "Net Credit (NC)",
+               "Commission (NC)", "Batch Number")
+
+    def row(self, cells: Mapping[str, str]) -> SettlementLine:
+        currency = report_currency(cells["Gross Currency"])
+        if cells["Net Currency"] != currency:
+            raise ValueError("gross and net in different currencies")
+        gross_minor = _debit_credit(cells, "Gross Debit (GC)", "Gross Credit (GC)", currency)
+        fee_minor = unsigned_decimal_minor(cells["Commission (NC)"] or "0", currency)
+        checked_net(gross_minor, fee_minor, _debit_credit(cells, "Net Debit (NC)", "Net Credit (NC)", currency))
+        return self.line(
+            kind=mapped(SETTLEMENT_TYPES, cells["Type"], "Type"), line_id=cells["Modification Reference"],
+            merchant_reference=cells["Merchant Reference"] or None, psp_reference=cells["Psp Reference"],
+            currency=currency, gross_minor=gross_minor, fee_minor=fee_minor, batch=cells["Batch Number"] or None,
+        )
+
+
 class SandboxConnector(HttpPspConnector):
     ERROR_TABLE = ERROR_TABLE
+    settlement_terms = SettlementTerms(sla_days=2, fee_tolerance_minor=0)
 
     def payment_body(self, req: CreatePaymentRequest) -> dict[str, Any]:
         return _create_body(req.payment_id, req) | {"return_url": req.return_url}
@@ -113,6 +176,9 @@ class SandboxConnector(HttpPspConnector):
     def error_of(self, body: Any) -> tuple[str | None, str]:
         error = body["error"]
         return error.get("code"), str(error.get("message", ""))
+
+    def settlement_parser(self, day: date) -> SettlementDetailsParser:
+        return SettlementDetailsParser(self.name, day)
 
 
 class SandboxWebhookVerifier(SignedWebhookVerifier):
