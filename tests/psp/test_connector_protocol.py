@@ -164,7 +164,7 @@ class _ReportByString(_Complete):
 
 
 class _NoSettlementTerms(_Complete):
-    settlement_terms = {"sla_days": 2}  # type: ignore[assignment]
+    settlement_terms = "T+2"  # type: ignore[assignment]
 
 
 def test_a_complete_fake_conforms() -> None:

@@ -24,6 +24,7 @@ from psp.scenarios import (
     REFUND_SCENARIOS,
     REFUND_SCENARIOS_BY_PSP,
     SCENARIOS,
+    SETTLEMENT_SCENARIOS,
     SILENT_SCENARIOS,
 )
 from tests.psp.psp_testkit import RunningSandbox, make_connector, payment_request, payout_request
@@ -88,6 +89,9 @@ def test_the_unions_and_families() -> None:
     # A refund's silent and never-settling scenarios mean what they mean for payments and payouts.
     assert REFUND_SCENARIOS & SILENT_SCENARIOS == {"lost", "no_webhook"}
     assert SILENT_SCENARIOS <= SCENARIOS & PAYOUT_SCENARIOS
+    # Settlement discrepancies are about a payment's capture line: every PSP takes them for payments only.
+    assert all(SETTLEMENT_SCENARIOS <= PAYMENT_SCENARIOS_BY_PSP[psp] for psp in PSPS)
+    assert not SETTLEMENT_SCENARIOS & (PAYOUT_SCENARIOS | REFUND_SCENARIOS)
     # PSPs of one family take the same scenarios.
     for psp, family in FAMILIES.items():
         assert PAYMENT_SCENARIOS_BY_PSP[psp] == PAYMENT_SCENARIOS_BY_PSP[family]
