@@ -19,7 +19,8 @@ succeeded) nor disputed (a dispute the merchant has not won); `pending` at once,
 settle delay. Disputes (chargebacks) are opened and resolved through the control API (`POST /control/{psp}/disputes`,
 `POST /control/{psp}/disputes/{dispute_id}/resolve`), at the PSPs whose payments carry a chargeback right (card,
 card_b, ewallet). The card acquirers and the e-wallet report their fee of each settled operation
-(psp/sandbox/fees.py).
+(psp/sandbox/fees.py). Every PSP reports what it settled each day (`GET /reports/{psp}/settlement?date=`,
+`POST /control/{psp}/settlement`): psp/sandbox/settlement.py, fed by `Sandbox.changed`.
 
 State lives in memory. Handlers change a record only in code without `await` between the check
 and the change, so each change is atomic on the event loop and no per-record lock is needed.
