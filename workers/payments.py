@@ -1,5 +1,5 @@
-"""The payments worker: deposit, withdrawal, refund and dispute workflows and their activities on one task
-queue."""
+"""The payments worker: deposit, withdrawal, refund, dispute and reconciliation workflows and their activities on
+one task queue."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from activities.audit import AuditActivities
 from activities.deposit import DepositActivities
 from activities.disputes import DisputeActivities
 from activities.inbox import InboxActivities
+from activities.reconciliation import ReconciliationActivities
 from activities.refunds import RefundActivities
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
@@ -32,10 +33,11 @@ from psp.routing.health import HealthStore
 from workers.bytecode import cache_workflow_bytecode
 from workflows.deposit import DepositWorkflow
 from workflows.dispute import DisputeWorkflow
+from workflows.reconciliation import ReconciliationWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
-WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow, RefundWorkflow, DisputeWorkflow]
+WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow, RefundWorkflow, DisputeWorkflow, ReconciliationWorkflow]
 SHARED_WORKFLOW_MODULES = (
     "workflows.types", "workflows.common", "workflows.search_attributes", "workflows.psp_step",
     "workflows.retry_policies", "payloop.psp_decision",
@@ -61,6 +63,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
             *WithdrawalActivities(engine, ledger, players, connectors, settings, routing, health).all(),
             *RefundActivities(ledger, connectors, routing, health).all(),
             *DisputeActivities(ledger, routing).all(),
+            *ReconciliationActivities(ledger, connectors).all(),
             AlertActivities(engine).raise_alert,
             AuditActivities(engine).record_audit,
             InboxActivities(engine).read_psp_event,

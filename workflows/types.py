@@ -535,6 +535,8 @@ class ActivityName:
 
     RECORD_PAYOUT = "record_payout"
 
+    RECONCILE_DAY = "reconcile_day"
+
 
 class ErrorType:
     """ApplicationError types raised by activities that the workflows decide on (a PSP call's failure carries
@@ -546,6 +548,7 @@ class ErrorType:
     INSUFFICIENT_FUNDS = "InsufficientFunds"
     REFUND_REFUSED = "RefundRefused"  # details[0]: the ledger's code (e.g. refund_exceeds_refundable)
     DISPUTE_REFUSED = "DisputeRefused"  # details[0]: payment_not_found | currency_mismatch
+    REPORT_UNREADABLE = "ReportUnreadable"  # a PSP's settlement report that does not parse: no retry can help
 
 
 @dataclass
@@ -660,3 +663,38 @@ class Alert:
     kind: str  # e.g. "deposit.amount_mismatch"
     reference: str  # the payment or payout id
     details: dict[str, str]
+
+
+# ---- reconciliation ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconInput:
+    """A reconciliation of one PSP: of `day` (YYYY-MM-DD) evaluated at `as_of` (an ISO instant; None = when it first
+    runs), or — as the daily schedule starts it, with no day — of yesterday, and again of the day whose settlement
+    SLA has just ended."""
+
+    psp: str
+    day: str | None = None
+    as_of: str | None = None
+
+
+@dataclass
+class ReconRunSummary:
+    """What one run found: counts per class (matched, expected, and the classes that open cases)."""
+
+    run_id: str
+    psp: str
+    day: str
+    state: str
+    sla_days: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cases(self) -> int:
+        return sum(n for name, n in self.counts.items() if name not in ("matched", "expected"))
+
+
+@dataclass
+class ReconResult:
+    runs: list[ReconRunSummary] = field(default_factory=list)

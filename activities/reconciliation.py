@@ -1,0 +1,66 @@
+"""The reconciliation activity: fetch a PSP's settlement report for a day, streamed, and have the ledger classify it
+chunk by chunk (ledger/reconciliation.py), then close the run with the day's movements no line settled.
+
+Idempotent: a run's id follows from its PSP, day and as-of, and classifying a line again writes and posts nothing new,
+so a retry (or a re-run of the same day) reads the whole report again and ends where the first try would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timezone
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ledger import Ledger
+from ledger import reconciliation as recon
+from payloop.settlement import MalformedReport, SettlementLine, SettlementTerms
+from psp.base import PspConnector
+from workflows.types import ActivityName, ErrorType, ReconInput, ReconRunSummary
+
+# Lines classified per database transaction: large enough for set-based queries to pay, small enough that a chunk's
+# lines, items and rows stay a few MB.
+CHUNK_LINES = 1000
+
+
+class ReconciliationActivities:
+    def __init__(self, ledger: Ledger, connectors: Mapping[str, PspConnector],
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.ledger = ledger
+        self.connectors = connectors
+        self.clock = clock
+
+    def all(self) -> list[Callable]:
+        return [self.reconcile_day]
+
+    @activity.defn(name=ActivityName.RECONCILE_DAY)
+    async def reconcile_day(self, input: ReconInput) -> ReconRunSummary:
+        assert input.day is not None, "the workflow names the day"
+        connector = self.connectors[input.psp]
+        terms = connector.settlement_terms
+        as_of = datetime.fromisoformat(input.as_of) if input.as_of else None
+        run = await recon.open_run(self.ledger.engine, psp=input.psp, day=date.fromisoformat(input.day),
+                                   as_of=as_of, now=self.clock())
+        lines_read = 0
+        try:
+            chunk: list[SettlementLine] = []
+            async for line in connector.settlement_report(run.day):
+                chunk.append(line)
+                if len(chunk) == CHUNK_LINES:
+                    lines_read += await self._classify(run.run_id, chunk, terms)
+                    chunk = []
+            lines_read += await self._classify(run.run_id, chunk, terms)
+        except MalformedReport as err:
+            await recon.fail_run(self.ledger.engine, run.run_id, f"unreadable report: {err}", now=self.clock())
+            raise ApplicationError(str(err), type=ErrorType.REPORT_UNREADABLE, non_retryable=True) from err
+        run = await recon.close_run(self.ledger, run.run_id, terms=terms, now=self.clock())
+        activity.logger.info("reconciled %s %s: %d lines, %s", run.psp, run.day, lines_read, run.class_counts())
+        return ReconRunSummary(run_id=run.run_id, psp=run.psp, day=run.day.isoformat(), state=run.state,
+                               sla_days=terms.sla_days, counts=run.class_counts())
+
+    async def _classify(self, run_id: str, chunk: list[SettlementLine], terms: SettlementTerms) -> int:
+        if chunk:
+            await recon.classify_lines(self.ledger, run_id, chunk, terms=terms, now=self.clock())
+        activity.heartbeat(len(chunk))
+        return len(chunk)
