@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("sandbox-psp", help="serve the sandbox PSPs")
     commands.add_parser("codec-server", help="serve the codec endpoint the Temporal UI and CLI decrypt payloads with")
     commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("schedules", help="create or update the Temporal Schedules (the daily reconciliation per PSP)")
     commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, stop")
     bench_cli.add_arguments(commands.add_parser("bench", help="load, latency and memory figures; ledger vs pgbench"))
     ledger = commands.add_parser("ledger", help="ledger tools")
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(upgrade(settings.effective_database_url))
         print("database migrated")
         return 0
+    if args.command == "schedules":
+        return asyncio.run(_schedules(settings))
     if args.command == "demo":
         from entrypoints.demo import run_demo
 
@@ -140,6 +143,15 @@ def _run_until_signal(coro) -> None:  # noqa: ANN001
             pass
 
     asyncio.run(main())
+
+
+async def _schedules(settings) -> int:  # noqa: ANN001
+    from entrypoints.schedules import ensure_schedules
+    from payloop.temporal import connect
+
+    for schedule_id in await ensure_schedules(await connect(settings), settings):
+        print(f"schedule {schedule_id}: {settings.recon_daily_at_utc} UTC daily")
+    return 0
 
 
 async def _ledger_check(settings) -> int:  # noqa: ANN001

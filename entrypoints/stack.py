@@ -49,6 +49,7 @@ class EmbeddedStack:
         self._spawn("codec-server", [sys.executable, "-m", "entrypoints.cli", "codec-server"], logs)
         _wait_for_tcp(host or "127.0.0.1", int(port), "Temporal dev server", self)
         _run_checked([sys.executable, "-m", "entrypoints.cli", "migrate"], self.env)
+        _run_checked([sys.executable, "-m", "entrypoints.cli", "schedules"], self.env)
         self._spawn("worker", [sys.executable, "-m", "entrypoints.cli", "worker"], logs)
         self._spawn("api", [sys.executable, "-m", "entrypoints.cli", "api"], logs)
         _wait_for_http(f"{s.api_url}/readyz", "API", self)

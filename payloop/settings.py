@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     refund_status_poll_attempts: int = Field(default=5, ge=1)
     refund_status_poll_interval_seconds: float = Field(default=60.0, gt=0)
     payout_webhook_timeout_seconds: float = Field(default=300.0, gt=0)
+    # The daily reconciliation of every PSP starts at this UTC time ("HH:MM"), after the PSPs publish yesterday's
+    # settlement reports.
+    recon_daily_at_utc: str = Field(default="02:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     payout_status_poll_attempts: int = Field(default=3, ge=1)
     payout_status_poll_interval_seconds: float = Field(default=30.0, gt=0)
     # While every payout PSP is down, payouts wait (with backoff) this long for one to recover, then fail.

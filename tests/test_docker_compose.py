@@ -16,7 +16,7 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 ROOT = Path(__file__).parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ("api", "worker", "sandbox-psp", "migrate", "codec-server")
+APP_SERVICES = ("api", "worker", "sandbox-psp", "migrate", "codec-server", "schedules")
 
 
 def test_every_product_part_is_a_service() -> None:
@@ -36,7 +36,7 @@ def test_app_services_build_the_dockerfile_and_run_a_payloop_command() -> None:
         assert f"COPY {package} ./{package}" in dockerfile
     for name in APP_SERVICES:
         command = SERVICES[name]["command"]
-        assert command[0] == "payloop" and command[1] in {"api", "worker", "sandbox-psp", "migrate", "codec-server"}
+        assert command[0] == "payloop" and command[1] in {"api", "worker", "sandbox-psp", "migrate", "codec-server", "schedules"}
 
 
 def test_app_environment_points_at_the_compose_services() -> None:
@@ -68,6 +68,13 @@ def test_ports_and_startup_order() -> None:
         depends = SERVICES[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["temporal-setup"]["condition"] == "service_completed_successfully"
+
+
+def test_the_daily_reconciliation_schedules_are_created_once_temporal_is_set_up() -> None:
+    schedules = SERVICES["schedules"]
+    assert schedules["command"] == ["payloop", "schedules"]
+    assert schedules["depends_on"]["temporal-setup"]["condition"] == "service_completed_successfully"
+    assert schedules["restart"] == "on-failure"  # a one-shot that retries until the Temporal frontend answers
 
 
 def test_search_attributes_are_registered() -> None:
@@ -121,7 +128,7 @@ def test_every_psp_has_its_own_webhook_secret_and_nothing_runs_in_dev_mode() -> 
 
 
 def test_payloads_are_encrypted_with_a_ring_compose_will_not_start_without() -> None:
-    talking_to_temporal = ("api", "worker", "codec-server")
+    talking_to_temporal = ("api", "worker", "codec-server", "schedules")
     rings = {SERVICES[name]["environment"]["PAYLOOP_CODEC_KEYS"] for name in talking_to_temporal}
     assert len(rings) == 1, "the API, the workers and the codec server share one key ring"
     assert rings.pop().startswith("${PAYLOOP_CODEC_KEYS:?"), "no built-in default: unset is an error"

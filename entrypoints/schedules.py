@@ -1,0 +1,59 @@
+"""The Temporal Schedules the product runs on: one daily reconciliation per PSP (`recon-daily-<psp>`).
+
+`payloop schedules` creates them, or brings existing ones up to date (a changed time, a new PSP); `payloop run` and
+the compose file's `schedules` service run it after the migrations. A schedule skips a day's start while the
+previous one still runs (overlap policy skip), and shows in the Temporal UI under Schedules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from payloop.settings import Settings
+from psp.registry import PROVIDERS
+from workflows.reconciliation import ReconciliationWorkflow
+from workflows.types import ReconInput
+
+
+def recon_schedule_id(psp: str) -> str:
+    return f"recon-daily-{psp}"
+
+
+def recon_schedule(settings: Settings, psp: str) -> Schedule:
+    hour, minute = settings.recon_daily_at_utc.split(":")
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReconciliationWorkflow.run, ReconInput(psp), id=ReconciliationWorkflow.daily_workflow_id(psp),
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(cron_expressions=[f"{int(minute)} {int(hour)} * * *"]),  # UTC: no time zone given
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_schedules(client: Client, settings: Settings, psps: Iterable[str] | None = None) -> list[str]:
+    """Create each PSP's daily reconciliation schedule, or update it to this one; the schedule ids."""
+    ids = []
+    for psp in psps if psps is not None else [provider.name for provider in PROVIDERS]:
+        schedule, schedule_id = recon_schedule(settings, psp), recon_schedule_id(psp)
+        try:
+            await client.create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+            def replace(_: ScheduleUpdateInput, schedule: Schedule = schedule) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=schedule)
+
+            await client.get_schedule_handle(schedule_id).update(replace)
+        ids.append(schedule_id)
+    return ids
