@@ -66,14 +66,16 @@ async def start_and_wait(
 
 
 async def start(client: Client, settings: Settings, run: Callable, arg: Any, *, workflow_id: str,
-                resource: dict[str, str]) -> bool:
-    """Starts the workflow, or finds it running; False when the id belongs to a finished one (ids are never
-    reused). A start that timed out may have happened: the 504 asks for the retry, which reaches the same one."""
+                resource: dict[str, str],
+                id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE) -> bool:
+    """Starts the workflow, or finds it running; False when the id belongs to a finished one (by default ids are
+    never reused). A start that timed out may have happened: the 504 asks for the retry, which reaches the same
+    one."""
     try:
         await asyncio.wait_for(client.start_workflow(
             run, arg, id=workflow_id, task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_reuse_policy=id_reuse_policy,
         ), timeout=settings.init_update_timeout_seconds)
     except WorkflowAlreadyStartedError:
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date as date_
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -470,3 +471,97 @@ class WebhookDeliveryView(BaseModel):
 
 class WebhookEventDetail(WebhookEventView):
     deliveries: list[WebhookDeliveryView]
+
+
+# ---- reconciliation ------------------------------------------------------------------------------------------------
+
+RECON_ACTIONS = Literal["accept", "adjust", "write_off", "rematch"]
+
+
+class ReconRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"psp": "card", "date": "2026-12-04"}, {"psp": "ewallet", "date": "2026-12-01", "as_of": "2026-12-05T00:00:00Z"}]})
+
+    psp: Annotated[str, Field(max_length=40)]
+    date: Annotated[date_, Field(strict=True, description="the settlement day (UTC), YYYY-MM-DD")]
+    as_of: Annotated[QueryMoment | None, Field(description="evaluate the settlement SLAs at this moment; default now")] = None
+
+
+class ReconClassTotal(BaseModel):
+    count: int
+    amounts: dict[str, str] = Field(description="per currency, the sum of the gross amounts (decimal strings)")
+
+
+class ReconRunView(BaseModel):
+    run_id: str
+    psp: str
+    date: str
+    as_of: str | None
+    evaluated_at: str = Field(description="the moment the SLAs were evaluated at (as_of, or when the run began)")
+    state: str  # running | completed | failed
+    failure_reason: str | None = None
+    started_at: str
+    finished_at: str | None = None
+    classes: dict[str, ReconClassTotal] = Field(description="per class: matched, expected, and each kind of case")
+    temporal_ui_url: str
+
+
+class ReconRunPage(BaseModel):
+    runs: list[ReconRunView]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class ReconResolutionView(BaseModel):
+    action: str
+    amount: str | None = None
+    rematch_with: str | None = None
+    note: str
+    resolved_by: str
+    resolved_at: str
+    transfer_ids: list[str]
+
+
+class ReconCaseView(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    case_id: str
+    psp: str
+    date: str = Field(description="the day of the run that opened it")
+    class_: str = Field(alias="class")
+    state: str  # open | resolved
+    kind: str  # capture | refund | payout | chargeback | chargeback_reversal | chargeback_fee
+    item_key: str | None = Field(description="our id of the movement (payment, refund, payout, <psp>:<dispute>)")
+    payment_id: str | None = None
+    line_id: str | None = Field(None, description="the PSP's id of the report line; none for a movement of ours")
+    psp_reference: str | None = None
+    booked_on: str | None = None
+    reported_currency: str | None = None
+    reported_gross: str | None = None
+    reported_fee: str | None = None
+    ledger_currency: str | None = None
+    ledger_gross: str | None = None
+    ledger_fee: str | None = None
+    first_run_id: str
+    last_run_id: str
+    created_at: str
+    resolution: ReconResolutionView | None = None
+    temporal_ui_url: str | None = Field(None, description="the history of the payment, refund, payout or dispute")
+
+
+class ReconCasePage(BaseModel):
+    cases: list[ReconCaseView]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class ReconResolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"action": "accept", "note": "PSP confirmed it settles tomorrow"},
+        {"action": "adjust", "amount": "-1.00", "note": "PSP short-paid; claimed back under ticket 1234"},
+        {"action": "write_off", "note": "below the claim threshold"},
+        {"action": "rematch", "rematch_with": "pay_0123456789abcdef01234567", "note": "PSP quoted the wrong order"}]})
+
+    action: RECON_ACTIONS
+    amount: Annotated[str, Field(max_length=33, pattern=r"^-?[0-9]", description="adjust only: decimal string, "
+                                 "signed: what the PSP owes us more (or less, with a minus)")] | None = None
+    rematch_with: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,200}$")] | None = None
+    note: Annotated[str, Field(min_length=1, max_length=500), Printable, NoCardNumber]
