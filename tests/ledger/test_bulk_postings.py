@@ -21,7 +21,7 @@ from ledger import (
 )
 from ledger.models import ledger_accounts, ledger_transfers
 
-BANK = house_account("bank", "EUR")
+BANK = house_account("treasury", "EUR")  # not house:bank, which only settlements move
 CLEARING = psp_clearing_account("card", "EUR")
 OTHER = psp_clearing_account("card_b", "EUR")
 
@@ -30,7 +30,7 @@ def _requests(prefix: str = "t") -> list[TransferRequest]:
     """Transfers that share accounts both ways, a player credited among them."""
     player = player_account("p1", "EUR")
     moves = [(CLEARING, BANK, 700), (BANK, CLEARING, 250), (OTHER, BANK, 90), (CLEARING, player, 40), (BANK, OTHER, 5)]
-    return [TransferRequest(f"{prefix}:{n}", debit, credit, amount, "EUR", "settlement", f"ref{n}")
+    return [TransferRequest(f"{prefix}:{n}", debit, credit, amount, "EUR", "sweep", f"ref{n}")
             for n, (debit, credit, amount) in enumerate(moves)]
 
 
@@ -86,17 +86,17 @@ async def test_a_replay_posts_nothing(ledger: Ledger, engine: AsyncEngine) -> No
 async def test_a_changed_body_is_a_conflict_and_rolls_everything_back(ledger: Ledger, engine: AsyncEngine) -> None:
     await ledger.transaction(lambda conn: ledger.post_transfers_in(conn, _requests()))
     state = await _state(engine)
-    changed = _requests("v") + [TransferRequest("t:2", OTHER, BANK, 91, "EUR", "settlement", "ref2")]
+    changed = _requests("v") + [TransferRequest("t:2", OTHER, BANK, 91, "EUR", "sweep", "ref2")]
     with pytest.raises(TransferConflict):
         await ledger.transaction(lambda conn: ledger.post_transfers_in(conn, changed))
-    same_id = [_requests("w")[0], TransferRequest("w:0", BANK, CLEARING, 1, "EUR", "settlement", "x")]
+    same_id = [_requests("w")[0], TransferRequest("w:0", BANK, CLEARING, 1, "EUR", "sweep", "x")]
     with pytest.raises(TransferConflict):
         await ledger.transaction(lambda conn: ledger.post_transfers_in(conn, same_id))
     assert await _state(engine) == state
 
 
 async def test_a_bounded_debit_is_refused(ledger: Ledger, engine: AsyncEngine) -> None:
-    debit_player = TransferRequest("x:1", player_account("p1", "EUR"), BANK, 1, "EUR", "settlement", "r")
+    debit_player = TransferRequest("x:1", player_account("p1", "EUR"), BANK, 1, "EUR", "sweep", "r")
     with pytest.raises(InvalidTransfer):
         await ledger.transaction(lambda conn: ledger.post_transfers_in(conn, [*_requests(), debit_player]))
     assert await _state(engine) == ([], [])
