@@ -26,7 +26,7 @@ every transfer id is derived from what it settles, so nothing is posted twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
+    false,
     func,
     literal,
     or_,
@@ -286,17 +287,21 @@ class _Verdict:
 async def classify_lines(ledger: Ledger, run_id: str, lines: Sequence[SettlementLine], *, terms: SettlementTerms,
                          now: datetime) -> dict[str, int]:
     """Classify one chunk of the run's report and settle its matched lines: one transaction. A line this run
-    classified before is skipped (counted as `already_classified`). The classes of the chunk's new lines, counted."""
+    classified before is skipped (counted as `already_classified`). The classes of the chunk's new lines, counted.
+
+    A failed run is re-opened first (open_run); a completed one only re-reads what it classified: a line it has
+    not seen means its report changed, which is another run (another as_of), so AlreadyFinal.
+    """
 
     async def tx(conn: AsyncConnection) -> dict[str, int]:
         await _plan_each_statement(conn)
         run = await _run(conn, run_id)
-        if run.state == FAILED:
-            raise AlreadyFinal("recon_run", run_id, FAILED)
         for line in lines:
             if line.psp != run.psp or line.kind not in LINE_KINDS:
                 raise ValueError(f"line {line.line_id}: a {line.kind!r} line of {line.psp}, in a run of {run.psp}")
         todo = await _not_classified(conn, run_id, lines)
+        if run.state != RUNNING and (todo or run.state == FAILED):
+            raise AlreadyFinal("recon_run", run_id, run.state)
         verdicts = await _classify(conn, run.psp, todo, terms)
         verdicts, settled = await _claim_settlements(conn, run, verdicts, now)
         await _write_lines_and_cases(conn, run, verdicts, now)
@@ -317,7 +322,7 @@ def line_key(line: SettlementLine) -> str:
 async def _not_classified(conn: AsyncConnection, run_id: str, lines: Sequence[SettlementLine]
                           ) -> list[SettlementLine]:
     """The lines of the chunk this run has not classified yet (each line once)."""
-    keys = {line_key(line) for line in lines}
+    keys = sorted({line_key(line) for line in lines})
     done = set((await conn.execute(select(recon_lines.c.line_key).where(
         recon_lines.c.run_id == run_id, recon_lines.c.line_key.in_(keys)))).scalars())
     todo = []
@@ -397,8 +402,10 @@ async def _settled_by(conn: AsyncConnection, psp: str, items: list[Item]) -> dic
     if not items:
         return {}
     s = recon_settlements.c
+    # All three columns of the primary key: an index look-up per item, whatever the PSP's settlements so far.
     rows = await conn.execute(select(s.kind, s.item_key, s.line_id).where(
-        s.psp == psp, s.item_key.in_({item.item_key for item in items})))
+        s.psp == psp, s.kind.in_(sorted({item.kind for item in items})),
+        s.item_key.in_(sorted({item.item_key for item in items}))))
     return {(kind, item_key): line_id for kind, item_key, line_id in rows}
 
 
@@ -410,13 +417,16 @@ async def _claim_settlements(conn: AsyncConnection, run: ReconRun, verdicts: lis
     line a duplicate."""
     claims = {(v.item.kind, v.item.item_key): _matched(run, v, now)
               for v in verdicts if v.class_ == MATCHED and v.item is not None}
-    won = await _insert_returning(conn, recon_settlements, [_settlement_row(run.psp, s) for s in claims.values()],
+    # In key order: two runs claiming the same items wait on each other in one order, never in a cycle.
+    won = await _insert_returning(conn, recon_settlements,
+                                  [_settlement_row(run.psp, claims[key]) for key in sorted(claims)],
                                   ("kind", "item_key"))
     lost = set(claims) - won
     stored = await _settled_by(conn, run.psp, [v.item for v in verdicts
                                                if v.item is not None and (v.item.kind, v.item.item_key) in lost])
-    verdicts = [replace(v, class_=DUPLICATE) if v.item is not None and (v.item.kind, v.item.item_key) in lost
-                and stored.get((v.item.kind, v.item.item_key)) != v.line.line_id else v for v in verdicts]
+    verdicts = [replace(v, class_=DUPLICATE) if v.class_ == MATCHED and v.item is not None
+                and (v.item.kind, v.item.item_key) in lost and stored.get((v.item.kind, v.item.item_key))
+                != v.line.line_id else v for v in verdicts]
     return verdicts, [claims[key] for key in claims if key in won]
 
 
@@ -430,7 +440,7 @@ async def _write_lines_and_cases(conn: AsyncConnection, run: ReconRun, verdicts:
             cases.append(_case_row(run, row, now))
         lines.append(row)
     await _insert_returning(conn, recon_lines, lines, None)
-    await _upsert_cases(conn, cases)
+    await _upsert_cases(conn, sorted(cases, key=lambda case_row: case_row["case_id"]))
 
 
 def _line_row(run: ReconRun, v: _Verdict) -> dict[str, Any]:
@@ -477,14 +487,19 @@ class _Settlement:
 
 
 def _matched(run: ReconRun, v: _Verdict, now: datetime) -> _Settlement:
-    line, item = v.line, v.item
-    assert item is not None
+    assert v.item is not None
+    return _settling(v.line, v.item, run_id=run.run_id, case_id=None, now=now,
+                     transfer_id=transfer_ids.settlement(v.item.kind, v.item.item_key), reference=v.item.item_key)
+
+
+def _settling(line: SettlementLine, item: Item, *, run_id: str, case_id: str | None, transfer_id: str,
+              reference: str, now: datetime) -> _Settlement:
+    """A line matched with its item: the line's amounts, the fee it differs by, a payout's paid-out."""
     return _Settlement(
         kind=item.kind, item_key=item.item_key, currency=line.currency, gross_minor=line.gross_minor,
         fee_minor=line.fee_minor, fee_difference_minor=line.fee_minor - item.fee_minor,
         paid_out_minor=item.paid_out_minor, method=item.method, booked_on=line.booked_on, line_id=line.line_id,
-        run_id=run.run_id, case_id=None, transfer_id=transfer_ids.settlement(item.kind, item.item_key),
-        reference=item.item_key, settled_at=now)
+        run_id=run_id, case_id=case_id, transfer_id=transfer_id, reference=reference, settled_at=now)
 
 
 def _settlement_row(psp: str, s: _Settlement) -> dict[str, Any]:
@@ -687,11 +702,12 @@ async def resolve_case(
         rc = _case(stored)
         if rc.state == RESOLVED:
             return _replay(rc, action, amount_minor, rematch_with)
+        moves: list[TransferRequest] = []
+        amount: int | None = None
         if action == REMATCH:
-            settlements, moves = await _rematch(conn, rc, rematch_with or "", terms or SettlementTerms(), now)
-            amount = None
+            settlements = [await _rematch(conn, rc, rematch_with or "", terms or SettlementTerms(), now)]
         else:
-            settlements, moves, amount = await _resolution(conn, rc, action, amount_minor, now)
+            settlements, moves, amount = _resolution(rc, action, amount_minor, now)
         for s in settlements:
             if not await insert_if_missing(conn, recon_settlements, _settlement_row(rc.psp, s)):
                 raise RecordConflict("recon_case", case_id, f"its item {s.kind} {s.item_key} settled meanwhile")
@@ -727,8 +743,8 @@ def _replay(rc: ReconCase, action: str, amount_minor: int | None, rematch_with: 
     return rc
 
 
-async def _resolution(conn: AsyncConnection, rc: ReconCase, action: str, amount_minor: int | None, now: datetime
-                      ) -> tuple[list[_Settlement], list[TransferRequest], int | None]:
+def _resolution(rc: ReconCase, action: str, amount_minor: int | None, now: datetime
+                ) -> tuple[list[_Settlement], list[TransferRequest], int | None]:
     """accept moves nothing. adjust and write_off settle the case's line (its net to the bank) and the item it
     was about, then move `amount_minor`, or the residual that brings the clearing of both back to zero, between
     the clearing and house:recon_adjustments / house:recon_write_offs (positive: the PSP owes us more)."""
@@ -753,7 +769,8 @@ async def _resolution(conn: AsyncConnection, rc: ReconCase, action: str, amount_
     return settlements, [move for move in moves if move.amount], amount
 
 
-def _move(rc: ReconCase, step: str, kind: str, counter: Any, currency: str, amount: int) -> TransferRequest:
+def _move(rc: ReconCase, step: str, kind: str, counter: Callable[[str], str], currency: str, amount: int
+          ) -> TransferRequest:
     """`amount` between the case's PSP clearing and `counter(currency)`: positive debits the clearing. A zero
     amount gives a request of amount 0, which the caller drops."""
     debit, credit = psp_clearing_account(rc.psp, currency), counter(currency)
@@ -795,7 +812,7 @@ def _case_item(rc: ReconCase) -> Item | None:
 
 
 async def _rematch(conn: AsyncConnection, rc: ReconCase, item_key: str, terms: SettlementTerms, now: datetime
-                   ) -> tuple[list[_Settlement], list[TransferRequest]]:
+                   ) -> _Settlement:
     """Classify the case's line against the item named; settle it as a matched line if it matches."""
     if rc.line_id is None or rc.currency is None or rc.gross_minor is None or rc.fee_minor is None:
         raise ValueError(f"case {rc.case_id} is about a ledger item, not a line: there is nothing to rematch")
@@ -810,13 +827,8 @@ async def _rematch(conn: AsyncConnection, rc: ReconCase, item_key: str, terms: S
     class_ = _class_of(line, item, await _settled_by(conn, rc.psp, [item] if item else []), terms)
     if class_ != MATCHED or item is None:
         raise RematchFailed(rc.case_id, class_)
-    settled = _Settlement(
-        kind=item.kind, item_key=item.item_key, currency=line.currency, gross_minor=line.gross_minor,
-        fee_minor=line.fee_minor, fee_difference_minor=line.fee_minor - item.fee_minor,
-        paid_out_minor=item.paid_out_minor, method=item.method, booked_on=line.booked_on, line_id=line.line_id,
-        run_id=rc.last_run_id, case_id=rc.case_id, transfer_id=transfer_ids.recon(rc.case_id, "settlement"),
-        reference=rc.case_id, settled_at=now)
-    return [settled], []
+    return _settling(line, item, run_id=rc.last_run_id, case_id=rc.case_id,
+                     transfer_id=transfer_ids.recon(rc.case_id, "settlement"), reference=rc.case_id, now=now)
 
 
 # ---- the settlement report ------------------------------------------------------------------------------------
@@ -895,15 +907,20 @@ def _item_columns(kind: str, item_key: Any, currency: Any, gross: Any, fee: Any,
 
 
 def _item_wanted(kind: str, psp: str, ids: set[str], refs: set[str]) -> Any:
-    """The items of `kind` named by our key (ids) or the PSP's reference (refs)."""
+    """The items of `kind` named by our key (ids) or the PSP's reference (refs): only the conditions with keys,
+    so that each is an index look-up (an empty IN beside the other would make the planner scan the PSP's rows)."""
+    by: list[tuple[Any, set[str]]]
     if kind == CAPTURE:
-        return or_(payments.c.payment_id.in_(ids), payments.c.psp_reference.in_(refs))
-    if kind == REFUND:
-        return or_(refunds.c.refund_id.in_(ids), refunds.c.psp_refund_reference.in_(refs))
-    if kind == PAYOUT:
-        return payouts.c.payout_id.in_(ids)
-    prefix = transfer_ids.dispute_key(psp, "")
-    return disputes.c.dispute_id.in_({key[len(prefix):] for key in ids if key.startswith(prefix)})
+        by = [(payments.c.payment_id, ids), (payments.c.psp_reference, refs)]
+    elif kind == REFUND:
+        by = [(refunds.c.refund_id, ids), (refunds.c.psp_refund_reference, refs)]
+    elif kind == PAYOUT:
+        by = [(payouts.c.payout_id, ids)]
+    else:
+        prefix = transfer_ids.dispute_key(psp, "")
+        by = [(disputes.c.dispute_id, {key[len(prefix):] for key in ids if key.startswith(prefix)})]
+    conditions = [column.in_(sorted(keys)) for column, keys in by if keys]
+    return or_(*conditions) if conditions else false()
 
 
 def _item_of_the_day(kind: str, lo: datetime, hi: datetime) -> Any:

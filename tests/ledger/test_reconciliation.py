@@ -345,9 +345,28 @@ async def test_re_running_a_run_changes_nothing(ledger: Ledger, engine: AsyncEng
     again = await reconcile(ledger, _mixed_day_lines(), as_of=END_OF_SLA, chunk=1)
     assert again == first
     assert await everything(engine) == before
-    # Interrupted after its first chunk and re-run: the same rows as a run in one go.
     counts = await classify_lines(ledger, first.run_id, _mixed_day_lines(), terms=TERMS, now=T0)
     assert counts == {"already_classified": 4}
+    # A line the completed run never saw: its report changed, which is a run of its own.
+    with pytest.raises(AlreadyFinal):
+        await classify_lines(ledger, first.run_id, [line("new", "capture", "pay_gone", 5000, 100)], terms=TERMS,
+                             now=T0)
+    assert await everything(engine) == before
+    await assert_invariants(engine)
+
+
+async def test_a_run_interrupted_and_run_again_classifies_as_one_in_one_go(ledger: Ledger,
+                                                                            engine: AsyncEngine) -> None:
+    await _mixed_day(ledger, engine)
+    run = await open_run(engine, psp=PSP, day=DAY, as_of=END_OF_SLA, now=T0)
+    await classify_lines(ledger, run.run_id, _mixed_day_lines()[:2], terms=TERMS, now=T0)
+    await fail_run(engine, run.run_id, "worker lost", T0)  # say the report's second page did not come
+    again = await reconcile(ledger, _mixed_day_lines(), as_of=END_OF_SLA)
+    assert again.run_id == run.run_id and again.evaluated_at == END_OF_SLA
+    assert await classes(engine, run.run_id) == {
+        "line:ok": "matched", "line:amount": "amount_mismatch", "line:orphan": "missing_in_ledger",
+        "line:fee_in": "matched", "ledger:capture:pay_gone": "missing_at_psp"}
+    assert await balance(ledger, BANK) == (-(4900 + 4902), 0, 0)
     await assert_invariants(engine)
 
 
@@ -584,3 +603,30 @@ async def test_the_invariants_notice_a_case_without_its_money(ledger: Ledger, en
     async with engine.begin() as conn:
         count = (await conn.execute(select(func.count()).select_from(recon_cases))).scalar_one()
     assert count == 1
+
+
+async def test_resolving_payouts_refunds_and_currencies(ledger: Ledger, engine: AsyncEngine) -> None:
+    await credited(ledger, engine, "pay_1", amount=10000, fee=100)
+    await a_refund(ledger, engine, "rf_gone", "pay_1", 1000, fee=10)
+    await a_payout(ledger, engine, "po_gone", 2000, fee=20)
+    await a_payout(ledger, engine, "po_usd", 3000, fee=0)
+    await reconcile(ledger, [line("L1", "capture", "pay_1", 10000, 100), line("L2", "refund", "rf_gone", -1000, 10),
+                             line("L3", "payout", "po_usd", -3000, currency="USD")], as_of=END_OF_SLA)
+    await reconcile(ledger, [line("L2b", "refund", "rf_gone", -1000, 10, booked_on=DAY + timedelta(days=1))],
+                    day=DAY + timedelta(days=1))
+    assert await open_case_classes(engine) == {"ledger:payout:po_gone": "missing_at_psp",
+                                               "line:L3": "currency_mismatch", "line:L2b": "duplicate"}
+    # The PSP never took the payout it said it paid: it is settled as booked (house:payouts → clearing) and what
+    # the clearing then holds for it (the PSP owes us its amount and fee) is adjusted as owed.
+    adjusted = await _resolve(ledger, "ledger:payout:po_gone", "adjust", amount_minor=2020)
+    assert len(adjusted.resolution_transfer_ids) == 2
+    # The USD line is real money at the bank, in USD; the payout it is about stays unsettled in EUR.
+    usd = await _resolve(ledger, "line:L3", "adjust", amount_minor=-3000)
+    assert await balance(ledger, bank_account("USD")) == (3000, 0, 0)
+    assert await balance(ledger, "psp:card:USD") == (0, 0, 0)
+    duplicate = await _resolve(ledger, "line:L2b", "write_off")  # the refund taken twice: a loss
+    assert duplicate.resolution_amount_minor == -1010
+    assert await balance(ledger, CLEARING) == (0, 0, 0)
+    assert await balance(ledger, PAYOUTS) == (3000, 0, 0)  # po_usd, paid from there when a EUR line settles it
+    assert usd.state == "resolved"
+    await assert_invariants(engine)
