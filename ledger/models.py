@@ -253,6 +253,27 @@ def _one_of(column: str, words: tuple[str, ...]) -> str:
     return f"{column} IN (" + ", ".join(f"'{word}'" for word in words) + ")"
 
 
+def _about_a_line() -> list[Column[object]]:
+    """What a report line (or a ledger item no line settled) is about: its kind, the ledger item found (None:
+    none), the line's id, reference and day, its amounts as the PSP reported them and as the ledger booked the
+    item."""
+    return [
+        Column("kind", String(20), nullable=False),
+        Column("item_key", String(150), nullable=True),
+        Column("method", PSP, nullable=True),
+        Column("payment_id", ID, nullable=True),  # the deposit it is about (a refund's or a dispute's payment)
+        Column("psp_reference", String(200), nullable=True),
+        Column("line_id", String(200), nullable=True),  # None for a ledger item no line settled
+        Column("booked_on", Date, nullable=True),
+        Column("currency", String(3), nullable=True),  # as reported
+        Column("gross_minor", BigInteger, nullable=True),
+        Column("fee_minor", BigInteger, nullable=True),
+        Column("ledger_currency", String(3), nullable=True),  # as booked
+        Column("ledger_gross_minor", BigInteger, nullable=True),
+        Column("ledger_fee_minor", BigInteger, nullable=True),
+    ]
+
+
 # One run per (PSP, day, as-of): its evaluation moment frozen, its counts and sums per class once closed.
 recon_runs = Table(
     "recon_runs",
@@ -279,19 +300,7 @@ recon_lines = Table(
     Column("run_id", RUN_ID, nullable=False),
     Column("line_key", LINE_KEY, nullable=False),
     Column("class", String(20), nullable=False),
-    Column("kind", String(20), nullable=False),
-    Column("item_key", String(150), nullable=True),  # the ledger item found (None: none)
-    Column("method", PSP, nullable=True),
-    Column("payment_id", ID, nullable=True),
-    Column("psp_reference", String(200), nullable=True),
-    Column("line_id", String(200), nullable=True),  # None for a ledger item no line settled
-    Column("booked_on", Date, nullable=True),
-    Column("currency", String(3), nullable=True),  # as reported
-    Column("gross_minor", BigInteger, nullable=True),
-    Column("fee_minor", BigInteger, nullable=True),
-    Column("ledger_currency", String(3), nullable=True),  # as booked
-    Column("ledger_gross_minor", BigInteger, nullable=True),
-    Column("ledger_fee_minor", BigInteger, nullable=True),
+    *_about_a_line(),
     Column("case_id", CASE_ID, nullable=True),
     PrimaryKeyConstraint("run_id", "line_key"),
     CheckConstraint(_one_of("class", RECON_CLASSES), name="class"),
@@ -335,19 +344,7 @@ recon_cases = Table(
     Column("class", String(20), nullable=False),
     Column("state", String(16), nullable=False),
     Column("day", Date, nullable=False),
-    Column("kind", String(20), nullable=False),
-    Column("item_key", String(150), nullable=True),
-    Column("method", PSP, nullable=True),
-    Column("payment_id", ID, nullable=True),
-    Column("line_id", String(200), nullable=True),
-    Column("psp_reference", String(200), nullable=True),
-    Column("booked_on", Date, nullable=True),
-    Column("currency", String(3), nullable=True),
-    Column("gross_minor", BigInteger, nullable=True),
-    Column("fee_minor", BigInteger, nullable=True),
-    Column("ledger_currency", String(3), nullable=True),
-    Column("ledger_gross_minor", BigInteger, nullable=True),
-    Column("ledger_fee_minor", BigInteger, nullable=True),
+    *_about_a_line(),
     Column("first_run_id", RUN_ID, nullable=False),
     Column("last_run_id", RUN_ID, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),

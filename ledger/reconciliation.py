@@ -258,20 +258,8 @@ async def list_runs(engine: AsyncEngine, *, psp: str | None = None, day: date | 
                     before: str | None = None) -> list[ReconRun]:
     """Runs newest first (started_at, then run id, descending); `before` is the last run id of the previous page
     (RecordNotFound if unknown)."""
-    _check_limit(limit)
-    r = recon_runs.c
-    query = select(recon_runs).order_by(r.started_at.desc(), r.run_id.desc()).limit(limit)
-    if psp is not None:
-        query = query.where(r.psp == psp)
-    if day is not None:
-        query = query.where(r.day == day)
-    async with engine.connect() as conn:
-        if before is not None:
-            cursor = (await conn.execute(select(r.started_at).where(r.run_id == before))).scalar_one_or_none()
-            if cursor is None:
-                raise RecordNotFound("recon_run", before)
-            query = query.where(tuple_(r.started_at, r.run_id) < tuple_(cursor, before))
-        return [_from_row(ReconRun, row) for row in await conn.execute(query)]
+    rows = await _newest_first(engine, recon_runs, "started_at", {"psp": psp, "day": day}, limit, before)
+    return [_from_row(ReconRun, row) for row in rows]
 
 
 # ---- a chunk of lines -----------------------------------------------------------------------------------------
@@ -663,19 +651,9 @@ async def list_cases(engine: AsyncEngine, *, state: str | None = None, psp: str 
                      class_: str | None = None, limit: int = 50, before: str | None = None) -> list[ReconCase]:
     """Cases newest first (created_at, then case id, descending); `before` is the last case id of the previous
     page (RecordNotFound if unknown)."""
-    _check_limit(limit)
-    c = recon_cases.c
-    query = select(recon_cases).order_by(c.created_at.desc(), c.case_id.desc()).limit(limit)
-    for column, value in (("state", state), ("psp", psp), ("class", class_)):
-        if value is not None:
-            query = query.where(c[column] == value)
-    async with engine.connect() as conn:
-        if before is not None:
-            cursor = (await conn.execute(select(c.created_at).where(c.case_id == before))).scalar_one_or_none()
-            if cursor is None:
-                raise RecordNotFound("recon_case", before)
-            query = query.where(tuple_(c.created_at, c.case_id) < tuple_(cursor, before))
-        return [_case(row) for row in await conn.execute(query)]
+    rows = await _newest_first(engine, recon_cases, "created_at",
+                               {"state": state, "psp": psp, "class": class_}, limit, before)
+    return [_case(row) for row in rows]
 
 
 # ---- resolving a case -----------------------------------------------------------------------------------------
@@ -1000,9 +978,22 @@ def _from_row(cls: type[R], row: Any) -> R:
     return cls(**{f.name: mapping[f.name] for f in fields(cls)})  # type: ignore[arg-type]
 
 
-def _check_limit(limit: int) -> None:
+async def _newest_first(engine: AsyncEngine, table: Any, clock: str, filters: dict[str, Any], limit: int,
+                        before: str | None) -> list[Any]:
+    """A keyset page of `table` (runs or cases) by (clock, primary key) descending, with the filters given (None:
+    any); `before` is the key of the previous page's last row (RecordNotFound if unknown)."""
     if not 1 <= limit <= LIST_LIMIT_MAX:
         raise ValueError(f"limit must be within 1..{LIST_LIMIT_MAX}")
+    [key] = table.primary_key.columns
+    query = select(table).order_by(table.c[clock].desc(), key.desc()).limit(limit)
+    query = query.where(*(table.c[name] == value for name, value in filters.items() if value is not None))
+    async with engine.connect() as conn:
+        if before is not None:
+            cursor = (await conn.execute(select(table.c[clock]).where(key == before))).scalar_one_or_none()
+            if cursor is None:
+                raise RecordNotFound(table.name.removesuffix("s"), before)
+            query = query.where(tuple_(table.c[clock], key) < tuple_(cursor, before))
+        return list(await conn.execute(query))
 
 
 def _utc(moment: datetime) -> datetime:

@@ -40,9 +40,17 @@ MOVEMENT_INDEXES = (
 )
 
 
-def _reported_and_booked() -> list[sa.Column]:
-    """A line's amounts as the PSP reported them and as the ledger booked the item."""
+def _about_a_line() -> list[sa.Column]:
+    """What a line (or a ledger item no line settled) is about, its amounts as the PSP reported them and as the
+    ledger booked the item: recon_lines' and recon_cases' columns."""
     return [
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("item_key", sa.String(150), nullable=True),
+        sa.Column("method", PSP, nullable=True),
+        sa.Column("payment_id", sa.String(100), nullable=True),
+        sa.Column("psp_reference", sa.String(200), nullable=True),
+        sa.Column("line_id", sa.String(200), nullable=True),
+        sa.Column("booked_on", sa.Date(), nullable=True),
         sa.Column("currency", sa.String(3), nullable=True),
         sa.Column("gross_minor", sa.BigInteger(), nullable=True),
         sa.Column("fee_minor", sa.BigInteger(), nullable=True),
@@ -82,14 +90,7 @@ def upgrade() -> None:
         sa.Column("run_id", RUN_ID, nullable=False),
         sa.Column("line_key", LINE_KEY, nullable=False),
         sa.Column("class", sa.String(20), nullable=False),
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("item_key", sa.String(150), nullable=True),
-        sa.Column("method", PSP, nullable=True),
-        sa.Column("payment_id", sa.String(100), nullable=True),
-        sa.Column("psp_reference", sa.String(200), nullable=True),
-        sa.Column("line_id", sa.String(200), nullable=True),
-        sa.Column("booked_on", sa.Date(), nullable=True),
-        *_reported_and_booked(),
+        *_about_a_line(),
         sa.Column("case_id", CASE_ID, nullable=True),
         sa.CheckConstraint(f"class IN ({CLASSES})", name=op.f("ck_recon_lines_class")),
         sa.PrimaryKeyConstraint("run_id", "line_key", name=op.f("pk_recon_lines")),
@@ -128,14 +129,7 @@ def upgrade() -> None:
         sa.Column("class", sa.String(20), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("kind", sa.String(20), nullable=False),
-        sa.Column("item_key", sa.String(150), nullable=True),
-        sa.Column("method", PSP, nullable=True),
-        sa.Column("payment_id", sa.String(100), nullable=True),
-        sa.Column("line_id", sa.String(200), nullable=True),
-        sa.Column("psp_reference", sa.String(200), nullable=True),
-        sa.Column("booked_on", sa.Date(), nullable=True),
-        *_reported_and_booked(),
+        *_about_a_line(),
         sa.Column("first_run_id", RUN_ID, nullable=False),
         sa.Column("last_run_id", RUN_ID, nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
