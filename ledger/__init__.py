@@ -1,8 +1,10 @@
-"""The wallet: double-entry accounts, idempotent transfers, two-phase holds and balance invariants; and the money
-after a payment: the payments record, refunds, disputes, PSP fees, payouts and the margin report."""
+"""The wallet: double-entry accounts, idempotent transfers, two-phase holds and balance invariants; the money
+after a payment: the payments record, refunds, disputes, PSP fees, payouts and the margin report; and the
+reconciliation of the PSPs' settlements with all of it."""
 
 from ledger import transfer_ids
 from ledger.accounts import (
+    bank_account,
     chargebacks_account,
     disputes_account,
     fee_account,
@@ -11,8 +13,17 @@ from ledger.accounts import (
     player_account,
     player_receivables_account,
     psp_clearing_account,
+    recon_adjustments_account,
+    recon_write_offs_account,
 )
-from ledger.disputes import DisputeRecord, DisputeRefused, get_dispute, list_disputes, open_dispute, resolve_dispute
+from ledger.disputes import (
+    DisputeRecord,
+    DisputeRefused,
+    get_dispute,
+    list_disputes,
+    open_dispute,
+    resolve_dispute,
+)
 from ledger.errors import (
     AlreadyFinal,
     CaptureConflict,
@@ -44,6 +55,23 @@ from ledger.payments import (
     record_uncredited_capture,
 )
 from ledger.payouts import PayoutRecord, record_payout
+from ledger.reconciliation import (
+    ReconCase,
+    ReconRun,
+    RematchFailed,
+    ReportRow,
+    classify_lines,
+    close_run,
+    fail_run,
+    get_case,
+    get_run,
+    list_cases,
+    list_runs,
+    open_run,
+    resolve_case,
+    run_id_for,
+    settlement_report,
+)
 from ledger.refunds import (
     RefundRecord,
     RefundRefused,
@@ -77,41 +105,59 @@ __all__ = [
     "PaymentRecord",
     "PaymentRow",
     "PayoutRecord",
+    "ReconCase",
+    "ReconRun",
     "RecordConflict",
     "RecordNotFound",
     "RefundRecord",
     "RefundRefused",
+    "RematchFailed",
+    "ReportRow",
     "Transfer",
     "TransferConflict",
     "TransferNotFound",
     "TransferRequest",
     "assert_invariants",
+    "bank_account",
     "book_fee",
     "book_fee_in",
     "chargebacks_account",
     "check_invariants",
+    "classify_lines",
+    "close_run",
     "credit_deposit",
     "disputes_account",
+    "fail_run",
     "fee_account",
+    "get_case",
     "get_dispute",
     "get_refund",
+    "get_run",
     "house_account",
+    "list_cases",
     "list_disputes",
     "list_payments",
+    "list_runs",
     "margin",
     "mark_refund_in_review",
     "open_dispute",
+    "open_run",
     "parse_account",
     "payment_money",
     "payment_refunds",
     "player_account",
     "player_receivables_account",
     "psp_clearing_account",
+    "recon_adjustments_account",
+    "recon_write_offs_account",
     "record_payment",
     "record_payout",
     "record_uncredited_capture",
     "request_refund",
+    "resolve_case",
     "resolve_dispute",
+    "run_id_for",
     "settle_refund",
+    "settlement_report",
     "transfer_ids",
 ]

@@ -8,7 +8,9 @@ Balance convention: posted = credits - debits, so every currency's accounts sum 
 - `house:<name>:<CUR>`: the house's own books. The named ones the money flows use:
   `house:fees:<psp>:<CUR>` (the fees that PSP kept; the one id of four parts, owner `fees:<psp>`),
   `house:chargebacks:<CUR>`, `house:disputes:<CUR>` (money a PSP pulled back for a dispute still open),
-  `house:player_receivables:<CUR>` (what players owe the house), `house:payouts:<CUR>`, `house:games:<CUR>`.
+  `house:player_receivables:<CUR>` (what players owe the house), `house:payouts:<CUR>`, `house:games:<CUR>`;
+  reconciliation's `house:bank:<CUR>` (what the PSPs settled to our bank: negative, an asset, like a clearing),
+  `house:recon_adjustments:<CUR>` and `house:recon_write_offs:<CUR>` (differences a person resolved).
 """
 
 from __future__ import annotations
@@ -75,6 +77,22 @@ def disputes_account(currency: str) -> str:
 
 def player_receivables_account(currency: str) -> str:
     return house_account("player_receivables", currency)
+
+
+def bank_account(currency: str) -> str:
+    return house_account("bank", currency)
+
+
+def recon_adjustments_account(currency: str) -> str:
+    return house_account("recon_adjustments", currency)
+
+
+def recon_write_offs_account(currency: str) -> str:
+    return house_account("recon_write_offs", currency)
+
+
+def payouts_account(currency: str) -> str:
+    return house_account("payouts", currency)
 
 
 def is_valid_owner(owner: str) -> bool:

@@ -2,7 +2,8 @@
 
 Two groups: the ledger's own (double entry, floors, stored balances equal their transfers, currencies, one credit
 per payment), and the money records held against the transfers that moved their money (payments, refunds,
-disputes, PSP fees: see ledger/payments.py, refunds.py, disputes.py, fees.py). Each check reports at most
+disputes, PSP fees, reconciliation's settlements and resolved cases: see ledger/payments.py, refunds.py,
+disputes.py, fees.py, reconciliation.py). Each check reports at most
 _MAX_ROWS offenders.
 """
 
@@ -11,16 +12,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import (
+    Integer,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import transfer_ids
 from ledger.accounts import FEES
 from ledger.fees import FEE
-from ledger.models import disputes, payments, psp_fees, refunds
+from ledger.models import (
+    disputes,
+    payments,
+    psp_fees,
+    recon_cases,
+    recon_settlements,
+    refunds,
+)
 from ledger.models import ledger_accounts as accounts
 from ledger.models import ledger_transfers as transfers
 from ledger.payments import DEPOSIT
+from ledger.reconciliation import (
+    ADJUSTMENT,
+    FEE_DIFFERENCE,
+    PAID_OUT,
+    SETTLEMENT,
+    WRITE_OFF_KIND,
+)
 from ledger.refunds import HOLD_KIND, SHORTFALL_KIND
 
 # Enough to diagnose; a broken ledger should not produce a million-line report.
@@ -158,7 +183,8 @@ async def check_invariants(engine: AsyncEngine) -> InvariantReport:
         for reference, count in credited_twice:
             violations.append(f"payment {reference}: credited {count} times (posted deposit transfers)")
 
-        for check in (_payment_violations, _refund_violations, _dispute_violations, _fee_violations):
+        for check in (_payment_violations, _refund_violations, _dispute_violations, _fee_violations,
+                      _settlement_violations, _bank_violations, _case_violations):
             violations.extend(await check(conn))
 
     return InvariantReport(ok=not violations, violations=violations, accounts=n_accounts, transfers=n_transfers)
@@ -313,9 +339,97 @@ async def _fee_violations(conn: AsyncConnection) -> list[str]:
         .where(or_(t.id.is_(None), t.kind != FEE)).limit(_MAX_ROWS)
     )
     violations += [f"psp_fees {transfer_id}: no fee transfer" for (transfer_id,) in orphans]
-    strays = await conn.execute(
-        select(t.id).where(t.kind != FEE, or_(t.debit_account_id.like(f"{_FEE_ACCOUNTS}%"),
+    strays = await conn.execute(  # a settlement's fee difference is the one other kind (ledger/reconciliation.py)
+        select(t.id).where(t.kind.not_in((FEE, FEE_DIFFERENCE)), or_(t.debit_account_id.like(f"{_FEE_ACCOUNTS}%"),
                                               t.credit_account_id.like(f"{_FEE_ACCOUNTS}%"))).limit(_MAX_ROWS)
     )
     violations += [f"transfer {transfer_id}: touches a fee account but is no fee" for (transfer_id,) in strays]
+    return violations
+
+
+async def _settlement_violations(conn: AsyncConnection) -> list[str]:
+    """Each recon_settlements row has its transfers, of its amounts, between its accounts: the net (positive:
+    house:bank → clearing), the fee difference (positive: the PSP's fee account → clearing) and a payout's
+    paid-out (house:payouts → clearing); and no settlement transfer lacks its row (the counts agree). A row a
+    case's resolution wrote belongs to a resolved case."""
+    s = recon_settlements.c
+    clearing = literal("psp:") + s.psp + literal(":") + s.currency
+    legs = {  # transfer kind: (its id, the signed amount, the account on the other side of the clearing)
+        SETTLEMENT: (s.transfer_id, s.net_minor, literal("house:bank:") + s.currency),
+        FEE_DIFFERENCE: (s.transfer_id + literal(":fee_difference"), s.fee_difference_minor,
+                         literal(_FEE_ACCOUNTS) + s.psp + literal(":") + s.currency),
+        PAID_OUT: (s.transfer_id + literal(":paid_out"), s.paid_out_minor, literal("house:payouts:") + s.currency),
+    }
+    query = select(s.psp, s.kind, s.item_key).select_from(recon_settlements)
+    broken = []
+    for kind, (transfer_id, amount, other) in legs.items():
+        t = transfers.alias(f"t_{kind}")
+        query = query.outerjoin(t, t.c.id == transfer_id)
+        toward = and_(t.c.debit_account_id == other, t.c.credit_account_id == clearing)
+        away = and_(t.c.debit_account_id == clearing, t.c.credit_account_id == other)
+        broken += [
+            and_(amount == 0, t.c.id.is_not(None)),
+            and_(amount != 0, or_(t.c.id.is_(None), t.c.kind != kind, t.c.status != _POSTED,
+                                  t.c.amount != func.abs(amount), and_(amount > 0, ~toward),
+                                  and_(amount < 0, ~away))),
+        ]
+    unresolved = and_(s.case_id.is_not(None), ~exists().where(recon_cases.c.case_id == s.case_id,
+                                                              recon_cases.c.state == "resolved"))
+    rows = await conn.execute(query.where(or_(*broken, unresolved)).limit(_MAX_ROWS))
+    violations = [f"settlement {psp} {kind} {item_key}: its transfers differ from it" for psp, kind, item_key in rows]
+    for kind, (_, amount, _) in legs.items():
+        rows_with = (await conn.execute(select(func.count()).select_from(recon_settlements)
+                                        .where(amount != 0))).scalar_one()
+        posted = (await conn.execute(select(func.count()).select_from(transfers)
+                                     .where(transfers.c.kind == kind))).scalar_one()
+        if rows_with != posted:
+            violations.append(f"{posted} {kind} transfers for {rows_with} settlement rows that move one")
+    return violations
+
+
+async def _bank_violations(conn: AsyncConnection) -> list[str]:
+    """house:bank:<CUR> holds minus what the settlements brought in: nothing else moves it."""
+    s = recon_settlements.c
+    settled = dict((await conn.execute(select(s.currency, func.sum(s.net_minor)).group_by(s.currency))).all())
+    banks = dict((await conn.execute(select(accounts.c.currency, accounts.c.posted_balance).where(
+        accounts.c.kind == "house", accounts.c.owner == "bank"))).all())
+    return [f"house:bank:{currency}: posted {banks.get(currency, 0)}, settlements net {int(settled.get(currency) or 0)}"
+            for currency in sorted(set(settled) | set(banks))
+            if banks.get(currency, 0) != -int(settled.get(currency) or 0)]
+
+
+async def _case_violations(conn: AsyncConnection) -> list[str]:
+    """A resolved case's transfers (`recon:<case_id>:…`) exist, reference it, are the ones it lists, and its
+    adjustment or write-off moved the amount it states (positive: the clearing debited); an open case has none;
+    no adjustment or write-off references anything but a resolved case."""
+    c, t = recon_cases.c, transfers.c
+    own = literal("recon:") + t.reference + literal(":")
+    signed = case((t.debit_account_id.like("psp:%"), t.amount), else_=-t.amount)
+    moved = (
+        select(t.reference.label("case_id"), func.count().label("transfers"),
+               func.sum(case((t.status != _POSTED, 1), else_=0)).label("not_posted"),
+               func.sum(case((t.id.in_([own + literal("adjustment"), own + literal("write_off")]), signed),
+                             else_=0)).label("stated"))
+        .where(t.id.like("recon:%"))
+        .group_by(t.reference)
+        .subquery("moved")
+    )
+    listed = case((c.state == "resolved", func.coalesce(func.json_array_length(c.resolution_transfer_ids), 0)),
+                  else_=0)
+    rows = await conn.execute(
+        select(c.case_id, c.state)
+        .outerjoin(moved, moved.c.case_id == c.case_id)
+        .where(or_(
+            func.coalesce(moved.c.transfers, 0) != listed,
+            func.coalesce(moved.c.not_posted, 0) > 0,
+            and_(c.resolution_action.in_(("adjust", "write_off")),
+                 func.coalesce(moved.c.stated, 0) != c.resolution_amount_minor),
+        ))
+        .limit(_MAX_ROWS)
+    )
+    violations = [f"case {case_id} ({state}): its transfers differ from its resolution" for case_id, state in rows]
+    strays = await conn.execute(
+        select(t.id).where(t.kind.in_((ADJUSTMENT, WRITE_OFF_KIND)), ~exists().where(
+            recon_cases.c.case_id == t.reference, recon_cases.c.state == "resolved")).limit(_MAX_ROWS))
+    violations += [f"transfer {transfer_id}: a reconciliation move of no resolved case" for (transfer_id,) in strays]
     return violations

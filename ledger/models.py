@@ -15,11 +15,13 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     ForeignKey,
     Index,
     PrimaryKeyConstraint,
     String,
     Table,
+    UniqueConstraint,
     text,
 )
 
@@ -111,6 +113,9 @@ payments = Table(
     _money("disputed_minor"),  # open disputes
     _money("charged_back_minor"),  # lost disputes
     _money("fees_minor"),  # every fee booked for the payment: capture, its refunds, its chargebacks
+    # When the capture was first recorded: the day reconciliation expects the PSP to settle it. NULL on rows
+    # captured before the column existed: their created_at stands in.
+    Column("captured_at", UtcDateTime, nullable=True),
     # The reservation of a refund is a conditional UPDATE; this is its last line of defence.
     CheckConstraint("refunded_minor + refund_pending_minor <= captured_minor", name="refunds_within_captured"),
     CheckConstraint("uncredited_refunds_minor <= captured_minor - credited_minor", name="uncredited_within_capture"),
@@ -125,6 +130,9 @@ payments = Table(
         Index(f"ix_payments_{column}_created_at", column, "created_at", "payment_id")
         for column in ("status", "player_id", "psp", "method", "review_reason")
     ),
+    # Reconciliation: a PSP's captures of one day, and a report line found by the PSP's reference.
+    Index("ix_payments_psp_captured_at", "psp", "captured_at"),
+    Index("ix_payments_psp_reference", "psp_reference"),
 )
 
 refunds = Table(
@@ -158,6 +166,9 @@ refunds = Table(
         name="funded",
     ),
     Index("ix_refunds_status_updated_at", "status", "updated_at"),
+    # Reconciliation: a PSP's succeeded refunds of one day; a report line found by the PSP's refund reference.
+    Index("ix_refunds_psp_status_updated_at", "psp", "status", "updated_at"),
+    Index("ix_refunds_psp_refund_reference", "psp_refund_reference"),
 )
 
 disputes = Table(
@@ -184,6 +195,9 @@ disputes = Table(
     Index("ix_disputes_opened_at", "opened_at", "psp", "dispute_id"),
     Index("ix_disputes_state_opened_at", "state", "opened_at", "psp", "dispute_id"),
     Index("ix_disputes_state_resolved_at", "state", "resolved_at"),
+    # Reconciliation: a PSP's disputes opened / resolved on one day.
+    Index("ix_disputes_psp_opened_at", "psp", "opened_at"),
+    Index("ix_disputes_psp_state_resolved_at", "psp", "state", "resolved_at"),
 )
 
 # Written by the withdrawal workflow at its end, for the margin report.
@@ -202,6 +216,7 @@ payouts = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_payouts_status_updated_at", "status", "updated_at"),
+    Index("ix_payouts_psp_status_updated_at", "psp", "status", "updated_at"),  # reconciliation: paid on one day
 )
 
 # One row per fee transfer, in its transaction: what the margin report sums.
@@ -218,4 +233,136 @@ psp_fees = Table(
     Column("booked_at", UtcDateTime, nullable=False, index=True),
     CheckConstraint("operation IN ('capture', 'refund', 'payout', 'chargeback')", name="operation"),
     CheckConstraint("fee_minor > 0", name="fee_positive"),
+)
+
+
+# ---- reconciliation (ledger/reconciliation.py) ------------------------------------------------------------------
+
+RECON_CLASSES = ("matched", "missing_in_ledger", "missing_at_psp", "expected", "amount_mismatch",
+                 "currency_mismatch", "fee_variance", "duplicate", "status_mismatch")
+CASE_CLASSES = tuple(c for c in RECON_CLASSES if c not in ("matched", "expected"))  # every other class opens a case
+RUN_STATES = ("running", "completed", "failed")
+CASE_STATES = ("open", "resolved")
+CASE_ACTIONS = ("accept", "adjust", "write_off", "rematch")
+RUN_ID = String(200)
+LINE_KEY = String(250)  # `line:<line_id>` or `ledger:<kind>:<item_key>`
+CASE_ID = String(40)
+
+
+def _one_of(column: str, words: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ", ".join(f"'{word}'" for word in words) + ")"
+
+
+def _about_a_line() -> list[Column[object]]:
+    """What a report line (or a ledger item no line settled) is about: its kind, the ledger item found (None:
+    none), the line's id, reference and day, its amounts as the PSP reported them and as the ledger booked the
+    item."""
+    return [
+        Column("kind", String(20), nullable=False),
+        Column("item_key", String(150), nullable=True),
+        Column("method", PSP, nullable=True),
+        Column("payment_id", ID, nullable=True),  # the deposit it is about (a refund's or a dispute's payment)
+        Column("psp_reference", String(200), nullable=True),
+        Column("line_id", String(200), nullable=True),  # None for a ledger item no line settled
+        Column("booked_on", Date, nullable=True),
+        Column("currency", String(3), nullable=True),  # as reported
+        Column("gross_minor", BigInteger, nullable=True),
+        Column("fee_minor", BigInteger, nullable=True),
+        Column("ledger_currency", String(3), nullable=True),  # as booked
+        Column("ledger_gross_minor", BigInteger, nullable=True),
+        Column("ledger_fee_minor", BigInteger, nullable=True),
+    ]
+
+
+# One run per (PSP, day, as-of): its evaluation moment frozen, its counts and sums per class once closed.
+recon_runs = Table(
+    "recon_runs",
+    metadata,
+    Column("run_id", RUN_ID, primary_key=True),
+    Column("psp", PSP, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("as_of", UtcDateTime, nullable=True),
+    Column("evaluated_at", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("failure_reason", String(500), nullable=True),
+    Column("counts", JSON, nullable=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    CheckConstraint(_one_of("state", RUN_STATES), name="state"),
+    Index("ix_recon_runs_psp_day", "psp", "day"),
+    Index("ix_recon_runs_started_at_run_id", "started_at", "run_id"),
+)
+
+# Every report line of a run and every ledger item of its day the run classified: exactly one class each.
+recon_lines = Table(
+    "recon_lines",
+    metadata,
+    Column("run_id", RUN_ID, nullable=False),
+    Column("line_key", LINE_KEY, nullable=False),
+    Column("class", String(20), nullable=False),
+    *_about_a_line(),
+    Column("case_id", CASE_ID, nullable=True),
+    PrimaryKeyConstraint("run_id", "line_key"),
+    CheckConstraint(_one_of("class", RECON_CLASSES), name="class"),
+    # An item named by a line (of this run or another): close_run leaves it to that line.
+    Index("ix_recon_lines_kind_item_key_run_id", "kind", "item_key", "run_id"),
+)
+
+# Which line settled each ledger item: the primary key makes a second line for the same item a duplicate, even
+# under concurrent runs. Its money moved by transfer_id (and transfer_id + ':fee_difference' / ':paid_out').
+recon_settlements = Table(
+    "recon_settlements",
+    metadata,
+    Column("psp", PSP, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("item_key", String(250), nullable=False),
+    Column("line_id", String(200), nullable=True),  # None: settled by a case's resolution without a line
+    Column("run_id", RUN_ID, nullable=True),
+    Column("case_id", CASE_ID, nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("gross_minor", BigInteger, nullable=False),
+    Column("fee_minor", BigInteger, nullable=False),
+    Column("net_minor", BigInteger, nullable=False),
+    Column("fee_difference_minor", BigInteger, nullable=False),
+    Column("paid_out_minor", BigInteger, nullable=False),
+    Column("method", PSP, nullable=True),
+    Column("booked_on", Date, nullable=False),
+    Column("settled_at", UtcDateTime, nullable=False),
+    Column("transfer_id", String(200), nullable=False),
+    PrimaryKeyConstraint("psp", "kind", "item_key"),
+    CheckConstraint("net_minor = gross_minor - fee_minor", name="net"),
+    CheckConstraint("paid_out_minor >= 0", name="paid_out_not_negative"),
+    Index("ix_recon_settlements_booked_on_psp", "booked_on", "psp"),
+)
+
+recon_cases = Table(
+    "recon_cases",
+    metadata,
+    Column("case_id", CASE_ID, primary_key=True),
+    Column("psp", PSP, nullable=False),
+    Column("line_key", LINE_KEY, nullable=False),
+    Column("class", String(20), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("day", Date, nullable=False),
+    *_about_a_line(),
+    Column("first_run_id", RUN_ID, nullable=False),
+    Column("last_run_id", RUN_ID, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("resolution_action", String(16), nullable=True),
+    Column("resolution_amount_minor", BigInteger, nullable=True),
+    Column("resolution_rematch_with", String(150), nullable=True),
+    Column("resolution_note", String(1000), nullable=True),
+    Column("resolved_by", String(128), nullable=True),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolution_transfer_ids", JSON, nullable=True),
+    UniqueConstraint("psp", "line_key", name="uq_recon_cases_psp_line_key"),
+    CheckConstraint(_one_of("class", CASE_CLASSES), name="class"),
+    CheckConstraint(_one_of("state", CASE_STATES), name="state"),
+    CheckConstraint("resolution_action IS NULL OR " + _one_of("resolution_action", CASE_ACTIONS), name="action"),
+    CheckConstraint("(state = 'open') = (resolved_at IS NULL)", name="resolved"),
+    # The ops list: newest first, overall and per filter (case_id breaks ties, as in the keyset).
+    Index("ix_recon_cases_created_at_case_id", "created_at", "case_id"),
+    *(Index(f"ix_recon_cases_{column}_created_at", column, "created_at", "case_id")
+      for column in ("state", "psp", "class")),
 )

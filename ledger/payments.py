@@ -4,8 +4,9 @@ A `payments` row holds both. The facts (status, PSP, review reason, …) are ups
 `updated_at` wins; the money columns are written only here, in refunds.py and in disputes.py, each in the database
 transaction that moves the money they describe, and never bump `updated_at` (the facts' clock):
 
-- captured_minor: what the PSP captured; credited_minor: what of it went to the player (`deposit:<id>:credit`,
-  PSP clearing → player), once; credit_transfer_id that transfer;
+- captured_minor: what the PSP captured (captured_at: when first recorded, the day reconciliation expects it
+  settled); credited_minor: what of it went to the player (`deposit:<id>:credit`, PSP clearing → player), once;
+  credit_transfer_id that transfer;
 - refunded_minor / refund_pending_minor: succeeded refunds / refunds reserved and not final yet;
 - disputed_minor / charged_back_minor: open disputes / lost ones; fees_minor: every fee booked for the payment.
 
@@ -158,7 +159,7 @@ async def credit_deposit(
         if facts is not None:
             await _upsert_facts(conn, facts)
         await _record_capture(conn, payment_id, psp=psp, currency=currency, player_id=player_id,
-                              captured_minor=captured_minor, credit=credit)
+                              captured_minor=captured_minor, credit=credit, now=now)
         credit_accounts = [credit.debit_account, credit.credit_account] if credit else []
         await ledger.lock_accounts_in(conn, credit_accounts + fee_accounts(psp, currency, fee_minor))
         if credit:
@@ -180,7 +181,7 @@ async def record_uncredited_capture(
 
     async def tx(conn: AsyncConnection) -> None:
         await _record_capture(conn, payment_id, psp=psp, currency=currency, player_id=None,
-                              captured_minor=captured_minor, credit=None)
+                              captured_minor=captured_minor, credit=None, now=now)
         await ledger.lock_accounts_in(conn, fee_accounts(psp, currency, fee_minor))
         await add_payment_fee(ledger, conn, payment_id, operation="capture", reference=payment_id, psp=psp,
                               method=method, currency=currency, fee_minor=fee_minor, now=now)
@@ -238,9 +239,10 @@ def _check_capture(captured_minor: int, credit_minor: int) -> None:
 
 async def _record_capture(
     conn: AsyncConnection, payment_id: str, *, psp: str, currency: str, player_id: str | None,
-    captured_minor: int, credit: TransferRequest | None,
+    captured_minor: int, credit: TransferRequest | None, now: datetime,
 ) -> None:
-    """Set the capture's money on the payment row (locking it), unless another capture was recorded there."""
+    """Set the capture's money on the payment row (locking it), unless another capture was recorded there. The
+    first recording sets captured_at (the day reconciliation expects the PSP to settle it); a replay keeps it."""
     credited_minor = credit.amount if credit else 0
     conditions = [
         payments.c.payment_id == payment_id,
@@ -254,6 +256,7 @@ async def _record_capture(
     result = await conn.execute(update(payments).where(*conditions).values(
         captured_minor=captured_minor, credited_minor=credited_minor, psp=psp,
         credit_transfer_id=credit.id if credit else payments.c.credit_transfer_id,
+        captured_at=case((payments.c.captured_minor == 0, now), else_=payments.c.captured_at),
     ))
     if result.rowcount == 1:
         return

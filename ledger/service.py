@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -147,6 +147,48 @@ class Ledger:
         """
         _validate(req)
         return await self._create_tx(conn, req, fingerprint(req, hold=False), hold=False)
+
+    async def post_transfers_in(self, conn: AsyncConnection, requests: Sequence[TransferRequest]) -> list[Transfer]:
+        """Post many transfers inside the caller's transaction, in bulk: one multi-row insert of the new ones, then
+        one balance UPDATE per account with the sum of its moves, in sorted-id order (so the rows are locked in
+        that order, as everywhere). The Transfers in the order of `requests`.
+
+        Idempotent per id like post_transfer_in: an id already posted with the same body is a replay and moves
+        nothing, with another body a TransferConflict. Only unbounded accounts may be debited (a floor would need
+        each transfer checked on its own): a bounded debit account is an InvalidTransfer.
+        """
+        fingerprints = _bulk_fingerprints(requests)
+        if not fingerprints:
+            return []
+        firsts = list({req.id: req for req in requests}.values())  # one per id (same id, same body: checked)
+        now = utcnow()
+        moves: dict[str, int] = {}
+        for req in firsts:
+            moves[req.debit_account] = moves.get(req.debit_account, 0)
+            moves[req.credit_account] = moves.get(req.credit_account, 0)
+        await _ensure_accounts(conn, [{"id": account_id} for account_id in sorted(moves)], now)
+        inserted = await _insert_new_transfers(conn, [_transfer_row(req, fingerprints[req.id], now) for req in firsts])
+        replayed = await _replayed(conn, [req.id for req in firsts if req.id not in inserted], fingerprints)
+        for req in firsts:
+            if req.id in inserted:
+                moves[req.debit_account] -= req.amount
+                moves[req.credit_account] += req.amount
+        changed = [{"b_id": account_id, "b_move": move} for account_id, move in sorted(moves.items()) if move]
+        if changed:
+            await conn.execute(
+                update(accounts).where(accounts.c.id == bindparam("b_id"))
+                .values(posted_balance=accounts.c.posted_balance + bindparam("b_move"), updated_at=now),
+                changed,
+            )
+        seen: set[str] = set()
+        result = []
+        for req in requests:
+            if req.id in inserted and req.id not in seen:
+                result.append(_posted(req, now))
+            else:
+                result.append(replayed.get(req.id) or replace(_posted(req, now), replayed=True))
+            seen.add(req.id)
+        return result
 
     async def hold_in(self, conn: AsyncConnection, req: TransferRequest) -> Transfer:
         """hold inside a `transaction()` of the caller (see post_transfer_in)."""
@@ -442,6 +484,53 @@ async def _ensure_accounts(conn: AsyncConnection, moves: list[dict[str, Any]], n
                      "created_at": now, "updated_at": now})
     insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     await conn.execute(insert_(accounts).values(rows).on_conflict_do_nothing())
+
+
+def _bulk_fingerprints(requests: Sequence[TransferRequest]) -> dict[str, str]:
+    """Each id's fingerprint, after validating every request for post_transfers_in; the same id twice with two
+    bodies is a TransferConflict."""
+    fingerprints: dict[str, str] = {}
+    for req in requests:
+        _validate(req)
+        if parse_account(req.debit_account).floor is not None:
+            raise InvalidTransfer(f"transfer {req.id}: a bulk posting debits unbounded accounts only, "
+                                  f"not {req.debit_account}")
+        fp = fingerprint(req, hold=False)
+        if fingerprints.setdefault(req.id, fp) != fp:
+            raise TransferConflict(req.id)
+    return fingerprints
+
+
+def _transfer_row(req: TransferRequest, fp: str, now: datetime) -> dict[str, Any]:
+    return {"id": req.id, "debit_account_id": req.debit_account, "credit_account_id": req.credit_account,
+            "amount": req.amount, "currency": req.currency, "kind": req.kind, "reference": req.reference,
+            "status": POSTED, "fingerprint": fp, "metadata": req.metadata, "created_at": now}
+
+
+def _posted(req: TransferRequest, now: datetime) -> Transfer:
+    return Transfer(id=req.id, debit_account=req.debit_account, credit_account=req.credit_account,
+                    amount=req.amount, currency=req.currency, kind=req.kind, reference=req.reference,
+                    status=POSTED, created_at=now, metadata=req.metadata)
+
+
+async def _insert_new_transfers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
+    """INSERT … ON CONFLICT DO NOTHING of every row in as few statements as the driver allows (SQLAlchemy's
+    insertmanyvalues); the ids this call inserted."""
+    insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    result = await conn.execute(insert_(transfers).on_conflict_do_nothing().returning(transfers.c.id), rows)
+    return set(result.scalars())
+
+
+async def _replayed(conn: AsyncConnection, ids: list[str], fingerprints: dict[str, str]) -> dict[str, Transfer]:
+    """The stored transfers of ids that existed: replays when posted with the same body, else TransferConflict."""
+    if not ids:
+        return {}
+    stored = {}
+    for row in await conn.execute(select(transfers).where(transfers.c.id.in_(ids))):
+        if row.fingerprint != fingerprints[row.id]:
+            raise TransferConflict(row.id)
+        stored[row.id] = _to_transfer(row, replayed=True)
+    return stored
 
 
 def _balance_moves(req: TransferRequest, hold: bool) -> list[dict[str, Any]]:

@@ -56,3 +56,29 @@ def dispute(psp: str, dispute_id: str, step: str) -> str:
 # A step's transfer kind is `dispute_<step>` and its reference the dispute key: the invariants find a dispute's
 # transfers by kind and reference.
 DISPUTE_STEPS = ("pulled", "hold", "shortfall", "chargeback", "returned", "shortfall_reversal")
+
+
+def settlement(kind: str, item_key: str) -> str:
+    """A matched settlement line's net between the PSP clearing and house:bank; `kind` a settlement line kind
+    (payloop/settlement.py), `item_key` the ledger item it settled (ledger/reconciliation.py)."""
+    return f"settlement:{kind}:{item_key}"
+
+
+def settlement_step(settlement_id: str, step: str) -> str:
+    """A settlement's second move (SETTLEMENT_STEPS): `fee_difference` (a fee within tolerance, between the PSP's
+    fee account and its clearing) or `paid_out` (a payout the PSP paid, house:payouts → clearing)."""
+    if step not in SETTLEMENT_STEPS:
+        raise ValueError(f"unknown settlement step {step!r}")
+    return f"{settlement_id}:{step}"
+
+
+def recon(case_id: str, step: str) -> str:
+    """A reconciliation case's resolution move (RECON_STEPS); `settlement` settles the case's line like a matched
+    one, with its own settlement_step()s."""
+    if step not in RECON_STEPS:
+        raise ValueError(f"unknown reconciliation step {step!r}")
+    return f"recon:{case_id}:{step}"
+
+
+SETTLEMENT_STEPS = ("fee_difference", "paid_out")
+RECON_STEPS = ("settlement", "item_settlement", "adjustment", "write_off", "write_off_ledger")

@@ -91,3 +91,24 @@ async def test_webhook_event_kinds_migrate_old_rows_and_come_off_again(engine: A
         ("evt_1", "payment", None, None, None), ("evt_2", "payout", None, None, None),
         ("evt_3", "payment", None, None, None),
     ]
+
+
+async def test_reconciliation_comes_off_and_on_again_keeping_payments(engine: AsyncEngine) -> None:
+    reconciliation_tables = {"recon_runs", "recon_lines", "recon_settlements", "recon_cases"}
+    async with engine.begin() as conn:
+        await conn.run_sync(_alembic, "downgrade", "0012_webhook_event_kinds")
+    async with engine.begin() as conn:
+        assert not reconciliation_tables & await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        await conn.execute(text(
+            "INSERT INTO payments (payment_id, client_id, player_id, method, currency, amount_minor, status,"
+            " created_at, updated_at, captured_minor) VALUES ('pay_1', 'c1', 'p1', 'card', 'EUR', 500, 'credited',"
+            " :now, :now, 500)"), {"now": utcnow()})
+        await conn.run_sync(_alembic, "upgrade", "head")
+    async with engine.connect() as conn:
+        # A payment captured before the column existed keeps NULL: reconciliation reads its created_at instead.
+        assert (await conn.execute(text("SELECT captured_at FROM payments"))).scalar_one() is None
+        assert await conn.run_sync(_diff) == []
+    # The payments table kept its constraints through SQLite's batch copy.
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE payments SET refunded_minor = 600"))
