@@ -20,6 +20,7 @@ import httpx
 
 from payloop.psp_decision import PspDecision
 from payloop.settings import Settings
+from payloop.settlement import SettlementTerms
 from psp import crypto_connector, ewallet_connector, paybybank_connector, sandbox_connector, signatures
 from psp.base import InvalidWebhook, PspConnector, WebhookVerifier
 from psp.http_connector import HttpPspConnector, SignedWebhookVerifier
@@ -36,6 +37,8 @@ class Provider:
     verifier: Callable[[Settings, str], WebhookVerifier]
     # The provider's error codes → one of PspDecision.table_decisions() (its connector class's ERROR_TABLE).
     error_table: Mapping[str, PspDecision] = field(default_factory=dict)
+    # Its contract's settlement SLA and fee tolerance (its connector class's), for reconciliation.
+    settlement_terms: SettlementTerms = field(default_factory=SettlementTerms)
 
 
 def sandbox_provider(
@@ -61,7 +64,8 @@ def sandbox_provider(
     def verifier(settings: Settings, secret: str) -> WebhookVerifier:
         return verifier_class(name, secret, settings.webhook_tolerance_seconds)
 
-    return Provider(name, methods, payout_methods, connector, verifier, connector_class.ERROR_TABLE)
+    return Provider(name, methods, payout_methods, connector, verifier, connector_class.ERROR_TABLE,
+                    connector_class.settlement_terms)
 
 
 def _from_module(module: ModuleType, connector_class: type[HttpPspConnector],
