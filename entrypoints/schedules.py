@@ -14,8 +14,10 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
+    ScheduleRange,
     ScheduleSpec,
     ScheduleUpdate,
     ScheduleUpdateInput,
@@ -38,7 +40,9 @@ def recon_schedule(settings: Settings, psp: str) -> Schedule:
             ReconciliationWorkflow.run, ReconInput(psp), id=ReconciliationWorkflow.daily_workflow_id(psp),
             task_queue=settings.task_queue,
         ),
-        spec=ScheduleSpec(cron_expressions=[f"{int(minute)} {int(hour)} * * *"]),  # UTC: no time zone given
+        # Every day at that time, UTC (no time zone given).
+        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(int(hour))],
+                                                          minute=[ScheduleRange(int(minute))])]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
 
