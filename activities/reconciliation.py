@@ -42,6 +42,8 @@ class ReconciliationActivities:
         as_of = datetime.fromisoformat(input.as_of) if input.as_of else None
         run = await recon.open_run(self.ledger.engine, psp=input.psp, day=date.fromisoformat(input.day),
                                    as_of=as_of, now=self.clock())
+        if run.state == recon.COMPLETED:  # this very run, done before (by ops, or an earlier schedule): as it was
+            return _summary(run, terms)
         lines_read = 0
         try:
             chunk: list[SettlementLine] = []
@@ -55,12 +57,18 @@ class ReconciliationActivities:
             await recon.fail_run(self.ledger.engine, run.run_id, f"unreadable report: {err}", now=self.clock())
             raise ApplicationError(str(err), type=ErrorType.REPORT_UNREADABLE, non_retryable=True) from err
         run = await recon.close_run(self.ledger, run.run_id, terms=terms, now=self.clock())
-        activity.logger.info("reconciled %s %s: %d lines, %s", run.psp, run.day, lines_read, run.class_counts())
-        return ReconRunSummary(run_id=run.run_id, psp=run.psp, day=run.day.isoformat(), state=run.state,
-                               sla_days=terms.sla_days, counts=run.class_counts())
+        summary = _summary(run, terms)
+        activity.logger.info("reconciled %s %s: %d lines, %s", run.psp, run.day, lines_read, summary.counts)
+        return summary
 
     async def _classify(self, run_id: str, chunk: list[SettlementLine], terms: SettlementTerms) -> int:
         if chunk:
             await recon.classify_lines(self.ledger, run_id, chunk, terms=terms, now=self.clock())
         activity.heartbeat(len(chunk))
         return len(chunk)
+
+
+def _summary(run: recon.ReconRun, terms: SettlementTerms) -> ReconRunSummary:
+    counts = {name: total["count"] for name, total in (run.counts or {}).items() if total["count"]}
+    return ReconRunSummary(run_id=run.run_id, psp=run.psp, day=run.day.isoformat(), state=run.state,
+                           sla_days=terms.sla_days, counts=counts)

@@ -478,12 +478,19 @@ class WebhookEventDetail(WebhookEventView):
 RECON_ACTIONS = Literal["accept", "adjust", "write_off", "rematch"]
 
 
+def _iso_day(value: Any) -> Any:
+    # Only "YYYY-MM-DD": pydantic would also read a number as a Unix time.
+    if not isinstance(value, str) or len(value) != 10:
+        raise ValueError("must be a day as YYYY-MM-DD")
+    return value
+
+
 class ReconRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"psp": "card", "date": "2026-12-04"}, {"psp": "ewallet", "date": "2026-12-01", "as_of": "2026-12-05T00:00:00Z"}]})
 
     psp: Annotated[str, Field(max_length=40)]
-    date: Annotated[date_, Field(strict=True, description="the settlement day (UTC), YYYY-MM-DD")]
+    date: Annotated[date_, BeforeValidator(_iso_day), Field(description="the settlement day (UTC), YYYY-MM-DD")]
     as_of: Annotated[QueryMoment | None, Field(description="evaluate the settlement SLAs at this moment; default now")] = None
 
 

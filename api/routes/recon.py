@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Annotated, Literal
 
@@ -30,13 +30,14 @@ from api.schemas import (
     ReconCasePage,
     ReconCaseView,
     ReconClassTotal,
+    ReconResolutionView,
     ReconResolveRequest,
     ReconRunPage,
     ReconRunRequest,
     ReconRunView,
 )
 from ledger import reconciliation as recon
-from ledger.errors import AlreadyFinal, InvalidTransfer, RecordConflict
+from ledger.errors import AlreadyFinal, InvalidTransfer, RecordConflict, RecordNotFound
 from payloop.money import to_decimal_string
 from payloop.settings import Settings
 from players import audit
@@ -50,7 +51,7 @@ from workflows.withdrawal import WithdrawalWorkflow
 
 ops_router = APIRouter(prefix="/v1/ops/recon", tags=["ops"], responses=problem_responses(503))
 
-PSP_NAMES = frozenset(provider.name for provider in PROVIDERS)
+SETTLEMENT_TERMS = {provider.name: provider.settlement_terms for provider in PROVIDERS}
 CLASSES = Literal["matched", "expected", "missing_in_ledger", "missing_at_psp", "amount_mismatch", "currency_mismatch",
                   "fee_variance", "duplicate", "status_mismatch"]
 # A report spans at most a year and a day (the query aggregates; longer spans are several requests).
@@ -81,18 +82,20 @@ async def start_run(
     state = request.app.state
     run = await recon.open_run(state.engine, psp=body.psp, day=day, as_of=as_of, now=now)
     if run.state == recon.RUNNING:
+        # Whatever ran under this id before (a run re-opened after it failed), the run's row says it is not done,
+        # and a run is idempotent: start it again unless it is running.
         await engine.start(state.temporal, state.settings, ReconciliationWorkflow.run,
                            ReconInput(body.psp, day.isoformat(), as_of.isoformat() if as_of else None),
                            workflow_id=ReconciliationWorkflow.workflow_id(run.run_id), resource={"run_id": run.run_id},
-                           id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
+                           id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
     view = _run_view(state.settings, run)
     return JSONResponse(view.model_dump(), status_code=202 if run.state == recon.RUNNING else 200)
 
 
 def _checked_run_request(body: ReconRunRequest, now: datetime) -> tuple[date, datetime | None]:
     errors = []
-    if body.psp not in PSP_NAMES:
-        errors.append({"field": "psp", "code": "unknown_psp", "message": f"one of {sorted(PSP_NAMES)}"})
+    if body.psp not in SETTLEMENT_TERMS:
+        errors.append({"field": "psp", "code": "unknown_psp", "message": f"one of {sorted(SETTLEMENT_TERMS)}"})
     if body.date > now.date():
         errors.append({"field": "date", "code": "future_day", "message": "a day not yet begun has no settlement"})
     as_of = body.as_of
@@ -112,7 +115,10 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[str | None, Query(max_length=120, description="the previous page's next_before")] = None,
 ) -> ReconRunPage:
-    runs = await recon.list_runs(request.app.state.engine, psp=psp, day=day, limit=limit + 1, before=before)
+    try:
+        runs = await recon.list_runs(request.app.state.engine, psp=psp, day=day, limit=limit + 1, before=before)
+    except RecordNotFound:
+        raise _unknown_cursor("run") from None
     page = runs[:limit]
     settings = request.app.state.settings
     return ReconRunPage(runs=[_run_view(settings, run) for run in page],
@@ -139,8 +145,11 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[str | None, Query(max_length=40, description="the previous page's next_before")] = None,
 ) -> ReconCasePage:
-    cases = await recon.list_cases(request.app.state.engine, state=state, psp=psp, class_=class_, limit=limit + 1,
-                                   before=before)
+    try:
+        cases = await recon.list_cases(request.app.state.engine, state=state, psp=psp, class_=class_,
+                                       limit=limit + 1, before=before)
+    except RecordNotFound:
+        raise _unknown_cursor("case") from None
     page = cases[:limit]
     settings = request.app.state.settings
     return ReconCasePage(cases=[_case_view(settings, case) for case in page],
@@ -171,12 +180,14 @@ async def resolve_case(
     case = await recon.get_case(state.engine, case_id)
     if case is None:
         raise case_not_found()
-    amount_minor = _signed_amount(body.amount, case.currency) if body.amount is not None else None
+    currency = case.currency or case.ledger_currency
+    amount_minor = _signed_amount(body.amount, currency) if body.amount is not None and currency else None
     now = datetime.now(timezone.utc)
     try:
         resolved = await recon.resolve_case(state.ledger, case_id, action=body.action, amount_minor=amount_minor,
                                             rematch_with=body.rematch_with, note=body.note,
-                                            resolved_by=principal.client_id, now=now)
+                                            resolved_by=principal.client_id, now=now,
+                                            terms=SETTLEMENT_TERMS.get(case.psp))
     except recon.RematchFailed as err:
         raise Problem(409, "rematch_failed", "The line does not match that movement",
                       f"against {body.rematch_with} it would be {err.would_be_class}",
@@ -193,6 +204,11 @@ async def resolve_case(
                                     "note": body.note, "class": case.class_},
                            now=now)
     return _case_view(state.settings, resolved)
+
+
+def _unknown_cursor(what: str) -> Problem:
+    return validation_problem([{"field": "query.before", "code": "unknown", "message": f"no {what} has this id"}],
+                              f"before names no {what}")
 
 
 def _signed_amount(amount: str, currency: str) -> int:
@@ -215,24 +231,24 @@ async def report_csv(
     if day_to - day_from >= timedelta(days=MAX_REPORT_DAYS):
         raise validation_problem([{"field": "query.to", "code": "range",
                                    "message": f"at most {MAX_REPORT_DAYS} days"}])
-    rows = recon.settlement_report(request.app.state.engine, from_day=day_from, to_day=day_to)
+    rows = await recon.settlement_report(request.app.state.engine, from_day=day_from, to_day=day_to)
     filename = f"settlement-{day_from.isoformat()}-{day_to.isoformat()}.csv"
     return StreamingResponse(_csv(rows), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-async def _csv(rows: AsyncIterator[recon.ReportRow]) -> AsyncIterator[str]:
+def _csv(rows: list[recon.ReportRow]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REPORT_COLUMNS)
-    async for row in rows:
+    for row in rows:
         def decimal(minor: int, currency: str = row.currency) -> str:
             return to_decimal_string(minor, currency)
 
-        writer.writerow((row.day.isoformat(), row.psp, row.method or "", row.currency, row.captures_count,
-                         decimal(row.captures_minor), decimal(row.fees_minor), decimal(row.refunds_minor),
+        writer.writerow((row.day.isoformat(), row.psp, row.method or "", row.currency, row.captures,
+                         decimal(row.captures_gross_minor), decimal(row.fees_minor), decimal(row.refunds_minor),
                          decimal(row.payouts_minor), decimal(row.chargebacks_minor), decimal(row.net_settled_minor),
-                         row.open_differences_count, decimal(row.open_differences_minor)))
+                         row.open_cases, decimal(row.open_differences_minor)))
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -245,9 +261,9 @@ def _run_view(settings: Settings, run: recon.ReconRun) -> ReconRunView:
         as_of=run.as_of.isoformat() if run.as_of else None, evaluated_at=run.evaluated_at.isoformat(),
         state=run.state, failure_reason=run.failure_reason,
         started_at=run.started_at.isoformat(), finished_at=run.finished_at.isoformat() if run.finished_at else None,
-        classes={name: ReconClassTotal(count=total.count, amounts={
-            currency: to_decimal_string(minor, currency) for currency, minor in total.sums_minor.items()})
-            for name, total in run.totals.items()},
+        classes={name: ReconClassTotal(count=total["count"], amounts={
+            currency: to_decimal_string(minor, currency) for currency, minor in total["sums_minor"].items()})
+            for name, total in (run.counts or {}).items()},
         temporal_ui_url=engine.ui_url(settings, ReconciliationWorkflow.workflow_id(run.run_id)),
     )
 
@@ -256,20 +272,19 @@ def _case_view(settings: Settings, c: recon.ReconCase) -> ReconCaseView:
     def decimal(minor: int | None, currency: str | None) -> str | None:
         return to_decimal_string(minor, currency) if minor is not None and currency else None
 
-    resolution = c.resolution
     return ReconCaseView(
         case_id=c.case_id, psp=c.psp, date=c.day.isoformat(), class_=c.class_, state=c.state, kind=c.kind,
         item_key=c.item_key, payment_id=c.payment_id, line_id=c.line_id, psp_reference=c.psp_reference,
         booked_on=c.booked_on.isoformat() if c.booked_on else None,
-        reported_currency=c.reported_currency, reported_gross=decimal(c.reported_gross_minor, c.reported_currency),
-        reported_fee=decimal(c.reported_fee_minor, c.reported_currency),
+        reported_currency=c.currency, reported_gross=decimal(c.gross_minor, c.currency),
+        reported_fee=decimal(c.fee_minor, c.currency),
         ledger_currency=c.ledger_currency, ledger_gross=decimal(c.ledger_gross_minor, c.ledger_currency),
         ledger_fee=decimal(c.ledger_fee_minor, c.ledger_currency),
         first_run_id=c.first_run_id, last_run_id=c.last_run_id, created_at=c.created_at.isoformat(),
-        resolution=None if resolution is None else {
-            "action": resolution.action, "amount": decimal(resolution.amount_minor, c.currency),
-            "rematch_with": resolution.rematch_with, "note": resolution.note, "resolved_by": resolution.resolved_by,
-            "resolved_at": resolution.resolved_at.isoformat(), "transfer_ids": list(resolution.transfer_ids)},
+        resolution=None if c.resolution_action is None or c.resolved_at is None else ReconResolutionView(
+            action=c.resolution_action, amount=decimal(c.resolution_amount_minor, c.currency or c.ledger_currency),
+            rematch_with=c.resolution_rematch_with, note=c.resolution_note or "", resolved_by=c.resolved_by or "",
+            resolved_at=c.resolved_at.isoformat(), transfer_ids=list(c.resolution_transfer_ids or [])),
         temporal_ui_url=_case_workflow_url(settings, c),
     )
 
