@@ -1,11 +1,11 @@
 """Seeding for the reconciliation benchmark (`payloop bench recon`): N captured and credited deposits of one day at
 one PSP, each with its capture fee, written in bulk as the ledger would have written them one by one (a payments
-row, its psp_fees row, the credit and fee transfers), and the settlement lines that match them. The ledger's
-invariants hold on the result."""
+row, its psp_fees row, the credit and fee transfers), named as the sandbox PSP's synthetic settlement lines name
+them (`POST /control/{psp}/settlement {"synthetic": …}`), so its report settles exactly them. The ledger's invariants
+hold on the result."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -17,13 +17,15 @@ from ledger.fees import FEE
 from ledger.models import payments, psp_fees
 from ledger.payments import DEPOSIT
 from ledger.service import Ledger, TransferRequest
-from payloop.settlement import CAPTURE, SettlementLine
+from payloop.settlement import CAPTURE
 
 _BATCH = 2_000
 
 
 def bench_payment_id(prefix: str, n: int) -> str:
-    return f"{prefix}_{n:08d}"
+    """As the sandbox names its synthetic settlement lines' merchant references (`<prefix><n>`), and their PSP
+    references `<prefix>ref_<n>`."""
+    return f"{prefix}{n}"
 
 
 async def seed_captures_for_benchmark(
@@ -54,23 +56,13 @@ async def seed_captures_for_benchmark(
         await ledger.transaction(tx)
 
 
-def bench_settlement_lines(*, psp: str, day: date, count: int, currency: str = "EUR", amount_minor: int = 5_000,
-                           fee_minor: int = 100, prefix: str = "bench") -> Iterator[SettlementLine]:
-    """The report that settles exactly what seed_captures_for_benchmark seeded: every line matched."""
-    for n in range(count):
-        payment_id = bench_payment_id(prefix, n)
-        yield SettlementLine(psp=psp, line_id=f"{prefix}_line_{n:08d}", kind=CAPTURE, merchant_reference=payment_id,
-                             psp_reference=f"{payment_id}_ref", currency=currency, gross_minor=amount_minor,
-                             fee_minor=fee_minor, booked_on=day, batch=f"{prefix}_batch")
-
-
 def _payment_row(prefix: str, n: int, *, psp: str, method: str, currency: str, amount_minor: int, fee_minor: int,
                  player: str, at: datetime) -> dict[str, Any]:
     payment_id = bench_payment_id(prefix, n)
     return {
         "payment_id": payment_id, "client_id": "bench", "player_id": player, "method": method,
         "currency": currency, "amount_minor": amount_minor, "country": None, "status": "credited", "psp": psp,
-        "psp_reference": f"{payment_id}_ref", "failure_code": None, "review_reason": None, "created_at": at,
+        "psp_reference": f"{prefix}ref_{n}", "failure_code": None, "review_reason": None, "created_at": at,
         "updated_at": at, "captured_minor": amount_minor, "credited_minor": amount_minor,
         "credit_transfer_id": transfer_ids.deposit_credit(payment_id), "refunded_minor": 0,
         "refund_pending_minor": 0, "uncredited_refunds_minor": 0, "disputed_minor": 0, "charged_back_minor": 0,
