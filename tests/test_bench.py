@@ -27,6 +27,7 @@ from entrypoints.bench.cli import BENCH_EXTRA
 from entrypoints.bench.model import BenchOptions
 from entrypoints.bench.ops_list_bench import OpsListBenchOptions, run_ops_list_bench
 from entrypoints.bench.patient_http import RetryAfterTransport
+from entrypoints.bench.recon_bench import ReconBenchOptions, run_recon_bench
 from entrypoints.bench.run import drive_target, finish
 from entrypoints.bench.skeleton import Shape
 from entrypoints.bench.stats import percentile, summary_ms
@@ -250,3 +251,14 @@ async def test_ops_list_bench_fills_and_times_every_filter_on_both_backends(tmp_
         assert cases["unfiltered"]["first_page"]["rows"] == 50 and cases["unfiltered"]["deep_cursor_rows"] == 300
         assert all(case["first_page"]["count"] == 2 for case in cases.values())
     assert isinstance(result["all_within_target"], bool)
+
+
+async def test_recon_bench_reconciles_a_seeded_day_through_the_sandbox_and_posts_once() -> None:
+    """`payloop bench recon`, small: every seeded capture matched by its report line, settled once, and the same day
+    at a later moment posts nothing (shape, not timings)."""
+    result = await run_recon_bench(ReconBenchOptions(postgres_url(), lines=1_500))
+    assert result["reconcile"]["counts"] == {"matched": 1_500} and result["reconcile"]["state"] == "completed"
+    assert result["rerun_same_day"]["counts"] == {"matched": 1_500}
+    assert result["settlements_posted"] == 1_500 and result["ledger_transfers"] == 3 * 1_500
+    assert result["stream_and_parse_only"]["lines"] == 1_500
+    assert isinstance(result["within_target"], bool)

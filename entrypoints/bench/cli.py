@@ -1,5 +1,5 @@
-"""Arguments of `payloop bench` (traffic run), `payloop bench ledger`, `payloop bench probe` and
-`payloop bench ops-list`, and the check that the bench extra is installed.
+"""Arguments of `payloop bench` (traffic run), `payloop bench ledger`, `payloop bench probe`,
+`payloop bench ops-list` and `payloop bench recon`, and the check that the bench extra is installed.
 
 Kept free of the bench's own imports: `payloop --help` must not load matplotlib or the SDK's worker, and works
 without the extra (`pip install 'payloop[bench]'`), which only `payloop bench` needs.
@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ops_list.add_argument("--runs", type=int, default=30, help="timed runs per page (after 3 warm-ups)")
     ops_list.add_argument("--deep", type=int, default=5_000, help="rows into a list where its deep page starts")
     ops_list.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    recon = sub.add_parser("recon", help="one PSP's day of settled captures reconciled on PostgreSQL: lines/s and "
+                                         "the RSS it takes")
+    recon.add_argument("--database-url", default=None,
+                       help="PostgreSQL (postgresql+asyncpg://…); a scratch database is created there and dropped "
+                            "(default: PAYLOOP_DATABASE_URL, else PAYLOOP_TEST_DATABASE_URL)")
+    recon.add_argument("--lines", type=int, default=100_000, help="report lines, one per captured deposit (100,000)")
+    recon.add_argument("--out", type=Path, default=DEFAULT_OUT)
 
 
 def _traffic_arguments(parser: argparse.ArgumentParser) -> None:

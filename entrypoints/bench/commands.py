@@ -1,5 +1,5 @@
-"""`payloop bench`, `payloop bench ledger`, `payloop bench probe` and `payloop bench ops-list` once their arguments
-are parsed (cli.py) and the bench extra is there."""
+"""`payloop bench`, `payloop bench ledger`, `payloop bench probe`, `payloop bench ops-list` and `payloop bench recon`
+once their arguments are parsed (cli.py) and the bench extra is there."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from entrypoints.bench import probe
 from entrypoints.bench.ledger_bench import LedgerBenchOptions, run_ledger_bench
 from entrypoints.bench.model import BenchOptions
 from entrypoints.bench.ops_list_bench import OpsListBenchOptions, run_ops_list_bench
+from entrypoints.bench.recon_bench import ReconBenchOptions, run_recon_bench
 from entrypoints.bench.run import run_bench
 
 
@@ -20,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
         return _ledger(args)
     if args.bench_command == "ops-list":
         return _ops_list(args)
+    if args.bench_command == "recon":
+        return _recon(args)
     if args.bench_command == "probe":
         shapes = tuple(s.strip() for s in args.shapes.split(","))
         return probe.main(args.out, shapes, args.runs)
@@ -79,3 +82,25 @@ def _ops_list(args: argparse.Namespace) -> int:
     print(f"every p95 within {result['target_p95_ms']} ms: {result['all_within_target']}")
     print(f"written: {path}")
     return 0 if result["all_within_target"] else 1
+
+
+def _recon(args: argparse.Namespace) -> int:
+    url = args.database_url or os.environ.get("PAYLOOP_DATABASE_URL") or os.environ.get("PAYLOOP_TEST_DATABASE_URL")
+    if not url or not url.startswith("postgresql"):
+        print("payloop bench recon needs PostgreSQL: --database-url postgresql+asyncpg://user@host/db")
+        return 2
+    result = asyncio.run(run_recon_bench(ReconBenchOptions(url, lines=args.lines)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "recon.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    run, again, parse = result["reconcile"], result["rerun_same_day"], result["stream_and_parse_only"]
+    print(f"{result['lines']} lines at {result['psp']} (seeded in {result['seed_s']} s)")
+    print(f"reconcile    {run['elapsed_s']:>6} s  {run['lines_per_s']:>7} lines/s  RSS +{run['rss_growth_mb']} MB "
+          f"(peak {run['rss_peak_mb']} MB)  {run['counts']}")
+    print(f"same day at a later moment {again['elapsed_s']:>6} s  RSS +{again['rss_growth_mb']} MB  {again['counts']}")
+    print(f"parse only   {parse['elapsed_s']:>6} s  {parse['lines_per_s']:>7} lines/s  "
+          f"(reconcile at {result['vs_parse_only']} of it)")
+    print(f"settlements posted: {result['settlements_posted']}, ledger transfers {result['ledger_transfers']}; within ≤ {result['target']['seconds']} s and "
+          f"≤ {result['target']['rss_growth_mb']} MB: {result['within_target']}")
+    print(f"written: {path}")
+    return 0
