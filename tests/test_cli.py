@@ -48,6 +48,8 @@ def test_demo_makes_two_deposits_and_stops_everything(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("status=credited") == 2, result.stdout
     assert "available 75.00 EUR" in result.stdout
+    # The e-wallet deposit, settled in today's report: matched by a reconciliation the stack's worker runs.
+    assert "reconciled today's ewallet settlement report: matched 1" in result.stdout, result.stdout
     assert f"{env['PAYLOOP_TEMPORAL_UI_URL']}/namespaces/default/workflows/deposit-pay_" in result.stdout
     # Everything it started is gone: nothing listens on the API, codec server or Temporal ports any more.
     temporal_port = env["PAYLOOP_TEMPORAL_ADDRESS"].rsplit(":", 1)[1]
