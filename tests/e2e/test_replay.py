@@ -1,4 +1,4 @@
-"""Determinism guard: every deposit history of this session, and the recorded ones in tests/histories, replay
+"""Determinism guard: every workflow history of this session, and the recorded ones in tests/histories, replay
 against today's workflow code. Runs last (see conftest) so it sees the histories of all scenario tests."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.replay
 
 
 async def session_histories(env: WorkflowEnvironment) -> list[WorkflowHistory]:
-    query = ("WorkflowType IN ('DepositWorkflow', 'WithdrawalWorkflow', 'RefundWorkflow', 'DisputeWorkflow') "
+    query = ("WorkflowType IN ('DepositWorkflow', 'WithdrawalWorkflow', 'RefundWorkflow', 'DisputeWorkflow', "
+             "'ReconciliationWorkflow') "
              "AND ExecutionStatus != 'Running'")
     return [await env.client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()
             async for w in env.client.list_workflows(query)]
