@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from temporalio.common import WorkflowIDReusePolicy
 
@@ -56,6 +56,12 @@ CLASSES = Literal["matched", "expected", "missing_in_ledger", "missing_at_psp", 
                   "fee_variance", "duplicate", "status_mismatch"]
 # A report spans at most a year and a day (the query aggregates; longer spans are several requests).
 MAX_REPORT_DAYS = 366
+# Ids as ledger/reconciliation.py makes them (a run's: `<psp>-<day>[-asof-<time>]`; a case's: `rc_<16 hex>`).
+PSP_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+RUN_ID_PATTERN = r"^[a-z][a-z0-9_]{0,39}-[0-9]{4}-[0-9]{2}-[0-9]{2}(-asof-[0-9]{8}T[0-9]{6}Z)?$"
+CASE_ID_PATTERN = r"^rc_[0-9a-f]{16}$"
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN)]
+CaseId = Annotated[str, Path(pattern=CASE_ID_PATTERN)]
 REPORT_COLUMNS = ("day", "psp", "method", "currency", "captures_count", "captures", "fees", "refunds", "payouts",
                   "chargebacks", "net_settled", "open_differences_count", "open_differences")
 
@@ -68,7 +74,8 @@ def case_not_found() -> Problem:
     return Problem(404, "recon_case_not_found", "Reconciliation case not found", "no case has this id")
 
 
-@ops_router.post("/runs", response_model=ReconRunView, status_code=202, responses=problem_responses(422))
+@ops_router.post("/runs", response_model=ReconRunView, status_code=202, responses={
+    200: {"model": ReconRunView, "description": "the run had already ended: as it ended"}, **problem_responses(422)})
 async def start_run(
     body: ReconRunRequest,
     request: Request,
@@ -110,10 +117,10 @@ def _checked_run_request(body: ReconRunRequest, now: datetime) -> tuple[date, da
 async def list_runs(
     request: Request,
     _principal: Annotated[Principal, Depends(require_scope("ops"))],
-    psp: Annotated[str | None, Query(max_length=40)] = None,
+    psp: Annotated[str | None, Query(pattern=PSP_PATTERN)] = None,
     day: Annotated[date | None, Query(alias="date")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[str | None, Query(max_length=120, description="the previous page's next_before")] = None,
+    before: Annotated[str | None, Query(pattern=RUN_ID_PATTERN, description="the previous page's next_before")] = None,
 ) -> ReconRunPage:
     try:
         runs = await recon.list_runs(request.app.state.engine, psp=psp, day=day, limit=limit + 1, before=before)
@@ -127,7 +134,7 @@ async def list_runs(
 
 @ops_router.get("/runs/{run_id}", response_model=ReconRunView, responses=problem_responses(404))
 async def get_run(
-    run_id: str, request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))],
+    run_id: RunId, request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))],
 ) -> ReconRunView:
     run = await recon.get_run(request.app.state.engine, run_id)
     if run is None:
@@ -140,10 +147,10 @@ async def list_cases(
     request: Request,
     _principal: Annotated[Principal, Depends(require_scope("ops"))],
     state: Literal["open", "resolved"] | None = None,
-    psp: Annotated[str | None, Query(max_length=40)] = None,
+    psp: Annotated[str | None, Query(pattern=PSP_PATTERN)] = None,
     class_: Annotated[CLASSES | None, Query(alias="class")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[str | None, Query(max_length=40, description="the previous page's next_before")] = None,
+    before: Annotated[str | None, Query(pattern=CASE_ID_PATTERN, description="the previous page's next_before")] = None,
 ) -> ReconCasePage:
     try:
         cases = await recon.list_cases(request.app.state.engine, state=state, psp=psp, class_=class_,
@@ -158,7 +165,7 @@ async def list_cases(
 
 @ops_router.get("/cases/{case_id}", response_model=ReconCaseView, responses=problem_responses(404))
 async def get_case(
-    case_id: str, request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))],
+    case_id: CaseId, request: Request, _principal: Annotated[Principal, Depends(require_scope("ops"))],
 ) -> ReconCaseView:
     case = await recon.get_case(request.app.state.engine, case_id)
     if case is None:
@@ -168,7 +175,7 @@ async def get_case(
 
 @ops_router.post("/cases/{case_id}/resolve", response_model=ReconCaseView, responses=problem_responses(404, 409, 422))
 async def resolve_case(
-    case_id: str,
+    case_id: CaseId,
     body: ReconResolveRequest,
     request: Request,
     principal: Annotated[Principal, Depends(require_scope("ops"))],
@@ -217,7 +224,9 @@ def _signed_amount(amount: str, currency: str) -> int:
     return -minor if negative else minor
 
 
-@ops_router.get("/report.csv", response_class=StreamingResponse, responses=problem_responses(422))
+@ops_router.get("/report.csv", response_class=StreamingResponse, responses={
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "the report, one row per group"},
+    **problem_responses(422)})
 async def report_csv(
     request: Request,
     _principal: Annotated[Principal, Depends(require_scope("ops"))],
