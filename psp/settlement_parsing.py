@@ -20,6 +20,9 @@ from payloop.settlement import SettlementLine
 from psp.http_connector import decimal_fee_minor
 
 _MINOR = re.compile(r"-?(0|[1-9][0-9]{0,15})")
+# The longest ids a line may carry, as the ledger stores them (our ids are at most 100 characters): a longer one is
+# no id of ours nor one we can keep, so the report is refused rather than a run stuck on a value its table refuses.
+REFERENCE_MAX_CHARS = {"line id": 200, "PSP reference": 200, "merchant reference": 100, "batch": 100}
 
 
 def unsigned_decimal_minor(value: str, currency: str) -> int:
@@ -70,6 +73,10 @@ class LineParser:
              gross_minor: int, fee_minor: int, batch: str | None = None) -> SettlementLine:
         if not line_id or not psp_reference or merchant_reference == "":
             raise ValueError("a line needs its line id and PSP reference (and a merchant reference or none)")
+        for name, value in (("line id", line_id), ("PSP reference", psp_reference),
+                            ("merchant reference", merchant_reference), ("batch", batch)):
+            if value is not None and (len(value) > REFERENCE_MAX_CHARS[name] or not value.isprintable()):
+                raise ValueError(f"the {name} is longer than {REFERENCE_MAX_CHARS[name]} characters or not printable")
         return SettlementLine(psp=self.psp, line_id=line_id, kind=kind, merchant_reference=merchant_reference,
                               psp_reference=psp_reference, currency=currency, gross_minor=gross_minor,
                               fee_minor=fee_minor, booked_on=self.day, batch=batch)

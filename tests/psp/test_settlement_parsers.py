@@ -152,6 +152,7 @@ MALFORMED = [
     ("card", [CARD_HEADER, card_row(), card_row(commission="-0.95", net=("", "50.95"))], 3, "amount"),
     ("card", [CARD_HEADER, card_row(), card_row(currency="XXX")], 3, "not supported"),
     ("card", [CARD_HEADER, card_row(), card_row(line_id="")], 3, "line id"),
+    ("card", [CARD_HEADER, card_row(), card_row(line_id="x" * 201)], 3, "longer than 200"),
     ("card", [CARD_HEADER, card_row(), '"unterminated'], 3, "CSV"),
     ("card", [CARD_HEADER, card_row(), ""], 3, "fields where the header names"),
     ("ewallet", [WALLET_HEADER, wallet_row(), wallet_row(currency="EUR")], 3, "lower-case"),
@@ -174,6 +175,7 @@ MALFORMED = [
     ("crypto", [crypto_row(), crypto_row(type="airdrop")], 2, "unknown type"),
     ("crypto", [crypto_row(), crypto_row(network_fee="-50", net="5050")], 2, "negative fee"),
     ("crypto", [crypto_row(), crypto_row(order_id="")], 2, "order_id"),
+    ("crypto", [crypto_row(), crypto_row(order_id="o" * 101)], 2, "merchant reference is longer than 100"),
     ("crypto", [crypto_row(), ""], 2, "line 2"),
 ]
 
