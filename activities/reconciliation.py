@@ -7,8 +7,10 @@ so a retry (or a re-run of the same day) reads the whole report again and ends w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from datetime import date, datetime, timezone
+from typing import cast
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -45,17 +47,26 @@ class ReconciliationActivities:
         if run.state == recon.COMPLETED:  # this very run, done before (by ops, or an earlier schedule): as it was
             return _summary(run, terms)
         lines_read = 0
+        chunk: list[SettlementLine] = []
+        report = cast(AsyncGenerator[SettlementLine, None], connector.settlement_report(run.day))
         try:
-            chunk: list[SettlementLine] = []
-            async for line in connector.settlement_report(run.day):
-                chunk.append(line)
-                if len(chunk) == CHUNK_LINES:
-                    lines_read += await self._classify(run.run_id, chunk, terms)
-                    chunk = []
+            async with aclosing(report):
+                async for line in report:
+                    chunk.append(line)
+                    if len(chunk) == CHUNK_LINES:
+                        lines_read += await self._classify(run.run_id, chunk, terms)
+                        chunk = []
             lines_read += await self._classify(run.run_id, chunk, terms)
         except MalformedReport as err:
+            # The lines before the unreadable one are good: classified, as a re-run would.
+            lines_read += await self._classify(run.run_id, chunk, terms)
             await recon.fail_run(self.ledger.engine, run.run_id, f"unreadable report: {err}", now=self.clock())
             raise ApplicationError(str(err), type=ErrorType.REPORT_UNREADABLE, non_retryable=True) from err
+        except Exception as err:
+            # The PSP or the database failed us: the run says so until a retry (which re-opens it) gets through.
+            await recon.fail_run(self.ledger.engine, run.run_id, f"{type(err).__name__}: {err}"[:500],
+                                 now=self.clock())
+            raise
         run = await recon.close_run(self.ledger, run.run_id, terms=terms, now=self.clock())
         summary = _summary(run, terms)
         activity.logger.info("reconciled %s %s: %d lines, %s", run.psp, run.day, lines_read, summary.counts)
