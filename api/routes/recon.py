@@ -105,6 +105,11 @@ def _checked_run_request(body: ReconRunRequest, now: datetime) -> tuple[date, da
         errors.append({"field": "psp", "code": "unknown_psp", "message": f"one of {sorted(SETTLEMENT_TERMS)}"})
     if body.date > now.date():
         errors.append({"field": "date", "code": "future_day", "message": "a day not yet begun has no settlement"})
+    elif body.date == now.date() and body.as_of is None:
+        # Its report is still growing: a run of it is a look at a moment, never the day's own run (`<psp>-<day>`),
+        # which the daily schedule makes once the day is over.
+        errors.append({"field": "as_of", "code": "day_not_over",
+                       "message": "today's report is not final: give as_of (e.g. now) for a run of it so far"})
     as_of = body.as_of
     if as_of is not None and as_of < datetime.combine(body.date, time(), timezone.utc):
         errors.append({"field": "as_of", "code": "before_day", "message": "as_of must not be before the day"})

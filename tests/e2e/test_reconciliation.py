@@ -29,10 +29,14 @@ CASE_CLASSES = {"missing_in_ledger", "missing_at_psp", "amount_mismatch", "curre
 _days_taken: set[tuple[str, date]] = set()
 
 
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
 def own_day(stack: Stack, offset_days: int) -> date:
     """A settlement day no other test books on, nor on the days after it (a late line's); per backend, since each
     stack has its own sandbox and database."""
-    day = date.today() - timedelta(days=30 + 10 * offset_days)
+    day = utc_today() - timedelta(days=30 + 10 * offset_days)
     assert (stack.backend, day) not in _days_taken, "two tests on one settlement day"
     _days_taken.add((stack.backend, day))
     return day
@@ -176,8 +180,8 @@ async def test_each_discrepancy_gets_its_class_and_each_resolution_keeps_the_led
         ("settle_fee_differs", "fee_variance"), (orphan_reference, "missing_in_ledger")])
 
     # Today's movements: the missing and the late one are expected while their SLA runs, and not cases.
-    today = date.today()
-    before_sla = await reconcile(stack, "ewallet", today)
+    today = utc_today()
+    before_sla = await reconcile(stack, "ewallet", today, as_of=datetime.now(timezone.utc))
     assert before_sla["classes"]["expected"]["count"] >= 2
     assert not await cases_of(stack, "ewallet", {payments["settle_missing"]["payment_id"],
                                                  payments["settle_late"]["payment_id"]})
@@ -251,9 +255,10 @@ async def resolve(stack: Stack, case_id: str, action: str, *, amount: str | None
 
 
 async def test_run_requests_that_cannot_be_run_are_refused(stack: Stack) -> None:
-    tomorrow = date.today() + timedelta(days=1)
+    tomorrow = utc_today() + timedelta(days=1)
     for body, field in (({"psp": "nope", "date": "2026-01-01"}, "psp"),
                         ({"psp": "card", "date": tomorrow.isoformat()}, "date"),
+                        ({"psp": "card", "date": utc_today().isoformat()}, "as_of"),  # today's: a moment's
                         ({"psp": "card", "date": "2026-01-02", "as_of": "2026-01-01T00:00:00Z"}, "as_of"),
                         ({"psp": "card", "date": "2026-01-02", "as_of": "2026-01-03T00:00:00"}, "as_of"),
                         ({"psp": "card", "date": 20260101}, "date"),
@@ -302,7 +307,7 @@ async def test_the_daily_schedule_reconciles_yesterday(stack: Stack) -> None:
         [calendar] = described.schedule.spec.calendars
         assert (calendar.hour[0].start, calendar.minute[0].start) == (2, 30)
         await handle.trigger()
-        yesterday = date.today() - timedelta(days=1)
+        yesterday = utc_today() - timedelta(days=1)
 
         async def runs() -> list[dict[str, Any]]:
             response = await stack.api.get("/v1/ops/recon/runs", params={"psp": "crypto"})
