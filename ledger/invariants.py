@@ -351,7 +351,7 @@ async def _settlement_violations(conn: AsyncConnection) -> list[str]:
     """Each recon_settlements row has its transfers, of its amounts, between its accounts: the net (positive:
     house:bank → clearing), the fee difference (positive: the PSP's fee account → clearing) and a payout's
     paid-out (house:payouts → clearing); and no settlement transfer lacks its row (the counts agree). A row a
-    case's resolution wrote belongs to a resolved case."""
+    case's resolution wrote belongs to a resolved case. No line is settled twice."""
     s = recon_settlements.c
     clearing = literal("psp:") + s.psp + literal(":") + s.currency
     legs = {  # transfer kind: (its id, the signed amount, the account on the other side of the clearing)
@@ -384,7 +384,16 @@ async def _settlement_violations(conn: AsyncConnection) -> list[str]:
                                      .where(transfers.c.kind == kind))).scalar_one()
         if rows_with != posted:
             violations.append(f"{posted} {kind} transfers for {rows_with} settlement rows that move one")
-    return violations
+    return violations + await _lines_settled_twice(conn)
+
+
+async def _lines_settled_twice(conn: AsyncConnection) -> list[str]:
+    """A report line settles one thing, once: two rows of one line (under its item and under its own key, say)
+    would have posted its net to the bank twice. The unique (psp, line_id) index forbids it; this checks it."""
+    s = recon_settlements.c
+    rows = await conn.execute(select(s.psp, s.line_id, func.count()).where(s.line_id.is_not(None))
+                              .group_by(s.psp, s.line_id).having(func.count() > 1).limit(_MAX_ROWS))
+    return [f"line {psp} {line_id}: settled {count} times" for psp, line_id, count in rows]
 
 
 async def _bank_violations(conn: AsyncConnection) -> list[str]:

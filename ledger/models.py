@@ -243,7 +243,8 @@ RECON_CLASSES = ("matched", "missing_in_ledger", "missing_at_psp", "expected", "
 CASE_CLASSES = tuple(c for c in RECON_CLASSES if c not in ("matched", "expected"))  # every other class opens a case
 RUN_STATES = ("running", "completed", "failed")
 CASE_STATES = ("open", "resolved")
-CASE_ACTIONS = ("accept", "adjust", "write_off", "rematch")
+# auto_matched: closed by reconciliation itself when a line settled what the case was about (no money moves).
+CASE_ACTIONS = ("accept", "adjust", "write_off", "rematch", "auto_matched")
 RUN_ID = String(200)
 LINE_KEY = String(250)  # `line:<line_id>` or `ledger:<kind>:<item_key>`
 CASE_ID = String(40)
@@ -333,6 +334,10 @@ recon_settlements = Table(
     CheckConstraint("net_minor = gross_minor - fee_minor", name="net"),
     CheckConstraint("paid_out_minor >= 0", name="paid_out_not_negative"),
     Index("ix_recon_settlements_booked_on_psp", "booked_on", "psp"),
+    # A report line settles at most one thing, once: whether under its item (a match, a rematch, a resolution) or
+    # under its own key `line:<line_id>` (a resolution of a line without an item it may settle).
+    Index("uq_recon_settlements_psp_line_id", "psp", "line_id", unique=True,
+          postgresql_where=text("line_id IS NOT NULL"), sqlite_where=text("line_id IS NOT NULL")),
 )
 
 recon_cases = Table(
@@ -363,6 +368,8 @@ recon_cases = Table(
     CheckConstraint("(state = 'open') = (resolved_at IS NULL)", name="resolved"),
     # The ops list: newest first, overall and per filter (case_id breaks ties, as in the keyset).
     Index("ix_recon_cases_created_at_case_id", "created_at", "case_id"),
+    # The open case of a line about an item: closing a run leaves that item to it.
+    Index("ix_recon_cases_kind_item_key_state", "kind", "item_key", "state"),
     *(Index(f"ix_recon_cases_{column}_created_at", column, "created_at", "case_id")
       for column in ("state", "psp", "class")),
 )

@@ -13,11 +13,17 @@ report in chunks (`classify_lines`, one transaction per chunk), then closes it (
   its net between the PSP clearing and `house:bank` (positive: the PSP paid us), a fee difference within tolerance
   between the PSP's fee account and its clearing, and for a payout `house:payouts → clearing` (the PSP paid our
   player from what it held for us). The item's clearing then nets to zero.
+- A line settles at most once (a unique (psp, line_id) on recon_settlements): a line that settled something
+  before — matched in another run, or settled by a case's resolution — posts nothing again; it is matched if it
+  settled the item it names, else a duplicate at best. A line that settles an item closes the open cases of that
+  line and that item (auto_matched), so no one resolves them into a second posting.
 - Closing the run classifies the items of its day no line settled: `expected` until the end of day + sla_days,
-  then `missing_at_psp`; an item some other run's line settled counts as matched for this day.
+  then `missing_at_psp`; an item some other run's line settled counts as matched for this day; an item a line's
+  open case is about is left to that case.
 - Every class but matched and expected opens a case, one per (PSP, line key), so a re-run of the day with another
   as-of updates the same case. A person resolves it (`resolve_case`): accept, adjust, write_off or rematch; money
-  moves only as transfers `recon:<case_id>:<step>` referencing the case.
+  moves only as transfers `recon:<case_id>:<step>` referencing the case, and never for a line or an item settled
+  already (AlreadySettled).
 
 Everything is deterministic given the report and the database: re-running a run skips what it classified, and
 every transfer id is derived from what it settles, so nothing is posted twice.
@@ -26,7 +32,7 @@ every transfer id is derived from what it settles, so nothing is posted twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -63,7 +69,7 @@ from ledger.accounts import (
     recon_adjustments_account,
     recon_write_offs_account,
 )
-from ledger.errors import AlreadyFinal, LedgerError, RecordConflict, RecordNotFound
+from ledger.errors import AlreadyFinal, LedgerError, RecordNotFound
 from ledger.models import (
     disputes,
     payments,
@@ -97,6 +103,9 @@ RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 OPEN, RESOLVED = "open", "resolved"
 ACCEPT, ADJUST, WRITE_OFF, REMATCH = "accept", "adjust", "write_off", "rematch"
 ACTIONS = (ACCEPT, ADJUST, WRITE_OFF, REMATCH)
+MONEY_ACTIONS = (ADJUST, WRITE_OFF, REMATCH)
+# A case reconciliation closed itself: a line settled what it was about (the case's line, or its item).
+AUTO_MATCHED, AUTO_RESOLVER = "auto_matched", "reconciliation"
 # A line whose item was found, can settle and was not settled yet, but differs: settling it settles the item.
 _ITEM_CLASSES = (AMOUNT_MISMATCH, CURRENCY_MISMATCH, FEE_VARIANCE)
 DISPUTE_KINDS = (CHARGEBACK, CHARGEBACK_REVERSAL, CHARGEBACK_FEE)
@@ -211,6 +220,17 @@ class RematchFailed(LedgerError):
         self.would_be_class = would_be_class
 
 
+class AlreadySettled(LedgerError):
+    """A case's line, or the item it is about, is settled already (by a match, or another case's resolution):
+    moving its money again would post it twice; nothing was written. The API answers 409."""
+
+    code = "recon_already_settled"
+
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"case {case_id}: its line or its item is settled already")
+        self.case_id = case_id
+
+
 # ---- runs ---------------------------------------------------------------------------------------------------
 
 
@@ -270,6 +290,7 @@ class _Verdict:
     line: SettlementLine
     item: Item | None
     class_: str
+    settled_before: bool = False  # the line settled something already (a match, a resolution): it posts nothing
 
 
 async def classify_lines(ledger: Ledger, run_id: str, lines: Sequence[SettlementLine], *, terms: SettlementTerms,
@@ -293,6 +314,10 @@ async def classify_lines(ledger: Ledger, run_id: str, lines: Sequence[Settlement
         verdicts = await _classify(conn, run.psp, todo, terms)
         verdicts, settled = await _claim_settlements(conn, run, verdicts, now)
         await _write_lines_and_cases(conn, run, verdicts, now)
+        await _auto_close(conn, run.psp, {
+            key: f"settled by line {v.line.line_id} (run {run.run_id})"
+            for v in verdicts if v.class_ == MATCHED and v.item is not None
+            for key in (line_key(v.line), item_case_key(v.item.kind, v.item.item_key))}, now)
         # Last: the accounts (a PSP's clearing is busy) stay locked only for the rest of the transaction.
         await ledger.post_transfers_in(conn, [req for s in settled for req in _settlement_requests(run.psp, s)])
         counts: dict[str, int] = {"already_classified": len(lines) - len(todo)}
@@ -305,6 +330,10 @@ async def classify_lines(ledger: Ledger, run_id: str, lines: Sequence[Settlement
 
 def line_key(line: SettlementLine) -> str:
     return f"line:{line.line_id}"
+
+
+def item_case_key(kind: str, item_key: str) -> str:
+    return f"ledger:{kind}:{item_key}"
 
 
 async def _not_classified(conn: AsyncConnection, run_id: str, lines: Sequence[SettlementLine]
@@ -323,13 +352,24 @@ async def _not_classified(conn: AsyncConnection, run_id: str, lines: Sequence[Se
 
 async def _classify(conn: AsyncConnection, psp: str, lines: list[SettlementLine], terms: SettlementTerms
                     ) -> list[_Verdict]:
-    """Each line's item and class, in the chunk's order: the first line to settle an item wins it."""
+    """Each line's item and class, in the chunk's order: the first line to settle an item wins it.
+
+    A line that settled something before (in another run, or by a case's resolution) posts nothing again: it is
+    matched if it settled the item it names, else classified as before, except that it cannot be matched (it
+    did not settle that item, and settling it would post the line's net a second time): then it is a duplicate.
+    """
     found = await _find_items(conn, psp, lines)
     items = [found.get(_lookup(psp, line)) for line in lines]
     settled_by = await _settled_by(conn, psp, [item for item in items if item is not None])
+    line_settled = await _lines_settled(conn, psp, [line.line_id for line in lines])
     verdicts = []
     for line, item in zip(lines, items, strict=True):
         class_ = _class_of(line, item, settled_by, terms)
+        if (before := line_settled.get(line.line_id)) is not None:
+            class_ = MATCHED if item is not None and before == (item.kind, item.item_key) else (
+                DUPLICATE if class_ == MATCHED else class_)
+            verdicts.append(_Verdict(line, item, class_, settled_before=True))
+            continue
         if class_ == MATCHED and item is not None:
             settled_by.setdefault((item.kind, item.item_key), line.line_id)
         verdicts.append(_Verdict(line, item, class_))
@@ -397,14 +437,25 @@ async def _settled_by(conn: AsyncConnection, psp: str, items: list[Item]) -> dic
     return {(kind, item_key): line_id for kind, item_key, line_id in rows}
 
 
+async def _lines_settled(conn: AsyncConnection, psp: str, line_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """line id → (kind, item_key) of what it settled, for the lines that settled something (the unique index on
+    (psp, line_id) makes it one look-up per line)."""
+    if not line_ids:
+        return {}
+    s = recon_settlements.c
+    rows = await conn.execute(select(s.line_id, s.kind, s.item_key).where(
+        s.psp == psp, s.line_id.in_(sorted(set(line_ids)))))
+    return {line_id: (kind, item_key) for line_id, kind, item_key in rows}
+
+
 async def _claim_settlements(conn: AsyncConnection, run: ReconRun, verdicts: list[_Verdict], now: datetime
                              ) -> tuple[list[_Verdict], list[_Settlement]]:
     """Insert the settlement rows of the matched lines: the verdicts, and the settlements this call inserted (whose
     transfers are to post). An item the same line settled before (a re-run with another as-of) stays matched and
-    posts nothing again; one another line settled in the meantime (a concurrent run committed first) makes the
-    line a duplicate."""
+    posts nothing again; one another line settled in the meantime (a concurrent run committed first), or a line
+    settled meanwhile under another key (the unique (psp, line_id)), makes the line a duplicate."""
     claims = {(v.item.kind, v.item.item_key): _matched(run, v, now)
-              for v in verdicts if v.class_ == MATCHED and v.item is not None}
+              for v in verdicts if v.class_ == MATCHED and v.item is not None and not v.settled_before}
     # In key order: two runs claiming the same items wait on each other in one order, never in a cycle.
     won = await _insert_returning(conn, recon_settlements,
                                   [_settlement_row(run.psp, claims[key]) for key in sorted(claims)],
@@ -412,7 +463,7 @@ async def _claim_settlements(conn: AsyncConnection, run: ReconRun, verdicts: lis
     lost = set(claims) - won
     stored = await _settled_by(conn, run.psp, [v.item for v in verdicts
                                                if v.item is not None and (v.item.kind, v.item.item_key) in lost])
-    verdicts = [replace(v, class_=DUPLICATE) if v.class_ == MATCHED and v.item is not None
+    verdicts = [replace(v, class_=DUPLICATE) if v.class_ == MATCHED and v.item is not None and not v.settled_before
                 and (v.item.kind, v.item.item_key) in lost and stored.get((v.item.kind, v.item.item_key))
                 != v.line.line_id else v for v in verdicts]
     return verdicts, [claims[key] for key in claims if key in won]
@@ -544,16 +595,25 @@ async def close_run(ledger: Ledger, run_id: str, *, terms: SettlementTerms, now:
 
 
 async def _classify_items_of_the_day(conn: AsyncConnection, run: ReconRun, unsettled_class: str) -> None:
-    """One INSERT … SELECT: every item of the day no line of this run named, as a recon_lines row of its own —
-    matched when settled (by another run's line, or a case), else `unsettled_class`. An item a line of another run
-    named without settling it is that line's case, not a second one."""
+    """One INSERT … SELECT: the items of the day, each as a recon_lines row of its own — matched when settled (by
+    another run's line, or a case) unless a line of this run named it (that line's row is its class), else
+    `unsettled_class` unless a line's case is open about it (the item is that case's, not a second one). A line
+    rematched elsewhere, its case accepted or settled under the line's own key leaves its item to be found here."""
     lo = datetime.combine(run.day, time(), UTC)
     items = union_all(*(_items_of(kind, run.psp).where(_item_of_the_day(kind, lo, lo + timedelta(days=1)))
                         for kind in sorted(LINE_KINDS))).subquery("items")
-    s, named = recon_settlements.c, recon_lines.alias("named")
+    s, named, c = recon_settlements.c, recon_lines.alias("named"), recon_cases.c
+    other = recon_settlements.alias("other").c
     settled = exists().where(s.psp == run.psp, s.kind == items.c.kind, s.item_key == items.c.item_key)
-    named_by_line = and_(named.c.kind == items.c.kind, named.c.item_key == items.c.item_key,
-                         named.c.line_id.is_not(None))
+    # Two anti-joins (not an OR of NOT EXISTS, which PostgreSQL runs as a subplan per item): settled and named by
+    # a line of this run; unsettled and a line's case open about it.
+    settled_and_named_here = exists().where(
+        named.c.run_id == run.run_id, named.c.kind == items.c.kind, named.c.item_key == items.c.item_key,
+        named.c.line_id.is_not(None), s.psp == run.psp, s.kind == items.c.kind, s.item_key == items.c.item_key)
+    left_to_a_line_case = exists().where(
+        c.kind == items.c.kind, c.item_key == items.c.item_key, c.state == OPEN, c.psp == run.psp,
+        c.line_id.is_not(None),
+        ~exists().where(other.psp == run.psp, other.kind == c.kind, other.item_key == c.item_key))
     rows = select(
         literal(run.run_id, String).label("run_id"),
         (literal("ledger:", String) + items.c.kind + literal(":", String) + items.c.item_key).label("line_key"),
@@ -562,8 +622,8 @@ async def _classify_items_of_the_day(conn: AsyncConnection, run: ReconRun, unset
         items.c.currency.label("ledger_currency"), items.c.gross_minor.label("ledger_gross_minor"),
         items.c.fee_minor.label("ledger_fee_minor"),
     ).where(
-        ~exists().where(named_by_line, named.c.run_id == run.run_id),
-        or_(settled, ~exists().where(named_by_line)),
+        ~settled_and_named_here,
+        ~left_to_a_line_case,
     )
     insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     await conn.execute(insert_(recon_lines).from_select(list(rows.selected_columns.keys()), rows)
@@ -641,6 +701,24 @@ async def _upsert_cases(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
         "last_run_id": stmt.excluded.last_run_id, "updated_at": stmt.excluded.updated_at}), rows)
 
 
+async def _auto_close(conn: AsyncConnection, psp: str, notes: dict[str, str], now: datetime) -> None:
+    """Resolve the open cases of these line keys (a line's `line:<id>`, an item's `ledger:<kind>:<key>`) as
+    auto_matched, each with its note: a line settled what they were about, so no one may move its money again.
+    One look-up by the unique (psp, line_key); an update only for the few found open."""
+    if not notes:
+        return
+    c = recon_cases.c
+    found = (await conn.execute(select(c.case_id, c.line_key).where(
+        c.psp == psp, c.line_key.in_(sorted(notes)), c.state == OPEN).order_by(c.case_id))).all()
+    if not found:
+        return
+    await conn.execute(
+        update(recon_cases).where(c.case_id == bindparam("b_case_id"), c.state == OPEN).values(
+            state=RESOLVED, resolution_action=AUTO_MATCHED, resolution_note=bindparam("b_note"),
+            resolved_by=AUTO_RESOLVER, resolved_at=now, updated_at=now, resolution_transfer_ids=[]),
+        [{"b_case_id": case_id, "b_note": notes[key][:1000]} for case_id, key in found])
+
+
 async def get_case(engine: AsyncEngine, case_id: str) -> ReconCase | None:
     async with engine.connect() as conn:
         row = (await conn.execute(select(recon_cases).where(recon_cases.c.case_id == case_id))).one_or_none()
@@ -662,13 +740,19 @@ async def list_cases(engine: AsyncEngine, *, state: str | None = None, psp: str 
 async def resolve_case(
     ledger: Ledger, case_id: str, *, action: str, amount_minor: int | None = None, rematch_with: str | None = None,
     note: str, resolved_by: str, now: datetime, terms: SettlementTerms | None = None,
+    on_resolved: Callable[[AsyncConnection, ReconCase], Awaitable[None]] | None = None,
 ) -> ReconCase:
     """Resolve an open case (the module docstring; ../recon_spec.md "Resolutions"): one transaction.
 
     `adjust` needs a signed amount_minor ≠ 0 (positive: the PSP owes us more), `rematch` an item key of the case's
     kind at its PSP (`terms` give the fee tolerance, default SettlementTerms()). The same resolution again returns
     the case; another one of a resolved case is AlreadyFinal; an unknown case RecordNotFound; a rematch that does
-    not match RematchFailed.
+    not match RematchFailed; adjust, write_off or rematch of a case whose line, or the item it is about, is settled
+    already AlreadySettled. A line settling an item closes that item's open case (auto_matched).
+
+    `on_resolved(conn, case)` runs inside the resolving transaction, only when this call resolved the case (not
+    on a replay): what it writes (an audit entry) commits or rolls back with the resolution (a transaction retried
+    after a deadlock calls it again, in the new attempt).
     """
     _check_resolution(action, amount_minor, rematch_with)
 
@@ -680,6 +764,8 @@ async def resolve_case(
         rc = _case(stored)
         if rc.state == RESOLVED:
             return _replay(rc, action, amount_minor, rematch_with)
+        if action in MONEY_ACTIONS and await _case_settled(conn, rc):
+            raise AlreadySettled(case_id)
         moves: list[TransferRequest] = []
         amount: int | None = None
         if action == REMATCH:
@@ -688,16 +774,37 @@ async def resolve_case(
             settlements, moves, amount = _resolution(rc, action, amount_minor, now)
         for s in settlements:
             if not await insert_if_missing(conn, recon_settlements, _settlement_row(rc.psp, s)):
-                raise RecordConflict("recon_case", case_id, f"its item {s.kind} {s.item_key} settled meanwhile")
+                raise AlreadySettled(case_id)  # settled meanwhile, by a run or another case (the unique keys)
         requests = [req for s in settlements for req in _settlement_requests(rc.psp, s)] + moves
         await ledger.post_transfers_in(conn, requests)
         await conn.execute(update(recon_cases).where(recon_cases.c.case_id == case_id).values(
             state=RESOLVED, resolution_action=action, resolution_amount_minor=amount,
             resolution_rematch_with=rematch_with, resolution_note=note[:1000], resolved_by=resolved_by,
             resolved_at=now, updated_at=now, resolution_transfer_ids=[req.id for req in requests]))
-        return _case((await conn.execute(select(recon_cases).where(recon_cases.c.case_id == case_id))).one())
+        await _auto_close(conn, rc.psp, {
+            item_case_key(s.kind, s.item_key): f"settled by line {s.line_id} (case {case_id}, {action})"
+            for s in settlements if s.line_id is not None and s.item_key != rc.line_key}, now)
+        resolved = _case((await conn.execute(select(recon_cases).where(recon_cases.c.case_id == case_id))).one())
+        if on_resolved is not None:
+            await on_resolved(conn, resolved)
+        return resolved
 
     return await ledger.transaction(tx)
+
+
+async def _case_settled(conn: AsyncConnection, rc: ReconCase) -> bool:
+    """Whether the case's line settled something already (under any key), or the item it is about is settled —
+    except a duplicate's, which another line settled by definition (the case is about its line's money)."""
+    s = recon_settlements.c
+    conditions = []
+    if rc.line_id is not None:
+        conditions.append(s.line_id == rc.line_id)
+    if rc.item_key is not None and rc.class_ != DUPLICATE:
+        conditions.append(and_(s.kind == rc.kind, s.item_key == rc.item_key))
+    if not conditions:
+        return False
+    query = select(literal(1)).where(s.psp == rc.psp, or_(*conditions)).limit(1)
+    return (await conn.execute(query)).first() is not None
 
 
 def _check_resolution(action: str, amount_minor: int | None, rematch_with: str | None) -> None:
@@ -957,7 +1064,7 @@ async def _refresh_statistics(engine: AsyncEngine) -> None:
     if engine.dialect.name == "postgresql":
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text("ANALYZE recon_lines, recon_settlements"))
+            await conn.execute(text("ANALYZE recon_lines, recon_settlements, recon_cases"))
 
 
 async def _run(conn: AsyncConnection, run_id: str) -> ReconRun:

@@ -11,8 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import (
     AlreadyFinal,
@@ -56,7 +57,7 @@ from ledger.models import (
     recon_runs,
     recon_settlements,
 )
-from ledger.reconciliation import case_id_for
+from ledger.reconciliation import AlreadySettled, ReconCase, case_id_for
 from payloop.settlement import SettlementLine, SettlementTerms
 from tests.ledger.money_helpers import (
     CLEARING,
@@ -471,9 +472,11 @@ async def test_adjust_settles_the_line_and_moves_the_amount(ledger: Ledger, engi
     assert await _resolve(ledger, "line:amount", "adjust", amount_minor=1000) == adjusted
     with pytest.raises(AlreadyFinal):
         await _resolve(ledger, "line:amount", "adjust", amount_minor=999)
-    # The item is settled now: a later line for it is a duplicate, a re-run of the day leaves it alone.
+    # The line settled its item (by the adjustment): a re-run of the day finds it matched and posts nothing.
+    bank = await balance(ledger, BANK)
     later = await reconcile(ledger, _mixed_day_lines(), as_of=END_OF_SLA)
-    assert (await classes(engine, later.run_id))["line:amount"] == "amount_mismatch"
+    assert (await classes(engine, later.run_id))["line:amount"] == "matched"
+    assert await balance(ledger, BANK) == bank
     await assert_invariants(engine)
 
 
@@ -629,4 +632,180 @@ async def test_resolving_payouts_refunds_and_currencies(ledger: Ledger, engine: 
     assert await balance(ledger, CLEARING) == (0, 0, 0)
     assert await balance(ledger, PAYOUTS) == (3000, 0, 0)  # po_usd, paid from there when a EUR line settles it
     assert usd.state == "resolved"
+    await assert_invariants(engine)
+
+
+# ---- a line settles once ------------------------------------------------------------------------------------
+
+
+async def test_a_line_settled_by_a_resolution_is_not_settled_again_when_its_item_turns_valid(
+        ledger: Ledger, engine: AsyncEngine) -> None:
+    await record_payment(engine, payment("pay_p", status="pending"))  # not captured yet
+    await credited(ledger, engine, "pay_r", amount=5000)
+    await a_refund(ledger, engine, "rf_p", "pay_r", 500, fee=0, outcome=None)  # not refunded yet
+    lines = [line("L", "capture", "pay_p", 5000), line("R", "refund", "rf_p", -500),
+             line("C", "capture", "pay_r", 5000)]
+    run = await reconcile(ledger, lines)
+    assert await classes(engine, run.run_id) == {"line:L": "status_mismatch", "line:R": "status_mismatch",
+                                                 "line:C": "matched"}
+    # The PSP's lines are real money: ops post them (under the lines' own keys).
+    await _resolve(ledger, "line:L", "adjust", amount_minor=5000)
+    await _resolve(ledger, "line:R", "write_off")
+    bank = await balance(ledger, BANK)
+    # Meanwhile the deposit is captured and its refund succeeds: the items are valid now, the lines not new.
+    await credited(ledger, engine, "pay_p", amount=5000)
+    await settle_refund(ledger, "rf_p", outcome="succeeded", psp_refund_reference="ref-rf_p", failure_code=None,
+                        fee_minor=0, method="card", now=T0 + timedelta(hours=1))
+    later = await reconcile(ledger, lines, as_of=END_OF_SLA)
+    assert await ledger.get_transfer(transfer_ids.settlement("capture", "pay_p")) is None
+    assert await ledger.get_transfer(transfer_ids.settlement("refund", "rf_p")) is None
+    assert await balance(ledger, BANK) == bank
+    # The lines settled something else: duplicates at best, their cases resolved as they were; the items they
+    # name, unsettled, are found as the ledger's own.
+    assert await classes(engine, later.run_id) == {
+        "line:L": "duplicate", "line:R": "duplicate", "line:C": "matched", "ledger:capture:pay_p": "missing_at_psp",
+        "ledger:refund:rf_p": "missing_at_psp"}
+    assert {c.line_key: c.state for c in await list_cases(engine)} == {
+        "line:L": "resolved", "line:R": "resolved", "ledger:capture:pay_p": "open", "ledger:refund:rf_p": "open"}
+    await assert_invariants(engine)
+
+
+async def test_a_line_matched_on_a_re_run_closes_its_stale_case(ledger: Ledger, engine: AsyncEngine) -> None:
+    await record_payment(engine, payment("pay_p", status="pending"))
+    await credited(ledger, engine, "pay_gone", amount=3000)
+    await reconcile(ledger, [line("L", "capture", "pay_p", 5000)], as_of=END_OF_SLA)
+    assert await open_case_classes(engine) == {"line:L": "status_mismatch",
+                                               "ledger:capture:pay_gone": "missing_at_psp"}
+    await credited(ledger, engine, "pay_p", amount=5000)
+    later = await reconcile(ledger, [line("L", "capture", "pay_p", 5000)], as_of=END_OF_SLA + timedelta(days=1))
+    # pay_gone is settled by a line of another day's report.
+    next_day = await reconcile(ledger, [line("G", "capture", "pay_gone", 3000, booked_on=DAY + timedelta(days=1))],
+                               day=DAY + timedelta(days=1))
+    assert (await classes(engine, later.run_id))["line:L"] == "matched"
+    assert await open_case_classes(engine) == {}
+    stale = await get_case(engine, case_id_for(PSP, "line:L"))
+    gone = await get_case(engine, case_id_for(PSP, "ledger:capture:pay_gone"))
+    assert stale is not None and gone is not None
+    assert (stale.state, stale.resolution_action, stale.resolved_by, stale.resolution_transfer_ids) == (
+        "resolved", "auto_matched", "reconciliation", [])
+    assert stale.resolution_note == f"settled by line L (run {later.run_id})"
+    assert (gone.resolution_action, gone.resolution_note) == (
+        "auto_matched", f"settled by line G (run {next_day.run_id})")
+    bank = await balance(ledger, BANK)
+    assert bank == (-8000, 0, 0)
+    # Writing off what the lines settled would post them again: the cases are closed.
+    for key in ("line:L", "ledger:capture:pay_gone"):
+        with pytest.raises(AlreadyFinal):
+            await _resolve(ledger, key, "write_off")
+    assert await balance(ledger, BANK) == bank
+    await assert_invariants(engine)
+
+
+async def test_a_case_rematched_or_adjusted_onto_an_item_closes_the_items_case(ledger: Ledger,
+                                                                                 engine: AsyncEngine) -> None:
+    await credited(ledger, engine, "pay_1", amount=5000)
+    await credited(ledger, engine, "pay_2", amount=7000)
+    await reconcile(ledger, [], as_of=END_OF_SLA)
+    await reconcile(ledger, [line("typo", "capture", "pay_l", 5000), line("short", "capture", "pay_2", 6500)],
+                    day=DAY + timedelta(days=1))
+    await _resolve(ledger, "line:typo", "rematch", rematch_with="pay_1")
+    await _resolve(ledger, "line:short", "adjust", amount_minor=500)
+    for payment_id, line_id, action in (("pay_1", "typo", "rematch"), ("pay_2", "short", "adjust")):
+        item_case = await get_case(engine, case_id_for(PSP, f"ledger:capture:{payment_id}"))
+        assert item_case is not None and (item_case.state, item_case.resolution_action) == ("resolved",
+                                                                                           "auto_matched")
+        assert item_case.resolution_note == (
+            f"settled by line {line_id} (case {case_id_for(PSP, f'line:{line_id}')}, {action})")
+    assert await open_case_classes(engine) == {}
+    await assert_invariants(engine)
+
+
+async def test_money_moves_no_more_for_a_case_whose_item_is_settled(ledger: Ledger, engine: AsyncEngine) -> None:
+    await record_payment(engine, payment("pay_p", status="pending"))
+    await reconcile(ledger, [line("early", "capture", "pay_p", 5000)])
+    await credited(ledger, engine, "pay_p", amount=5000)
+    await reconcile(ledger, [line("late", "capture", "pay_p", 5000, booked_on=DAY + timedelta(days=1))],
+                    day=DAY + timedelta(days=1))
+    assert await open_case_classes(engine) == {"line:early": "status_mismatch"}
+    bank = await balance(ledger, BANK)
+    for action, kwargs in (("write_off", {}), ("adjust", {"amount_minor": 100}),
+                           ("rematch", {"rematch_with": "pay_p"})):
+        with pytest.raises(AlreadySettled) as refused:
+            await _resolve(ledger, "line:early", action, **kwargs)
+        assert (refused.value.case_id, refused.value.code) == (case_id_for(PSP, "line:early"),
+                                                               "recon_already_settled")
+    assert await balance(ledger, BANK) == bank
+    accepted = await _resolve(ledger, "line:early", "accept")  # the explanation is still welcome
+    assert accepted.state == "resolved"
+    await assert_invariants(engine)
+
+
+async def test_a_line_settles_once_the_database_and_the_invariants_say_so(ledger: Ledger,
+                                                                          engine: AsyncEngine) -> None:
+    await credited(ledger, engine, "pay_1", amount=5000)
+    await reconcile(ledger, [line("L1", "capture", "pay_1", 5000)])
+    async with engine.connect() as conn:
+        [row] = (await conn.execute(select(recon_settlements))).mappings().all()
+    twice = dict(row) | {"item_key": "line:L1"}
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(recon_settlements.insert().values(twice))
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP INDEX uq_recon_settlements_psp_line_id"))
+        await conn.execute(recon_settlements.insert().values(twice | {"gross_minor": 0, "net_minor": 0}))
+    report = await check_invariants(engine)
+    assert f"line {PSP} L1: settled 2 times" in report.violations
+
+
+# ---- items a line's case no longer holds ------------------------------------------------------------------------
+
+
+async def test_an_item_is_left_to_a_lines_case_only_while_it_is_open_about_it(ledger: Ledger,
+                                                                              engine: AsyncEngine) -> None:
+    for payment_id in ("pay_accepted", "pay_usd", "pay_typo", "pay_open"):
+        await credited(ledger, engine, payment_id, amount=5000)
+    await credited(ledger, engine, "pay_right", amount=4000)
+    lines = [line("accepted", "capture", "pay_accepted", 4000), line("usd", "capture", "pay_usd", 5000, currency="USD"),
+             line("typo", "capture", "pay_typo", 4000), line("open", "capture", "pay_open", 4900)]
+    await reconcile(ledger, lines)
+    await _resolve(ledger, "line:accepted", "accept")
+    await _resolve(ledger, "line:usd", "adjust", amount_minor=-5000)  # the USD line's own money, not the item
+    await _resolve(ledger, "line:typo", "rematch", rematch_with="pay_right")
+    later = await reconcile(ledger, [], as_of=END_OF_SLA)
+    # Each item no open case is about is the ledger's own again, missing at the PSP after its SLA.
+    assert await classes(engine, later.run_id) == {
+        "ledger:capture:pay_accepted": "missing_at_psp", "ledger:capture:pay_usd": "missing_at_psp",
+        "ledger:capture:pay_typo": "missing_at_psp", "ledger:capture:pay_right": "matched"}
+    assert await open_case_classes(engine) == {
+        "line:open": "amount_mismatch", "ledger:capture:pay_accepted": "missing_at_psp",
+        "ledger:capture:pay_usd": "missing_at_psp", "ledger:capture:pay_typo": "missing_at_psp"}
+    await assert_invariants(engine)
+
+
+# ---- the audit in the resolving transaction ---------------------------------------------------------------------
+
+
+async def test_on_resolved_runs_in_the_resolving_transaction_once(ledger: Ledger, engine: AsyncEngine) -> None:
+    await _mixed_day(ledger, engine)
+    await reconcile(ledger, _mixed_day_lines())
+    case_id = case_id_for(PSP, "line:orphan")
+    seen: list[tuple[str, str | None]] = []
+
+    async def audit(conn: AsyncConnection, rc: ReconCase) -> None:
+        # Inside the transaction: the case reads resolved there, before the commit.
+        state = (await conn.execute(select(recon_cases.c.state).where(recon_cases.c.case_id == rc.case_id))
+                 ).scalar_one()
+        seen.append((state, rc.resolution_action))
+
+    async def failing(conn: AsyncConnection, rc: ReconCase) -> None:
+        raise RuntimeError("the audit log is down")
+
+    before = await everything(engine)
+    with pytest.raises(RuntimeError):
+        await _resolve(ledger, "line:orphan", "write_off", on_resolved=failing)
+    assert await everything(engine) == before  # the resolution rolled back with its audit
+    resolved = await _resolve(ledger, "line:orphan", "write_off", on_resolved=audit)
+    assert seen == [("resolved", "write_off")] and resolved.case_id == case_id
+    assert await _resolve(ledger, "line:orphan", "write_off", on_resolved=audit) == resolved  # a replay
+    assert seen == [("resolved", "write_off")]
     await assert_invariants(engine)

@@ -120,6 +120,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("psp", "kind", "item_key", name=op.f("pk_recon_settlements")),
     )
     op.create_index("ix_recon_settlements_booked_on_psp", "recon_settlements", ["booked_on", "psp"])
+    # A report line settles at most one thing, once (partial: the rows a resolution wrote without a line).
+    op.create_index("uq_recon_settlements_psp_line_id", "recon_settlements", ["psp", "line_id"], unique=True,
+                    postgresql_where=sa.text("line_id IS NOT NULL"), sqlite_where=sa.text("line_id IS NOT NULL"))
 
     op.create_table(
         "recon_cases",
@@ -144,12 +147,13 @@ def upgrade() -> None:
         sa.CheckConstraint(f"class IN ({CASE_CLASSES})", name=op.f("ck_recon_cases_class")),
         sa.CheckConstraint("state IN ('open', 'resolved')", name=op.f("ck_recon_cases_state")),
         sa.CheckConstraint("resolution_action IS NULL OR resolution_action IN ('accept', 'adjust', 'write_off', "
-                           "'rematch')", name=op.f("ck_recon_cases_action")),
+                           "'rematch', 'auto_matched')", name=op.f("ck_recon_cases_action")),
         sa.CheckConstraint("(state = 'open') = (resolved_at IS NULL)", name=op.f("ck_recon_cases_resolved")),
         sa.PrimaryKeyConstraint("case_id", name=op.f("pk_recon_cases")),
         sa.UniqueConstraint("psp", "line_key", name="uq_recon_cases_psp_line_key"),
     )
     op.create_index("ix_recon_cases_created_at_case_id", "recon_cases", ["created_at", "case_id"])
+    op.create_index("ix_recon_cases_kind_item_key_state", "recon_cases", ["kind", "item_key", "state"])
     for column in ("state", "psp", "class"):
         op.create_index(f"ix_recon_cases_{column}_created_at", "recon_cases", [column, "created_at", "case_id"])
 
