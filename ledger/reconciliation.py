@@ -932,7 +932,11 @@ async def settlement_report(engine: AsyncEngine, *, from_day: date, to_day: date
         func.sum(case((s.kind == CAPTURE, 1), else_=0)), of((CAPTURE,), s.gross_minor), func.sum(s.fee_minor),
         of((REFUND,), s.gross_minor), of((PAYOUT,), s.gross_minor),
         of((CHARGEBACK, CHARGEBACK_REVERSAL), s.gross_minor), func.sum(s.net_minor),
-    ).where(s.booked_on.between(from_day, to_day)).group_by(s.booked_on, s.psp, s.method, s.currency)
+    ).where(
+        # What a report line settled: the rows a resolution wrote without a line (an item written off, the ledger
+        # side of a currency mismatch) settle nothing the PSP reported, and would count as captures of 0.
+        s.line_id.is_not(None), s.booked_on.between(from_day, to_day),
+    ).group_by(s.booked_on, s.psp, s.method, s.currency)
     currency = func.coalesce(c.currency, c.ledger_currency)
     open_cases = select(
         c.day, c.psp, c.method, currency, func.count(),

@@ -782,6 +782,26 @@ async def test_an_item_is_left_to_a_lines_case_only_while_it_is_open_about_it(le
     await assert_invariants(engine)
 
 
+# ---- the report counts what lines settled -----------------------------------------------------------------------
+
+
+async def test_the_report_counts_no_capture_a_resolution_settled_without_a_line(ledger: Ledger,
+                                                                                engine: AsyncEngine) -> None:
+    await credited(ledger, engine, "pay_1", amount=10000, fee=250)
+    await credited(ledger, engine, "pay_gone", amount=3000)
+    await credited(ledger, engine, "pay_usd", amount=2000)
+    await reconcile(ledger, [line("L1", "capture", "pay_1", 10000, 250),
+                             line("usd", "capture", "pay_usd", 2000, currency="USD")], as_of=END_OF_SLA)
+    await _resolve(ledger, "ledger:capture:pay_gone", "write_off")
+    await _resolve(ledger, "line:usd", "write_off")
+    rows = {row.currency: row for row in await settlement_report(engine, from_day=DAY, to_day=DAY)}
+    assert set(rows) == {"EUR", "USD"}
+    eur, usd = rows["EUR"], rows["USD"]
+    assert (eur.captures, eur.captures_gross_minor, eur.fees_minor, eur.net_settled_minor, eur.open_cases) == (
+        1, 10000, 250, 9750, 0)
+    assert (usd.captures, usd.captures_gross_minor, usd.net_settled_minor) == (1, 2000, 2000)
+
+
 # ---- the audit in the resolving transaction ---------------------------------------------------------------------
 
 
