@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio.common import WorkflowIDReusePolicy
 
 from api import engine
@@ -195,26 +196,33 @@ async def resolve_case(
     currency = case.currency or case.ledger_currency
     amount_minor = _signed_amount(body.amount, currency) if body.amount is not None and currency else None
     now = datetime.now(timezone.utc)
+
+    async def audited(conn: AsyncConnection, resolved: recon.ReconCase) -> None:
+        # In the resolution's own transaction, once: a replayed resolution is not audited again.
+        await audit.record(conn, actor=principal.client_id, action=f"recon.case.{body.action}",
+                           subject=f"recon_case:{case_id}",
+                           details={"amount_minor": amount_minor, "rematch_with": body.rematch_with,
+                                    "note": body.note, "class": resolved.class_,
+                                    "transfer_ids": list(resolved.resolution_transfer_ids or [])},
+                           now=now)
+
     try:
         resolved = await recon.resolve_case(state.ledger, case_id, action=body.action, amount_minor=amount_minor,
                                             rematch_with=body.rematch_with, note=body.note,
                                             resolved_by=principal.client_id, now=now,
-                                            terms=SETTLEMENT_TERMS.get(case.psp))
+                                            terms=SETTLEMENT_TERMS.get(case.psp), on_resolved=audited)
     except recon.RematchFailed as err:
         raise Problem(409, "rematch_failed", "The line does not match that movement",
                       f"against {body.rematch_with} it would be {err.would_be_class}",
                       would_be_class=err.would_be_class) from None
+    except recon.AlreadySettled as err:
+        raise Problem(409, "item_already_settled", "Already settled",
+                      f"{err}: the line or its movement was settled meanwhile; only accept closes this case") from None
     except (AlreadyFinal, RecordConflict) as err:
         raise Problem(409, "case_already_resolved", "Case already resolved", str(err)) from None
     except (InvalidTransfer, ValueError) as err:
         raise validation_problem([{"field": "body", "code": "invalid_resolution", "message": str(err)}],
                                  str(err)) from None
-    async with state.engine.begin() as conn:
-        await audit.record(conn, actor=principal.client_id, action=f"recon.case.{body.action}",
-                           subject=f"recon_case:{case_id}",
-                           details={"amount_minor": amount_minor, "rematch_with": body.rematch_with,
-                                    "note": body.note, "class": case.class_},
-                           now=now)
     return _case_view(state.settings, resolved)
 
 
