@@ -1,5 +1,5 @@
 """Reconciliation: a PSP's settlement report (payloop/settlement.py), line by line, against the ledger's movements
-at that PSP; the spec is ../recon_spec.md, the issue #13.
+at that PSP (the README's "Reconciliation" says it for operators).
 
 A run is one PSP and one UTC day, evaluated at one frozen moment (`evaluated_at`). The caller opens it, feeds the
 report in chunks (`classify_lines`, one transaction per chunk), then closes it (`close_run`):
@@ -742,7 +742,7 @@ async def resolve_case(
     note: str, resolved_by: str, now: datetime, terms: SettlementTerms | None = None,
     on_resolved: Callable[[AsyncConnection, ReconCase], Awaitable[None]] | None = None,
 ) -> ReconCase:
-    """Resolve an open case (the module docstring; ../recon_spec.md "Resolutions"): one transaction.
+    """Resolve an open case (the README's case actions): one transaction.
 
     `adjust` needs a signed amount_minor ≠ 0 (positive: the PSP owes us more), `rematch` an item key of the case's
     kind at its PSP (`terms` give the fee tolerance, default SettlementTerms()). The same resolution again returns
@@ -1013,7 +1013,9 @@ def _item_wanted(kind: str, psp: str, ids: set[str], refs: set[str]) -> Any:
 
 
 def _item_of_the_day(kind: str, lo: datetime, hi: datetime) -> Any:
-    """The items of `kind` whose ledger day is [lo, hi) and that moved money (../recon_spec.md's table)."""
+    """The items of `kind` whose ledger day is [lo, hi) and that moved money: a capture by when it was captured, a
+    succeeded refund and a paid payout by when they ended, a dispute's chargeback by when it opened, its reversal (won)
+    and its fee (lost with a fee) by when it was resolved."""
     if kind == CAPTURE:
         p = payments.c
         # A capture recorded before captured_at existed is dated by its payment's creation.
