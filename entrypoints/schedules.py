@@ -7,7 +7,7 @@ previous one still runs (overlap policy skip), and shows in the Temporal UI unde
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from temporalio.client import (
     Client,
@@ -24,7 +24,7 @@ from temporalio.client import (
 )
 
 from payloop.settings import Settings
-from psp.registry import PROVIDERS
+from psp.registry import PROVIDERS, Provider
 from workflows.reconciliation import ReconciliationWorkflow
 from workflows.types import ReconInput
 
@@ -33,12 +33,12 @@ def recon_schedule_id(psp: str) -> str:
     return f"recon-daily-{psp}"
 
 
-def recon_schedule(settings: Settings, psp: str) -> Schedule:
+def recon_schedule(settings: Settings, provider: Provider) -> Schedule:
     hour, minute = settings.recon_daily_at_utc.split(":")
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            ReconciliationWorkflow.run, ReconInput(psp), id=ReconciliationWorkflow.daily_workflow_id(psp),
-            task_queue=settings.task_queue,
+            ReconciliationWorkflow.run, ReconInput(provider.name, sla_days=provider.settlement_terms.sla_days),
+            id=ReconciliationWorkflow.daily_workflow_id(provider.name), task_queue=settings.task_queue,
         ),
         # Every day at that time, UTC (no time zone given).
         spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(int(hour))],
@@ -47,11 +47,13 @@ def recon_schedule(settings: Settings, psp: str) -> Schedule:
     )
 
 
-async def ensure_schedules(client: Client, settings: Settings, psps: Iterable[str] | None = None) -> list[str]:
+async def ensure_schedules(client: Client, settings: Settings, psps: Collection[str] | None = None) -> list[str]:
     """Create each PSP's daily reconciliation schedule, or update it to this one; the schedule ids."""
     ids = []
-    for psp in psps if psps is not None else [provider.name for provider in PROVIDERS]:
-        schedule, schedule_id = recon_schedule(settings, psp), recon_schedule_id(psp)
+    for provider in PROVIDERS:
+        if psps is not None and provider.name not in psps:
+            continue
+        schedule, schedule_id = recon_schedule(settings, provider), recon_schedule_id(provider.name)
         try:
             await client.create_schedule(schedule_id, schedule)
         except ScheduleAlreadyRunningError:

@@ -2,7 +2,7 @@
 
 Started daily per PSP by a Temporal Schedule (entrypoints/schedules.py; `recon-<psp>-daily-<time>`), it reconciles
 yesterday, then re-runs the day whose settlement SLA has just ended, so what the PSP still has not settled by then
-becomes a `missing_at_psp` case. Ops start one day (at a later moment, `as_of`) with `POST /v1/ops/recon/runs`
+becomes a `missing_at_psp` case; each is tried whatever became of the other. Ops start one day (at a later moment, `as_of`) with `POST /v1/ops/recon/runs`
 (`recon-<run id>`). One activity does the run: a report can hold 100,000 lines, which belong in the database, not
 in a history; it streams the report in chunks, so a retried activity classifies the same lines the same way and posts
 nothing twice (ledger/reconciliation.py). Differences raise an alert; a report that cannot be read or fetched fails
@@ -50,13 +50,20 @@ class ReconciliationWorkflow:
         if input.day is not None:
             return ReconResult([await self._reconcile(input.psp, input.day, input.as_of)])
         yesterday = workflow.now().date() - timedelta(days=1)
-        latest = await self._reconcile(input.psp, yesterday.isoformat(), None)
-        if latest.sla_days == 0:
-            return ReconResult([latest])
-        # Its SLA ended at the end of yesterday: evaluated now, what is still unsettled is missing at the PSP.
-        sla_ended = yesterday - timedelta(days=latest.sla_days)
-        return ReconResult([latest, await self._reconcile(input.psp, sla_ended.isoformat(),
-                                                          workflow.now().isoformat())])
+        days: list[tuple[str, str | None]] = [(yesterday.isoformat(), None)]
+        if input.sla_days:
+            # Its SLA ended at the end of yesterday: evaluated now, what is still unsettled is missing at the PSP.
+            days.append(((yesterday - timedelta(days=input.sla_days)).isoformat(), workflow.now().isoformat()))
+        # Each day on its own: yesterday's report failing does not spare the older day its verdict.
+        result, failure = ReconResult(), None
+        for day, as_of in days:
+            try:
+                result.runs.append(await self._reconcile(input.psp, day, as_of))
+            except ActivityError as err:
+                failure = failure or err
+        if failure is not None:
+            raise failure
+        return result
 
     async def _reconcile(self, psp: str, day: str, as_of: str | None) -> ReconRunSummary:
         try:

@@ -672,11 +672,12 @@ class Alert:
 class ReconInput:
     """A reconciliation of one PSP: of `day` (YYYY-MM-DD) evaluated at `as_of` (an ISO instant; None = when it first
     runs), or — as the daily schedule starts it, with no day — of yesterday, and again of the day whose settlement
-    SLA has just ended."""
+    SLA (`sla_days`, the PSP's terms, which the schedule carries) has just ended."""
 
     psp: str
     day: str | None = None
     as_of: str | None = None
+    sla_days: int | None = None
 
 
 @dataclass

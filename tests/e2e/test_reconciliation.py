@@ -15,6 +15,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from entrypoints.schedules import ensure_schedules, recon_schedule_id
 from ledger.models import ledger_transfers
@@ -23,6 +28,8 @@ from tests.e2e.test_money_after_payment import (
     open_dispute, refund, resolve_dispute, wait_dispute, wait_refund,
 )
 from tests.e2e.test_payouts import funded_player, payout, wait_payout
+from workflows.reconciliation import ReconciliationWorkflow
+from workflows.types import ActivityName, Alert, ErrorType, ReconInput, ReconRunSummary
 
 CASE_CLASSES = {"missing_in_ledger", "missing_at_psp", "amount_mismatch", "currency_mismatch", "fee_variance",
                 "duplicate", "status_mismatch"}
@@ -318,3 +325,37 @@ async def test_the_daily_schedule_reconciles_yesterday(stack: Stack) -> None:
         assert {r["date"] for r in done} >= {yesterday.isoformat(), (yesterday - timedelta(days=1)).isoformat()}
     finally:
         await handle.delete()
+
+
+async def test_a_failing_day_of_the_daily_start_does_not_spare_the_other_its_verdict(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    """The daily start's two runs are each tried: yesterday's report unreadable, the SLA day is still judged; then
+    the workflow fails (visible in the UI) with both alerted or done. The activity is a stand-in on a queue of its own:
+    what is under test is the workflow's order of business."""
+    asked: list[tuple[str, str | None]] = []
+    alerts: list[Alert] = []
+    yesterday = (utc_today() - timedelta(days=1)).isoformat()
+
+    @activity.defn(name=ActivityName.RECONCILE_DAY)
+    async def reconcile_day(input: ReconInput) -> ReconRunSummary:
+        asked.append((input.day or "", input.as_of))
+        if input.day == yesterday:
+            raise ApplicationError("line 7: not one CSV row", type=ErrorType.REPORT_UNREADABLE, non_retryable=True)
+        return ReconRunSummary(f"card-{input.day}", "card", input.day or "", "completed", 2, {"matched": 3})
+
+    @activity.defn(name=ActivityName.RAISE_ALERT)
+    async def raise_alert(alert: Alert) -> None:
+        alerts.append(alert)
+
+    queue = f"recon-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal_env.client, task_queue=queue, workflows=[ReconciliationWorkflow],
+                      activities=[reconcile_day, raise_alert]):
+        with pytest.raises(WorkflowFailureError):
+            await temporal_env.client.execute_workflow(
+                ReconciliationWorkflow.run, ReconInput("card", sla_days=2), id=f"recon-card-daily-{queue}",
+                task_queue=queue)
+    sla_day = (utc_today() - timedelta(days=3)).isoformat()
+    assert [day for day, _ in asked] == [yesterday, sla_day]
+    assert asked[1][1] is not None  # the SLA day judged as of the start
+    assert [alert.kind for alert in alerts] == ["recon.run_failed"]
