@@ -400,11 +400,14 @@ class DepositWorkflow(PspSignals):
         payment_id = self._input.payment_id
         workflow.logger.warning("payment %s: captured at %s, which it had failed over from", payment_id, capture.psp)
         self._strays_seen.add((capture.psp, capture.psp_reference))
-        await raise_alert("deposit.captured_at_left_psp", payment_id, psp_details(capture))
         if self._stray is None:  # restored once the stray capture is refunded
             self._before_stray = (s.status, s.review_reason)
         self._capture = self._stray = capture
         s.review_reason = "captured_at_left_psp"
+        # In review before the alert's await, so a query in between never sees the ending `_end` just set; the
+        # search attributes follow the alert, the order recorded histories hold.
+        s.status = DepositStatus.IN_REVIEW
+        await raise_alert("deposit.captured_at_left_psp", payment_id, psp_details(capture))
         set_status(s, DepositStatus.IN_REVIEW)
 
     async def _release_limit(self) -> None:
