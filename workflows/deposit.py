@@ -33,9 +33,10 @@ from workflows.psp_step import (
     PAYMENT_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspSignals, PspStep,
 )
 from workflows.refund import RefundWorkflow
-from workflows.retry_policies import DATABASE_STEP, DATABASE_STEP_TIMEOUT, UNTIL_DONE
+from workflows.retry_policies import DATABASE_STEP, DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, UNTIL_DONE
 from workflows.types import (
     ActivityName,
+    AmlTrigger,
     AuditEntry,
     CreatePspPaymentInput,
     CreditDepositInput,
@@ -53,6 +54,7 @@ from workflows.types import (
     RefundState,
     RefundStatus,
     ReviewDecision,
+    RiskAssessment,
     RouteInput,
     ScreenDepositInput,
     ScreeningResult,
@@ -68,6 +70,14 @@ _PSP_STATUS_RANK = {
 # they cost no task-queue round trip (the init answer and webhook → credited latency are mostly such trips).
 _LOCAL_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=DATABASE_STEP)
 _REFUSAL_CODES = {PspDecision.STEP_UP: "step_up_required", PspDecision.REJECTED: "psp_rejected"}
+# A risk verdict that holds a capture for a person; `step_up_kyc` on the card stage does too (the assessing
+# activity leaves it as such only while the player's KYC is not verified).
+_RISK_REVIEW_ACTIONS = frozenset({"step_up_kyc", "review", "deny"})
+_LEVEL_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+def _highest_level(decisions: list[RiskAssessment]) -> str:
+    return max((d.level for d in decisions), key=lambda level: _LEVEL_RANK.get(level, 0))
 
 
 @workflow.defn
@@ -92,6 +102,8 @@ class DepositWorkflow(PspSignals):
         self._before_stray: tuple[str, str | None] = (DepositStatus.PENDING, None)  # status, review reason
         self._review: ReviewDecision | None = None
         self._review_update_id = ""
+        self._kyc_nudged = False
+        self._risk_decisions: list[RiskAssessment] = []  # one per stage scored (before the PSP, on its card)
         # (status, review reason, failure code) of the payments row as last written: the row is written at the end
         # (and in review) only when it does not say so already.
         self._row_written: tuple[str, str | None, str | None] | None = None
@@ -108,6 +120,11 @@ class DepositWorkflow(PspSignals):
     @workflow.query
     def status(self) -> DepositState:
         return self._state
+
+    @workflow.signal
+    def kyc_changed(self) -> None:
+        """A nudge only: a deposit waiting for KYC screens itself again rather than trusting a signal's content."""
+        self._kyc_nudged = True
 
     @workflow.update
     async def review(self, decision: ReviewDecision) -> DepositState:
@@ -170,6 +187,7 @@ class DepositWorkflow(PspSignals):
         for psp_status in [created.status] + [e.status for e in self._psp.events.events if e.psp == created.psp]:
             self._advance_psp_status(psp_status)
         self._answered = True
+        await self._assess_instrument(created)
 
         if created.status in PAYMENT_CALLS.final_statuses:
             outcome = PspOutcome(Ending.ANSWERED, created)
@@ -194,42 +212,87 @@ class DepositWorkflow(PspSignals):
         return await self._finish(ending.status, failure_code=ending.failure_code, review_reason=ending.review_reason)
 
     async def _screen_and_route(self) -> DepositRoute:
+        """Screening first — its risk score is what routing's `risk:` rules read — then the route."""
         input = self._input
-        # Screening may count the deposit against the limits (it is retried too), so from here a deposit that
-        # fails releases it (a no-op when nothing was counted); a rejected one was never counted.
-        self._counts_against_limits = True
-        # Both run at once (routing only reads): the init answer waits for the slower, not for the sum.
-        screening, route = await asyncio.gather(
-            workflow.execute_local_activity(
-                ActivityName.SCREEN_DEPOSIT,
-                ScreenDepositInput(input.payment_id, input.player_id, input.amount_minor, input.currency),
-                result_type=ScreeningResult, **_LOCAL_STEP,
-            ),
-            workflow.execute_local_activity(
+        screening = await self._screen()
+        risk_level = screening.risk.level if screening.risk is not None else None
+        try:
+            route = await workflow.execute_local_activity(
                 ActivityName.ROUTE_DEPOSIT,
-                RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id),
+                RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id,
+                           risk_level),
                 result_type=DepositRoute, **_LOCAL_STEP,
-            ),
-            return_exceptions=True,
-        )
-        for result in (screening, route):
-            if isinstance(result, asyncio.CancelledError):  # the workflow is being cancelled: let it
-                raise result
-        if isinstance(screening, BaseException):
-            # No money has moved yet, so a step that keeps failing ends the deposit instead of stalling it.
-            workflow.logger.error("deposit %s could not be screened: %s", input.payment_id, activity_cause(screening))
-            raise Finish(DepositStatus.FAILED, "screening_unavailable")
-        if screening.outcome != "allow":
-            self._counts_against_limits = False
-            raise Finish(DepositStatus.REJECTED, screening.code)
-        if isinstance(route, BaseException):
-            if error_type(route) == ErrorType.ALL_PSPS_DOWN:
-                raise Finish(DepositStatus.FAILED, "method_unavailable")
-            workflow.logger.error("deposit %s could not be routed: %s", input.payment_id, activity_cause(route))
-            raise Finish(DepositStatus.FAILED, "routing_unavailable")
+            )
+        except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
+            if error_type(err) == ErrorType.ALL_PSPS_DOWN:
+                raise Finish(DepositStatus.FAILED, "method_unavailable") from None
+            workflow.logger.error("deposit %s could not be routed: %s", input.payment_id, activity_cause(err))
+            raise Finish(DepositStatus.FAILED, "routing_unavailable") from None
         if not route.candidates:
             raise Finish(DepositStatus.FAILED, "no_route")
         return route
+
+    async def _screen(self) -> ScreeningResult:
+        """Player controls, KYC gates and the risk rules. A deposit whose market or risk asks for verified KYC
+        waits for it (the init answer says `kyc_required`), then is screened again; it expires if none comes."""
+        input, s = self._input, self._state
+        kyc_deadline = workflow.now() + timedelta(seconds=input.kyc_wait_timeout_seconds)
+        while True:
+            # Screening may count the deposit against the limits (it is retried too), so from here a deposit that
+            # fails releases it (a no-op when nothing was counted); a rejected one was never counted.
+            self._counts_against_limits = True
+            try:
+                screening = await workflow.execute_local_activity(
+                    ActivityName.SCREEN_DEPOSIT, self._screening_input(), result_type=ScreeningResult, **_LOCAL_STEP,
+                )
+            except (ActivityError, ApplicationError) as err:
+                if is_cancelled_exception(err):
+                    raise asyncio.CancelledError() from err
+                # No money has moved yet, so a step that keeps failing ends the deposit instead of stalling it.
+                workflow.logger.error("deposit %s could not be screened: %s", input.payment_id, activity_cause(err))
+                raise Finish(DepositStatus.FAILED, "screening_unavailable") from None
+            if screening.risk is not None:
+                self._risk_decisions.append(screening.risk)
+                s.risk_level = _highest_level(self._risk_decisions)
+            if screening.outcome == "allow":
+                if s.status == DepositStatus.KYC_REQUIRED:
+                    set_status(s, DepositStatus.PENDING)
+                return screening
+            self._counts_against_limits = False
+            if screening.outcome != "kyc_required":
+                raise Finish(DepositStatus.REJECTED, screening.code)
+            remaining_seconds = (kyc_deadline - workflow.now()).total_seconds()
+            if remaining_seconds <= 0:
+                raise Finish(DepositStatus.EXPIRED, "kyc_timeout")
+            if s.status != DepositStatus.KYC_REQUIRED:
+                s.failure_code = screening.code  # why: the market's gate, or the risk rules' step-up
+                set_status(s, DepositStatus.KYC_REQUIRED)
+                self._answered = True  # the init answer says so now; the player verifies, then pays
+            self._kyc_nudged = False
+            await wait_until(lambda: self._kyc_nudged, min(remaining_seconds, KYC_RECHECK_SECONDS))
+            s.failure_code = None
+
+    async def _assess_instrument(self, answer: PspPaymentView) -> None:
+        """The PSP's answer named the card: scored again with its BIN country and fingerprint. A verdict of review
+        (or worse — the player is at the PSP already) holds the capture for a person instead of crediting it."""
+        if answer.instrument is None and answer.bin_country is None:
+            return
+        subject = self._screening_input()
+        subject.instrument, subject.bin_country = answer.instrument, answer.bin_country
+        assessment = await workflow.execute_local_activity(
+            ActivityName.ASSESS_DEPOSIT_INSTRUMENT, subject, result_type=RiskAssessment,
+            start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
+        )
+        self._risk_decisions.append(assessment)
+        self._state.risk_level = _highest_level(self._risk_decisions)
+
+    def _screening_input(self) -> ScreenDepositInput:
+        i = self._input
+        return ScreenDepositInput(i.payment_id, i.player_id, i.amount_minor, i.currency, i.method, i.country,
+                                  i.device_id, i.ip_address)
+
+    def _risk_holds_the_capture(self) -> bool:
+        return any(d.action in _RISK_REVIEW_ACTIONS for d in self._risk_decisions)
 
     async def _create_at_first_taker(self, candidates: list[str]) -> PspPaymentView:
         """The candidates in order, until one takes the payment. A PSP that did not take it is left for the next
@@ -241,7 +304,7 @@ class DepositWorkflow(PspSignals):
             result = await self._psp.create(psp, CreatePspPaymentInput(
                 psp=psp, payment_id=input.payment_id, player_id=input.player_id, amount_minor=input.amount_minor,
                 currency=input.currency, method=input.method, return_url=input.return_url, country=input.country,
-                sandbox_scenario=input.sandbox_scenario,
+                sandbox_scenario=input.sandbox_scenario, sandbox_card=input.sandbox_card,
             ))
             self._record_attempt(psp, result.attempt())
             if result.created is Created.TAKEN:
@@ -275,6 +338,11 @@ class DepositWorkflow(PspSignals):
             return Finish(DepositStatus.IN_REVIEW, review_reason=mismatch_reason)
         if answer.status != "captured":
             return Finish(DepositStatus.FAILED, answer.failure_code or f"psp_{answer.status}")
+        if self._risk_holds_the_capture():
+            # The risk rules asked for a person: approve credits the capture, reject refunds it.
+            await raise_alert("deposit.risk_review", s.payment_id, {"risk_level": s.risk_level or ""})
+            self._capture = answer
+            return Finish(DepositStatus.IN_REVIEW, review_reason="risk_review")
         credited = await self._credit(answer, answer.amount_minor)
         if credited is not None:
             self._capture = answer
@@ -369,6 +437,12 @@ class DepositWorkflow(PspSignals):
             await self._review_stray(late)  # that capture came in while the steps above ran
         if self._row_written != self._row_now():  # a credit wrote its row with the money
             await self._record()
+        if s.status == DepositStatus.CREDITED:
+            # AML scenarios look at settled money: this deposit may complete a pattern (a case, alerted).
+            await workflow.execute_local_activity(
+                ActivityName.CHECK_AML, AmlTrigger(s.player_id, "deposit", s.payment_id),
+                start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
+            )
         return s
 
     async def _end(self, status: str, failure_code: str | None = None, review_reason: str | None = None) -> None:

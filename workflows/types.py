@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 class DepositStatus:
     PENDING = "pending"
+    KYC_REQUIRED = "kyc_required"  # its market or its risk asks for verified KYC first: it waits, not yet at a PSP
     REQUIRES_ACTION = "requires_action"
     AUTHORIZED = "authorized"
     CAPTURED = "captured"
@@ -72,6 +73,10 @@ class DepositInput:
     return_url: str
     country: str | None = None
     sandbox_scenario: str | None = None
+    sandbox_card: str | None = None  # a sandbox card PSP's test card (its BIN country and fingerprint)
+    device_id: str | None = None  # the platform's device id (meta.device_id, else meta.device)
+    ip_address: str | None = None  # the player's public address; None when private, loopback or unknown
+    kyc_wait_timeout_seconds: float = 3600.0  # a deposit waiting for KYC expires after this
     webhook_timeout_seconds: float = 120.0
     status_poll_attempts: int = 3
     status_poll_interval_seconds: float = 5.0
@@ -117,6 +122,7 @@ class DepositState:
     review_psp_view: PspPaymentView | None = None
     reviewed_by: str | None = None
     refund_ids: list[str] = field(default_factory=list)
+    risk_level: str | None = None  # low | medium | high: the risk rules' verdict (the highest of its stages)
 
     @classmethod
     def started(cls, input: DepositInput, now: str) -> DepositState:
@@ -160,6 +166,8 @@ class WithdrawalInput:
     currency: str
     country: str | None = None
     sandbox_scenario: str | None = None
+    device_id: str | None = None
+    ip_address: str | None = None  # the player's public address; None when private, loopback or unknown
     kyc_wait_timeout_seconds: float = 7 * 24 * 3600.0
     review_wait_timeout_seconds: float = 3 * 24 * 3600.0
     webhook_timeout_seconds: float = 300.0
@@ -190,6 +198,7 @@ class WithdrawalState:
     review_reason: str | None = None
     reviewed_by: str | None = None
     available_after_hold_minor: int | None = None
+    risk_level: str | None = None  # low | medium | high: the risk rules' verdict
 
     @classmethod
     def started(cls, input: WithdrawalInput, now: str) -> WithdrawalState:
@@ -396,17 +405,57 @@ class CancelRequest:
 
 @dataclass
 class ScreenDepositInput:
+    """A deposit as its screening knows it; scored again with `instrument` and `bin_country` once the PSP's
+    answer names the card."""
+
     payment_id: str
     player_id: str
     amount_minor: int
     currency: str
+    method: str = ""
+    country: str | None = None
+    device_id: str | None = None
+    ip_address: str | None = None
+    instrument: str | None = None
+    bin_country: str | None = None
+
+
+@dataclass
+class RiskAssessment:
+    """The risk rules' decision as the workflow needs it; the rule hits are in the `risk_decisions` row."""
+
+    decision_id: str
+    action: str  # allow | step_up_kyc | review | deny
+    score: int
+    level: str  # low | medium | high
+
+
+@dataclass
+class AmlTrigger:
+    """A deposit credited or a payout paid (or asked for): the player's AML scenarios are checked again."""
+
+    player_id: str
+    operation: str  # deposit | payout
+    subject_id: str
+
+
+@dataclass
+class AmlSweepInput:
+    lookback_hours: int = 48  # players with a payment in this window are checked (a day, and the day before)
+
+
+@dataclass
+class AmlSweepResult:
+    players_checked: int = 0
+    cases_opened: int = 0
 
 
 @dataclass
 class ScreeningResult:
-    outcome: str  # "allow" | "deny"
+    outcome: str  # "allow" | "deny" | "kyc_required" (waits for verified KYC, then is screened again)
     code: str | None = None
     reason: str | None = None
+    risk: RiskAssessment | None = None
 
 
 @dataclass
@@ -431,6 +480,7 @@ class RouteInput:
     amount_minor: int
     country: str | None = None
     payment_id: str = ""  # seeds the A/B split, so a retried routing gives the same answer
+    risk_level: str | None = None  # the routing file's `risk:` conditions read it
 
 
 @dataclass
@@ -444,6 +494,7 @@ class CreatePspPaymentInput:
     return_url: str
     country: str | None = None
     sandbox_scenario: str | None = None
+    sandbox_card: str | None = None
 
 
 @dataclass
@@ -464,6 +515,8 @@ class PspPaymentView:
     redirect_url: str | None = None
     failure_code: str | None = None
     fee_minor: int | None = None
+    bin_country: str | None = None
+    instrument: str | None = None
 
 
 @dataclass
@@ -514,6 +567,9 @@ class ActivityName:
     READ_PSP_EVENT = "read_psp_event"
 
     SCREEN_DEPOSIT = "screen_deposit"
+    ASSESS_DEPOSIT_INSTRUMENT = "assess_deposit_instrument"
+    CHECK_AML = "check_aml"
+    SWEEP_AML = "sweep_aml"
     RELEASE_DEPOSIT_LIMIT = "release_deposit_limit"
     ROUTE_DEPOSIT = "route_deposit"
     CREATE_PSP_PAYMENT = "create_psp_payment"
@@ -560,6 +616,8 @@ class PayoutSubject:
     amount_minor: int
     currency: str
     country: str | None = None
+    device_id: str | None = None
+    ip_address: str | None = None
 
 
 @dataclass
@@ -575,6 +633,7 @@ class PayoutCheckResult:
     outcome: str  # "pass" | "reject" | "kyc_required" | "review"
     code: str | None = None
     reason: str | None = None
+    risk: RiskAssessment | None = None
 
 
 @dataclass

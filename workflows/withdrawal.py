@@ -23,7 +23,7 @@ from workflows.retry_policies import (
     DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
 )
 from workflows.types import (
-    ActivityName, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult,
+    ActivityName, AmlTrigger, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult,
     PayoutFacts, PayoutRoute, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision,
     StatusPollPlan, WithdrawalInput, WithdrawalState,
 )
@@ -151,6 +151,8 @@ class WithdrawalWorkflow(PspSignals):
         while True:
             self._stop_if_cancelled()
             check = await self._database_step(ActivityName.CHECK_PAYOUT, self._subject(), PayoutCheckResult)
+            if check.risk is not None:
+                self._state.risk_level = check.risk.level
             if check.outcome == "reject":
                 raise Finish(PayoutStatus.REJECTED, check.code)
             if check.outcome == "kyc_required":
@@ -310,6 +312,9 @@ class WithdrawalWorkflow(PspSignals):
         await self._must(ActivityName.RECORD_PAYOUT, PayoutFacts(
             s.payout_id, s.client_id, s.player_id, s.currency, s.amount_minor, s.status, s.created_at, s.updated_at,
             s.method, s.psp, self._fee_minor))
+        if status == PayoutStatus.PAID:
+            # AML scenarios look at settled money (the payouts row above): this payout may complete a pattern.
+            await self._must(ActivityName.CHECK_AML, AmlTrigger(s.player_id, "payout", s.payout_id))
         try:
             await workflow.wait_condition(workflow.all_handlers_finished)
         except asyncio.CancelledError:
@@ -339,7 +344,8 @@ class WithdrawalWorkflow(PspSignals):
 
     def _subject(self) -> PayoutSubject:
         i = self._input
-        return PayoutSubject(i.payout_id, i.player_id, i.amount_minor, i.currency, i.country)
+        return PayoutSubject(i.payout_id, i.player_id, i.amount_minor, i.currency, i.country, i.device_id,
+                             i.ip_address)
 
     def _stop_if_cancelled(self) -> None:
         if self._cancel is not None:
