@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.fees import fee_minor
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
+from activities.screening import RiskScreening, assessment_of, deposit_subject
 from ledger import Ledger
 from ledger.errors import LedgerError
 from ledger.payments import PaymentRecord, credit_deposit, record_payment, record_uncredited_capture
@@ -44,6 +45,7 @@ class DepositActivities:
         self,
         ledger: Ledger,
         players: PlayerStore,
+        risk: RiskScreening,
         connectors: Mapping[str, PspConnector],
         routing: RoutingConfig,
         health: HealthStore,
@@ -51,6 +53,7 @@ class DepositActivities:
     ) -> None:
         self.ledger = ledger
         self.players = players
+        self.risk = risk
         self.connectors = connectors
         self.routing = routing
         self.health = health
@@ -71,10 +74,23 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.SCREEN_DEPOSIT)
     async def screen_deposit(self, input: ScreenDepositInput) -> ScreeningResult:
+        """The player's controls, KYC, the risk rules, then the limits — counted at once when it is allowed."""
+        now = self.clock()
+        controls = await self.players.controls(input.player_id, input.currency, now)
+        stored = await self.risk.assess(deposit_subject(input))
+        risk = assessment_of(stored)
+        # A closed or self-excluded account is refused by the limits' screening below, which says so first.
+        if not (controls.closed or controls.self_excluded(now)):
+            if controls.kyc_status == "rejected":
+                return ScreeningResult("deny", "kyc_rejected", "the player's identity check was rejected", risk)
+            if risk.action == "deny":
+                return ScreeningResult("deny", "risk_denied", "the deposit breaks the risk rules", risk)
+            if (why := self.risk.kyc_required(stored, input.country, controls.kyc_status)) is not None:
+                return ScreeningResult("kyc_required", why, "the player's identity must be verified first", risk)
         decision = await self.players.screen_deposit(
-            input.player_id, input.currency, input.payment_id, input.amount_minor, self.clock()
+            input.player_id, input.currency, input.payment_id, input.amount_minor, now
         )
-        return ScreeningResult(decision.outcome, decision.code, decision.reason)
+        return ScreeningResult(decision.outcome, decision.code, decision.reason, risk)
 
     @activity.defn(name=ActivityName.RELEASE_DEPOSIT_LIMIT)
     async def release_deposit_limit(self, payment_id: str) -> None:
@@ -86,7 +102,7 @@ class DepositActivities:
         states = await self.health.states(self.clock())
         candidates = route(
             self.routing, method=input.method, currency=input.currency, amount_minor=input.amount_minor,
-            country=input.country, risk=None, payment_id=input.payment_id, available=set(self.connectors),
+            country=input.country, risk=input.risk_level, payment_id=input.payment_id, available=set(self.connectors),
             health=states,
         )
         if candidates and all(states.get(c.psp) == CircuitState.OPEN for c in candidates):
@@ -108,6 +124,7 @@ class DepositActivities:
             return_url=input.return_url,
             country=input.country,
             scenario=input.sandbox_scenario,
+            sandbox_card=input.sandbox_card,
         )
         return _view(await call_and_record(self.health, input.psp, "create_payment",
                                            lambda: connector.create_payment(request)))

@@ -4,7 +4,7 @@ and the player notification. Ledger ids derive from the payout id, so every step
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.fees import fee_minor
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
+from activities.screening import RiskScreening, assessment_of
 from ledger import (
     InsufficientFunds,
     Ledger,
@@ -24,14 +25,14 @@ from ledger import (
     transfer_ids,
 )
 from ledger.fees import book_fee
-from ledger.games import turnover_since
 from ledger.payouts import PayoutRecord, record_payout
-from payloop.money import MoneyError, parse_rates, to_eur_minor
 from payloop.settings import Settings
 from players import PlayerStore, notifications
 from psp.base import CreatePayoutRequest, PspConnector, PspPayout
 from psp.routing import RoutingConfig, closed_loop_method, payout_route
 from psp.routing.health import HealthStore
+from risk import aml
+from risk.types import RiskSubject
 from workflows.types import (
     ActivityName,
     CreatePspPayoutInput,
@@ -56,6 +57,7 @@ class WithdrawalActivities:
         engine: AsyncEngine,
         ledger: Ledger,
         players: PlayerStore,
+        risk: RiskScreening,
         connectors: Mapping[str, PspConnector],
         settings: Settings,
         routing: RoutingConfig,
@@ -65,11 +67,11 @@ class WithdrawalActivities:
         self.engine = engine
         self.ledger = ledger
         self.players = players
+        self.risk = risk
         self.connectors = connectors
         self.settings = settings
         self.routing = routing
         self.health = health
-        self.rates = parse_rates(settings.fx_rates_to_eur)
         self.clock = clock
 
     def all(self) -> list[Callable]:
@@ -129,6 +131,8 @@ class WithdrawalActivities:
 
     @activity.defn(name=ActivityName.CHECK_PAYOUT)
     async def check_payout(self, payout: PayoutSubject) -> PayoutCheckResult:
+        """Account state, KYC, the risk rules and the player's AML cases, in that order; the first that does not
+        pass decides."""
         now = self.clock()
         controls = await self.players.controls(payout.player_id, payout.currency, now)
         if controls.closed:
@@ -137,30 +141,25 @@ class WithdrawalActivities:
             return PayoutCheckResult("reject", "self_excluded", "the player is self-excluded")
         if controls.kyc_status == "rejected":
             return PayoutCheckResult("reject", "kyc_rejected", "the player's identity check was rejected")
-        if controls.kyc_status != "verified":
-            return PayoutCheckResult("kyc_required", "kyc_required", "the player's identity is not verified yet")
-        return await self._aml(payout, now)
-
-    async def _aml(self, payout: PayoutSubject, now: datetime) -> PayoutCheckResult:
-        s = self.settings
-        last_deposit = await self.ledger.last_credit(player_account(payout.player_id, payout.currency), "deposit")
-        if last_deposit is not None:
-            turnover = await turnover_since(self.engine, payout.player_id, payout.currency, last_deposit.created_at)
-            # Deposit-then-withdraw with little play is the classic laundering pattern.
-            if turnover * 100 < s.aml_turnover_percent * last_deposit.amount:
-                return PayoutCheckResult("review", "low_turnover",
-                                         "turnover since the last deposit is below the required share of it")
-        since = now - timedelta(hours=s.aml_linked_window_hours)
-        linked = await self.ledger.player_debits_since(payout.player_id, "payout", since)
-        try:
-            linked_eur = sum(to_eur_minor(amount, currency, self.rates) for amount, currency in linked)
-        except MoneyError:
-            # Without a rate the threshold cannot be judged: a person does, rather than no one.
-            return PayoutCheckResult("review", "fx_rate_missing", "no euro rate for a currency of the payouts")
-        if linked_eur >= s.aml_linked_threshold_eur_minor:
-            return PayoutCheckResult("review", "aml_threshold",
-                                     "linked payouts reach the reporting threshold")
-        return PayoutCheckResult("pass")
+        stored = await self.risk.assess(RiskSubject(
+            operation="payout", subject_id=payout.payout_id, player_id=payout.player_id,
+            amount_minor=payout.amount_minor, currency=payout.currency, country=payout.country,
+            ip_address=payout.ip_address, device_id=payout.device_id,
+        ))
+        risk = assessment_of(stored)
+        if risk.action == "deny":
+            return PayoutCheckResult("reject", "risk_denied", "the payout breaks the risk rules", risk)
+        if (why := self.risk.kyc_required(stored, payout.country, controls.kyc_status)) is not None:
+            return PayoutCheckResult("kyc_required", why, "the player's identity is not verified yet", risk)
+        # The scenarios see this payout as asked for; a hit opens a case, and a case open sends it to review.
+        hits = await aml.evaluate(self.engine, self.risk.config, payout.player_id, now, payout.payout_id)
+        if hits:
+            await aml.open_cases(self.engine, hits, now)
+        if await aml.has_active_case(self.engine, payout.player_id):
+            return PayoutCheckResult("review", "aml_case_open", "the player has an open AML case", risk)
+        if risk.action == "review":
+            return PayoutCheckResult("review", "risk_review", "the risk rules ask for a person to look", risk)
+        return PayoutCheckResult("pass", risk=risk)
 
     @activity.defn(name=ActivityName.ROUTE_PAYOUT)
     async def route_payout(self, payout: PayoutSubject) -> PayoutRoute:

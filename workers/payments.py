@@ -1,5 +1,5 @@
-"""The payments worker: deposit, withdrawal, refund, dispute and reconciliation workflows and their activities on
-one task queue."""
+"""The payments worker: deposit, withdrawal, refund, dispute, reconciliation and AML re-check workflows and their
+activities on one task queue."""
 
 from __future__ import annotations
 
@@ -21,23 +21,29 @@ from activities.disputes import DisputeActivities
 from activities.inbox import InboxActivities
 from activities.reconciliation import ReconciliationActivities
 from activities.refunds import RefundActivities
+from activities.screening import RiskScreening
 from activities.withdrawal import WithdrawalActivities
 from ledger import Ledger
 from payloop.db import create_engine
+from payloop.money import parse_rates
 from payloop.settings import Settings
 from payloop.temporal import connect
 from players import PlayerStore
 from psp.registry import build_connectors
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
+from risk.config import load_risk
+from risk.geo import IpCountries
 from workers.bytecode import cache_workflow_bytecode
+from workflows.aml import AmlSweepWorkflow
 from workflows.deposit import DepositWorkflow
 from workflows.dispute import DisputeWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
-WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow, RefundWorkflow, DisputeWorkflow, ReconciliationWorkflow]
+WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow, RefundWorkflow, DisputeWorkflow, ReconciliationWorkflow,
+             AmlSweepWorkflow]
 SHARED_WORKFLOW_MODULES = (
     "workflows.types", "workflows.common", "workflows.search_attributes", "workflows.psp_step",
     "workflows.retry_policies", "payloop.psp_decision",
@@ -58,9 +64,13 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
         ledger, players, connectors = Ledger(engine), PlayerStore(engine), build_connectors(settings, http)
         routing = load_routing(settings)
         health = HealthStore(engine, routing)
+        # Read once, at start-up: a bad rules file stops the worker with its line.
+        risk = RiskScreening(engine, load_risk(settings), IpCountries.load(settings.ip_country_file),
+                             parse_rates(settings.fx_rates_to_eur))
         activities = [
-            *DepositActivities(ledger, players, connectors, routing, health).all(),
-            *WithdrawalActivities(engine, ledger, players, connectors, settings, routing, health).all(),
+            *DepositActivities(ledger, players, risk, connectors, routing, health).all(),
+            *WithdrawalActivities(engine, ledger, players, risk, connectors, settings, routing, health).all(),
+            *risk.all(),
             *RefundActivities(ledger, connectors, routing, health).all(),
             *DisputeActivities(ledger, routing).all(),
             *ReconciliationActivities(ledger, connectors).all(),

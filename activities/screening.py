@@ -1,0 +1,121 @@
+"""The risk engine as the deposit and payout screenings use it: the facts gathered, the rules evaluated, the decision
+stored once per payment and stage (a retried screening gets the first decision back, so the history never holds
+two), the market's KYC gates; and the AML scenarios, checked as money settles and swept daily."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+
+from players import PlayerStore
+from risk import aml, decisions
+from risk.config import RiskConfig
+from risk.engine import evaluate
+from risk.facts import gather_facts
+from risk.geo import IpCountries
+from risk.kyc import kyc_gate
+from risk.types import RiskSubject, StoredDecision
+from workflows.types import (
+    ActivityName,
+    AmlSweepResult,
+    AmlTrigger,
+    RiskAssessment,
+    ScreenDepositInput,
+)
+
+
+class RiskScreening:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config: RiskConfig,
+        ip_countries: IpCountries,
+        rates: dict[str, Decimal],
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.ip_countries = ip_countries
+        self.rates = rates
+        self.clock = clock
+
+    def all(self) -> list[Callable]:
+        return [self.assess_deposit_instrument, self.check_aml, self.sweep_aml]
+
+    async def assess(self, subject: RiskSubject) -> StoredDecision:
+        """The payment's decision at its stage: the stored one when a try before this one made it."""
+        async with self.engine.connect() as conn:
+            if (stored := await decisions.stored(conn, subject.operation, subject.subject_id, subject.stage)):
+                return stored
+            ip_country = self.ip_countries.country(subject.ip_address) if subject.ip_address else None
+            facts = await gather_facts(conn, self.config, subject, ip_country, self.clock(), self.rates)
+        decision = evaluate(self.config, facts, subject.stage)
+        async with self.engine.begin() as conn:
+            return await decisions.record(conn, subject, ip_country, facts, decision, self.clock())
+
+    def kyc_required(self, stored: StoredDecision, country: str | None, kyc_status: str) -> str | None:
+        """Why verified KYC is needed first ("kyc_required": the market's gate; "risk_step_up": the rules'
+        verdict), or None. KYC is read fresh each time, so a player verified since passes."""
+        if kyc_status == "verified":
+            return None
+        market = self.config.market(country or _str(stored.facts.get("ip_country")))
+        gate = kyc_gate(market, kyc_status, stored.operation, _int(stored.facts.get("lifetime_deposits_eur_minor")),
+                        _int(stored.facts.get("amount_eur_minor")))
+        if gate == "kyc_required":
+            return "kyc_required"
+        return "risk_step_up" if stored.decision.action == "step_up_kyc" else None
+
+    @activity.defn(name=ActivityName.ASSESS_DEPOSIT_INSTRUMENT)
+    async def assess_deposit_instrument(self, input: ScreenDepositInput) -> RiskAssessment:
+        stored = await self.assess(deposit_subject(input, stage="instrument"))
+        assessment = assessment_of(stored)
+        if assessment.action == "step_up_kyc":
+            # The player is at the PSP already: without verified KYC, a person looks at the capture instead.
+            kyc_status = await PlayerStore(self.engine).kyc_status(input.player_id)
+            if kyc_status == "verified":
+                assessment.action = "allow"
+        return assessment
+
+    @activity.defn(name=ActivityName.CHECK_AML)
+    async def check_aml(self, trigger: AmlTrigger) -> list[str]:
+        """The player's AML scenarios; a hit opens a case (or joins the open one). The cases' ids."""
+        hits = await aml.evaluate(self.engine, self.config, trigger.player_id, self.clock(), trigger.subject_id)
+        return await aml.open_cases(self.engine, hits, self.clock()) if hits else []
+
+    @activity.defn(name=ActivityName.SWEEP_AML)
+    async def sweep_aml(self, since_iso: str) -> AmlSweepResult:
+        players = await aml.players_active_since(self.engine, datetime.fromisoformat(since_iso))
+        result = AmlSweepResult()
+        for player_id in players:
+            hits = await aml.evaluate(self.engine, self.config, player_id, self.clock(), None)
+            if hits:
+                result.cases_opened += len(await aml.open_cases(self.engine, hits, self.clock()))
+            result.players_checked += 1
+            activity.heartbeat(result.players_checked)
+        return result
+
+
+def deposit_subject(input: ScreenDepositInput, stage: str = "pre") -> RiskSubject:
+    return RiskSubject(
+        operation="deposit", subject_id=input.payment_id, player_id=input.player_id,
+        amount_minor=input.amount_minor, currency=input.currency, method=input.method or None,
+        country=input.country, ip_address=input.ip_address, device_id=input.device_id,
+        instrument=input.instrument, bin_country=input.bin_country, stage=stage,
+    )
+
+
+def assessment_of(stored: StoredDecision) -> RiskAssessment:
+    d = stored.decision
+    return RiskAssessment(stored.decision_id, d.action, d.score, d.level)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
