@@ -28,6 +28,12 @@ Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"),
                     Field(examples=["DE"], description="ISO 3166 alpha-2")]
 SandboxScenario = Annotated[str, Field(max_length=40, examples=["approve"],
                                        description="the sandbox PSP's behaviour for this payment")]
+SandboxCard = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,40}$"),
+                   Field(examples=["visa_de"], description="a sandbox card PSP's test card (its BIN country and "
+                                                            "fingerprint); sandbox only")]
+# Printable ASCII, no card number (a platform's device fingerprint, never a PAN).
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,100}$"), NoCardNumber,
+                     Field(examples=["dev_7f3a9c"])]
 
 
 def _printable(value: str) -> str:
@@ -46,8 +52,12 @@ class PaymentMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     country: Country | None = None
-    device: Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,100}$"), NoCardNumber] | None = None
+    # The platform's device fingerprint: velocity and shared-device rules read it. `device` is the older name,
+    # kept: either is used (device_id first).
+    device_id: DeviceId | None = None
+    device: DeviceId | None = None
     sandbox_scenario: SandboxScenario | None = None
+    sandbox_card: SandboxCard | None = None
 
 
 class PaymentInitRequest(BaseModel):
@@ -113,9 +123,33 @@ class DepositFacts(BaseModel):
     temporal_ui_url: str
 
 
+class RiskHitView(BaseModel):
+    rule: str
+    score: int
+    reason: str
+    mode: str  # enforce | shadow
+
+
+class RiskDecisionView(BaseModel):
+    """One stage's decision of the risk rules (`pre`: before the PSP; `instrument`: on the PSP's card details)."""
+
+    decision_id: str
+    stage: str
+    action: str
+    score: int
+    level: str
+    hits: list[RiskHitView]
+    shadow_hits: list[RiskHitView]
+    shadow_action: str
+    created_at: str
+
+
 class PaymentView(PaymentAmounts, DepositFacts):
     redirect_url: str | None = None
     refund_ids: list[str]
+    risk_level: str | None = Field(default=None, description="low | medium | high: the risk rules' verdict")
+    risk: list[RiskDecisionView] | None = Field(
+        default=None, description="the risk decisions with their rule hits; only for keys with the ops scope")
     # Review information: only keys with the `ops` scope see it (null for others).
     review_psp_view: PspPaymentSummary | None = Field(
         default=None, description="while in review, the PSP's own view; only for keys with the ops scope")
@@ -238,6 +272,7 @@ class PayoutMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     country: Country | None = None
+    device_id: DeviceId | None = None
     sandbox_scenario: SandboxScenario | None = None
 
 
@@ -275,6 +310,9 @@ class PayoutView(BaseModel):
     reviewed_by: str | None = None
     deferred_until: str | None = None  # while the payout waits for its PSP to come back
     hold: str | None = None  # "held" | "posted" | "voided"
+    risk_level: str | None = None  # low | medium | high: the risk rules' verdict
+    risk: list[RiskDecisionView] | None = Field(
+        default=None, description="the risk decisions with their rule hits; only for keys with the ops scope")
     created_at: str
     updated_at: str
     temporal_ui_url: str

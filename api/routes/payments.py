@@ -13,9 +13,11 @@ from temporalio.exceptions import ApplicationError
 
 from api import engine
 from api.auth import Principal, require_scope
+from api.client_address import player_address
 from api.errors import Problem, problem_responses, validation_problem
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
+from api.risk_decisions import risk_views
 from api.schemas import (
     PLAYER_ID_PATTERN,
     DepositReviewRequest,
@@ -47,8 +49,8 @@ METHOD_PATTERN = r"^[a-z_]{1,30}$"
 # A review decision that refunds at a PSP can take minutes: the route answers 202 rather than hold the caller.
 REVIEW_WAIT_SECONDS = 10.0
 # workflows.types.DepositStatus, as the ops list filters by it (tests/test_api_money.py keeps the two equal).
-DepositStatusFilter = Literal["pending", "requires_action", "authorized", "captured", "credited", "failed",
-                              "rejected", "expired", "in_review", "refunded"]
+DepositStatusFilter = Literal["pending", "kyc_required", "requires_action", "authorized", "captured", "credited",
+                              "failed", "rejected", "expired", "in_review", "refunded"]
 _NO_MONEY = PaymentMoney(captured_minor=0, credited_minor=0, credit_transfer_id=None, refunded_minor=0,
                          refund_pending_minor=0, uncredited_refunds_minor=0, disputed_minor=0, charged_back_minor=0, fees_minor=0)
 
@@ -95,6 +97,10 @@ async def _start_deposit(
         return_url=body.return_url,
         country=body.meta.country,
         sandbox_scenario=body.meta.sandbox_scenario,
+        sandbox_card=body.meta.sandbox_card,
+        device_id=body.meta.device_id or body.meta.device,
+        ip_address=player_address(request),
+        kyc_wait_timeout_seconds=settings.deposit_kyc_wait_timeout_seconds,
         webhook_timeout_seconds=settings.deposit_webhook_timeout_seconds,
         status_poll_attempts=settings.deposit_status_poll_attempts,
         status_poll_interval_seconds=settings.deposit_status_poll_interval_seconds,
@@ -114,10 +120,17 @@ async def _start_deposit(
     return _init_outcome(answer)
 
 
+# Why a rejected deposit was refused, as its client may be told (never which risk rule fired).
+_REJECTIONS = {
+    "risk_denied": "the deposit cannot be accepted",
+    "kyc_rejected": "the player's identity check was rejected",
+}
+
+
 def _init_outcome(answer: InitAnswer) -> tuple[int, dict]:
     if answer.status == DepositStatus.REJECTED:
-        return 422, Problem(422, answer.failure_code or "rejected", "Deposit rejected",
-                            "the deposit breaks a responsible-gaming rule or limit",
+        detail = _REJECTIONS.get(answer.failure_code or "", "the deposit breaks a responsible-gaming rule or limit")
+        return 422, Problem(422, answer.failure_code or "rejected", "Deposit rejected", detail,
                             payment_id=answer.payment_id).body()
     if answer.status == DepositStatus.FAILED:
         if answer.failure_code in ("screening_unavailable", "routing_unavailable"):
@@ -181,6 +194,8 @@ async def payment_view(request: Request, state: DepositState, *, ops: bool) -> P
         redirect_url=state.redirect_url,
         **amounts(money, state.currency),
         refund_ids=refund_ids,
+        risk_level=state.risk_level,
+        risk=await risk_views(db, "deposit", state.payment_id) if ops else None,
         review_psp_view=_psp_summary(state.review_psp_view) if ops else None,
         reviewed_by=state.reviewed_by if ops else None,
         created_at=state.created_at,

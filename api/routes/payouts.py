@@ -16,9 +16,11 @@ from temporalio.service import RPCError
 
 from api import engine
 from api.auth import Principal, require_scope
+from api.client_address import player_address
 from api.errors import Problem, problem_responses
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
+from api.risk_decisions import risk_views
 from api.schemas import CancelPayoutRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest
 from ledger import player_account
 from payloop.money import to_decimal_string
@@ -81,6 +83,8 @@ async def _start_withdrawal(
         currency=body.currency,
         country=body.meta.country,
         sandbox_scenario=body.meta.sandbox_scenario,
+        device_id=body.meta.device_id,
+        ip_address=player_address(request),
         kyc_wait_timeout_seconds=settings.kyc_wait_timeout_seconds,
         review_wait_timeout_seconds=settings.review_wait_timeout_seconds,
         webhook_timeout_seconds=settings.payout_webhook_timeout_seconds,
@@ -117,7 +121,10 @@ async def get_payout(
     principal: Annotated[Principal, Depends(require_scope("payments"))],
 ) -> PayoutView:
     state = await _owned_state(request, principal, payout_id)
-    return _view(request, state)
+    view = _view(request, state)
+    if "ops" in principal.scopes:
+        view.risk = await risk_views(request.app.state.engine, "payout", payout_id)
+    return view
 
 
 @router.post("/{payout_id}/cancel", response_model=PayoutView, responses=problem_responses(404, 409, 504))
@@ -222,6 +229,7 @@ def _view(request: Request, s: WithdrawalState) -> PayoutView:
         reviewed_by=s.reviewed_by,
         deferred_until=s.deferred_until,
         hold=hold,
+        risk_level=s.risk_level,
         created_at=s.created_at,
         updated_at=s.updated_at,
         temporal_ui_url=engine.ui_url(request.app.state.settings, WithdrawalWorkflow.workflow_id(s.payout_id)),
@@ -229,12 +237,14 @@ def _view(request: Request, s: WithdrawalState) -> PayoutView:
 
 
 async def nudge_kyc_waiting(client: Client, player_id: str) -> None:
-    """Tells the player's payouts waiting for KYC to look again; each re-reads the status itself. Best effort:
-    a waiting payout also re-reads KYC on its own every hour, so Temporal being unreachable fails nothing here."""
-    query = f"WorkflowType = 'WithdrawalWorkflow' AND PlayerId = '{player_id}' AND PaymentStatus = 'kyc_required'"
+    """Tells the player's payouts and deposits waiting for KYC to look again; each re-reads the status itself. Best
+    effort: a waiting one also re-reads KYC on its own every hour, so Temporal being unreachable fails nothing here."""
+    query = (f"WorkflowType IN ('WithdrawalWorkflow', 'DepositWorkflow') AND PlayerId = '{player_id}' "
+             "AND PaymentStatus = 'kyc_required'")
     try:
         async for execution in client.list_workflows(query):
-            with contextlib.suppress(RPCError):  # that payout finished meanwhile
+            with contextlib.suppress(RPCError):  # that one finished meanwhile
+                # Both workflows take the signal by this name.
                 await client.get_workflow_handle(execution.id).signal(WithdrawalWorkflow.kyc_changed)
     except (RPCError, TimeoutError) as err:
         log.warning("KYC of %s changed, but waiting payouts could not be told now (%s)", player_id, err)
