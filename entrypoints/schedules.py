@@ -1,4 +1,5 @@
-"""The Temporal Schedules the product runs on: one daily reconciliation per PSP (`recon-daily-<psp>`).
+"""The Temporal Schedules the product runs on: one daily reconciliation per PSP (`recon-daily-<psp>`) and the
+daily AML re-check (`aml-daily`).
 
 `payloop schedules` creates them, or brings existing ones up to date (a changed time, a new PSP); `payloop run` and
 the compose file's `schedules` service run it after the migrations. A schedule skips a day's start while the
@@ -25,8 +26,11 @@ from temporalio.client import (
 
 from payloop.settings import Settings
 from psp.registry import PROVIDERS, Provider
+from workflows.aml import AmlSweepWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
-from workflows.types import ReconInput
+from workflows.types import AmlSweepInput, ReconInput
+
+AML_SCHEDULE_ID = "aml-daily"
 
 
 def recon_schedule_id(psp: str) -> str:
@@ -34,12 +38,23 @@ def recon_schedule_id(psp: str) -> str:
 
 
 def recon_schedule(settings: Settings, provider: Provider) -> Schedule:
-    hour, minute = settings.recon_daily_at_utc.split(":")
+    return _daily(settings.recon_daily_at_utc, ScheduleActionStartWorkflow(
+        ReconciliationWorkflow.run, ReconInput(provider.name, sla_days=provider.settlement_terms.sla_days),
+        id=ReconciliationWorkflow.daily_workflow_id(provider.name), task_queue=settings.task_queue,
+    ))
+
+
+def aml_schedule(settings: Settings) -> Schedule:
+    return _daily(settings.aml_daily_at_utc, ScheduleActionStartWorkflow(
+        AmlSweepWorkflow.run, AmlSweepInput(), id=AmlSweepWorkflow.daily_workflow_id(),
+        task_queue=settings.task_queue,
+    ))
+
+
+def _daily(at_utc: str, action: ScheduleActionStartWorkflow) -> Schedule:
+    hour, minute = at_utc.split(":")
     return Schedule(
-        action=ScheduleActionStartWorkflow(
-            ReconciliationWorkflow.run, ReconInput(provider.name, sla_days=provider.settlement_terms.sla_days),
-            id=ReconciliationWorkflow.daily_workflow_id(provider.name), task_queue=settings.task_queue,
-        ),
+        action=action,
         # Every day at that time, UTC (no time zone given).
         spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(int(hour))],
                                                           minute=[ScheduleRange(int(minute))])]),
@@ -48,12 +63,11 @@ def recon_schedule(settings: Settings, provider: Provider) -> Schedule:
 
 
 async def ensure_schedules(client: Client, settings: Settings, psps: Collection[str] | None = None) -> list[str]:
-    """Create each PSP's daily reconciliation schedule, or update it to this one; the schedule ids."""
-    ids = []
-    for provider in PROVIDERS:
-        if psps is not None and provider.name not in psps:
-            continue
-        schedule, schedule_id = recon_schedule(settings, provider), recon_schedule_id(provider.name)
+    """Create each PSP's daily reconciliation schedule and the AML re-check, or update them to these; the ids."""
+    wanted = [(recon_schedule_id(p.name), recon_schedule(settings, p)) for p in PROVIDERS
+              if psps is None or p.name in psps]
+    wanted.append((AML_SCHEDULE_ID, aml_schedule(settings)))
+    for schedule_id, schedule in wanted:
         try:
             await client.create_schedule(schedule_id, schedule)
         except ScheduleAlreadyRunningError:
@@ -61,5 +75,4 @@ async def ensure_schedules(client: Client, settings: Settings, psps: Collection[
                 return ScheduleUpdate(schedule=schedule)
 
             await client.get_schedule_handle(schedule_id).update(replace)
-        ids.append(schedule_id)
-    return ids
+    return [schedule_id for schedule_id, _ in wanted]
