@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -139,6 +140,14 @@ class Settings(BaseSettings):
     payout_fallback_psp: str = "ewallet"
     # The PSP routing file (YAML); None = the shipped psp/routing.yaml.
     routing_file: Path | None = None
+    # -- risk (risk/) ------------------------------------------------------------------------------------------
+    # The risk rules file (YAML, read once at start-up); None = the shipped risk/rules.yaml.
+    risk_file: Path | None = None
+    # Proxies (load balancers) in front of the API, as comma-separated CIDRs ("10.0.0.0/8,2001:db8::/32"): only a
+    # request from one of them has its X-Forwarded-For believed; anyone else could write any address in it.
+    trusted_proxies: str = ""
+    # A `cidr,country` table of IP ranges (a GeoIP export); None = the shipped sandbox table risk/ip_countries.csv.
+    ip_country_file: Path | None = None
     # Below the workflows' 15 s start-to-close for a PSP call, so a slow PSP ends an attempt cleanly.
     psp_http_timeout_seconds: float = Field(default=10.0, gt=0, lt=15)
     init_update_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -151,6 +160,18 @@ class Settings(BaseSettings):
         if value.strip():
             parse_many(value)  # ValueError: "couldn't parse rate limit string …"
         return value.strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidr_list(cls, value: str) -> str:
+        # Refused at start-up: a typo here would silently trust no proxy (or the wrong one).
+        for cidr in _split_cidrs(value):
+            ipaddress.ip_network(cidr)  # ValueError; strict: "10.0.0.1/8" (host bits set) is refused too
+        return value.strip()
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(cidr) for cidr in _split_cidrs(self.trusted_proxies))
 
     @property
     def effective_database_url(self) -> str:
@@ -175,6 +196,10 @@ class Settings(BaseSettings):
     @property
     def sandbox_psp_browser_url(self) -> str:
         return self.sandbox_psp_public_url or self.sandbox_psp_url
+
+
+def _split_cidrs(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @lru_cache

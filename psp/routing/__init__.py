@@ -4,10 +4,10 @@
 database, the rest is pure.
 """
 
+from payloop.yaml_files import Issue
 from psp.routing.config import (
     Cost,
     HealthThresholds,
-    Issue,
     PspConfig,
     RoutingConfig,
     RoutingConfigError,

@@ -1,22 +1,19 @@
 """The routing file: which PSPs exist, what they take, what they cost, how their health is judged, and the
 ordered routing rules. YAML, validated with pydantic; every error names the file, the line and the field.
 
-YAML notes. The file is read with a loader that keeps numbers exact: unquoted decimals such as `1.4` stay the
+YAML notes. The file is read with payloop.yaml_files' exact loader: unquoted decimals such as `1.4` stay the
 string "1.4" (no floats are ever built), integers stay integers (accepted where a decimal string is expected),
 and only `true`/`false` are booleans — so the country `NO` stays "NO" (YAML 1.1 would make it False).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -33,6 +30,7 @@ from payloop.money import (
     currency_exponent,
     to_minor_units,
 )
+from payloop.yaml_files import ConfigFileError, Loc, parse_mapping, read_file
 
 RISK_LEVELS = ("low", "medium", "high")
 ANY_COUNTRY = "*"
@@ -233,34 +231,10 @@ class RoutingConfig(_Model):
 # --- loading -------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Issue:
-    line: int | None
-    field: str
-    message: str
-
-
-class RoutingConfigError(ValueError):
+class RoutingConfigError(ConfigFileError):
     """A routing file that cannot be used; str() has one `file:line: field: message` line per problem."""
 
-    def __init__(self, source: str, issues: list[Issue]) -> None:
-        self.source = source
-        self.issues = issues
-        lines = [f"{source}:{i.line if i.line is not None else '?'}: {i.field or '(file)'}: {i.message}"
-                 for i in issues]
-        super().__init__(f"invalid routing file {source}:\n  " + "\n  ".join(lines))
-
-
-class _ExactLoader(yaml.SafeLoader):
-    """SafeLoader without floats (decimals stay strings) and with only true/false as booleans."""
-
-
-_ExactLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers
-            if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_ExactLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$"), list("tf"))
+    what = "routing file"
 
 
 def default_routing_path() -> Path:
@@ -269,11 +243,7 @@ def default_routing_path() -> Path:
 
 def load_routing_file(path: str | Path) -> RoutingConfig:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise RoutingConfigError(str(path), [Issue(None, "", f"cannot read the file: {err.strerror or err}")]) from None
-    return parse_routing(text, source=str(path))
+    return parse_routing(read_file(path, RoutingConfigError), source=str(path))
 
 
 def load_routing(settings: Any) -> RoutingConfig:
@@ -283,93 +253,19 @@ def load_routing(settings: Any) -> RoutingConfig:
 
 
 def parse_routing(text: str, source: str = "<string>") -> RoutingConfig:
-    loader = _ExactLoader(text)
+    document = parse_mapping(text, source, RoutingConfigError, "`psps:` and `rules:`")
     try:
-        root = loader.get_single_node()
-        if root is None:
-            raise RoutingConfigError(source, [Issue(1, "", "the file is empty")])
-        issues = _duplicate_keys(root)
-        if issues:
-            raise RoutingConfigError(source, issues)
-        data = loader.construct_document(root)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise RoutingConfigError(source, [Issue(line, "", f"not valid YAML: {err.problem or err}")]) from None
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise RoutingConfigError(source, [Issue(root.start_mark.line + 1, "", "the file must be a mapping "
-                                                "with `psps:` and `rules:`")])
-    try:
-        config = RoutingConfig.model_validate(data)
+        config = RoutingConfig.model_validate(document.data)
     except ValidationError as err:
-        issues = [Issue(_line_of(root, e["loc"]), _field_name(e["loc"]), _message(e)) for e in err.errors()]
-        raise RoutingConfigError(source, issues) from None
-    issues = [Issue(_line_of(root, loc), _field_name(loc), message) for loc, message in _check(config)]
+        raise RoutingConfigError(source, document.validation_issues(err)) from None
+    issues = document.issues(_check(config))
     if issues:
         raise RoutingConfigError(source, issues)
     config._source = source
     return config
 
 
-def _message(error: dict[str, Any]) -> str:
-    message = str(error.get("msg", "invalid value"))
-    return message.removeprefix("Value error, ")
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    name = ""
-    for part in loc:
-        if isinstance(part, int):
-            name += f"[{part}]"
-        elif part == "[key]":
-            name += " (key)"
-        else:
-            name += f".{part}" if name else str(part)
-    return name
-
-
-def _line_of(root: yaml.Node, loc: tuple[Any, ...]) -> int:
-    """The 1-based line of the YAML node a pydantic/validation location points at (its nearest existing parent
-    when the field is missing; the key's line for a mapping entry)."""
-    node, line = root, root.start_mark.line
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            entry = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)),
-                         None)
-            if entry is None:
-                break
-            node, line = entry[1], entry[0].start_mark.line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line
-        else:
-            break
-    return line + 1
-
-
-def _duplicate_keys(node: yaml.Node, path: str = "") -> list[Issue]:
-    issues: list[Issue] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            here = f"{path}.{name}" if path else name
-            if name in seen:
-                issues.append(Issue(key.start_mark.line + 1, here, "duplicate key"))
-            seen.add(name)
-            issues += _duplicate_keys(value, here)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            issues += _duplicate_keys(item, f"{path}[{index}]")
-    return issues
-
-
 # --- checks pydantic cannot express: money, references, ranks and weights -------------------------------------
-
-Loc = tuple[Any, ...]
-
 
 def _check_currency(currency: str, loc: Loc, problems: list[tuple[Loc, str]]) -> bool:
     if currency not in CURRENCY_EXPONENTS:
