@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger.errors import RecordNotFound
 from ledger.models import payments, payouts
 from payloop.money import to_decimal_string
+from risk.facts import players
 from risk.models import risk_case_events, risk_cases
 from risk.types import CASE_ACTIVE_STATES, CASE_DECISIONS
 
@@ -172,12 +173,15 @@ async def decide(engine: AsyncEngine, case_id: str, decision: str, note: str, ac
     return case
 
 
-async def report(engine: AsyncEngine, case_id: str, *, kyc_status: str | None = None) -> dict[str, Any] | None:
+async def report(engine: AsyncEngine, case_id: str) -> dict[str, Any] | None:
     """What the reviewer files for the case (None: no such case), JSON-able; amounts as decimal strings."""
     detail = await case_detail(engine, case_id)
     if detail is None:
         return None
     case = detail.case
+    async with engine.connect() as conn:
+        kyc_status = (await conn.execute(select(players.c.kyc_status).where(players.c.id == case.player_id))
+                      ).scalar_one_or_none()
     return {
         "case_id": case.case_id,
         "scenario": {"kind": case.kind, "description": SCENARIOS[case.kind]},

@@ -13,7 +13,7 @@ from ledger.errors import RecordNotFound
 from players import audit
 from risk import aml, cases
 from risk.types import CaseHit
-from tests.risk.helpers import NOW, deposit, hours, payout
+from tests.risk.helpers import NOW, deposit, hours, payout, player
 
 
 async def open_case(engine: AsyncEngine, kind: str = "structuring", player: str = "p1", at=NOW,  # noqa: ANN001
@@ -112,7 +112,8 @@ async def test_the_report_in_json_and_csv(engine: AsyncEngine) -> None:
     await payout(engine, "po_1", "p1", 5_050, currency="GBP", method="bank", at=NOW - hours(1))
     case_id = await open_case(engine, ids=("pay_1", "po_1"))
     await cases.decide(engine, case_id, "report", "filed, ref 42", "carol", NOW)
-    document = await cases.report(engine, case_id, kyc_status="verified")
+    await player(engine, "p1", created_at=NOW, kyc_status="verified")
+    document = await cases.report(engine, case_id)
     assert document is not None
     assert document["subject"] == {"player_id": "p1", "kyc_status": "verified"}
     assert document["scenario"]["kind"] == "structuring"
