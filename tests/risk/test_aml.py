@@ -13,7 +13,7 @@ from risk import aml, decisions
 from risk.facts import gather_facts
 from risk.models import risk_case_events, risk_cases
 from risk.types import AmlSettings, CaseHit, RiskDecision, RiskSubject
-from tests.risk.helpers import NOW, StandInConfig, bet, deposit, hours, payout
+from tests.risk.data_helpers import NOW, StandInConfig, bet, deposit, hours, payout
 
 CONFIG = StandInConfig(aml=AmlSettings())  # CDD 2000.00 EUR / 24 h; structuring 1800.00–1999.99 x3 / 72 h; …
 RATES = {"EUR": Decimal(1), "GBP": Decimal("1.17")}

@@ -13,7 +13,7 @@ from ledger.errors import RecordNotFound
 from players import audit
 from risk import aml, cases
 from risk.types import CaseHit
-from tests.risk.helpers import NOW, deposit, hours, payout, player
+from tests.risk.data_helpers import NOW, deposit, hours, payout, player
 
 
 async def open_case(engine: AsyncEngine, kind: str = "structuring", player: str = "p1", at=NOW,  # noqa: ANN001

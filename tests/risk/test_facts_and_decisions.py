@@ -14,7 +14,7 @@ from risk import decisions
 from risk.facts import gather_facts
 from risk.models import risk_decisions, risk_observations
 from risk.types import RiskDecision, RiskSubject, RuleHit, VelocityCount
-from tests.risk.helpers import ALL_FACTS, NOW, StandInConfig, deposit, dispute, hours, payout, player
+from tests.risk.data_helpers import ALL_FACTS, NOW, StandInConfig, deposit, dispute, hours, payout, player
 
 RATES = {"EUR": Decimal(1), "GBP": Decimal("1.17")}
 COUNTS = tuple(VelocityCount(f"count_{s}_1h", s, 3600) for s in ("player", "device", "instrument", "ip"))

@@ -14,7 +14,7 @@ from payloop.settings import Settings
 from players import audit
 from risk import aml
 from risk.types import CaseHit
-from tests.risk.helpers import NOW, deposit, hours, payout
+from tests.risk.data_helpers import NOW, deposit, hours, payout
 
 UNKNOWN = "rk_0000000000000000"
 
