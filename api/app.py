@@ -25,6 +25,7 @@ from api.routes import (
     players,
     recon,
     refunds,
+    risk,
     routing,
     wallet,
     webhooks,
@@ -80,6 +81,6 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
     for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
-    for module in (payments, refunds, payouts, webhooks, disputes, margin, recon):
+    for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk):
         app.include_router(module.ops_router)
     return app

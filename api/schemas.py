@@ -610,3 +610,63 @@ class ReconResolveRequest(BaseModel):
                                  "signed: what the PSP owes us more (or less, with a minus)")] | None = None
     rematch_with: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,200}$")] | None = None
     note: Annotated[str, Field(min_length=1, max_length=500), Printable, NoCardNumber]
+
+
+# ---- risk: AML cases (api/routes/risk.py) -----------------------------------------------------------------------
+
+
+class RiskCaseDecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"decision": "escalate", "note": "source of funds asked for"}, {"decision": "clear", "note": "salary"}]})
+
+    decision: Literal["clear", "escalate", "report"]
+    note: Annotated[str, Field(min_length=1, max_length=2000, description="why: kept on the case's timeline")]
+
+
+class RiskCaseView(BaseModel):
+    case_id: str
+    player_id: str
+    kind: str = Field(description="cdd_threshold | structuring | rapid_in_out | unusual_route | shared_instrument")
+    state: str = Field(description="open | escalated (active: the player's payouts go to review) | cleared | reported")
+    reason: str = Field(description="what opened it")
+    subject_ids: list[str] = Field(description="the payments and payouts of every hit")
+    facts: dict[str, Any] = Field(description="the latest hit's figures (sums in euro cents, counts)")
+    hits: int
+    created_at: str
+    updated_at: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    decision_note: str | None = None
+
+
+class RiskCasePage(BaseModel):
+    cases: list[RiskCaseView]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class RiskCaseEventView(BaseModel):
+    kind: str = Field(description="opened | hit | clear | escalate | report")
+    at: str
+    actor: str | None = None
+    reason: str
+    subject_ids: list[str] | None = None
+    facts: dict[str, Any] | None = None
+
+
+class RiskTransactionView(BaseModel):
+    type: str = Field(description="deposit | payout")
+    id: str
+    created_at: str
+    amount: str
+    currency: str
+    method: str | None = None
+    status: str
+    in_pattern: bool = Field(description="one of the case's subject_ids")
+    temporal_ui_url: str
+
+
+class RiskCaseDetailView(RiskCaseView):
+    events: list[RiskCaseEventView] = Field(description="the timeline, oldest first")
+    transactions: list[RiskTransactionView] = Field(description="the pattern's payments and payouts, oldest first")
+    payments: list[RiskTransactionView] = Field(description="the player's newest deposits")
+    payouts: list[RiskTransactionView] = Field(description="the player's newest payouts")

@@ -198,6 +198,7 @@ disputes = Table(
     # Reconciliation: a PSP's disputes opened / resolved on one day.
     Index("ix_disputes_psp_opened_at", "psp", "opened_at"),
     Index("ix_disputes_psp_state_resolved_at", "psp", "state", "resolved_at"),
+    Index("ix_disputes_player_id", "player_id"),  # risk: a player's chargebacks
 )
 
 # Written by the withdrawal workflow at its end, for the margin report.
@@ -217,6 +218,7 @@ payouts = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_payouts_status_updated_at", "status", "updated_at"),
     Index("ix_payouts_psp_status_updated_at", "psp", "status", "updated_at"),  # reconciliation: paid on one day
+    Index("ix_payouts_player_id_status", "player_id", "status", "created_at"),  # risk: a player's payouts
 )
 
 # One row per fee transfer, in its transaction: what the margin report sums.

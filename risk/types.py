@@ -64,8 +64,8 @@ class RiskFacts:
     lifetime_deposit_count: int
     lifetime_payouts_eur_minor: int  # paid payouts
     chargebacks: int  # disputes opened against the player's payments, whatever their outcome
-    players_on_device: int | None  # other players seen with this device (None: no device id)
-    players_on_instrument: int | None  # other players seen with this instrument (None: no instrument)
+    players_on_device: int | None  # players seen with this device, this one included (None: no device id)
+    players_on_instrument: int | None  # players seen with this instrument, this one included (None: no instrument)
     # "count_player_1h" → the player's operations of this kind in the last hour, before this one; only the
     # counts the rules file reads are gathered. None for a subject that is unknown (no device, no instrument, no IP).
     velocity: Mapping[str, int | None] = field(default_factory=dict)
@@ -138,6 +138,9 @@ class CaseHit:
     reason: str  # a sentence for the reviewer
     subject_ids: tuple[str, ...]  # the payments / payouts that make the pattern
     facts: Mapping[str, object] = field(default_factory=dict)  # JSON-able figures (sums in euro cents, counts)
+    # What makes the pattern the same when found again (default: its subject ids): a hit already on a case's
+    # timeline opens or joins nothing.
+    key: str = ""
 
 
 @dataclass(frozen=True)
