@@ -80,20 +80,23 @@ class RiskScreening:
                 assessment.action = "allow"
         return assessment
 
+    async def check_player(self, player_id: str, trigger_id: str | None) -> list[str]:
+        """The player's AML scenarios (`trigger_id`: the payment or payout that asks); a hit opens a case, or joins
+        the player's active one of its kind. The ids of the cases hit."""
+        now = self.clock()
+        hits = await aml.evaluate(self.engine, self.config, player_id, now, trigger_id, rates=self.rates)
+        return await aml.open_cases(self.engine, hits, now) if hits else []
+
     @activity.defn(name=ActivityName.CHECK_AML)
     async def check_aml(self, trigger: AmlTrigger) -> list[str]:
-        """The player's AML scenarios; a hit opens a case (or joins the open one). The cases' ids."""
-        hits = await aml.evaluate(self.engine, self.config, trigger.player_id, self.clock(), trigger.subject_id)
-        return await aml.open_cases(self.engine, hits, self.clock()) if hits else []
+        return await self.check_player(trigger.player_id, trigger.subject_id)
 
     @activity.defn(name=ActivityName.SWEEP_AML)
     async def sweep_aml(self, since_iso: str) -> AmlSweepResult:
         players = await aml.players_active_since(self.engine, datetime.fromisoformat(since_iso))
         result = AmlSweepResult()
         for player_id in players:
-            hits = await aml.evaluate(self.engine, self.config, player_id, self.clock(), None)
-            if hits:
-                result.cases_opened += len(await aml.open_cases(self.engine, hits, self.clock()))
+            result.cases_hit += len(await self.check_player(player_id, None))
             result.players_checked += 1
             activity.heartbeat(result.players_checked)
         return result

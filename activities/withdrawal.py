@@ -152,9 +152,7 @@ class WithdrawalActivities:
         if (why := self.risk.kyc_required(stored, payout.country, controls.kyc_status)) is not None:
             return PayoutCheckResult("kyc_required", why, "the player's identity is not verified yet", risk)
         # The scenarios see this payout as asked for; a hit opens a case, and a case open sends it to review.
-        hits = await aml.evaluate(self.engine, self.risk.config, payout.player_id, now, payout.payout_id)
-        if hits:
-            await aml.open_cases(self.engine, hits, now)
+        await self.risk.check_player(payout.player_id, payout.payout_id)
         if await aml.has_active_case(self.engine, payout.player_id):
             return PayoutCheckResult("review", "aml_case_open", "the player has an open AML case", risk)
         if risk.action == "review":

@@ -127,14 +127,14 @@ class Settings(BaseSettings):
     # While every payout PSP is down, payouts wait (with backoff) this long for one to recover, then fail.
     payout_psp_down_deadline_seconds: float = Field(default=6 * 3600.0, gt=0)
     payout_psp_down_first_retry_seconds: float = Field(default=30.0, gt=0)  # then doubling, at most 15 min
-    kyc_wait_timeout_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    kyc_wait_timeout_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)  # a payout waiting for KYC
+    # A deposit waiting for KYC (its market's gate, or the risk rules' step-up) expires after this.
+    deposit_kyc_wait_timeout_seconds: float = Field(default=3600.0, gt=0)
     review_wait_timeout_seconds: float = Field(default=3 * 24 * 3600.0, gt=0)
-    # AML: a payout goes to review when turnover since the last deposit is below this percentage of that deposit…
-    aml_turnover_percent: int = Field(default=100, ge=0)
-    # …or when the player's payouts within aml_linked_window_hours add up to this many euro cents or more.
-    aml_linked_threshold_eur_minor: int = Field(default=200_000, ge=0)
-    aml_linked_window_hours: int = Field(default=24, ge=1)
-    # Euro value of one unit of each other currency, for the AML threshold: "USD=0.92,GBP=1.17".
+    # The daily AML re-check of every player with recent payments starts at this UTC time ("HH:MM").
+    aml_daily_at_utc: str = Field(default="03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # Euro value of one unit of each other currency (AML and KYC thresholds, cross-currency deposit limits, the
+    # risk rules' euro amounts): "USD=0.92,GBP=1.17".
     fx_rates_to_eur: str = "USD=0.92,GBP=1.17,CHF=1.05,SEK=0.088,NOK=0.086,DKK=0.134,PLN=0.23,CAD=0.68"
     # Where payouts go when the player's deposit PSP cannot pay out (closed loop impossible).
     payout_fallback_psp: str = "ewallet"

@@ -447,7 +447,7 @@ class AmlSweepInput:
 @dataclass
 class AmlSweepResult:
     players_checked: int = 0
-    cases_opened: int = 0
+    cases_hit: int = 0  # cases a finding is on (a finding already on a case's timeline changes nothing)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.sandbox.app import SandboxConfig
 from psp.sandbox.app import create_app as create_sandbox_app
+from risk.config import default_risk_path
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, WEBHOOK_SECRETS, Stack, serve, stack_settings
 from tests.processes import (
     PostgresServer,
@@ -75,12 +76,23 @@ REQUEST_DEADLINE = 240.0
 RESULT_DEADLINE = 300.0
 
 
+def drill_risk_file(workdir: Path) -> Path:
+    """The shipped risk rules with the rapid in/out scenario off: a drill's payouts follow random play, and the
+    review that scenario asks for would stall them (nothing in a drill should wait for a person)."""
+    shipped = default_risk_path().read_text(encoding="utf-8")
+    assert "min_turnover_percent: 100" in shipped, "the shipped rapid in/out scenario changed: update the drills"
+    path = workdir / "drill-risk-rules.yaml"
+    path.write_text(shipped.replace("min_turnover_percent: 100", "min_turnover_percent: 0"), encoding="utf-8")
+    return path
+
+
 def drill_settings(database_url: str, temporal: TemporalDevServer, workdir: Path, **overrides: Any) -> Settings:
     """The e2e stack's settings with short webhook waits: a webhook held up by a crash or a restart then gives way to
     status polls, which the drills exercise too; KYC and payout review waits end within a drill (nothing should
     wait for them), refunds wait no longer than deposits."""
     values: dict[str, Any] = {
         "data_dir": workdir,
+        "risk_file": drill_risk_file(workdir),
         "temporal_address": temporal.address,
         "deposit_webhook_timeout_seconds": 5.0,
         "deposit_status_poll_attempts": 3,
@@ -95,7 +107,6 @@ def drill_settings(database_url: str, temporal: TemporalDevServer, workdir: Path
         "refund_webhook_timeout_seconds": 5.0,
         "refund_status_poll_attempts": 3,
         "refund_status_poll_interval_seconds": 0.5,
-        "aml_turnover_percent": 0,  # payouts do not wait for a review of low turnover
         "payout_psp_down_first_retry_seconds": 1.0,
         "payout_psp_down_deadline_seconds": 180.0,
         "psp_http_timeout_seconds": 5.0,

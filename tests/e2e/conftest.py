@@ -208,6 +208,8 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
         payout_status_poll_attempts=2,
         payout_status_poll_interval_seconds=0.5,
         kyc_wait_timeout_seconds=4.0,
+        deposit_kyc_wait_timeout_seconds=8.0,
+        trusted_proxies="127.0.0.1/32",  # the tests speak for players through X-Forwarded-For, as a cashier would
         review_wait_timeout_seconds=6.0,
         payout_psp_down_deadline_seconds=30.0,
         payout_psp_down_first_retry_seconds=1.0,

@@ -18,9 +18,9 @@ from tests.e2e.test_money_after_payment import open_dispute, resolve_dispute, wa
 from tests.e2e.test_payouts import funded_player, payout, set_kyc, wait_payout
 
 # Addresses from the shipped sandbox table (risk/ip_countries.csv); the test stack trusts its loopback proxy.
-IP_GB = "81.2.69.160"
-IP_DE = "217.0.0.10"
-IP_KP = "175.45.176.10"
+IP_GB = "86.130.0.1"
+IP_DE = "217.0.0.5"
+IP_KP = "175.45.176.1"
 
 
 async def deposit(stack: Stack, player: str, *, amount: str = "50.00", method: str = "card", currency: str = "EUR",
