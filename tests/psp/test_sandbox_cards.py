@@ -202,3 +202,14 @@ async def test_a_malformed_card_is_a_bad_psp_response(
     assert (await answering(good).get_payment(req.payment_id)).bin_country == "GB"
     assert (await answering({k: v for k, v in good.items() if k != "card"}).get_payment(req.payment_id)).instrument \
         is None
+
+
+def test_the_deposit_activities_view_carries_the_card() -> None:
+    from activities.deposit import _view
+    from psp.base import PspPayment
+
+    payment = PspPayment("card", "pay_1", "card_1", "captured", 5000, "EUR", bin_country="GB",
+                         instrument=_fp("visa_gb"))
+    view = _view(payment)
+    assert (view.bin_country, view.instrument) == ("GB", _fp("visa_gb"))
+    assert _view(dataclasses.replace(payment, bin_country=None, instrument=None)).instrument is None
