@@ -10,9 +10,9 @@ A payment's answers and webhooks carry the card paid with, `card: {country, fing
 from the BIN, and a fingerprint of the card number): `PspPayment.bin_country` / `.instrument`. The sandbox pays
 with the test card named by merchant metadata `sandbox_card` (`CreatePaymentRequest.sandbox_card`).
 Webhooks: `{event_id, type: "<payment|payout|refund|dispute>.<status>", merchant_reference, reference, status,
-amount, currency, occurred_at, failure_code?, fee?, card?}` signed with `X-Signature` / `X-Timestamp` (psp/signatures.py).
-A dispute event (`dispute.opened|won|lost`) is about our payment (`merchant_reference`): `reference` is the
-dispute's id, `payment_reference` the payment's, `reason_code` the scheme's reason.
+amount, currency, occurred_at, failure_code?, fee?, card?}` signed with `X-Signature` / `X-Timestamp`
+(psp/signatures.py). A dispute event (`dispute.opened|won|lost`) is about our payment (`merchant_reference`):
+`reference` is the dispute's id, `payment_reference` the payment's, `reason_code` the scheme's reason.
 
 Settlement report (`GET <reports>/settlement?date=`): an acquirer's "settlement details" CSV, Adyen-like, one row per
 settled operation: `Type` (Settled, Refunded, PaidOut, Chargeback, ChargebackReversed, Fee: a lost chargeback's
