@@ -194,4 +194,6 @@ def _view(payment: PspPayment) -> PspPaymentView:
         redirect_url=payment.redirect_url,
         failure_code=payment.failure_code,
         fee_minor=payment.fee_minor,
+        bin_country=payment.bin_country,
+        instrument=payment.instrument,
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 # ISO 4217 minor-unit exponents for the currencies the platform accepts.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -82,9 +85,13 @@ def parse_rates(spec: str) -> dict[str, Decimal]:
         currency, _, rate = entry.partition("=")
         currency_exponent(currency)
         try:
-            rates[currency] = Decimal(rate)
+            value = Decimal(rate)
         except InvalidOperation:
             raise MoneyError("invalid_rate", f"bad rate for {currency}: {rate!r}") from None
+        # A currency worth nothing (or NaN, or infinitely much) would make every conversion meaningless.
+        if not value.is_finite() or value <= 0:
+            raise MoneyError("invalid_rate", f"bad rate for {currency}: {rate!r} (must be a positive number)")
+        rates[currency] = value
     return rates
 
 
@@ -94,3 +101,16 @@ def to_eur_minor(minor_units: int, currency: str, rates: dict[str, Decimal]) -> 
         raise MoneyError("unsupported_currency", f"no euro rate for {currency}")
     value = Decimal(minor_units).scaleb(-currency_exponent(currency)) * rates[currency]
     return int(value.scaleb(2))
+
+
+def convert_minor_up(minor_units: int, currency: str, to_currency: str, rates: Mapping[str, Decimal]) -> int:
+    """An amount in `to_currency` minor units, through the euro rates, rounded up: exact arithmetic, so a sum
+    compared with a limit is never under-counted by rounding. The same currency converts to itself without a rate;
+    otherwise a currency without a rate is MoneyError `fx_rate_missing`."""
+    if currency == to_currency:
+        return minor_units
+    missing = [c for c in (currency, to_currency) if c not in rates]
+    if missing:
+        raise MoneyError("fx_rate_missing", f"no euro rate for {', '.join(missing)}")
+    scale = Fraction(10) ** (currency_exponent(to_currency) - currency_exponent(currency))
+    return math.ceil(minor_units * Fraction(rates[currency]) / Fraction(rates[to_currency]) * scale)

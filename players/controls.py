@@ -3,13 +3,19 @@
 Shared by the API (clients and operators set them) and the screening activity (deposits obey them). The rules are
 pure functions over an explicit clock so they can be tested at any moment; the store applies them race-free:
 every change is one conditional UPDATE (self-exclusion) or a compare-and-swap on a version column (limits).
+
+A deposit limit is set in one currency but caps deposits in every currency: what a window holds in each currency
+is converted into the limit's currency at the euro rates (`Settings.fx_rates_to_eur`), and so is the new deposit,
+each rounded up, so rounding never lets a deposit past a limit. A player cannot dodge a limit by switching currency.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from players import audit
 from payloop.db import UtcDateTime, insert_if_missing, metadata
+from payloop.money import MoneyError, convert_minor_up, to_decimal_string
 
 # Raising or removing a limit waits this long, so a player cannot lift a limit in the heat of the moment.
 LIMIT_INCREASE_DELAY = timedelta(hours=24)
@@ -150,7 +157,8 @@ class PlayerControls:
     self_excluded_until: datetime | None = None
     self_excluded_indefinitely: bool = False
     closed: bool = False
-    # period -> limit in force in minor units, for the currency asked about
+    # period -> limit in force in minor units, of the limits set in the currency asked about (screening reads every
+    # currency's limits: LimitUsage)
     deposit_limits: dict[LimitPeriod, int] | None = None
 
     def self_excluded(self, now: datetime) -> bool:
@@ -176,21 +184,50 @@ class ScreeningDecision:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class LimitUsage:
+    """One deposit limit in force and what its window already holds, per currency, as stored (unconverted)."""
+
+    currency: str  # the limit's
+    period: LimitPeriod
+    limit_minor: int
+    used_minor: Mapping[str, int]  # currency -> minor units of the deposits counting in the window
+
+    def used_in_limit_currency(self, rates: Mapping[str, Decimal]) -> int:
+        """The window's deposits in the limit's currency, each currency's sum rounded up; MoneyError
+        `fx_rate_missing` when a currency has no rate."""
+        return sum(convert_minor_up(minor, currency, self.currency, rates)
+                   for currency, minor in self.used_minor.items())
+
+
 def screen_deposit(
     controls: PlayerControls,
     amount_minor: int,
-    deposited_in_window: dict[LimitPeriod, int],
+    currency: str,
+    limits: Sequence[LimitUsage],
+    rates: Mapping[str, Decimal],
     now: datetime,
 ) -> ScreeningDecision:
-    """Responsible-gaming screening for one deposit; the lowest applicable limit wins."""
+    """Responsible-gaming screening for one deposit of `amount_minor` `currency`: every limit in force, whatever its
+    currency, counts every currency's deposits and this one converted into its own (rounded up). A currency without
+    a rate while a limit is set denies (`fx_rate_missing`): the limit cannot be checked."""
     if controls.closed:
         return ScreeningDecision("deny", "account_closed", "the player's account is closed")
     if controls.self_excluded(now):
         return ScreeningDecision("deny", "self_excluded", "the player is self-excluded")
-    for period, limit in sorted((controls.deposit_limits or {}).items(), key=lambda kv: kv[1]):
-        if deposited_in_window.get(period, 0) + amount_minor > limit:
+    for limit in sorted(limits, key=lambda lim: (_PERIOD_ORDER[lim.period], lim.currency)):
+        try:
+            total_minor = limit.used_in_limit_currency(rates) + convert_minor_up(
+                amount_minor, currency, limit.currency, rates
+            )
+        except MoneyError as exc:
+            reason = f"the {limit.period.value} limit in {limit.currency} cannot be checked: {exc}"
+            return ScreeningDecision("deny", "fx_rate_missing", reason)
+        if total_minor > limit.limit_minor:
+            shown = f"{to_decimal_string(limit.limit_minor, limit.currency)} {limit.currency}"
             return ScreeningDecision(
-                "deny", "deposit_limit_exceeded", f"the deposit would exceed the player's {period.value} limit"
+                "deny", "deposit_limit_exceeded", f"the deposit would exceed the player's {limit.period.value} limit "
+                f"of {shown}",
             )
     return ScreeningDecision("allow")
 
@@ -204,11 +241,14 @@ class PlayerStore:
     Mutations take `actor`; when given, an audit_log row is written in the same transaction as the change.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, rates: Mapping[str, Decimal]) -> None:
+        """`rates`: the euro value of one unit of each currency (payloop.money.parse_rates of
+        `Settings.fx_rates_to_eur`), for limits that count deposits in other currencies."""
         self.engine = engine
+        self.rates = rates
 
     async def controls(self, player_id: str, currency: str, now: datetime) -> PlayerControls:
-        """What screening needs: the player's flags and the limits for `currency` in force at `now`."""
+        """The player's flags and the limits set in `currency` in force at `now`."""
         async with self.engine.connect() as conn:
             return await _controls(conn, player_id, currency, now)
 
@@ -216,22 +256,16 @@ class PlayerStore:
         self, player_id: str, currency: str, payment_id: str, amount_minor: int, now: datetime
     ) -> ScreeningDecision:
         """Screens a deposit and, when it is allowed, counts it against the limits at once — in one transaction
-        serialized per player, so concurrent deposits cannot slip past a limit together. Idempotent per payment."""
+        serialized per player (whatever the currency), so concurrent deposits cannot slip past a limit together.
+        Idempotent per payment."""
         usage = deposit_limit_usage.c
         async with self.engine.begin() as conn:
             await _lock_player(conn, player_id, now)
             if (await conn.execute(sa.select(usage.payment_id).where(usage.payment_id == payment_id))).first():
                 return ScreeningDecision("allow")  # a retry: this deposit was already screened and counted
             controls = await _controls(conn, player_id, currency, now)
-            used = {}
-            for period in controls.deposit_limits or {}:
-                used[period] = (await conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.sum(usage.amount_minor), 0)).where(
-                        usage.player_id == player_id, usage.currency == currency, usage.released_at.is_(None),
-                        usage.created_at >= window_start(period, now),
-                    )
-                )).scalar_one()
-            decision = screen_deposit(controls, amount_minor, used, now)
+            limits = await _limit_usages(conn, player_id, now)
+            decision = screen_deposit(controls, amount_minor, currency, limits, self.rates, now)
             if decision.outcome == "allow":
                 await conn.execute(deposit_limit_usage.insert().values(
                     payment_id=payment_id, player_id=player_id, currency=currency, amount_minor=amount_minor,
@@ -409,6 +443,27 @@ async def _controls(conn: AsyncConnection, player_id: str, currency: str, now: d
         closed=row.closed,
         deposit_limits=deposit_limits,
     )
+
+
+async def _limit_usages(conn: AsyncConnection, player_id: str, now: datetime) -> list[LimitUsage]:
+    """Every deposit limit of the player in force at `now`, in any currency, with its window's deposits per currency
+    (one query per period)."""
+    in_force = [
+        (r.currency, LimitPeriod(r.period), amount)
+        for r in await _limit_rows(conn, player_id)
+        if (amount := _limit_state(r).at(now).amount_minor) is not None
+    ]
+    usage = deposit_limit_usage.c
+    used_by_period: dict[LimitPeriod, dict[str, int]] = {}
+    for period in {period for _, period, _ in in_force}:
+        rows = await conn.execute(
+            sa.select(usage.currency, sa.func.sum(usage.amount_minor))
+            .where(usage.player_id == player_id, usage.released_at.is_(None),
+                   usage.created_at >= window_start(period, now))
+            .group_by(usage.currency)
+        )
+        used_by_period[period] = {currency: int(minor) for currency, minor in rows}
+    return [LimitUsage(currency, period, amount, used_by_period[period]) for currency, period, amount in in_force]
 
 
 async def _player_row(conn: AsyncConnection, player_id: str) -> sa.Row[Any] | None:

@@ -35,6 +35,9 @@ class CreatePaymentRequest:
     country: str | None = None
     # Merchant metadata `meta.sandbox_scenario`; real PSPs carry it as opaque metadata too.
     scenario: str | None = None
+    # Merchant metadata `sandbox_card`: the sandbox card PSPs' test card to pay with (psp.scenarios.SANDBOX_CARDS);
+    # None: the player's own card. Other PSPs ignore it.
+    sandbox_card: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class PspPayment:
     redirect_url: str | None = None
     failure_code: str | None = None
     fee_minor: int | None = None  # the PSP's fee for the capture, when it reports one (in `currency`)
+    # What card PSPs tell about the card paid with: its issuer's (BIN) country, ISO 3166 alpha-2, and the PSP's
+    # fingerprint of the card number, the same for every payment with that card. None where the PSP says nothing.
+    bin_country: str | None = None
+    instrument: str | None = None
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,8 @@ class HttpPspConnector:
 
     def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """`merchant_reference`, `psp_reference`, `status` (ours), `amount_minor`, `currency`, `failure_code`,
-        `fee_minor`, `redirect_url` from an answer about a payment; raises ValueError/KeyError/TypeError when
-        malformed."""
+        `fee_minor`, `redirect_url` (and, where the PSP tells the card, `bin_country`, `instrument`) from an answer
+        about a payment; raises ValueError/KeyError/TypeError when malformed."""
         raise NotImplementedError
 
     def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:

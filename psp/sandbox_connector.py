@@ -6,10 +6,13 @@ they are (`pending`, `requires_action`, `captured`, …, a refund's `succeeded`)
 string in `currency`.
 Refunds: `POST /v1/refunds {merchant_reference, payment_reference, amount, currency, metadata}`, the refunded
 payment named by its `reference`; answers and webhooks carry `payment_reference` too.
+A payment's answers and webhooks carry the card paid with, `card: {country, fingerprint}` (the issuer's country
+from the BIN, and a fingerprint of the card number): `PspPayment.bin_country` / `.instrument`. The sandbox pays
+with the test card named by merchant metadata `sandbox_card` (`CreatePaymentRequest.sandbox_card`).
 Webhooks: `{event_id, type: "<payment|payout|refund|dispute>.<status>", merchant_reference, reference, status,
-amount, currency, occurred_at, failure_code?, fee?}` signed with `X-Signature` / `X-Timestamp` (psp/signatures.py).
-A dispute event (`dispute.opened|won|lost`) is about our payment (`merchant_reference`): `reference` is the
-dispute's id, `payment_reference` the payment's, `reason_code` the scheme's reason.
+amount, currency, occurred_at, failure_code?, fee?, card?}` signed with `X-Signature` / `X-Timestamp`
+(psp/signatures.py). A dispute event (`dispute.opened|won|lost`) is about our payment (`merchant_reference`):
+`reference` is the dispute's id, `payment_reference` the payment's, `reason_code` the scheme's reason.
 
 Settlement report (`GET <reports>/settlement?date=`): an acquirer's "settlement details" CSV, Adyen-like, one row per
 settled operation: `Type` (Settled, Refunded, PaidOut, Chargeback, ChargebackReversed, Fee: a lost chargeback's
@@ -23,6 +26,7 @@ Settles within two days (T+2).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -48,6 +52,7 @@ from psp.http_connector import (
     decimal_fee_minor,
     mapped,
     opt_str,
+    req_obj,
     req_str,
 )
 from psp.settlement_parsing import CsvLineParser, checked_net, report_currency, unsigned_decimal_minor
@@ -73,6 +78,9 @@ ERROR_TABLE: dict[str, PspDecision] = {
     "psp_internal_error": PspDecision.RETRY,
 }
 
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_FINGERPRINT = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 # The settlement report's `Type` words → our line kinds.
 SETTLEMENT_TYPES = {
@@ -101,14 +109,29 @@ def _state(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _create_body(merchant_reference: str, req: CreatePaymentRequest | CreatePayoutRequest) -> dict[str, Any]:
+def _card(body: Mapping[str, Any]) -> dict[str, str | None]:
+    """The card a payment answer names: `bin_country`, `instrument` (both None when it names none)."""
+    if body.get("card") is None:
+        return {"bin_country": None, "instrument": None}
+    card = req_obj(body, "card")
+    country, fingerprint = req_str(card, "country"), req_str(card, "fingerprint")
+    if not _COUNTRY.fullmatch(country):
+        raise ValueError(f"card.country {country!r} is not a country code")
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        raise ValueError("card.fingerprint must be 1 to 128 letters, digits, '_', '-', '.' or ':'")
+    return {"bin_country": country, "instrument": fingerprint}
+
+
+def _create_body(
+    merchant_reference: str, req: CreatePaymentRequest | CreatePayoutRequest, metadata: dict[str, str]
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "merchant_reference": merchant_reference,
         "amount": to_decimal_string(req.amount_minor, req.currency),
         "currency": req.currency,
         "method": req.method,
         "customer_id": req.player_id,
-        "metadata": {"sandbox_scenario": req.scenario} if req.scenario else {},
+        "metadata": ({"sandbox_scenario": req.scenario} if req.scenario else {}) | metadata,
     }
     if req.country:
         body["country"] = req.country
@@ -149,10 +172,11 @@ class SandboxConnector(HttpPspConnector):
     settlement_terms = SettlementTerms(sla_days=2, fee_tolerance_minor=0)
 
     def payment_body(self, req: CreatePaymentRequest) -> dict[str, Any]:
-        return _create_body(req.payment_id, req) | {"return_url": req.return_url}
+        card = {"sandbox_card": req.sandbox_card} if req.sandbox_card else {}
+        return _create_body(req.payment_id, req, card) | {"return_url": req.return_url}
 
     def payout_body(self, req: CreatePayoutRequest) -> dict[str, Any]:
-        return _create_body(req.payout_id, req)
+        return _create_body(req.payout_id, req, {})
 
     def refund_body(self, req: CreateRefundRequest) -> dict[str, Any]:
         return {
@@ -164,7 +188,7 @@ class SandboxConnector(HttpPspConnector):
         }
 
     def parse_payment(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return _state(body) | {"redirect_url": opt_str(body, "redirect_url")}
+        return _state(body) | {"redirect_url": opt_str(body, "redirect_url")} | _card(body)
 
     def parse_payout(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return _state(body)

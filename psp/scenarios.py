@@ -79,3 +79,11 @@ SILENT_SCENARIOS = frozenset({"no_webhook", "lost", "lost_uncancellable"})
 NEVER_SETTLING_SCENARIOS = frozenset({"lost", "lost_uncancellable"})
 # Scenarios whose records refuse every cancel (409 not_cancellable), whatever their status.
 UNCANCELLABLE_SCENARIOS = frozenset({"lost_uncancellable"})
+
+# The card family's test cards (`metadata.sandbox_card` on a payment): name → the card's BIN (issuer) country. Each
+# card has a fixed instrument fingerprint, so tests and drills can pay with one card from several players or at both
+# card acquirers; without a name the player pays with their own card (psp/sandbox/cards.py). Other families ignore it.
+SANDBOX_CARDS: dict[str, str] = {
+    "visa_de": "DE", "mc_de": "DE", "visa_gb": "GB", "mc_fi": "FI", "visa_es": "ES", "visa_se": "SE",
+    "visa_us": "US", "visa_br": "BR", "mc_ng": "NG", "visa_kp": "KP", "mc_ir": "IR",
+}

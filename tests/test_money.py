@@ -1,6 +1,7 @@
 """Money parsing and formatting: exact, exponent-aware, never floats."""
 
 import random
+from decimal import Decimal
 
 import pytest
 
@@ -108,3 +109,41 @@ def test_euro_equivalents_use_exact_decimal_rates() -> None:
         to_eur_minor(1, "GBP", rates)
     with pytest.raises(MoneyError):
         parse_rates("USD=abc")
+
+
+def test_rates_must_be_positive_finite_numbers() -> None:
+    from payloop.money import parse_rates
+
+    for spec in ("USD=0", "USD=-0.92", "USD=NaN", "USD=Infinity", "USD=", "USD=sNaN"):
+        with pytest.raises(MoneyError) as bad:
+            parse_rates(spec)
+        assert bad.value.code == "invalid_rate", spec
+
+
+def test_conversions_between_currencies_round_up_exactly() -> None:
+    from payloop.money import convert_minor_up, parse_rates
+
+    rates = parse_rates("USD=0.92,GBP=1.17,JPY=0.0061,KWD=2.98")
+    assert convert_minor_up(10_000, "USD", "EUR", rates) == 9_200  # exact: no rounding
+    assert convert_minor_up(1, "USD", "EUR", rates) == 1  # 0.92 cents: up, never down to 0
+    assert convert_minor_up(9_200, "EUR", "USD", rates) == 10_000
+    assert convert_minor_up(100, "EUR", "USD", rates) == 109  # 108.69… cents
+    assert convert_minor_up(100, "GBP", "USD", rates) == 128  # 1.17 / 0.92 = 1.2717…
+    assert convert_minor_up(1_000, "JPY", "EUR", rates) == 610  # 0 decimals → 2
+    assert convert_minor_up(1, "EUR", "KWD", rates) == 4  # 2 decimals → 3: 3.355… fils
+    assert convert_minor_up(0, "USD", "EUR", rates) == 0
+    # Thirds are not representable in decimals: still exact, still up.
+    thirds = {"EUR": Decimal(1), "USD": Decimal(3)}
+    assert convert_minor_up(100, "EUR", "USD", thirds) == 34  # 33.33…
+    assert convert_minor_up(300, "EUR", "USD", thirds) == 100  # exactly 100: not 101
+
+
+def test_a_conversion_without_a_rate_is_fx_rate_missing() -> None:
+    from payloop.money import convert_minor_up, parse_rates
+
+    rates = parse_rates("USD=0.92")
+    assert convert_minor_up(5_000, "SEK", "SEK", rates) == 5_000  # the same currency needs no rate
+    for source, target in (("SEK", "EUR"), ("EUR", "SEK"), ("SEK", "USD")):
+        with pytest.raises(MoneyError) as missing:
+            convert_minor_up(5_000, source, target, rates)
+        assert missing.value.code == "fx_rate_missing"

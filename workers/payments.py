@@ -61,7 +61,8 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
     # attempts is seen as unreachable (nothing sent: safe to fail over), not as a timeout (maybe sent).
     timeout = settings.psp_http_timeout_seconds
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=timeout / 2, pool=timeout / 2)) as http:
-        ledger, players, connectors = Ledger(engine), PlayerStore(engine), build_connectors(settings, http)
+        ledger, connectors = Ledger(engine), build_connectors(settings, http)
+        players = PlayerStore(engine, parse_rates(settings.fx_rates_to_eur))
         routing = load_routing(settings)
         health = HealthStore(engine, routing)
         # Read once, at start-up: a bad rules file stops the worker with its line.

@@ -515,8 +515,8 @@ class PspPaymentView:
     redirect_url: str | None = None
     failure_code: str | None = None
     fee_minor: int | None = None
-    bin_country: str | None = None
-    instrument: str | None = None
+    bin_country: str | None = None  # the card's issuer country, from card PSPs
+    instrument: str | None = None  # the PSP's fingerprint of the card, from card PSPs
 
 
 @dataclass

@@ -4,7 +4,9 @@ its family's wire format (psp/sandbox/formats.py) and webhook signature, each be
 
 - `card` and `card_b` (two card acquirers, family `card`): 3DS (frictionless by default; a challenge page under
   `/{psp}/challenge/{reference}` for `challenge` / `3ds_fail`). Same wire format, scenarios and error codes; each
-  has its own state, control mode, references (`card_…` / `card_b_…`) and webhook URL.
+  has its own state, control mode, references (`card_…` / `card_b_…`) and webhook URL. Their payments tell the
+  card's BIN country and fingerprint: a test card named by `metadata.sandbox_card`, else the player's own
+  (psp/sandbox/cards.py).
 - `ewallet`: settles instantly.
 - `paybybank`: a redirect to a bank-selection page; `authorised` once the player confirms, `settled` later.
 - `crypto`: an invoice with a deposit address; the transfer is seen, then confirmed after 3 confirmations
@@ -69,6 +71,7 @@ from psp.sandbox.formats import (
     Snapshot,
     WireFormat,
 )
+from psp.sandbox.cards import Card, card_of
 from psp.sandbox.fees import fee_minor, settlement_fee_minor
 from psp.sandbox.settlement import REPORTS, SettlementBook, SettlementControlBody, Settled, parse_day
 from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
@@ -224,6 +227,7 @@ class Record:
         """As it stands, or (`status`) as it stood earlier, for a late webhook."""
         status = status or self.status
         current = status == self.status
+        card = self._card()
         return Snapshot(
             kind=self.kind,
             reference=self.reference,
@@ -240,6 +244,8 @@ class Record:
             fee_minor=fee_minor(self.psp, self.kind, self.amount_minor, self.currency)
             if status == self.charged_status else None,
             reason_code=self._reason_code(),
+            bin_country=card.bin_country if card else None,
+            instrument=card.fingerprint if card else None,
         )
 
     def _redirect_url(self) -> str | None:
@@ -252,6 +258,9 @@ class Record:
         return None
 
     def _reason_code(self) -> str | None:
+        return None
+
+    def _card(self) -> Card | None:
         return None
 
 
@@ -267,11 +276,15 @@ class Payment(Record):
     return_url: str
     redirect_url: str | None = None
     deposit_address: str | None = None
+    card: Card | None = None  # at the card family's PSPs: the card paid with
     refunds: list[Refund] = field(default_factory=list)
     disputes: list[Dispute] = field(default_factory=list)
 
     def _redirect_url(self) -> str | None:
         return self.redirect_url
+
+    def _card(self) -> Card | None:
+        return self.card
 
     def _deposit_address(self) -> str | None:
         return self.deposit_address
@@ -416,10 +429,11 @@ class Sandbox:
         return f"{self.config.public_url.rstrip('/')}{path}"
 
     def create_payment(self, psp: str, order: Order, scenario: str) -> tuple[int, Snapshot | dict[str, str]]:
-        payment = _new_record(Payment, psp, order, scenario, return_url=order.return_url or "")
+        family = FAMILIES[psp]
+        card = card_of(order.metadata, order.customer_id, order.country) if family == "card" else None
+        payment = _new_record(Payment, psp, order, scenario, return_url=order.return_url or "", card=card)
         self.by_reference[payment.reference] = payment
         behaviour = self.behaviour(psp, scenario)
-        family = FAMILIES[psp]
         if behaviour in ("decline", "soft_decline"):
             pass  # no redirect and no address for a payment refused at once
         elif family == "card" and behaviour in CHALLENGE_SCENARIOS:
@@ -795,6 +809,8 @@ def create_app(config: SandboxConfig) -> FastAPI:
             methods = METHODS if book.kind == "payment" else PAYOUT_METHODS
             if order.method not in methods[psp]:
                 raise SandboxError(422, "unsupported_method", f"{psp} does not take method {order.method!r}")
+            if book.kind == "payment" and FAMILIES[psp] == "card":
+                card_of(order.metadata, order.customer_id, order.country)  # an unknown test card: 422 here
 
         key = (psp, idempotency_key) if idempotency_key else None
         if (stored := replay(book, key, order.fingerprint)) is not None:

@@ -92,6 +92,9 @@ class Snapshot:
     payment_reference: str | None = None
     fee_minor: int | None = None  # what the PSP charged for it, once settled (psp/sandbox/fees.py)
     reason_code: str | None = None  # a dispute's
+    # A card payment's card (psp/sandbox/cards.py): its BIN country and fingerprint; None elsewhere.
+    bin_country: str | None = None
+    instrument: str | None = None
 
 
 class _Body(BaseModel):
@@ -159,7 +162,9 @@ class WireFormat:
 
 # -- card: flat snake_case, decimal strings, our statuses -----------------------------------------
 # A refund or dispute names the payment by `payment_reference`; a dispute event's `reference` is the dispute's id,
-# its type `dispute.opened|won|lost`. The fee of a settled operation: `fee`, a decimal string in `currency`.
+# its type `dispute.opened|won|lost`. The fee of a settled operation: `fee`, a decimal string in `currency`. A
+# payment, in answers and webhooks alike, tells the card it was made with as Stripe does: `card` {country (the
+# issuer's, from the BIN), fingerprint}. The merchant picks a test card by `metadata.sandbox_card`.
 
 
 class CardCreate(_Body):
@@ -238,6 +243,8 @@ class CardFormat(WireFormat):
             body["reason_code"] = snap.reason_code
         if snap.fee_minor is not None:
             body["fee"] = to_decimal_string(snap.fee_minor, snap.currency)
+        if snap.instrument is not None:
+            body["card"] = {"country": snap.bin_country, "fingerprint": snap.instrument}
         return body
 
     def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:

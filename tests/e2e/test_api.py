@@ -9,11 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
+from payloop.money import parse_rates
 from players import LimitPeriod, PlayerStore
 from tests.e2e.conftest import OTHER_CLIENT_KEY, WALLET_ONLY_KEY, Stack, new_player
 
 VALID = {"amount": "50.00", "currency": "EUR", "method": "card", "player_id": "p-valid",
          "return_url": "https://casino.example/return"}
+
+
+def _players(stack: Stack) -> PlayerStore:
+    return PlayerStore(stack.engine, parse_rates(stack.settings.fx_rates_to_eur))
 
 
 def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
@@ -103,7 +108,7 @@ async def test_unknown_payment_and_route_are_404_problems(stack: Stack) -> None:
 async def test_self_excluded_player_is_rejected_without_reaching_a_psp(stack: Stack) -> None:
     player = new_player()
     now = datetime.now(timezone.utc)
-    await PlayerStore(stack.engine).upsert(player, now=now, self_excluded_until=now + timedelta(days=30))
+    await _players(stack).upsert(player, now=now, self_excluded_until=now + timedelta(days=30))
     problem = assert_problem(await init(stack, {**VALID, "player_id": player}), 422, "self_excluded")
     payment = await stack.payment(problem["payment_id"])
     assert payment["status"] == "rejected" and payment["psp"] is None
@@ -113,8 +118,7 @@ async def test_self_excluded_player_is_rejected_without_reaching_a_psp(stack: St
 
 async def test_deposit_limit_counts_credited_deposits(stack: Stack) -> None:
     player = new_player()
-    await PlayerStore(stack.engine).set_deposit_limit(player, "EUR", LimitPeriod.DAY, 8_000,
-                                                      now=datetime.now(timezone.utc))
+    await _players(stack).set_deposit_limit(player, "EUR", LimitPeriod.DAY, 8_000, now=datetime.now(timezone.utc))
     first = await stack.deposit(method="ewallet", amount="50.00", player_id=player)
     assert (await stack.wait_final(first["payment_id"]))["status"] == "credited"
     assert_problem(await init(stack, {**VALID, "player_id": player, "amount": "30.01"}), 422,

@@ -9,10 +9,15 @@ import httpx
 import pytest
 
 from payloop.db import utcnow
+from payloop.money import parse_rates
 from players import PlayerStore
 from tests.e2e.conftest import Stack, new_player
 
 PROBLEM_JSON = "application/problem+json"
+
+
+def _players(stack: Stack) -> PlayerStore:
+    return PlayerStore(stack.engine, parse_rates(stack.settings.fx_rates_to_eur))
 
 
 def new_id(prefix: str) -> str:
@@ -87,7 +92,7 @@ async def test_self_excluded_player_cannot_bet_but_is_paid_wins(stack: Stack) ->
     player = await funded_player(stack)
     bet = body(player, "5.00")
     await post(stack, "debit", bet)
-    await PlayerStore(stack.engine).upsert(player, now=utcnow(), self_excluded_indefinitely=True)
+    await _players(stack).upsert(player, now=utcnow(), self_excluded_indefinitely=True)
     problem(await post(stack, "debit", body(player, "5.00"), expect=422), "self_excluded")
     assert (await post(stack, "credit", body(player, "7.00", round_id=bet["round_id"]))).json()["balance"] == "102.00"
     await stack.check_invariants()
