@@ -33,6 +33,7 @@ from api.routes import (
 from api.webhook_inbox import WebhookInbox
 from ledger import Ledger
 from payloop.db import create_engine
+from payloop.money import parse_rates
 from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.registry import build_verifiers, payment_methods
@@ -75,6 +76,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.webhook_verifiers = build_verifiers(settings, app.state.routing)  # each PSP's secret, as it names it
     app.state.methods = payment_methods()
     app.state.trusted_proxies = settings.trusted_proxy_networks  # whose X-Forwarded-For names the player
+    app.state.fx_rates = parse_rates(settings.fx_rates_to_eur)  # deposit limits count every currency at these
     app.state.rate_limits = RateLimits(settings)  # per client, per webhook source, re-checks (README: Rate limits)
     http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware
     errors.install(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from api.errors import Problem
 from payloop.money import MoneyError, to_minor_units
 
@@ -19,3 +21,9 @@ def check_sandbox_scenario(scenario: str | None, allowed: frozenset[str]) -> Non
     if scenario is not None and scenario not in allowed:
         raise Problem(422, "validation_error", "Validation failed", f"sandbox_scenario must be one of {sorted(allowed)}",
                       errors=[{"field": "meta.sandbox_scenario", "code": "unknown", "message": "unknown scenario"}])
+
+
+def check_sandbox_card(card: str | None, allowed: Collection[str]) -> None:
+    if card is not None and card not in allowed:
+        raise Problem(422, "validation_error", "Validation failed", f"sandbox_card must be one of {sorted(allowed)}",
+                      errors=[{"field": "meta.sandbox_card", "code": "unknown", "message": "unknown test card"}])

@@ -19,16 +19,10 @@ import players.controls  # noqa: F401
 import players.notifications  # noqa: F401
 import psp.inbox  # noqa: F401
 import psp.routing.health  # noqa: F401
-import risk.models
+import risk.models  # noqa: F401
 from payloop.db import create_engine, metadata
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-
-# players.created_at (migration 0014) is read by the risk engine; players/controls.py owns the table and is to
-# declare the column itself (risk.models.players_created_at) — until it does, the metadata gets it here.
-if "created_at" not in players.controls.players.c:
-    players.controls.players.append_column(risk.models.players_created_at())
 
 
 def all_tables() -> MetaData:

@@ -40,6 +40,9 @@ players = sa.Table(
     sa.Column("self_excluded_indefinitely", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("closed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # When payloop first saw the player (the risk rules' account age); rows from before migration 0014 have their
+    # updated_at then.
+    sa.Column("created_at", UtcDateTime, nullable=True),
 )
 
 player_deposit_limits = sa.Table(
@@ -504,4 +507,4 @@ async def _lock_player(conn: AsyncConnection, player_id: str, now: datetime) -> 
 
 
 async def _ensure_player(conn: AsyncConnection, player_id: str, now: datetime) -> None:
-    await insert_if_missing(conn, players, {"id": player_id, "updated_at": now})
+    await insert_if_missing(conn, players, {"id": player_id, "updated_at": now, "created_at": now})

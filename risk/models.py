@@ -122,11 +122,3 @@ risk_case_events = Table(
     Index("uq_risk_case_events_hit_key", "hit_key", unique=True,
           postgresql_where=text("hit_key IS NOT NULL"), sqlite_where=text("hit_key IS NOT NULL")),
 )
-
-
-def players_created_at() -> Column[object]:
-    """`players.created_at` (migration 0014, backfilled from updated_at): when payloop first saw the player, for
-    `account_age_days`. NULL on a row whose writer does not set it yet (risk/facts.py reads updated_at then). The
-    players table is players/controls.py's: it declares the column; until then entrypoints/migrate.py adds it to
-    the metadata with this."""
-    return Column("created_at", UtcDateTime, nullable=True)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.deposit import DepositActivities
+from activities.screening import RiskScreening
 from api.app import create_app
 from ledger import Ledger
 from payloop.money import parse_rates
@@ -34,6 +35,8 @@ from players import (
 from players.controls import deposit_limit_usage, player_deposit_limits
 from psp.routing import load_routing
 from psp.routing.health import HealthStore
+from risk.config import load_risk
+from risk.geo import IpCountries
 from workflows.types import ScreenDepositInput
 
 NOW = datetime(2026, 3, 1, 0, 30, tzinfo=timezone.utc)
@@ -285,7 +288,8 @@ async def _screen(engine: AsyncEngine, player: str, amount: int, at: datetime) -
     """Screens a probe deposit at `at`, then releases it so probes do not count against each other."""
     payment_id = f"pay_{uuid.uuid4().hex[:24]}"
     routing = load_routing(Settings())
-    activities = DepositActivities(Ledger(engine), PlayerStore(engine, RATES), {}, routing,
+    risk = RiskScreening(engine, load_risk(Settings()), IpCountries.load(None), RATES, clock=lambda: at)
+    activities = DepositActivities(Ledger(engine), PlayerStore(engine, RATES), risk, {}, routing,
                                    HealthStore(engine, routing), clock=lambda: at)
     result = await activities.screen_deposit(ScreenDepositInput(payment_id, player, amount, "EUR"))
     await activities.release_deposit_limit(payment_id)

@@ -62,12 +62,12 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
     timeout = settings.psp_http_timeout_seconds
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=timeout / 2, pool=timeout / 2)) as http:
         ledger, connectors = Ledger(engine), build_connectors(settings, http)
-        players = PlayerStore(engine, parse_rates(settings.fx_rates_to_eur))
+        rates = parse_rates(settings.fx_rates_to_eur)
+        players = PlayerStore(engine, rates)
         routing = load_routing(settings)
         health = HealthStore(engine, routing)
         # Read once, at start-up: a bad rules file stops the worker with its line.
-        risk = RiskScreening(engine, load_risk(settings), IpCountries.load(settings.ip_country_file),
-                             parse_rates(settings.fx_rates_to_eur))
+        risk = RiskScreening(engine, load_risk(settings), IpCountries.load(settings.ip_country_file), rates)
         activities = [
             *DepositActivities(ledger, players, risk, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, risk, connectors, settings, routing, health).all(),

@@ -70,9 +70,6 @@ _PSP_STATUS_RANK = {
 # they cost no task-queue round trip (the init answer and webhook → credited latency are mostly such trips).
 _LOCAL_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=DATABASE_STEP)
 _REFUSAL_CODES = {PspDecision.STEP_UP: "step_up_required", PspDecision.REJECTED: "psp_rejected"}
-# A risk verdict that holds a capture for a person; `step_up_kyc` on the card stage does too (the assessing
-# activity leaves it as such only while the player's KYC is not verified).
-_RISK_REVIEW_ACTIONS = frozenset({"step_up_kyc", "review", "deny"})
 _LEVEL_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
@@ -104,6 +101,7 @@ class DepositWorkflow(PspSignals):
         self._review_update_id = ""
         self._kyc_nudged = False
         self._risk_decisions: list[RiskAssessment] = []  # one per stage scored (before the PSP, on its card)
+        self._card_risk: RiskAssessment | None = None
         # (status, review reason, failure code) of the payments row as last written: the row is written at the end
         # (and in review) only when it does not say so already.
         self._row_written: tuple[str, str | None, str | None] | None = None
@@ -284,6 +282,7 @@ class DepositWorkflow(PspSignals):
             start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
         )
         self._risk_decisions.append(assessment)
+        self._card_risk = assessment
         self._state.risk_level = _highest_level(self._risk_decisions)
 
     def _screening_input(self) -> ScreenDepositInput:
@@ -292,7 +291,10 @@ class DepositWorkflow(PspSignals):
                                   i.device_id, i.ip_address)
 
     def _risk_holds_the_capture(self) -> bool:
-        return any(d.action in _RISK_REVIEW_ACTIONS for d in self._risk_decisions)
+        """The rules asked for a person; or, on the card, for KYC the player has not passed (the assessing
+        activity says `allow` once they have): the player is at the PSP already, so a person looks instead."""
+        card_step_up = self._card_risk is not None and self._card_risk.action == "step_up_kyc"
+        return card_step_up or any(d.action in ("review", "deny") for d in self._risk_decisions)
 
     async def _create_at_first_taker(self, candidates: list[str]) -> PspPaymentView:
         """The candidates in order, until one takes the payment. A PSP that did not take it is left for the next

@@ -21,7 +21,7 @@ from api.schemas import Amount, Currency, PlayerId, PlayerIdPath
 from ledger import InsufficientFunds, LedgerError, player_account
 from ledger.games import GameAnswer, GameError, GameRequest, GameWallet, BettingRefused
 from payloop.db import utcnow
-from payloop.money import MoneyError, currency_exponent, parse_rates, to_decimal_string, to_minor_units
+from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from players import PlayerStore
 
 router = APIRouter(prefix="/v1/wallet", tags=["game wallet"], responses=problem_responses(503))
@@ -118,7 +118,7 @@ _ANSWERED = {200: {"model": WalletAnswer}, **problem_responses(402, 409)}
 async def debit(body: DebitRequest, request: Request, _principal: Wallet) -> Response:
     req = _request(body, _amount(body.amount, body.currency), None)
     now = utcnow()
-    store = PlayerStore(request.app.state.engine, parse_rates(request.app.state.settings.fx_rates_to_eur))
+    store = PlayerStore(request.app.state.engine, request.app.state.fx_rates)
     controls = await store.controls(body.player_id, body.currency, now)
     refused = "account_closed" if controls.closed else "self_excluded" if controls.self_excluded(now) else None
     return await _answer(body.currency, _wallet(request).bet(req, refused=refused))

@@ -16,7 +16,7 @@ from api.auth import Principal, require_scope
 from api.client_address import player_address
 from api.errors import Problem, problem_responses, validation_problem
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
-from api.inputs import amount_in_minor_units, check_sandbox_scenario
+from api.inputs import amount_in_minor_units, check_sandbox_card, check_sandbox_scenario
 from api.risk_decisions import risk_views
 from api.schemas import (
     PLAYER_ID_PATTERN,
@@ -33,7 +33,7 @@ from ledger.payments import PaymentFilter, PaymentMoney, PaymentRow, list_paymen
 from ledger.refunds import payment_refunds
 from payloop.money import MoneyError, to_decimal_string
 from payloop.settings import Settings
-from psp.scenarios import SCENARIOS
+from psp.scenarios import SANDBOX_CARDS, SCENARIOS
 from workflows.deposit import DepositWorkflow
 from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer, PspPaymentView, ReviewDecision
 
@@ -75,6 +75,7 @@ async def init_payment(
         raise Problem(422, "unsupported_method", "Unsupported method", f"method must be one of {sorted(methods)}",
                       errors=[{"field": "method", "code": "unsupported", "message": "unknown payment method"}])
     check_sandbox_scenario(body.meta.sandbox_scenario, SCENARIOS)
+    check_sandbox_card(body.meta.sandbox_card, SANDBOX_CARDS)
     return await run_once(
         request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
         body.model_dump(exclude={"idempotency_key"}), "pay",

@@ -23,7 +23,7 @@ from api.schemas import (
     SelfExclusionRequest,
 )
 from payloop.db import utcnow
-from payloop.money import MoneyError, currency_exponent, parse_rates, to_decimal_string, to_minor_units
+from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from players import KycStatus, LimitPeriod, PlayerProfile, PlayerRuleError, PlayerStore, audit
 
 router = APIRouter(tags=["players"], responses=problem_responses(503))
@@ -40,7 +40,7 @@ def _payments_or_ops(principal: Annotated[Principal, Depends(_authenticate)]) ->
 
 
 def _store(request: Request) -> PlayerStore:
-    return PlayerStore(request.app.state.engine, parse_rates(request.app.state.settings.fx_rates_to_eur))
+    return PlayerStore(request.app.state.engine, request.app.state.fx_rates)
 
 
 Store = Annotated[PlayerStore, Depends(_store)]

@@ -5,7 +5,6 @@ scenarios and their cases, the report. Every test ends with the ledger invariant
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import uuid
@@ -16,6 +15,7 @@ from entrypoints.schedules import AML_SCHEDULE_ID, ensure_schedules
 from tests.e2e.conftest import Stack, eventually, new_player
 from tests.e2e.test_money_after_payment import open_dispute, resolve_dispute, wait_dispute
 from tests.e2e.test_payouts import funded_player, payout, set_kyc, wait_payout
+from workflows.types import AmlSweepResult
 
 # Addresses from the shipped sandbox table (risk/ip_countries.csv); the test stack trusts its loopback proxy.
 IP_GB = "86.130.0.1"
@@ -24,13 +24,14 @@ IP_KP = "175.45.176.1"
 
 
 async def deposit(stack: Stack, player: str, *, amount: str = "50.00", method: str = "card", currency: str = "EUR",
-                  country: str | None = "DE", ip: str | None = None, device: str | None = "dev-default",
+                  country: str | None = "DE", ip: str | None = None, device: str | None = "",
                   card: str | None = None, expect: int | None = 201) -> Any:
+    """A deposit through the API; `device` "" is a device of its own (no other player shares it), None none."""
     meta: dict[str, Any] = {}
     if country:
         meta["country"] = country
-    if device:
-        meta["device_id"] = device
+    if device is not None:
+        meta["device_id"] = device or f"dev-{uuid.uuid4().hex[:12]}"
     if card:
         meta["sandbox_card"] = card
     body = {"amount": amount, "currency": currency, "method": method, "player_id": player,
@@ -45,7 +46,7 @@ async def deposit(stack: Stack, player: str, *, amount: str = "50.00", method: s
 async def credited(stack: Stack, player: str, **kwargs: Any) -> dict[str, Any]:
     init = await deposit(stack, player, **kwargs)
     payment = await stack.wait_final(init["payment_id"])
-    assert payment["status"] == "credited", payment
+    assert payment["status"] == "credited", (payment["review_reason"], payment["risk"])
     return payment
 
 
@@ -174,9 +175,9 @@ async def test_chargeback_history_is_high_risk_reviewed_and_routed_by_risk(stack
     `card` (no failover to card_b while it is down), and a capture waits for a person."""
     player = new_player()
     disputed = await credited(stack, player, card="visa_es")
-    dispute_id = await open_dispute(stack, disputed["payment_id"], "50.00")
+    dispute_id = await open_dispute(stack, disputed["payment_id"], "50.00", psp=disputed["psp"])
     await wait_dispute(stack, dispute_id, "opened")
-    await resolve_dispute(stack, dispute_id, "lost")
+    await resolve_dispute(stack, dispute_id, "lost", psp=disputed["psp"])
     await wait_dispute(stack, dispute_id, "lost")
 
     await stack.psp_mode("card", "down")
@@ -204,23 +205,37 @@ async def test_chargeback_history_is_high_risk_reviewed_and_routed_by_risk(stack
 
 
 async def test_a_shared_card_is_held_for_review_and_opens_an_aml_case(stack: Stack) -> None:
-    first, second, third = new_player(), new_player(), new_player()
+    """A second player paying with the same card: the card stage holds the capture for a person; approved, the
+    deposit is credited and the AML scenario opens a case for the shared card."""
+    first, second = new_player(), new_player()
     await credited(stack, first, card="mc_ng", country="NG")
-    await credited(stack, second, card="mc_ng", country="NG")
-    # Two players on one card: the AML scenario opens a case for the player who completed the pattern.
+    init = await deposit(stack, second, card="mc_ng", country="NG")
+    payment = await stack.wait_final(init["payment_id"])
+    assert (payment["status"], payment["review_reason"], payment["risk_level"]) == \
+        ("in_review", "risk_review", "high"), payment
+    card = next(d for d in payment["risk"] if d["stage"] == "instrument")
+    assert hit_rules(card) == {"shared_instrument"} and card["action"] == "review"
+    assert await stack.balance(second) == "0.00"  # nothing credited while a person looks
+    approved = await stack.api.post(f"/v1/ops/payments/{init['payment_id']}/review",
+                                    json={"decision": "approve", "reviewer": "risk-1"})
+    assert approved.status_code in (200, 202), approved.text
+    await eventually(lambda: stack.payment(init["payment_id"]), lambda p: p["status"] == "credited")
+    assert await stack.balance(second) == "50.00"
     case = await case_of(stack, second, "shared_instrument")
     assert case["state"] == "open"
-    # A third player on it: the rule (two others on this card) holds the capture for a person.
-    init = await deposit(stack, third, card="mc_ng", country="NG")
-    payment = await stack.wait_final(init["payment_id"])
-    assert (payment["status"], payment["review_reason"]) == ("in_review", "risk_review"), payment
-    card = next(d for d in payment["risk"] if d["stage"] == "instrument")
-    assert "shared_instrument" in hit_rules(card) and card["action"] == "review"
+    await stack.check_invariants()
+
+
+async def test_a_rejected_risk_review_refunds_the_capture(stack: Stack) -> None:
+    first, second = new_player(), new_player()
+    await credited(stack, first, card="visa_se", country="SE")
+    init = await deposit(stack, second, card="visa_se", country="SE")
+    assert (await stack.wait_final(init["payment_id"]))["review_reason"] == "risk_review"
     rejected = await stack.api.post(f"/v1/ops/payments/{init['payment_id']}/review",
                                     json={"decision": "reject", "reviewer": "risk-1"})
     assert rejected.status_code in (200, 202), rejected.text
     await eventually(lambda: stack.payment(init["payment_id"]), lambda p: p["status"] == "refunded", timeout=30)
-    assert await stack.balance(third) == "0.00"
+    assert await stack.balance(second) == "0.00"
     await stack.check_invariants()
 
 
@@ -300,7 +315,7 @@ async def test_a_case_is_decided_once_audited_and_reported(stack: Stack) -> None
                                  headers={"Idempotency-Key": uuid.uuid4().hex})
     assert again.status_code == 409 and again.json()["code"] == "case_already_decided"
     report = (await stack.api.get(f"{url}/report", params={"format": "json"})).json()
-    assert report["subject"]["player_id"] == player and report["scenario"] == "cdd_threshold"
+    assert report["subject"]["player_id"] == player and report["scenario"]["kind"] == "cdd_threshold"
     assert any(t["amount"] == "2500.00" for t in report["transactions"]), report
     as_csv = await stack.api.get(f"{url}/report", params={"format": "csv"})
     assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
@@ -329,8 +344,8 @@ async def test_the_daily_aml_recheck_runs(stack: Stack) -> None:
         await handle.trigger()
         description = await eventually(handle.describe, lambda d: len(d.info.recent_actions) > 0, timeout=20)
         run = description.info.recent_actions[-1].action
-        result = await stack.client.get_workflow_handle(run.workflow_id, run_id=run.first_execution_run_id).result()
-        assert result.players_checked >= 1
+        sweep = stack.client.get_workflow_handle(run.workflow_id, run_id=run.first_execution_run_id,
+                                                 result_type=AmlSweepResult)
+        assert (await sweep.result()).players_checked >= 1  # the players of the tests before this one
     finally:
         await handle.delete()
-    await asyncio.sleep(0)
