@@ -79,16 +79,18 @@ class DepositActivities:
         controls = await self.players.controls(input.player_id, input.currency, now)
         stored = await self.risk.assess(deposit_subject(input))
         risk = assessment_of(stored)
+        market = await self.risk.market(stored)
         # A closed or self-excluded account is refused by the limits' screening below, which says so first.
         if not (controls.closed or controls.self_excluded(now)):
             if controls.kyc_status == "rejected":
                 return ScreeningResult("deny", "kyc_rejected", "the player's identity check was rejected", risk)
             if risk.action == "deny":
                 return ScreeningResult("deny", "risk_denied", "the deposit breaks the risk rules", risk)
-            if (why := self.risk.kyc_required(stored, input.country, controls.kyc_status)) is not None:
+            if (why := self.risk.kyc_required(stored, market, controls.kyc_status)) is not None:
                 return ScreeningResult("kyc_required", why, "the player's identity must be verified first", risk)
         decision = await self.players.screen_deposit(
-            input.player_id, input.currency, input.payment_id, input.amount_minor, now
+            input.player_id, input.currency, input.payment_id, input.amount_minor, now,
+            kyc_threshold_eur_minor=market.kyc_deposit_threshold_eur_minor,
         )
         return ScreeningResult(decision.outcome, decision.code, decision.reason, risk)
 

@@ -15,10 +15,10 @@ from players import PlayerStore
 from risk import aml, decisions
 from risk.config import RiskConfig
 from risk.engine import evaluate
-from risk.facts import gather_facts
+from risk.facts import gather_facts, last_declared_country
 from risk.geo import IpCountries
 from risk.kyc import kyc_gate
-from risk.types import RiskSubject, StoredDecision
+from risk.types import Market, RiskSubject, StoredDecision
 from workflows.types import (
     ActivityName,
     AmlSweepResult,
@@ -32,12 +32,14 @@ class RiskScreening:
     def __init__(
         self,
         engine: AsyncEngine,
+        players: PlayerStore,
         config: RiskConfig,
         ip_countries: IpCountries,
         rates: dict[str, Decimal],
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.engine = engine
+        self.players = players
         self.config = config
         self.ip_countries = ip_countries
         self.rates = rates
@@ -57,15 +59,22 @@ class RiskScreening:
         async with self.engine.begin() as conn:
             return await decisions.record(conn, subject, ip_country, facts, decision, self.clock())
 
-    def kyc_required(self, stored: StoredDecision, country: str | None, kyc_status: str) -> str | None:
+    async def market(self, stored: StoredDecision) -> Market:
+        """The market of the payment's declared country, else of its IP country, else of the country the player's
+        latest deposit declared; the default market when none is known."""
+        country = _str(stored.facts.get("country")) or _str(stored.facts.get("ip_country"))
+        if country is None:
+            async with self.engine.connect() as conn:
+                country = await last_declared_country(conn, stored.player_id)
+        return self.config.market(country)
+
+    @staticmethod
+    def kyc_required(stored: StoredDecision, market: Market, kyc_status: str) -> str | None:
         """Why verified KYC is needed first ("kyc_required": the market's gate; "risk_step_up": the rules'
         verdict), or None. KYC is read fresh each time, so a player verified since passes."""
         if kyc_status == "verified":
             return None
-        market = self.config.market(country or _str(stored.facts.get("ip_country")))
-        gate = kyc_gate(market, kyc_status, stored.operation, _int(stored.facts.get("lifetime_deposits_eur_minor")),
-                        _int(stored.facts.get("amount_eur_minor")))
-        if gate == "kyc_required":
+        if kyc_gate(market, kyc_status, stored.operation) == "kyc_required":
             return "kyc_required"
         return "risk_step_up" if stored.decision.action == "step_up_kyc" else None
 
@@ -75,28 +84,27 @@ class RiskScreening:
         assessment = assessment_of(stored)
         if assessment.action == "step_up_kyc":
             # The player is at the PSP already: without verified KYC, a person looks at the capture instead.
-            kyc_status = await PlayerStore(self.engine).kyc_status(input.player_id)
-            if kyc_status == "verified":
+            if await self.players.kyc_status(input.player_id) == "verified":
                 assessment.action = "allow"
         return assessment
 
-    async def check_player(self, player_id: str, trigger_id: str | None) -> list[str]:
-        """The player's AML scenarios (`trigger_id`: the payment or payout that asks); a hit opens a case, or joins
-        the player's active one of its kind. The ids of the cases hit."""
+    async def check_player(self, player_id: str) -> list[str]:
+        """The player's AML scenarios; a hit opens a case, or joins the player's active one of its kind. The ids of
+        the cases hit."""
         now = self.clock()
-        hits = await aml.evaluate(self.engine, self.config, player_id, now, trigger_id, rates=self.rates)
+        hits = await aml.evaluate(self.engine, self.config, player_id, now, rates=self.rates)
         return await aml.open_cases(self.engine, hits, now) if hits else []
 
     @activity.defn(name=ActivityName.CHECK_AML)
     async def check_aml(self, trigger: AmlTrigger) -> list[str]:
-        return await self.check_player(trigger.player_id, trigger.subject_id)
+        return await self.check_player(trigger.player_id)
 
     @activity.defn(name=ActivityName.SWEEP_AML)
     async def sweep_aml(self, since_iso: str) -> AmlSweepResult:
         players = await aml.players_active_since(self.engine, datetime.fromisoformat(since_iso))
         result = AmlSweepResult()
         for player_id in players:
-            result.cases_hit += len(await self.check_player(player_id, None))
+            result.cases_hit += len(await self.check_player(player_id))
             result.players_checked += 1
             activity.heartbeat(result.players_checked)
         return result
@@ -114,10 +122,6 @@ def deposit_subject(input: ScreenDepositInput, stage: str = "pre") -> RiskSubjec
 def assessment_of(stored: StoredDecision) -> RiskAssessment:
     d = stored.decision
     return RiskAssessment(stored.decision_id, d.action, d.score, d.level)
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
 
 
 def _str(value: object) -> str | None:

@@ -149,10 +149,10 @@ class WithdrawalActivities:
         risk = assessment_of(stored)
         if risk.action == "deny":
             return PayoutCheckResult("reject", "risk_denied", "the payout breaks the risk rules", risk)
-        if (why := self.risk.kyc_required(stored, payout.country, controls.kyc_status)) is not None:
+        if (why := self.risk.kyc_required(stored, await self.risk.market(stored), controls.kyc_status)) is not None:
             return PayoutCheckResult("kyc_required", why, "the player's identity is not verified yet", risk)
         # The scenarios see this payout as asked for; a hit opens a case, and a case open sends it to review.
-        await self.risk.check_player(payout.player_id, payout.payout_id)
+        await self.risk.check_player(payout.player_id)
         if await aml.has_active_case(self.engine, payout.player_id):
             return PayoutCheckResult("review", "aml_case_open", "the player has an open AML case", risk)
         if risk.action == "review":

@@ -620,7 +620,8 @@ class RiskCaseDecisionRequest(BaseModel):
         {"decision": "escalate", "note": "source of funds asked for"}, {"decision": "clear", "note": "salary"}]})
 
     decision: Literal["clear", "escalate", "report"]
-    note: Annotated[str, Field(min_length=1, max_length=2000, description="why: kept on the case's timeline")]
+    note: Annotated[str, Field(min_length=1, max_length=2000, description="why: kept on the case's timeline"),
+                    Printable, NoCardNumber]
 
 
 class RiskCaseView(BaseModel):

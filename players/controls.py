@@ -182,7 +182,7 @@ class PlayerProfile:
 
 @dataclass(frozen=True)
 class ScreeningDecision:
-    outcome: str  # "allow" | "deny"
+    outcome: str  # "allow" | "deny" | "kyc_required" (the KYC threshold: verified KYC first, nothing counted)
     code: str | None = None
     reason: str | None = None
 
@@ -256,11 +256,14 @@ class PlayerStore:
             return await _controls(conn, player_id, currency, now)
 
     async def screen_deposit(
-        self, player_id: str, currency: str, payment_id: str, amount_minor: int, now: datetime
+        self, player_id: str, currency: str, payment_id: str, amount_minor: int, now: datetime,
+        *, kyc_threshold_eur_minor: int | None = None,
     ) -> ScreeningDecision:
         """Screens a deposit and, when it is allowed, counts it against the limits at once — in one transaction
         serialized per player (whatever the currency), so concurrent deposits cannot slip past a limit together.
-        Idempotent per payment."""
+        With `kyc_threshold_eur_minor`, a player not verified whose deposits (every one counted and not released,
+        in euro, with this one) reach it needs KYC first ("kyc_required"): under the same lock, so deposits started
+        together cannot pass the threshold together either. Idempotent per payment."""
         usage = deposit_limit_usage.c
         async with self.engine.begin() as conn:
             await _lock_player(conn, player_id, now)
@@ -269,12 +272,33 @@ class PlayerStore:
             controls = await _controls(conn, player_id, currency, now)
             limits = await _limit_usages(conn, player_id, now)
             decision = screen_deposit(controls, amount_minor, currency, limits, self.rates, now)
+            if (decision.outcome == "allow" and kyc_threshold_eur_minor is not None
+                    and controls.kyc_status != KycStatus.VERIFIED.value):
+                decision = await self._kyc_threshold(conn, player_id, amount_minor, currency,
+                                                     kyc_threshold_eur_minor) or decision
             if decision.outcome == "allow":
                 await conn.execute(deposit_limit_usage.insert().values(
                     payment_id=payment_id, player_id=player_id, currency=currency, amount_minor=amount_minor,
                     created_at=now,
                 ))
             return decision
+
+    async def _kyc_threshold(
+        self, conn: AsyncConnection, player_id: str, amount_minor: int, currency: str, threshold_eur_minor: int
+    ) -> ScreeningDecision | None:
+        usage = deposit_limit_usage.c
+        per_currency = await conn.execute(
+            sa.select(usage.currency, sa.func.sum(usage.amount_minor))
+            .where(usage.player_id == player_id, usage.released_at.is_(None)).group_by(usage.currency))
+        try:
+            total = convert_minor_up(amount_minor, currency, "EUR", self.rates) + sum(
+                convert_minor_up(int(minor), cur, "EUR", self.rates) for cur, minor in per_currency)
+        except MoneyError:
+            total = threshold_eur_minor  # a deposit no rate can value counts as reaching it: no gate a rate can skip
+        if total < threshold_eur_minor:
+            return None
+        return ScreeningDecision("kyc_required", "kyc_required",
+                                 "the player's deposits reach the amount from which the identity must be verified")
 
     async def release_deposit(self, payment_id: str, now: datetime) -> None:
         """A deposit that ended without money stops counting against the limits."""

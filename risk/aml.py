@@ -11,8 +11,8 @@ joins the player's active one (risk/cases.py reviews them).
 - shared_instrument: a device or instrument the player used seen with `shared_instrument_min_players` players or
   more (this one included).
 
-A payout being screened is not in the payouts table yet (the withdrawal records it at its end): `trigger_id` names
-it, and its observation (risk_observations) stands in for it. Amounts in another currency convert at `rates`
+A payout in flight — the one being screened among them — is not in the payouts table yet (the withdrawal records it
+at its end): its screening's observation (risk_observations) stands in for it. Amounts in another currency convert at `rates`
 (default: euro only; an amount without a rate counts nothing).
 """
 
@@ -60,13 +60,13 @@ class _Op:
     created_at: datetime
 
 
-async def evaluate(engine: AsyncEngine, config: HasAml, player_id: str, now: datetime, trigger_id: str | None = None,
+async def evaluate(engine: AsyncEngine, config: HasAml, player_id: str, now: datetime,
                    *, rates: Mapping[str, Decimal] = EURO_ONLY) -> list[CaseHit]:
     """Every scenario's hits for the player at `now` (none: a clean player)."""
     aml = config.aml
     hours = max(aml.cdd_window_hours, aml.structuring_window_hours, aml.rapid_in_out_window_hours)
     async with engine.connect() as conn:
-        ops = await _recent_ops(conn, player_id, now - timedelta(hours=hours), now, trigger_id, rates)
+        ops = await _recent_ops(conn, player_id, now - timedelta(hours=hours), now, rates)
         last_deposit = await _last_credited_deposit(conn, player_id, now)
         unusual = await _unusual_route(conn, player_id)
         shared = await _shared(conn, player_id, aml.shared_instrument_min_players)
@@ -203,10 +203,9 @@ async def _shared(conn: AsyncConnection, player_id: str, min_players: int) -> li
 # ---- reading and writing ----------------------------------------------------------------------------------------
 
 
-async def _recent_ops(conn: AsyncConnection, player_id: str, since: datetime, now: datetime, trigger_id: str | None,
+async def _recent_ops(conn: AsyncConnection, player_id: str, since: datetime, now: datetime,
                       rates: Mapping[str, Decimal]) -> list[_Op]:
-    """The player's credited deposits and live payouts created since `since`, and the trigger if it is a payout
-    not recorded yet."""
+    """The player's credited deposits and live payouts created since `since`, those in flight included."""
     p, po = payments.c, payouts.c
     deposits = await conn.execute(select(p.payment_id, p.currency, p.credited_minor, p.method, p.created_at).where(
         p.player_id == player_id, p.created_at >= since, p.created_at <= now, p.credited_minor > 0))
@@ -216,13 +215,14 @@ async def _recent_ops(conn: AsyncConnection, player_id: str, since: datetime, no
         po.player_id == player_id, po.status.in_(PAYOUT_LIVE), po.created_at >= since, po.created_at <= now))
     ops += [_Op(r.payout_id, PAYOUT, eur_minor(r.amount_minor, r.currency, rates), r.currency, r.amount_minor,
                 r.method, r.created_at) for r in paid]
-    if trigger_id is not None and all(op.subject_id != trigger_id for op in ops):
-        o = risk_observations.c
-        row = (await conn.execute(select(risk_observations).where(
-            o.operation == PAYOUT, o.subject_id == trigger_id, o.player_id == player_id))).one_or_none()
-        if row is not None and row.amount_eur_minor is not None:
-            ops.append(_Op(trigger_id, PAYOUT, row.amount_eur_minor, "EUR", row.amount_eur_minor, row.method,
-                           min(row.created_at, now)))
+    # Payouts in flight (the trigger among them) have no payouts row until they end: their screening's observation
+    # stands in, so payouts asked for together are linked before any of them has left.
+    o = risk_observations.c
+    in_flight = await conn.execute(select(o.subject_id, o.amount_eur_minor, o.method, o.created_at).where(
+        o.operation == PAYOUT, o.player_id == player_id, o.created_at >= since, o.amount_eur_minor.is_not(None),
+        ~select(po.payout_id).where(po.payout_id == o.subject_id).exists()))
+    ops += [_Op(r.subject_id, PAYOUT, r.amount_eur_minor, "EUR", r.amount_eur_minor, r.method, min(r.created_at, now))
+            for r in in_flight]
     return sorted(ops, key=lambda op: (op.created_at, op.subject_id))
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger.errors import RecordNotFound
 from ledger.models import payments, payouts
 from payloop.money import to_decimal_string
-from risk.facts import players
+from risk.facts import last_declared_country, players
 from risk.models import risk_case_events, risk_cases
 from risk.types import CASE_ACTIVE_STATES, CASE_DECISIONS
 
@@ -35,7 +35,8 @@ SCENARIOS = {
     "unusual_route": "a payout by a method the player never deposited with",
     "shared_instrument": "a device or payment instrument shared by several players",
 }
-REPORT_COLUMNS = ("case_id", "scenario", "state", "player_id", "kyc_status", "transaction_type", "transaction_id",
+REPORT_COLUMNS = ("case_id", "scenario", "state", "player_id", "kyc_status", "country", "transaction_type",
+                  "transaction_id",
                   "created_at", "amount", "currency", "method", "status", "reasons", "reviewer", "decided_at",
                   "decision_note")
 R = TypeVar("R")
@@ -182,11 +183,12 @@ async def report(engine: AsyncEngine, case_id: str) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         kyc_status = (await conn.execute(select(players.c.kyc_status).where(players.c.id == case.player_id))
                       ).scalar_one_or_none()
+        country = await last_declared_country(conn, case.player_id)
     return {
         "case_id": case.case_id,
         "scenario": {"kind": case.kind, "description": SCENARIOS[case.kind]},
         "state": case.state,
-        "subject": {"player_id": case.player_id, "kyc_status": kyc_status},
+        "subject": {"player_id": case.player_id, "kyc_status": kyc_status, "country": country},
         "opened_at": case.created_at.isoformat(),
         "reasons": [{"at": e.at.isoformat(), "reason": e.reason, "facts": e.facts or {}}
                     for e in detail.events if e.kind in ("opened", "hit")],
@@ -208,12 +210,19 @@ def report_csv(document: dict[str, Any]) -> str:
     reasons = " | ".join(r["reason"] for r in document["reasons"])
     for t in document["transactions"] or [None]:
         t = t or {}
-        writer.writerow((document["case_id"], document["scenario"]["kind"], document["state"],
-                         document["subject"]["player_id"], document["subject"]["kyc_status"] or "",
-                         t.get("type", ""), t.get("id", ""), t.get("created_at", ""), t.get("amount", ""),
-                         t.get("currency", ""), t.get("method") or "", t.get("status", ""), reasons,
-                         reviewer.get("by") or "", reviewer.get("at") or "", reviewer.get("note") or ""))
+        subject = document["subject"]
+        writer.writerow(_cell(value) for value in (
+            document["case_id"], document["scenario"]["kind"], document["state"], subject["player_id"],
+            subject["kyc_status"] or "", subject["country"] or "", t.get("type", ""), t.get("id", ""),
+            t.get("created_at", ""), t.get("amount", ""), t.get("currency", ""), t.get("method") or "",
+            t.get("status", ""), reasons, reviewer.get("by") or "", reviewer.get("at") or "",
+            reviewer.get("note") or ""))
     return buffer.getvalue()
+
+
+def _cell(value: str) -> str:
+    """A reviewer's note (or any text) that a spreadsheet would run as a formula is written as text."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 async def _transactions(conn: AsyncConnection, ids: list[str]) -> list[Transaction]:

@@ -264,8 +264,6 @@ def parse_risk(text: str, source: str = "<string>") -> RiskConfig:
 
 def _config(source: str, spec: _FileSpec, rules: tuple[Rule, ...], markets: dict[str, Market]) -> RiskConfig:
     read = {name for rule in rules for name in rule.facts_read}
-    if any(m.kyc_deposit_threshold_eur_minor is not None for m in markets.values()):
-        read.add("lifetime_deposits_eur")
     counts = tuple(c for name in sorted(read) if (c := velocity_count(name)) is not None)
     needed = read | {FACTS[name].attribute for name in read if name in FACTS}
     return RiskConfig(

@@ -43,16 +43,15 @@ class FactNeeds(Protocol):
 
 
 async def gather_facts(conn: AsyncConnection, config: FactNeeds, subject: RiskSubject, ip_country: str | None,
-                       now: datetime, rates: Mapping[str, Decimal], *, kyc: bool = True) -> RiskFacts:
-    """The facts of `subject` at `now`. `kyc` gathers the KYC gate's facts (status, lifetime deposits) even when
-    no rule reads them (risk/kyc.py needs them for every deposit and payout)."""
+                       now: datetime, rates: Mapping[str, Decimal]) -> RiskFacts:
+    """The facts of `subject` at `now`: only those the rules read (the others keep their defaults)."""
     needs = config.needs
     player = subject.player_id
     kyc_status, age_days = UNVERIFIED, None
-    if kyc or needs("kyc_status") or needs("account_age_days"):
+    if needs("kyc_status") or needs("account_age_days"):
         kyc_status, age_days = await _player(conn, player, now)
     deposits_eur, deposit_count = 0, 0
-    if kyc or needs("lifetime_deposits_eur") or needs("lifetime_deposit_count"):
+    if needs("lifetime_deposits_eur") or needs("lifetime_deposit_count"):
         deposits_eur, deposit_count = await _lifetime_deposits(conn, player, rates)
     payouts_eur = await _lifetime_payouts(conn, player, rates) if needs("lifetime_payouts_eur") else 0
     chargebacks = await _chargebacks(conn, player) if needs("chargebacks") else 0
@@ -79,6 +78,14 @@ def eur_minor(minor: int, currency: str, rates: Mapping[str, Decimal]) -> int | 
         return to_eur_minor(minor, currency, dict(rates))
     except MoneyError:
         return None
+
+
+async def last_declared_country(conn: AsyncConnection, player_id: str) -> str | None:
+    """The country the player's latest deposit declared: the market of a payment that declares none (and comes from
+    an address without a country), so leaving `meta.country` out does not get around a market's KYC gate."""
+    return (await conn.execute(
+        select(payments.c.country).where(payments.c.player_id == player_id, payments.c.country.is_not(None))
+        .order_by(payments.c.created_at.desc()).limit(1))).scalar_one_or_none()
 
 
 def facts_json(facts: RiskFacts) -> dict[str, Any]:

@@ -288,8 +288,9 @@ async def _screen(engine: AsyncEngine, player: str, amount: int, at: datetime) -
     """Screens a probe deposit at `at`, then releases it so probes do not count against each other."""
     payment_id = f"pay_{uuid.uuid4().hex[:24]}"
     routing = load_routing(Settings())
-    risk = RiskScreening(engine, load_risk(Settings()), IpCountries.load(None), RATES, clock=lambda: at)
-    activities = DepositActivities(Ledger(engine), PlayerStore(engine, RATES), risk, {}, routing,
+    players = PlayerStore(engine, RATES)
+    risk = RiskScreening(engine, players, load_risk(Settings()), IpCountries.load(None), RATES, clock=lambda: at)
+    activities = DepositActivities(Ledger(engine), players, risk, {}, routing,
                                    HealthStore(engine, routing), clock=lambda: at)
     result = await activities.screen_deposit(ScreenDepositInput(payment_id, player, amount, "EUR"))
     await activities.release_deposit_limit(payment_id)

@@ -67,7 +67,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
         routing = load_routing(settings)
         health = HealthStore(engine, routing)
         # Read once, at start-up: a bad rules file stops the worker with its line.
-        risk = RiskScreening(engine, load_risk(settings), IpCountries.load(settings.ip_country_file), rates)
+        risk = RiskScreening(engine, players, load_risk(settings), IpCountries.load(settings.ip_country_file), rates)
         activities = [
             *DepositActivities(ledger, players, risk, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, risk, connectors, settings, routing, health).all(),

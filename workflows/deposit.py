@@ -254,6 +254,7 @@ class DepositWorkflow(PspSignals):
                 s.risk_level = _highest_level(self._risk_decisions)
             if screening.outcome == "allow":
                 if s.status == DepositStatus.KYC_REQUIRED:
+                    s.failure_code = None
                     set_status(s, DepositStatus.PENDING)
                 return screening
             self._counts_against_limits = False
@@ -262,13 +263,12 @@ class DepositWorkflow(PspSignals):
             remaining_seconds = (kyc_deadline - workflow.now()).total_seconds()
             if remaining_seconds <= 0:
                 raise Finish(DepositStatus.EXPIRED, "kyc_timeout")
+            s.failure_code = screening.code  # why: the market's gate, or the risk rules' step-up
             if s.status != DepositStatus.KYC_REQUIRED:
-                s.failure_code = screening.code  # why: the market's gate, or the risk rules' step-up
                 set_status(s, DepositStatus.KYC_REQUIRED)
                 self._answered = True  # the init answer says so now; the player verifies, then pays
             self._kyc_nudged = False
             await wait_until(lambda: self._kyc_nudged, min(remaining_seconds, KYC_RECHECK_SECONDS))
-            s.failure_code = None
 
     async def _assess_instrument(self, answer: PspPaymentView) -> None:
         """The PSP's answer named the card: scored again with its BIN country and fingerprint. A verdict of review

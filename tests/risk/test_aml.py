@@ -19,8 +19,8 @@ CONFIG = StandInConfig(aml=AmlSettings())  # CDD 2000.00 EUR / 24 h; structuring
 RATES = {"EUR": Decimal(1), "GBP": Decimal("1.17")}
 
 
-async def kinds(engine: AsyncEngine, player: str, trigger: str | None = None) -> dict[str, CaseHit]:
-    hits = await aml.evaluate(engine, CONFIG, player, NOW, trigger, rates=RATES)
+async def kinds(engine: AsyncEngine, player: str) -> dict[str, CaseHit]:
+    hits = await aml.evaluate(engine, CONFIG, player, NOW, rates=RATES)
     return {hit.kind: hit for hit in hits}
 
 
@@ -58,10 +58,15 @@ async def test_cdd_threshold_fires_on_linked_deposits_and_on_payouts_per_directi
     await payout(engine, "po_2", "p2", 40_000, at=NOW - hours(2))
     await payout(engine, "po_3", "p2", 90_000, at=NOW - hours(2), status="failed")
     assert "cdd_threshold" not in await kinds(engine, "p2")  # 1900.00
-    # The payout being screened is not in the payouts table yet: its observation stands in for it.
+    # A payout being screened is not in the payouts table yet: its observation stands in for it.
     await observe(engine, RiskSubject("payout", "po_4", "p2", 10_000, "EUR"), at=NOW)
-    hit = (await kinds(engine, "p2", trigger="po_4"))["cdd_threshold"]
+    hit = (await kinds(engine, "p2"))["cdd_threshold"]
     assert set(hit.subject_ids) == {"po_1", "po_2", "po_4"} and hit.facts["direction"] == "payout"
+    # Two payouts in flight together, neither recorded yet, are linked before either leaves.
+    await observe(engine, RiskSubject("payout", "po_5", "p3", 150_000, "EUR"), at=NOW - hours(1))
+    assert "cdd_threshold" not in await kinds(engine, "p3")
+    await observe(engine, RiskSubject("payout", "po_6", "p3", 60_000, "EUR"), at=NOW)
+    assert set((await kinds(engine, "p3"))["cdd_threshold"].subject_ids) == {"po_5", "po_6"}
 
 
 async def test_structuring_fires_on_operations_just_below_the_threshold(engine: AsyncEngine) -> None:
@@ -87,9 +92,9 @@ async def test_rapid_in_out_fires_on_a_payout_soon_after_a_deposit_barely_played
     assert "rapid_in_out" not in await kinds(engine, "p1")
     # The screened payout, before any is recorded.
     await deposit(engine, "pay_2", "p2", 100_000, at=NOW - hours(2))
-    assert "rapid_in_out" not in await kinds(engine, "p2", trigger="po_9")
+    assert "rapid_in_out" not in await kinds(engine, "p2")
     await observe(engine, RiskSubject("payout", "po_9", "p2", 80_000, "EUR"))
-    assert (await kinds(engine, "p2", trigger="po_9"))["rapid_in_out"].subject_ids == ("pay_2", "po_9")
+    assert (await kinds(engine, "p2"))["rapid_in_out"].subject_ids == ("pay_2", "po_9")
 
 
 async def test_unusual_route_fires_on_a_payout_by_a_method_never_deposited_with(engine: AsyncEngine) -> None:
@@ -109,7 +114,7 @@ async def test_shared_instrument_fires_on_a_card_or_device_seen_with_other_playe
     assert "shared_instrument" not in await kinds(engine, "p1")
     await observe(engine, RiskSubject("deposit", "pay_2", "p2", 1_000, "EUR", device_id="dev2", instrument="fp1"))
     await observe(engine, RiskSubject("payout", "po_3", "p3", 1_000, "EUR", device_id="dev1"))
-    hits = [h for h in await aml.evaluate(engine, CONFIG, "p1", NOW, None) if h.kind == "shared_instrument"]
+    hits = [h for h in await aml.evaluate(engine, CONFIG, "p1", NOW) if h.kind == "shared_instrument"]
     assert sorted((h.facts["link"], h.facts["players"], h.subject_ids) for h in hits) == [
         ("device", 2, ("pay_1",)), ("instrument", 2, ("pay_1",))]
     assert "shared_instrument" not in await kinds(engine, "clean")

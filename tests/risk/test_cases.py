@@ -115,7 +115,7 @@ async def test_the_report_in_json_and_csv(engine: AsyncEngine) -> None:
     await player(engine, "p1", created_at=NOW, kyc_status="verified")
     document = await cases.report(engine, case_id)
     assert document is not None
-    assert document["subject"] == {"player_id": "p1", "kyc_status": "verified"}
+    assert document["subject"] == {"player_id": "p1", "kyc_status": "verified", "country": None}
     assert document["scenario"]["kind"] == "structuring"
     assert [(t["id"], t["amount"], t["currency"]) for t in document["transactions"]] == [
         ("pay_1", "1900.00", "EUR"), ("po_1", "50.50", "GBP")]

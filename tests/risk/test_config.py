@@ -197,8 +197,8 @@ def test_aml_settings_in_euro_cents() -> None:
 
 
 def test_only_the_facts_and_counts_the_rules_read_are_needed() -> None:
-    config = parse_risk(_when("count_device_24h: {gte: 3}\ncount_player_15m: 2\nip_country: {ne_fact: country}\n")
-                        + "markets:\n  default: {kyc_deposit_threshold_eur: \"2000.00\"}\n")
+    config = parse_risk(_when("count_device_24h: {gte: 3}\ncount_player_15m: 2\nip_country: {ne_fact: country}\n"
+                              "lifetime_deposits_eur: {gte: \"10.00\"}\n"))
     assert config.velocity_counts == (VelocityCount("count_device_24h", "device", 86_400),
                                       VelocityCount("count_player_15m", "player", 900))
     for name in ("count_device_24h", "ip_country", "country", "lifetime_deposits_eur",

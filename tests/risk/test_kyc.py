@@ -1,5 +1,5 @@
-"""KYC gates per market, with the shipped markets (default: from EUR 2,000 of deposits; GB: before any deposit
-and before a payout)."""
+"""KYC gates per market, with the shipped markets (default: from EUR 2,000 of deposits — judged by the deposit
+screening, tests/test_players.py; GB: before any deposit and before a payout)."""
 
 from __future__ import annotations
 
@@ -16,30 +16,23 @@ GB = MARKETS["GB"]
 
 
 @pytest.mark.parametrize(
-    ("market", "status", "lifetime_eur_minor", "amount_eur_minor", "expected"),
+    ("market", "status", "expected"),
     [
         # GB: verification before the first deposit, however small.
-        (GB, "unverified", 0, 1_000, "kyc_required"),
-        (GB, "pending", 0, 1_000, "kyc_required"),
-        (GB, "verified", 0, 1_000, None),
-        # Elsewhere: only once lifetime deposits with this one reach EUR 2,000.
-        (DEFAULT, "unverified", 0, 1_000, None),
-        (DEFAULT, "unverified", 190_000, 9_999, None),
-        (DEFAULT, "unverified", 190_000, 10_000, "kyc_required"),
-        (DEFAULT, "unverified", 0, 200_000, "kyc_required"),
-        (DEFAULT, "pending", 250_000, 1_000, "kyc_required"),
-        (DEFAULT, "verified", 250_000, 1_000, None),
-        # A deposit of unknown euro value (no rate) is taken to reach the threshold.
-        (DEFAULT, "unverified", 0, None, "kyc_required"),
-        (Market(kyc_deposit_threshold_eur_minor=None), "unverified", 10**9, None, None),
+        (GB, "unverified", "kyc_required"),
+        (GB, "pending", "kyc_required"),
+        (GB, "verified", None),
+        # Elsewhere not before the first (the threshold is the deposit screening's: tests/test_players.py).
+        (DEFAULT, "unverified", None),
+        (DEFAULT, "pending", None),
+        (DEFAULT, "verified", None),
         # Rejected KYC: no deposit anywhere.
-        (DEFAULT, "rejected", 0, 1_000, "kyc_rejected"),
-        (GB, "rejected", 0, 1_000, "kyc_rejected"),
+        (DEFAULT, "rejected", "kyc_rejected"),
+        (GB, "rejected", "kyc_rejected"),
     ],
 )
-def test_deposits(market: Market, status: str, lifetime_eur_minor: int, amount_eur_minor: int | None,
-                  expected: str | None) -> None:
-    assert kyc_gate(market, status, "deposit", lifetime_eur_minor, amount_eur_minor) == expected
+def test_deposits(market: Market, status: str, expected: str | None) -> None:
+    assert kyc_gate(market, status, "deposit") == expected
 
 
 @pytest.mark.parametrize(
@@ -54,11 +47,12 @@ def test_deposits(market: Market, status: str, lifetime_eur_minor: int, amount_e
     ],
 )
 def test_payouts_need_kyc_only_where_the_market_says_so(market: Market, status: str, expected: str | None) -> None:
-    assert kyc_gate(market, status, "payout", 10**7, 10**6) == expected
+    assert kyc_gate(market, status, "payout") == expected
 
 
 def test_an_unlisted_country_gets_the_default_market() -> None:
     config = load_risk(Settings())
     assert config.market("DE") == DEFAULT != GB
-    assert kyc_gate(config.market("DE"), "unverified", "deposit", 0, 1_000) is None
-    assert kyc_gate(config.market("GB"), "unverified", "deposit", 0, 1_000) == "kyc_required"
+    assert kyc_gate(config.market("DE"), "unverified", "deposit") is None
+    assert kyc_gate(config.market("GB"), "unverified", "deposit") == "kyc_required"
+    assert config.market("DE").kyc_deposit_threshold_eur_minor == 200_000
