@@ -75,7 +75,6 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line
     app.state.webhook_verifiers = build_verifiers(settings, app.state.routing)  # each PSP's secret, as it names it
     app.state.methods = payment_methods()
-    app.state.trusted_proxies = settings.trusted_proxy_networks  # whose X-Forwarded-For names the player
     app.state.fx_rates = parse_rates(settings.fx_rates_to_eur)  # deposit limits count every currency at these
     app.state.rate_limits = RateLimits(settings)  # per client, per webhook source, re-checks (README: Rate limits)
     http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware

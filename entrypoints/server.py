@@ -34,6 +34,8 @@ def api_server_options(settings: Settings) -> dict[str, Any]:
         "http": header_timeout_protocol(settings.api_header_timeout_seconds),
         "timeout_keep_alive": KEEP_ALIVE_TIMEOUT_SECONDS,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        # X-Forwarded-For believed from these only; the app reads the client uvicorn settles on.
+        "forwarded_allow_ips": settings.trusted_proxy_cidrs,
     }
 
 

@@ -143,9 +143,11 @@ class Settings(BaseSettings):
     # -- risk (risk/) ------------------------------------------------------------------------------------------
     # The risk rules file (YAML, read once at start-up); None = the shipped risk/rules.yaml.
     risk_file: Path | None = None
-    # Proxies (load balancers) in front of the API, as comma-separated CIDRs ("10.0.0.0/8,2001:db8::/32"): only a
-    # request from one of them has its X-Forwarded-For believed; anyone else could write any address in it.
-    trusted_proxies: str = ""
+    # Proxies (load balancers, the platform's cashier) in front of the API, as comma-separated CIDRs
+    # ("10.0.0.0/8,2001:db8::/32"): only a request from one of them has its X-Forwarded-For believed (by uvicorn,
+    # for the rate limits' source and the risk rules' player address alike); anyone else could write any address in
+    # it. The default is uvicorn's own: loopback.
+    trusted_proxies: str = "127.0.0.1/32,::1/128"
     # A `cidr,country` table of IP ranges (a GeoIP export); None = the shipped sandbox table risk/ip_countries.csv.
     ip_country_file: Path | None = None
     # Below the workflows' 15 s start-to-close for a PSP call, so a slow PSP ends an attempt cleanly.
@@ -170,8 +172,8 @@ class Settings(BaseSettings):
         return value.strip()
 
     @property
-    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(cidr) for cidr in _split_cidrs(self.trusted_proxies))
+    def trusted_proxy_cidrs(self) -> list[str]:
+        return _split_cidrs(self.trusted_proxies)
 
     @property
     def effective_database_url(self) -> str:

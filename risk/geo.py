@@ -1,8 +1,7 @@
-"""Where a player connects from: the client's address behind our proxies, and its country.
+"""Where a player connects from: public addresses only, and their country.
 
-X-Forwarded-For is written by whoever sends the request, so it is believed only as far as our own proxies wrote it:
-walked right to left (each proxy appends the address it saw) while the address is a trusted proxy; the first other
-address is the client. From anyone else the header is ignored: the peer itself is the client.
+The address itself is the request's client as uvicorn settles it: X-Forwarded-For is believed only from
+PAYLOOP_TRUSTED_PROXIES (entrypoints/server.py), walked right to left past them.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import csv
 import ipaddress
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,28 +38,6 @@ def parse_address(text: str | None) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str | None:
-    """The client's address: the peer, unless the peer is a trusted proxy; then X-Forwarded-For's rightmost
-    address that is not a trusted proxy. None when that cannot be told: an unparsable peer or entry (the walk
-    stops there: what lies left of garbage cannot be trusted), or a trusted proxy that names no client."""
-    address = parse_address(peer)
-    if address is None or not _is_trusted(address, trusted):
-        return str(address) if address is not None else None
-    for entry in reversed((forwarded_for or "").split(",")):
-        if not entry.strip():
-            continue
-        address = parse_address(entry)
-        if address is None:
-            return None
-        if not _is_trusted(address, trusted):
-            return str(address)
-    return None
-
-
-def _is_trusted(address: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
-    return any(address in network for network in trusted)
 
 
 def public_address(address: str | None) -> str | None:

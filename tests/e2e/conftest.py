@@ -53,8 +53,8 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+async def serve(app: ASGIApp, port: int, **uvicorn_options: Any) -> AsyncIterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -209,7 +209,6 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
         payout_status_poll_interval_seconds=0.5,
         kyc_wait_timeout_seconds=4.0,
         deposit_kyc_wait_timeout_seconds=8.0,
-        trusted_proxies="127.0.0.1/32",  # the tests speak for players through X-Forwarded-For, as a cashier would
         review_wait_timeout_seconds=6.0,
         payout_psp_down_deadline_seconds=30.0,
         payout_psp_down_first_retry_seconds=1.0,
@@ -235,8 +234,10 @@ async def api_and_sandbox(
     api_app = create_app(settings, engine=engine, temporal=client)
     async with (
         serve(create_sandbox_app(sandbox_config), settings.sandbox_psp_port),
+        # Loopback is a trusted proxy (the default): the tests speak for players through X-Forwarded-For, as a
+        # cashier would.
         serve(recording_webhooks(api_app, webhooks_received if webhooks_received is not None else []),
-              settings.api_port),
+              settings.api_port, forwarded_allow_ips=settings.trusted_proxy_cidrs),
         httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
                           timeout=30) as api,
         httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,

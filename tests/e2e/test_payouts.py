@@ -35,6 +35,16 @@ async def funded_player(stack: Stack, amount: str = "100.00", *, kyc: str | None
     return player
 
 
+async def win(stack: Stack, player: str, amount: str) -> None:
+    """A game round the player wins `amount` on (for a bet of 1.00)."""
+    round_id = f"r-{uuid.uuid4().hex[:10]}"
+    for path, kind, stake in (("debit", "bet", "1.00"), ("credit", "win", amount)):
+        response = await stack.api.post(f"/v1/wallet/{path}", json={
+            "player_id": player, "currency": "EUR", "amount": stake, "round_id": round_id, "game_id": "slots-1",
+            "transaction_id": f"{kind}-{round_id}"})
+        assert response.status_code == 200, response.text
+
+
 async def set_kyc(stack: Stack, player: str, status: str) -> None:
     response = await stack.api.put(f"/v1/ops/players/{player}/kyc", json={"status": status})
     assert response.status_code == 200, response.text
@@ -171,7 +181,8 @@ async def test_review_reject_voids_and_a_second_decision_is_a_409(stack: Stack) 
 
 
 async def test_linked_payouts_over_the_threshold_go_to_review(stack: Stack) -> None:
-    player = await funded_player(stack, "1900.00")
+    player = await funded_player(stack, "1900.00")  # below the threshold: no case for the deposit
+    await win(stack, player, "201.00")  # 2,100.00 to pay out
     first = await wait_payout(stack, (await payout(stack, player, "1500.00"))["payout_id"])
     assert first["status"] == "paid"
     second = await payout(stack, player, "600.00")  # €2,100 paid out within 24 h: customer due diligence

@@ -21,9 +21,8 @@ pytestmark = pytest.mark.replay
 
 
 async def session_histories(env: WorkflowEnvironment) -> list[WorkflowHistory]:
-    query = ("WorkflowType IN ('DepositWorkflow', 'WithdrawalWorkflow', 'RefundWorkflow', 'DisputeWorkflow', "
-             "'ReconciliationWorkflow') "
-             "AND ExecutionStatus != 'Running'")
+    names = ", ".join(f"'{workflow.__name__}'" for workflow in WORKFLOWS)
+    query = f"WorkflowType IN ({names}) AND ExecutionStatus != 'Running'"
     return [await env.client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()
             async for w in env.client.list_workflows(query)]
 

@@ -5,14 +5,18 @@ scenarios and their cases, the report. Every test ends with the ledger invariant
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
 from decimal import Decimal
 from typing import Any
 
+import httpx
+
+from api.app import create_app
 from entrypoints.schedules import AML_SCHEDULE_ID, ensure_schedules
-from tests.e2e.conftest import Stack, eventually, new_player
+from tests.e2e.conftest import API_KEY, Stack, eventually, free_port, new_player, serve
 from tests.e2e.test_money_after_payment import open_dispute, resolve_dispute, wait_dispute
 from tests.e2e.test_payouts import funded_player, payout, set_kyc, wait_payout
 from workflows.types import AmlSweepResult
@@ -96,8 +100,28 @@ async def test_a_sanctioned_ip_country_is_denied_without_saying_which_rule(stack
     assert ops["status"] == "rejected" and ops["risk_level"] == "high"
     [pre] = ops["risk"]
     assert pre["action"] == "deny" and "sanctioned_ip_country" in hit_rules(pre)
-    # A spoofed header from a peer that is not a trusted proxy counts for nothing: see test_spoofed_forwarding.
+    # A spoofed header from a peer that is not a trusted proxy counts for nothing: see the next test.
     assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
+
+
+async def test_forwarded_for_from_a_peer_that_is_no_trusted_proxy_counts_for_nothing(stack: Stack) -> None:
+    """The same API, with only 192.0.2.1 as its trusted proxy: a sanctioned address in X-Forwarded-For from us is
+    the client's own word, and the peer (loopback) has no country."""
+    settings = stack.settings.model_copy(update={"api_port": free_port(), "trusted_proxies": "192.0.2.1/32"})
+    app = create_app(settings, engine=stack.engine, temporal=stack.client)
+    async with (serve(app, settings.api_port, forwarded_allow_ips=settings.trusted_proxy_cidrs),
+                httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
+                                  timeout=30) as api):
+        response = await api.post("/v1/payments/init", json={
+            "amount": "50.00", "currency": "EUR", "method": "ewallet", "player_id": new_player(),
+            "return_url": "https://casino.example/return", "meta": {"country": "DE", "device_id": "dev-spoof"}},
+            headers={"Idempotency-Key": uuid.uuid4().hex, "X-Forwarded-For": IP_KP})
+    assert response.status_code == 201, response.text
+    payment = await stack.wait_final(response.json()["payment_id"])
+    assert payment["status"] == "credited" and payment["risk_level"] == "low"
+    [pre] = payment["risk"]
+    assert pre["hits"] == [] and pre["action"] == "allow"
     await stack.check_invariants()
 
 
@@ -114,6 +138,52 @@ async def test_bin_country_differs_scores_the_card_stage(stack: Stack) -> None:
     payment = await credited(stack, new_player(), card="visa_gb", country="DE")
     card = next(d for d in payment["risk"] if d["stage"] == "instrument")
     assert hit_rules(card) == {"bin_country_differs"} and card["action"] == "allow"
+    await stack.check_invariants()
+
+
+async def test_a_step_up_on_the_card_holds_the_capture_while_kyc_is_not_verified(stack: Stack) -> None:
+    """Before the PSP: 20 (IP country). On the card: + 25 (BIN country) = 45, step-up KYC — but the player is at
+    the PSP already, so the capture waits for a person rather than for KYC."""
+    init = await deposit(stack, new_player(), ip=IP_GB, country="DE", card="visa_us")  # each test its own card
+    payment = await stack.wait_final(init["payment_id"])
+    assert (payment["status"], payment["review_reason"]) == ("in_review", "risk_review"), payment
+    stages = {d["stage"]: d for d in payment["risk"]}
+    assert (stages["pre"]["action"], stages["instrument"]["action"]) == ("allow", "step_up_kyc")
+    assert hit_rules(stages["instrument"]) == {"ip_country_differs", "bin_country_differs"}
+    verified = new_player()
+    await set_kyc(stack, verified, "verified")
+    await credited(stack, verified, ip=IP_GB, country="DE", card="visa_br")  # verified: nothing to hold
+    await stack.check_invariants()
+
+
+async def test_a_device_shared_by_three_players_steps_up_kyc(stack: Stack) -> None:
+    device = f"dev-shared-{uuid.uuid4().hex[:8]}"
+    for _ in range(2):
+        await credited(stack, new_player(), method="ewallet", device=device)
+    init = await deposit(stack, new_player(), method="ewallet", device=device)
+    assert init["status"] == "kyc_required", init
+    waiting = await stack.payment(init["payment_id"])
+    assert waiting["failure_code"] == "risk_step_up" and hit_rules(waiting["risk"][0]) == {"shared_device"}
+    await stack.check_invariants()
+
+
+async def test_velocity_rules_fire_on_their_counts(stack: Stack) -> None:
+    """30 card deposits by one verified player from one device, card and address; the 31st has every velocity rule
+    on it: player (≥ 10 in the hour), device (≥ 15 in a day), IP (≥ 30 in the hour) before the PSP, and the card
+    (≥ 10 in a day) on it."""
+    player, device, ip = new_player(), f"dev-{uuid.uuid4().hex[:8]}", "217.0.0.77"
+    await set_kyc(stack, player, "verified")
+    for _ in range(3):
+        started = await asyncio.gather(*(deposit(stack, player, device=device, ip=ip, card="mc_de")
+                                         for _ in range(10)))
+        await asyncio.gather(*(stack.wait_final(init["payment_id"]) for init in started))
+    init = await deposit(stack, player, device=device, ip=ip, card="mc_de")
+    payment = await stack.wait_final(init["payment_id"])
+    stages = {d["stage"]: d for d in payment["risk"]}
+    assert hit_rules(stages["pre"]) == {"player_velocity", "device_velocity", "ip_velocity"}, stages["pre"]
+    assert hit_rules(stages["instrument"]) == {"player_velocity", "device_velocity", "ip_velocity",
+                                               "instrument_velocity"}, stages["instrument"]
+    assert stages["instrument"]["action"] == "deny" and payment["review_reason"] == "risk_review"
     await stack.check_invariants()
 
 
