@@ -100,6 +100,7 @@ class DepositWorkflow(PspSignals):
         self._review: ReviewDecision | None = None
         self._review_update_id = ""
         self._kyc_nudged = False
+        self._waited_for_kyc = False
         self._risk_decisions: list[RiskAssessment] = []  # one per stage scored (before the PSP, on its card)
         self._card_risk: RiskAssessment | None = None
         # (status, review reason, failure code) of the payments row as last written: the row is written at the end
@@ -210,10 +211,21 @@ class DepositWorkflow(PspSignals):
         return await self._finish(ending.status, failure_code=ending.failure_code, review_reason=ending.review_reason)
 
     async def _screen_and_route(self) -> DepositRoute:
-        """Screening first — its risk score is what routing's `risk:` rules read — then the route."""
+        """Screening and routing at once, routing for a low risk (what most deposits score), so the init answer waits
+        for the slower step, not the sum. A deposit the rules score higher is routed again for its level (the
+        routing file's `risk:` rules read it), and one that waited for KYC with the circuits of now."""
+        screening, route = await asyncio.gather(self._screen(), self._route("low"), return_exceptions=True)
+        if isinstance(screening, BaseException):  # a refusal (Finish) or a cancel: it decides, whatever the route
+            raise screening
+        level = screening.risk.level if screening.risk is not None else "low"
+        if level != "low" or self._waited_for_kyc:
+            return await self._route(level)
+        if isinstance(route, BaseException):
+            raise route
+        return route
+
+    async def _route(self, risk_level: str) -> DepositRoute:
         input = self._input
-        screening = await self._screen()
-        risk_level = screening.risk.level if screening.risk is not None else None
         try:
             route = await workflow.execute_local_activity(
                 ActivityName.ROUTE_DEPOSIT,
@@ -222,6 +234,8 @@ class DepositWorkflow(PspSignals):
                 result_type=DepositRoute, **_LOCAL_STEP,
             )
         except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
+            if is_cancelled_exception(err):
+                raise asyncio.CancelledError() from err
             if error_type(err) == ErrorType.ALL_PSPS_DOWN:
                 raise Finish(DepositStatus.FAILED, "method_unavailable") from None
             workflow.logger.error("deposit %s could not be routed: %s", input.payment_id, activity_cause(err))
@@ -267,6 +281,7 @@ class DepositWorkflow(PspSignals):
             if s.status != DepositStatus.KYC_REQUIRED:
                 set_status(s, DepositStatus.KYC_REQUIRED)
                 self._answered = True  # the init answer says so now; the player verifies, then pays
+                self._waited_for_kyc = True
             self._kyc_nudged = False
             await wait_until(lambda: self._kyc_nudged, min(remaining_seconds, KYC_RECHECK_SECONDS))
 
