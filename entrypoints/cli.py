@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -75,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         print("database migrated")
         return 0
     if args.command == "schedules":
-        return asyncio.run(_schedules(settings))
+        code = asyncio.run(_schedules(settings))
+        # A short-lived Temporal client process can abort in interpreter teardown when the SDK's Rust threads
+        # outlive it ("PyGILState_Release … finalizing", temporalio/sdk-python#300): its work is done, so skip it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if args.command == "demo":
         from entrypoints.demo import run_demo
 
@@ -146,11 +152,12 @@ def _run_until_signal(coro) -> None:  # noqa: ANN001
 
 
 async def _schedules(settings) -> int:  # noqa: ANN001
-    from entrypoints.schedules import ensure_schedules
+    from entrypoints.schedules import AML_SCHEDULE_ID, ensure_schedules
     from payloop.temporal import connect
 
     for schedule_id in await ensure_schedules(await connect(settings), settings):
-        print(f"schedule {schedule_id}: {settings.recon_daily_at_utc} UTC daily")
+        at_utc = settings.aml_daily_at_utc if schedule_id == AML_SCHEDULE_ID else settings.recon_daily_at_utc
+        print(f"schedule {schedule_id}: {at_utc} UTC daily")
     return 0
 
 
