@@ -7,6 +7,7 @@ derives from the payment id and the step, so a retried or re-run activity never 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
@@ -76,8 +77,9 @@ class DepositActivities:
     async def screen_deposit(self, input: ScreenDepositInput) -> ScreeningResult:
         """The player's controls, KYC, the risk rules, then the limits — counted at once when it is allowed."""
         now = self.clock()
-        controls = await self.players.controls(input.player_id, input.currency, now)
-        stored = await self.risk.assess(deposit_subject(input))
+        # Two reads at once: the player's controls, and the risk rules' facts (then their decision, stored).
+        controls, stored = await asyncio.gather(self.players.controls(input.player_id, input.currency, now),
+                                                self.risk.assess(deposit_subject(input)))
         risk = assessment_of(stored)
         market = await self.risk.market(stored)
         # A closed or self-excluded account is refused by the limits' screening below, which says so first.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,18 +34,21 @@ async def record(conn: AsyncConnection, subject: RiskSubject, ip_country: str | 
     """Store the decision of `subject` at its stage and its observation, in the caller's transaction; if that
     stage was recorded already, the stored decision (this one is dropped, nothing is written)."""
     decision_id = decision_id_for(subject.operation, subject.subject_id, subject.stage)
+    recorded_facts = facts_json(facts) | {"ip_country": ip_country}
     inserted = await insert_if_missing(conn, risk_decisions, {
         "decision_id": decision_id, "operation": subject.operation, "subject_id": subject.subject_id,
         "stage": subject.stage, "player_id": subject.player_id, "action": decision.action, "score": decision.score,
         "level": decision.level, "hits": _hits_json(decision.hits), "shadow_hits": _hits_json(decision.shadow_hits),
-        "shadow_action": decision.shadow_action, "facts": facts_json(facts) | {"ip_country": ip_country},
-        "created_at": now,
+        "shadow_action": decision.shadow_action, "facts": recorded_facts, "created_at": now,
     })
-    if inserted:
-        await _observe(conn, subject, facts, now)
-    stored_ = await stored(conn, subject.operation, subject.subject_id, subject.stage)
-    assert stored_ is not None
-    return stored_
+    if not inserted:  # a try before this one recorded it: that one stands
+        stored_ = await stored(conn, subject.operation, subject.subject_id, subject.stage)
+        assert stored_ is not None
+        return stored_
+    await _observe(conn, subject, facts, now)
+    return StoredDecision(decision_id=decision_id, operation=subject.operation, subject_id=subject.subject_id,
+                          player_id=subject.player_id, stage=subject.stage,
+                          decision=replace(decision, stage=subject.stage), facts=recorded_facts, created_at=now)
 
 
 async def stored(conn: AsyncConnection, operation: str, subject_id: str, stage: str) -> StoredDecision | None:
