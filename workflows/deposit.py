@@ -455,7 +455,7 @@ class DepositWorkflow(PspSignals):
         if self._row_written != self._row_now():  # a credit wrote its row with the money
             await self._record()
         if s.status == DepositStatus.CREDITED:
-            # AML scenarios look at settled money: this deposit may complete a pattern (a case, alerted).
+            # AML scenarios look at settled money: this deposit may complete a pattern (a case for ops).
             await workflow.execute_local_activity(
                 ActivityName.CHECK_AML, AmlTrigger(s.player_id, "deposit", s.payment_id),
                 start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,

@@ -432,7 +432,8 @@ class RiskAssessment:
 
 @dataclass
 class AmlTrigger:
-    """A deposit credited or a payout paid (or asked for): the player's AML scenarios are checked again."""
+    """A deposit credited or a payout paid: the player's AML scenarios are checked again (the operation and its id
+    name, in the history, what asked for the check)."""
 
     player_id: str
     operation: str  # deposit | payout

@@ -77,12 +77,25 @@ RESULT_DEADLINE = 300.0
 
 
 def drill_risk_file(workdir: Path) -> Path:
-    """The shipped risk rules with the rapid in/out scenario off: a drill's payouts follow random play, and the
-    review that scenario asks for would stall them (nothing in a drill should wait for a person)."""
+    """The shipped risk rules, evaluated and recorded on every drill payment but never acted on, and KYC gates and
+    AML scenarios that no drill traffic reaches: a drill's players deposit, dispute and cash out at random, and the
+    KYC waits and reviews the shipped file would ask for would stall them (nothing in a drill should wait for a
+    person; tests/e2e/test_risk.py is where the rules act)."""
     shipped = default_risk_path().read_text(encoding="utf-8")
-    assert "min_turnover_percent: 100" in shipped, "the shipped rapid in/out scenario changed: update the drills"
+    start, end = shipped.index("\nrules:\n"), shipped.index("\nmarkets:")
     path = workdir / "drill-risk-rules.yaml"
-    path.write_text(shipped.replace("min_turnover_percent: 100", "min_turnover_percent: 0"), encoding="utf-8")
+    path.write_text("""
+thresholds: {step_up_kyc: 9000, review: 9500, deny: 10000}
+levels: {medium: 9000, high: 10000}
+""" + shipped[start:end] + """
+markets:
+  default: {kyc_before_first_deposit: false, kyc_deposit_threshold_eur: "10000000.00", kyc_before_payout: false}
+aml:
+  cdd_threshold_eur: "10000000.00"
+  structuring: {threshold_eur: "10000000.00"}
+  rapid_in_out: {min_turnover_percent: 0}
+  shared_instrument: {min_players: 1000000}
+""", encoding="utf-8")
     return path
 
 
