@@ -7,10 +7,10 @@ derives from the payment id and the step, so a retried or re-run activity never 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -20,10 +20,11 @@ from activities.screening import RiskScreening, assessment_of, deposit_subject
 from ledger import Ledger
 from ledger.errors import LedgerError
 from ledger.payments import PaymentRecord, credit_deposit, record_payment, record_uncredited_capture
-from players import PlayerStore
+from players import GateVerdict, PlayerControls, PlayerStore, ScreeningDecision
 from psp.base import CreatePaymentRequest, PspConnector, PspPayment
 from psp.routing import CircuitState, RoutingConfig, route
 from psp.routing.health import HealthStore
+from risk.types import PlayerStanding, StoredDecision
 from workflows.types import (
     ActivityName,
     CreatePspPaymentInput,
@@ -75,26 +76,31 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.SCREEN_DEPOSIT)
     async def screen_deposit(self, input: ScreenDepositInput) -> ScreeningResult:
-        """The player's controls, KYC, the risk rules, then the limits — counted at once when it is allowed."""
+        """The player's controls, KYC, the risk rules, then the limits — the risk decision and the deposit's count
+        against the limits written in one transaction."""
         now = self.clock()
-        # Two reads at once: the player's controls, and the risk rules' facts (then their decision, stored).
-        controls, stored = await asyncio.gather(self.players.controls(input.player_id, input.currency, now),
-                                                self.risk.assess(deposit_subject(input)))
-        risk = assessment_of(stored)
-        market = await self.risk.market(stored)
-        # A closed or self-excluded account is refused by the limits' screening below, which says so first.
-        if not (controls.closed or controls.self_excluded(now)):
+        subject = deposit_subject(input)
+        assessed: list[StoredDecision] = []
+
+        async def risk_gate(conn: AsyncConnection, controls: PlayerControls) -> GateVerdict:
+            stored = await self.risk.assess_in(conn, subject, PlayerStanding(controls.kyc_status,
+                                                                             controls.first_seen_at))
+            assessed.append(stored)
+            market = await self.risk.market(stored, conn)
+            if controls.closed or controls.self_excluded(now):
+                return GateVerdict()  # the limits' screening refuses it, and says why first
             if controls.kyc_status == "rejected":
-                return ScreeningResult("deny", "kyc_rejected", "the player's identity check was rejected", risk)
-            if risk.action == "deny":
-                return ScreeningResult("deny", "risk_denied", "the deposit breaks the risk rules", risk)
+                return GateVerdict(ScreeningDecision("deny", "kyc_rejected", "the player's identity check was rejected"))
+            if stored.decision.action == "deny":
+                return GateVerdict(ScreeningDecision("deny", "risk_denied", "the deposit breaks the risk rules"))
             if (why := self.risk.kyc_required(stored, market, controls.kyc_status)) is not None:
-                return ScreeningResult("kyc_required", why, "the player's identity must be verified first", risk)
-        decision = await self.players.screen_deposit(
-            input.player_id, input.currency, input.payment_id, input.amount_minor, now,
-            kyc_threshold_eur_minor=market.kyc_deposit_threshold_eur_minor,
-        )
-        return ScreeningResult(decision.outcome, decision.code, decision.reason, risk)
+                return GateVerdict(ScreeningDecision("kyc_required", why,
+                                                     "the player's identity must be verified first"))
+            return GateVerdict(kyc_threshold_eur_minor=market.kyc_deposit_threshold_eur_minor)
+
+        decision = await self.players.screen_deposit(input.player_id, input.currency, input.payment_id,
+                                                     input.amount_minor, now, gate=risk_gate)
+        return ScreeningResult(decision.outcome, decision.code, decision.reason, assessment_of(assessed[-1]))
 
     @activity.defn(name=ActivityName.RELEASE_DEPOSIT_LIMIT)
     async def release_deposit_limit(self, payment_id: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from players import PlayerStore
@@ -18,7 +18,7 @@ from risk.engine import evaluate
 from risk.facts import gather_facts, last_declared_country
 from risk.geo import IpCountries
 from risk.kyc import kyc_gate
-from risk.types import Market, RiskSubject, StoredDecision
+from risk.types import Market, PlayerStanding, RiskSubject, StoredDecision
 from workflows.types import (
     ActivityName,
     AmlSweepResult,
@@ -49,23 +49,31 @@ class RiskScreening:
         return [self.assess_deposit_instrument, self.check_aml, self.sweep_aml]
 
     async def assess(self, subject: RiskSubject) -> StoredDecision:
-        """The payment's decision at its stage: the stored one when a try before this one made it."""
-        async with self.engine.connect() as conn:
-            if (stored := await decisions.stored(conn, subject.operation, subject.subject_id, subject.stage)):
-                return stored
-            ip_country = self.ip_countries.country(subject.ip_address) if subject.ip_address else None
-            facts = await gather_facts(conn, self.config, subject, ip_country, self.clock(), self.rates)
-        decision = evaluate(self.config, facts, subject.stage)
+        """The payment's decision at its stage, in a transaction of its own."""
         async with self.engine.begin() as conn:
-            return await decisions.record(conn, subject, ip_country, facts, decision, self.clock())
+            return await self.assess_in(conn, subject)
 
-    async def market(self, stored: StoredDecision) -> Market:
+    async def assess_in(self, conn: AsyncConnection, subject: RiskSubject,
+                        standing: PlayerStanding | None = None) -> StoredDecision:
+        """The payment's decision at its stage, gathered and recorded in the caller's transaction; when a try before
+        this one recorded it, that one (this one is dropped). `standing`: the player's row, when the caller has
+        read it."""
+        ip_country = self.ip_countries.country(subject.ip_address) if subject.ip_address else None
+        now = self.clock()
+        facts = await gather_facts(conn, self.config, subject, ip_country, now, self.rates, standing)
+        decision = evaluate(self.config, facts, subject.stage)
+        return await decisions.record(conn, subject, ip_country, facts, decision, now)
+
+    async def market(self, stored: StoredDecision, conn: AsyncConnection | None = None) -> Market:
         """The market of the payment's declared country, else of its IP country, else of the country the player's
         latest deposit declared; the default market when none is known."""
         country = _str(stored.facts.get("country")) or _str(stored.facts.get("ip_country"))
         if country is None:
-            async with self.engine.connect() as conn:
+            if conn is not None:
                 country = await last_declared_country(conn, stored.player_id)
+            else:
+                async with self.engine.connect() as own:
+                    country = await last_declared_country(own, stored.player_id)
         return self.config.market(country)
 
     @staticmethod
@@ -88,16 +96,18 @@ class RiskScreening:
                 assessment.action = "allow"
         return assessment
 
-    async def check_player(self, player_id: str) -> list[str]:
-        """The player's AML scenarios; a hit opens a case, or joins the player's active one of its kind. The ids of
-        the cases hit."""
+    async def check_player(self, player_id: str, after_deposit: str | None = None) -> list[str]:
+        """The player's AML scenarios (`after_deposit`: those a deposit just credited can complete); a hit opens a
+        case, or joins the player's active one of its kind. The ids of the cases hit."""
         now = self.clock()
-        hits = await aml.evaluate(self.engine, self.config, player_id, now, rates=self.rates)
+        hits = await aml.evaluate(self.engine, self.config, player_id, now, rates=self.rates,
+                                  after_deposit=after_deposit)
         return await aml.open_cases(self.engine, hits, now) if hits else []
 
     @activity.defn(name=ActivityName.CHECK_AML)
     async def check_aml(self, trigger: AmlTrigger) -> list[str]:
-        return await self.check_player(trigger.player_id)
+        deposit = trigger.subject_id if trigger.operation == "deposit" else None
+        return await self.check_player(trigger.player_id, after_deposit=deposit)
 
     @activity.defn(name=ActivityName.SWEEP_AML)
     async def sweep_aml(self, since_iso: str) -> AmlSweepResult:

@@ -6,7 +6,9 @@ A domain package beside `ledger/`: it may import the foundation (`payloop`) and 
 
 from players.controls import (
     LIMIT_INCREASE_DELAY,
+    DepositGate,
     DepositLimit,
+    GateVerdict,
     KycStatus,
     LimitPeriod,
     LimitState,
@@ -23,7 +25,9 @@ from players.controls import (
 
 __all__ = [
     "LIMIT_INCREASE_DELAY",
+    "DepositGate",
     "DepositLimit",
+    "GateVerdict",
     "KycStatus",
     "LimitPeriod",
     "LimitState",

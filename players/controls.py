@@ -12,7 +12,7 @@ each rounded up, so rounding never lets a deposit past a limit. A player cannot 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -163,6 +163,7 @@ class PlayerControls:
     # period -> limit in force in minor units, of the limits set in the currency asked about (screening reads every
     # currency's limits: LimitUsage)
     deposit_limits: dict[LimitPeriod, int] | None = None
+    first_seen_at: datetime | None = None  # when payloop first saw the player (None: never before)
 
     def self_excluded(self, now: datetime) -> bool:
         if self.self_excluded_indefinitely:
@@ -185,6 +186,19 @@ class ScreeningDecision:
     outcome: str  # "allow" | "deny" | "kyc_required" (the KYC threshold: verified KYC first, nothing counted)
     code: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """What a deposit screening's gate (PlayerStore.screen_deposit) says: a refusal, or the euro amount of
+    deposits from which a player must be verified (None: no such threshold)."""
+
+    refusal: ScreeningDecision | None = None
+    kyc_threshold_eur_minor: int | None = None
+
+
+# Called inside the screening's transaction with the player's controls; writes in `conn` commit with the count.
+DepositGate = Callable[[AsyncConnection, PlayerControls], Awaitable[GateVerdict]]
 
 
 @dataclass(frozen=True)
@@ -257,25 +271,35 @@ class PlayerStore:
 
     async def screen_deposit(
         self, player_id: str, currency: str, payment_id: str, amount_minor: int, now: datetime,
-        *, kyc_threshold_eur_minor: int | None = None,
+        *, gate: DepositGate | None = None,
     ) -> ScreeningDecision:
         """Screens a deposit and, when it is allowed, counts it against the limits at once — in one transaction
         serialized per player (whatever the currency), so concurrent deposits cannot slip past a limit together.
-        With `kyc_threshold_eur_minor`, a player not verified whose deposits (every one counted and not released,
-        in euro, with this one) reach it needs KYC first ("kyc_required"): under the same lock, so deposits started
-        together cannot pass the threshold together either. Idempotent per payment."""
+
+        `gate` (the risk engine) runs first in that transaction with the player's controls, so what it writes
+        commits with the count: its refusal stands; with its `kyc_threshold_eur_minor`, a player not verified whose
+        deposits (every one counted and not released, in euro, with this one) reach it needs KYC first
+        ("kyc_required"), under the same lock, so deposits started together cannot pass the threshold together
+        either. Idempotent per payment: a deposit counted already is allowed again (the gate still runs: it
+        returns what it decided the first time)."""
         usage = deposit_limit_usage.c
         async with self.engine.begin() as conn:
             await _lock_player(conn, player_id, now)
-            if (await conn.execute(sa.select(usage.payment_id).where(usage.payment_id == payment_id))).first():
+            counted = (await conn.execute(sa.select(usage.payment_id).where(usage.payment_id == payment_id))).first()
+            row = await _player_row(conn, player_id)
+            limit_rows = await _limit_rows(conn, player_id)
+            controls = _controls_of(player_id, row, [r for r in limit_rows if r.currency == currency], now)
+            verdict = await gate(conn, controls) if gate is not None else GateVerdict()
+            if counted:
                 return ScreeningDecision("allow")  # a retry: this deposit was already screened and counted
-            controls = await _controls(conn, player_id, currency, now)
-            limits = await _limit_usages(conn, player_id, now)
+            if verdict.refusal is not None:
+                return verdict.refusal
+            limits = await _limit_usages(conn, player_id, limit_rows, now)
             decision = screen_deposit(controls, amount_minor, currency, limits, self.rates, now)
-            if (decision.outcome == "allow" and kyc_threshold_eur_minor is not None
+            if (decision.outcome == "allow" and verdict.kyc_threshold_eur_minor is not None
                     and controls.kyc_status != KycStatus.VERIFIED.value):
                 decision = await self._kyc_threshold(conn, player_id, amount_minor, currency,
-                                                     kyc_threshold_eur_minor) or decision
+                                                     verdict.kyc_threshold_eur_minor) or decision
             if decision.outcome == "allow":
                 await conn.execute(deposit_limit_usage.insert().values(
                     payment_id=payment_id, player_id=player_id, currency=currency, amount_minor=amount_minor,
@@ -453,11 +477,16 @@ def _limit_state(row: sa.Row[Any]) -> LimitState:
 
 
 async def _controls(conn: AsyncConnection, player_id: str, currency: str, now: datetime) -> PlayerControls:
-    row = await _player_row(conn, player_id)
-    limits = await _limit_rows(conn, player_id, currency)
+    return _controls_of(player_id, await _player_row(conn, player_id),
+                        await _limit_rows(conn, player_id, currency), now)
+
+
+def _controls_of(player_id: str, row: sa.Row[Any] | None, limit_rows: Sequence[sa.Row[Any]],
+                 now: datetime) -> PlayerControls:
+    """The controls of a players row (None: never seen) with its deposit limits of one currency."""
     deposit_limits = {
         LimitPeriod(r.period): amount
-        for r in limits
+        for r in limit_rows
         if (amount := _limit_state(r).at(now).amount_minor) is not None
     }
     if row is None:
@@ -469,15 +498,17 @@ async def _controls(conn: AsyncConnection, player_id: str, currency: str, now: d
         self_excluded_indefinitely=row.self_excluded_indefinitely,
         closed=row.closed,
         deposit_limits=deposit_limits,
+        first_seen_at=row.created_at or row.updated_at,
     )
 
 
-async def _limit_usages(conn: AsyncConnection, player_id: str, now: datetime) -> list[LimitUsage]:
-    """Every deposit limit of the player in force at `now`, in any currency, with its window's deposits per currency
-    (one query per period)."""
+async def _limit_usages(conn: AsyncConnection, player_id: str, limit_rows: Sequence[sa.Row[Any]], now: datetime
+                        ) -> list[LimitUsage]:
+    """Every deposit limit of the player (`limit_rows`, in any currency) in force at `now`, with its window's
+    deposits per currency (one query per period)."""
     in_force = [
         (r.currency, LimitPeriod(r.period), amount)
-        for r in await _limit_rows(conn, player_id)
+        for r in limit_rows
         if (amount := _limit_state(r).at(now).amount_minor) is not None
     ]
     usage = deposit_limit_usage.c
@@ -527,7 +558,8 @@ async def _lock_player(conn: AsyncConnection, player_id: str, now: datetime) -> 
     """Serializes changes and screenings of one player: PostgreSQL locks the player's row; SQLite transactions
     already take the write lock up front. Even a change that writes nothing then has its place in the order."""
     await _ensure_player(conn, player_id, now)
-    await conn.execute(sa.select(players.c.id).where(players.c.id == player_id).with_for_update())
+    if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE holds the database's write lock already
+        await conn.execute(sa.select(players.c.id).where(players.c.id == player_id).with_for_update())
 
 
 async def _ensure_player(conn: AsyncConnection, player_id: str, now: datetime) -> None:

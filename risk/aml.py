@@ -61,12 +61,19 @@ class _Op:
 
 
 async def evaluate(engine: AsyncEngine, config: HasAml, player_id: str, now: datetime,
-                   *, rates: Mapping[str, Decimal] = EURO_ONLY) -> list[CaseHit]:
-    """Every scenario's hits for the player at `now` (none: a clean player)."""
+                   *, rates: Mapping[str, Decimal] = EURO_ONLY, after_deposit: str | None = None) -> list[CaseHit]:
+    """Every scenario's hits for the player at `now` (none: a clean player). `after_deposit`: the id of a deposit
+    just credited, and only what it can complete is checked — the deposits' thresholds and structuring, and its
+    own device and instrument: a deposit makes no payout pattern (and the daily sweep checks everything)."""
     aml = config.aml
     hours = max(aml.cdd_window_hours, aml.structuring_window_hours, aml.rapid_in_out_window_hours)
+    since = now - timedelta(hours=hours)
     async with engine.connect() as conn:
-        ops = await _recent_ops(conn, player_id, now - timedelta(hours=hours), now, rates)
+        if after_deposit is not None:
+            ops = await _recent_deposits(conn, player_id, since, now, rates)
+            shared = await _shared(conn, player_id, aml.shared_instrument_min_players, subject_id=after_deposit)
+            return [*_cdd(aml, player_id, ops, now), *_structuring(aml, player_id, ops, now), *shared]
+        ops = await _recent_ops(conn, player_id, since, now, rates)
         last_deposit = await _last_credited_deposit(conn, player_id, now)
         unusual = await _unusual_route(conn, player_id)
         shared = await _shared(conn, player_id, aml.shared_instrument_min_players)
@@ -181,12 +188,17 @@ async def _unusual_route(conn: AsyncConnection, player_id: str) -> list[tuple[st
     return [(row.payout_id, row.method) for row in rows]
 
 
-async def _shared(conn: AsyncConnection, player_id: str, min_players: int) -> list[CaseHit]:
+async def _shared(conn: AsyncConnection, player_id: str, min_players: int, subject_id: str | None = None
+                  ) -> list[CaseHit]:
+    """The player's instruments and devices (with `subject_id`: that operation's) seen with enough players."""
     o = risk_observations.c
+    used = select(o.instrument, o.device_id).distinct().where(o.player_id == player_id)
+    if subject_id is not None:
+        used = used.where(o.subject_id == subject_id)
+    rows = (await conn.execute(used)).all()
     hits = []
     for link, column in (("instrument", "instrument"), ("device", "device_id")):
-        values = (await conn.execute(select(o[column]).distinct().where(
-            o.player_id == player_id, o[column].is_not(None)))).scalars().all()
+        values = {value for row in rows if (value := getattr(row, column)) is not None}
         for value in sorted(values):
             seen = await players_seen_with(conn, column, value, player_id)
             if seen < min_players:
@@ -206,11 +218,8 @@ async def _shared(conn: AsyncConnection, player_id: str, min_players: int) -> li
 async def _recent_ops(conn: AsyncConnection, player_id: str, since: datetime, now: datetime,
                       rates: Mapping[str, Decimal]) -> list[_Op]:
     """The player's credited deposits and live payouts created since `since`, those in flight included."""
-    p, po = payments.c, payouts.c
-    deposits = await conn.execute(select(p.payment_id, p.currency, p.credited_minor, p.method, p.created_at).where(
-        p.player_id == player_id, p.created_at >= since, p.created_at <= now, p.credited_minor > 0))
-    ops = [_Op(r.payment_id, DEPOSIT, eur_minor(r.credited_minor, r.currency, rates), r.currency, r.credited_minor,
-               r.method, r.created_at) for r in deposits]
+    po = payouts.c
+    ops = await _recent_deposits(conn, player_id, since, now, rates)
     paid = await conn.execute(select(po.payout_id, po.currency, po.amount_minor, po.method, po.created_at).where(
         po.player_id == player_id, po.status.in_(PAYOUT_LIVE), po.created_at >= since, po.created_at <= now))
     ops += [_Op(r.payout_id, PAYOUT, eur_minor(r.amount_minor, r.currency, rates), r.currency, r.amount_minor,
@@ -223,6 +232,16 @@ async def _recent_ops(conn: AsyncConnection, player_id: str, since: datetime, no
         ~select(po.payout_id).where(po.payout_id == o.subject_id).exists()))
     ops += [_Op(r.subject_id, PAYOUT, r.amount_eur_minor, "EUR", r.amount_eur_minor, r.method, min(r.created_at, now))
             for r in in_flight]
+    return sorted(ops, key=lambda op: (op.created_at, op.subject_id))
+
+
+async def _recent_deposits(conn: AsyncConnection, player_id: str, since: datetime, now: datetime,
+                           rates: Mapping[str, Decimal]) -> list[_Op]:
+    p = payments.c
+    deposits = await conn.execute(select(p.payment_id, p.currency, p.credited_minor, p.method, p.created_at).where(
+        p.player_id == player_id, p.created_at >= since, p.created_at <= now, p.credited_minor > 0))
+    ops = [_Op(r.payment_id, DEPOSIT, eur_minor(r.credited_minor, r.currency, rates), r.currency, r.credited_minor,
+               r.method, r.created_at) for r in deposits]
     return sorted(ops, key=lambda op: (op.created_at, op.subject_id))
 
 

@@ -221,16 +221,21 @@ class RiskConfig:
     aml: AmlSettings
     velocity_counts: tuple[VelocityCount, ...]  # only those the rules read
     rules_by_operation: Mapping[str, tuple[Rule, ...]] = field(repr=False)
-    needed_facts: frozenset[str] = field(repr=False)  # see needs()
+    needed_facts: Mapping[str, frozenset[str]] = field(repr=False)  # per operation: see needs()
 
     def market(self, country: str | None) -> Market:
         return self.markets.get(country or DEFAULT_MARKET) or self.markets[DEFAULT_MARKET]
 
-    def needs(self, fact_name: str) -> bool:
-        """Whether anything loaded here reads the fact (a rule, or a market's KYC deposit threshold), so the
-        gatherer can skip the others' queries. Takes the file's name ("lifetime_deposits_eur") or RiskFacts'
-        attribute ("lifetime_deposits_eur_minor")."""
-        return fact_name in self.needed_facts
+    def needs(self, fact_name: str, operation: str | None = None) -> bool:
+        """Whether a rule of `operation` (None: of any) reads the fact, so the gatherer can skip the others'
+        queries. Takes the file's name ("lifetime_deposits_eur") or RiskFacts' attribute
+        ("lifetime_deposits_eur_minor")."""
+        operations = OPERATIONS if operation is None else (operation,)
+        return any(fact_name in self.needed_facts.get(op, ()) for op in operations)
+
+    def velocity_counts_for(self, operation: str) -> tuple[VelocityCount, ...]:
+        """The counts the rules of `operation` read."""
+        return tuple(count for count in self.velocity_counts if self.needs(count.name, operation))
 
 
 def default_risk_path() -> Path:
@@ -263,9 +268,13 @@ def parse_risk(text: str, source: str = "<string>") -> RiskConfig:
 
 
 def _config(source: str, spec: _FileSpec, rules: tuple[Rule, ...], markets: dict[str, Market]) -> RiskConfig:
+    def with_attributes(read: set[str]) -> frozenset[str]:
+        return frozenset(read | {FACTS[name].attribute for name in read if name in FACTS})
+
     read = {name for rule in rules for name in rule.facts_read}
     counts = tuple(c for name in sorted(read) if (c := velocity_count(name)) is not None)
-    needed = read | {FACTS[name].attribute for name in read if name in FACTS}
+    needed = {op: with_attributes({name for rule in rules if op in rule.operations for name in rule.facts_read})
+              for op in OPERATIONS}
     return RiskConfig(
         source=source,
         rules=rules,
@@ -275,7 +284,7 @@ def _config(source: str, spec: _FileSpec, rules: tuple[Rule, ...], markets: dict
         aml=_aml(spec.aml),
         velocity_counts=counts,
         rules_by_operation={op: tuple(r for r in rules if op in r.operations) for op in OPERATIONS},
-        needed_facts=frozenset(needed),
+        needed_facts=needed,
     )
 
 

@@ -44,6 +44,14 @@ class RiskSubject:
 
 
 @dataclass(frozen=True)
+class PlayerStanding:
+    """The player's row as a screening that has read it already knows it (the facts need not read it again)."""
+
+    kyc_status: str
+    first_seen_at: datetime | None  # None: never seen before this operation
+
+
+@dataclass(frozen=True)
 class RiskFacts:
     """Everything a rule may read (the rules file's fact names are these attributes, plus `count_<subject>_<window>`
     in `velocity`)."""

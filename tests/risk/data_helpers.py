@@ -26,8 +26,11 @@ class StandInConfig:
     velocity_counts: tuple[VelocityCount, ...] = ()
     facts: frozenset[str] = field(default_factory=frozenset)
 
-    def needs(self, name: str) -> bool:
+    def needs(self, name: str, operation: str | None = None) -> bool:
         return name in self.facts
+
+    def velocity_counts_for(self, operation: str) -> tuple[VelocityCount, ...]:
+        return self.velocity_counts
 
 
 ALL_FACTS = frozenset({"kyc_status", "account_age_days", "lifetime_deposits_eur", "lifetime_deposit_count",

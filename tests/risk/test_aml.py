@@ -120,6 +120,28 @@ async def test_shared_instrument_fires_on_a_card_or_device_seen_with_other_playe
     assert "shared_instrument" not in await kinds(engine, "clean")
 
 
+async def test_after_a_deposit_only_what_a_deposit_can_complete_is_checked(engine: AsyncEngine) -> None:
+    """The check after a credit: the deposits' CDD threshold and structuring, and that deposit's own device and
+    instrument; payout patterns and the player's other devices wait for the daily re-check."""
+    await deposit(engine, "pay_1", "p1", 100_000, method="card", at=NOW - hours(5))
+    await payout(engine, "po_1", "p1", 250_000, method="ewallet", at=NOW - hours(1))  # CDD, unusual, rapid
+    await observe(engine, RiskSubject("deposit", "pay_1", "p1", 100_000, "EUR", device_id="dev_old"))
+    await observe(engine, RiskSubject("deposit", "pay_x", "p2", 1_000, "EUR", device_id="dev_old"))
+    everything = {hit.kind for hit in await aml.evaluate(engine, CONFIG, "p1", NOW, rates=RATES)}
+    assert everything == {"cdd_threshold", "unusual_route", "rapid_in_out", "shared_instrument"}
+
+    await deposit(engine, "pay_2", "p1", 100_000, method="card", at=NOW)  # 2,000.00 EUR of deposits in 24 h
+    await observe(engine, RiskSubject("deposit", "pay_2", "p1", 100_000, "EUR", device_id="dev_new"))
+    hits = await aml.evaluate(engine, CONFIG, "p1", NOW, rates=RATES, after_deposit="pay_2")
+    assert [(hit.kind, hit.facts["direction"], set(hit.subject_ids)) for hit in hits] == [
+        ("cdd_threshold", "deposit", {"pay_1", "pay_2"})]
+    await observe(engine, RiskSubject("deposit", "pay_y", "p3", 1_000, "EUR", device_id="dev_new"))
+    await observe(engine, RiskSubject("deposit", "pay_z", "p4", 1_000, "EUR", device_id="dev_new"))
+    shared = [hit for hit in await aml.evaluate(engine, CONFIG, "p1", NOW, rates=RATES, after_deposit="pay_2")
+              if hit.kind == "shared_instrument"]
+    assert [(hit.facts["device"], hit.facts["players"]) for hit in shared] == [("dev_new", 3)]
+
+
 async def test_hits_open_one_active_case_per_player_and_kind_and_join_it(engine: AsyncEngine) -> None:
     first = CaseHit("structuring", "p1", "three just below", ("pay_1", "pay_2", "pay_3"), {"operations": 3})
     [case_id] = await aml.open_cases(engine, [first], NOW)

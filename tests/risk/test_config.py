@@ -208,6 +208,27 @@ def test_only_the_facts_and_counts_the_rules_read_are_needed() -> None:
         assert not config.needs(name), name
 
 
+def test_the_facts_needed_are_per_operation() -> None:
+    config = parse_risk(BASE + """\
+  - name: large_first_payout
+    description: "A payout rule."
+    operations: [payout]
+    when:
+      lifetime_payouts_eur: {eq: "0"}
+    score: 10
+  - name: player_velocity
+    description: "A deposit rule."
+    operations: [deposit]
+    when:
+      count_player_1h: {gte: 10}
+    score: 10
+""")
+    assert config.needs("lifetime_payouts_eur", "payout") and config.needs("lifetime_payouts_eur")
+    assert not config.needs("lifetime_payouts_eur", "deposit")
+    assert config.velocity_counts_for("deposit") == (VelocityCount("count_player_1h", "player", 3_600),)
+    assert config.velocity_counts_for("payout") == ()
+
+
 def test_the_shipped_file_is_the_default_and_settings_name_another(tmp_path: Path) -> None:
     assert load_risk(Settings()).source == str(default_risk_path())
     path = tmp_path / "rules.yaml"
