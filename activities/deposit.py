@@ -90,7 +90,8 @@ class DepositActivities:
             if controls.closed or controls.self_excluded(now):
                 return GateVerdict()  # the limits' screening refuses it, and says why first
             if controls.kyc_status == "rejected":
-                return GateVerdict(ScreeningDecision("deny", "kyc_rejected", "the player's identity check was rejected"))
+                return GateVerdict(ScreeningDecision("deny", "kyc_rejected",
+                                                     "the player's identity check was rejected"))
             if stored.decision.action == "deny":
                 return GateVerdict(ScreeningDecision("deny", "risk_denied", "the deposit breaks the risk rules"))
             if (why := self.risk.kyc_required(stored, market, controls.kyc_status)) is not None:
