@@ -348,6 +348,23 @@ async def test_rapid_in_out_sends_the_payout_to_review(stack: Stack) -> None:
     await stack.check_invariants()
 
 
+async def test_a_payout_by_a_method_never_deposited_with_opens_a_case_and_holds_the_next(stack: Stack) -> None:
+    """Crypto pays out from 10.00: a 5.00 payout of a player who deposited only crypto goes by the fallback
+    e-wallet — a route the player's money never came by."""
+    player = await funded_player(stack, "50.00", kyc=None, method="crypto")  # played through: no rapid_in_out
+    first = await wait_payout(stack, (await payout(stack, player, "5.00", country="DE"))["payout_id"])
+    assert (first["status"], first["psp"]) == ("paid", "ewallet"), first
+    case = await case_of(stack, player, "unusual_route")
+    assert case["subject_ids"] == [first["payout_id"]] and case["facts"] == {"methods": ["ewallet"]}, case
+    second = await payout(stack, player, "20.00", country="DE")  # by crypto again, but a case is open
+    waiting = await wait_payout(stack, second["payout_id"], {"in_review"})
+    assert waiting["review_reason"] == "aml_case_open"
+    await stack.api.post(f"/v1/ops/payouts/{second['payout_id']}/review",
+                         json={"decision": "approve", "reviewer": "mlro"})
+    assert (await wait_payout(stack, second["payout_id"]))["status"] == "paid"
+    await stack.check_invariants()
+
+
 async def test_a_clean_player_opens_no_case_and_pays_out_without_kyc(stack: Stack) -> None:
     player = await funded_player(stack, kyc=None)  # played it through; an unlisted market needs no KYC to pay out
     started = await payout(stack, player, "40.00", country="DE")
