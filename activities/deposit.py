@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fees import fee_minor
+from activities.fees import count_fee, fee_minor
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from activities.screening import RiskScreening, assessment_of, deposit_subject
 from ledger import Ledger
@@ -166,6 +166,7 @@ class DepositActivities:
         except LedgerError as err:
             # A conflict means the same id was posted with another body: a bug to look at, never to retry.
             raise ApplicationError(str(err), err.code, type=ErrorType.LEDGER_CONFLICT, non_retryable=True) from err
+        count_fee(input.psp, "capture", input.currency, fee)
         return LedgerPosting(transfer_id or "", False)
 
     @activity.defn(name=ActivityName.RECORD_UNCREDITED_CAPTURE)
@@ -176,6 +177,7 @@ class DepositActivities:
             self.ledger, payment_id=capture.payment_id, psp=capture.psp, method=capture.method,
             currency=capture.currency, captured_minor=capture.captured_minor, fee_minor=fee, now=self.clock(),
         )
+        count_fee(capture.psp, "capture", capture.currency, fee)
 
     @activity.defn(name=ActivityName.RECORD_PAYMENT)
     async def record_payment(self, facts: PaymentFacts) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fees import fee_minor
+from activities.fees import count_fee, fee_minor
 from ledger import Ledger
 from ledger.disputes import DisputeRefused, open_dispute, resolve_dispute
 from ledger.payments import payment_facts
@@ -48,3 +48,4 @@ class DisputeActivities:
             fee = fee_minor(self.routing, input.psp, "chargeback", input.amount_minor, input.currency, input.fee_minor)
         await resolve_dispute(self.ledger, psp=input.psp, dispute_id=input.dispute_id, outcome=input.outcome,
                               fee_minor=fee, method=input.method, now=self.clock())
+        count_fee(input.psp, "chargeback", input.currency, fee)

@@ -3,6 +3,8 @@ routing file's cost model for that PSP and operation (so every operation's fee i
 
 from __future__ import annotations
 
+from temporalio import activity
+
 from psp.routing import RoutingConfig
 
 
@@ -22,3 +24,11 @@ def fee_minor(routing: RoutingConfig, psp: str, operation: str, amount_minor: in
         "chargeback": config.chargeback_fee_minor,
     }[operation]
     return model(amount_minor, currency)
+
+
+def count_fee(psp: str, operation: str, currency: str, booked_minor: int) -> None:
+    """A fee booked, on the worker's metrics (per currency: minor units of different currencies never add up)."""
+    if booked_minor and activity.in_activity():
+        activity.metric_meter().create_counter(
+            "payloop_fees_minor", "PSP fees booked, in minor units, by PSP, operation and currency.").add(
+            booked_minor, {"psp": psp, "operation": operation, "currency": currency})

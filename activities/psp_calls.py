@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from payloop.psp_decision import PspDecision
@@ -47,14 +48,29 @@ async def call_and_record(health: HealthStore, psp: str, operation: str, call: C
         result = await call()
     except PspError as err:
         answered = isinstance(err, (PspDeclined, PspRequestRejected, PspNotFound, PspStepUpRequired))
+        _measure(psp, operation, "refused" if answered else "unavailable", started)
         state = await _bookkeeping(health.record(psp, operation, answered, _elapsed_ms(started), err.code))
         failure = as_application_error(err)
         if not answered and state == CircuitState.OPEN:
             # This failure opened (or kept open) the PSP's circuit: stop retrying it, let the workflow move on.
             failure = ApplicationError(failure.message, *failure.details, type=failure.type, non_retryable=True)
         raise failure from err
+    _measure(psp, operation, "ok", started)
     await _bookkeeping(health.record(psp, operation, True, _elapsed_ms(started)))
     return result
+
+
+def _measure(psp: str, operation: str, outcome: str, started: float) -> None:
+    """The call on the worker's metrics: ok, refused (the PSP answered no: a decline, a 4xx) or unavailable (a
+    timeout, a 5xx, an unusable answer)."""
+    if not activity.in_activity():
+        return
+    meter = activity.metric_meter()
+    where = {"psp": psp, "operation": operation}
+    meter.create_counter("payloop_psp_calls", "PSP calls by PSP, operation and outcome.").add(
+        1, where | {"outcome": outcome})
+    meter.create_histogram_float("payloop_psp_call_seconds", "PSP call latency by PSP and operation.", "s").record(
+        time.monotonic() - started, where)
 
 
 async def _bookkeeping(step: Awaitable[T], default: T | None = None) -> T | None:

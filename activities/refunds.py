@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fees import fee_minor
+from activities.fees import count_fee, fee_minor
 from activities.psp_calls import call_and_record, call_psp, connector_for
 from ledger import Ledger
 from ledger.errors import InsufficientFunds
@@ -93,6 +93,7 @@ class RefundActivities:
         await settle_refund(self.ledger, input.refund_id, outcome=input.outcome,
                             psp_refund_reference=input.psp_refund_reference, failure_code=input.failure_code,
                             fee_minor=fee, method=input.method, now=self.clock())
+        count_fee(input.psp, "refund", input.currency, fee or 0)
 
     @activity.defn(name=ActivityName.MARK_REFUND_IN_REVIEW)
     async def mark_refund_in_review(self, input: RefundInReview) -> None:

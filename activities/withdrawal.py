@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fees import fee_minor
+from activities.fees import count_fee, fee_minor
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from activities.screening import RiskScreening, assessment_of
 from ledger import (
@@ -222,6 +222,7 @@ class WithdrawalActivities:
             fee = fee_minor(self.routing, facts.psp, "payout", facts.amount_minor, facts.currency, facts.fee_minor)
             await book_fee(self.ledger, operation="payout", reference=facts.payout_id, psp=facts.psp,
                            method=facts.method or "", currency=facts.currency, fee_minor=fee, now=now)
+            count_fee(facts.psp, "payout", facts.currency, fee)
         else:
             fee = None
         await record_payout(self.engine, PayoutRecord(

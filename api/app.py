@@ -13,6 +13,7 @@ from temporalio.client import Client
 from api import errors, http_guards, outages
 from api.auth import parse_api_keys
 from api.idempotency import IdempotencyStore
+from api.metrics import ApiMetrics, CountersOf
 from api.rate_limits import RateLimits
 from api.retention import DeliveryLogPruner
 from api.routes import (
@@ -53,7 +54,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
         state.temporal = temporal or await connect(settings)
         state.ledger = Ledger(db)
         state.idempotency = IdempotencyStore(db, timedelta(hours=settings.idempotency_ttl_hours))
-        state.webhook_inbox = WebhookInbox(db)
+        counted = state.metrics
+        state.webhook_inbox = WebhookInbox(
+            db, on_delivery=lambda psp, outcome: counted.webhook_deliveries.labels(psp, outcome).inc(),
+            on_alert=lambda kind: counted.alerts.labels(kind).inc())
         state.psp_health = HealthStore(db, state.routing)
 
         async def on_kyc_changed(player_id: str, _status: str) -> None:
@@ -77,6 +81,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.methods = payment_methods()
     app.state.fx_rates = parse_rates(settings.fx_rates_to_eur)  # deposit limits count every currency at these
     app.state.rate_limits = RateLimits(settings)  # per client, per webhook source, re-checks (README: Rate limits)
+    app.state.metrics = ApiMetrics(CountersOf(app.state))  # /metrics
     http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500

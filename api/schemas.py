@@ -56,6 +56,8 @@ class PaymentMeta(BaseModel):
     # kept: either is used (device_id first).
     device_id: DeviceId | None = None
     device: DeviceId | None = None
+    # What kind of device the player pays from: payments are counted by it on /metrics (conversion per device).
+    device_class: Literal["mobile", "tablet", "desktop", "app"] | None = None
     sandbox_scenario: SandboxScenario | None = None
     sandbox_card: SandboxCard | None = None
 

@@ -7,11 +7,12 @@ for ops to replay; nothing is dropped. The inbox never moves money: only the wor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.models import webhook_deliveries
 from psp.inbox import webhook_events
@@ -24,8 +25,13 @@ STALLED_AFTER = timedelta(seconds=5)
 
 
 class WebhookInbox:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, on_delivery: Callable[[str, str], None] = lambda _psp, _outcome: None,
+                 on_alert: Callable[[str], None] = lambda _kind: None) -> None:
+        """`on_delivery(psp, outcome)` for every delivery logged, `on_alert(kind)` for every alert a delivery
+        raised: the API counts them for /metrics."""
         self.engine = engine
+        self.on_delivery = on_delivery
+        self.on_alert = on_alert
 
     async def store(self, event: WebhookEvent, now: datetime) -> Literal["new", "in_progress", "duplicate"]:
         """"new" for the first delivery of the event (or when an earlier one is stuck and may be retried),
@@ -55,7 +61,7 @@ class WebhookInbox:
                 )
                 .values(state="received", dead_letter_reason=None, updated_at=now)
             )).rowcount == 1
-            await _log(conn, event.psp, event.event_id, "verified" if retried else "duplicate", None, now)
+            await self._log(conn, event.psp, event.event_id, "verified" if retried else "duplicate", None, now)
             if retried:
                 return "new"
             state = (await conn.execute(sa.select(webhook_events.c.state).where(
@@ -69,11 +75,11 @@ class WebhookInbox:
                 .where(webhook_events.c.psp == psp, webhook_events.c.event_id == event_id)
                 .values(state=state, dead_letter_reason=reason, updated_at=now)
             )
-            await _log(conn, psp, event_id, state, reason, now)
+            await self._log(conn, psp, event_id, state, reason, now)
 
     async def log_rejected(self, psp: str, reason: str, now: datetime) -> None:
         async with self.engine.begin() as conn:
-            await _log(conn, psp, None, "rejected", reason, now)
+            await self._log(conn, psp, None, "rejected", reason, now)
 
     async def events(self, state: str | None, limit: int) -> list[dict[str, Any]]:
         query = sa.select(webhook_events).order_by(webhook_events.c.id.desc()).limit(limit)
@@ -94,6 +100,12 @@ class WebhookInbox:
             )
             return {**row._asdict(), "deliveries": [d._asdict() for d in deliveries]}
 
+    async def _log(self, conn: AsyncConnection, psp: str, event_id: str | None, outcome: str, detail: str | None,
+                   now: datetime) -> None:
+        await conn.execute(webhook_deliveries.insert().values(
+            psp=psp, event_id=event_id, outcome=outcome, detail=(detail or "")[:200] or None, at=now))
+        self.on_delivery(psp, outcome)
+
 
 def _kind_columns(event: WebhookEvent) -> dict[str, Any]:
     """What the event is about (kind, dispute, fee): the workflows decide on it. Only the columns the inbox has,
@@ -101,8 +113,3 @@ def _kind_columns(event: WebhookEvent) -> dict[str, Any]:
     values = {"kind": event.kind, "fee_minor": event.fee_minor, "dispute_id": event.dispute_id,
               "reason_code": event.reason_code}
     return {name: value for name, value in values.items() if name in webhook_events.c}
-
-
-async def _log(conn, psp: str, event_id: str | None, outcome: str, detail: str | None, now: datetime) -> None:  # noqa: ANN001
-    await conn.execute(webhook_deliveries.insert().values(
-        psp=psp, event_id=event_id, outcome=outcome, detail=(detail or "")[:200] or None, at=now))

@@ -1,5 +1,5 @@
 """Alerts: things a person must look at (a PSP settled with another amount or reference, …), one row per kind
-and reference, counted on `/metrics` for alerting."""
+and reference; the process that raises one counts it on its metrics (`payloop_alerts_total`) for alerting."""
 
 from __future__ import annotations
 
@@ -22,13 +22,10 @@ alerts = sa.Table(
 )
 
 
-async def raise_alert(engine: AsyncEngine, *, kind: str, reference: str, details: dict[str, str], now: datetime) -> None:
-    """Idempotent: a retried activity finds its alert and adds nothing."""
+async def raise_alert(engine: AsyncEngine, *, kind: str, reference: str, details: dict[str, str],
+                      now: datetime) -> bool:
+    """Idempotent: a retried activity finds its alert and adds nothing. True when this call raised it."""
     async with engine.begin() as conn:
-        await insert_if_missing(conn, alerts, {"kind": kind, "reference": reference, "details": details, "at": now})
+        return await insert_if_missing(conn, alerts, {"kind": kind, "reference": reference, "details": details,
+                                                      "at": now})
 
-
-async def counts(engine: AsyncEngine) -> dict[str, int]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(sa.select(alerts.c.kind, sa.func.count()).group_by(alerts.c.kind))
-        return {kind: int(count) for kind, count in rows}

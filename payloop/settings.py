@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # worker` refuse to start on them (entrypoints/startup.py).
     dev_mode: bool = False
 
+    # The worker's Prometheus endpoint (the Temporal runtime's exporter: the SDK's worker metrics and the payments'
+    # own, workers/metrics.py); port 0 turns it off.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9464
+
     sandbox_psp_host: str = "127.0.0.1"
     sandbox_psp_port: int = 8100
     # Where workers reach the sandbox PSP, and where a player's browser does (3DS pages); empty = host:port.

@@ -9,16 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from payloop.codec import data_converter
 from payloop.settings import Settings
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """`runtime`: the SDK runtime the client (and the workers using it) run on — the worker's has its metrics
+    exporter; None: the default one."""
     # Every payload is encrypted with the settings' key ring (payloop/codec.py); workers inherit it from the client.
     return await Client.connect(settings.temporal_address, **connection_options(settings),
-                                data_converter=data_converter(settings.codec_keys))
+                                data_converter=data_converter(settings.codec_keys), runtime=runtime)
 
 
 class TemporalSettingsError(ValueError):

@@ -35,6 +35,7 @@ def isolated_env(data_dir: Path) -> dict[str, str]:
         "PAYLOOP_API_PORT": str(free_port()),
         "PAYLOOP_SANDBOX_PSP_PORT": str(free_port()),
         "PAYLOOP_CODEC_SERVER_PORT": str(free_port()),
+        "PAYLOOP_WORKER_METRICS_PORT": str(free_port()),
         "PAYLOOP_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
         "PAYLOOP_TEMPORAL_UI_URL": f"http://localhost:{ui_port}",
     })

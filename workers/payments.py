@@ -35,6 +35,7 @@ from psp.routing.health import HealthStore
 from risk.config import load_risk
 from risk.geo import IpCountries
 from workers.bytecode import cache_workflow_bytecode
+from workers.metrics import worker_runtime
 from workflows.aml import AmlSweepWorkflow
 from workflows.deposit import DepositWorkflow
 from workflows.dispute import DisputeWorkflow
@@ -46,7 +47,7 @@ WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow, RefundWorkflow, DisputeWorkflo
              AmlSweepWorkflow]
 SHARED_WORKFLOW_MODULES = (
     "workflows.types", "workflows.common", "workflows.search_attributes", "workflows.psp_step",
-    "workflows.retry_policies", "payloop.psp_decision",
+    "workflows.retry_policies", "workflows.metrics", "payloop.psp_decision",
 )
 
 
@@ -100,7 +101,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
 async def run(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PSP call is noise, not history
-    client = await connect(settings)
+    client = await connect(settings, worker_runtime(settings.worker_metrics_host, settings.worker_metrics_port))
     async with payments_worker(client, settings):
         logging.getLogger(__name__).info("worker polling task queue %s", settings.task_queue)
         await asyncio.Event().wait()

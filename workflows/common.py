@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.retry_policies import DATABASE_STEP_TIMEOUT, UNTIL_DONE
 from workflows.types import ActivityName, Alert
@@ -46,7 +47,13 @@ class PaymentState(Protocol):
     method: str | None
 
 
+# The review queue a state's record waits in (a metric's label).
+_REVIEW_KINDS = {"DepositState": "deposit", "WithdrawalState": "payout", "RefundState": "refund"}
+
+
 def set_status(state: PaymentState, status: str) -> None:
+    if status == "in_review" and state.status != status:
+        metrics.review_opened(_REVIEW_KINDS.get(type(state).__name__, "other"), getattr(state, "review_reason", None))
     state.status = status
     state.updated_at = workflow.now().isoformat()
     publish_search_attributes(state)
@@ -101,11 +108,12 @@ def mismatch(outcome: PspRecord, *, psp_reference: str | None, currency: str, am
 
 
 async def raise_alert(kind: str, reference: str, details: dict[str, str]) -> None:
-    """Records an alert for people (counted on /metrics); retried until stored."""
+    """Records an alert for people (counted on the worker's metrics); retried until stored."""
     await workflow.execute_activity(
         ActivityName.RAISE_ALERT, Alert(kind, reference, details), start_to_close_timeout=DATABASE_STEP_TIMEOUT,
         retry_policy=UNTIL_DONE,
     )
+    metrics.alert_raised(kind)
 
 
 def psp_details(record: PspRecord) -> dict[str, str]:

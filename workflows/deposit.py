@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 from temporalio.workflow import ChildWorkflowCancellationType, ParentClosePolicy
 
 from payloop.psp_decision import PspDecision
+from workflows import metrics
 from workflows.common import (
     Finish,
     activity_cause,
@@ -90,6 +91,7 @@ class DepositWorkflow(PspSignals):
         self._answered = False
         self._counts_against_limits = False
         self._psp_status = "pending"
+        self._challenged = False  # the PSP asked the player for a 3-D Secure / bank challenge
         self._psp = PspStep(PAYMENT_CALLS, input.payment_id, on_event=self._on_psp_event)
         self._psp_events = self._psp.events
         self._left_psps: set[str] = set()  # PSPs this deposit failed over from
@@ -434,6 +436,7 @@ class DepositWorkflow(PspSignals):
                 workflow.logger.info("ignoring out-of-order PSP status %s after %s", psp_status, self._psp_status)
             return
         self._psp_status = psp_status
+        self._challenged = self._challenged or psp_status == "requires_action"
         mirrored = {"requires_action": DepositStatus.REQUIRES_ACTION, "authorized": DepositStatus.AUTHORIZED}
         if psp_status in mirrored and self._state.status not in DepositStatus.FINAL:
             set_status(self._state, mirrored[psp_status])
@@ -460,6 +463,9 @@ class DepositWorkflow(PspSignals):
                 ActivityName.CHECK_AML, AmlTrigger(s.player_id, "deposit", s.payment_id),
                 start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
+        metrics.deposit_ended(status=s.status, method=s.method, psp=s.psp, country=s.country,
+                              device_class=self._input.device_class, failure_code=s.failure_code,
+                              challenged=self._challenged, created_at=s.created_at, updated_at=s.updated_at)
         return s
 
     async def _end(self, status: str, failure_code: str | None = None, review_reason: str | None = None) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows import metrics
 from workflows.common import (
     activity_cause, error_code, error_type, publish_search_attributes, raise_alert, run_through_cancels, set_status,
 )
@@ -76,6 +77,7 @@ class DisputeWorkflow(PspSignals):
         s.player_id, s.method = opened.player_id, opened.method
         s.held_minor, s.shortfall_minor = opened.held_minor, opened.shortfall_minor
         set_status(s, DisputeState.OPENED)
+        metrics.dispute_moved(s.status, input.psp)
         await raise_alert("dispute.opened", input.payment_id, self._details())
 
         resolution = first if first.status in _RESOLUTIONS else await self._next_event(
@@ -86,6 +88,7 @@ class DisputeWorkflow(PspSignals):
         ), **_LEDGER_STEP)
         s.fee_minor = resolution.fee_minor
         set_status(s, resolution.status)
+        metrics.dispute_moved(s.status, input.psp)
         if resolution.status == DisputeState.LOST:
             await raise_alert("dispute.lost", input.payment_id, self._details())
         return s

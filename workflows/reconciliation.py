@@ -17,6 +17,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows import metrics
 from workflows.common import raise_alert
 from workflows.types import ActivityName, ErrorType, ReconInput, ReconResult, ReconRunSummary
 
@@ -73,6 +74,7 @@ class ReconciliationWorkflow:
             await raise_alert("recon.run_failed", f"{psp}:{day}",
                               {"psp": psp, "day": day, "error": str(err.cause or err)[:300]})
             raise
+        metrics.reconciled(psp, summary.counts)
         if summary.cases:
             await raise_alert("recon.differences", summary.run_id,
                               {"psp": psp, "day": day, **{name: str(n) for name, n in summary.counts.items()}})

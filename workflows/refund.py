@@ -14,6 +14,7 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows import metrics
 from workflows.common import (
     activity_cause, error_code, error_type, mismatch, psp_details, publish_search_attributes, raise_alert,
     run_through_cancels, set_status, wait_until,
@@ -84,6 +85,7 @@ class RefundWorkflow(PspSignals):
             workflow.logger.warning("refund %s refused: %s", input.refund_id, activity_cause(err))
             s.failure_code = error_code(err) if error_type(err) == ErrorType.REFUND_REFUSED else "insufficient_funds"
             set_status(s, RefundStatus.FAILED)
+            metrics.refund_ended(s.status, s.psp)
             return s
         s.psp, s.method = reserved.psp, reserved.method
         set_status(s, RefundStatus.PENDING)
@@ -191,4 +193,5 @@ class RefundWorkflow(PspSignals):
         if succeeded and answer is not None:
             s.fee_minor = answer.fee_minor
         set_status(s, RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED)
+        metrics.refund_ended(s.status, s.psp)
         return s

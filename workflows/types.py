@@ -76,6 +76,7 @@ class DepositInput:
     sandbox_card: str | None = None  # a sandbox card PSP's test card (its BIN country and fingerprint)
     device_id: str | None = None  # the platform's device id (meta.device_id, else meta.device)
     ip_address: str | None = None  # the player's public address; None when private, loopback or unknown
+    device_class: str | None = None  # mobile | tablet | desktop | app (meta.device_class), for the metrics
     kyc_wait_timeout_seconds: float = 3600.0  # a deposit waiting for KYC expires after this
     webhook_timeout_seconds: float = 120.0
     status_poll_attempts: int = 3

@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
+from workflows import metrics
 from workflows.common import (
     Finish, error_type, mismatch, psp_details, publish_search_attributes, raise_alert, set_status, wait_until,
 )
@@ -301,6 +302,8 @@ class WithdrawalWorkflow(PspSignals):
             await self._must(ActivityName.POST_PAYOUT_HOLD if posted else ActivityName.VOID_PAYOUT_HOLD, s.payout_id)
             s.hold_resolution = "posted" if posted else "voided"
         set_status(self._state, status)
+        metrics.payout_ended(status=s.status, method=s.method, psp=s.psp, created_at=s.created_at,
+                             updated_at=s.updated_at)
         self._answered = True
         if hold_placed:
             details = {"amount_minor": str(s.amount_minor), "currency": s.currency}

@@ -4,6 +4,7 @@ decision and the payments list."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -87,6 +88,7 @@ async def _start_deposit(
     request: Request, principal: Principal, payment_id: str, body: PaymentInitRequest, amount_minor: int
 ) -> tuple[int, dict]:
     """Starts (or re-attaches to) the deposit workflow and waits for the PSP's first answer."""
+    started = time.perf_counter()
     settings = request.app.state.settings
     workflow_input = DepositInput(
         payment_id=payment_id,
@@ -101,6 +103,7 @@ async def _start_deposit(
         sandbox_card=body.meta.sandbox_card,
         device_id=body.meta.device_id or body.meta.device,
         ip_address=player_address(request),
+        device_class=body.meta.device_class,
         kyc_wait_timeout_seconds=settings.deposit_kyc_wait_timeout_seconds,
         webhook_timeout_seconds=settings.deposit_webhook_timeout_seconds,
         status_poll_attempts=settings.deposit_status_poll_attempts,
@@ -118,6 +121,8 @@ async def _start_deposit(
     if answer is engine.ALREADY_FINISHED:
         state: DepositState = await _query_state(client, workflow_id)
         answer = InitAnswer(state.payment_id, state.status, state.psp, state.redirect_url, state.failure_code)
+    request.app.state.metrics.deposit_init_seconds.labels(body.method, answer.status).observe(
+        time.perf_counter() - started)
     return _init_outcome(answer)
 
 

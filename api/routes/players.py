@@ -91,8 +91,12 @@ async def self_exclude(
 async def set_kyc(
     player_id: PlayerIdPath, body: KycRequest, request: Request, store: Store, principal: Ops
 ) -> PlayerProfileView:
-    await store.set_kyc_status(player_id, KycStatus(body.status), now=utcnow(), actor=principal.client_id,
+    now = utcnow()
+    before = await store.controls(player_id, "EUR", now)
+    await store.set_kyc_status(player_id, KycStatus(body.status), now=now, actor=principal.client_id,
                                note=body.note)
+    if body.status == KycStatus.VERIFIED.value and before.kyc_status != body.status and before.first_seen_at:
+        request.app.state.metrics.kyc_verify_seconds.observe((now - before.first_seen_at).total_seconds())
     # Lets waiting withdrawals resume at once (best effort: they also re-read KYC by themselves).
     on_kyc_changed = getattr(request.app.state, "on_kyc_changed", None)
     if on_kyc_changed is not None:

@@ -206,11 +206,13 @@ async def _finished_record_check(
             settled_as, event.psp
         ):
             log.warning("%s %s: %s at %s after it finished", record.label, event.payment_id, event.status, event.psp)
-            await alerts.raise_alert(
-                inbox.engine, kind=f"{record.label}.psp_settled_after_close", reference=event.payment_id, now=now,
+            kind = f"{record.label}.psp_settled_after_close"
+            if await alerts.raise_alert(
+                inbox.engine, kind=kind, reference=event.payment_id, now=now,
                 details={"psp": event.psp, "psp_reference": event.psp_reference, "status": event.status,
                          "currency": event.currency, "amount_minor": str(event.amount_minor)},
-            )
+            ):
+                inbox.on_alert(kind)
     return f"{record.noun}_finished"
 
 

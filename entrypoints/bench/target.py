@@ -50,7 +50,7 @@ def embedded_target(workdir: Path, database_url: str | None = None) -> Iterator[
     scratch_url = None
     if database_url and not is_sqlite(database_url):
         scratch_url = _create_scratch_database(database_url)
-    api_port, sandbox_port, temporal_port, ui_port, codec_port = (free_port() for _ in range(5))
+    api_port, sandbox_port, temporal_port, ui_port, codec_port, metrics_port = (free_port() for _ in range(6))
     env = {
         "PAYLOOP_DATA_DIR": str(workdir),
         "PAYLOOP_DATABASE_URL": scratch_url or database_url or "",
@@ -59,6 +59,7 @@ def embedded_target(workdir: Path, database_url: str | None = None) -> Iterator[
         "PAYLOOP_SANDBOX_PSP_HOST": "127.0.0.1",
         "PAYLOOP_SANDBOX_PSP_PORT": str(sandbox_port),
         "PAYLOOP_CODEC_SERVER_PORT": str(codec_port),
+        "PAYLOOP_WORKER_METRICS_PORT": str(metrics_port),
         "PAYLOOP_SANDBOX_PSP_BASE_URL": "",
         "PAYLOOP_SANDBOX_PSP_PUBLIC_URL": "",
         "PAYLOOP_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{api_port}/v1/webhooks/{{psp}}",

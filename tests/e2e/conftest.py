@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +32,7 @@ from psp.routing.health import psp_attempts, psp_circuits
 from psp.sandbox.app import config_from_settings
 from psp.sandbox.app import create_app as create_sandbox_app
 from tests.conftest import BACKENDS, FreshDatabase
+from workers.metrics import worker_runtime
 from workers.payments import payments_worker
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -50,6 +52,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# The tests' Temporal runtime exports the in-process workers' metrics here, as `payloop worker` does on
+# PAYLOOP_WORKER_METRICS_PORT (workers/metrics.py).
+WORKER_METRICS_PORT = free_port()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` (a counter's with its `_total`) whose labels include `labels`; 0 if none."""
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
 
 
 @contextlib.asynccontextmanager
@@ -75,6 +88,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_log_level="error",
         dev_server_extra_args=dev_server_flags(),
         data_converter=data_converter(CODEC_KEYS),  # env.client (so the tests' workers and API) encrypts
+        runtime=worker_runtime("127.0.0.1", WORKER_METRICS_PORT),
     )
     yield env
     await env.shutdown()
@@ -156,6 +170,15 @@ class Stack:
 
     async def check_invariants(self) -> None:
         await assert_invariants(self.engine)
+
+    async def worker_metric(self, name: str, **labels: str) -> float:
+        """A metric of this stack's worker (its task queue's samples), as Prometheus scrapes it."""
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")).text
+        return metric_value(text, name, task_queue=self.settings.task_queue, **labels)
+
+    async def api_metric(self, name: str, **labels: str) -> float:
+        return metric_value((await self.api.get("/metrics")).text, name, **labels)
 
     async def psp_mode(self, psp: str, mode: str) -> None:
         """Degrades a sandbox PSP; back "up", it also forgets the PSP's health, so the failures one test caused

@@ -93,8 +93,8 @@ async def test_a_capture_at_the_psp_a_deposit_left_sends_it_to_review(stack: Sta
     assert decoded == [[["card: failover (psp_unavailable)"]],
                        [["card: failover (psp_unavailable)", "card_b: accepted"]]], decoded
     assert await stack.balance(player) == "50.00"  # card_b's capture, credited once
-    metrics = (await stack.api.get("/metrics")).text
-    assert 'payloop_alerts_total{kind="deposit.captured_at_left_psp"}' in metrics
+    await eventually(lambda: stack.worker_metric("payloop_alerts_total", kind="deposit.captured_at_left_psp"),
+                     lambda count: count >= 1, timeout=10)
     await stack.check_invariants()
 
 

@@ -129,8 +129,8 @@ async def test_wrong_currency_is_not_credited_and_raises_an_alert(stack: Stack) 
     payment = await stack.wait_final(payment_id)
     assert payment["status"] == "in_review" and payment["review_reason"] == "currency_mismatch"
     assert await stack.balance(player) == "0.00"
-    metrics = (await stack.api.get("/metrics")).text
-    assert 'payloop_alerts_total{kind="deposit.currency_mismatch"}' in metrics
+    await eventually(lambda: stack.worker_metric("payloop_alerts_total", kind="deposit.currency_mismatch"),
+                     lambda count: count >= 1, timeout=10)
     await stack.check_invariants()
 
 
