@@ -142,13 +142,14 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.GET_PSP_PAYMENT)
     async def get_psp_payment(self, ref: PspRef) -> PspPaymentView:
-        return _view(await call_psp(self._connector(ref.psp).get_payment(ref.merchant_reference)))
+        connector = self._connector(ref.psp)
+        return _view(await call_psp(ref.psp, "get_payment", connector.get_payment(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.CANCEL_PSP_PAYMENT)
     async def cancel_psp_payment(self, ref: PspRef) -> PspPaymentView:
         """Cancels at the PSP; when the PSP refuses, returns the payment as the PSP sees it."""
         connector = self._connector(ref.psp)
-        return _view(await cancel_or_look_up(connector.cancel_payment(ref.merchant_reference),
+        return _view(await cancel_or_look_up(ref.psp, "cancel_payment", connector.cancel_payment(ref.merchant_reference),
                                              lambda: connector.get_payment(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.CREDIT_DEPOSIT)

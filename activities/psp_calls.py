@@ -1,5 +1,10 @@
 """PSP calls from activities: connector errors become typed ApplicationErrors the workflows' retry policies
-decide on (declines and rejected requests never retry; transient errors do)."""
+decide on (declines and rejected requests never retry; transient errors do).
+
+An expected transport failure (the PSP unavailable, unreachable, timing out, a broken connection, its circuit
+open) is one WARNING line per attempt here, without a traceback: its ApplicationError is BENIGN, which Temporal's
+worker logs at DEBUG (its "Completing activity as failed" WARNING with the traceback is for the rest), and counts
+in no failure metric (the PSP's health table counts it). Anything else keeps the SDK's line and traceback."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from payloop.psp_decision import PspDecision
 from psp.base import (
@@ -21,6 +26,7 @@ from psp.base import (
     PspNotFound,
     PspRequestRejected,
     PspStepUpRequired,
+    PspTransientError,
 )
 from psp.routing import CircuitState, RoutingConfig
 from psp.routing.health import HealthStore
@@ -30,19 +36,20 @@ T = TypeVar("T")
 log = logging.getLogger("payloop.psp")
 
 
-async def call_psp(call: Awaitable[T]) -> T:
+async def call_psp(psp: str, operation: str, call: Awaitable[T]) -> T:
     try:
         return await call
     except PspError as err:
-        raise as_application_error(err) from err
+        raise psp_failure(err, psp, operation) from err
 
 
 async def call_and_record(health: HealthStore, psp: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
     """Calls the PSP and feeds its circuit breaker: an answer (even a decline) is a success; a timeout, a 5xx or
     an unusable answer is a failure. A half-open PSP whose probe slots are taken is not called at all."""
     if not await _bookkeeping(health.try_probe(psp), default=True):
+        _log_expected_failure(psp, operation, "circuit_open")
         raise ApplicationError(f"{psp} is being probed; not called", "circuit_open", type=PspDecision.RETRY.value,
-                               non_retryable=True)
+                               non_retryable=True, category=ApplicationErrorCategory.BENIGN)
     started = time.monotonic()
     try:
         result = await call()
@@ -50,11 +57,9 @@ async def call_and_record(health: HealthStore, psp: str, operation: str, call: C
         answered = isinstance(err, (PspDeclined, PspRequestRejected, PspNotFound, PspStepUpRequired))
         _measure(psp, operation, "refused" if answered else "unavailable", started)
         state = await _bookkeeping(health.record(psp, operation, answered, _elapsed_ms(started), err.code))
-        failure = as_application_error(err)
-        if not answered and state == CircuitState.OPEN:
-            # This failure opened (or kept open) the PSP's circuit: stop retrying it, let the workflow move on.
-            failure = ApplicationError(failure.message, *failure.details, type=failure.type, non_retryable=True)
-        raise failure from err
+        # This failure opened (or kept open) the PSP's circuit: stop retrying it, let the workflow move on.
+        opened = not answered and state == CircuitState.OPEN
+        raise psp_failure(err, psp, operation, circuit_opened=opened) from err
     _measure(psp, operation, "ok", started)
     await _bookkeeping(health.record(psp, operation, True, _elapsed_ms(started)))
     return result
@@ -87,15 +92,15 @@ def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-async def cancel_or_look_up(cancel: Awaitable[T], look_up: Callable[[], Awaitable[T]]) -> T:
+async def cancel_or_look_up(psp: str, operation: str, cancel: Awaitable[T], look_up: Callable[[], Awaitable[T]]) -> T:
     """Cancels at the PSP; when the PSP refuses (the record settled, or it will not cancel), returns the record
     as the PSP sees it, so the workflow decides on the PSP's own word."""
     try:
         return await cancel
     except PspRequestRejected:
-        return await call_psp(look_up())
+        return await call_psp(psp, operation, look_up())
     except PspError as err:
-        raise as_application_error(err) from err
+        raise psp_failure(err, psp, operation) from err
 
 
 # A connector's error class → what it means; the ApplicationError's type carries the decision to the workflow.
@@ -108,10 +113,24 @@ _DECISIONS: dict[type[PspError], PspDecision] = {
 }
 
 
-def as_application_error(err: PspError) -> ApplicationError:
-    # Transient errors and malformed answers retry; the workflow decides what follows (fail over, look up).
+def psp_failure(err: PspError, psp: str, operation: str, *, circuit_opened: bool = False) -> ApplicationError:
+    """The ApplicationError the workflow decides on: its type is the decision, its first detail the code.
+    Transient errors and malformed answers retry (unless the circuit just opened); the workflow decides what
+    follows (fail over, look up). A transport failure is expected: logged here, BENIGN for the SDK."""
     decision = _DECISIONS.get(type(err), PspDecision.RETRY)
-    return ApplicationError(err.message, err.code, type=decision.value, non_retryable=decision is not PspDecision.RETRY)
+    non_retryable = decision is not PspDecision.RETRY or circuit_opened
+    if not isinstance(err, PspTransientError):
+        return ApplicationError(err.message, err.code, type=decision.value, non_retryable=non_retryable)
+    _log_expected_failure(psp, operation, err.code)
+    return ApplicationError(err.message, err.code, type=decision.value, non_retryable=non_retryable,
+                            category=ApplicationErrorCategory.BENIGN)
+
+
+def _log_expected_failure(psp: str, operation: str, code: str) -> None:
+    # activity.logger adds the workflow, the activity and its attempt (fields in JSON logs, payloop/logs.py).
+    attempt = activity.info().attempt if activity.in_activity() else None
+    activity.logger.warning("%s %s failed: %s (attempt %s)", psp, operation, code, attempt,
+                            extra={"psp": psp, "operation": operation, "error_code": code, "attempt": attempt})
 
 
 def status_poll_plan(routing: RoutingConfig, psp: str) -> StatusPollPlan:

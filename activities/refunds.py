@@ -64,7 +64,8 @@ class RefundActivities:
     async def get_psp_refund(self, ref: PspRef) -> PspRefundView:
         """The refund as the PSP sees it; `ref.merchant_reference` is our refund id. Like the payment and payout
         look-ups, not subject to the PSP's circuit: a refund of unknown fate must always be able to ask."""
-        return _view(await call_psp(connector_for(self.connectors, ref.psp).get_refund(ref.merchant_reference)))
+        connector = connector_for(self.connectors, ref.psp)
+        return _view(await call_psp(ref.psp, "get_refund", connector.get_refund(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.REQUEST_REFUND)
     async def request_refund(self, input: RefundInput) -> ReservedRefund:

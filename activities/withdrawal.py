@@ -198,13 +198,14 @@ class WithdrawalActivities:
 
     @activity.defn(name=ActivityName.GET_PSP_PAYOUT)
     async def get_psp_payout(self, ref: PspRef) -> PspPayoutView:
-        return _view(await call_psp(connector_for(self.connectors, ref.psp).get_payout(ref.merchant_reference)))
+        connector = connector_for(self.connectors, ref.psp)
+        return _view(await call_psp(ref.psp, "get_payout", connector.get_payout(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.CANCEL_PSP_PAYOUT)
     async def cancel_psp_payout(self, ref: PspRef) -> PspPayoutView:
         """Cancels at the PSP; when the PSP refuses, returns the payout as the PSP sees it."""
         connector = connector_for(self.connectors, ref.psp)
-        return _view(await cancel_or_look_up(connector.cancel_payout(ref.merchant_reference),
+        return _view(await cancel_or_look_up(ref.psp, "cancel_payout", connector.cancel_payout(ref.merchant_reference),
                                              lambda: connector.get_payout(ref.merchant_reference)))
 
     @activity.defn(name=ActivityName.NOTIFY_PLAYER)

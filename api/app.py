@@ -34,6 +34,7 @@ from api.routes import (
 from api.webhook_inbox import WebhookInbox
 from ledger import Ledger
 from payloop.db import create_engine
+from payloop.logs import AccessLogMiddleware
 from payloop.money import parse_rates
 from payloop.settings import Settings
 from payloop.temporal import connect
@@ -82,9 +83,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.state.fx_rates = parse_rates(settings.fx_rates_to_eur)  # deposit limits count every currency at these
     app.state.rate_limits = RateLimits(settings)  # per client, per webhook source, re-checks (README: Rate limits)
     app.state.metrics = ApiMetrics(CountersOf(app.state))  # /metrics
-    http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its trace-id middleware
+    http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its 500 middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
+    # Last, so outermost: every request (a rate-limited or timed-out one too) has its trace id and access line.
+    app.add_middleware(AccessLogMiddleware, logger_name="payloop.api.access")
     for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
     for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk):

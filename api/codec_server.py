@@ -36,6 +36,7 @@ from temporalio.api.common.v1 import Payloads
 from api import errors
 from api.problems import Problem
 from payloop.codec import CodecDecodeError, EncryptionCodec, KeyRing
+from payloop.logs import AccessLogMiddleware
 from payloop.settings import Settings
 
 SESSION_COOKIE = "payloop_codec_session"
@@ -97,6 +98,7 @@ def create_codec_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(CORSMiddleware, allow_origins=[ui_origin], allow_credentials=True, allow_methods=["POST"],
                        allow_headers=["content-type", "x-namespace", "authorization"], max_age=600)
+    app.add_middleware(AccessLogMiddleware, logger_name="payloop.codec_server.access")  # the trace id too
 
     def authenticate(request: Request) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

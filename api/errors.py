@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -142,16 +141,13 @@ def install(app: FastAPI) -> None:
     _document_problems(app)
 
     @app.middleware("http")
-    async def _trace(request: Request, call_next):  # noqa: ANN001, ANN202
-        trace_id = uuid.uuid4().hex
-        trace_id_var.set(trace_id)
+    async def _unhandled(request: Request, call_next):  # noqa: ANN001, ANN202
+        # The trace id (and its X-Trace-Id header) comes from payloop.logs.AccessLogMiddleware, outside this one.
         try:
-            response = await call_next(request)
+            return await call_next(request)
         except Exception:  # a real incident: logged with its trace id, answered as problem+json
-            log.exception("unhandled error (trace_id=%s)", trace_id)
-            response = Problem(500, "internal_error", "Internal error", retryable=True).response()
-        response.headers["X-Trace-Id"] = trace_id
-        return response
+            log.exception("unhandled error (trace_id=%s)", trace_id_var.get())
+            return Problem(500, "internal_error", "Internal error", retryable=True).response()
 
     @app.exception_handler(Problem)
     async def _problem(_request: Request, exc: Problem) -> JSONResponse:

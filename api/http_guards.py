@@ -31,7 +31,8 @@ class BodyReadTimeout(HTTPException):
 
 
 def install(app: FastAPI, body_timeout_seconds: float) -> None:
-    """Call before `api.errors.install`, so the trace-id middleware wraps these (their problems carry a trace id)."""
+    """Call before `api.errors.install`, so its 500 middleware wraps these. (Their problems carry the trace id of
+    payloop.logs.AccessLogMiddleware, the outermost.)"""
     app.add_middleware(BodyReadTimeoutMiddleware, timeout_seconds=body_timeout_seconds)
     app.add_middleware(ClientRateLimitMiddleware)
 

@@ -6,15 +6,14 @@ A module of its own so that both `api.errors` (which answers them) and `api.auth
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from payloop.logs import trace_id_var  # set per request by payloop.logs.AccessLogMiddleware
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://docs.payloop.dev/errors/"
-
-trace_id_var: ContextVar[str] = ContextVar("trace_id", default="")
 
 
 class Problem(Exception):

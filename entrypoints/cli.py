@@ -13,7 +13,15 @@ import sys
 import time
 
 from entrypoints.bench import cli as bench_cli
+from payloop.logs import setup_logging
 from payloop.settings import get_settings
+
+
+# The long-running processes: their lines go through payloop.logs (PAYLOOP_LOG_FORMAT).
+_SERVICES = ("api", "worker", "sandbox-psp", "codec-server")
+# uvicorn leaves logging to payloop.logs (log_config=None) and writes no access line of its own: that one has the
+# query string and the client's address; payloop.logs.AccessLogMiddleware writes one without them.
+_UVICORN_LOGS = {"log_config": None, "access_log": False}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ("run", "dev"):
         return _run(settings)
+    if args.command in _SERVICES:
+        setup_logging(settings.log_format)
     if args.command in ("api", "worker", "codec-server") and (refused := _refusal(settings, args.command)) is not None:
         return refused
     if args.command == "api":
@@ -45,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from api.app import create_app
         from entrypoints.server import api_server_options
 
-        uvicorn.run(create_app(settings), **api_server_options(settings), log_level="info")
+        uvicorn.run(create_app(settings), **api_server_options(settings), **_UVICORN_LOGS, log_level="info")
         return 0
     if args.command == "worker":
         from workers.payments import run
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from psp.sandbox.app import config_from_settings, create_app
 
         uvicorn.run(create_app(config_from_settings(settings)), host=settings.sandbox_psp_host,
-                    port=settings.sandbox_psp_port, log_level="warning")
+                    port=settings.sandbox_psp_port, **_UVICORN_LOGS, log_level="warning")
         return 0
     if args.command == "codec-server":
         import uvicorn
@@ -66,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         from api.codec_server import create_codec_app
 
         uvicorn.run(create_codec_app(settings), host=settings.codec_server_host, port=settings.codec_server_port,
-                    log_level="info")
+                    **_UVICORN_LOGS, log_level="info")
         return 0
     if args.command == "migrate":
         from entrypoints.migrate import upgrade

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from limits import parse_many
 from pydantic import Field, field_validator
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     codec_server_public_url: str = ""
     # Bearer token(s) of the codec server, "new,old" while rotating. The default is the built-in dev token.
     codec_server_token: str = DEV_CODEC_SERVER_TOKEN
+
+    # Every process's log lines (payloop/logs.py): one JSON object per line, or plain text for a terminal.
+    log_format: Literal["json", "text"] = "json"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -99,8 +99,6 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
 
 
 async def run(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PSP call is noise, not history
     client = await connect(settings, worker_runtime(settings.worker_metrics_host, settings.worker_metrics_port))
     async with payments_worker(client, settings):
         logging.getLogger(__name__).info("worker polling task queue %s", settings.task_queue)

@@ -10,6 +10,7 @@ Deterministic: every I/O step is an activity called by name; time comes from `wo
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 from temporalio import workflow
@@ -72,6 +73,18 @@ _PSP_STATUS_RANK = {
 _LOCAL_STEP = dict(start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=DATABASE_STEP)
 _REFUSAL_CODES = {PspDecision.STEP_UP: "step_up_required", PspDecision.REJECTED: "psp_rejected"}
 _LEVEL_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+# Endings without money, each one line for an operator (workflow.logger skips replay: once per execution). A
+# refused deposit is the rules' word, not an incident: INFO; a failed or expired one may be (a PSP down): WARNING.
+_UNPAID_ENDINGS = {DepositStatus.FAILED: logging.WARNING, DepositStatus.EXPIRED: logging.WARNING,
+                   DepositStatus.REJECTED: logging.INFO}
+
+
+def _log_ending_without_money(s: DepositState) -> None:
+    if (level := _UNPAID_ENDINGS.get(s.status)) is not None:
+        workflow.logger.log(level, "deposit %s ended %s (%s)", s.payment_id, s.status, s.failure_code,
+                            extra={"status": s.status, "failure_code": s.failure_code})
 
 
 def _highest_level(decisions: list[RiskAssessment]) -> str:
@@ -457,6 +470,7 @@ class DepositWorkflow(PspSignals):
             await self._review_stray(late)  # that capture came in while the steps above ran
         if self._row_written != self._row_now():  # a credit wrote its row with the money
             await self._record()
+        _log_ending_without_money(s)
         if s.status == DepositStatus.CREDITED:
             # AML scenarios look at settled money: this deposit may complete a pattern (a case for ops).
             await workflow.execute_local_activity(

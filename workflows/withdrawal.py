@@ -9,6 +9,7 @@ Deterministic: all I/O is in activities called by name.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 from temporalio import workflow
@@ -28,6 +29,10 @@ from workflows.types import (
     PayoutFacts, PayoutRoute, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision,
     StatusPollPlan, WithdrawalInput, WithdrawalState,
 )
+
+# Endings without money paid out: a refused payout is a rule's or a person's word (INFO), a failed one may be an
+# incident (WARNING).
+_UNPAID_ENDINGS = {PayoutStatus.FAILED: logging.WARNING, PayoutStatus.REJECTED: logging.INFO}
 
 
 @workflow.defn
@@ -305,6 +310,9 @@ class WithdrawalWorkflow(PspSignals):
         metrics.payout_ended(status=s.status, method=s.method, psp=s.psp, created_at=s.created_at,
                              updated_at=s.updated_at)
         self._answered = True
+        if status in _UNPAID_ENDINGS:  # one line for an operator (workflow.logger skips replay: once per execution)
+            workflow.logger.log(_UNPAID_ENDINGS[status], "payout %s ended %s (%s)", s.payout_id, status,
+                                s.failure_code, extra={"status": status, "failure_code": s.failure_code})
         if hold_placed:
             details = {"amount_minor": str(s.amount_minor), "currency": s.currency}
             await self._must(ActivityName.NOTIFY_PLAYER, PlayerNotification(

@@ -48,6 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Stre
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from payloop.logs import AccessLogMiddleware
 from payloop.money import MoneyError, to_decimal_string, to_minor_units
 from payloop.settings import Settings
 from payloop.settlement import (
@@ -1017,4 +1018,5 @@ def create_app(config: SandboxConfig) -> FastAPI:
             ]
         }
 
+    app.add_middleware(AccessLogMiddleware, logger_name="psp.sandbox.access")  # one line per request, no bodies
     return app
