@@ -51,6 +51,8 @@ def embedded_target(workdir: Path, database_url: str | None = None) -> Iterator[
     if database_url and not is_sqlite(database_url):
         scratch_url = _create_scratch_database(database_url)
     api_port, sandbox_port, temporal_port, ui_port, codec_port, metrics_port = (free_port() for _ in range(6))
+    # PAYLOOP_WORKER_METRICS_PORT=0 in the bench's environment measures the stack without the worker's metrics.
+    metrics_off = os.environ.get("PAYLOOP_WORKER_METRICS_PORT") == "0"
     env = {
         "PAYLOOP_DATA_DIR": str(workdir),
         "PAYLOOP_DATABASE_URL": scratch_url or database_url or "",
@@ -59,7 +61,7 @@ def embedded_target(workdir: Path, database_url: str | None = None) -> Iterator[
         "PAYLOOP_SANDBOX_PSP_HOST": "127.0.0.1",
         "PAYLOOP_SANDBOX_PSP_PORT": str(sandbox_port),
         "PAYLOOP_CODEC_SERVER_PORT": str(codec_port),
-        "PAYLOOP_WORKER_METRICS_PORT": str(metrics_port),
+        "PAYLOOP_WORKER_METRICS_PORT": "0" if metrics_off else str(metrics_port),
         "PAYLOOP_SANDBOX_PSP_BASE_URL": "",
         "PAYLOOP_SANDBOX_PSP_PUBLIC_URL": "",
         "PAYLOOP_SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{api_port}/v1/webhooks/{{psp}}",
