@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -73,8 +74,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
         if own_engine:
             await db.dispose()
 
-    app = FastAPI(title="payloop", version="1", lifespan=lifespan,
-                  description="Deposits, withdrawals and the wallet of a real-money gaming platform.")
+    # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN (blank pages offline); FastAPIOffline is
+    # FastAPI's documented self-hosting recipe (docs_url=None, get_swagger_ui_html / get_redoc_html, the OAuth2
+    # redirect) with the assets shipped in its package and served under /static-offline-docs.
+    app = FastAPIOffline(title="payloop", version="1", lifespan=lifespan,
+                         description="Deposits, withdrawals and the wallet of a real-money gaming platform.")
     app.state.settings = settings
     app.state.api_keys = parse_api_keys(settings.api_keys)
     app.state.routing = load_routing(settings)  # once, at startup: a bad file stops the app with its line

@@ -456,17 +456,22 @@ class Readiness(BaseModel):
 
 class PspHealthView(BaseModel):
     psp: str
-    samples: int
-    success_rate: str | None  # decimal string; null without samples
-    error_rate: str | None
-    p95_latency_ms: int | None
-    circuit: str  # closed | open | half_open
-    opened_at: str | None
-    available: bool
+    samples: int = Field(description="attempts in the circuit breaker's window: since `window_start`, at most the "
+                                     "PSP's `window_size` newest")
+    success_rate: str | None = Field(description='decimal string over `samples`, e.g. "0.7500"; null without samples')
+    error_rate: str | None = Field(description="decimal string over `samples`: the share the circuit breaker "
+                                               "compares with its `failure_rate`; null without samples")
+    p95_latency_ms: int | None = Field(description="over `samples`; null without samples")
+    circuit: Literal["closed", "open", "half_open"]
+    opened_at: str | None = Field(description="when the circuit opened; null while closed")
+    window_seconds: int = Field(description="the PSP's circuit-breaker window (its `health.window_seconds`)")
+    window_start: str = Field(description="the window's first instant: `window_seconds` ago, or when the circuit "
+                                          "last changed state if that is later (older attempts no longer count)")
+    available: bool = Field(description="the PSP can take traffic now: a connector is registered for it and its "
+                                        "circuit is not open (half-open lets probes through, so it counts)")
 
 
 class PspHealthList(BaseModel):
-    window_seconds: int
     psps: list[PspHealthView]
 
 

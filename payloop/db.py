@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,8 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10, p
     connection opened before it.
     """
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # The plain AsyncEngine made here is dropped at once; the subclass proxies its Engine instead.
+        engine = _SQLiteEngine(create_async_engine(url, connect_args={"timeout": 30}).sync_engine)
         _serialize_sqlite_writers(engine)
         return engine
     connect_args = {"server_settings": {"search_path": schema}} if schema else {}
@@ -45,11 +47,36 @@ def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10, p
     )
 
 
+# Execution option set by _SQLiteEngine.begin(): the connection will write, so it begins with BEGIN IMMEDIATE.
+_SQLITE_WRITER = "payloop_sqlite_writer"
+
+
+class _SQLiteEngine(AsyncEngine):
+    """An AsyncEngine whose `begin()` transactions take SQLite's write lock up front; `connect()` ones read.
+
+    Every write in payloop goes through `engine.begin()` and every read through `engine.connect()`, whose
+    transaction SQLAlchemy begins on the first statement. The "begin" event cannot tell those two apart, so
+    `begin()` marks its connection with an execution option before beginning, and the event reads it.
+    """
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self.connect() as conn:
+            await conn.execution_options(**{_SQLITE_WRITER: True})
+            async with conn.begin():
+                yield conn
+
+    def execution_options(self, **opt: Any) -> AsyncEngine:
+        # AsyncEngine.execution_options builds a plain AsyncEngine, which would begin every transaction deferred.
+        return _SQLiteEngine(self.sync_engine.execution_options(**opt))
+
+
 def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
     # SQLite allows one writer. A deferred transaction that later upgrades to a write lock can fail at once
-    # with "database is locked" (the busy handler cannot help), so every transaction takes the write lock up
-    # front with BEGIN IMMEDIATE and waits its turn for up to `timeout` seconds. WAL lets readers in other
-    # processes (API, worker) proceed meanwhile.
+    # with "database is locked" (the busy handler cannot help), so a write transaction (`engine.begin()`) takes
+    # the write lock up front with BEGIN IMMEDIATE and waits its turn for up to `timeout` seconds. A read
+    # (`engine.connect()`) begins deferred: under WAL it reads the last committed snapshot without waiting for
+    # the writer, in this process and in the others (API, worker).
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record):  # noqa: ANN001
         dbapi_connection.isolation_level = None
@@ -61,7 +88,7 @@ def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_SQLITE_WRITER) else "BEGIN")
 
 
 async def insert_if_missing(conn: AsyncConnection, table: Table, values: dict[str, Any]) -> bool:

@@ -7,6 +7,7 @@ import math
 import textwrap
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -508,21 +509,77 @@ async def test_a_late_result_while_open_changes_nothing(engine: AsyncEngine, wor
 
 
 async def test_snapshot_and_pruning(engine: AsyncEngine, world: RoutingConfig) -> None:
-    store = HealthStore(engine, world, retention=timedelta(hours=1), snapshot_window=timedelta(minutes=5))
+    store = HealthStore(engine, world, retention=timedelta(hours=1))
     now = T0
+    await store.record("card_b", "create_payment", False, 9999, "old", now - timedelta(minutes=10))
     for i in range(1, 21):  # latencies 10..200 ms; every 4th call fails
         await store.record("card_b", "create_payment", i % 4 != 0, i * 10, None if i % 4 else "http_502",
-                           now - timedelta(seconds=100 - i))
-    await store.record("card_b", "create_payment", False, 9999, "old", now - timedelta(minutes=10))
-    snap = await store.snapshot(now)
+                           now - timedelta(seconds=50 - i))
+    snap = await store.snapshot(now, registered=ALL)
     assert list(snap)[:5] == ["card_a", "card_b", "card_c", "wallet", "bank"]
     b = snap["card_b"].as_json()
     assert b == {"psp": "card_b", "samples": 20, "success_rate": "0.7500", "error_rate": "0.2500",
-                 "p95_latency_ms": 190, "circuit": "closed", "opened_at": None}
+                 "p95_latency_ms": 190, "circuit": "closed", "opened_at": None, "window_seconds": 60,
+                 "window_start": (now - timedelta(seconds=60)).isoformat(), "available": True}
     assert snap["card_a"].as_json()["samples"] == 0 and snap["card_a"].success_rate is None
     assert await store.prune(now + timedelta(minutes=55)) == 1  # the 10-minute-old attempt is past the hour
     async with engine.connect() as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(psp_attempts))).scalar_one() == 20
+
+
+async def health_of(store: HealthStore, psp: str, at: datetime, registered: frozenset[str] = ALL) -> dict:
+    return (await store.snapshot(at, registered=registered))[psp].as_json()
+
+
+async def test_psp_health_shows_the_window_the_breaker_judges(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)  # card_a: min_samples 4, failure_rate 0.5, window 60 s, open 30 s
+    for i in range(3):
+        await store.record("card_a", "create_payment", False, 10, "timeout", T0 + timedelta(seconds=i))
+    # Failures older than window_seconds count for neither the breaker nor the page.
+    now = T0 + timedelta(seconds=63)
+    assert await store.record("card_a", "create_payment", True, 10, None, now) == CLOSED
+    assert (await health_of(store, "card_a", now))["error_rate"] == "0.0000"
+    for i in (1, 2):
+        at = now + timedelta(seconds=i)
+        assert await store.record("card_a", "create_payment", False, 10, "timeout", at) == CLOSED
+    shown = await health_of(store, "card_a", now + timedelta(seconds=2))
+    assert (shown["samples"], shown["error_rate"], shown["circuit"]) == (3, "0.6667", "closed")  # < min_samples
+    # Failures until it opens: the page shows the circuit open, not available, at an error rate ≥ the threshold.
+    opened = now + timedelta(seconds=3)
+    assert await store.record("card_a", "create_payment", False, 10, "timeout", opened) == OPEN
+    shown = await health_of(store, "card_a", opened)
+    assert (shown["circuit"], shown["available"], shown["window_start"]) == ("open", False, opened.isoformat())
+    assert Decimal(shown["error_rate"]) >= Decimal(world.thresholds("card_a").failure_rate)
+    # Half-open takes probes: available again. A successful probe closes it, and the failures before no longer count.
+    probing = opened + timedelta(seconds=30)
+    assert (await health_of(store, "card_a", probing))["available"] is True
+    assert await store.record("card_a", "create_payment", True, 10, None, probing) == CLOSED
+    shown = await health_of(store, "card_a", probing + timedelta(seconds=1))
+    assert (shown["samples"], shown["error_rate"], shown["circuit"]) == (1, "0.0000", "closed") and shown["available"]
+
+
+async def test_psp_health_counts_only_the_breakers_newest_attempts(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)  # card_a: window_size 20
+    at = T0
+    for _ in range(25):
+        at += timedelta(seconds=1)
+        await store.record("card_a", "create_payment", True, 10, None, at)
+    for _ in range(9):
+        at += timedelta(seconds=1)
+        assert await store.record("card_a", "create_payment", False, 10, "timeout", at) == CLOSED
+    shown = await health_of(store, "card_a", at)
+    assert (shown["samples"], shown["error_rate"]) == (20, "0.4500")  # 9 of the newest 20, not 9 of 34
+    # The 10th failure makes it half of the newest 20: the breaker opens exactly where the page said it stood.
+    assert await store.record("card_a", "create_payment", False, 10, "timeout", at + timedelta(seconds=1)) == OPEN
+
+
+async def test_a_psp_without_a_connector_is_not_available(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)
+    await store.record("ghost", "create_payment", True, 10, None, T0)  # not configured, has a circuit
+    snap = await store.snapshot(T0, registered=ALL - {"wallet"})
+    assert snap["ghost"].circuit == CLOSED and not snap["ghost"].available
+    assert snap["wallet"].circuit == CLOSED and not snap["wallet"].available
+    assert snap["card_a"].available
 
 
 async def test_concurrent_records_keep_one_consistent_state(engine: AsyncEngine, world: RoutingConfig) -> None:

@@ -12,10 +12,14 @@ make each transition at most once and never lose one:
     half_open → open       record() of a failure (opened_at = now: another open_seconds)
 
 Any result recorded while half-open counts as the probe's (the store does not track which call was the probe).
+
+`snapshot()` (the ops page) shows each PSP's rates over the same attempts the breaker judges (`_window_attempts`),
+so a rate it shows is the one the breaker acts on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -55,12 +59,13 @@ psp_circuits = sa.Table(
 
 # Prune old attempts on one record() in this many (by attempt id): cheap on average, bounded table.
 PRUNE_EVERY = 100
-# p95 is computed over at most this many recent attempts per PSP.
-P95_SAMPLE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
 class PspHealth:
+    """One PSP now: the rates over the breaker's window (`window_start` … now, at most its `window_size` newest
+    attempts), its circuit, and whether it can take traffic."""
+
     psp: str
     samples: int
     success_rate: Decimal | None  # None without samples
@@ -68,6 +73,9 @@ class PspHealth:
     p95_latency_ms: int | None
     circuit: CircuitState
     opened_at: datetime | None
+    window_seconds: int
+    window_start: datetime  # the later of now - window_seconds and the circuit's last change of state
+    available: bool  # a connector is registered and the circuit is not open (half-open takes probes)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,17 +86,18 @@ class PspHealth:
             "p95_latency_ms": self.p95_latency_ms,
             "circuit": self.circuit.value,
             "opened_at": None if self.opened_at is None else self.opened_at.isoformat(),
+            "window_seconds": self.window_seconds,
+            "window_start": self.window_start.isoformat(),
+            "available": self.available,
         }
 
 
 class HealthStore:
     def __init__(self, engine: AsyncEngine, config: RoutingConfig, *,
-                 retention: timedelta = timedelta(hours=1),
-                 snapshot_window: timedelta = timedelta(minutes=5)) -> None:
+                 retention: timedelta = timedelta(hours=1)) -> None:
         self.engine = engine
         self.config = config
         self.retention = retention
-        self.snapshot_window = snapshot_window
 
     # --- writes ---------------------------------------------------------------------------------------------
 
@@ -163,43 +172,36 @@ class HealthStore:
                     states[row.psp] = CircuitState((await self._circuit(conn, row.psp, now)).state)
         return states
 
-    async def snapshot(self, now: datetime | None = None) -> dict[str, PspHealth]:
-        """Per PSP (every configured one, plus any other with a circuit), over the last `snapshot_window`."""
+    async def snapshot(self, now: datetime | None = None, *, registered: Collection[str]) -> dict[str, PspHealth]:
+        """Per PSP (every configured one, plus any other with a circuit), over the attempts its breaker judges.
+
+        `registered`: the PSPs with a connector; any other is not available whatever its circuit."""
         now = now or utcnow()
-        states = await self.states(now)
-        since = now - self.snapshot_window
-        a = psp_attempts.c
+        await self.states(now)  # promotes due open circuits first, so the page shows the state the router sees
         async with self.engine.connect() as conn:
-            counts = {
-                row.psp: (int(row.samples), int(row.failures or 0))
-                for row in await conn.execute(
-                    sa.select(a.psp, sa.func.count().label("samples"),
-                              sa.func.sum(sa.case((a.outcome == "failure", 1), else_=0)).label("failures"))
-                    .where(a.at >= since, a.at <= now).group_by(a.psp))
-            }
-            opened = {row.psp: row.opened_at for row in await conn.execute(
-                sa.select(psp_circuits.c.psp, psp_circuits.c.opened_at))}
+            circuits = {row.psp: row for row in await conn.execute(sa.select(psp_circuits))}
             names = [p.name for p in self.config.psps]
-            names += sorted((set(states) | set(counts)) - set(names))
-            out: dict[str, PspHealth] = {}
-            for name in names:
-                samples, failures = counts.get(name, (0, 0))
-                p95 = None
-                if samples:
-                    latencies = sorted((await conn.execute(
-                        sa.select(a.latency_ms).where(a.psp == name, a.at >= since, a.at <= now)
-                        .order_by(a.at.desc(), a.id.desc()).limit(P95_SAMPLE_LIMIT))).scalars())
-                    p95 = _percentile(latencies, 95)
-                state = states.get(name, CircuitState.CLOSED)
-                out[name] = PspHealth(
-                    psp=name, samples=samples,
-                    success_rate=_rate(samples - failures, samples), error_rate=_rate(failures, samples),
-                    p95_latency_ms=p95, circuit=state,
-                    opened_at=opened.get(name) if state != CircuitState.CLOSED else None,
-                )
-        return out
+            names += sorted(set(circuits) - set(names))
+            return {name: await self._health(conn, name, circuits.get(name), name in registered, now)
+                    for name in names}
 
     # --- internals ------------------------------------------------------------------------------------------
+
+    async def _health(self, conn: AsyncConnection, psp: str, circuit: Any, registered: bool,
+                      now: datetime) -> PspHealth:
+        th = self.config.thresholds(psp)
+        since = _window_start(th, circuit.updated_at if circuit is not None else None, now)
+        attempts = (await conn.execute(_window_attempts(psp, th, since, now))).all()
+        failures = sum(1 for attempt in attempts if attempt.outcome == "failure")
+        state = CircuitState(circuit.state) if circuit is not None else CircuitState.CLOSED
+        return PspHealth(
+            psp=psp, samples=len(attempts),
+            success_rate=_rate(len(attempts) - failures, len(attempts)), error_rate=_rate(failures, len(attempts)),
+            p95_latency_ms=_percentile(sorted(attempt.latency_ms for attempt in attempts), 95),
+            circuit=state, opened_at=circuit.opened_at if state != CircuitState.CLOSED else None,
+            window_seconds=th.window_seconds, window_start=since,
+            available=registered and state != CircuitState.OPEN,
+        )
 
     async def _circuit(self, conn: AsyncConnection, psp: str, now: datetime) -> Any:
         await insert_if_missing(conn, psp_circuits, {"psp": psp, "state": CircuitState.CLOSED.value,
@@ -236,12 +238,7 @@ class HealthStore:
 
     async def _should_open(self, conn: AsyncConnection, psp: str, th: HealthThresholds, row: Any,
                            now: datetime) -> bool:
-        since = max(now - timedelta(seconds=th.window_seconds), row.updated_at)
-        a = psp_attempts.c
-        recent = (
-            sa.select(a.outcome).where(a.psp == psp, a.at >= since, a.at <= now)
-            .order_by(a.at.desc(), a.id.desc()).limit(th.window_size).subquery()
-        )
+        recent = _window_attempts(psp, th, _window_start(th, row.updated_at, now), now).subquery()
         samples, failures = (await conn.execute(
             sa.select(sa.func.count(), sa.func.sum(sa.case((recent.c.outcome == "failure", 1), else_=0)))
         )).one()
@@ -251,6 +248,21 @@ class HealthStore:
     async def _prune(self, conn: AsyncConnection, now: datetime) -> int:
         result = await conn.execute(psp_attempts.delete().where(psp_attempts.c.at < now - self.retention))
         return result.rowcount
+
+
+def _window_start(th: HealthThresholds, changed_at: datetime | None, now: datetime) -> datetime:
+    """Where the breaker's window begins: `window_seconds` ago, but never before the circuit last changed state
+    (attempts from before it closed must not open it again)."""
+    start = now - timedelta(seconds=th.window_seconds)
+    return start if changed_at is None else max(start, changed_at)
+
+
+def _window_attempts(psp: str, th: HealthThresholds, since: datetime, now: datetime) -> sa.Select[Any]:
+    """The attempts the breaker judges, newest first: from `since` (`_window_start`) to `now`, at most
+    `window_size` of them. Both the breaker (`_should_open`) and the ops page (`snapshot`) read this."""
+    a = psp_attempts.c
+    return (sa.select(a.outcome, a.latency_ms).where(a.psp == psp, a.at >= since, a.at <= now)
+            .order_by(a.at.desc(), a.id.desc()).limit(th.window_size))
 
 
 def _rate(part: int, whole: int) -> Decimal | None:

@@ -51,7 +51,7 @@ async def test_card_down_fails_over_to_card_b_then_returns(stack: Stack) -> None
         failover_s = time.monotonic() - down_at
         # Opened within that one deposit's retries (and maybe already half-open: open_seconds is short here).
         assert (await health.states())["card"] in ("open", "half_open")
-        failures = (await health.snapshot())["card"]
+        failures = (await health.snapshot(registered={"card"}))["card"]
         assert failures.samples <= thresholds.min_samples + 4  # bounded: the threshold plus one deposit's retries
         after_open, after_open_s = await card_deposit(stack)
         assert after_open["psp"] == "card_b"
