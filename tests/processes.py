@@ -62,6 +62,8 @@ class WorkerProcess:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PAYLOOP_")}
         self.env.update({f"PAYLOOP_{name.upper()}": str(getattr(settings, name)) for name in sorted(names)
                          if getattr(settings, name) is not None})
+        # Its metrics endpoint on a port of its own (kept across restarts), not the default one a stack may hold.
+        self.env.setdefault("PAYLOOP_WORKER_METRICS_PORT", str(free_port()))
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
