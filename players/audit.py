@@ -23,13 +23,18 @@ audit_log = sa.Table(
     # Set by entries a workflow's activity writes (its retries must not write twice): unique when present.
     sa.Column("idempotency_key", sa.String(200)),
     sa.Index("ix_audit_log_idempotency_key", "idempotency_key", unique=True),
+    # Set by an ops action taken for an incident: its report lists the corrections taken.
+    sa.Column("incident_id", sa.String(40)),
+    sa.Index("ix_audit_log_incident_id", "incident_id"),
 )
 
 
 async def record(
-    conn: AsyncConnection, *, actor: str, action: str, subject: str, details: dict[str, Any], now: datetime
+    conn: AsyncConnection, *, actor: str, action: str, subject: str, details: dict[str, Any], now: datetime,
+    incident_id: str | None = None,
 ) -> None:
-    await conn.execute(audit_log.insert().values(at=now, actor=actor, action=action, subject=subject, details=details))
+    await conn.execute(audit_log.insert().values(at=now, actor=actor, action=action, subject=subject, details=details,
+                                                 incident_id=incident_id))
 
 
 async def record_once(
