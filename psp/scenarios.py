@@ -37,7 +37,7 @@ ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
 # Taken for payments and payouts at every sandbox PSP.
 COMMON_SCENARIOS = frozenset(
     {"approve", "decline", "no_webhook", "lost", "lost_uncancellable", "duplicate_webhook", "out_of_order",
-     "wrong_amount", "flaky", "slow"}
+     "wrong_amount", "wrong_currency", "flaky", "slow"}
 )
 CHALLENGE_SCENARIOS = frozenset({"challenge", "3ds_fail"})  # payments; only the card family has 3DS
 AMOUNT_SCENARIOS = frozenset({"underpaid", "overpaid"})  # crypto payments only

@@ -127,6 +127,11 @@ REFUND_FAILURE_CODES = {psp: _FAMILY_REFUND_FAILURE_CODES[family] for psp, famil
 ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
 FLAKY_FAILURES = 2
 WRONG_AMOUNT_EXTRA_MINOR = 100
+
+
+def wrong_currency(currency: str) -> str:
+    """The currency a `wrong_currency` record settles in: not the one asked for."""
+    return "USD" if currency == "EUR" else "EUR"
 RECEIVED_PERCENT = {"underpaid": 90, "overpaid": 110}
 BANKS = ("Sandbox Bank", "Demo Sparkasse", "Example Credit Union")
 Mode = Literal["up", "down", "slow", "error"]
@@ -532,6 +537,8 @@ class Sandbox:
         else:
             if record.scenario == "wrong_amount":
                 record.amount_minor += WRONG_AMOUNT_EXTRA_MINOR
+            elif record.scenario == "wrong_currency":
+                record.currency = wrong_currency(record.currency)
             record.status = record.settled_status
             if FAMILIES[record.psp] == "crypto":
                 record.confirmations = CONFIRMATIONS_REQUIRED
@@ -545,6 +552,8 @@ class Sandbox:
             received = max(1, payment.requested_minor * RECEIVED_PERCENT[payment.scenario] // 100)
         elif payment.scenario == "wrong_amount":
             received += WRONG_AMOUNT_EXTRA_MINOR
+        elif payment.scenario == "wrong_currency":
+            payment.currency = wrong_currency(payment.currency)
         for confirmations in range(1, CONFIRMATIONS_REQUIRED + 1):
             await asyncio.sleep(self.config.settle_delay_seconds)
             if payment.status not in ("pending", "authorized"):  # cancelled meanwhile

@@ -150,6 +150,15 @@ async def test_wrong_amount_is_not_credited_and_goes_to_review(stack: Stack) -> 
     await stack.check_invariants()
 
 
+async def test_capture_in_another_currency_is_not_credited_and_goes_to_review(stack: Stack) -> None:
+    player = new_player()
+    init = await stack.deposit(method="card", scenario="wrong_currency", player_id=player)
+    payment = await stack.wait_final(init["payment_id"])
+    assert payment["status"] == "in_review" and payment["review_reason"] == "currency_mismatch"
+    assert await stack.balance(player) == "0.00"
+    await stack.check_invariants()
+
+
 async def test_slow_psp_still_answers_synchronously(stack: Stack) -> None:
     init = await stack.deposit(method="card", scenario="slow")
     assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"

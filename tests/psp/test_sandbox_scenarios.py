@@ -208,6 +208,18 @@ async def test_wrong_amount_captures_one_unit_more(card: SandboxConnector, recei
     assert (await card.get_payment(req.payment_id)).amount_minor == 5100
 
 
+async def test_wrong_currency_captures_in_another_currency(card: SandboxConnector, receiver: WebhookReceiver) -> None:
+    req = payment_request("wrong_currency")
+    created = await card.create_payment(req)
+    assert (created.amount_minor, created.currency) == (5000, "EUR")
+
+    await wait_for_webhooks(receiver, req.payment_id)
+
+    [event] = verified(card, receiver, req.payment_id)
+    assert (event.status, event.amount_minor, event.currency) == ("captured", 5000, "USD")
+    assert (await card.get_payment(req.payment_id)).currency == "USD"
+
+
 async def test_flaky_answers_503_twice_then_creates(card: SandboxConnector, receiver: WebhookReceiver) -> None:
     req = payment_request("flaky")
 
