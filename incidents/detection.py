@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from incidents.config import Thresholds, rate
 from ledger.models import payments, payouts, refunds
 from payloop.alerts import alerts
+from payloop.db import UtcDateTime
 from psp.inbox import webhook_events
 from psp.routing.health import PspHealth
 
@@ -37,7 +38,7 @@ NO_PSP = "none"
 
 # api/models.py owns the webhook delivery log; incidents may not import api, so the columns it reads are named here.
 webhook_deliveries = sa.table("webhook_deliveries", sa.column("psp", sa.String), sa.column("outcome", sa.String),
-                              sa.column("at", sa.DateTime))
+                              sa.column("at", UtcDateTime()))
 
 
 @dataclass(frozen=True)
