@@ -1,6 +1,6 @@
 """The API's Prometheus metrics (prometheus-client), one registry per app: what this process counted (webhook
 deliveries, alerts, init latency, KYC verification time, the rate limiter's refusals …), and a few gauges read from
-the database at scrape time with indexed look-ups only — the circuits and the review queues — never a count over a
+the database at scrape time with indexed look-ups only — the circuits, the review queues, the open incidents — never a count over a
 growing table. Each API process reports its own counters; Prometheus sums them.
 
 The worker's metrics (payments by final status, PSP calls, the Temporal SDK's own) are the worker's:
@@ -18,6 +18,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from incidents.models import INCIDENT_CLASSES
+from incidents.store import open_counts
 from ledger.models import payments, payouts
 from payloop.db import utcnow
 from psp.routing.health import psp_circuits
@@ -56,6 +58,8 @@ class ApiMetrics:
         self.review_oldest_age_seconds = Gauge(
             "payloop_review_oldest_age_seconds", "Age of the oldest item waiting for a person, by queue (0: none).",
             ["queue"], registry=registry)
+        self.incidents_open = Gauge("payloop_incidents_open", "Open incidents, by class.", ["incident_class"],
+                                    registry=registry)
         registry.register(process_counters)
 
     async def refresh_from_database(self, engine: AsyncEngine, configured_psps: Iterable[str]) -> None:
@@ -69,6 +73,7 @@ class ApiMetrics:
                 count, oldest = (await conn.execute(sa.select(sa.func.count(), sa.func.min(since))
                                                     .select_from(table).where(column.in_(states)))).one()
                 queues.append((queue, int(count), oldest))
+            incidents_open = await open_counts(conn)  # through ix_incidents_state_opened_at
         for psp in sorted(set(configured_psps) | set(circuits)):
             current = circuits.get(psp, "closed")  # never called yet: closed
             for state in CIRCUIT_STATES:
@@ -76,6 +81,8 @@ class ApiMetrics:
         for queue, count, oldest in queues:
             self.reviews_open.labels(queue).set(count)
             self.review_oldest_age_seconds.labels(queue).set(_age_seconds(oldest, now))
+        for incident_class in INCIDENT_CLASSES:
+            self.incidents_open.labels(incident_class).set(incidents_open.get(incident_class, 0))
 
 
 def _age_seconds(since: datetime | None, now: datetime) -> float:

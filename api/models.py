@@ -33,4 +33,5 @@ webhook_deliveries = sa.Table(
     sa.Column("outcome", sa.String(20), nullable=False),
     sa.Column("detail", sa.String(200)),
     sa.Column("at", UtcDateTime, nullable=False),
+    sa.Index("ix_webhook_deliveries_at", "at"),  # the monitor's window of callback errors, the pruner
 )

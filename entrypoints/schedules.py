@@ -1,5 +1,5 @@
-"""The Temporal Schedules the product runs on: one daily reconciliation per PSP (`recon-daily-<psp>`) and the
-daily AML re-check (`aml-daily`).
+"""The Temporal Schedules the product runs on: one daily reconciliation per PSP (`recon-daily-<psp>`), the
+daily AML re-check (`aml-daily`) and the incidents monitor (`monitor`, every PAYLOOP_MONITOR_INTERVAL_SECONDS).
 
 `payloop schedules` creates them, or brings existing ones up to date (a changed time, a new PSP); `payloop run` and
 the compose file's `schedules` service run it after the migrations. A schedule skips a day's start while the
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from datetime import timedelta
+
 from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleCalendarSpec,
+    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleRange,
@@ -27,10 +30,12 @@ from temporalio.client import (
 from payloop.settings import Settings
 from psp.registry import PROVIDERS, Provider
 from workflows.aml import AmlSweepWorkflow
+from workflows.monitor import MonitorWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
-from workflows.types import AmlSweepInput, ReconInput
+from workflows.types import AmlSweepInput, MonitorInput, ReconInput
 
 AML_SCHEDULE_ID = "aml-daily"
+MONITOR_SCHEDULE_ID = "monitor"
 
 
 def recon_schedule_id(psp: str) -> str:
@@ -51,6 +56,16 @@ def aml_schedule(settings: Settings) -> Schedule:
     ))
 
 
+def monitor_schedule(settings: Settings) -> Schedule:
+    """A detection pass every interval; a pass still running when the next is due makes that one skip."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(MonitorWorkflow.run, MonitorInput(), id=MonitorWorkflow.workflow_id(),
+                                           task_queue=settings.task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.monitor_interval_seconds))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
 def _daily(at_utc: str, action: ScheduleActionStartWorkflow) -> Schedule:
     hour, minute = at_utc.split(":")
     return Schedule(
@@ -63,10 +78,12 @@ def _daily(at_utc: str, action: ScheduleActionStartWorkflow) -> Schedule:
 
 
 async def ensure_schedules(client: Client, settings: Settings, psps: Collection[str] | None = None) -> list[str]:
-    """Create each PSP's daily reconciliation schedule and the AML re-check, or update them to these; the ids."""
+    """Create each PSP's daily reconciliation schedule, the AML re-check and the monitor, or update them to these;
+    the ids."""
     wanted = [(recon_schedule_id(p.name), recon_schedule(settings, p)) for p in PROVIDERS
               if psps is None or p.name in psps]
     wanted.append((AML_SCHEDULE_ID, aml_schedule(settings)))
+    wanted.append((MONITOR_SCHEDULE_ID, monitor_schedule(settings)))
     for schedule_id, schedule in wanted:
         try:
             await client.create_schedule(schedule_id, schedule)

@@ -133,6 +133,8 @@ payments = Table(
     # Reconciliation: a PSP's captures of one day, and a report line found by the PSP's reference.
     Index("ix_payments_psp_captured_at", "psp", "captured_at"),
     Index("ix_payments_psp_reference", "psp_reference"),
+    # The monitor (incidents/detection.py): the deposits that ended, or moved, within its window.
+    Index("ix_payments_updated_at_status", "updated_at", "status"),
 )
 
 refunds = Table(

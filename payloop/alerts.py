@@ -19,6 +19,8 @@ alerts = sa.Table(
     sa.Column("details", sa.JSON, nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("kind", "reference", name="uq_alerts_kind_reference"),
+    sa.Index("ix_alerts_at", "at"),  # the monitor's window
+    sa.Index("ix_alerts_kind_id", "kind", "id"),  # the ops list per kind, newest first
 )
 
 

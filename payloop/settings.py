@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     # -- risk (risk/) ------------------------------------------------------------------------------------------
     # The risk rules file (YAML, read once at start-up); None = the shipped risk/rules.yaml.
     risk_file: Path | None = None
+    # -- incidents (incidents/) --------------------------------------------------------------------------------
+    # The monitor's thresholds file (YAML, read once at the worker's start); None = the shipped
+    # incidents/thresholds.yaml.
+    incidents_file: Path | None = None
+    # How often the `monitor` Schedule runs a detection pass (a cause is seen within this, plus the pass).
+    monitor_interval_seconds: int = Field(default=60, ge=10, le=3600)
     # Proxies (load balancers, the platform's cashier) in front of the API, as comma-separated CIDRs
     # ("10.0.0.0/8,2001:db8::/32"): only a request from one of them has its X-Forwarded-For believed (by uvicorn,
     # for the rate limits' source and the risk rules' player address alike); anyone else could write any address in

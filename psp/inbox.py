@@ -32,6 +32,7 @@ webhook_events = sa.Table(
     sa.Column("received_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("psp", "event_id", name="uq_webhook_events_psp_event_id"),
+    sa.Index("ix_webhook_events_state_updated_at", "state", "updated_at"),  # the monitor: recent dead letters
 )
 
 

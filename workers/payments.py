@@ -1,5 +1,5 @@
-"""The payments worker: deposit, withdrawal, refund, dispute, reconciliation and AML re-check workflows and their
-activities on one task queue."""
+"""The payments worker: deposit, withdrawal, refund, dispute, reconciliation, AML re-check and monitor workflows
+and their activities on one task queue."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from activities.audit import AuditActivities
 from activities.deposit import DepositActivities
 from activities.disputes import DisputeActivities
 from activities.inbox import InboxActivities
+from activities.monitor import MonitorActivities
 from activities.reconciliation import ReconciliationActivities
 from activities.refunds import RefundActivities
 from activities.screening import RiskScreening
 from activities.withdrawal import WithdrawalActivities
+from incidents.config import load_thresholds
 from ledger import Ledger
 from payloop.db import create_engine
 from payloop.money import parse_rates
@@ -39,12 +41,13 @@ from workers.metrics import worker_runtime
 from workflows.aml import AmlSweepWorkflow
 from workflows.deposit import DepositWorkflow
 from workflows.dispute import DisputeWorkflow
+from workflows.monitor import MonitorWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 WORKFLOWS = [DepositWorkflow, WithdrawalWorkflow, RefundWorkflow, DisputeWorkflow, ReconciliationWorkflow,
-             AmlSweepWorkflow]
+             AmlSweepWorkflow, MonitorWorkflow]
 SHARED_WORKFLOW_MODULES = (
     "workflows.types", "workflows.common", "workflows.search_attributes", "workflows.psp_step",
     "workflows.retry_policies", "workflows.metrics", "payloop.psp_decision",
@@ -79,6 +82,9 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
             AlertActivities(engine).raise_alert,
             AuditActivities(engine).record_audit,
             InboxActivities(engine).read_psp_event,
+            # A bad thresholds file stops the worker with its line, like the rules file.
+            *MonitorActivities(engine, client, settings.task_queue, load_thresholds(settings), health,
+                               connectors.keys()).all(),
         ]
         worker = Worker(
             client,

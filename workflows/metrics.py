@@ -77,3 +77,15 @@ def reconciled(psp: str, counts: dict[str, int]) -> None:
     for name, count in counts.items():
         if count:
             counter.add(count, {"psp": psp, "class": name})
+
+
+def incidents_changed(*, opened: list[str], resolved: list[str]) -> None:
+    """A monitor pass opened and resolved these incidents (their classes, one entry per incident)."""
+    meter = workflow.metric_meter()
+    opened_total = meter.create_counter("payloop_incidents_opened", "Incidents the monitor opened, by class.")
+    resolved_total = meter.create_counter("payloop_incidents_resolved", "Incidents the monitor resolved as their "
+                                          "cause cleared, by class.")
+    for incident_class in opened:
+        opened_total.add(1, {"incident_class": incident_class})
+    for incident_class in resolved:
+        resolved_total.add(1, {"incident_class": incident_class})

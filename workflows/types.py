@@ -7,6 +7,7 @@ units + currency, and no card data or personal data beyond the player id.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class DepositStatus:
@@ -595,6 +596,9 @@ class ActivityName:
 
     RECONCILE_DAY = "reconcile_day"
 
+    DETECT_INCIDENTS = "detect_incidents"
+    APPLY_INCIDENTS = "apply_incidents"
+
 
 class ErrorType:
     """ApplicationError types raised by activities that the workflows decide on (a PSP call's failure carries
@@ -760,3 +764,39 @@ class ReconRunSummary:
 @dataclass
 class ReconResult:
     runs: list[ReconRunSummary] = field(default_factory=list)
+
+
+# ---- the monitor (incidents/) -----------------------------------------------------------------------------------
+
+
+@dataclass
+class MonitorInput:
+    """A detection pass takes nothing: the thresholds are the worker's (PAYLOOP_INCIDENTS_FILE)."""
+
+
+@dataclass
+class IncidentCondition:
+    """One condition that holds (incidents/detection.py's Condition, as the workflow carries it)."""
+
+    incident_class: str
+    scope: str
+    diagnosis: str
+    figures: dict[str, Any]
+    payment_ids: list[str] = field(default_factory=list)
+    payout_ids: list[str] = field(default_factory=list)
+    first_seen_at: str | None = None  # ISO 8601
+
+
+@dataclass
+class IncidentPass:
+    at: str  # ISO 8601, the workflow's time: a retried apply applies the same pass
+    conditions: list[IncidentCondition] = field(default_factory=list)
+
+
+@dataclass
+class IncidentPassResult:
+    """The classes of the incidents the pass opened, updated and resolved (one entry per incident)."""
+
+    opened: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from entrypoints.schedules import AML_SCHEDULE_ID, ensure_schedules, recon_schedule_id
+from entrypoints.schedules import AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID, ensure_schedules, recon_schedule_id
 from ledger.models import ledger_transfers
 from tests.e2e.conftest import Stack, eventually, new_player
 from tests.e2e.test_money_after_payment import (
@@ -306,7 +306,7 @@ async def test_the_daily_schedule_reconciles_yesterday(stack: Stack) -> None:
     """`payloop schedules` makes a schedule per PSP; triggered, it reconciles yesterday and the day whose SLA ended."""
     ids = await ensure_schedules(stack.client, stack.settings, ["crypto"])
     schedule_id = recon_schedule_id("crypto")
-    assert ids == [schedule_id, AML_SCHEDULE_ID]  # the daily AML re-check is always there too
+    assert ids == [schedule_id, AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID]  # the AML re-check and monitor are always there
     handle = stack.client.get_schedule_handle(schedule_id)
     try:
         assert await ensure_schedules(stack.client, stack.settings, ["crypto"]) == ids  # again: updated
@@ -326,7 +326,8 @@ async def test_the_daily_schedule_reconciles_yesterday(stack: Stack) -> None:
         assert {r["date"] for r in done} >= {yesterday.isoformat(), (yesterday - timedelta(days=1)).isoformat()}
     finally:
         await handle.delete()
-        await stack.client.get_schedule_handle(AML_SCHEDULE_ID).delete()
+        for other in (AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID):
+            await stack.client.get_schedule_handle(other).delete()
 
 
 async def test_a_failing_day_of_the_daily_start_does_not_spare_the_other_its_verdict(

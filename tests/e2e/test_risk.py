@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from api.app import create_app
-from entrypoints.schedules import AML_SCHEDULE_ID, ensure_schedules
+from entrypoints.schedules import AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID, ensure_schedules
 from tests.e2e.conftest import API_KEY, Stack, eventually, free_port, new_player, serve
 from tests.e2e.test_money_after_payment import open_dispute, resolve_dispute, wait_dispute
 from tests.e2e.test_payouts import funded_player, payout, set_kyc, wait_payout
@@ -436,3 +436,4 @@ async def test_the_daily_aml_recheck_runs(stack: Stack) -> None:
         assert (await sweep.result()).players_checked >= 1  # the players of the tests before this one
     finally:
         await handle.delete()
+        await stack.client.get_schedule_handle(MONITOR_SCHEDULE_ID).delete()

@@ -1,0 +1,257 @@
+"""Incidents and alerts for ops (the monitor opens incidents, incidents/ keeps them):
+
+- `GET /v1/ops/incidents?state=&incident_class=`: newest first, in keyset pages (`before`).
+- `GET /v1/ops/incidents/{id}`: class, scope, state, diagnosis, figures at open and now, the timeline, the affected
+  payments and payouts with their status now and their Temporal UI link, and the corrections taken (audit entries
+  naming the incident).
+- `POST /v1/ops/incidents/{id}/resolve {note}`: audited with the incident's id; if the cause still holds, the
+  monitor's next pass opens a new incident.
+- `GET /v1/ops/incidents/{id}/report`: JSON, or Markdown (`Accept: text/markdown` or `?format=md`).
+- `GET /v1/ops/alerts?kind=`: every alert, newest first, with the payment, payout, refund or reconciliation run it
+  is about.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from api import engine
+from api.auth import Principal, require_scope
+from api.errors import Problem, problem_responses, validation_problem
+from incidents import report as reports
+from incidents import store
+from incidents.models import INCIDENT_CLASSES
+from ledger.errors import RecordNotFound
+from payloop.alerts import alerts
+from players import audit
+from workflows.deposit import DepositWorkflow
+from workflows.withdrawal import WithdrawalWorkflow
+
+ops_router = APIRouter(prefix="/v1/ops", tags=["ops"], responses=problem_responses(503))
+
+INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
+IncidentId = Annotated[str, Path(pattern=INCIDENT_ID_PATTERN)]
+IncidentClass = Literal["failed_deposits", "delayed_withdrawals", "callback_errors", "currency_mismatch",
+                        "transaction_timeout", "gateway_downtime"]
+Ops = Annotated[Principal, Depends(require_scope("ops"))]
+ALERT_KIND_PATTERN = r"^[a-z_]{1,20}\.[a-z_]{1,40}$"
+# An alert's kind starts with what its reference is (workflows/*.py and api/routes/webhooks.py raise them).
+ALERT_SUBJECTS = {"deposit": "payment_id", "dispute": "payment_id", "payout": "payout_id", "withdrawal": "payout_id",
+                  "refund": "refund_id", "recon": "recon_run"}
+assert set(IncidentClass.__args__) == set(INCIDENT_CLASSES)  # type: ignore[attr-defined]
+
+
+class IncidentView(BaseModel):
+    incident_id: str
+    incident_class: str = Field(description=" | ".join(INCIDENT_CLASSES))
+    scope: str = Field(description='what it is about: "psp=card,method=card", "psp=card" or "all"')
+    state: str = Field(description="open | resolved")
+    diagnosis: str
+    opened_at: str
+    updated_at: str
+    resolved_at: str | None
+    resolved_by: str | None = Field(description='"monitor" (its cause cleared) or the ops client')
+    first_seen_at: str | None = Field(description="the oldest sign of the cause the monitor saw")
+    figures_at_open: dict[str, Any]
+    figures_now: dict[str, Any]
+
+
+class IncidentPage(BaseModel):
+    incidents: list[IncidentView]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class IncidentEventView(BaseModel):
+    kind: str = Field(description="opened | reopened | updated | resolved")
+    at: str
+    actor: str
+    details: dict[str, Any]
+
+
+class AffectedView(BaseModel):
+    kind: str = Field(description="payment | payout")
+    id: str
+    status: str = Field(description="its status now (a payout still running: running)")
+    final: bool
+    temporal_ui_url: str
+
+
+class CorrectionView(BaseModel):
+    at: str
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+
+
+class IncidentDetailView(IncidentView):
+    timeline: list[IncidentEventView]
+    affected: list[AffectedView]
+    corrections: list[CorrectionView] = Field(description="the ops actions taken for this incident (audit log)")
+
+
+class IncidentResolveRequest(BaseModel):
+    note: str = Field(min_length=1, max_length=500)
+
+
+class AlertView(BaseModel):
+    id: int
+    kind: str
+    at: str
+    reference: str
+    payment_id: str | None
+    payout_id: str | None
+    refund_id: str | None
+    recon_run: str | None
+    details: dict[str, str]
+
+
+class AlertPage(BaseModel):
+    alerts: list[AlertView]
+    next_before: int | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+def incident_not_found() -> Problem:
+    return Problem(404, "incident_not_found", "Incident not found", "no incident has this id")
+
+
+@ops_router.get("/incidents", response_model=IncidentPage, responses=problem_responses(422))
+async def list_incidents(
+    request: Request,
+    _principal: Ops,
+    state: Literal["open", "resolved"] | None = None,
+    incident_class: IncidentClass | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(pattern=INCIDENT_ID_PATTERN,
+                                        description="the previous page's next_before")] = None,
+) -> IncidentPage:
+    try:
+        found = await store.list_incidents(request.app.state.engine, state=state, incident_class=incident_class,
+                                           limit=limit + 1, before=before)
+    except RecordNotFound:
+        raise validation_problem([{"field": "query.before", "code": "unknown", "message": "no incident has this id"}],
+                                 "before names no incident") from None
+    page = found[:limit]
+    return IncidentPage(incidents=[IncidentView(**_fields(i)) for i in page],
+                        next_before=page[-1].incident_id if len(found) > limit else None)
+
+
+@ops_router.get("/incidents/{incident_id}", response_model=IncidentDetailView, responses=problem_responses(404))
+async def get_incident(incident_id: IncidentId, request: Request, _principal: Ops) -> IncidentDetailView:
+    db: AsyncEngine = request.app.state.engine
+    found = await reports.detail(db, incident_id)
+    if found is None:
+        raise incident_not_found()
+    settings = request.app.state.settings
+
+    def link(kind: str, object_id: str) -> str:
+        workflow_id = (DepositWorkflow.workflow_id(object_id) if kind == "payment"
+                       else WithdrawalWorkflow.workflow_id(object_id))
+        return engine.ui_url(settings, workflow_id)
+
+    return IncidentDetailView(
+        **_fields(found.incident),
+        timeline=[IncidentEventView(kind=e.kind, at=e.at.isoformat(), actor=e.actor, details=e.details)
+                  for e in found.timeline],
+        affected=[AffectedView(kind=a.kind, id=a.object_id, status=a.status, final=a.final,
+                               temporal_ui_url=link(a.kind, a.object_id)) for a in found.affected],
+        corrections=[CorrectionView(**c) for c in await _corrections(db, incident_id)],
+    )
+
+
+@ops_router.post("/incidents/{incident_id}/resolve", response_model=IncidentView,
+                 responses=problem_responses(404, 409, 422))
+async def resolve_incident(incident_id: IncidentId, body: IncidentResolveRequest, request: Request,
+                           principal: Ops) -> IncidentView:
+    """Resolve it by hand (audited, with the incident's id, in the same transaction). While its cause holds, the
+    monitor's next pass opens a new incident (`reopened` on its timeline)."""
+    now = datetime.now(timezone.utc)
+
+    async def audited(conn: AsyncConnection, incident: store.Incident) -> None:
+        await audit.record(conn, actor=principal.client_id, action="incident.resolve",
+                           subject=f"incident:{incident_id}",
+                           details={"note": body.note, "incident_class": incident.incident_class,
+                                    "scope": incident.scope}, now=now, incident_id=incident_id)
+
+    try:
+        incident = await store.resolve(request.app.state.engine, incident_id, principal.client_id, body.note, now,
+                                       on_resolved=audited)
+    except RecordNotFound:
+        raise incident_not_found() from None
+    except store.IncidentAlreadyResolved:
+        raise Problem(409, "incident_already_resolved", "Incident already resolved",
+                      "the incident is resolved; a new one opens if its cause holds") from None
+    return IncidentView(**_fields(incident))
+
+
+@ops_router.get("/incidents/{incident_id}/report", responses={
+    200: {"content": {"application/json": {"schema": {"type": "object"}},
+                      "text/markdown": {"schema": {"type": "string"}}},
+          "description": "detection time, diagnosis, corrections taken, validation, duration"},
+    **problem_responses(404, 422)})
+async def incident_report(incident_id: IncidentId, request: Request, _principal: Ops,
+                          format: Literal["json", "md"] | None = None) -> Response:  # noqa: A002
+    db: AsyncEngine = request.app.state.engine
+    document = await reports.report(db, incident_id, await _corrections(db, incident_id), datetime.now(timezone.utc))
+    if document is None:
+        raise incident_not_found()
+    markdown = format == "md" or (format is None and "text/markdown" in request.headers.get("accept", ""))
+    if markdown:
+        return Response(reports.report_markdown(document), media_type="text/markdown; charset=utf-8")
+    return JSONResponse(document)
+
+
+@ops_router.get("/alerts", response_model=AlertPage, responses=problem_responses(422))
+async def list_alerts(
+    request: Request,
+    _principal: Ops,
+    kind: Annotated[str | None, Query(pattern=ALERT_KIND_PATTERN, description='e.g. "deposit.currency_mismatch"')]
+    = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="the previous page's next_before")] = None,
+) -> AlertPage:
+    """Newest first (by id, through the primary key or ix_alerts_kind_id)."""
+    query = sa.select(alerts).order_by(alerts.c.id.desc()).limit(limit + 1)
+    if kind is not None:
+        query = query.where(alerts.c.kind == kind)
+    if before is not None:
+        query = query.where(alerts.c.id < before)
+    async with request.app.state.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    page = rows[:limit]
+    return AlertPage(alerts=[_alert_view(row) for row in page],
+                     next_before=page[-1].id if len(rows) > limit else None)
+
+
+def _alert_view(row: Any) -> AlertView:
+    about = {name: None for name in ("payment_id", "payout_id", "refund_id", "recon_run")}
+    subject = ALERT_SUBJECTS.get(row.kind.split(".")[0])
+    if subject is not None:
+        about[subject] = row.reference
+    return AlertView(id=row.id, kind=row.kind, at=row.at.isoformat(), reference=row.reference,
+                     details={str(k): str(v) for k, v in row.details.items()}, **about)
+
+
+async def _corrections(db: AsyncEngine, incident_id: str) -> list[dict[str, Any]]:
+    """The audit entries naming the incident, oldest first (through ix_audit_log_incident_id)."""
+    a = audit.audit_log.c
+    async with db.connect() as conn:
+        rows = await conn.execute(sa.select(a.at, a.actor, a.action, a.subject, a.details)
+                                  .where(a.incident_id == incident_id).order_by(a.id))
+        return [{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "subject": r.subject,
+                 "details": r.details} for r in rows]
+
+
+def _fields(i: store.Incident) -> dict[str, Any]:
+    return dict(incident_id=i.incident_id, incident_class=i.incident_class, scope=i.scope, state=i.state,
+                diagnosis=i.diagnosis, opened_at=i.opened_at.isoformat(), updated_at=i.updated_at.isoformat(),
+                resolved_at=i.resolved_at.isoformat() if i.resolved_at else None, resolved_by=i.resolved_by,
+                first_seen_at=i.first_seen_at.isoformat() if i.first_seen_at else None,
+                figures_at_open=i.figures_at_open, figures_now=i.figures_now)
