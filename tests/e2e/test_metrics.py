@@ -15,7 +15,7 @@ from tests.e2e.test_payouts import funded_player, payout, wait_payout
 
 COUNTERS = {
     "ewallet_mobile": ("payloop_deposits_total", {"status": "credited", "method": "ewallet", "psp": "ewallet",
-                                                  "device_class": "mobile", "country": "DE"}),
+                                                  "currency": "EUR", "device_class": "mobile", "country": "DE"}),
     "card_credited": ("payloop_deposits_total", {"status": "credited", "method": "card", "device_class": "desktop"}),
     "card_failed": ("payloop_deposits_total", {"status": "failed", "method": "card", "device_class": "tablet"}),
     "declined_3ds": ("payloop_deposit_declines_total", {"code": "3ds_failed"}),
