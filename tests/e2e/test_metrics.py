@@ -2,7 +2,8 @@
 exported by the Temporal runtime) and the API's (prometheus-client) count what happened — each deposit by final
 status, method and device class, the 3-D Secure paths, declines by code, payouts, PSP calls, init latency and
 time-to-credited histograms — and the SDK's own worker metrics are served beside them. Every metric the Prometheus
-rules and the Grafana dashboard name (deploy/, tests/observability.py) is one of them, with the labels they match on or group by."""
+rules and the Grafana dashboard name (deploy/, tests/observability.py) is one of them, with the labels they match
+on or group by."""
 
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ def exported(text: str) -> tuple[set[str], dict[str, set[str]]]:
 async def test_every_metric_the_rules_and_the_dashboard_name_is_exported(stack: Stack) -> None:
     """A scripted run makes every series the rules and the dashboard read appear on the API's /metrics or the worker's
     endpoint — deposits credited, failed after a 3-D Secure challenge and sent to review (an alert), a paid payout
-    with its fees, a chargeback — then each selector's metric must be there, with every label it matches on or groups by. The
-    monitor's metrics are checked against their definitions: tests/test_observability_files.py."""
+    with its fees, a chargeback — then each selector's metric must be there, with every label it matches on or
+    groups by. The monitor's metrics are checked against their definitions: tests/test_observability_files.py."""
     challenged = await deposit(stack, "card", "desktop", scenario="challenge")
     failed = await deposit(stack, "card", "tablet", scenario="3ds_fail")
     for init in (challenged, failed):
