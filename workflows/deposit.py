@@ -477,7 +477,7 @@ class DepositWorkflow(PspSignals):
                 ActivityName.CHECK_AML, AmlTrigger(s.player_id, "deposit", s.payment_id),
                 start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
-        metrics.deposit_ended(status=s.status, method=s.method, psp=s.psp, country=s.country,
+        metrics.deposit_ended(status=s.status, method=s.method, psp=s.psp, currency=s.currency, country=s.country,
                               device_class=self._input.device_class, failure_code=s.failure_code,
                               challenged=self._challenged, created_at=s.created_at, updated_at=s.updated_at)
         return s

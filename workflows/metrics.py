@@ -17,13 +17,17 @@ def _seconds_between(start_iso: str, end_iso: str) -> float:
     return max(0.0, (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds())
 
 
-def deposit_ended(*, status: str, method: str, psp: str | None, country: str | None, device_class: str | None,
-                  failure_code: str | None, challenged: bool, created_at: str, updated_at: str) -> None:
+def deposit_ended(*, status: str, method: str, psp: str | None, currency: str, country: str | None,
+                  device_class: str | None, failure_code: str | None, challenged: bool, created_at: str,
+                  updated_at: str) -> None:
     """A deposit reached its final status."""
     meter = workflow.metric_meter()
     where = {"method": method, "psp": psp or "none"}
-    meter.create_counter("payloop_deposits", "Deposits by final status, method, PSP, country and device class.").add(
-        1, where | {"status": status, "country": country or UNKNOWN, "device_class": device_class or UNKNOWN})
+    # With the currency, fees (counted per currency) can be divided by the successes they paid for.
+    ended = where | {"status": status, "currency": currency, "country": country or UNKNOWN,
+                     "device_class": device_class or UNKNOWN}
+    meter.create_counter("payloop_deposits", "Deposits by final status, method, PSP, currency, country and device "
+                         "class.").add(1, ended)
     if status == CREDITED:
         meter.create_histogram_float(
             "payloop_deposit_time_to_credited_seconds", "From the deposit's start to its credit, by method.",

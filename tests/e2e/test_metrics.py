@@ -1,7 +1,9 @@
 """The metrics after a scripted run, on both backends: the worker's (the workflows' and activities' metric meters,
 exported by the Temporal runtime) and the API's (prometheus-client) count what happened — each deposit by final
 status, method and device class, the 3-D Secure paths, declines by code, payouts, PSP calls, init latency and
-time-to-credited histograms — and the SDK's own worker metrics are served beside them."""
+time-to-credited histograms — and the SDK's own worker metrics are served beside them. Every metric the Prometheus
+rules and the Grafana dashboard name (deploy/, tests/observability.py) is one of them, with the labels they match
+on or group by."""
 
 from __future__ import annotations
 
@@ -9,13 +11,16 @@ import uuid
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import WORKER_METRICS_PORT, Stack, eventually, new_player
+from tests.e2e.test_money_after_payment import open_dispute, wait_dispute
 from tests.e2e.test_payouts import funded_player, payout, wait_payout
+from tests.observability import INCIDENT_METRICS, Selector, referenced_selectors
 
 COUNTERS = {
     "ewallet_mobile": ("payloop_deposits_total", {"status": "credited", "method": "ewallet", "psp": "ewallet",
-                                                  "device_class": "mobile", "country": "DE"}),
+                                                  "currency": "EUR", "device_class": "mobile", "country": "DE"}),
     "card_credited": ("payloop_deposits_total", {"status": "credited", "method": "card", "device_class": "desktop"}),
     "card_failed": ("payloop_deposits_total", {"status": "failed", "method": "card", "device_class": "tablet"}),
     "declined_3ds": ("payloop_deposit_declines_total", {"code": "3ds_failed"}),
@@ -86,3 +91,61 @@ async def test_the_metrics_count_what_happened(stack: Stack) -> None:
     async with httpx.AsyncClient() as http:  # the SDK's own worker metrics, on the same endpoint
         sdk = (await http.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")).text
     assert "temporal_workflow_completed" in sdk and "temporal_activity_execution_latency" in sdk
+
+
+# Sample names each metric type is exposed under, by the family name the parser gives it.
+SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
+                   "summary": ("_sum", "_count", "")}
+# Prometheus's own series about each scrape, not the product's.
+SCRAPE_SERIES = {"up"}
+
+
+def exported(text: str) -> tuple[set[str], dict[str, set[str]]]:
+    """The sample names an endpoint declares (a labelled counter with no sample yet is declared by its family), and
+    the label names seen on each sample name."""
+    declared: set[str] = set()
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        declared |= {family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
+        for sample in family.samples:
+            declared.add(sample.name)
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return declared, labels
+
+
+async def test_every_metric_the_rules_and_the_dashboard_name_is_exported(stack: Stack) -> None:
+    """A scripted run makes every series the rules and the dashboard read appear on the API's /metrics or the worker's
+    endpoint — deposits credited, failed after a 3-D Secure challenge and sent to review (an alert), a paid payout
+    with its fees, a chargeback — then each selector's metric must be there, with every label it matches on or
+    groups by. The monitor's metrics are checked against their definitions: tests/test_observability_files.py."""
+    challenged = await deposit(stack, "card", "desktop", scenario="challenge")
+    failed = await deposit(stack, "card", "tablet", scenario="3ds_fail")
+    for init in (challenged, failed):
+        await stack.sandbox.post(init["redirect_url"], data={"outcome": "success"})
+    to_review = await stack.deposit(method="ewallet", scenario="wrong_amount")
+    assert [(await stack.wait_final(init["payment_id"]))["status"] for init in (challenged, failed, to_review)] == [
+        "credited", "failed", "in_review"]
+    player = await funded_player(stack, "30.00", kyc=None)
+    assert (await wait_payout(stack, (await payout(stack, player, "10.00", country="DE"))["payout_id"]))[
+        "status"] == "paid"
+    await wait_dispute(stack, await open_dispute(stack, challenged["payment_id"], "20.00"), "opened")
+
+    wanted = [selector for selector in referenced_selectors()
+              if selector.metric not in SCRAPE_SERIES and selector.metric not in INCIDENT_METRICS]
+
+    async def missing() -> list[Selector]:
+        async with httpx.AsyncClient() as http:
+            worker = (await http.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")).text
+        api = (await stack.api.get("/metrics")).text
+        (worker_names, worker_labels), (api_names, api_labels) = exported(worker), exported(api)
+        names = worker_names | api_names
+        labels = {name: worker_labels.get(name, set()) | api_labels.get(name, set())
+                  for name in worker_labels.keys() | api_labels.keys()}
+        # A label can only be checked on a series that has samples (the API's alerts counter may have none yet).
+        return [selector for selector in wanted if selector.metric not in names
+                or (selector.metric in labels and not selector.labels <= labels[selector.metric])]
+
+    # The worker's metrics of a run appear once its workflows have recorded them.
+    await eventually(missing, lambda absent: not absent, timeout=15, interval=0.5)
+    assert {selector.metric for selector in wanted} >= {"payloop_deposits_total", "payloop_psp_circuit_state",
+                                                       "payloop_fees_minor_total", "payloop_disputes_total"}
