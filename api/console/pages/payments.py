@@ -43,9 +43,9 @@ async def search(request: Request, session: Session) -> Response:
                                                                  "psp_reference")})
     page = await payments.deposit_page(request, wanted, PAGE_SIZE, asked.get("before"))
     next_query = {**asked, "before": page.next_before} if page.next_before else None
+    psps = sorted(p.name for p in request.app.state.routing.psps)
     return render(request, "payments.html", session=session, page=page, asked=asked, statuses=STATUSES,
-                  methods=sorted(request.app.state.methods), psps=sorted(p.name for p in request.app.state.routing.psps),
-                  next_query=next_query)
+                  methods=sorted(request.app.state.methods), psps=psps, next_query=next_query)
 
 
 @router.get("/{payment_id}")
