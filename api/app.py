@@ -11,8 +11,9 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import errors, http_guards, outages
+from api import console, errors, http_guards, outages
 from api.auth import parse_api_keys
+from api.console.sessions import SessionStore
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics, CountersOf
 from api.rate_limits import RateLimits
@@ -62,6 +63,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
             db, on_delivery=lambda psp, outcome: counted.webhook_deliveries.labels(psp, outcome).inc(),
             on_alert=lambda kind: counted.alerts.labels(kind).inc())
         state.psp_health = HealthStore(db, state.routing)
+        state.console_sessions = SessionStore(db, idle_seconds=settings.console_session_idle_seconds,
+                                              absolute_seconds=settings.console_session_absolute_seconds)
 
         async def on_kyc_changed(player_id: str, _status: str) -> None:
             await payouts.nudge_kyc_waiting(state.temporal, player_id)
@@ -91,6 +94,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     http_guards.install(app, settings.api_body_timeout_seconds)  # before errors: inside its 500 middleware
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
+    console.install(app)  # /ops: the ops console's pages (README: Ops console)
     # Last, so outermost: every request (a rate-limited or timed-out one too) has its trace id and access line.
     app.add_middleware(AccessLogMiddleware, logger_name="payloop.api.access")
     for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing):

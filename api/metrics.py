@@ -9,6 +9,7 @@ workers/metrics.py."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from incidents.models import INCIDENT_CLASSES
 from incidents.store import open_counts
@@ -64,25 +65,42 @@ class ApiMetrics:
 
     async def refresh_from_database(self, engine: AsyncEngine, configured_psps: Iterable[str]) -> None:
         """The gauges that describe the database's state, read now."""
-        now = utcnow()
         async with engine.connect() as conn:
             circuits = {row.psp: row.state for row in await conn.execute(
                 sa.select(psp_circuits.c.psp, psp_circuits.c.state))}
-            queues = []
-            for queue, table, column, states, since in REVIEW_QUEUES:
-                count, oldest = (await conn.execute(sa.select(sa.func.count(), sa.func.min(since))
-                                                    .select_from(table).where(column.in_(states)))).one()
-                queues.append((queue, int(count), oldest))
+            queues = await _review_queues(conn, utcnow())
             incidents_open = await open_counts(conn)  # through ix_incidents_state_opened_at
         for psp in sorted(set(configured_psps) | set(circuits)):
             current = circuits.get(psp, "closed")  # never called yet: closed
             for state in CIRCUIT_STATES:
                 self.circuit_state.labels(psp, state).set(1 if state == current else 0)
-        for queue, count, oldest in queues:
-            self.reviews_open.labels(queue).set(count)
-            self.review_oldest_age_seconds.labels(queue).set(_age_seconds(oldest, now))
+        for queue in queues:
+            self.reviews_open.labels(queue.name).set(queue.count)
+            self.review_oldest_age_seconds.labels(queue.name).set(queue.oldest_age_seconds)
         for incident_class in INCIDENT_CLASSES:
             self.incidents_open.labels(incident_class).set(incidents_open.get(incident_class, 0))
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    name: str  # deposits | payouts | risk_cases
+    count: int
+    oldest_age_seconds: float  # 0 when empty
+
+
+async def review_queues(engine: AsyncEngine) -> list[ReviewQueue]:
+    """Each review queue's size and its oldest item's age, through indexes (the gauges and the ops console)."""
+    async with engine.connect() as conn:
+        return await _review_queues(conn, utcnow())
+
+
+async def _review_queues(conn: AsyncConnection, now: datetime) -> list[ReviewQueue]:
+    queues = []
+    for queue, table, column, states, since in REVIEW_QUEUES:
+        count, oldest = (await conn.execute(sa.select(sa.func.count(), sa.func.min(since))
+                                            .select_from(table).where(column.in_(states)))).one()
+        queues.append(ReviewQueue(queue, int(count), _age_seconds(oldest, now)))
+    return queues
 
 
 def _age_seconds(since: datetime | None, now: datetime) -> float:

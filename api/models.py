@@ -1,5 +1,5 @@
-"""The API's own tables: the Idempotency-Key store and the webhook delivery log (the inbox of verified events
-is `psp/inbox.py`: the workflows' activities read their evidence from it)."""
+"""The API's own tables: the Idempotency-Key store, the webhook delivery log (the inbox of verified events is
+`psp/inbox.py`: the workflows' activities read their evidence from it) and the ops console's sessions."""
 
 import sqlalchemy as sa
 
@@ -34,4 +34,16 @@ webhook_deliveries = sa.Table(
     sa.Column("detail", sa.String(200)),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Index("ix_webhook_deliveries_at", "at"),  # the monitor's window of callback errors, the pruner
+)
+
+ops_sessions = sa.Table(
+    "ops_sessions",
+    metadata,
+    # An ops console sign-in (api/console/sessions.py). Only the SHA-256 of the cookie's random token is kept, so
+    # a read of this table signs nobody in; deleting the row ends the session (sign-out, expiry).
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False),  # the ops-scoped API key's client
+    sa.Column("csrf_token", sa.String(64), nullable=False),  # every console form carries it
+    sa.Column("created_at", UtcDateTime, nullable=False),  # the absolute expiry counts from here
+    sa.Column("last_seen_at", UtcDateTime, nullable=False, index=True),  # the idle expiry from here
 )

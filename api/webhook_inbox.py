@@ -88,6 +88,13 @@ class WebhookInbox:
         async with self.engine.connect() as conn:
             return [row._asdict() for row in await conn.execute(query)]
 
+    async def events_about(self, record_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The stored events naming our payment (payout, refund) id, newest first (its own index)."""
+        query = (sa.select(webhook_events).where(webhook_events.c.payment_id == record_id)
+                 .order_by(webhook_events.c.id.desc()).limit(limit))
+        async with self.engine.connect() as conn:
+            return [row._asdict() for row in await conn.execute(query)]
+
     async def event(self, event_row_id: int) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(webhook_events).where(webhook_events.c.id == event_row_id))).first()

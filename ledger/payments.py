@@ -14,7 +14,8 @@ The PSP a payment's money was captured at is fixed from the capture on (`record_
 against that PSP's capture.
 
 `list_payments` is the ops list: newest first, one filter at a time or none, keyset pages; every filter has an index
-that ends in (created_at, payment_id), so a page is an index range scan whatever the table's size.
+that ends in (created_at, payment_id), so a page is an index range scan whatever the table's size — but the PSP
+reference's, which names one payment (or the few a PSP reused it for) and is found through its own index.
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ class PaymentFilter:
     psp: str | None = None
     method: str | None = None
     review_reason: str | None = None
+    psp_reference: str | None = None  # the PSP's own reference: one payment, or a handful (by its own index)
     created_from: datetime | None = None
     created_to: datetime | None = None
 
 
-_EQUALITY_FILTERS = ("status", "player_id", "psp", "method", "review_reason")
+_EQUALITY_FILTERS = ("status", "player_id", "psp", "method", "review_reason", "psp_reference")
 
 
 async def record_payment(engine: AsyncEngine, record: PaymentRecord) -> None:

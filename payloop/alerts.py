@@ -4,6 +4,7 @@ and reference; the process that raises one counts it on its metrics (`payloop_al
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +23,13 @@ alerts = sa.Table(
     sa.Index("ix_alerts_at", "at"),  # the monitor's window
     sa.Index("ix_alerts_kind_id", "kind", "id"),  # the ops list per kind, newest first
 )
+
+
+async def recent_alerts(engine: AsyncEngine, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest alerts first (by id: the order they were raised in)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(alerts).order_by(alerts.c.id.desc()).limit(limit))
+        return [row._asdict() for row in rows]
 
 
 async def raise_alert(engine: AsyncEngine, *, kind: str, reference: str, details: dict[str, str],

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     api_header_timeout_seconds: float = Field(default=10.0, gt=0)
     api_body_timeout_seconds: float = Field(default=20.0, gt=0)
 
+    # -- the ops console (/ops, api/console/) --------------------------------------------------------------------
+    # The session cookie is `Secure` (sent over HTTPS only). Turn off only for a console served over plain http
+    # (a dev stack on localhost, the tests); the API refuses nothing for it, so production keeps the default.
+    console_cookie_secure: bool = True
+    # A session ends after this long without a request, and this long after sign-in whatever happens.
+    console_session_idle_seconds: int = Field(default=8 * 3600, ge=60)
+    console_session_absolute_seconds: int = Field(default=12 * 3600, ge=60)
+
     # -- dev mode ---------------------------------------------------------------------------------------------
     # Allows the built-in API key and webhook secret and the default SQLite ledger. Only the embedded stack
     # (`payloop run`, `payloop demo`) sets it, for the processes it starts; without it `payloop api` / `payloop

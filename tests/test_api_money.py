@@ -276,7 +276,7 @@ def payment_row(payment_id: str) -> PaymentRow:
 @pytest.mark.parametrize("query", [
     "status=lost", "player_id=a:b", "psp=CARD", "method=card!", "review_reason=" + "x" * 101, "limit=0",
     "limit=201", "from=1700000000", "from=2026-01-01T00:00:00", "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
-    "before=pay_zz", "before=" + "x" * 2000,
+    "before=pay_zz", "before=" + "x" * 2000, "psp_reference=a%20b", "psp_reference=" + "r" * 201,
 ])
 async def test_ops_payments_filters_are_validated(api: Api, query: str) -> None:
     assert_problem(await api.call("GET", f"/v1/ops/payments?{query}"), 422, "validation_error")

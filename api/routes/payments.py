@@ -47,6 +47,8 @@ PAYMENT_ID_RE = re.compile(PAYMENT_ID_PATTERN)
 # Names as the routing file allows them, within the payments table's columns.
 PSP_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 METHOD_PATTERN = r"^[a-z_]{1,30}$"
+# A PSP's own reference of a payment, as the payments table holds it.
+PSP_REFERENCE_PATTERN = r"^[\x21-\x7e]{1,200}$"
 # A review decision that refunds at a PSP can take minutes: the route answers 202 rather than hold the caller.
 REVIEW_WAIT_SECONDS = 10.0
 # workflows.types.DepositStatus, as the ops list filters by it (tests/test_api_money.py keeps the two equal).
@@ -258,6 +260,15 @@ async def review_payment(
     """Approve (credit what the PSP captured, or `amount` of it: the rest is refunded) or reject (refund the
     capture at the PSP, or close a deposit nothing was captured for) a deposit in review. The workflow writes the
     audit entry `payment:<id>` itself."""
+    view, finished = await decide_review(request, principal, payment_id, body)
+    return view if finished else JSONResponse(view.model_dump(), status_code=202)
+
+
+async def decide_review(
+    request: Request, principal: Principal, payment_id: str, body: DepositReviewRequest
+) -> tuple[PaymentView, bool]:
+    """Sends the review decision (the route and the ops console): the payment's view after it, and whether the
+    decision was carried out within REVIEW_WAIT_SECONDS (False: still being carried out, e.g. a refund)."""
     if body.amount is not None and body.decision != "approve":
         raise Problem(422, "invalid_decision", "Invalid decision", "an amount goes only with approve",
                       errors=[{"field": "amount", "code": "not_allowed", "message": "only with approve"}])
@@ -274,9 +285,16 @@ async def review_payment(
                                        wait_seconds=REVIEW_WAIT_SECONDS, not_found=payment_not_found(),
                                        rejected=review_refused)
     if done is engine.STILL_RUNNING:
-        current = await payment_view(request, await _query_state(client, workflow_id), ops=True)
-        return JSONResponse(current.model_dump(), status_code=202)
-    return await payment_view(request, done, ops=True)
+        return await payment_view(request, await _query_state(client, workflow_id), ops=True), False
+    return await payment_view(request, done, ops=True), True
+
+
+async def ops_payment(request: Request, payment_id: str) -> PaymentView:
+    """Any client's deposit as ops see it (the ops console's payment page); 404 for an id that names none."""
+    if not PAYMENT_ID_RE.fullmatch(payment_id):
+        raise payment_not_found()
+    state = await _query_state(request.app.state.temporal, DepositWorkflow.workflow_id(payment_id))
+    return await payment_view(request, state, ops=True)
 
 
 # A validator's refusal (its ApplicationError type) → status, code, title.
@@ -304,6 +322,7 @@ async def list_deposits(
     psp: Annotated[str | None, Query(pattern=PSP_NAME_PATTERN)] = None,
     method: Annotated[str | None, Query(pattern=METHOD_PATTERN)] = None,
     review_reason: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,100}$")] = None,
+    psp_reference: Annotated[str | None, Query(pattern=PSP_REFERENCE_PATTERN)] = None,
     created_from: Annotated[QueryMoment | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
     created_to: Annotated[QueryMoment | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -314,7 +333,12 @@ async def list_deposits(
     if created_from is not None and created_to is not None and created_from >= created_to:
         raise validation_problem([{"field": "query.from", "code": "range", "message": "from must be before to"}])
     wanted = PaymentFilter(status=status, player_id=player_id, psp=psp, method=method, review_reason=review_reason,
-                           created_from=created_from, created_to=created_to)
+                           psp_reference=psp_reference, created_from=created_from, created_to=created_to)
+    return await deposit_page(request, wanted, limit, before)
+
+
+async def deposit_page(request: Request, wanted: PaymentFilter, limit: int, before: str | None) -> OpsPaymentPage:
+    """A page of the ops list (the route and the ops console)."""
     try:
         # One more than asked: whether there is a next page is known without a request that finds it empty.
         rows = await list_payments(request.app.state.engine, wanted, limit=limit + 1, before=before)

@@ -153,6 +153,12 @@ async def review_payout(
     request: Request,
     principal: Annotated[Principal, Depends(require_scope("ops"))],
 ) -> PayoutView:
+    return await decide_review(request, principal, payout_id, body)
+
+
+async def decide_review(request: Request, principal: Principal, payout_id: str,
+                        body: ReviewDecisionRequest) -> PayoutView:
+    """Sends the review decision (the route and the ops console)."""
     if not PAYOUT_ID_RE.fullmatch(payout_id):
         raise payout_not_found()
     reviewer = f"{principal.client_id}/{body.reviewer}"
@@ -173,6 +179,11 @@ async def list_payouts(
     status: PayoutStatusFilter = "in_review",
 ) -> list[PayoutView]:
     """Payouts by status from Temporal visibility (e.g. the review queue); newest first, at most 100."""
+    return await payouts_by_status(request, status)
+
+
+async def payouts_by_status(request: Request, status: str) -> list[PayoutView]:
+    """The route's list (and the ops console's payout review queue)."""
     client: Client = request.app.state.temporal
     # Only this deployment's payouts (its task queue): another deployment's in the same namespace would need that
     # deployment's workers to answer the status query, and one that cannot answer fails the whole listing.

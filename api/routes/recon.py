@@ -158,6 +158,12 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[str | None, Query(pattern=CASE_ID_PATTERN, description="the previous page's next_before")] = None,
 ) -> ReconCasePage:
+    return await case_page(request, state=state, psp=psp, class_=class_, limit=limit, before=before)
+
+
+async def case_page(request: Request, *, state: str | None = None, psp: str | None = None,
+                    class_: str | None = None, limit: int = 50, before: str | None = None) -> ReconCasePage:
+    """A page of cases (the route and the ops console)."""
     try:
         cases = await recon.list_cases(request.app.state.engine, state=state, psp=psp, class_=class_,
                                        limit=limit + 1, before=before)

@@ -62,6 +62,12 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[str | None, Query(pattern=CASE_ID_PATTERN, description="the previous page's next_before")] = None,
 ) -> RiskCasePage:
+    return await case_page(request, state=state, kind=kind, player_id=player_id, limit=limit, before=before)
+
+
+async def case_page(request: Request, *, state: str | None = None, kind: str | None = None,
+                    player_id: str | None = None, limit: int = 50, before: str | None = None) -> RiskCasePage:
+    """A page of cases (the route and the ops console's review queue)."""
     try:
         found = await cases.list_cases(request.app.state.engine, state=state, kind=kind, player_id=player_id,
                                        limit=limit + 1, before=before)
@@ -85,6 +91,12 @@ async def get_case(case_id: CaseId, request: Request, _principal: Ops) -> RiskCa
 async def decide(case_id: CaseId, body: RiskCaseDecisionRequest, request: Request, principal: Ops) -> RiskCaseView:
     """`escalate` keeps the case active (the player's payouts keep going to review); `clear` and `report` close it
     for good. The decision and its audit entry are one transaction."""
+    return await decide_case(request, principal, case_id, body)
+
+
+async def decide_case(request: Request, principal: Principal, case_id: str,
+                      body: RiskCaseDecisionRequest) -> RiskCaseView:
+    """The decision, audited as the principal's (the route and the ops console)."""
     now = datetime.now(timezone.utc)
 
     async def audited(conn: AsyncConnection, case: cases.RiskCase) -> None:

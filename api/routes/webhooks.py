@@ -319,6 +319,11 @@ async def replay_webhook(
 ) -> dict[str, Any]:
     """Signals a dead letter again (e.g. once its payment exists). The workflow dedupes by event id and checks
     amount, currency and reference itself, so a replay can never move money the event did not justify."""
+    return await replay_dead_letter(request, principal, event_row_id)
+
+
+async def replay_dead_letter(request: Request, principal: Principal, event_row_id: int) -> dict[str, Any]:
+    """The replay, audited as the principal's (the route and the ops console)."""
     inbox: WebhookInbox = request.app.state.webhook_inbox
     stored = await inbox.event(event_row_id)
     if stored is None:

@@ -235,6 +235,8 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
         review_wait_timeout_seconds=6.0,
         payout_psp_down_deadline_seconds=30.0,
         payout_psp_down_first_retry_seconds=1.0,
+        # The stack serves plain http on loopback; tests/e2e/test_console.py checks the flag's default separately.
+        console_cookie_secure=False,
     )
     return Settings(**(values | overrides))
 

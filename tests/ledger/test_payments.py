@@ -220,6 +220,8 @@ async def test_list_payments_filters_newest_first_and_pages(engine: AsyncEngine)
         "pay_09", "pay_07", "pay_05", "pay_03", "pay_01"]
     assert ids(await list_payments(engine, PaymentFilter(review_reason="psp_status_unknown"))) == ["pay_07",
                                                                                                    "pay_02"]
+    assert ids(await list_payments(engine, PaymentFilter(psp_reference="ref-pay_04"))) == ["pay_04"]
+    assert ids(await list_payments(engine, PaymentFilter(psp_reference="ref-pay_04", status="failed"))) == []
     window = PaymentFilter(created_from=T0 + timedelta(minutes=1), created_to=T0 + timedelta(minutes=3))
     assert ids(await list_payments(engine, window)) == ["pay_05", "pay_04", "pay_03", "pay_02"]
     assert ids(await list_payments(engine, PaymentFilter(status="credited"), limit=2, before="pay_05")) == [

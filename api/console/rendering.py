@@ -1,0 +1,100 @@
+"""Server-rendered pages: the Jinja2 templates (autoescaped), the route class every console page uses (a refusal of
+the shared code becomes a page, not problem+json) and the security headers of every /ops response."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.console.guard import FormRefused, SignInRequired
+from api.console.sessions import ConsoleSession
+from api.problems import Problem
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+PREFIX = "/ops"
+# The menu: (path, label). An area added later (incidents) is one line here, a template and a page module.
+NAV = (
+    ("/ops", "Overview"),
+    ("/ops/payments", "Payments"),
+    ("/ops/reviews", "Review queues"),
+    ("/ops/dead-letters", "Dead letters"),
+    ("/ops/recon", "Reconciliation"),
+    ("/ops/psps", "PSP health"),
+)
+SECURITY_HEADERS = {
+    # Everything the console loads is its own (one CSS file); no script at all, so no inline one either.
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",  # frame-ancestors for browsers that predate it
+    "cache-control": "no-store",  # payment data stays out of shared and back-button caches
+}
+
+_environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                  undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render(request: Request, template: str, *, session: ConsoleSession | None, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    page = _environment.get_template(template).render(nav=NAV, path=request.url.path, session=session, **context)
+    return HTMLResponse(page, status_code=status_code)
+
+
+def refusal(request: Request, status_code: int, title: str, detail: str,
+            session: ConsoleSession | None = None) -> HTMLResponse:
+    return render(request, "message.html", session=session, status_code=status_code, title=title, detail=detail)
+
+
+class ConsoleRoute(APIRoute):
+    """A console page: no session → the sign-in page; a refused form → 403; a Problem the shared code raised (not
+    found, not in review …) or a form the API's models refuse → a page saying so, with the same status."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def console_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInRequired:
+                return RedirectResponse(f"{PREFIX}/login", status_code=303)
+            except FormRefused:
+                return refusal(request, 403, "Form refused", "The form was not sent from this console's own page "
+                               "in this session. Nothing was changed; open the page again and resend it.")
+            except Problem as problem:
+                return refusal(request, problem.status, problem.title, problem.detail or problem.title)
+            except ValidationError as err:
+                fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in err.errors())
+                return refusal(request, 422, "Invalid form", fields)
+
+        return console_handler
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every response under /ops (pages, redirects, the stylesheet, 404s)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == PREFIX or path.startswith(PREFIX + "/")):
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.decode("latin-1").lower() not in SECURITY_HEADERS]
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
