@@ -99,6 +99,6 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     app.add_middleware(AccessLogMiddleware, logger_name="payloop.api.access")
     for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing):
         app.include_router(module.router)
-    for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk, incidents):
+    for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk, routing, incidents):
         app.include_router(module.ops_router)
     return app

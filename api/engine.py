@@ -144,6 +144,25 @@ async def _update_problems(handle: WorkflowHandle, not_found: Problem,
         raise rejected(ApplicationError("it has already finished", type="Finished")) from None
 
 
+async def signal(client: Client, workflow_id: str, handler: Callable, *, not_found: Problem,
+                 finished: Problem) -> None:
+    """Sends a signal (without arguments) to a running workflow: `not_found` when there is no such workflow,
+    `finished` when it has ended (a signal then reaches nothing)."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        await handle.signal(handler)
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise unavailable("the payment engine is unavailable") from err
+        try:
+            await handle.describe()
+        except RPCError as described:
+            if described.status == RPCStatusCode.NOT_FOUND:
+                raise not_found from None
+            raise unavailable("the payment engine is unavailable") from described
+        raise finished from None
+
+
 async def state(client: Client, workflow_id: str, handler: Callable, result_type: type, *, not_found: Problem) -> Any:
     """A payment's state. A finished workflow returned it: read from its close event, so no worker replays the
     whole history to answer (clients poll finished payments most) and no worker needs to be up. A running one

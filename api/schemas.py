@@ -463,6 +463,8 @@ class PspHealthView(BaseModel):
                                                "compares with its `failure_rate`; null without samples")
     p95_latency_ms: int | None = Field(description="over `samples`; null without samples")
     circuit: Literal["closed", "open", "half_open"]
+    forced: Literal["open", "closed"] | None = Field(
+        description="held so by ops (`POST /v1/ops/psps/{psp}/circuit`) whatever its failures; null: the breaker's")
     opened_at: str | None = Field(description="when the circuit opened; null while closed")
     window_seconds: int = Field(description="the PSP's circuit-breaker window (its `health.window_seconds`)")
     window_start: str = Field(description="the window's first instant: `window_seconds` ago, or when the circuit "
@@ -678,3 +680,67 @@ class RiskCaseDetailView(RiskCaseView):
     transactions: list[RiskTransactionView] = Field(description="the pattern's payments and payouts, oldest first")
     payments: list[RiskTransactionView] = Field(description="the player's newest deposits")
     payouts: list[RiskTransactionView] = Field(description="the player's newest payouts")
+
+
+# --- ops corrections (README: Corrections) ----------------------------------------------------------------------
+
+# An incident's id as the monitor makes it: the action's audit entry names it, so the incident's report lists it.
+INCIDENT_ID_PATTERN = r"^inc_[a-z0-9]{1,36}$"
+IncidentId = Annotated[str, StringConstraints(pattern=INCIDENT_ID_PATTERN),
+                       Field(examples=["inc_01jf3k2m9x"], description="the incident this correction is taken for")]
+
+
+class OpsActionRequest(BaseModel):
+    """The body every correction takes (optional where there is nothing else to say)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"incident_id": "inc_01jf3k2m9x"}]})
+
+    incident_id: IncidentId | None = None
+
+
+class WebhookBulkReplayRequest(OpsActionRequest):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
+        {"psp": "card", "from": "2026-12-05T10:00:00Z", "to": "2026-12-05T11:00:00Z", "limit": 100}]})
+
+    psp: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")] | None = None
+    received_from: Annotated[QueryMoment | None, Field(alias="from", description="received at or after; ISO 8601 "
+                                                                                   "with a time zone")] = None
+    received_to: Annotated[QueryMoment | None, Field(alias="to", description="received before")] = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+
+
+class ReplayFailure(BaseModel):
+    id: int
+    code: str = Field(description="why it is still a dead letter: unknown_payment, payment_finished, "
+                                  "signal_failed (the payment engine was unavailable; try again) …")
+
+
+class WebhookBulkReplayResult(BaseModel):
+    replayed: list[int] = Field(description="the stored events' ids now signalled to their workflows")
+    failed: list[ReplayFailure] = Field(description="the events still dead letters, each with why")
+
+
+class CircuitForceRequest(OpsActionRequest):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"state": "open", "incident_id": "inc_01jf3k2m9x"}, {"state": "auto"}]})
+
+    state: Literal["open", "closed", "auto"] = Field(
+        description="open: no traffic unless every candidate is open; closed: failures never open it; auto: back "
+                    "to the circuit breaker, closed")
+
+
+class MethodSwitchRequest(OpsActionRequest):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
+
+    enabled: StrictBool
+
+
+class MethodSwitchView(BaseModel):
+    method: str
+    enabled: bool
+    updated_at: str | None = Field(description="when it was last switched; null if never")
+    updated_by: str | None = Field(description="the API client that switched it; null if never")
+
+
+class MethodSwitchList(BaseModel):
+    methods: list[MethodSwitchView]

@@ -95,6 +95,20 @@ class WebhookInbox:
         async with self.engine.connect() as conn:
             return [row._asdict() for row in await conn.execute(query)]
 
+    async def dead_letters(self, *, psp: str | None, received_from: datetime | None, received_to: datetime | None,
+                           limit: int) -> list[dict[str, Any]]:
+        """Dead letters, oldest first: of `psp`, received in [`received_from`, `received_to`) (each optional)."""
+        e = webhook_events.c
+        query = sa.select(webhook_events).where(e.state == "dead_letter").order_by(e.id).limit(limit)
+        if psp is not None:
+            query = query.where(e.psp == psp)
+        if received_from is not None:
+            query = query.where(e.received_at >= received_from)
+        if received_to is not None:
+            query = query.where(e.received_at < received_to)
+        async with self.engine.connect() as conn:
+            return [row._asdict() for row in await conn.execute(query)]
+
     async def event(self, event_row_id: int) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(webhook_events).where(webhook_events.c.id == event_row_id))).first()

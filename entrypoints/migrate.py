@@ -20,6 +20,7 @@ import players.controls  # noqa: F401
 import players.notifications  # noqa: F401
 import psp.inbox  # noqa: F401
 import psp.routing.health  # noqa: F401
+import psp.routing.switches  # noqa: F401
 import risk.models  # noqa: F401
 from payloop.db import create_engine, metadata
 

@@ -508,6 +508,39 @@ async def test_a_late_result_while_open_changes_nothing(engine: AsyncEngine, wor
     assert await store.record("card_a", "get_payment", True, 10, None, T0 + timedelta(seconds=40)) == CLOSED
 
 
+async def test_a_circuit_forced_open_stays_open_until_auto(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)  # card_a: open 30 s
+    await store.force("card_a", OPEN, T0)
+    later = T0 + timedelta(minutes=10)  # far past open_seconds: no half-open promotion
+    assert (await store.states(later))["card_a"] == OPEN
+    assert await store.record("card_a", "create_payment", True, 10, None, later) == OPEN  # not the probe's
+    snap = (await store.snapshot(later, registered=ALL))["card_a"].as_json()
+    assert (snap["circuit"], snap["forced"], snap["available"]) == ("open", "open", False)
+    await store.force("card_a", None, later)
+    row = await circuit_row(engine, "card_a")
+    assert (row.state, row.forced, row.opened_at, row.updated_at) == ("closed", None, None, later)
+    # Back to the breaker: it opens again on failures after `auto`.
+    for i in range(1, 5):
+        state = await store.record("card_a", "create_payment", False, 10, "timeout", later + timedelta(seconds=i))
+    assert state == OPEN
+
+
+async def test_a_circuit_forced_closed_never_opens(engine: AsyncEngine, world: RoutingConfig) -> None:
+    store = HealthStore(engine, world)  # card_a: min_samples 4, failure_rate 0.5
+    for i in range(4):
+        await store.record("card_a", "create_payment", False, 10, "timeout", T0 + timedelta(seconds=i))
+    assert (await store.states(T0 + timedelta(seconds=4)))["card_a"] == OPEN
+    forced_at = T0 + timedelta(seconds=5)
+    await store.force("card_a", CLOSED, forced_at)
+    for i in range(1, 11):
+        at = forced_at + timedelta(seconds=i)
+        assert await store.record("card_a", "create_payment", False, 10, "timeout", at) == CLOSED
+    snap = (await store.snapshot(forced_at + timedelta(seconds=11), registered=ALL))["card_a"].as_json()
+    assert (snap["circuit"], snap["forced"], snap["error_rate"]) == ("closed", "closed", "1.0000")
+    await store.force("card_a", None, forced_at + timedelta(seconds=12))
+    assert await store.record("card_a", "create_payment", False, 10, "x", forced_at + timedelta(seconds=13)) == CLOSED
+
+
 async def test_snapshot_and_pruning(engine: AsyncEngine, world: RoutingConfig) -> None:
     store = HealthStore(engine, world, retention=timedelta(hours=1))
     now = T0
@@ -519,7 +552,7 @@ async def test_snapshot_and_pruning(engine: AsyncEngine, world: RoutingConfig) -
     assert list(snap)[:5] == ["card_a", "card_b", "card_c", "wallet", "bank"]
     b = snap["card_b"].as_json()
     assert b == {"psp": "card_b", "samples": 20, "success_rate": "0.7500", "error_rate": "0.2500",
-                 "p95_latency_ms": 190, "circuit": "closed", "opened_at": None, "window_seconds": 60,
+                 "p95_latency_ms": 190, "circuit": "closed", "forced": None, "opened_at": None, "window_seconds": 60,
                  "window_start": (now - timedelta(seconds=60)).isoformat(), "available": True}
     assert snap["card_a"].as_json()["samples"] == 0 and snap["card_a"].success_rate is None
     assert await store.prune(now + timedelta(minutes=55)) == 1  # the 10-minute-old attempt is past the hour

@@ -47,6 +47,7 @@ class WithdrawalWorkflow(PspSignals):
         self._status_poll = StatusPollPlan()  # the routed PSP's schedule
         self._answered = False
         self._kyc_nudged = False
+        self._send_now = False  # ops asked a deferred payout to try its PSP now
         self._review: ReviewDecision | None = None
         self._review_update_id = ""
         self._cancel: CancelRequest | None = None
@@ -98,6 +99,13 @@ class WithdrawalWorkflow(PspSignals):
     def kyc_changed(self) -> None:
         """A nudge only: the workflow reads the KYC status itself rather than trusting a signal's content."""
         self._kyc_nudged = True
+
+    @workflow.signal
+    def send_now(self) -> None:
+        """Ops: the PSP this payout waits for is back; end the deferral now. Heard only while deferred, so a
+        late one cannot cut a later deferral short."""
+        if self._state.deferred_until is not None:
+            self._send_now = True
 
     # --- the flow --------------------------------------------------------------------------------------
 
@@ -200,8 +208,9 @@ class WithdrawalWorkflow(PspSignals):
                     raise Finish(PayoutStatus.FAILED, "psp_unavailable")
                 workflow.logger.warning("payout %s deferred %.0f s: %s is down", s.payout_id, delay_seconds, route.psp)
                 s.deferred_until = (workflow.now() + timedelta(seconds=delay_seconds)).isoformat()
-                await workflow.sleep(timedelta(seconds=delay_seconds))
-                s.deferred_until = None
+                # The same one timer as a sleep (histories recorded before send_now replay), ended early by it.
+                await wait_until(lambda: self._send_now, delay_seconds)
+                s.deferred_until, self._send_now = None, False
                 delay_seconds = min(delay_seconds * 2, PAYOUT_DEFER_MAX_WAIT_SECONDS)
                 refused.clear()
             result = await self._psp.create(route.psp, CreatePspPayoutInput(

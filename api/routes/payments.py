@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from api import engine
+from api import corrections, engine
 from api.auth import Principal, require_scope
 from api.client_address import player_address
 from api.errors import Problem, problem_responses, validation_problem
@@ -22,6 +23,7 @@ from api.risk_decisions import risk_views
 from api.schemas import (
     PLAYER_ID_PATTERN,
     DepositReviewRequest,
+    OpsActionRequest,
     OpsPaymentItem,
     OpsPaymentPage,
     PaymentInitRequest,
@@ -34,6 +36,7 @@ from ledger.payments import PaymentFilter, PaymentMoney, PaymentRow, list_paymen
 from ledger.refunds import payment_refunds
 from payloop.money import MoneyError, to_decimal_string
 from payloop.settings import Settings
+from psp.routing import switches
 from psp.scenarios import SANDBOX_CARDS, SCENARIOS
 from workflows.deposit import DepositWorkflow
 from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer, PspPaymentView, ReviewDecision
@@ -77,6 +80,11 @@ async def init_payment(
     if body.method not in methods:
         raise Problem(422, "unsupported_method", "Unsupported method", f"method must be one of {sorted(methods)}",
                       errors=[{"field": "method", "code": "unsupported", "message": "unknown payment method"}])
+    if body.method in await switches.disabled_methods(request.app.state.engine):
+        # Before the Idempotency-Key is claimed: nothing is started or stored (a retry once it is on goes through).
+        raise Problem(422, "method_disabled", "Method disabled",
+                      f"{body.method} payments are switched off for now; offer the methods of GET /v1/payment-methods",
+                      errors=[{"field": "method", "code": "disabled", "message": "switched off by operations"}])
     check_sandbox_scenario(body.meta.sandbox_scenario, SCENARIOS)
     check_sandbox_card(body.meta.sandbox_card, SANDBOX_CARDS)
     return await run_once(
@@ -311,6 +319,32 @@ def review_refused(err: ApplicationError) -> Problem:
     # Anything else (a finished workflow: "Finished") means the deposit is not waiting for a decision.
     status, code, title = _REVIEW_REFUSALS.get(err.type or "", _REVIEW_REFUSALS["NotInReview"])
     return Problem(status, code, title, err.message)
+
+
+@ops_router.post(
+    "/{payment_id}/resync", status_code=202, response_model=PaymentView,
+    responses=problem_responses(404, 409, 422),
+)
+async def resync_payment(
+    payment_id: str, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
+    body: OpsActionRequest | None = None,
+) -> PaymentView:
+    """Re-syncs a running deposit with its PSP: the workflow asks the PSP for the payment's status (signal
+    `status_recheck`) and only the PSP's answer moves money. Accepted, not done: the answer is the payment as it
+    is now; read it again for the outcome. A workflow that asked its PSP in the last 30 s does not ask again."""
+    if not PAYMENT_ID_RE.fullmatch(payment_id):
+        raise payment_not_found()
+    client: Client = request.app.state.temporal
+    workflow_id = DepositWorkflow.workflow_id(payment_id)
+    state = await _query_state(client, workflow_id)
+    if state.status in DepositStatus.FINAL:
+        raise corrections.already_final("payment", state.status)
+    await engine.signal(client, workflow_id, DepositWorkflow.status_recheck, not_found=payment_not_found(),
+                        finished=corrections.already_final("payment", "finished"))
+    now = datetime.now(timezone.utc)
+    await corrections.record_alone(request.app.state.engine, principal, "payment.resync", f"payment:{payment_id}",
+                                   {"status": state.status, "psp": state.psp}, body, now)
+    return await payment_view(request, state, ops=True)
 
 
 @ops_router.get("", response_model=OpsPaymentPage, responses=problem_responses(422))

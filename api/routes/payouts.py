@@ -14,19 +14,21 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from api import engine
+from api import corrections, engine
 from api.auth import Principal, require_scope
 from api.client_address import player_address
 from api.errors import Problem, problem_responses
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.risk_decisions import risk_views
-from api.schemas import CancelPayoutRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest
+from api.schemas import (
+    CancelPayoutRequest, OpsActionRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest,
+)
 from ledger import player_account
 from payloop.money import to_decimal_string
 from players import audit
 from psp.scenarios import PAYOUT_SCENARIOS
-from workflows.types import CancelRequest, ReviewDecision, WithdrawalInput, WithdrawalState
+from workflows.types import CancelRequest, PayoutStatus, ReviewDecision, WithdrawalInput, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow
 
 log = logging.getLogger("payloop.payouts")
@@ -194,6 +196,54 @@ async def payouts_by_status(request: Request, status: str) -> list[PayoutView]:
         states.append(await engine.state(client, execution.id, WithdrawalWorkflow.status, WithdrawalState,
                                          not_found=payout_not_found()))
     return [_view(request, s) for s in states]
+
+
+@ops_router.post("/{payout_id}/resync", status_code=202, response_model=PayoutView,
+                 responses=problem_responses(404, 409, 422))
+async def resync_payout(
+    payout_id: str, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
+    body: OpsActionRequest | None = None,
+) -> PayoutView:
+    """Re-syncs a running payout with its PSP, as `POST /v1/ops/payments/{id}/resync` does a deposit: the
+    workflow asks the PSP (signal `status_recheck`), and only the PSP's answer posts or voids the hold."""
+    state = await _ops_state(request, payout_id)
+    if state.status in PayoutStatus.FINAL:
+        raise corrections.already_final("payout", state.status)
+    await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
+                        WithdrawalWorkflow.status_recheck, not_found=payout_not_found(),
+                        finished=corrections.already_final("payout", "finished"))
+    await corrections.record_alone(request.app.state.engine, principal, "payout.resync", f"payout:{payout_id}",
+                                   {"status": state.status, "psp": state.psp}, body, datetime.now(timezone.utc))
+    return _view(request, state)
+
+
+@ops_router.post("/{payout_id}/send-now", status_code=202, response_model=PayoutView,
+                 responses=problem_responses(404, 409, 422))
+async def send_payout_now(
+    payout_id: str, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
+    body: OpsActionRequest | None = None,
+) -> PayoutView:
+    """Ends the wait of a payout deferred because no PSP of its method took it (`deferred_until` set): it tries
+    its PSP now (signal `send_now`), rather than at `deferred_until`. Use it once the PSP is back; if it is still
+    down the payout is deferred again. Accepted, not done: read the payout again for the outcome."""
+    state = await _ops_state(request, payout_id)
+    if state.deferred_until is None:
+        raise Problem(409, "not_deferred", "Payout is not deferred",
+                      f"the payout is {state.status} and not waiting for its PSP to come back",
+                      current_status=state.status)
+    await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
+                        WithdrawalWorkflow.send_now, not_found=payout_not_found(),
+                        finished=Problem(409, "not_deferred", "Payout is not deferred", "the payout has finished"))
+    await corrections.record_alone(request.app.state.engine, principal, "payout.send_now", f"payout:{payout_id}",
+                                   {"deferred_until": state.deferred_until, "psp": state.psp}, body,
+                                   datetime.now(timezone.utc))
+    return _view(request, state)
+
+
+async def _ops_state(request: Request, payout_id: str) -> WithdrawalState:
+    if not PAYOUT_ID_RE.fullmatch(payout_id):
+        raise payout_not_found()
+    return await _state(request.app.state.temporal, payout_id)
 
 
 def _review_refused(err: ApplicationError) -> Problem:

@@ -18,17 +18,20 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import corrections
 from api.auth import Principal, require_scope
-from api.errors import Problem, problem_responses
+from api.errors import Problem, problem_responses, validation_problem
 from api.rate_limits import RateLimits, rate_limited_problem
 from api.routes.disputes import DISPUTE_ID_RE
 from api.routes.payments import PAYMENT_ID_RE
 from api.routes.payouts import PAYOUT_ID_RE
 from api.routes.refunds import REFUND_ID_RE
-from api.schemas import WebhookAck, WebhookEventDetail, WebhookEventView
+from api.schemas import (
+    OpsActionRequest, ReplayFailure, WebhookAck, WebhookBulkReplayRequest, WebhookBulkReplayResult, WebhookEventDetail,
+    WebhookEventView,
+)
 from api.webhook_inbox import STALLED_AFTER, WebhookInbox
 from payloop import alerts
-from players import audit
 from psp.base import InvalidWebhook, WebhookEvent
 from psp.registry import signed_by_another_psp
 from workflows import search_attributes
@@ -125,6 +128,16 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
 async def deliver(client: Client, task_queue: str, inbox: WebhookInbox, event: WebhookEvent, now: datetime) -> str:
     """Signals a stored event to its workflow, chosen by the event's kind; "accepted", "dead_letter" or
     "retry_later" (kept as a dead letter that the PSP's redelivery or ops' replay retries)."""
+    reason = await deliver_or_refuse(client, task_queue, inbox, event, now)
+    if reason is None:
+        return "accepted"
+    return "retry_later" if reason == "signal_failed" else "dead_letter"
+
+
+async def deliver_or_refuse(
+    client: Client, task_queue: str, inbox: WebhookInbox, event: WebhookEvent, now: datetime
+) -> str | None:
+    """`deliver`'s work: None once signalled, else why the event stays a dead letter (its stored reason)."""
     # The signal names the stored event; the workflow reads it back from the inbox before it counts.
     evidence = PspEvidence(psp=event.psp, event_id=event.event_id)
     try:
@@ -136,9 +149,9 @@ async def deliver(client: Client, task_queue: str, inbox: WebhookInbox, event: W
         reason = "signal_failed"
     if reason is None:
         await inbox.mark(event.psp, event.event_id, "signalled", now)
-        return "accepted"
-    await inbox.mark(event.psp, event.event_id, "dead_letter", now, reason)
-    return "retry_later" if reason == "signal_failed" else "dead_letter"
+    else:
+        await inbox.mark(event.psp, event.event_id, "dead_letter", now, reason)
+    return reason
 
 
 def _dispute_refusal(event: WebhookEvent) -> str | None:
@@ -291,6 +304,30 @@ async def _read_limited(request: Request) -> bytes:
 # --- ops: dead letters, delivery logs, replay -----------------------------------------------------------------
 
 
+@ops_router.post("/replay", response_model=WebhookBulkReplayResult, responses=problem_responses(422))
+async def replay_webhooks(
+    request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
+    body: WebhookBulkReplayRequest | None = None,
+) -> WebhookBulkReplayResult:
+    """Replays dead letters in bulk, oldest first: of one PSP (`psp`), received in [`from`, `to`), at most `limit`
+    (default 100, at most 500). Each is delivered as `POST /v1/ops/webhooks/{id}/replay` delivers one, and each
+    replayed event has its own audit entry; the answer says which were signalled and why the others were not."""
+    wanted = body or WebhookBulkReplayRequest()
+    if wanted.received_from and wanted.received_to and wanted.received_from >= wanted.received_to:
+        raise validation_problem([{"field": "from", "code": "range", "message": "from must be before to"}])
+    inbox: WebhookInbox = request.app.state.webhook_inbox
+    dead_letters = await inbox.dead_letters(psp=wanted.psp, received_from=wanted.received_from,
+                                            received_to=wanted.received_to, limit=wanted.limit)
+    result = WebhookBulkReplayResult(replayed=[], failed=[])
+    for stored in dead_letters:
+        reason = await _replay(request, principal, stored, wanted, bulk=True)
+        if reason is None:
+            result.replayed.append(stored["id"])
+        else:
+            result.failed.append(ReplayFailure(id=stored["id"], code=reason))
+    return result
+
+
 @ops_router.get("", response_model=list[WebhookEventView])
 async def list_webhooks(
     request: Request,
@@ -313,9 +350,11 @@ async def get_webhook(
     return event
 
 
-@ops_router.post("/{event_row_id}/replay", response_model=WebhookEventDetail, responses=problem_responses(404, 409))
+@ops_router.post("/{event_row_id}/replay", response_model=WebhookEventDetail,
+                 responses=problem_responses(404, 409, 422))
 async def replay_webhook(
-    event_row_id: EventRowId, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))]
+    event_row_id: EventRowId, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
+    body: OpsActionRequest | None = None,
 ) -> dict[str, Any]:
     """Signals a dead letter again (e.g. once its payment exists). The workflow dedupes by event id and checks
     amount, currency and reference itself, so a replay can never move money the event did not justify."""
@@ -330,17 +369,28 @@ async def replay_dead_letter(request: Request, principal: Principal, event_row_i
         raise Problem(404, "webhook_not_found", "Webhook not found", "no stored webhook has this id")
     if stored["state"] != "dead_letter":
         raise Problem(409, "not_a_dead_letter", "Not a dead letter", f"the webhook is {stored['state']}")
-    event = _stored_event(stored)
-    now = datetime.now(timezone.utc)
-    outcome = await deliver(request.app.state.temporal, request.app.state.settings.task_queue, inbox, event, now)
-    async with request.app.state.engine.begin() as conn:
-        await audit.record(conn, actor=principal.client_id, action="webhook.replay", subject=f"webhook:{event_row_id}",
-                           details={"outcome": outcome}, now=now)
-    if outcome != "accepted":
+    reason = await _replay(request, principal, stored, body, bulk=False)
+    if reason is not None:
+        engine_down = reason == "signal_failed"
         raise Problem(409, "replay_not_delivered", "Replay not delivered",
-                      "the payment is still unknown or finished" if outcome == "dead_letter"
-                      else "the payment engine is unavailable; try again", retryable=outcome == "retry_later")
+                      "the payment engine is unavailable; try again" if engine_down
+                      else "the payment is still unknown or finished", retryable=engine_down, reason=reason)
     return await inbox.event(event_row_id)
+
+
+async def _replay(request: Request, principal: Principal, stored: dict[str, Any], body: OpsActionRequest | None,
+                  *, bulk: bool) -> str | None:
+    """Delivers one stored dead letter again and audits it (`webhook.replay`); None when signalled, else why
+    it stays a dead letter."""
+    now = datetime.now(timezone.utc)
+    inbox: WebhookInbox = request.app.state.webhook_inbox
+    reason = await deliver_or_refuse(request.app.state.temporal, request.app.state.settings.task_queue, inbox,
+                                     _stored_event(stored), now)
+    outcome = "accepted" if reason is None else "retry_later" if reason == "signal_failed" else "dead_letter"
+    details = {"outcome": outcome, **({"reason": reason} if reason else {}), **({"bulk": True} if bulk else {})}
+    await corrections.record_alone(request.app.state.engine, principal, "webhook.replay",
+                                   f"webhook:{stored['id']}", details, body, now)
+    return reason
 
 
 def _stored_event(stored: dict[str, Any]) -> WebhookEvent:

@@ -1,7 +1,7 @@
 """PSP routing: the routing file (config), the pure router, and PSP health with a circuit breaker (health).
 
-`psp.routing.health` (HealthStore, the psp_attempts / psp_circuits tables) is imported on its own: it needs the
-database, the rest is pure.
+`psp.routing.health` (HealthStore, the psp_attempts / psp_circuits tables) and `psp.routing.switches` (ops'
+method switches) are imported on their own: they need the database, the rest is pure.
 """
 
 from payloop.yaml_files import Issue

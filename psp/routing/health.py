@@ -13,13 +13,18 @@ make each transition at most once and never lose one:
 
 Any result recorded while half-open counts as the probe's (the store does not track which call was the probe).
 
+Ops may force a circuit (`force()`, kept in `forced` so every process honours it): forced `open` keeps it open
+(no promotion to half-open) and forced `closed` keeps it closed (failures never open it) — the breaker's
+transitions all require `forced IS NULL`; `auto` hands it back to the breaker, closed, with a fresh window.
+`state` always holds the effective state, so the router, the metrics gauge and the ops page read one column.
+
 `snapshot()` (the ops page) shows each PSP's rates over the same attempts the breaker judges (`_window_attempts`),
 so a rate it shows is the one the breaker acts on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -54,11 +59,16 @@ psp_circuits = sa.Table(
     sa.Column("opened_at", UtcDateTime, nullable=True),
     sa.Column("probes_in_flight", sa.Integer, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),  # when the state last changed (or a probe was taken)
+    # Set by ops (POST /v1/ops/psps/{psp}/circuit): the state held whatever the breaker sees; NULL = the breaker's.
+    sa.Column("forced", sa.String(10), nullable=True),
     sa.CheckConstraint("state IN ('closed', 'open', 'half_open')", name="state"),
+    sa.CheckConstraint("forced IS NULL OR forced = state", name="forced"),
 )
 
 # Prune old attempts on one record() in this many (by attempt id): cheap on average, bounded table.
 PRUNE_EVERY = 100
+# What ops may set a circuit to: held open, held closed, or back to the breaker.
+FORCED_STATES = (CircuitState.OPEN, CircuitState.CLOSED)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class PspHealth:
     error_rate: Decimal | None
     p95_latency_ms: int | None
     circuit: CircuitState
+    forced: CircuitState | None  # held by ops (open or closed) rather than by the breaker
     opened_at: datetime | None
     window_seconds: int
     window_start: datetime  # the later of now - window_seconds and the circuit's last change of state
@@ -85,6 +96,7 @@ class PspHealth:
             "error_rate": None if self.error_rate is None else str(self.error_rate),
             "p95_latency_ms": self.p95_latency_ms,
             "circuit": self.circuit.value,
+            "forced": None if self.forced is None else self.forced.value,
             "opened_at": None if self.opened_at is None else self.opened_at.isoformat(),
             "window_seconds": self.window_seconds,
             "window_start": self.window_start.isoformat(),
@@ -151,6 +163,24 @@ class HealthStore:
                         updated_at=now))
             return result.rowcount == 1
 
+    async def force(self, psp: str, forced: CircuitState | None, now: datetime | None = None,
+                    on_forced: Callable[[AsyncConnection], Awaitable[None]] | None = None) -> None:
+        """Holds `psp`'s circuit open or closed (`forced` in FORCED_STATES), or hands it back to the breaker
+        (`forced` None: closed, its window starting now, so failures from before do not reopen it at once).
+        `on_forced` runs in the same transaction (the audit entry)."""
+        assert forced is None or forced in FORCED_STATES
+        now = now or utcnow()
+        state = forced or CircuitState.CLOSED
+        async with self.engine.begin() as conn:
+            row = await self._circuit(conn, psp, now)
+            values: dict[str, Any] = {"forced": None if forced is None else forced.value, "state": state.value,
+                                      "probes_in_flight": 0, "updated_at": now}
+            if state != CircuitState(row.state) or forced is None:
+                values["opened_at"] = now if state == CircuitState.OPEN else None
+            await conn.execute(psp_circuits.update().where(psp_circuits.c.psp == psp).values(**values))
+            if on_forced is not None:
+                await on_forced(conn)
+
     async def prune(self, now: datetime | None = None) -> int:
         async with self.engine.begin() as conn:
             return await self._prune(conn, now or utcnow())
@@ -198,19 +228,21 @@ class HealthStore:
             psp=psp, samples=len(attempts),
             success_rate=_rate(len(attempts) - failures, len(attempts)), error_rate=_rate(failures, len(attempts)),
             p95_latency_ms=_percentile(sorted(attempt.latency_ms for attempt in attempts), 95),
-            circuit=state, opened_at=circuit.opened_at if state != CircuitState.CLOSED else None,
+            circuit=state, forced=CircuitState(circuit.forced) if circuit is not None and circuit.forced else None,
+            opened_at=circuit.opened_at if state != CircuitState.CLOSED else None,
             window_seconds=th.window_seconds, window_start=since,
             available=registered and state != CircuitState.OPEN,
         )
 
     async def _circuit(self, conn: AsyncConnection, psp: str, now: datetime) -> Any:
         await insert_if_missing(conn, psp_circuits, {"psp": psp, "state": CircuitState.CLOSED.value,
-                                                     "opened_at": None, "probes_in_flight": 0, "updated_at": now})
+                                                     "opened_at": None, "probes_in_flight": 0, "updated_at": now,
+                                                     "forced": None})
         return (await conn.execute(sa.select(psp_circuits).where(psp_circuits.c.psp == psp))).one()
 
     @staticmethod
     def _due(row: Any, th: HealthThresholds, now: datetime) -> bool:
-        return (row.state == CircuitState.OPEN.value and row.opened_at is not None
+        return (row.state == CircuitState.OPEN.value and row.forced is None and row.opened_at is not None
                 and now - row.opened_at >= timedelta(seconds=th.open_seconds))
 
     async def _promote_if_due(self, conn: AsyncConnection, row: Any, th: HealthThresholds,
@@ -225,7 +257,7 @@ class HealthStore:
                           now: datetime, *, opened_at: datetime | None = None) -> bool:
         """The conditional UPDATE: True when this call made the transition (the row was still in `old`)."""
         c = psp_circuits.c
-        where = [c.psp == psp, c.state == old.value]
+        where = [c.psp == psp, c.state == old.value, c.forced.is_(None)]  # a forced circuit is ops' to change
         if opened_at is not None:  # open → half_open: only the opening we looked at
             where.append(c.opened_at == opened_at)
         values: dict[str, Any] = {"state": new.value, "probes_in_flight": 0, "updated_at": now}

@@ -15,7 +15,7 @@ from psp.routing.health import HealthStore, psp_attempts, psp_circuits
 from tests.e2e.conftest import OTHER_CLIENT_KEY, WALLET_ONLY_KEY, Stack
 from tests.e2e.test_api import assert_problem
 
-HEALTH_KEYS = {"psp", "samples", "success_rate", "error_rate", "p95_latency_ms", "circuit", "opened_at",
+HEALTH_KEYS = {"psp", "samples", "success_rate", "error_rate", "p95_latency_ms", "circuit", "forced", "opened_at",
                "window_seconds", "window_start", "available"}
 
 

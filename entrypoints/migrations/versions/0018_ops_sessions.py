@@ -1,7 +1,7 @@
 """The ops console's sessions: the hash of each session's token, its client, its CSRF token and its clock.
 
 Revision ID: 0018_ops_sessions
-Revises: 0016_incidents
+Revises: 0017_ops_controls
 Create Date: 2026-12-05
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from payloop.db import UtcDateTime
 
 revision: str = "0018_ops_sessions"
-down_revision: str | None = "0016_incidents"
+down_revision: str | None = "0017_ops_controls"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,34 @@
+"""What every ops correction (README: Corrections) shares: its audit entry, which names the incident the action
+was taken for when the request gives one, so the incident's report lists the corrections taken."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from api.auth import Principal
+from api.problems import Problem
+from api.schemas import OpsActionRequest
+from players import audit
+
+
+async def record(conn: AsyncConnection, principal: Principal, action: str, subject: str, details: dict[str, Any],
+                 body: OpsActionRequest | None, now: datetime) -> None:
+    """The action's audit entry, in the transaction of the change it made."""
+    await audit.record(conn, actor=principal.client_id, action=action, subject=subject, details=details, now=now,
+                       incident_id=body.incident_id if body else None)
+
+
+async def record_alone(engine: AsyncEngine, principal: Principal, action: str, subject: str,
+                       details: dict[str, Any], body: OpsActionRequest | None, now: datetime) -> None:
+    """The audit entry of an action whose change is not ours to write (a signal to a workflow): written once
+    the workflow has taken it."""
+    async with engine.begin() as conn:
+        await record(conn, principal, action, subject, details, body, now)
+
+
+def already_final(noun: str, status: str) -> Problem:
+    """A re-sync of a payment or payout that has nothing left to learn from its PSP."""
+    return Problem(409, "already_final", f"The {noun} is final", f"the {noun} is {status}", current_status=status)
