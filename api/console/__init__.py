@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
-from api.console.pages import dead_letters, login, overview, payments, psps, recon, reviews
+from api.console.pages import alerts, dead_letters, incidents, login, overview, payments, psps, recon, reviews
 from api.console.rendering import STATIC, SecurityHeaders
 
 _static = APIRouter(prefix="/ops/static", include_in_schema=False)
@@ -26,6 +26,6 @@ def install(app: FastAPI) -> None:
     """The console's routes and the security headers of its responses (the sessions' store is made at start-up,
     with the database: api/app.py)."""
     app.add_middleware(SecurityHeaders)
-    for module in (login, overview, payments, reviews, dead_letters, recon, psps):
+    for module in (login, overview, incidents, alerts, payments, reviews, dead_letters, recon, psps):
         app.include_router(module.router)
     app.include_router(_static)

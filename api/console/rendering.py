@@ -21,9 +21,11 @@ from api.problems import Problem
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/ops"
-# The menu: (path, label). An area added later (incidents) is one line here, a template and a page module.
+# The menu: (path, label). An area added later is one line here, a template and a page module.
 NAV = (
     ("/ops", "Overview"),
+    ("/ops/incidents", "Incidents"),
+    ("/ops/alerts", "Alerts"),
     ("/ops/payments", "Payments"),
     ("/ops/reviews", "Review queues"),
     ("/ops/dead-letters", "Dead letters"),

@@ -132,6 +132,12 @@ async def list_incidents(
     before: Annotated[str | None, Query(pattern=INCIDENT_ID_PATTERN,
                                         description="the previous page's next_before")] = None,
 ) -> IncidentPage:
+    return await incident_page(request, state=state, incident_class=incident_class, limit=limit, before=before)
+
+
+async def incident_page(request: Request, *, state: str | None, incident_class: str | None, limit: int,
+                        before: str | None) -> IncidentPage:
+    """A page of incidents, newest first (the JSON list and the console's)."""
     try:
         found = await store.list_incidents(request.app.state.engine, state=state, incident_class=incident_class,
                                            limit=limit + 1, before=before)
@@ -145,6 +151,12 @@ async def list_incidents(
 
 @ops_router.get("/incidents/{incident_id}", response_model=IncidentDetailView, responses=problem_responses(404))
 async def get_incident(incident_id: IncidentId, request: Request, _principal: Ops) -> IncidentDetailView:
+    return await incident_detail(request, incident_id)
+
+
+async def incident_detail(request: Request, incident_id: str) -> IncidentDetailView:
+    """The incident with its timeline, affected payments and payouts (status now, Temporal UI link) and the
+    corrections taken; incident_not_found when there is none."""
     db: AsyncEngine = request.app.state.engine
     found = await reports.detail(db, incident_id)
     if found is None:
@@ -172,6 +184,13 @@ async def resolve_incident(incident_id: IncidentId, body: IncidentResolveRequest
                            principal: Ops) -> IncidentView:
     """Resolve it by hand (audited, with the incident's id, in the same transaction). While its cause holds, the
     monitor's next pass opens a new incident (`reopened` on its timeline)."""
+    return await resolve(request, principal, incident_id, body)
+
+
+async def resolve(request: Request, principal: Principal, incident_id: str,
+                  body: IncidentResolveRequest) -> IncidentView:
+    """Ops resolve an incident (the JSON route and the console's form): incident_not_found, or 409 when it is
+    resolved already."""
     now = datetime.now(timezone.utc)
 
     async def audited(conn: AsyncConnection, incident: store.Incident) -> None:
@@ -198,14 +217,20 @@ async def resolve_incident(incident_id: IncidentId, body: IncidentResolveRequest
     **problem_responses(404, 422)})
 async def incident_report(incident_id: IncidentId, request: Request, _principal: Ops,
                           format: Literal["json", "md"] | None = None) -> Response:  # noqa: A002
-    db: AsyncEngine = request.app.state.engine
-    document = await reports.report(db, incident_id, await _corrections(db, incident_id), datetime.now(timezone.utc))
-    if document is None:
-        raise incident_not_found()
+    document = await report_document(request, incident_id)
     markdown = format == "md" or (format is None and "text/markdown" in request.headers.get("accept", ""))
     if markdown:
         return Response(reports.report_markdown(document), media_type="text/markdown; charset=utf-8")
     return JSONResponse(document)
+
+
+async def report_document(request: Request, incident_id: str) -> dict[str, Any]:
+    """The incident's report as a JSON-able dict (incidents/report.py; reports.report_markdown renders it)."""
+    db: AsyncEngine = request.app.state.engine
+    document = await reports.report(db, incident_id, await _corrections(db, incident_id), datetime.now(timezone.utc))
+    if document is None:
+        raise incident_not_found()
+    return document
 
 
 @ops_router.get("/alerts", response_model=AlertPage, responses=problem_responses(422))
@@ -217,6 +242,10 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[int | None, Query(ge=1, description="the previous page's next_before")] = None,
 ) -> AlertPage:
+    return await alert_page(request, kind=kind, limit=limit, before=before)
+
+
+async def alert_page(request: Request, *, kind: str | None, limit: int, before: int | None) -> AlertPage:
     """Newest first (by id, through the primary key or ix_alerts_kind_id)."""
     query = sa.select(alerts).order_by(alerts.c.id.desc()).limit(limit + 1)
     if kind is not None:
