@@ -332,6 +332,12 @@ async def resync_payment(
     """Re-syncs a running deposit with its PSP: the workflow asks the PSP for the payment's status (signal
     `status_recheck`) and only the PSP's answer moves money. Accepted, not done: the answer is the payment as it
     is now; read it again for the outcome. A workflow that asked its PSP in the last 30 s does not ask again."""
+    return await resync(request, principal, payment_id, body)
+
+
+async def resync(request: Request, principal: Principal, payment_id: str,
+                 body: OpsActionRequest | None) -> PaymentView:
+    """The deposit's re-sync (the route and the ops console): 404, or 409 already_final."""
     if not PAYMENT_ID_RE.fullmatch(payment_id):
         raise payment_not_found()
     client: Client = request.app.state.temporal

@@ -206,6 +206,12 @@ async def resync_payout(
 ) -> PayoutView:
     """Re-syncs a running payout with its PSP, as `POST /v1/ops/payments/{id}/resync` does a deposit: the
     workflow asks the PSP (signal `status_recheck`), and only the PSP's answer posts or voids the hold."""
+    return await resync(request, principal, payout_id, body)
+
+
+async def resync(request: Request, principal: Principal, payout_id: str,
+                 body: OpsActionRequest | None) -> PayoutView:
+    """The payout's re-sync (the route and the ops console): 404, or 409 already_final."""
     state = await _ops_state(request, payout_id)
     if state.status in PayoutStatus.FINAL:
         raise corrections.already_final("payout", state.status)
@@ -226,6 +232,12 @@ async def send_payout_now(
     """Ends the wait of a payout deferred because no PSP of its method took it (`deferred_until` set): it tries
     its PSP now (signal `send_now`), rather than at `deferred_until`. Use it once the PSP is back; if it is still
     down the payout is deferred again. Accepted, not done: read the payout again for the outcome."""
+    return await send_now(request, principal, payout_id, body)
+
+
+async def send_now(request: Request, principal: Principal, payout_id: str,
+                   body: OpsActionRequest | None) -> PayoutView:
+    """The deferred payout sent now (the route and the ops console): 404, or 409 not_deferred."""
     state = await _ops_state(request, payout_id)
     if state.deferred_until is None:
         raise Problem(409, "not_deferred", "Payout is not deferred",

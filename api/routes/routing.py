@@ -106,6 +106,11 @@ async def force_circuit(
     usable — and it never turns half-open) or `closed` (failures never open it), or `auto`: back to the circuit
     breaker, closed, its window starting afresh. Every process honours it at once (it is kept in the database).
     The answer is the PSP's health as `GET /v1/ops/psp-health` shows it."""
+    return await force(request, principal, psp, body)
+
+
+async def force(request: Request, principal: Principal, psp: str, body: CircuitForceRequest) -> dict[str, Any]:
+    """The circuit forced (the route and the ops console): 404 unknown_psp; the PSP's health after."""
     if routing_config(request).psp(psp) is None:
         raise Problem(404, "unknown_psp", "Unknown PSP", "no PSP of that name is in the routing file")
     forced = None if body.state == "auto" else CircuitState(body.state)
@@ -123,8 +128,13 @@ async def force_circuit(
 @ops_router.get("/methods", response_model=MethodSwitchList)
 async def list_method_switches(request: Request, _principal: Ops) -> MethodSwitchList:
     """Every payment method with its switch (a method never switched is on)."""
+    return MethodSwitchList(methods=await method_switches(request))
+
+
+async def method_switches(request: Request) -> list[MethodSwitchView]:
+    """Every method's switch (the route and the ops console's methods page)."""
     found = await switches.switches(request.app.state.engine, request.app.state.methods)
-    return MethodSwitchList(methods=[_switch_view(switch) for switch in found])
+    return [_switch_view(found_switch) for found_switch in found]
 
 
 @ops_router.post("/methods/{method}", response_model=MethodSwitchView, responses=problem_responses(404, 422))
@@ -133,6 +143,11 @@ async def switch_method(
 ) -> MethodSwitchView:
     """Switches a payment method off (`enabled: false`: hidden from `GET /v1/payment-methods`, new deposits
     refused with 422 `method_disabled`; deposits already started go on) or on again."""
+    return await switch(request, principal, method, body)
+
+
+async def switch(request: Request, principal: Principal, method: str, body: MethodSwitchRequest) -> MethodSwitchView:
+    """The method switched (the route and the ops console): 404 unknown_method."""
     if method not in request.app.state.methods:
         raise Problem(404, "unknown_method", "Unknown method", "no PSP takes a payment method of that name")
     now = datetime.now(timezone.utc)

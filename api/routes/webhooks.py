@@ -312,7 +312,12 @@ async def replay_webhooks(
     """Replays dead letters in bulk, oldest first: of one PSP (`psp`), received in [`from`, `to`), at most `limit`
     (default 100, at most 500). Each is delivered as `POST /v1/ops/webhooks/{id}/replay` delivers one, and each
     replayed event has its own audit entry; the answer says which were signalled and why the others were not."""
-    wanted = body or WebhookBulkReplayRequest()
+    return await replay_in_bulk(request, principal, body or WebhookBulkReplayRequest())
+
+
+async def replay_in_bulk(request: Request, principal: Principal,
+                         wanted: WebhookBulkReplayRequest) -> WebhookBulkReplayResult:
+    """The bulk replay (the route and the ops console's dead letters and incident pages)."""
     if wanted.received_from and wanted.received_to and wanted.received_from >= wanted.received_to:
         raise validation_problem([{"field": "from", "code": "range", "message": "from must be before to"}])
     inbox: WebhookInbox = request.app.state.webhook_inbox
@@ -358,11 +363,12 @@ async def replay_webhook(
 ) -> dict[str, Any]:
     """Signals a dead letter again (e.g. once its payment exists). The workflow dedupes by event id and checks
     amount, currency and reference itself, so a replay can never move money the event did not justify."""
-    return await replay_dead_letter(request, principal, event_row_id)
+    return await replay_dead_letter(request, principal, event_row_id, body)
 
 
-async def replay_dead_letter(request: Request, principal: Principal, event_row_id: int) -> dict[str, Any]:
-    """The replay, audited as the principal's (the route and the ops console)."""
+async def replay_dead_letter(request: Request, principal: Principal, event_row_id: int,
+                             body: OpsActionRequest | None = None) -> dict[str, Any]:
+    """The replay, audited as the principal's with the incident it names (the route and the ops console)."""
     inbox: WebhookInbox = request.app.state.webhook_inbox
     stored = await inbox.event(event_row_id)
     if stored is None:
