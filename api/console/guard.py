@@ -47,6 +47,7 @@ async def current_session(request: Request) -> ConsoleSession:
     if token:
         session = await session_store(request).find(token, utcnow())
         if session is not None and has_ops_key(request, session.client_id):
+            request.state.console_session = session  # for a refusal page's menu (rendering.ConsoleRoute)
             return session
     raise SignInRequired()
 

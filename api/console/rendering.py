@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.console import flash
 from api.console.guard import FormRefused, SignInRequired
 from api.console.sessions import ConsoleSession
 from api.problems import Problem
@@ -31,6 +32,7 @@ NAV = (
     ("/ops/dead-letters", "Dead letters"),
     ("/ops/recon", "Reconciliation"),
     ("/ops/psps", "PSP health"),
+    ("/ops/methods", "Methods"),
 )
 SECURITY_HEADERS = {
     # Everything the console loads is its own (one CSS file); no script at all, so no inline one either.
@@ -47,8 +49,13 @@ _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), aut
 
 def render(request: Request, template: str, *, session: ConsoleSession | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:
-    page = _environment.get_template(template).render(nav=NAV, path=request.url.path, session=session, **context)
-    return HTMLResponse(page, status_code=status_code)
+    """The page, with the message the last action of this session left (shown once)."""
+    message = flash.take(request, session)
+    page = _environment.get_template(template).render(nav=NAV, path=request.url.path, session=session,
+                                                      flash=message, **context)
+    response = HTMLResponse(page, status_code=status_code)
+    flash.forget(response, request)
+    return response
 
 
 def refusal(request: Request, status_code: int, title: str, detail: str,
@@ -72,12 +79,18 @@ class ConsoleRoute(APIRoute):
                 return refusal(request, 403, "Form refused", "The form was not sent from this console's own page "
                                "in this session. Nothing was changed; open the page again and resend it.")
             except Problem as problem:
-                return refusal(request, problem.status, problem.title, problem.detail or problem.title)
+                return refusal(request, problem.status, problem.title, problem.detail or problem.title,
+                               signed_in(request))
             except ValidationError as err:
                 fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in err.errors())
-                return refusal(request, 422, "Invalid form", fields)
+                return refusal(request, 422, "Invalid form", fields, signed_in(request))
 
         return console_handler
+
+
+def signed_in(request: Request) -> ConsoleSession | None:
+    """The session the guard found for this request, if it got that far (a refusal page then keeps the menu)."""
+    return getattr(request.state, "console_session", None)
 
 
 class SecurityHeaders:

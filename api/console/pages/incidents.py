@@ -12,6 +12,7 @@ from typing import get_args
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from api.console import actions, flash
 from api.console.guard import ActionForm, Session, actor
 from api.console.rendering import ConsoleRoute, refusal, render
 from api.routes import incidents as incident_routes
@@ -30,7 +31,8 @@ CLASSES = get_args(incident_routes.IncidentClass)
 class Correction:
     """One correction the incident's class calls for (README: Operations, "what to do"), on one target. `action` is
     the audit action the correction is recorded under, `fields` the body it takes besides `incident_id`; `api_call`
-    the ops API route that takes it; `console_path` the console page where it is taken, when there is one."""
+    the ops API route that takes it; `console_path` the console page where it is taken, when there is one (else it
+    is a button on the incident's page: `take_correction`)."""
 
     action: str
     label: str
@@ -127,6 +129,24 @@ async def resolve(incident_id: str, request: Request, session: Session, form: Ac
     incident_id = _known_shape(incident_id)
     await incident_routes.resolve(request, actor(session), incident_id, IncidentResolveRequest(note=form.get("note")))
     return RedirectResponse(f"/ops/incidents/{incident_id}", status_code=303)
+
+
+@router.post("/incidents/{incident_id}/corrections")
+async def take_correction(incident_id: str, request: Request, session: Session, form: ActionForm) -> Response:
+    """One of the corrections the incident's page offers, named by its action and target: taken only while the
+    incident still calls for it (its body is the one the page offered, not the form's), with the incident's id."""
+    incident_id = _known_shape(incident_id)
+    incident = await incident_routes.incident_detail(request, incident_id)
+    back_to = f"/ops/incidents/{incident_id}"
+    offered = next((c for c in corrections_for(incident) if c.console_path is None
+                    and (c.action, c.target) == (form.get("action"), form.get("target"))), None)
+    if offered is None:
+        not_now = flash.Flash("refused", "Refused — not called for: the incident does not call for that correction "
+                              f"now (it is {incident.state}, or what it names has moved on). Nothing was changed.")
+        return flash.leave(RedirectResponse(back_to, status_code=303), request, session, not_now)
+    fields = {name: value == "true" if name == "enabled" else value for name, value in offered.fields.items()}
+    return await actions.then_back(request, session, back_to, actions.take(
+        request, actor(session), offered.action, offered.target, fields, incident_id))
 
 
 def duration_text(incident: IncidentView, now: datetime) -> str:

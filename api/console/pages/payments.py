@@ -1,5 +1,6 @@
 """`/ops/payments`: search deposits (by id, player, PSP reference; status, method, PSP), one deposit's page (facts,
-money, audit entries, webhook events, its Temporal UI history) and the review decision."""
+money, audit entries, webhook events, its Temporal UI history), the review decision and, for a deposit not final yet,
+the re-sync with its PSP (README: Corrections)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import get_args
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from api.console import actions
 from api.console.guard import ActionForm, Session, actor
 from api.console.rendering import ConsoleRoute, refusal, render
 from api.routes import payments
 from api.schemas import PLAYER_ID_PATTERN, DepositReviewRequest
 from ledger.payments import PaymentFilter
 from players import audit
+from workflows.types import DepositStatus
 
 router = APIRouter(prefix="/ops/payments", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -51,7 +54,7 @@ async def search(request: Request, session: Session) -> Response:
 @router.get("/{payment_id}")
 async def payment_page(payment_id: str, request: Request, session: Session) -> HTMLResponse:
     view = await payments.ops_payment(request, payment_id)
-    return render(request, "payment.html", session=session, payment=view,
+    return render(request, "payment.html", session=session, payment=view, final=view.status in DepositStatus.FINAL,
                   audit_entries=await audit.entries(request.app.state.engine, f"payment:{payment_id}"),
                   webhook_events=await request.app.state.webhook_inbox.events_about(payment_id))
 
@@ -63,3 +66,11 @@ async def review(payment_id: str, request: Request, session: Session, form: Acti
     await payments.decide_review(request, actor(session), payment_id, body)
     # Carried out or still under way (a refund at the PSP), the payment's page shows where it stands.
     return RedirectResponse(f"/ops/payments/{payment_id}", status_code=303)
+
+
+@router.post("/{payment_id}/resync")
+async def resync(payment_id: str, request: Request, session: Session, _form: ActionForm) -> Response:
+    if not payments.PAYMENT_ID_RE.fullmatch(payment_id):  # the page to go back to is this payment's
+        raise payments.payment_not_found()
+    return await actions.then_back(request, session, f"/ops/payments/{payment_id}", actions.take(
+        request, actor(session), "payment.resync", payment_id, {}, None))
