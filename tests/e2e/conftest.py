@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
 import time
 import uuid
@@ -18,6 +20,7 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from fastapi import FastAPI
+from playwright.async_api import Browser, BrowserContext, async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
@@ -296,6 +299,30 @@ async def stack(
     async with running_stack(backend, temporal_env.client, tmp_path_factory.mktemp(f"e2e-{backend}"),
                              f"payloop-e2e-{backend}") as stack:
         yield stack
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """The system's Chromium, for the ops console's tests (their helpers: tests/e2e/console_helpers.py)."""
+    if not Path(CHROMIUM).exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context()
+    yield context
+    await context.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,69 +4,19 @@ go to test-artifacts/console/ (CI keeps them). Plain HTTP checks of the cookie f
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import BrowserContext
 
 from api.app import create_app
 from api.console.sessions import SessionStore
 from payloop.db import utcnow
 from players import audit
 from tests.e2e.conftest import API_KEY, OTHER_CLIENT_KEY, Stack, free_port, new_player, serve
-
-SCREENSHOTS = Path(__file__).parent.parent.parent / "test-artifacts" / "console"
-SESSION_COOKIE = "payloop_ops_session"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    context = await browser.new_context()
-    yield context
-    await context.close()
-
-
-async def shot(page: Page, stack: Stack, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=SCREENSHOTS / f"{stack.backend}-{name}.png", full_page=True)
-
-
-async def sign_in(page: Page, stack: Stack, key: str = API_KEY) -> None:
-    await page.goto(f"{stack.settings.api_url}/ops/login")
-    await page.get_by_label("API key with the ops scope").fill(key)
-    await page.get_by_role("button", name="Sign in").click()
-
-
-def console_http(stack: Stack, cookie: str | None = None) -> httpx.AsyncClient:
-    """A client with no API key: only the console's cookie, when given."""
-    return httpx.AsyncClient(base_url=stack.settings.api_url, cookies={SESSION_COOKIE: cookie} if cookie else None,
-                             follow_redirects=False)
-
-
-async def session_cookie(context: BrowserContext) -> dict[str, Any]:
-    return next(c for c in await context.cookies() if c["name"] == SESSION_COOKIE)
-
+from tests.e2e.console_helpers import SESSION_COOKIE, console_http, session_cookie, shot, sign_in
 
 async def test_sign_in_refuses_a_wrong_key_and_a_key_without_ops_scope(stack: Stack, context: BrowserContext) -> None:
     page = await context.new_page()

@@ -15,7 +15,7 @@ from playwright.async_api import BrowserContext
 
 from players import audit
 from tests.e2e.conftest import Stack, eventually, new_player
-from tests.e2e.test_console import browser, console_http, context, session_cookie, shot, sign_in  # noqa: F401
+from tests.e2e.console_helpers import console_http, session_cookie, shot, sign_in
 from workflows.monitor import MonitorWorkflow
 from workflows.types import IncidentPassResult, MonitorInput
 
@@ -57,7 +57,7 @@ async def open_incident_naming(stack: Stack, payment_id: str) -> dict[str, Any]:
 
 
 async def test_an_incident_the_monitor_opened_is_shown_with_its_payment_and_resolved_from_the_console(
-    stack: Stack, context: BrowserContext  # noqa: F811
+    stack: Stack, context: BrowserContext
 ) -> None:
     payment = await currency_mismatch_deposit(stack)
     payment_id = payment["payment_id"]
@@ -135,7 +135,7 @@ async def test_an_incident_the_monitor_opened_is_shown_with_its_payment_and_reso
 
 
 async def test_a_forged_resolve_is_refused_and_the_incident_stays_open(
-    stack: Stack, context: BrowserContext  # noqa: F811
+    stack: Stack, context: BrowserContext
 ) -> None:
     payment = await currency_mismatch_deposit(stack)
     incident_id = (await open_incident_naming(stack, payment["payment_id"]))["incident_id"]
@@ -163,7 +163,7 @@ async def test_a_forged_resolve_is_refused_and_the_incident_stays_open(
 
 
 async def test_the_incident_pages_refuse_bad_input_and_need_a_session(
-    stack: Stack, context: BrowserContext  # noqa: F811
+    stack: Stack, context: BrowserContext
 ) -> None:
     page = await context.new_page()
     await sign_in(page, stack)
