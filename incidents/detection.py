@@ -247,13 +247,16 @@ async def transaction_timeout(conn: AsyncConnection, th: Thresholds, now: dateti
 
 async def gateway_downtime(conn: AsyncConnection, th: Thresholds, now: datetime,
                            health: Mapping[str, PspHealth]) -> list[Condition]:
-    """A PSP whose circuit is open, or whose error rate over the breaker's window reaches the threshold."""
+    """A PSP whose circuit is not closed (open, or half-open: waiting for a probe to prove it back), or whose error
+    rate over the breaker's window reaches the threshold."""
     rules = th.gateway_downtime
     found = []
     for psp, h in sorted(health.items()):
         failures = h.samples - round(h.success_rate * h.samples) if h.success_rate is not None else 0
         erroring = h.samples >= rules.min_samples and _reached(failures, h.samples, rules.error_rate)
-        if h.circuit.value != "open" and not erroring:
+        # Half-open is still down: an open circuit turns half-open after its open_seconds whether or not the PSP
+        # is back (its window then starts empty), so counting only `open` resolved the incident between probes.
+        if h.circuit.value == "closed" and not erroring:
             continue
         since = now - timedelta(seconds=th.window_seconds)
         p = payments.c

@@ -105,6 +105,21 @@ async def test_gateway_downtime_on_an_open_circuit(engine: AsyncEngine) -> None:
     assert condition.payment_ids == [failed]
 
 
+async def test_gateway_downtime_while_the_circuit_is_half_open_until_a_probe_closes_it(engine: AsyncEngine) -> None:
+    """Half-open after card's open_seconds (5), with no call since: not known to be back, still down."""
+    store = HealthStore(engine, load_routing_file(default_routing_path()))
+    for n in range(3):
+        await store.record("card", "create_payment", ok=False, latency_ms=10, error_code="psp_unavailable",
+                           now=NOW - seconds(10 - n))
+    health = await store.snapshot(NOW, registered={"card"})
+    assert health["card"].circuit.value == "half_open" and health["card"].samples == 0
+    [condition] = await detect(engine, health=health)
+    assert (condition.incident_class, condition.scope) == ("gateway_downtime", "psp=card")
+    assert condition.figures["circuit"] == "half_open" and condition.first_seen_at == NOW - seconds(8)
+    await store.record("card", "create_payment", ok=True, latency_ms=10, now=NOW)  # the probe: closed
+    assert await detect(engine, health=await store.snapshot(NOW, registered={"card"})) == []
+
+
 async def test_gateway_downtime_on_the_error_rate_with_the_circuit_closed(engine: AsyncEngine) -> None:
     store = HealthStore(engine, load_routing_file(default_routing_path()))
     # The monitor judges a lower rate than crypto's breaker (5 samples, half failing): it sees trouble first.
