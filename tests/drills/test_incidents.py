@@ -10,6 +10,7 @@ monitor resolves it → the report (JSON and Markdown) says validation passed �
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -24,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from entrypoints.schedules import AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID, ensure_schedules
 from tests.conftest import BACKENDS
 from tests.e2e.conftest import Stack, eventually, new_player, running_stack, temporal_env  # noqa: F401 (fixture)
+from tests.e2e.test_payouts import funded_player, payout, wait_payout
 
 pytestmark = pytest.mark.drill
 
@@ -39,7 +41,7 @@ currency_mismatch: {hold_seconds: 5}
 transaction_timeout: {sla_seconds: 5}
 gateway_downtime: {error_rate: "0.5", min_samples: 3}
 """
-POSTGRES = BACKENDS[1]
+SQLITE, POSTGRES = BACKENDS
 
 
 @contextlib.asynccontextmanager
@@ -98,11 +100,19 @@ def assert_lists(detail: dict[str, Any], kind: str, ids: set[str], stack: Stack)
             f"{prefix}{object_id}")
 
 
+async def only_incident(stack: Stack, incident_class: str, scope: str) -> None:
+    """One incident of the class and scope in the whole drill: it did not flap (resolved and opened again) while
+    its cause held."""
+    found = [i for i in await incidents(stack, incident_class=incident_class) if i["scope"] == scope]
+    assert len(found) == 1, found
+
+
 async def resolved_by_monitor(stack: Stack, incident_id: str, timeout: float = 90) -> dict[str, Any]:
     detail = await eventually(lambda: incident_detail(stack, incident_id), lambda d: d["state"] == "resolved",
                               timeout=timeout, interval=1)
     assert detail["resolved_by"] == "monitor", detail
     assert [e["kind"] for e in detail["timeline"]][0] == "opened" and detail["timeline"][-1]["kind"] == "resolved"
+    await only_incident(stack, detail["incident_class"], detail["scope"])
     return detail
 
 
@@ -150,3 +160,195 @@ async def test_currency_mismatch(backend: str, temporal_env: WorkflowEnvironment
         await resolved_by_monitor(stack, incident["incident_id"])
         await assert_report_passes(stack, incident["incident_id"])
     print(f"currency_mismatch drill on {backend}: {time.monotonic() - started:.0f} s")
+
+
+# --- failed_deposits ----------------------------------------------------------------------------------------
+
+
+async def correct_failed_deposits(stack: Stack) -> list[str]:
+    """Correction: the issuer's declines end, and card deposits are credited again until the failed share is
+    below the threshold (4 failed of 9). With the ops actions the method is switched off meanwhile."""
+    approved = [await stack.deposit(method="card", player_id=new_player()) for _ in range(5)]
+    for init in approved:
+        assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"
+    return [init["payment_id"] for init in approved]
+
+
+@pytest.mark.parametrize("backend", [SQLITE])
+async def test_failed_deposits(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """Card deposits declined (an issuer-side wave): a PSP that is down would not do, card fails over to card_b."""
+    started = time.monotonic()
+    async with monitored_stack(temporal_env.client, tmp_path, backend) as stack:
+        caused_at = utc_now()
+        # Declined at once: init answers 402 payment_declined with the payment's id.
+        declined = [await stack.deposit(method="card", scenario="decline", player_id=new_player(), expect=402)
+                    for _ in range(4)]
+        for init in declined:
+            payment = await stack.wait_final(init["payment_id"])
+            assert (payment["status"], payment["psp"]) == ("failed", "card"), payment
+
+        incident = await opened_incident(stack, "failed_deposits", caused_at, "psp=card,method=card")
+        assert incident["figures_at_open"]["failed"] == 4, incident
+        detail = await incident_detail(stack, incident["incident_id"])
+        assert_lists(detail, "payment", {init["payment_id"] for init in declined}, stack)
+
+        await correct_failed_deposits(stack)
+        resolved = await resolved_by_monitor(stack, incident["incident_id"])
+        assert resolved["figures_now"]["failed"] == 4, resolved
+        await assert_report_passes(stack, incident["incident_id"])
+    print(f"failed_deposits drill on {backend}: {time.monotonic() - started:.0f} s")
+
+
+# --- delayed_withdrawals ------------------------------------------------------------------------------------
+
+
+async def correct_delayed_withdrawals(stack: Stack, payout_id: str) -> None:
+    """Correction: the e-wallet is back up; the deferred payout goes out at its next try. (With the ops actions:
+    `POST /v1/ops/payouts/{id}/send-now` sends it at once.)"""
+    response = await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
+    assert response.status_code == 200, response.text
+    assert (await wait_payout(stack, payout_id, timeout=60))["status"] == "paid"
+
+
+@pytest.mark.parametrize("backend", [POSTGRES])
+async def test_delayed_withdrawals(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """A payout deferred while its PSP (the e-wallet: no other PSP pays out to one) is down past the 5 s SLA:
+    running, so only Temporal's visibility shows it."""
+    started = time.monotonic()
+    # The payout waits for its PSP far longer than the drill needs (the stack's default gives up after 30 s).
+    async with monitored_stack(temporal_env.client, tmp_path, backend,
+                               payout_psp_down_deadline_seconds=300.0) as stack:
+        player = await funded_player(stack)
+        caused_at = utc_now()
+        response = await stack.sandbox.post("/control/ewallet", json={"mode": "down"})
+        assert response.status_code == 200, response.text
+        deferred = await payout(stack, player)
+        assert (await wait_payout(stack, deferred["payout_id"], {"processing"}))["psp"] == "ewallet"
+
+        incident = await opened_incident(stack, "delayed_withdrawals", caused_at, "psp=ewallet")
+        detail = await incident_detail(stack, incident["incident_id"])
+        assert_lists(detail, "payout", {deferred["payout_id"]}, stack)
+        assert {a["status"] for a in detail["affected"]} == {"running"}, detail["affected"]
+
+        await correct_delayed_withdrawals(stack, deferred["payout_id"])
+        await resolved_by_monitor(stack, incident["incident_id"])
+        await assert_report_passes(stack, incident["incident_id"])
+    print(f"delayed_withdrawals drill on {backend}: {time.monotonic() - started:.0f} s")
+
+
+# --- callback_errors ----------------------------------------------------------------------------------------
+
+ROTATED_SECRET = "whsec_rotated_by_the_psp"
+
+
+async def correct_callback_errors(stack: Stack, secret: str) -> None:
+    """Correction: the PSP signs with the secret we verify with again (in production: our setting gets the PSP's
+    new secret). Then, with the ops actions, the dead letters are replayed; these deposits need none: the rejected
+    webhooks made each payment ask its PSP, and it was credited."""
+    stack.sandbox_signing_secrets["ewallet"] = secret
+    await stack.deposit(method="ewallet", player_id=new_player())
+
+
+@pytest.mark.parametrize("backend", [SQLITE])
+async def test_callback_errors(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """The e-wallet signs its webhooks with a secret we do not know (rotated on its side): every delivery is
+    rejected, and the PSP retries each."""
+    started = time.monotonic()
+    async with monitored_stack(temporal_env.client, tmp_path, backend) as stack:
+        secret = stack.sandbox_signing_secrets["ewallet"]
+        caused_at = utc_now()
+        stack.sandbox_signing_secrets["ewallet"] = ROTATED_SECRET
+        deposits = [await stack.deposit(method="ewallet", player_id=new_player()) for _ in range(2)]
+        for init in deposits:  # credited all the same: a refused webhook makes the payment ask its PSP
+            assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"
+
+        incident = await opened_incident(stack, "callback_errors", caused_at, "psp=ewallet")
+        assert incident["figures_at_open"]["by_outcome"].get("rejected", 0) >= 3, incident
+        assert "rejected" in incident["diagnosis"], incident
+
+        await correct_callback_errors(stack, secret)
+        # Clears once the rejected deliveries are out of the 30 s window.
+        await resolved_by_monitor(stack, incident["incident_id"])
+        await assert_report_passes(stack, incident["incident_id"])
+    print(f"callback_errors drill on {backend}: {time.monotonic() - started:.0f} s")
+
+
+# --- transaction_timeout ------------------------------------------------------------------------------------
+
+
+async def correct_transaction_timeout(stack: Stack, payment_id: str) -> None:
+    """Correction: the payment's status is synced with its PSP — for now by the workflow's own look-up once its
+    webhook wait (20 s here) is over; with the ops actions `POST /v1/ops/payments/{id}/resync` does it at once."""
+    assert (await stack.wait_final(payment_id, timeout=60))["status"] == "credited"
+
+
+@pytest.mark.parametrize("backend", [SQLITE])
+async def test_transaction_timeout(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """A deposit the PSP captured but never announced (`no_webhook`) stays under way past the 5 s SLA."""
+    started = time.monotonic()
+    async with monitored_stack(temporal_env.client, tmp_path, backend, deposit_webhook_timeout_seconds=20.0) as stack:
+        caused_at = utc_now()
+        stuck = await stack.deposit(method="ewallet", scenario="no_webhook", player_id=new_player())
+
+        incident = await opened_incident(stack, "transaction_timeout", caused_at, "psp=ewallet")
+        detail = await incident_detail(stack, incident["incident_id"])
+        assert_lists(detail, "payment", {stuck["payment_id"]}, stack)
+        assert [a["final"] for a in detail["affected"]] == [False], detail["affected"]
+
+        await correct_transaction_timeout(stack, stuck["payment_id"])
+        await resolved_by_monitor(stack, incident["incident_id"])
+        await assert_report_passes(stack, incident["incident_id"])
+    print(f"transaction_timeout drill on {backend}: {time.monotonic() - started:.0f} s")
+
+
+# --- gateway_downtime ---------------------------------------------------------------------------------------
+
+
+async def card_deposits(stack: Stack, count: int, pause_seconds: float,
+                        credited: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Card deposits one after another, each credited (by card_b while card is down); appended to `credited`."""
+    credited = [] if credited is None else credited
+    for _ in range(count):
+        init = await stack.deposit(method="card", player_id=new_player())
+        credited.append(payment := await stack.wait_final(init["payment_id"]))
+        assert payment["status"] == "credited", payment
+        await asyncio.sleep(pause_seconds)
+    return credited
+
+
+async def correct_gateway_downtime(stack: Stack) -> None:
+    """Correction: the card PSP is back up; the next card deposit is the half-open circuit's probe, which closes
+    it. (With the ops actions: its circuit forced open meanwhile, back to `auto` now.)"""
+    response = await stack.sandbox.post("/control/card", json={"mode": "up"})
+    assert response.status_code == 200, response.text
+    await eventually(lambda: card_deposits(stack, 1, 0), lambda credited: credited[0]["psp"] == "card",
+                     timeout=30, interval=1)
+
+
+@pytest.mark.parametrize("backend", [POSTGRES])
+async def test_gateway_downtime(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """The card PSP down while card deposits keep coming: each fails over to card_b (credited), and card's circuit
+    opens."""
+    started = time.monotonic()
+    async with monitored_stack(temporal_env.client, tmp_path, backend) as stack:
+        caused_at = utc_now()
+        response = await stack.sandbox.post("/control/card", json={"mode": "down"})
+        assert response.status_code == 200, response.text
+        credited: list[dict[str, Any]] = []
+        traffic = asyncio.create_task(card_deposits(stack, 60, 0.5, credited))
+        try:
+            incident = await opened_incident(stack, "gateway_downtime", caused_at, "psp=card")
+            assert incident["figures_at_open"]["circuit"] == "open", incident
+            # Down for a few passes more: the incident stays open (one incident, not one per pass).
+            await asyncio.sleep(3 * MONITOR_INTERVAL_SECONDS)
+            assert (await incident_detail(stack, incident["incident_id"]))["state"] == "open"
+        finally:
+            traffic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await traffic
+        assert credited and {payment["psp"] for payment in credited} == {"card_b"}, credited
+
+        await correct_gateway_downtime(stack)
+        await resolved_by_monitor(stack, incident["incident_id"])
+        await assert_report_passes(stack, incident["incident_id"])
+    print(f"gateway_downtime drill on {backend}: {time.monotonic() - started:.0f} s")
