@@ -1,5 +1,5 @@
 """The monitor's activities: detect the incident classes (the database, Temporal visibility for the running
-payouts, the PSPs' health) and apply a pass to the incidents."""
+deposits and payouts, the PSPs' health) and apply a pass to the incidents."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from psp.routing.health import HealthStore
 from workflows.types import ActivityName, IncidentCondition, IncidentPass, IncidentPassResult
 
 # Visibility's names (workflows/search_attributes.py; activities may import workflows.types only).
-WITHDRAWAL_WORKFLOW = "WithdrawalWorkflow"
+DEPOSIT_WORKFLOW = ("DepositWorkflow", "deposit-")  # type, and DepositWorkflow.workflow_id's prefix
+WITHDRAWAL_WORKFLOW = ("WithdrawalWorkflow", "withdrawal-")  # WithdrawalWorkflow.workflow_id's
 PAYMENT_STATUS = SearchAttributeKey.for_keyword("PaymentStatus")
 PAYMENT_PSP = SearchAttributeKey.for_keyword("PaymentPsp")
-PAYOUT_ID_PREFIX = "withdrawal-"  # WithdrawalWorkflow.workflow_id(payout_id)
-# Late payouts read per pass, at most: the figures of a backlog larger than this are a floor.
-RUNNING_PAYOUTS_MAX = 10_000
+# Running workflows read per kind and pass, at most: the figures of a backlog larger than this are a floor.
+RUNNING_MAX = 10_000
 
 
 class MonitorActivities:
@@ -43,8 +43,11 @@ class MonitorActivities:
     async def detect_incidents(self, at_iso: str) -> list[IncidentCondition]:
         now = datetime.fromisoformat(at_iso)
         health = await self.health.snapshot(now, registered=self.registered_psps)
-        running = await self.late_payouts(now - timedelta(seconds=self.thresholds.delayed_withdrawals.sla_seconds))
-        found = await detection.detect(self.engine, self.thresholds, now, health=health, running_payouts=running)
+        th = self.thresholds
+        deposits = await self.running(DEPOSIT_WORKFLOW, now - timedelta(seconds=th.transaction_timeout.sla_seconds))
+        payouts = await self.running(WITHDRAWAL_WORKFLOW, now - timedelta(seconds=th.delayed_withdrawals.sla_seconds))
+        found = await detection.detect(self.engine, th, now, health=health, running_deposits=deposits,
+                                       running_payouts=payouts)
         return [IncidentCondition(**(asdict(c) | {"first_seen_at": c.first_seen_at.isoformat()
                                                    if c.first_seen_at else None})) for c in found]
 
@@ -56,15 +59,16 @@ class MonitorActivities:
         result = await store.apply(self.engine, conditions, datetime.fromisoformat(incident_pass.at))
         return IncidentPassResult(opened=result.opened, updated=result.updated, resolved=result.resolved)
 
-    async def late_payouts(self, started_before: datetime) -> list[detection.RunningPayout]:
-        """Withdrawal workflows still running that started before the SLA's cutoff (the payouts table is written
-        only at a payout's end, so visibility is where a running one shows)."""
-        query = (f"WorkflowType = '{WITHDRAWAL_WORKFLOW}' AND ExecutionStatus = 'Running' "
+    async def running(self, workflow: tuple[str, str], started_before: datetime) -> list[detection.RunningWorkflow]:
+        """The deposit or withdrawal workflows still running that started before the SLA's cutoff (their tables are
+        written at their end, so visibility is where a running one shows)."""
+        workflow_type, id_prefix = workflow
+        query = (f"WorkflowType = '{workflow_type}' AND ExecutionStatus = 'Running' "
                  f"AND StartTime < '{started_before.isoformat()}' AND TaskQueue = '{self.task_queue}'")
-        late = []
-        async for execution in self.client.list_workflows(query, limit=RUNNING_PAYOUTS_MAX):
+        found = []
+        async for execution in self.client.list_workflows(query, limit=RUNNING_MAX):
             attributes = execution.typed_search_attributes
-            late.append(detection.RunningPayout(
-                payout_id=execution.id.removeprefix(PAYOUT_ID_PREFIX), started_at=execution.start_time,
+            found.append(detection.RunningWorkflow(
+                object_id=execution.id.removeprefix(id_prefix), started_at=execution.start_time,
                 status=attributes.get(PAYMENT_STATUS), psp=attributes.get(PAYMENT_PSP)))
-        return late
+        return found

@@ -2,8 +2,9 @@
 found carries its scope, figures, a one-line diagnosis and the payments / payouts it is about (bounded).
 
 Detection reads; it changes nothing (incidents/store.py applies a pass). What the database cannot say is given:
-the running payouts (Temporal visibility: the payouts table is written only at a payout's end) and the PSPs' health
-(psp/routing/health.py HealthStore.snapshot, the breaker's own window).
+the running deposits and payouts (Temporal visibility: the payments table is written only at a deposit's end or
+review, the payouts table only at a payout's end) and the PSPs' health (psp/routing/health.py HealthStore.snapshot,
+the breaker's own window).
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class RunningPayout:
-    """A withdrawal workflow still running, as Temporal's visibility shows it."""
+class RunningWorkflow:
+    """A deposit or withdrawal workflow still running, as Temporal's visibility shows it."""
 
-    payout_id: str
+    object_id: str  # its payment or payout id
     started_at: datetime
     status: str | None  # its PaymentStatus search attribute
     psp: str | None  # its PaymentPsp search attribute
@@ -71,14 +72,15 @@ def _reached(part: int, whole: int, threshold: str) -> bool:
 
 
 async def detect(engine: AsyncEngine, thresholds: Thresholds, now: datetime, *,
-                 health: Mapping[str, PspHealth], running_payouts: Iterable[RunningPayout]) -> list[Condition]:
+                 health: Mapping[str, PspHealth], running_deposits: Iterable[RunningWorkflow],
+                 running_payouts: Iterable[RunningWorkflow]) -> list[Condition]:
     """Every condition that holds now, all six classes, in one read transaction."""
     async with engine.connect() as conn:
         found = await failed_deposits(conn, thresholds, now)
         found += delayed_withdrawals(thresholds, now, running_payouts)
         found += await callback_errors(conn, thresholds, now)
         found += await currency_mismatch(conn, thresholds, now)
-        found += await transaction_timeout(conn, thresholds, now)
+        found += transaction_timeout(thresholds, now, running_deposits)
         found += await gateway_downtime(conn, thresholds, now, health)
     return found
 
@@ -124,22 +126,22 @@ async def failed_deposits(conn: AsyncConnection, th: Thresholds, now: datetime) 
     return found
 
 
-def delayed_withdrawals(th: Thresholds, now: datetime, running: Iterable[RunningPayout]) -> list[Condition]:
+def delayed_withdrawals(th: Thresholds, now: datetime, running: Iterable[RunningWorkflow]) -> list[Condition]:
     """Per PSP: payouts pending or processing longer than their SLA (the running ones are given)."""
     sla = th.delayed_withdrawals.sla_seconds
-    late: dict[str, list[RunningPayout]] = defaultdict(list)
+    late: dict[str, list[RunningWorkflow]] = defaultdict(list)
     for payout in running:
         if payout.status in PAYOUT_UNDER_WAY and now - payout.started_at > timedelta(seconds=sla):
             late[payout.psp or NO_PSP].append(payout)
     found = []
     for psp, delayed in sorted(late.items()):
-        delayed.sort(key=lambda payout: (payout.started_at, payout.payout_id))
+        delayed.sort(key=lambda payout: (payout.started_at, payout.object_id))
         statuses = Counter(payout.status or "unknown" for payout in delayed)
         found.append(Condition(
             "delayed_withdrawals", f"psp={psp}",
-            f"{len(delayed)} payouts via {psp} not final after their {sla} s SLA, the oldest {delayed[0].payout_id}",
+            f"{len(delayed)} payouts via {psp} not final after their {sla} s SLA, the oldest {delayed[0].object_id}",
             {"delayed": len(delayed), "by_status": dict(sorted(statuses.items())), "sla_seconds": sla},
-            payout_ids=[payout.payout_id for payout in delayed[:th.affected_ids_max]],
+            payout_ids=[payout.object_id for payout in delayed[:th.affected_ids_max]],
             first_seen_at=delayed[0].started_at + timedelta(seconds=sla)))
     return found
 
@@ -216,44 +218,40 @@ async def currency_mismatch(conn: AsyncConnection, th: Thresholds, now: datetime
     return found
 
 
-async def transaction_timeout(conn: AsyncConnection, th: Thresholds, now: datetime) -> list[Condition]:
-    """Per PSP: deposits not final, and not waiting for KYC, longer than their SLA after their start."""
+def transaction_timeout(th: Thresholds, now: datetime, running: Iterable[RunningWorkflow]) -> list[Condition]:
+    """Per PSP: deposits under way (not waiting for KYC, not in review) longer than their SLA after their start. The
+    running deposit workflows are given: a deposit's payments row is written only at its end or review."""
     sla = th.transaction_timeout.sla_seconds
-    cutoff = now - timedelta(seconds=sla)
-    p = payments.c
-    rows = (await conn.execute(
-        sa.select(p.psp, p.status, sa.func.count(), sa.func.min(p.created_at))
-        .where(p.status.in_(DEPOSIT_UNDER_WAY), p.created_at < cutoff).group_by(p.psp, p.status))).all()
-    stuck: dict[str, Counter[str]] = defaultdict(Counter)
-    oldest: dict[str, datetime] = {}
-    for psp, status, count, first in rows:
-        stuck[psp or NO_PSP][status] += count
-        oldest[psp or NO_PSP] = min(oldest.get(psp or NO_PSP, first), first)
+    stuck: dict[str, list[RunningWorkflow]] = defaultdict(list)
+    for deposit in running:
+        if deposit.status in DEPOSIT_UNDER_WAY and now - deposit.started_at > timedelta(seconds=sla):
+            stuck[deposit.psp or NO_PSP].append(deposit)
     found = []
-    for psp, statuses in sorted(stuck.items()):
-        psp_filter = p.psp.is_(None) if psp == NO_PSP else p.psp == psp
-        ids = (await conn.execute(
-            sa.select(p.payment_id).where(p.status.in_(DEPOSIT_UNDER_WAY), p.created_at < cutoff, psp_filter)
-            .order_by(p.created_at, p.payment_id).limit(th.affected_ids_max))).scalars().all()
-        total = sum(statuses.values())
+    for psp, late in sorted(stuck.items()):
+        late.sort(key=lambda deposit: (deposit.started_at, deposit.object_id))
+        statuses = Counter(deposit.status or "unknown" for deposit in late)
         found.append(Condition(
             "transaction_timeout", f"psp={psp}",
-            f"{total} deposits via {psp} not final {sla} s after their start ("
+            f"{len(late)} deposits via {psp} not final {sla} s after their start ("
             + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) + ")",
-            {"stuck": total, "by_status": dict(sorted(statuses.items())), "sla_seconds": sla},
-            payment_ids=list(ids), first_seen_at=oldest[psp] + timedelta(seconds=sla)))
+            {"stuck": len(late), "by_status": dict(sorted(statuses.items())), "sla_seconds": sla},
+            payment_ids=[deposit.object_id for deposit in late[:th.affected_ids_max]],
+            first_seen_at=late[0].started_at + timedelta(seconds=sla)))
     return found
 
 
 async def gateway_downtime(conn: AsyncConnection, th: Thresholds, now: datetime,
                            health: Mapping[str, PspHealth]) -> list[Condition]:
-    """A PSP whose circuit is open, or whose error rate over the breaker's window reaches the threshold."""
+    """A PSP whose circuit is not closed (open, or half-open: waiting for a probe to prove it back), or whose error
+    rate over the breaker's window reaches the threshold."""
     rules = th.gateway_downtime
     found = []
     for psp, h in sorted(health.items()):
         failures = h.samples - round(h.success_rate * h.samples) if h.success_rate is not None else 0
         erroring = h.samples >= rules.min_samples and _reached(failures, h.samples, rules.error_rate)
-        if h.circuit.value != "open" and not erroring:
+        # Half-open is still down: an open circuit turns half-open after its open_seconds whether or not the PSP
+        # is back (its window then starts empty), so counting only `open` resolved the incident between probes.
+        if h.circuit.value == "closed" and not erroring:
             continue
         since = now - timedelta(seconds=th.window_seconds)
         p = payments.c

@@ -340,6 +340,10 @@ class DepositWorkflow(PspSignals):
             ))
             self._record_attempt(psp, result.attempt())
             if result.created is Created.TAKEN:
+                # Visibility names the PSP that has a deposit still pending (the monitor's transaction_timeout
+                # scope); before, it did only from the next status change.
+                if workflow.patched("deposit-psp-search-attribute"):
+                    publish_search_attributes(self._state)
                 return result.view
             if result.created is Created.UNKNOWN:
                 raise Finish(DepositStatus.IN_REVIEW, review_reason="psp_status_unknown")

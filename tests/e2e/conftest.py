@@ -139,6 +139,10 @@ class Stack:
     sandbox: httpx.AsyncClient
     # Every webhook request the API was sent, as sent (the sandbox PSPs' genuine deliveries among them).
     webhooks_received: list[ReceivedWebhook] = field(default_factory=list)
+    # The secrets the sandbox PSPs sign their webhooks with, per PSP (one left out signs with the shared
+    # sandbox_webhook_secret): read at every delivery, so a test may set one to a secret the API does not know, as
+    # a PSP that rotated its secret on its own would.
+    sandbox_signing_secrets: dict[str, str] = field(default_factory=dict)
 
     async def deposit(
         self, *, method: str = "card", amount: str = "50.00", currency: str = "EUR", scenario: str | None = None,
@@ -247,12 +251,17 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
 @contextlib.asynccontextmanager
 async def api_and_sandbox(
     settings: Settings, engine: AsyncEngine, client: Client, *, slow_seconds: float = 0.5,
-    webhooks_received: list[ReceivedWebhook] | None = None,
+    webhooks_received: list[ReceivedWebhook] | None = None, signing_secrets: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """The sandbox PSP and the API served on the settings' ports, and an HTTP client for each. The sandbox signs
-    as `payloop sandbox-psp` does (config_from_settings: each PSP with its own secret), only faster."""
+    as `payloop sandbox-psp` does (config_from_settings: each PSP with its own secret), only faster;
+    `signing_secrets`, if given, is filled with those secrets and is the dict the sandbox signs from."""
+    configured = config_from_settings(settings)
+    if signing_secrets is not None:
+        signing_secrets.update(configured.webhook_secrets)
     sandbox_config = replace(
-        config_from_settings(settings),
+        configured,
+        webhook_secrets=configured.webhook_secrets if signing_secrets is None else signing_secrets,
         webhook_url_template=f"{settings.api_url}/v1/webhooks/{{psp}}",
         public_url=settings.sandbox_psp_url,
         settle_delay_seconds=0.05,
@@ -282,12 +291,13 @@ async def running_stack(
         settings = stack_settings(db.url, task_queue, **overrides)
         engine = db.engine()
         webhooks_received: list[ReceivedWebhook] = []
+        signing_secrets: dict[str, str] = {}
         async with (
             payments_worker(client, settings, schema=db.schema),
-            api_and_sandbox(settings, engine, client, slow_seconds=slow_seconds,
-                            webhooks_received=webhooks_received) as (api, sandbox),
+            api_and_sandbox(settings, engine, client, slow_seconds=slow_seconds, webhooks_received=webhooks_received,
+                            signing_secrets=signing_secrets) as (api, sandbox),
         ):
-            yield Stack(backend, settings, engine, client, api, sandbox, webhooks_received)
+            yield Stack(backend, settings, engine, client, api, sandbox, webhooks_received, signing_secrets)
         await engine.dispose()
 
 

@@ -57,5 +57,7 @@ async def alert(engine: AsyncEngine, kind: str, reference: str, at: datetime = N
 
 async def detect(engine: AsyncEngine, *, now: datetime = NOW, thresholds: Thresholds = SHIPPED,
                  health: Mapping[str, PspHealth] | None = None,
-                 running: Iterable[detection.RunningPayout] = ()) -> list[detection.Condition]:
-    return await detection.detect(engine, thresholds, now, health=health or {}, running_payouts=running)
+                 running: Iterable[detection.RunningWorkflow] = (),
+                 running_deposits: Iterable[detection.RunningWorkflow] = ()) -> list[detection.Condition]:
+    return await detection.detect(engine, thresholds, now, health=health or {}, running_deposits=running_deposits,
+                                  running_payouts=running)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from incidents.detection import RunningPayout
+from incidents.detection import RunningWorkflow
 from psp.routing.config import default_routing_path, load_routing_file
 from psp.routing.health import HealthStore
 from tests.incidents.helpers import NOW, SHIPPED, alert, dead_letter, deliveries, deposits, detect, seconds
@@ -40,9 +40,9 @@ async def test_failed_deposits_below_the_rate_is_no_incident(engine: AsyncEngine
 
 async def test_delayed_withdrawals_past_their_sla_and_not_in_a_persons_queue(engine: AsyncEngine) -> None:
     sla = SHIPPED.delayed_withdrawals.sla_seconds
-    late = RunningPayout("po_late", NOW - seconds(sla + 10), "processing", "card")
-    running = [late, RunningPayout("po_fresh", NOW - seconds(sla - 10), "processing", "card"),
-               RunningPayout("po_review", NOW - seconds(sla * 5), "in_review", "card")]
+    late = RunningWorkflow("po_late", NOW - seconds(sla + 10), "processing", "card")
+    running = [late, RunningWorkflow("po_fresh", NOW - seconds(sla - 10), "processing", "card"),
+               RunningWorkflow("po_review", NOW - seconds(sla * 5), "in_review", "card")]
     [condition] = await detect(engine, running=running)
     assert (condition.incident_class, condition.scope, condition.payout_ids) == (
         "delayed_withdrawals", "psp=card", ["po_late"])
@@ -81,15 +81,18 @@ async def test_currency_mismatch_in_the_hold_or_while_its_deposit_waits_in_revie
 
 
 async def test_transaction_timeout_past_the_sla(engine: AsyncEngine) -> None:
+    """Deposit workflows still running (visibility): under way past the SLA, not waiting for KYC or a review."""
     sla = SHIPPED.transaction_timeout.sla_seconds
-    stuck = await deposits(engine, "requires_action", 2, at=NOW - seconds(sla + 1))
-    await deposits(engine, "pending", 2, at=NOW - seconds(sla - 1))  # within the SLA
-    await deposits(engine, "kyc_required", 2, at=NOW - seconds(sla * 4))  # waits for the player
-    await deposits(engine, "credited", 2, at=NOW - seconds(sla * 4), prefix="done")
-    [condition] = await detect(engine)
+    stuck = [RunningWorkflow(f"pay_stuck{n}", NOW - seconds(sla + 1 + n), "requires_action", "card") for n in range(2)]
+    running = [*stuck, RunningWorkflow("pay_fresh", NOW - seconds(sla - 1), "pending", "card"),
+               RunningWorkflow("pay_kyc", NOW - seconds(sla * 4), "kyc_required", "card"),
+               RunningWorkflow("pay_review", NOW - seconds(sla * 4), "in_review", "card")]
+    [condition] = await detect(engine, running_deposits=running)
     assert (condition.incident_class, condition.scope) == ("transaction_timeout", "psp=card")
-    assert sorted(condition.payment_ids) == sorted(stuck)
+    assert condition.payment_ids == ["pay_stuck1", "pay_stuck0"]  # the oldest first
     assert condition.figures == {"stuck": 2, "by_status": {"requires_action": 2}, "sla_seconds": sla}
+    assert condition.first_seen_at == NOW - seconds(2)
+    assert await detect(engine, running_deposits=running[2:]) == []
 
 
 async def test_gateway_downtime_on_an_open_circuit(engine: AsyncEngine) -> None:
@@ -103,6 +106,21 @@ async def test_gateway_downtime_on_an_open_circuit(engine: AsyncEngine) -> None:
     assert (condition.incident_class, condition.scope) == ("gateway_downtime", "psp=card")
     assert condition.figures["circuit"] == "open"
     assert condition.payment_ids == [failed]
+
+
+async def test_gateway_downtime_while_the_circuit_is_half_open_until_a_probe_closes_it(engine: AsyncEngine) -> None:
+    """Half-open after card's open_seconds (5), with no call since: not known to be back, still down."""
+    store = HealthStore(engine, load_routing_file(default_routing_path()))
+    for n in range(3):
+        await store.record("card", "create_payment", ok=False, latency_ms=10, error_code="psp_unavailable",
+                           now=NOW - seconds(10 - n))
+    health = await store.snapshot(NOW, registered={"card"})
+    assert health["card"].circuit.value == "half_open" and health["card"].samples == 0
+    [condition] = await detect(engine, health=health)
+    assert (condition.incident_class, condition.scope) == ("gateway_downtime", "psp=card")
+    assert condition.figures["circuit"] == "half_open" and condition.first_seen_at == NOW - seconds(8)
+    await store.record("card", "create_payment", ok=True, latency_ms=10, now=NOW)  # the probe: closed
+    assert await detect(engine, health=await store.snapshot(NOW, registered={"card"})) == []
 
 
 async def test_gateway_downtime_on_the_error_rate_with_the_circuit_closed(engine: AsyncEngine) -> None:
