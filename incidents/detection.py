@@ -24,6 +24,7 @@ from ledger.models import payments, payouts, refunds
 from payloop.alerts import alerts
 from payloop.db import UtcDateTime
 from psp.inbox import webhook_events
+from psp.routing import CircuitState
 from psp.routing.health import PspHealth
 
 # workflows.types.DepositStatus's words (incidents may not import workflows).
@@ -75,13 +76,14 @@ async def detect(engine: AsyncEngine, thresholds: Thresholds, now: datetime, *,
                  health: Mapping[str, PspHealth], running_deposits: Iterable[RunningWorkflow],
                  running_payouts: Iterable[RunningWorkflow]) -> list[Condition]:
     """Every condition that holds now, all six classes, in one read transaction."""
+    running_deposits, running_payouts = list(running_deposits), list(running_payouts)
     async with engine.connect() as conn:
         found = await failed_deposits(conn, thresholds, now)
         found += delayed_withdrawals(thresholds, now, running_payouts)
         found += await callback_errors(conn, thresholds, now)
         found += await currency_mismatch(conn, thresholds, now)
         found += transaction_timeout(thresholds, now, running_deposits)
-        found += await gateway_downtime(conn, thresholds, now, health)
+        found += await gateway_downtime(conn, thresholds, now, health, running_deposits, running_payouts)
     return found
 
 
@@ -240,32 +242,39 @@ def transaction_timeout(th: Thresholds, now: datetime, running: Iterable[Running
     return found
 
 
-async def gateway_downtime(conn: AsyncConnection, th: Thresholds, now: datetime,
-                           health: Mapping[str, PspHealth]) -> list[Condition]:
+async def gateway_downtime(conn: AsyncConnection, th: Thresholds, now: datetime, health: Mapping[str, PspHealth],
+                           running_deposits: Iterable[RunningWorkflow],
+                           running_payouts: Iterable[RunningWorkflow]) -> list[Condition]:
     """A PSP whose circuit is not closed (open, or half-open: waiting for a probe to prove it back), or whose error
-    rate over the breaker's window reaches the threshold."""
+    rate over the breaker's window reaches the threshold. A circuit ops hold open is not downtime: the PSP is out of
+    service on purpose, its traffic routed elsewhere (the correction of failed_deposits, say)."""
     rules = th.gateway_downtime
     found = []
     for psp, h in sorted(health.items()):
-        failures = h.samples - round(h.success_rate * h.samples) if h.success_rate is not None else 0
-        erroring = h.samples >= rules.min_samples and _reached(failures, h.samples, rules.error_rate)
+        if h.forced is CircuitState.OPEN:
+            continue
+        erroring = h.samples >= rules.min_samples and _reached(h.failures, h.samples, rules.error_rate)
         # Half-open is still down: an open circuit turns half-open after its open_seconds whether or not the PSP
         # is back (its window then starts empty), so counting only `open` resolved the incident between probes.
-        if h.circuit.value == "closed" and not erroring:
+        if h.circuit is CircuitState.CLOSED and not erroring:
             continue
+        # What the outage touches: the deposits that ended failed there in the window, and those still waiting on
+        # it past their SLA (visibility: a running deposit or payout has no row yet).
         since = now - timedelta(seconds=th.window_seconds)
         p = payments.c
-        ids = (await conn.execute(
-            sa.select(p.payment_id).where(p.updated_at >= since, p.psp == psp,
-                                          p.status.in_((*DEPOSIT_FAILED, *DEPOSIT_UNDER_WAY)))
+        failed_ids = (await conn.execute(
+            sa.select(p.payment_id).where(p.updated_at >= since, p.psp == psp, p.status.in_(DEPOSIT_FAILED))
             .order_by(p.updated_at, p.payment_id).limit(th.affected_ids_max))).scalars().all()
-        seen = f"circuit {h.circuit.value}" + (f", {failures} of {h.samples} calls failed" if h.samples else "")
+        waiting_ids = [deposit.object_id for deposit in running_deposits if deposit.psp == psp]
+        seen = f"circuit {h.circuit.value}" + (f", {h.failures} of {h.samples} calls failed" if h.samples else "")
         found.append(Condition(
             "gateway_downtime", f"psp={psp}",
             f"{psp} down: {seen} in the breaker's last {h.window_seconds} s",
-            {"circuit": h.circuit.value, "samples": h.samples, "failures": failures,
+            {"circuit": h.circuit.value, "samples": h.samples, "failures": h.failures,
              "error_rate": None if h.error_rate is None else str(h.error_rate), "window_seconds": h.window_seconds},
-            payment_ids=list(ids), first_seen_at=h.opened_at or h.window_start))
+            payment_ids=_unique([*failed_ids, *waiting_ids])[:th.affected_ids_max],
+            payout_ids=[payout.object_id for payout in running_payouts if payout.psp == psp][:th.affected_ids_max],
+            first_seen_at=h.opened_at or h.window_start))
     return found
 
 

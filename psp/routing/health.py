@@ -78,6 +78,7 @@ class PspHealth:
 
     psp: str
     samples: int
+    failures: int
     success_rate: Decimal | None  # None without samples
     error_rate: Decimal | None
     p95_latency_ms: int | None
@@ -225,7 +226,7 @@ class HealthStore:
         failures = sum(1 for attempt in attempts if attempt.outcome == "failure")
         state = CircuitState(circuit.state) if circuit is not None else CircuitState.CLOSED
         return PspHealth(
-            psp=psp, samples=len(attempts),
+            psp=psp, samples=len(attempts), failures=failures,
             success_rate=_rate(len(attempts) - failures, len(attempts)), error_rate=_rate(failures, len(attempts)),
             p95_latency_ms=_percentile(sorted(attempt.latency_ms for attempt in attempts), 95),
             circuit=state, forced=CircuitState(circuit.forced) if circuit is not None and circuit.forced else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from incidents.detection import RunningWorkflow
+from psp.routing import CircuitState
 from psp.routing.config import default_routing_path, load_routing_file
 from psp.routing.health import HealthStore
 from tests.incidents.helpers import NOW, SHIPPED, alert, dead_letter, deliveries, deposits, detect, seconds
@@ -106,6 +107,34 @@ async def test_gateway_downtime_on_an_open_circuit(engine: AsyncEngine) -> None:
     assert (condition.incident_class, condition.scope) == ("gateway_downtime", "psp=card")
     assert condition.figures["circuit"] == "open"
     assert condition.payment_ids == [failed]
+
+
+async def test_gateway_downtime_lists_what_waits_on_the_psp(engine: AsyncEngine) -> None:
+    """A running deposit or payout past its SLA at the PSP that is down is affected too (it has no row yet)."""
+    store = HealthStore(engine, load_routing_file(default_routing_path()))
+    for n in range(3):
+        await store.record("card", "create_payment", ok=False, latency_ms=10, now=NOW - seconds(3 - n))
+    waiting = [RunningWorkflow("pay_waiting", NOW - seconds(5000), "pending", "card"),
+               RunningWorkflow("pay_elsewhere", NOW - seconds(5000), "pending", "card_b")]
+    payouts = [RunningWorkflow("po_waiting", NOW - seconds(5000), "processing", "card")]
+    found = await detect(engine, health=await store.snapshot(NOW, registered={"card", "card_b"}),
+                         running_deposits=waiting, running=payouts)
+    [condition] = [c for c in found if c.incident_class == "gateway_downtime"]
+    assert (condition.payment_ids, condition.payout_ids) == (["pay_waiting"], ["po_waiting"])
+
+
+async def test_a_circuit_ops_hold_open_is_not_downtime(engine: AsyncEngine) -> None:
+    """Ops took the PSP out of service on purpose (its traffic goes elsewhere): no gateway_downtime for it; held
+    closed while failing, it is."""
+    store = HealthStore(engine, load_routing_file(default_routing_path()))
+    await store.force("card", CircuitState.OPEN, now=NOW - seconds(1))
+    assert await detect(engine, health=await store.snapshot(NOW, registered={"card"})) == []
+    await store.force("card", CircuitState.CLOSED, now=NOW - seconds(1))
+    for n in range(5):
+        await store.record("card", "create_payment", ok=False, latency_ms=10, now=NOW - seconds(0.5 - n / 10))
+    [condition] = await detect(engine, health=await store.snapshot(NOW, registered={"card"}))
+    assert (condition.incident_class, condition.figures["circuit"], condition.figures["failures"]) == (
+        "gateway_downtime", "closed", 5)
 
 
 async def test_gateway_downtime_while_the_circuit_is_half_open_until_a_probe_closes_it(engine: AsyncEngine) -> None:
