@@ -4,7 +4,9 @@ decide on (declines and rejected requests never retry; transient errors do).
 An expected transport failure (the PSP unavailable, unreachable, timing out, a broken connection, its circuit
 open) is one WARNING line per attempt here, without a traceback: its ApplicationError is BENIGN, which Temporal's
 worker logs at DEBUG (its "Completing activity as failed" WARNING with the traceback is for the rest), and counts
-in no failure metric (the PSP's health table counts it). Anything else keeps the SDK's line and traceback."""
+in no failure metric (the PSP's health table counts it). The PSP's own "no" (a decline, a step-up, a failover, not
+found) is BENIGN too, without a line: the payment's ending logs its code. Anything else keeps the SDK's line and
+traceback."""
 
 from __future__ import annotations
 
@@ -113,12 +115,21 @@ _DECISIONS: dict[type[PspError], PspDecision] = {
 }
 
 
+# The PSP's own answer (a decline, a step-up, "try another PSP", "no such record"): a business outcome, not a fault.
+# BENIGN, so the SDK logs no traceback for it; the payment's final line carries the code (workflows' endings).
+_ANSWERS = frozenset({PspDecision.HARD_DECLINE, PspDecision.FAILOVER, PspDecision.STEP_UP, PspDecision.NOT_FOUND})
+
+
 def psp_failure(err: PspError, psp: str, operation: str, *, circuit_opened: bool = False) -> ApplicationError:
     """The ApplicationError the workflow decides on: its type is the decision, its first detail the code.
     Transient errors and malformed answers retry (unless the circuit just opened); the workflow decides what
-    follows (fail over, look up). A transport failure is expected: logged here, BENIGN for the SDK."""
+    follows (fail over, look up). A transport failure is expected: logged here, BENIGN for the SDK. A refused
+    request (a 4xx: ours was wrong) and a malformed answer keep the SDK's line and traceback."""
     decision = _DECISIONS.get(type(err), PspDecision.RETRY)
     non_retryable = decision is not PspDecision.RETRY or circuit_opened
+    if decision in _ANSWERS:
+        return ApplicationError(err.message, err.code, type=decision.value, non_retryable=non_retryable,
+                                category=ApplicationErrorCategory.BENIGN)
     if not isinstance(err, PspTransientError):
         return ApplicationError(err.message, err.code, type=decision.value, non_retryable=non_retryable)
     _log_expected_failure(psp, operation, err.code)

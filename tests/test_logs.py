@@ -22,7 +22,15 @@ from activities.psp_calls import psp_failure
 from api.app import create_app
 from payloop.logs import AccessLogMiddleware, PayloopJsonFormatter, trace_id_from_traceparent
 from payloop.settings import Settings
-from psp.base import PspDeclined, PspError, PspTransientError
+from psp.base import (
+    PspDeclined,
+    PspError,
+    PspFailover,
+    PspNotFound,
+    PspRequestRejected,
+    PspStepUpRequired,
+    PspTransientError,
+)
 from tests.processes import REPO
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -177,10 +185,20 @@ def test_an_expected_psp_failure_is_one_warning_and_benign(json_lines: Lines) ->
     assert opened.non_retryable and opened.category == ApplicationErrorCategory.BENIGN
 
 
+def test_the_psps_own_answers_are_benign_without_a_line(json_lines: Lines) -> None:
+    """A decline, a step-up, a failover or "not found" is the PSP's answer, not a fault: no traceback, no line here."""
+    for err, decision in ((PspDeclined("card_declined"), "hard_decline"), (PspStepUpRequired("sca_required"), "step_up"),
+                          (PspFailover("try_another"), "failover"), (PspNotFound("not_found"), "not_found")):
+        failure = psp_failure(err, "card", "create_payment")
+        assert (failure.type, failure.non_retryable, failure.category) == (
+            decision, True, ApplicationErrorCategory.BENIGN)
+    assert json_lines() == []
+
+
 def test_other_psp_failures_keep_the_sdks_line(json_lines: Lines) -> None:
-    declined = psp_failure(PspDeclined("card_declined"), "card", "create_payment")
+    rejected = psp_failure(PspRequestRejected("invalid_request", "card: 400"), "card", "create_payment")
     malformed = psp_failure(PspError("bad_psp_response", "card: not JSON"), "card", "get_payment")
-    assert declined.category == malformed.category == ApplicationErrorCategory.UNSPECIFIED
-    assert (declined.type, declined.non_retryable) == ("hard_decline", True)
+    assert rejected.category == malformed.category == ApplicationErrorCategory.UNSPECIFIED
+    assert (rejected.type, rejected.non_retryable) == ("rejected", True)
     assert (malformed.type, malformed.non_retryable) == ("retry", False)
     assert json_lines() == []
