@@ -162,12 +162,17 @@ def _run_until_signal(coro) -> None:  # noqa: ANN001
 
 
 async def _schedules(settings) -> int:  # noqa: ANN001
-    from entrypoints.schedules import AML_SCHEDULE_ID, ensure_schedules
+    from entrypoints.schedules import AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID, ensure_schedules
     from payloop.temporal import connect
 
     for schedule_id in await ensure_schedules(await connect(settings), settings):
+        if schedule_id == MONITOR_SCHEDULE_ID:
+            print(f"schedule {schedule_id}: every {settings.monitor_interval_seconds} s")
+            continue
         at_utc = settings.aml_daily_at_utc if schedule_id == AML_SCHEDULE_ID else settings.recon_daily_at_utc
         print(f"schedule {schedule_id}: {at_utc} UTC daily")
+    if not settings.monitor_interval_seconds:
+        print(f"schedule {MONITOR_SCHEDULE_ID}: off (PAYLOOP_MONITOR_INTERVAL_SECONDS=0)")
     return 0
 
 

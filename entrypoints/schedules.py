@@ -8,8 +8,8 @@ previous one still runs (overlap policy skip), and shows in the Temporal UI unde
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection
-
 from datetime import timedelta
 
 from temporalio.client import (
@@ -26,6 +26,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError
 
 from payloop.settings import Settings
 from psp.registry import PROVIDERS, Provider
@@ -78,12 +79,16 @@ def _daily(at_utc: str, action: ScheduleActionStartWorkflow) -> Schedule:
 
 
 async def ensure_schedules(client: Client, settings: Settings, psps: Collection[str] | None = None) -> list[str]:
-    """Create each PSP's daily reconciliation schedule, the AML re-check and the monitor, or update them to these;
-    the ids."""
+    """Create each PSP's daily reconciliation schedule, the AML re-check and the monitor (unless its interval is 0:
+    then delete it), or update them to these; the ids of the schedules there are now."""
     wanted = [(recon_schedule_id(p.name), recon_schedule(settings, p)) for p in PROVIDERS
               if psps is None or p.name in psps]
     wanted.append((AML_SCHEDULE_ID, aml_schedule(settings)))
-    wanted.append((MONITOR_SCHEDULE_ID, monitor_schedule(settings)))
+    if settings.monitor_interval_seconds:
+        wanted.append((MONITOR_SCHEDULE_ID, monitor_schedule(settings)))
+    else:  # the monitor switched off: a schedule left from before would keep running it
+        with contextlib.suppress(RPCError):  # none to delete
+            await client.get_schedule_handle(MONITOR_SCHEDULE_ID).delete()
     for schedule_id, schedule in wanted:
         try:
             await client.create_schedule(schedule_id, schedule)

@@ -20,6 +20,7 @@ DEV_CODEC_KEY = "cGF5bG9vcC1kZXYtY29kZWMta2V5LW5vdC1zZWNyZXQ="
 DEV_CODEC_KEYS = f"dev:{DEV_CODEC_KEY}"
 # The codec server's built-in bearer token (`payloop codec-server`), for the embedded stack only.
 DEV_CODEC_SERVER_TOKEN = "dev-codec-token-change-me"
+MONITOR_INTERVAL_MIN_SECONDS = 10
 
 
 class Settings(BaseSettings):
@@ -164,8 +165,9 @@ class Settings(BaseSettings):
     # The monitor's thresholds file (YAML, read once at the worker's start); None = the shipped
     # incidents/thresholds.yaml.
     incidents_file: Path | None = None
-    # How often the `monitor` Schedule runs a detection pass (a cause is seen within this, plus the pass).
-    monitor_interval_seconds: int = Field(default=60, ge=10, le=3600)
+    # How often the `monitor` Schedule runs a detection pass (a cause is seen within this, plus the pass); 0: no
+    # monitor (`payloop schedules` deletes its schedule).
+    monitor_interval_seconds: int = Field(default=60, ge=0, le=3600)
     # Proxies (load balancers, the platform's cashier) in front of the API, as comma-separated CIDRs
     # ("10.0.0.0/8,2001:db8::/32"): only a request from one of them has its X-Forwarded-For believed (by uvicorn,
     # for the rate limits' source and the risk rules' player address alike); anyone else could write any address in
@@ -185,6 +187,13 @@ class Settings(BaseSettings):
         if value.strip():
             parse_many(value)  # ValueError: "couldn't parse rate limit string …"
         return value.strip()
+
+    @field_validator("monitor_interval_seconds")
+    @classmethod
+    def _monitor_interval(cls, value: int) -> int:
+        if 0 < value < MONITOR_INTERVAL_MIN_SECONDS:  # a pass takes a few seconds; faster would only overlap (skip)
+            raise ValueError(f"0 (off) or at least {MONITOR_INTERVAL_MIN_SECONDS} seconds")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

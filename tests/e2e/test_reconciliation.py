@@ -8,6 +8,7 @@ at by a run of today, and asserted for this test's ids only. Every test ends wit
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta, timezone
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -324,10 +326,18 @@ async def test_the_daily_schedule_reconciles_yesterday(stack: Stack) -> None:
 
         done = await eventually(runs, lambda found: len(found) >= 2, 60)
         assert {r["date"] for r in done} >= {yesterday.isoformat(), (yesterday - timedelta(days=1)).isoformat()}
+
+        # PAYLOOP_MONITOR_INTERVAL_SECONDS=0: the monitor's schedule is deleted, the others stay.
+        monitor_off = stack.settings.model_copy(update={"monitor_interval_seconds": 0})
+        assert await ensure_schedules(stack.client, monitor_off, ["crypto"]) == [schedule_id, AML_SCHEDULE_ID]
+        with pytest.raises(RPCError):
+            await stack.client.get_schedule_handle(MONITOR_SCHEDULE_ID).describe()
+        assert await ensure_schedules(stack.client, monitor_off, ["crypto"]) == [schedule_id, AML_SCHEDULE_ID]
     finally:
         await handle.delete()
         for other in (AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID):
-            await stack.client.get_schedule_handle(other).delete()
+            with contextlib.suppress(RPCError):  # the monitor's is gone when the test got that far
+                await stack.client.get_schedule_handle(other).delete()
 
 
 async def test_a_failing_day_of_the_daily_start_does_not_spare_the_other_its_verdict(
