@@ -3,9 +3,11 @@ a payments worker, the API and the sandbox PSP over HTTP, SQLite or PostgreSQL) 
 `ensure_schedules`, runs a pass every 10 s against a thresholds file with short windows and SLAs.
 
 Each drill: cause it with the sandbox's controls and scenarios → the monitor opens the incident of that class within
-60 s of the cause → `GET /v1/ops/incidents/{id}` lists what it is about with Temporal UI links → the correction
-(one step per drill, `correct_*`, to be swapped for the ops action that does it) → the condition clears and the
-monitor resolves it → the report (JSON and Markdown) says validation passed → the ledger invariants hold.
+60 s of the cause → `GET /v1/ops/incidents/{id}` lists what it is about with Temporal UI links, and so does its
+ops console page → the documented correction (README: Operations, "what to do") through its ops endpoint with the
+incident's id, on a stack set up so that only the correction explains how soon it worked (long webhook waits and
+deferrals, a long-open circuit) → the condition clears and the monitor resolves it → the report (JSON and Markdown)
+lists the correction and says validation passed → the ledger invariants hold.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from entrypoints.schedules import AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID, ensure_schedules
 from tests.conftest import BACKENDS
+from tests.e2e.console_helpers import signed_in_http
 from tests.e2e.conftest import Stack, eventually, new_player, running_stack, temporal_env  # noqa: F401 (fixture)
-from tests.e2e.test_payouts import funded_player, payout, wait_payout
+from tests.e2e.test_payouts import funded_player, get_payout, payout, wait_payout
 
 pytestmark = pytest.mark.drill
 
@@ -42,6 +45,11 @@ transaction_timeout: {sla_seconds: 5}
 gateway_downtime: {error_rate: "0.5", min_samples: 3}
 """
 SQLITE, POSTGRES = BACKENDS
+# What the natural path would take (a webhook wait, a payout's deferral, a circuit's open spell) in the drills
+# whose correction cuts it short, and what the correction is given instead.
+NATURAL_PATH_SECONDS = 300.0
+CORRECTED_WITHIN_SECONDS = 15.0
+SHIPPED_ROUTING = Path(__file__).parent.parent.parent / "psp" / "routing.yaml"
 
 
 @contextlib.asynccontextmanager
@@ -116,6 +124,38 @@ async def resolved_by_monitor(stack: Stack, incident_id: str, timeout: float = 9
     return detail
 
 
+async def correct(stack: Stack, path: str, incident_id: str, expect: int = 202, **body: Any) -> dict[str, Any]:
+    """An ops correction taken for the incident (its audit entry names it)."""
+    response = await stack.api.post(path, json={**body, "incident_id": incident_id})
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+async def assert_console_shows(stack: Stack, incident: dict[str, Any], ids: set[str]) -> None:
+    """The incident's ops console page, signed in through the login form: its class and what it is about."""
+    async with signed_in_http(stack) as console:
+        page = await console.get(f"/ops/incidents/{incident['incident_id']}")
+    assert page.status_code == 200, page.text
+    assert f'<dd class="incident-class">{incident["incident_class"]}</dd>' in page.text
+    assert incident["scope"] in page.text
+    for object_id in ids:
+        assert object_id in page.text, object_id
+
+
+def assert_corrections_listed(report: dict[str, Any], expected: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """The report's corrections taken, in order: (audit action, subject, details they include)."""
+    taken = [(c["action"], c["subject"], c["details"]) for c in report["corrections"]]
+    assert [(action, subject) for action, subject, _ in taken] == [(a, s) for a, s, _ in expected], taken
+    for (_, _, details), (_, _, wanted) in zip(taken, expected, strict=True):
+        assert wanted.items() <= details.items(), (details, wanted)
+
+
+def timed(started: float, what: str) -> float:
+    seconds = time.monotonic() - started
+    print(f"{what} {seconds:.1f} s after the correction")
+    return seconds
+
+
 async def assert_report_passes(stack: Stack, incident_id: str) -> dict[str, Any]:
     """The report, JSON and Markdown: resolved, every affected payment and payout final, the ledger green."""
     response = await stack.api.get(f"/v1/ops/incidents/{incident_id}/report")
@@ -128,19 +168,15 @@ async def assert_report_passes(stack: Stack, incident_id: str) -> dict[str, Any]
     assert markdown.status_code == 200 and markdown.headers["content-type"].startswith("text/markdown")
     assert f"# Incident {incident_id}: {report['incident_class']}" in markdown.text
     assert "- passed: yes" in markdown.text and "- ledger invariants: green" in markdown.text, markdown.text
+    for correction in report["corrections"]:
+        assert f"{correction['action']} on {correction['subject']}" in markdown.text, markdown.text
     await stack.check_invariants()
     return report
 
 
+
+
 # --- currency_mismatch --------------------------------------------------------------------------------------
-
-
-async def correct_currency_mismatch(stack: Stack, payment_id: str) -> None:
-    """Correction: ops decide the review — reject: the capture in the wrong currency is refunded at the PSP."""
-    response = await stack.api.post(f"/v1/ops/payments/{payment_id}/review", json={
-        "decision": "reject", "reviewer": "drill", "reason": "captured in the wrong currency"})
-    assert response.status_code in (200, 202), response.text
-    await eventually(lambda: stack.payment(payment_id), lambda p: p["status"] == "refunded", timeout=30)
 
 
 @pytest.mark.parametrize("backend", [POSTGRES])
@@ -155,8 +191,17 @@ async def test_currency_mismatch(backend: str, temporal_env: WorkflowEnvironment
         incident = await opened_incident(stack, "currency_mismatch", caused_at, f"psp={payment['psp']}")
         detail = await incident_detail(stack, incident["incident_id"])
         assert_lists(detail, "payment", {init["payment_id"]}, stack)
+        await assert_console_shows(stack, incident, {init["payment_id"]})
 
-        await correct_currency_mismatch(stack, init["payment_id"])
+        # Correction: ops decide the review — reject: the capture in the wrong currency is refunded at the PSP.
+        # (A review decision takes no incident id: the workflow audits it as `payment.review.reject`.)
+        corrected = time.monotonic()
+        response = await stack.api.post(f"/v1/ops/payments/{init['payment_id']}/review", json={
+            "decision": "reject", "reviewer": "drill", "reason": "captured in the wrong currency"})
+        assert response.status_code in (200, 202), response.text
+        await eventually(lambda: stack.payment(init["payment_id"]), lambda p: p["status"] == "refunded", timeout=30)
+        timed(corrected, "currency_mismatch: refunded")
+
         await resolved_by_monitor(stack, incident["incident_id"])
         await assert_report_passes(stack, incident["incident_id"])
     print(f"currency_mismatch drill on {backend}: {time.monotonic() - started:.0f} s")
@@ -165,18 +210,10 @@ async def test_currency_mismatch(backend: str, temporal_env: WorkflowEnvironment
 # --- failed_deposits ----------------------------------------------------------------------------------------
 
 
-async def correct_failed_deposits(stack: Stack) -> list[str]:
-    """Correction: the issuer's declines end, and card deposits are credited again until the failed share is
-    below the threshold (4 failed of 9). With the ops actions the method is switched off meanwhile."""
-    approved = [await stack.deposit(method="card", player_id=new_player()) for _ in range(5)]
-    for init in approved:
-        assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"
-    return [init["payment_id"] for init in approved]
-
-
 @pytest.mark.parametrize("backend", [SQLITE])
 async def test_failed_deposits(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    """Card deposits declined (an issuer-side wave): a PSP that is down would not do, card fails over to card_b."""
+    """Card deposits declined at `card` (an issuer-side wave: a PSP that is down would have failed over by itself).
+    Correction: card's circuit forced open, so card deposits go to card_b; back to `auto` once it is over."""
     started = time.monotonic()
     async with monitored_stack(temporal_env.client, tmp_path, backend) as stack:
         caused_at = utc_now()
@@ -188,116 +225,180 @@ async def test_failed_deposits(backend: str, temporal_env: WorkflowEnvironment, 
             assert (payment["status"], payment["psp"]) == ("failed", "card"), payment
 
         incident = await opened_incident(stack, "failed_deposits", caused_at, "psp=card,method=card")
+        incident_id = incident["incident_id"]
         assert incident["figures_at_open"]["failed"] == 4, incident
-        detail = await incident_detail(stack, incident["incident_id"])
-        assert_lists(detail, "payment", {init["payment_id"] for init in declined}, stack)
+        detail = await incident_detail(stack, incident_id)
+        declined_ids = {init["payment_id"] for init in declined}
+        assert_lists(detail, "payment", declined_ids, stack)
+        await assert_console_shows(stack, incident, declined_ids)
 
-        await correct_failed_deposits(stack)
-        resolved = await resolved_by_monitor(stack, incident["incident_id"])
+        corrected = time.monotonic()
+        health = await correct(stack, "/v1/ops/psps/card/circuit", incident_id, expect=200, state="open")
+        assert (health["circuit"], health["forced"]) == ("open", "open"), health
+        # card is up and would take them: only the forced circuit sends them to card_b.
+        for _ in range(3):
+            init = await stack.deposit(method="card", player_id=new_player())
+            payment = await stack.wait_final(init["payment_id"])
+            assert (payment["status"], payment["psp"]) == ("credited", "card_b"), payment
+        timed(corrected, "failed_deposits: three card deposits credited via card_b")
+
+        # The declines leave the 30 s window: the share at card clears.
+        resolved = await resolved_by_monitor(stack, incident_id)
         assert resolved["figures_now"]["failed"] == 4, resolved
-        await assert_report_passes(stack, incident["incident_id"])
+        health = await correct(stack, "/v1/ops/psps/card/circuit", incident_id, expect=200, state="auto")
+        assert (health["circuit"], health["forced"]) == ("closed", None), health
+        report = await assert_report_passes(stack, incident_id)
+        assert_corrections_listed(report, [("psp.circuit.force", "psp:card", {"state": "open"}),
+                                           ("psp.circuit.force", "psp:card", {"state": "auto"})])
     print(f"failed_deposits drill on {backend}: {time.monotonic() - started:.0f} s")
 
 
 # --- delayed_withdrawals ------------------------------------------------------------------------------------
 
 
-async def correct_delayed_withdrawals(stack: Stack, payout_id: str) -> None:
-    """Correction: the e-wallet is back up; the deferred payout goes out at its next try. (With the ops actions:
-    `POST /v1/ops/payouts/{id}/send-now` sends it at once.)"""
-    response = await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
-    assert response.status_code == 200, response.text
-    assert (await wait_payout(stack, payout_id, timeout=60))["status"] == "paid"
-
-
 @pytest.mark.parametrize("backend", [POSTGRES])
 async def test_delayed_withdrawals(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
     """A payout deferred while its PSP (the e-wallet: no other PSP pays out to one) is down past the 5 s SLA:
-    running, so only Temporal's visibility shows it."""
+    running, so only Temporal's visibility shows it. Correction: once the e-wallet is back, send it now."""
     started = time.monotonic()
-    # The payout waits for its PSP far longer than the drill needs (the stack's default gives up after 30 s).
+    # Deferred for 300 s at its first try, so only `send-now` explains a payout paid within seconds.
     async with monitored_stack(temporal_env.client, tmp_path, backend,
-                               payout_psp_down_deadline_seconds=300.0) as stack:
+                               payout_psp_down_first_retry_seconds=NATURAL_PATH_SECONDS,
+                               payout_psp_down_deadline_seconds=2 * NATURAL_PATH_SECONDS) as stack:
         player = await funded_player(stack)
         caused_at = utc_now()
         response = await stack.sandbox.post("/control/ewallet", json={"mode": "down"})
         assert response.status_code == 200, response.text
         deferred = await payout(stack, player)
-        assert (await wait_payout(stack, deferred["payout_id"], {"processing"}))["psp"] == "ewallet"
+        payout_id = deferred["payout_id"]
+        view = await eventually(lambda: get_payout(stack, payout_id), lambda p: p.get("deferred_until") is not None)
+        assert (view["status"], view["psp"]) == ("processing", "ewallet"), view
 
         incident = await opened_incident(stack, "delayed_withdrawals", caused_at, "psp=ewallet")
-        detail = await incident_detail(stack, incident["incident_id"])
-        assert_lists(detail, "payout", {deferred["payout_id"]}, stack)
+        incident_id = incident["incident_id"]
+        detail = await incident_detail(stack, incident_id)
+        assert_lists(detail, "payout", {payout_id}, stack)
         assert {a["status"] for a in detail["affected"]} == {"running"}, detail["affected"]
+        await assert_console_shows(stack, incident, {payout_id})
 
-        await correct_delayed_withdrawals(stack, deferred["payout_id"])
-        await resolved_by_monitor(stack, incident["incident_id"])
-        await assert_report_passes(stack, incident["incident_id"])
+        response = await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
+        assert response.status_code == 200, response.text
+        corrected = time.monotonic()
+        await correct(stack, f"/v1/ops/payouts/{payout_id}/send-now", incident_id)
+        assert (await wait_payout(stack, payout_id, timeout=CORRECTED_WITHIN_SECONDS))["status"] == "paid"
+        assert timed(corrected, "delayed_withdrawals: paid") < CORRECTED_WITHIN_SECONDS
+
+        await resolved_by_monitor(stack, incident_id)
+        report = await assert_report_passes(stack, incident_id)
+        assert_corrections_listed(report, [("payout.send_now", f"payout:{payout_id}", {"psp": "ewallet"})])
     print(f"delayed_withdrawals drill on {backend}: {time.monotonic() - started:.0f} s")
 
 
 # --- callback_errors ----------------------------------------------------------------------------------------
 
 ROTATED_SECRET = "whsec_rotated_by_the_psp"
+# The sandbox redelivers a refused webhook quickly four times, then once more half a minute later — as a PSP's
+# retry schedule (hours long in production) still redelivers after ops configured its new secret.
+LATE_REDELIVERY_SECONDS = 30.0
+CALLBACK_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, LATE_REDELIVERY_SECONDS)
 
 
-async def correct_callback_errors(stack: Stack, secret: str) -> None:
-    """Correction: the PSP signs with the secret we verify with again (in production: our setting gets the PSP's
-    new secret). Then, with the ops actions, the dead letters are replayed; these deposits need none: the rejected
-    webhooks made each payment ask its PSP, and it was credited."""
-    stack.sandbox_signing_secrets["ewallet"] = secret
-    await stack.deposit(method="ewallet", player_id=new_player())
+async def dead_letters(stack: Stack) -> list[dict[str, Any]]:
+    response = await stack.api.get("/v1/ops/webhooks", params={"state": "dead_letter"})
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 @pytest.mark.parametrize("backend", [SQLITE])
 async def test_callback_errors(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    """The e-wallet signs its webhooks with a secret we do not know (rotated on its side): every delivery is
-    rejected, and the PSP retries each."""
+    """The e-wallet signs its webhooks with a new secret we do not know (rotated on its side): every delivery is
+    rejected, and each payment asks its PSP instead (credited). Correction: the PSP's new secret configured (the API
+    redeployed with it), then the dead letters replayed: the late redeliveries, verified now, whose payments had
+    finished."""
     started = time.monotonic()
-    async with monitored_stack(temporal_env.client, tmp_path, backend) as stack:
-        secret = stack.sandbox_signing_secrets["ewallet"]
+    # Deposits wait 300 s for their webhook: after the fix only an accepted webhook explains a deposit credited at
+    # once without a look-up.
+    async with monitored_stack(temporal_env.client, tmp_path, backend, webhook_retry_delays=CALLBACK_RETRY_DELAYS,
+                               deposit_webhook_timeout_seconds=NATURAL_PATH_SECONDS) as stack:
         caused_at = utc_now()
         stack.sandbox_signing_secrets["ewallet"] = ROTATED_SECRET
-        deposits = [await stack.deposit(method="ewallet", player_id=new_player()) for _ in range(2)]
+        players = [new_player() for _ in range(3)]
+        deposits = [await stack.deposit(method="ewallet", player_id=player) for player in players]
+        late_redeliveries_due = time.monotonic() + LATE_REDELIVERY_SECONDS
         for init in deposits:  # credited all the same: a refused webhook makes the payment ask its PSP
             assert (await stack.wait_final(init["payment_id"]))["status"] == "credited"
 
         incident = await opened_incident(stack, "callback_errors", caused_at, "psp=ewallet")
+        incident_id = incident["incident_id"]
         assert incident["figures_at_open"]["by_outcome"].get("rejected", 0) >= 3, incident
         assert "rejected" in incident["diagnosis"], incident
+        await assert_console_shows(stack, incident, set())
 
-        await correct_callback_errors(stack, secret)
-        # Clears once the rejected deliveries are out of the 30 s window.
-        await resolved_by_monitor(stack, incident["incident_id"])
-        await assert_report_passes(stack, incident["incident_id"])
+        assert stack.api_server is not None
+        assert time.monotonic() < late_redeliveries_due, "detected after the PSP's last redeliveries were due"
+        corrected = time.monotonic()
+        await stack.api_server.restart(webhook_secret_ewallet=ROTATED_SECRET)
+        fixed_at = utc_now()
+        after_fix = await stack.deposit(method="ewallet", player_id=new_player())
+        assert (await stack.wait_final(after_fix["payment_id"]))["status"] == "credited"
+        assert timed(corrected, "callback_errors: a new deposit credited by its webhook") < CORRECTED_WITHIN_SECONDS
+        signalled = await stack.api.get("/v1/ops/webhooks", params={"state": "signalled"})
+        assert after_fix["payment_id"] in {e["payment_id"] for e in signalled.json()}, signalled.text
+
+        # The PSP's late redeliveries verify now; their payments were credited by look-ups and have finished.
+        dead = await eventually(lambda: dead_letters(stack), lambda found: len(found) == len(deposits),
+                                timeout=LATE_REDELIVERY_SECONDS + 10, interval=0.5)
+        assert {e["payment_id"] for e in dead} == {init["payment_id"] for init in deposits}, dead
+        assert {e["dead_letter_reason"] for e in dead} == {"payment_finished"}, dead
+        replay = await correct(stack, "/v1/ops/webhooks/replay", incident_id, expect=200, psp="ewallet",
+                               **{"from": fixed_at.isoformat()})
+        assert replay["replayed"] == [], replay
+        assert sorted((f["id"], f["code"]) for f in replay["failed"]) == sorted(
+            (e["id"], "payment_finished") for e in dead), replay
+
+        # Clears once the rejected and dead-lettered deliveries are out of the 30 s window.
+        await resolved_by_monitor(stack, incident_id)
+        report = await assert_report_passes(stack, incident_id)
+        assert_corrections_listed(report, [("webhook.replay", f"webhook:{e['id']}",
+                                            {"outcome": "dead_letter", "reason": "payment_finished", "bulk": True})
+                                           for e in sorted(dead, key=lambda e: e["id"])])
+        for player in players:  # each credited once, by its look-up: the replays moved nothing
+            assert await stack.balance(player) == "50.00"
     print(f"callback_errors drill on {backend}: {time.monotonic() - started:.0f} s")
 
 
 # --- transaction_timeout ------------------------------------------------------------------------------------
 
 
-async def correct_transaction_timeout(stack: Stack, payment_id: str) -> None:
-    """Correction: the payment's status is synced with its PSP — for now by the workflow's own look-up once its
-    webhook wait (20 s here) is over; with the ops actions `POST /v1/ops/payments/{id}/resync` does it at once."""
-    assert (await stack.wait_final(payment_id, timeout=60))["status"] == "credited"
-
-
 @pytest.mark.parametrize("backend", [SQLITE])
 async def test_transaction_timeout(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    """A deposit the PSP captured but never announced (`no_webhook`) stays under way past the 5 s SLA."""
+    """A deposit the PSP captured but never announced (`no_webhook`) stays under way past the 5 s SLA.
+    Correction: re-sync it with its PSP."""
     started = time.monotonic()
-    async with monitored_stack(temporal_env.client, tmp_path, backend, deposit_webhook_timeout_seconds=20.0) as stack:
+    # It would wait 300 s for the webhook before asking its PSP itself.
+    async with monitored_stack(temporal_env.client, tmp_path, backend,
+                               deposit_webhook_timeout_seconds=NATURAL_PATH_SECONDS) as stack:
         caused_at = utc_now()
         stuck = await stack.deposit(method="ewallet", scenario="no_webhook", player_id=new_player())
+        payment_id = stuck["payment_id"]
 
         incident = await opened_incident(stack, "transaction_timeout", caused_at, "psp=ewallet")
-        detail = await incident_detail(stack, incident["incident_id"])
-        assert_lists(detail, "payment", {stuck["payment_id"]}, stack)
+        incident_id = incident["incident_id"]
+        detail = await incident_detail(stack, incident_id)
+        assert_lists(detail, "payment", {payment_id}, stack)
         assert [a["final"] for a in detail["affected"]] == [False], detail["affected"]
+        await assert_console_shows(stack, incident, {payment_id})
 
-        await correct_transaction_timeout(stack, stuck["payment_id"])
-        await resolved_by_monitor(stack, incident["incident_id"])
-        await assert_report_passes(stack, incident["incident_id"])
+        corrected = time.monotonic()
+        answered = await correct(stack, f"/v1/ops/payments/{payment_id}/resync", incident_id)
+        assert answered["status"] == "pending", answered
+        payment = await stack.wait_final(payment_id, timeout=CORRECTED_WITHIN_SECONDS)
+        assert payment["status"] == "credited", payment
+        assert timed(corrected, "transaction_timeout: credited") < CORRECTED_WITHIN_SECONDS
+
+        await resolved_by_monitor(stack, incident_id)
+        report = await assert_report_passes(stack, incident_id)
+        assert_corrections_listed(report, [("payment.resync", f"payment:{payment_id}", {"psp": "ewallet"})])
     print(f"transaction_timeout drill on {backend}: {time.monotonic() - started:.0f} s")
 
 
@@ -316,21 +417,28 @@ async def card_deposits(stack: Stack, count: int, pause_seconds: float,
     return credited
 
 
-async def correct_gateway_downtime(stack: Stack) -> None:
-    """Correction: the card PSP is back up; the next card deposit is the half-open circuit's probe, which closes
-    it. (With the ops actions: its circuit forced open meanwhile, back to `auto` now.)"""
-    response = await stack.sandbox.post("/control/card", json={"mode": "up"})
-    assert response.status_code == 200, response.text
-    await eventually(lambda: card_deposits(stack, 1, 0), lambda credited: credited[0]["psp"] == "card",
-                     timeout=30, interval=1)
+def routing_with_card_open_seconds(workdir: Path, open_seconds: float) -> Path:
+    """The shipped routing file, with card's circuit staying open `open_seconds` before its half-open probe (edited
+    as text: a YAML round trip would read Norway's `NO` as false)."""
+    shipped = SHIPPED_ROUTING.read_text()
+    card_health = ('    health: {min_samples: 3, failure_rate: "0.5", window_seconds: 60, window_size: 100, '
+                   'open_seconds: 5,')
+    assert shipped.count(card_health) == 1, "card's circuit-breaker line in psp/routing.yaml changed"
+    path = workdir / "routing.yaml"
+    path.write_text(shipped.replace(card_health, card_health.replace("open_seconds: 5,",
+                                                                     f"open_seconds: {open_seconds:g},")))
+    return path
 
 
 @pytest.mark.parametrize("backend", [POSTGRES])
 async def test_gateway_downtime(backend: str, temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
     """The card PSP down while card deposits keep coming: each fails over to card_b (credited), and card's circuit
-    opens."""
+    opens. Correction: once card is back, its circuit forced closed (in service at once, no wait for the half-open
+    probe), then handed back to the breaker (`auto`)."""
     started = time.monotonic()
-    async with monitored_stack(temporal_env.client, tmp_path, backend) as stack:
+    # card's circuit stays open 300 s before it probes (the shipped file: 5 s).
+    async with monitored_stack(temporal_env.client, tmp_path, backend,
+                               routing_file=routing_with_card_open_seconds(tmp_path, NATURAL_PATH_SECONDS)) as stack:
         caused_at = utc_now()
         response = await stack.sandbox.post("/control/card", json={"mode": "down"})
         assert response.status_code == 200, response.text
@@ -340,15 +448,29 @@ async def test_gateway_downtime(backend: str, temporal_env: WorkflowEnvironment,
             incident = await opened_incident(stack, "gateway_downtime", caused_at, "psp=card")
             assert incident["figures_at_open"]["circuit"] == "open", incident
             # Down for a few passes more: the incident stays open (one incident, not one per pass).
-            await asyncio.sleep(3 * MONITOR_INTERVAL_SECONDS)
+            await asyncio.sleep(2 * MONITOR_INTERVAL_SECONDS)
             assert (await incident_detail(stack, incident["incident_id"]))["state"] == "open"
         finally:
             traffic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await traffic
         assert credited and {payment["psp"] for payment in credited} == {"card_b"}, credited
+        incident_id = incident["incident_id"]
+        await assert_console_shows(stack, incident, set())
 
-        await correct_gateway_downtime(stack)
-        await resolved_by_monitor(stack, incident["incident_id"])
-        await assert_report_passes(stack, incident["incident_id"])
+        response = await stack.sandbox.post("/control/card", json={"mode": "up"})
+        assert response.status_code == 200, response.text
+        corrected = time.monotonic()
+        health = await correct(stack, "/v1/ops/psps/card/circuit", incident_id, expect=200, state="closed")
+        assert (health["circuit"], health["forced"]) == ("closed", "closed"), health
+        [payment] = await card_deposits(stack, 1, 0)
+        assert payment["psp"] == "card", payment
+        assert timed(corrected, "gateway_downtime: a card deposit credited via card") < CORRECTED_WITHIN_SECONDS
+
+        health = await correct(stack, "/v1/ops/psps/card/circuit", incident_id, expect=200, state="auto")
+        assert (health["circuit"], health["forced"]) == ("closed", None), health
+        await resolved_by_monitor(stack, incident_id)
+        report = await assert_report_passes(stack, incident_id)
+        assert_corrections_listed(report, [("psp.circuit.force", "psp:card", {"state": "closed"}),
+                                           ("psp.circuit.force", "psp:card", {"state": "auto"})])
     print(f"gateway_downtime drill on {backend}: {time.monotonic() - started:.0f} s")

@@ -143,6 +143,8 @@ class Stack:
     # sandbox_webhook_secret): read at every delivery, so a test may set one to a secret the API does not know, as
     # a PSP that rotated its secret on its own would.
     sandbox_signing_secrets: dict[str, str] = field(default_factory=dict)
+    # The API server, for a test that changes a setting the way a deployment does: a restart with it.
+    api_server: ApiServer | None = None
 
     async def deposit(
         self, *, method: str = "card", amount: str = "50.00", currency: str = "EUR", scenario: str | None = None,
@@ -248,14 +250,44 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
     return Settings(**(values | overrides))
 
 
+class ApiServer:
+    """The API served on its settings' port; `restart` serves a fresh one on the same port with changed settings,
+    as deploying a changed setting does (clients and the sandbox's webhooks reach it at the same address)."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, client: Client,
+                 webhooks_received: list[ReceivedWebhook]) -> None:
+        self.settings = settings
+        self._engine, self._client, self._webhooks_received = engine, client, webhooks_received
+        self._serving = contextlib.AsyncExitStack()
+
+    async def start(self) -> None:
+        app = create_app(self.settings, engine=self._engine, temporal=self._client)
+        # Loopback is a trusted proxy (the default): the tests speak for players through X-Forwarded-For, as a
+        # cashier would.
+        await self._serving.enter_async_context(
+            serve(recording_webhooks(app, self._webhooks_received), self.settings.api_port,
+                  forwarded_allow_ips=self.settings.trusted_proxy_cidrs))
+
+    async def stop(self) -> None:
+        await self._serving.aclose()
+        self._serving = contextlib.AsyncExitStack()
+
+    async def restart(self, **setting_overrides: Any) -> None:
+        await self.stop()
+        self.settings = self.settings.model_copy(update=setting_overrides)
+        await self.start()
+
+
 @contextlib.asynccontextmanager
 async def api_and_sandbox(
     settings: Settings, engine: AsyncEngine, client: Client, *, slow_seconds: float = 0.5,
     webhooks_received: list[ReceivedWebhook] | None = None, signing_secrets: dict[str, str] | None = None,
+    api_server: ApiServer | None = None, webhook_retry_delays: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0),
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """The sandbox PSP and the API served on the settings' ports, and an HTTP client for each. The sandbox signs
-    as `payloop sandbox-psp` does (config_from_settings: each PSP with its own secret), only faster;
-    `signing_secrets`, if given, is filled with those secrets and is the dict the sandbox signs from."""
+    as `payloop sandbox-psp` does (config_from_settings: each PSP with its own secret), only faster, and redelivers
+    a refused webhook after each of `webhook_retry_delays` (seconds); `signing_secrets`, if given, is filled with
+    those secrets and is the dict the sandbox signs from; `api_server`, if given, serves the API."""
     configured = config_from_settings(settings)
     if signing_secrets is not None:
         signing_secrets.update(configured.webhook_secrets)
@@ -265,26 +297,28 @@ async def api_and_sandbox(
         webhook_url_template=f"{settings.api_url}/v1/webhooks/{{psp}}",
         public_url=settings.sandbox_psp_url,
         settle_delay_seconds=0.05,
-        webhook_retry_delays=(0.1, 0.2, 0.5, 1.0, 2.0),
+        webhook_retry_delays=webhook_retry_delays,
         slow_seconds=slow_seconds,
     )
-    api_app = create_app(settings, engine=engine, temporal=client)
+    server = api_server or ApiServer(settings, engine, client,
+                                     webhooks_received if webhooks_received is not None else [])
     async with (
         serve(create_sandbox_app(sandbox_config), settings.sandbox_psp_port),
-        # Loopback is a trusted proxy (the default): the tests speak for players through X-Forwarded-For, as a
-        # cashier would.
-        serve(recording_webhooks(api_app, webhooks_received if webhooks_received is not None else []),
-              settings.api_port, forwarded_allow_ips=settings.trusted_proxy_cidrs),
         httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
                           timeout=30) as api,
         httpx.AsyncClient(base_url=settings.sandbox_psp_url, timeout=30) as sandbox,
     ):
-        yield api, sandbox
+        await server.start()
+        try:
+            yield api, sandbox
+        finally:
+            await server.stop()
 
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    backend: str, client: Client, workdir: Path, task_queue: str, *, slow_seconds: float = 0.5, **overrides: Any
+    backend: str, client: Client, workdir: Path, task_queue: str, *, slow_seconds: float = 0.5,
+    webhook_retry_delays: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0), **overrides: Any
 ) -> AsyncIterator[Stack]:
     """A fresh database, a payments worker, the API and the sandbox PSP, on `task_queue` (settings `overrides`)."""
     async with FreshDatabase(backend, workdir) as db:
@@ -292,12 +326,15 @@ async def running_stack(
         engine = db.engine()
         webhooks_received: list[ReceivedWebhook] = []
         signing_secrets: dict[str, str] = {}
+        api_server = ApiServer(settings, engine, client, webhooks_received)
         async with (
             payments_worker(client, settings, schema=db.schema),
             api_and_sandbox(settings, engine, client, slow_seconds=slow_seconds, webhooks_received=webhooks_received,
-                            signing_secrets=signing_secrets) as (api, sandbox),
+                            signing_secrets=signing_secrets, api_server=api_server,
+                            webhook_retry_delays=webhook_retry_delays) as (api, sandbox),
         ):
-            yield Stack(backend, settings, engine, client, api, sandbox, webhooks_received, signing_secrets)
+            yield Stack(backend, settings, engine, client, api, sandbox, webhooks_received, signing_secrets,
+                        api_server)
         await engine.dispose()
 
 

@@ -3,6 +3,8 @@ signing in, the session cookie, a plain HTTP client holding only that cookie, sc
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +36,13 @@ def console_http(stack: Stack, cookie: str | None = None) -> httpx.AsyncClient:
 
 async def session_cookie(context: BrowserContext) -> dict[str, Any]:
     return next(c for c in await context.cookies() if c["name"] == SESSION_COOKIE)
+
+
+@contextlib.asynccontextmanager
+async def signed_in_http(stack: Stack, key: str = API_KEY) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client signed in through the login form (as a browser posts it, from the console's origin),
+    holding only the session cookie."""
+    async with console_http(stack) as http:
+        response = await http.post("/ops/login", data={"api_key": key}, headers={"Origin": stack.settings.api_url})
+        assert response.status_code == 303 and SESSION_COOKIE in http.cookies, response.text
+        yield http

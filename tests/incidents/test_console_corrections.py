@@ -25,6 +25,9 @@ def incident(incident_class: str, scope: str, affected: list[tuple[str, str, str
 
 @pytest.mark.parametrize(("incident_class", "scope", "affected", "expected"), [
     ("failed_deposits", "psp=card,method=card", [("payment", "pay_f", "failed", True)],
+     [("psp.circuit.force", "card", "POST /v1/ops/psps/card/circuit {state: open}", {"state": "open"}),
+      ("method.switch", "card", "POST /v1/ops/methods/card {enabled: false}", {"enabled": "false"})]),
+    ("failed_deposits", "psp=none,method=card", [("payment", "pay_n", "failed", True)],
      [("method.switch", "card", "POST /v1/ops/methods/card {enabled: false}", {"enabled": "false"})]),
     ("delayed_withdrawals", "psp=card", [("payout", "po_a", "running", False), ("payout", "po_b", "paid", True)],
      [("payout.send_now", "po_a", "POST /v1/ops/payouts/po_a/send-now", {})]),

@@ -17,6 +17,7 @@ from api.console.guard import ActionForm, Session, actor
 from api.console.rendering import ConsoleRoute, refusal, render
 from api.routes import incidents as incident_routes
 from api.routes.incidents import IncidentDetailView, IncidentResolveRequest, IncidentView
+from incidents.detection import NO_PSP
 from incidents.report import report_markdown
 from payloop.db import utcnow
 
@@ -58,8 +59,12 @@ def corrections_for(incident: IncidentDetailView) -> list[Correction]:
 
     match incident.incident_class:
         case "failed_deposits":
-            return [Correction("method.switch", "Switch the method off while it lasts", method,
-                               f"POST /v1/ops/methods/{method} {{enabled: false}}", {"enabled": "false"})]
+            # Deposits that failed before any PSP took them (psp=none) have no circuit to force.
+            circuit = [] if psp == NO_PSP else [Correction(
+                "psp.circuit.force", "Force the PSP's circuit open: the method's other PSPs take it (auto after)",
+                psp, f"POST /v1/ops/psps/{psp}/circuit {{state: open}}", {"state": "open"})]
+            return circuit + [Correction("method.switch", "Switch the method off while it fails everywhere", method,
+                                         f"POST /v1/ops/methods/{method} {{enabled: false}}", {"enabled": "false"})]
         case "delayed_withdrawals":
             return [Correction("payout.send_now", "Send the deferred payout now", payout_id,
                                f"POST /v1/ops/payouts/{payout_id}/send-now") for payout_id in payouts_under_way]
