@@ -163,6 +163,17 @@ async def signal(client: Client, workflow_id: str, handler: Callable, *, not_fou
         raise finished from None
 
 
+async def exists(client: Client, workflow_id: str) -> bool:
+    """Whether a workflow of this id was ever started (running or not)."""
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise unavailable("the payment engine is unavailable") from err
+    return True
+
+
 async def state(client: Client, workflow_id: str, handler: Callable, result_type: type, *, not_found: Problem) -> Any:
     """A payment's state. A finished workflow returned it: read from its close event, so no worker replays the
     whole history to answer (clients poll finished payments most) and no worker needs to be up. A running one

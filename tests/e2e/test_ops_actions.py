@@ -247,6 +247,9 @@ async def listed_methods(stack: Stack) -> list[str]:
 async def test_a_method_switched_off_is_hidden_and_refused_until_switched_on(ops_stack: Stack) -> None:
     stack, inc = ops_stack, incident()
     assert "ewallet" in await listed_methods(stack)
+    # A deposit started before the switch: its answer got lost, the client resends the same key afterwards.
+    started_key, started_player = uuid.uuid4().hex, new_player()
+    started = await stack.deposit(method="ewallet", player_id=started_player, key=started_key)
     try:
         off = await stack.api.post("/v1/ops/methods/ewallet", json={"enabled": False, "incident_id": inc})
         assert off.status_code == 200, off.text
@@ -257,12 +260,15 @@ async def test_a_method_switched_off_is_hidden_and_refused_until_switched_on(ops
         assert switches["ewallet"]["enabled"] is False and switches["card"] == {
             "method": "card", "enabled": True, "updated_at": None, "updated_by": None}
 
+        # The same key again gets the first answer (DESIGN: the same id again returns the first result).
+        assert await stack.deposit(method="ewallet", player_id=started_player, key=started_key) == started
+
         key, player = uuid.uuid4().hex, new_player()
         refused = await stack.deposit(method="ewallet", player_id=player, key=key, expect=422)
         assert refused["code"] == "method_disabled" and refused["errors"][0]["field"] == "method"
-        async with stack.engine.connect() as conn:  # nothing stored: not even the Idempotency-Key
-            stored = await conn.execute(sa.select(idempotency_keys).where(idempotency_keys.c.key == key))
-            assert stored.all() == []
+        async with stack.engine.connect() as conn:  # nothing started: the key is released, its answer not kept
+            stored = await conn.execute(sa.select(idempotency_keys.c.state).where(idempotency_keys.c.key == key))
+            assert stored.scalars().all() == ["released"]
         assert (await stack.api.get("/v1/ops/payments", params={"player_id": player})).json()["payments"] == []
     finally:
         on = await stack.api.post("/v1/ops/methods/ewallet", json={"enabled": True, "incident_id": inc})
