@@ -32,3 +32,11 @@ async def record_alone(engine: AsyncEngine, principal: Principal, action: str, s
 def already_final(noun: str, status: str) -> Problem:
     """A re-sync of a payment or payout that has nothing left to learn from its PSP."""
     return Problem(409, "already_final", f"The {noun} is final", f"the {noun} is {status}", current_status=status)
+
+
+def not_at_psp(noun: str, status: str) -> Problem:
+    """A re-sync of a payment or payout that waits for nothing from its PSP now (for the player's KYC, for a
+    review, before or after its PSP's part): the workflow would take the nudge and do nothing with it."""
+    return Problem(409, "not_at_psp", f"The {noun} is not waiting on its PSP",
+                   f"the {noun} is {status}; a re-sync helps only while it waits for its PSP's answer",
+                   current_status=status)

@@ -336,7 +336,8 @@ async def resync_payment(
     payment_id: str, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
     body: OpsActionRequest | None = None,
 ) -> PaymentView:
-    """Re-syncs a running deposit with its PSP: the workflow asks the PSP for the payment's status (signal
+    """Re-syncs a deposit waiting on its PSP (pending, requires_action, authorized; else 409 `not_at_psp`, or
+    `already_final`) with its PSP: the workflow asks the PSP for the payment's status (signal
     `status_recheck`) and only the PSP's answer moves money. Accepted, not done: the answer is the payment as it
     is now; read it again for the outcome. A workflow that asked its PSP in the last 30 s does not ask again."""
     return await resync(request, principal, payment_id, body)
@@ -344,7 +345,8 @@ async def resync_payment(
 
 async def resync(request: Request, principal: Principal, payment_id: str,
                  body: OpsActionRequest | None) -> PaymentView:
-    """The deposit's re-sync (the route and the ops console): 404, or 409 already_final."""
+    """The deposit's re-sync (the route and the ops console): 404, 409 already_final, or 409 not_at_psp (a
+    deposit not waiting on its PSP: kyc_required, captured)."""
     if not PAYMENT_ID_RE.fullmatch(payment_id):
         raise payment_not_found()
     client: Client = request.app.state.temporal
@@ -352,6 +354,8 @@ async def resync(request: Request, principal: Principal, payment_id: str,
     state = await _query_state(client, workflow_id)
     if state.status in DepositStatus.FINAL:
         raise corrections.already_final("payment", state.status)
+    if state.status not in DepositStatus.AT_PSP:
+        raise corrections.not_at_psp("payment", state.status)
     await engine.signal(client, workflow_id, DepositWorkflow.status_recheck, not_found=payment_not_found(),
                         finished=corrections.already_final("payment", "finished"))
     now = datetime.now(timezone.utc)

@@ -128,12 +128,17 @@ async def test_send_now_sends_a_deferred_payout_once_its_psp_is_back(ops_stack: 
     await stack.check_invariants()
 
 
-async def test_send_now_refuses_a_payout_that_is_not_deferred(ops_stack: Stack) -> None:
-    stack = ops_stack
+async def test_send_now_and_resync_refuse_a_payout_waiting_for_kyc(ops_stack: Stack) -> None:
+    stack, inc = ops_stack, incident()
     player = await funded_player(stack, kyc=None)
     started = await payout(stack, player)
     await wait_payout(stack, started["payout_id"], {"kyc_required"})
     assert_problem(await stack.api.post(f"/v1/ops/payouts/{started['payout_id']}/send-now"), 409, "not_deferred")
+    # Nor is a re-sync of use: it waits for the player's KYC, not for its PSP (and nothing is audited).
+    refused = await stack.api.post(f"/v1/ops/payouts/{started['payout_id']}/resync", json={"incident_id": inc})
+    assert_problem(refused, 409, "not_at_psp")
+    assert refused.json()["current_status"] == "kyc_required"
+    assert await audit_entries(stack, inc) == []
     await stack.client.get_workflow_handle(f"withdrawal-{started['payout_id']}").cancel()
     await wait_payout(stack, started["payout_id"], {"cancelled"})
 
