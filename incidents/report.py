@@ -18,8 +18,10 @@ from incidents import store
 from ledger.invariants import check_invariants
 from ledger.models import payments, payouts
 
-# workflows.types' final statuses (incidents may not import workflows).
-DEPOSIT_FINAL = frozenset({"credited", "failed", "rejected", "expired", "in_review", "refunded"})
+# workflows.types' final statuses (incidents may not import workflows; tests/incidents/test_status_words.py ties
+# them). A deposit `in_review` has ended its workflow's own part but waits for a person's decision: its money is not
+# settled, so it is not final here — an incident about it has not passed while it waits.
+DEPOSIT_FINAL = frozenset({"credited", "failed", "rejected", "expired", "refunded"})
 PAYOUT_FINAL = frozenset({"paid", "failed", "rejected", "cancelled"})
 RUNNING = "running"  # a payout not in the payouts table: it is written at the payout's end
 

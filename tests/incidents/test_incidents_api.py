@@ -87,6 +87,20 @@ async def test_list_detail_resolve_and_report(client: httpx.AsyncClient, engine:
     assert (await client.get(f"/v1/ops/incidents/{incident_id}/report", params={"format": "md"})).text == markdown.text
 
 
+async def test_a_deposit_waiting_in_review_is_not_final_so_its_incident_has_not_passed(
+        client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    [in_review] = await deposits(engine, "in_review", 1, psp="card")
+    await alert(engine, "deposit.currency_mismatch", in_review)
+    await store.apply(engine, await detect(engine), NOW)
+    [incident] = await store.list_incidents(engine, incident_class="currency_mismatch")
+    detail = (await client.get(f"/v1/ops/incidents/{incident.incident_id}")).json()
+    assert [(a["id"], a["status"], a["final"]) for a in detail["affected"]] == [(in_review, "in_review", False)]
+    await client.post(f"/v1/ops/incidents/{incident.incident_id}/resolve", json={"note": "looked at it"})
+    validation = (await client.get(f"/v1/ops/incidents/{incident.incident_id}/report")).json()["validation"]
+    assert (validation["affected_final"], validation["not_final"], validation["passed"]) == (
+        0, [f"payment:{in_review}"], False)
+
+
 async def test_the_open_gauge_counts_open_incidents(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
     await failed_deposits_incident(engine)
     await store.apply(engine, [*await detect(engine), detection.Condition("gateway_downtime", "psp=card", "down",
