@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -32,11 +33,14 @@ from ledger.errors import RecordNotFound
 from payloop.alerts import alerts
 from players import audit
 from workflows.deposit import DepositWorkflow
+from workflows.types import PayoutStatus, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow
 
 ops_router = APIRouter(prefix="/v1/ops", tags=["ops"], responses=problem_responses(503))
 
 INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
+# An incident's running payouts are asked of their workflows this many at a time (a page view's queries).
+RUNNING_PAYOUT_QUERIES_AT_ONCE = 8
 IncidentId = Annotated[str, Path(pattern=INCIDENT_ID_PATTERN)]
 IncidentClass = Literal["failed_deposits", "delayed_withdrawals", "callback_errors", "currency_mismatch",
                         "transaction_timeout", "gateway_downtime"]
@@ -78,8 +82,11 @@ class IncidentEventView(BaseModel):
 class AffectedView(BaseModel):
     kind: str = Field(description="payment | payout")
     id: str
-    status: str = Field(description="its status now (a payout still running: running)")
-    final: bool
+    status: str = Field(description="its status now (a payout still running: its workflow's, or running when "
+                                     "the workflow cannot say now)")
+    final: bool = Field(description="settled: a deposit in_review waits for a person, so it is not")
+    deferred_until: str | None = Field(default=None, description="a running payout deferred until its PSP is "
+                                                                 "back: when it tries again by itself")
     temporal_ui_url: str
 
 
@@ -168,12 +175,23 @@ async def incident_detail(request: Request, incident_id: str) -> IncidentDetailV
                        else WithdrawalWorkflow.workflow_id(object_id))
         return engine.ui_url(settings, workflow_id)
 
+    running = await _running_payouts(request, [a.object_id for a in found.affected
+                                               if a.kind == "payout" and a.status == reports.RUNNING])
+
+    def affected_view(a: reports.AffectedNow) -> AffectedView:
+        state = running.get(a.object_id) if a.kind == "payout" else None
+        if state is None:
+            return AffectedView(kind=a.kind, id=a.object_id, status=a.status, final=a.final,
+                                temporal_ui_url=link(a.kind, a.object_id))
+        return AffectedView(kind=a.kind, id=a.object_id, status=state.status,
+                            final=state.status in PayoutStatus.FINAL, deferred_until=state.deferred_until,
+                            temporal_ui_url=link(a.kind, a.object_id))
+
     return IncidentDetailView(
         **_fields(found.incident),
         timeline=[IncidentEventView(kind=e.kind, at=e.at.isoformat(), actor=e.actor, details=e.details)
                   for e in found.timeline],
-        affected=[AffectedView(kind=a.kind, id=a.object_id, status=a.status, final=a.final,
-                               temporal_ui_url=link(a.kind, a.object_id)) for a in found.affected],
+        affected=[affected_view(a) for a in found.affected],
         corrections=[CorrectionView(**c) for c in await _corrections(db, incident_id)],
     )
 
@@ -266,6 +284,26 @@ def _alert_view(row: Any) -> AlertView:
         about[subject] = row.reference
     return AlertView(id=row.id, kind=row.kind, at=row.at.isoformat(), reference=row.reference,
                      details={str(k): str(v) for k, v in row.details.items()}, **about)
+
+
+async def _running_payouts(request: Request, payout_ids: list[str]) -> dict[str, WithdrawalState]:
+    """Each running payout's state, asked of its workflow (the payouts table has a payout only once it ended): its
+    status and whether it is deferred. One whose workflow cannot answer now is left out (it shows as running)."""
+    if not payout_ids:
+        return {}
+    client = request.app.state.temporal
+    gate = asyncio.Semaphore(RUNNING_PAYOUT_QUERIES_AT_ONCE)
+
+    async def ask(payout_id: str) -> WithdrawalState | None:
+        async with gate:
+            try:
+                return await engine.state(client, WithdrawalWorkflow.workflow_id(payout_id), WithdrawalWorkflow.status,
+                                          WithdrawalState, not_found=incident_not_found())
+            except Problem:
+                return None
+
+    states = await asyncio.gather(*(ask(payout_id) for payout_id in payout_ids))
+    return {payout_id: state for payout_id, state in zip(payout_ids, states) if state is not None}
 
 
 async def _corrections(db: AsyncEngine, incident_id: str) -> list[dict[str, Any]]:
