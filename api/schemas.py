@@ -684,16 +684,20 @@ class RiskCaseDetailView(RiskCaseView):
 
 # --- ops corrections (README: Corrections) ----------------------------------------------------------------------
 
-# An incident's id as the monitor makes it: the action's audit entry names it, so the incident's report lists it.
-INCIDENT_ID_PATTERN = r"^inc_[a-z0-9]{1,36}$"
+# An incident's id as the monitor makes it (incidents/store.py new_incident_id): the ops routes' paths and the
+# corrections' `incident_id`, whose audit entry names it so the incident's report lists it.
+INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
+INCIDENT_ID_EXAMPLE = "inc_3f9a1c0e5b7d4e2fa86c1d0b9e4f7a21"
 IncidentId = Annotated[str, StringConstraints(pattern=INCIDENT_ID_PATTERN),
-                       Field(examples=["inc_01jf3k2m9x"], description="the incident this correction is taken for")]
+                       Field(examples=[INCIDENT_ID_EXAMPLE],
+                             description="the incident this correction is taken for (422 unknown_incident if none "
+                                         "has this id)")]
 
 
 class OpsActionRequest(BaseModel):
     """The body every correction takes (optional where there is nothing else to say)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"incident_id": "inc_01jf3k2m9x"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"incident_id": INCIDENT_ID_EXAMPLE}]})
 
     incident_id: IncidentId | None = None
 
@@ -722,7 +726,7 @@ class WebhookBulkReplayResult(BaseModel):
 
 class CircuitForceRequest(OpsActionRequest):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"state": "open", "incident_id": "inc_01jf3k2m9x"}, {"state": "auto"}]})
+        {"state": "open", "incident_id": INCIDENT_ID_EXAMPLE}, {"state": "auto"}]})
 
     state: Literal["open", "closed", "auto"] = Field(
         description="open: no traffic unless every candidate is open; closed: failures never open it; auto: back "

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from api import engine
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses, validation_problem
+from api.schemas import INCIDENT_ID_PATTERN
 from incidents import report as reports
 from incidents import store
 from incidents.models import INCIDENT_CLASSES
@@ -38,7 +39,6 @@ from workflows.withdrawal import WithdrawalWorkflow
 
 ops_router = APIRouter(prefix="/v1/ops", tags=["ops"], responses=problem_responses(503))
 
-INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
 # An incident's running payouts are asked of their workflows this many at a time (a page view's queries).
 RUNNING_PAYOUT_QUERIES_AT_ONCE = 8
 IncidentId = Annotated[str, Path(pattern=INCIDENT_ID_PATTERN)]

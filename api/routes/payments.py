@@ -356,6 +356,7 @@ async def resync(request: Request, principal: Principal, payment_id: str,
         raise corrections.already_final("payment", state.status)
     if state.status not in DepositStatus.AT_PSP:
         raise corrections.not_at_psp("payment", state.status)
+    await corrections.check_incident(request.app.state.engine, body)
     await engine.signal(client, workflow_id, DepositWorkflow.status_recheck, not_found=payment_not_found(),
                         finished=corrections.already_final("payment", "finished"))
     now = datetime.now(timezone.utc)

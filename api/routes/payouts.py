@@ -218,6 +218,7 @@ async def resync(request: Request, principal: Principal, payout_id: str,
         raise corrections.already_final("payout", state.status)
     if state.status not in PayoutStatus.AT_PSP:
         raise corrections.not_at_psp("payout", state.status)
+    await corrections.check_incident(request.app.state.engine, body)
     await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
                         WithdrawalWorkflow.status_recheck, not_found=payout_not_found(),
                         finished=corrections.already_final("payout", "finished"))
@@ -246,6 +247,7 @@ async def send_now(request: Request, principal: Principal, payout_id: str,
         raise Problem(409, "not_deferred", "Payout is not deferred",
                       f"the payout is {state.status} and not waiting for its PSP to come back",
                       current_status=state.status)
+    await corrections.check_incident(request.app.state.engine, body)
     await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
                         WithdrawalWorkflow.send_now, not_found=payout_not_found(),
                         finished=Problem(409, "not_deferred", "Payout is not deferred", "the payout has finished"))
