@@ -242,10 +242,12 @@ async def incident_report(incident_id: IncidentId, request: Request, _principal:
     return JSONResponse(document)
 
 
-async def report_document(request: Request, incident_id: str) -> dict[str, Any]:
-    """The incident's report as a JSON-able dict (incidents/report.py; reports.report_markdown renders it)."""
+async def report_document(request: Request, incident_id: str, *, ledger_check: bool = True) -> dict[str, Any]:
+    """The incident's report as a JSON-able dict (incidents/report.py; reports.report_markdown renders it);
+    `ledger_check=False` (a console page view) leaves out the ledger's invariants, which scan the whole ledger."""
     db: AsyncEngine = request.app.state.engine
-    document = await reports.report(db, incident_id, await _corrections(db, incident_id), datetime.now(timezone.utc))
+    document = await reports.report(db, incident_id, await _corrections(db, incident_id), datetime.now(timezone.utc),
+                                    ledger_check=ledger_check)
     if document is None:
         raise incident_not_found()
     return document

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from incidents import detection, store
+from incidents import report as reports
 from payloop.settings import Settings
 from tests.incidents.helpers import NOW, alert, deposits, detect, seconds
 
@@ -99,6 +100,22 @@ async def test_a_deposit_waiting_in_review_is_not_final_so_its_incident_has_not_
     validation = (await client.get(f"/v1/ops/incidents/{incident.incident_id}/report")).json()["validation"]
     assert (validation["affected_final"], validation["not_final"], validation["passed"]) == (
         0, [f"payment:{in_review}"], False)
+
+
+async def test_a_console_view_of_the_report_skips_the_ledger_scan(engine: AsyncEngine,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    incident_id, _failed = await failed_deposits_incident(engine)
+
+    async def no_scan(_engine: AsyncEngine) -> None:
+        raise AssertionError("the ledger's invariants were checked")
+
+    monkeypatch.setattr(reports, "check_invariants", no_scan)
+    document = await reports.report(engine, incident_id, [], NOW, ledger_check=False)
+    assert document is not None
+    assert (document["validation"]["ledger_invariants_ok"], document["validation"]["passed"]) == (None, None)
+    markdown = reports.report_markdown(document)
+    assert "- ledger invariants: not checked here (the downloaded report checks them)" in markdown
+    assert "- passed: not judged here" in markdown
 
 
 async def test_the_open_gauge_counts_open_incidents(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
