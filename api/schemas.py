@@ -12,6 +12,7 @@ from pydantic import (
 )
 
 from api.card_numbers import NoCardNumber
+from incidents.models import INCIDENT_CLASSES
 
 # A player id, wherever one is taken (bodies and paths): 1-64 of letters, digits, "_", "-", "." — but not "." or
 # "..", which are path segments URL resolution removes or climbs with (in clients, proxies, caches), so a request
@@ -748,3 +749,81 @@ class MethodSwitchView(BaseModel):
 
 class MethodSwitchList(BaseModel):
     methods: list[MethodSwitchView]
+
+
+# --- incidents and alerts (api/routes/incidents.py) -------------------------------------------------------------
+
+
+class IncidentView(BaseModel):
+    incident_id: str
+    incident_class: str = Field(description=" | ".join(INCIDENT_CLASSES))
+    scope: str = Field(description='what it is about: "psp=card,method=card", "psp=card" or "all"')
+    state: str = Field(description="open | resolved")
+    diagnosis: str
+    opened_at: str
+    updated_at: str
+    resolved_at: str | None
+    resolved_by: str | None = Field(description='"monitor" (its cause cleared) or the ops client')
+    first_seen_at: str | None = Field(description="the oldest sign of the cause the monitor saw")
+    figures_at_open: dict[str, Any]
+    figures_now: dict[str, Any]
+
+
+class IncidentPage(BaseModel):
+    incidents: list[IncidentView]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class IncidentEventView(BaseModel):
+    kind: str = Field(description="opened | reopened | updated | resolved")
+    at: str
+    actor: str
+    details: dict[str, Any]
+
+
+class AffectedView(BaseModel):
+    kind: str = Field(description="payment | payout")
+    id: str
+    status: str = Field(description="its status now (a payout still running: its workflow's, or running when "
+                                     "the workflow cannot say now)")
+    final: bool = Field(description="settled: a deposit in_review waits for a person, so it is not")
+    deferred_until: str | None = Field(default=None, description="a running payout deferred until its PSP is "
+                                                                 "back: when it tries again by itself")
+    temporal_ui_url: str
+
+
+class CorrectionView(BaseModel):
+    at: str
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+
+
+class IncidentDetailView(IncidentView):
+    timeline: list[IncidentEventView]
+    affected: list[AffectedView]
+    corrections: list[CorrectionView] = Field(description="the ops actions taken for this incident (audit log)")
+
+
+class IncidentResolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=500)
+
+
+class AlertView(BaseModel):
+    id: int
+    kind: str
+    at: str
+    reference: str
+    payment_id: str | None
+    payout_id: str | None
+    refund_id: str | None
+    recon_run: str | None
+    details: dict[str, str]
+
+
+class AlertPage(BaseModel):
+    alerts: list[AlertView]
+    next_before: int | None = Field(description="pass as `before` for the next (older) page; null on the last")

@@ -20,13 +20,15 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api import engine
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses, validation_problem
-from api.schemas import INCIDENT_ID_PATTERN
+from api.schemas import (
+    INCIDENT_ID_PATTERN, AffectedView, AlertPage, AlertView, CorrectionView, IncidentDetailView, IncidentEventView,
+    IncidentPage, IncidentResolveRequest, IncidentView,
+)
 from incidents import report as reports
 from incidents import store
 from incidents.models import INCIDENT_CLASSES
@@ -50,79 +52,6 @@ ALERT_KIND_PATTERN = r"^[a-z_]{1,20}\.[a-z_]{1,40}$"
 ALERT_SUBJECTS = {"deposit": "payment_id", "dispute": "payment_id", "payout": "payout_id", "withdrawal": "payout_id",
                   "refund": "refund_id", "recon": "recon_run"}
 assert set(IncidentClass.__args__) == set(INCIDENT_CLASSES)  # type: ignore[attr-defined]
-
-
-class IncidentView(BaseModel):
-    incident_id: str
-    incident_class: str = Field(description=" | ".join(INCIDENT_CLASSES))
-    scope: str = Field(description='what it is about: "psp=card,method=card", "psp=card" or "all"')
-    state: str = Field(description="open | resolved")
-    diagnosis: str
-    opened_at: str
-    updated_at: str
-    resolved_at: str | None
-    resolved_by: str | None = Field(description='"monitor" (its cause cleared) or the ops client')
-    first_seen_at: str | None = Field(description="the oldest sign of the cause the monitor saw")
-    figures_at_open: dict[str, Any]
-    figures_now: dict[str, Any]
-
-
-class IncidentPage(BaseModel):
-    incidents: list[IncidentView]
-    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
-
-
-class IncidentEventView(BaseModel):
-    kind: str = Field(description="opened | reopened | updated | resolved")
-    at: str
-    actor: str
-    details: dict[str, Any]
-
-
-class AffectedView(BaseModel):
-    kind: str = Field(description="payment | payout")
-    id: str
-    status: str = Field(description="its status now (a payout still running: its workflow's, or running when "
-                                     "the workflow cannot say now)")
-    final: bool = Field(description="settled: a deposit in_review waits for a person, so it is not")
-    deferred_until: str | None = Field(default=None, description="a running payout deferred until its PSP is "
-                                                                 "back: when it tries again by itself")
-    temporal_ui_url: str
-
-
-class CorrectionView(BaseModel):
-    at: str
-    actor: str
-    action: str
-    subject: str
-    details: dict[str, Any]
-
-
-class IncidentDetailView(IncidentView):
-    timeline: list[IncidentEventView]
-    affected: list[AffectedView]
-    corrections: list[CorrectionView] = Field(description="the ops actions taken for this incident (audit log)")
-
-
-class IncidentResolveRequest(BaseModel):
-    note: str = Field(min_length=1, max_length=500)
-
-
-class AlertView(BaseModel):
-    id: int
-    kind: str
-    at: str
-    reference: str
-    payment_id: str | None
-    payout_id: str | None
-    refund_id: str | None
-    recon_run: str | None
-    details: dict[str, str]
-
-
-class AlertPage(BaseModel):
-    alerts: list[AlertView]
-    next_before: int | None = Field(description="pass as `before` for the next (older) page; null on the last")
 
 
 def incident_not_found() -> Problem:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from api.console.pages.incidents import CircuitNow, corrections_for, duration_text
-from api.routes.incidents import AffectedView, IncidentDetailView
+from api.schemas import AffectedView, IncidentDetailView
 
 OPENED = "2026-12-08T12:00:00+00:00"
 

@@ -68,6 +68,9 @@ async def test_list_detail_resolve_and_report(client: httpx.AsyncClient, engine:
 
     assert_problem(await client.post(f"/v1/ops/incidents/{incident_id}/resolve", json={"note": ""}), 422,
                    "validation_error")
+    # A field it does not take is refused, not silently dropped (like every other request body).
+    assert_problem(await client.post(f"/v1/ops/incidents/{incident_id}/resolve",
+                                     json={"note": "x", "incident_id": incident_id}), 422, "validation_error")
     resolved = await client.post(f"/v1/ops/incidents/{incident_id}/resolve", json={"note": "card_b took over"})
     assert resolved.status_code == 200 and resolved.json()["resolved_by"] == "back-office"
     assert_problem(await client.post(f"/v1/ops/incidents/{incident_id}/resolve", json={"note": "again"}), 409,

@@ -16,8 +16,8 @@ from api.console import actions, flash
 from api.console.guard import ActionForm, Session, actor
 from api.console.rendering import ConsoleRoute, refusal, render
 from api.routes import incidents as incident_routes
-from api.routes.incidents import IncidentDetailView, IncidentResolveRequest, IncidentView
 from api.routes.routing import psp_health_now
+from api.schemas import IncidentDetailView, IncidentResolveRequest, IncidentView
 from incidents.detection import NO_PSP
 from incidents.report import report_markdown
 from payloop.db import utcnow
