@@ -1,7 +1,7 @@
 """The API's Prometheus metrics (prometheus-client), one registry per app: what this process counted (webhook
 deliveries, alerts, init latency, KYC verification time, the rate limiter's refusals …), and a few gauges read from
-the database at scrape time with indexed look-ups only — the circuits, the review queues, the open incidents — never a count over a
-growing table. Each API process reports its own counters; Prometheus sums them.
+the database at scrape time with indexed look-ups only — the circuits, the review queues, the open incidents — never
+a count over a growing table. Each API process reports its own counters; Prometheus sums them.
 
 The worker's metrics (payments by final status, PSP calls, the Temporal SDK's own) are the worker's:
 workers/metrics.py."""

@@ -165,7 +165,8 @@ async def _update(conn: AsyncConnection, incident: Incident, c: Condition, now: 
     e = incident_events.c
     last = (await conn.execute(sa.select(e.at, e.details).where(e.incident_id == incident.incident_id)
                                .order_by(e.event_id.desc()).limit(1))).one()
-    if last.details.get("figures") != figures and now - last.at >= timedelta(seconds=thresholds.timeline_update_seconds):
+    logged_long_ago = now - last.at >= timedelta(seconds=thresholds.timeline_update_seconds)
+    if last.details.get("figures") != figures and logged_long_ago:
         await conn.execute(incident_events.insert().values(
             incident_id=incident.incident_id, kind="updated", at=now, actor=MONITOR,
             details={"diagnosis": c.diagnosis, "figures": figures}))

@@ -204,8 +204,9 @@ async def resync_payout(
     payout_id: str, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
     body: OpsActionRequest | None = None,
 ) -> PayoutView:
-    """Re-syncs a payout processing at its PSP (else 409 `not_at_psp`, or `already_final`) with its PSP, as `POST /v1/ops/payments/{id}/resync` does a deposit: the
-    workflow asks the PSP (signal `status_recheck`), and only the PSP's answer posts or voids the hold."""
+    """Re-syncs a payout processing at its PSP (else 409 `not_at_psp`, or `already_final`) with its PSP, as
+    `POST /v1/ops/payments/{id}/resync` does a deposit: the workflow asks the PSP (signal `status_recheck`), and
+    only the PSP's answer posts or voids the hold."""
     return await resync(request, principal, payout_id, body)
 
 

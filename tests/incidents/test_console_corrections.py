@@ -52,7 +52,8 @@ FORCE_OPEN = ("psp.circuit.force", "Force its circuit open (back to auto once it
                                        ("payment", "pay_p", "authorized", False), ("payout", "po_m", "paid", True)],
      [("payment.review", "Decide the deposit's review", "pay_r", "POST /v1/ops/payments/pay_r/review", {}),
       ("payment.resync", "Re-sync with its PSP", "pay_p", "POST /v1/ops/payments/pay_p/resync", {})]),
-    ("transaction_timeout", "psp=card", [("payment", "pay_p", "pending", False), ("payment", "pay_k", "captured", False),
+    ("transaction_timeout", "psp=card", [("payment", "pay_p", "pending", False),
+                                         ("payment", "pay_k", "captured", False),
                                          ("payment", "pay_x", "expired", True)],
      [("payment.resync", "Re-sync with its PSP", "pay_p", "POST /v1/ops/payments/pay_p/resync", {})]),
 ])

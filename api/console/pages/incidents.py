@@ -148,7 +148,8 @@ async def incident_page(incident_id: str, request: Request, session: Session) ->
     report = report_markdown(await incident_routes.report_document(request, incident_id, ledger_check=False))
     figure_names = list(dict.fromkeys([*incident.figures_at_open, *incident.figures_now]))
     return render(request, "incident.html", session=session, incident=incident, report=report,
-                  corrections=corrections_for(incident, await circuit_now(request, incident)), duration=duration_text(incident, utcnow()),
+                  corrections=corrections_for(incident, await circuit_now(request, incident)),
+                  duration=duration_text(incident, utcnow()),
                   figure_names=figure_names)
 
 
