@@ -784,7 +784,7 @@ class IncidentEventView(BaseModel):
 class AffectedView(BaseModel):
     kind: str = Field(description="payment | payout")
     id: str
-    status: str = Field(description="its status now (a payout still running: its workflow's, or running when "
+    status: str = Field(description="its status now (one not yet in its table: its workflow's, or running when "
                                      "the workflow cannot say now)")
     final: bool = Field(description="settled: a deposit in_review waits for a person, so it is not")
     deferred_until: str | None = Field(default=None, description="a running payout deferred until its PSP is "

@@ -24,7 +24,9 @@ from ledger.models import payments, payouts
 # settled, so it is not final here — an incident about it has not passed while it waits.
 DEPOSIT_FINAL = frozenset({"credited", "failed", "rejected", "expired", "refunded"})
 PAYOUT_FINAL = frozenset({"paid", "failed", "rejected", "cancelled"})
-RUNNING = "running"  # a payout not in the payouts table: it is written at the payout's end
+# A payment or payout not in its table yet (a payout is written at its end, a deposit at its end or review): the
+# API asks its workflow for its status.
+RUNNING = "running"
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,14 @@ from ledger.errors import RecordNotFound
 from payloop.alerts import alerts
 from players import audit
 from workflows.deposit import DepositWorkflow
-from workflows.types import PayoutStatus, WithdrawalState
+from workflows.types import DepositState, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow
 
 ops_router = APIRouter(prefix="/v1/ops", tags=["ops"], responses=problem_responses(503))
 
-# An incident's running payouts are asked of their workflows this many at a time (a page view's queries).
-RUNNING_PAYOUT_QUERIES_AT_ONCE = 8
+# An incident's running payments and payouts are asked of their workflows this many at a time (a page view's
+# queries).
+RUNNING_QUERIES_AT_ONCE = 8
 IncidentId = Annotated[str, Path(pattern=INCIDENT_ID_PATTERN)]
 IncidentClass = Literal["failed_deposits", "delayed_withdrawals", "callback_errors", "currency_mismatch",
                         "transaction_timeout", "gateway_downtime"]
@@ -104,16 +105,17 @@ async def incident_detail(request: Request, incident_id: str) -> IncidentDetailV
                        else WithdrawalWorkflow.workflow_id(object_id))
         return engine.ui_url(settings, workflow_id)
 
-    running = await _running_payouts(request, [a.object_id for a in found.affected
-                                               if a.kind == "payout" and a.status == reports.RUNNING])
+    running = await _running_states(request, [a for a in found.affected if a.status == reports.RUNNING])
 
     def affected_view(a: reports.AffectedNow) -> AffectedView:
-        state = running.get(a.object_id) if a.kind == "payout" else None
+        state = running.get((a.kind, a.object_id))
         if state is None:
             return AffectedView(kind=a.kind, id=a.object_id, status=a.status, final=a.final,
                                 temporal_ui_url=link(a.kind, a.object_id))
         return AffectedView(kind=a.kind, id=a.object_id, status=state.status,
-                            final=state.status in PayoutStatus.FINAL, deferred_until=state.deferred_until,
+                            final=state.status in (reports.DEPOSIT_FINAL if a.kind == "payment" else
+                                                   reports.PAYOUT_FINAL),
+                            deferred_until=getattr(state, "deferred_until", None),
                             temporal_ui_url=link(a.kind, a.object_id))
 
     return IncidentDetailView(
@@ -217,24 +219,28 @@ def _alert_view(row: Any) -> AlertView:
                      details={str(k): str(v) for k, v in row.details.items()}, **about)
 
 
-async def _running_payouts(request: Request, payout_ids: list[str]) -> dict[str, WithdrawalState]:
-    """Each running payout's state, asked of its workflow (the payouts table has a payout only once it ended): its
-    status and whether it is deferred. One whose workflow cannot answer now is left out (it shows as running)."""
-    if not payout_ids:
+async def _running_states(request: Request,
+                          running: list[reports.AffectedNow]) -> dict[tuple[str, str], DepositState | WithdrawalState]:
+    """Each running payment's or payout's state, asked of its workflow (the payments and payouts tables have one
+    only once it ended or went to review): its status and, for a payout, whether it is deferred. One whose workflow
+    cannot answer now is left out (it shows as running)."""
+    if not running:
         return {}
     client = request.app.state.temporal
-    gate = asyncio.Semaphore(RUNNING_PAYOUT_QUERIES_AT_ONCE)
+    gate = asyncio.Semaphore(RUNNING_QUERIES_AT_ONCE)
 
-    async def ask(payout_id: str) -> WithdrawalState | None:
+    async def ask(a: reports.AffectedNow) -> DepositState | WithdrawalState | None:
+        workflow_id, query, result_type = (
+            (DepositWorkflow.workflow_id(a.object_id), DepositWorkflow.status, DepositState) if a.kind == "payment"
+            else (WithdrawalWorkflow.workflow_id(a.object_id), WithdrawalWorkflow.status, WithdrawalState))
         async with gate:
             try:
-                return await engine.state(client, WithdrawalWorkflow.workflow_id(payout_id), WithdrawalWorkflow.status,
-                                          WithdrawalState, not_found=incident_not_found())
+                return await engine.state(client, workflow_id, query, result_type, not_found=incident_not_found())
             except Problem:
                 return None
 
-    states = await asyncio.gather(*(ask(payout_id) for payout_id in payout_ids))
-    return {payout_id: state for payout_id, state in zip(payout_ids, states) if state is not None}
+    states = await asyncio.gather(*(ask(a) for a in running))
+    return {(a.kind, a.object_id): state for a, state in zip(running, states) if state is not None}
 
 
 async def _corrections(db: AsyncEngine, incident_id: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from temporalio.testing import WorkflowEnvironment
 
 from api.models import idempotency_keys
-from incidents.models import incidents
+from incidents.models import incident_payments, incidents
 from incidents.store import new_incident_id
 from players.audit import audit_log
 from psp.inbox import webhook_events
@@ -45,15 +45,18 @@ async def ops_stack(
         yield stack
 
 
-async def incident(stack: Stack) -> str:
+async def incident(stack: Stack, payout_ids: tuple[str, ...] = ()) -> str:
     """An incident the corrections can name (one that exists: an unknown id is refused), resolved so the monitor's
-    passes leave it alone."""
+    passes leave it alone; about `payout_ids`."""
     incident_id, now = new_incident_id(), datetime.now(timezone.utc)
     async with stack.engine.begin() as conn:
         await conn.execute(incidents.insert().values(
-            incident_id=incident_id, incident_class="gateway_downtime", scope=f"psp=test-{incident_id}",
+            incident_id=incident_id, incident_class="delayed_withdrawals", scope=f"psp=test-{incident_id}",
             state="resolved", opened_at=now, updated_at=now, resolved_at=now, resolved_by="test", first_seen_at=None,
             diagnosis="made by the test", figures_at_open={}, figures_now={}))
+        for payout_id in payout_ids:
+            await conn.execute(incident_payments.insert().values(incident_id=incident_id, kind="payout",
+                                                                 object_id=payout_id))
     return incident_id
 
 
@@ -128,6 +131,11 @@ async def test_send_now_sends_a_deferred_payout_once_its_psp_is_back(ops_stack: 
         assert (deferred["status"], deferred["hold"]) == ("processing", "held")
     finally:
         await stack.psp_mode("ewallet", "up")
+    # An incident about it shows it as its workflow does (the payouts table has it only at its end): deferred.
+    about = await incident(stack, (payout_id,))
+    [shown] = (await stack.api.get(f"/v1/ops/incidents/{about}")).json()["affected"]
+    assert (shown["status"], shown["final"], shown["deferred_until"]) == ("processing", False,
+                                                                          deferred["deferred_until"])
     response = await stack.api.post(f"/v1/ops/payouts/{payout_id}/send-now", json={"incident_id": inc})
     assert response.status_code == 202, response.text
     assert response.json()["deferred_until"] == deferred["deferred_until"]
