@@ -56,7 +56,7 @@ class MonitorActivities:
         conditions = [detection.Condition(**(asdict(c) | {"first_seen_at": datetime.fromisoformat(c.first_seen_at)
                                                           if c.first_seen_at else None}))
                       for c in incident_pass.conditions]
-        result = await store.apply(self.engine, conditions, datetime.fromisoformat(incident_pass.at))
+        result = await store.apply(self.engine, conditions, datetime.fromisoformat(incident_pass.at), self.thresholds)
         return IncidentPassResult(opened=result.opened, updated=result.updated, resolved=result.resolved)
 
     async def running(self, workflow: tuple[str, str], started_before: datetime) -> list[detection.RunningWorkflow]:

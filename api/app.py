@@ -42,7 +42,7 @@ from payloop.money import parse_rates
 from payloop.settings import Settings
 from payloop.temporal import connect
 from psp.registry import build_verifiers, payment_methods
-from psp.routing import load_routing
+from psp.routing import load_routing, switches
 from psp.routing.health import HealthStore
 
 
@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
             db, on_delivery=lambda psp, outcome: counted.webhook_deliveries.labels(psp, outcome).inc(),
             on_alert=lambda kind: counted.alerts.labels(kind).inc())
         state.psp_health = HealthStore(db, state.routing)
+        state.disabled_methods = switches.DisabledMethods(db)  # read on every deposit init: cached a few seconds
         state.console_sessions = SessionStore(db, idle_seconds=settings.console_session_idle_seconds,
                                               absolute_seconds=settings.console_session_absolute_seconds)
 

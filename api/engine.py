@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from temporalio.client import (
@@ -132,16 +132,8 @@ async def _update_problems(handle: WorkflowHandle, not_found: Problem,
             raise rejected(err.cause) from None
         raise unavailable("the update could not be applied") from err
     except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise unavailable("the payment engine is unavailable") from err
         # Not found: no such workflow, or one that has finished (then the change comes too late).
-        try:
-            await handle.describe()
-        except RPCError as described:
-            if described.status == RPCStatusCode.NOT_FOUND:
-                raise not_found from None
-            raise unavailable("the payment engine is unavailable") from described
-        raise rejected(ApplicationError("it has already finished", type="Finished")) from None
+        await _gone(handle, err, not_found, rejected(ApplicationError("it has already finished", type="Finished")))
 
 
 async def signal(client: Client, workflow_id: str, handler: Callable, *, not_found: Problem,
@@ -152,15 +144,32 @@ async def signal(client: Client, workflow_id: str, handler: Callable, *, not_fou
     try:
         await handle.signal(handler)
     except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise unavailable("the payment engine is unavailable") from err
-        try:
-            await handle.describe()
-        except RPCError as described:
-            if described.status == RPCStatusCode.NOT_FOUND:
-                raise not_found from None
-            raise unavailable("the payment engine is unavailable") from described
-        raise finished from None
+        await _gone(handle, err, not_found, finished)
+
+
+async def _gone(handle: WorkflowHandle, err: RPCError, not_found: Problem, finished: Problem) -> NoReturn:
+    """An update's or signal's RPC failure as a problem: NOT_FOUND is `not_found` when there is no such workflow
+    (describe says so too), `finished` when it has ended; anything else, the engine unavailable."""
+    if err.status != RPCStatusCode.NOT_FOUND:
+        raise unavailable("the payment engine is unavailable") from err
+    try:
+        await handle.describe()
+    except RPCError as described:
+        if described.status == RPCStatusCode.NOT_FOUND:
+            raise not_found from None
+        raise unavailable("the payment engine is unavailable") from described
+    raise finished from None
+
+
+async def exists(client: Client, workflow_id: str) -> bool:
+    """Whether a workflow of this id was ever started (running or not)."""
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise unavailable("the payment engine is unavailable") from err
+    return True
 
 
 async def state(client: Client, workflow_id: str, handler: Callable, result_type: type, *, not_found: Problem) -> Any:

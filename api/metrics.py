@@ -1,7 +1,7 @@
 """The API's Prometheus metrics (prometheus-client), one registry per app: what this process counted (webhook
 deliveries, alerts, init latency, KYC verification time, the rate limiter's refusals …), and a few gauges read from
-the database at scrape time with indexed look-ups only — the circuits, the review queues, the open incidents — never a count over a
-growing table. Each API process reports its own counters; Prometheus sums them.
+the database at scrape time with indexed look-ups only — the circuits, the review queues, the open incidents — never
+a count over a growing table. Each API process reports its own counters; Prometheus sums them.
 
 The worker's metrics (payments by final status, PSP calls, the Temporal SDK's own) are the worker's:
 workers/metrics.py."""
@@ -118,9 +118,15 @@ class CountersOf(Collector):
         limits = self.state.rate_limits
         refused = CounterMetricFamily("payloop_rate_limited", "Requests refused with 429 by this process, by limit.",
                                       labels=["limit"])
-        for kind in ("payments", "webhooks"):
+        for kind in ("payments", "webhooks", "console_login"):
             refused.add_metric([kind], limits.refused[kind])
         yield refused
+        sign_ins = CounterMetricFamily("payloop_console_sign_ins_refused", "Ops console sign-ins this process "
+                                       "refused: a key that cannot sign in, or over the per-address limit.",
+                                       labels=["reason"])
+        for reason in ("key", "rate_limited"):
+            sign_ins.add_metric([reason], limits.console_sign_ins_refused[reason])
+        yield sign_ins
         yield CounterMetricFamily("payloop_rate_limit_storage_errors", "Redis errors of the rate limiter (it then "
                                   "counts in memory).", value=limits.storage_errors)
         not_logged = CounterMetricFamily(

@@ -91,10 +91,12 @@ class RateLimits:
         self.payments = _parse(settings.rate_limit_payments)
         self.webhooks = _parse(settings.rate_limit_webhooks)
         self.rejection_log = _parse(settings.rate_limit_webhook_rejection_log)
+        self.console_login = _parse(settings.rate_limit_console_login)
         self.recheck = RateLimitItemPerSecond(1, settings.status_recheck_interval_seconds)
         # In memory, one storage per kind of key, so the many keys an attacker can make (a re-check key per
         # payment id it invents, a webhook key per source) never weigh on the per-client check of every request.
-        self._local = {kind: _Limiters(SweptMemoryStorage()) for kind in ("clients", "webhooks", "rechecks")}
+        self._local = {kind: _Limiters(SweptMemoryStorage())
+                       for kind in ("clients", "webhooks", "rechecks", "console_logins")}
         self._pool: redis_asyncio.ConnectionPool | None = None
         self._shared: _Limiters | None = None
         if settings.redis_url:
@@ -113,6 +115,7 @@ class RateLimits:
         self.storage_errors = 0
         self.rechecks: Counter[str] = Counter()  # "allowed" (a signal is sent) | "suppressed"
         self.rejections_not_logged: Counter[tuple[str, str]] = Counter()  # (psp, reason)
+        self.console_sign_ins_refused: Counter[str] = Counter()  # "key" (cannot sign in) | "rate_limited"
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -128,6 +131,15 @@ class RateLimits:
         refusal = await self._check("webhooks", self.webhooks, "webhook", psp, source_key(source))
         if refusal is not None:
             self.refused["webhooks"] += 1
+        return refusal
+
+    async def check_console_login(self, source: str) -> Refusal | None:
+        """A sign-in attempt at the ops console from `source` (an IPv6 source by its /64): every attempt counts,
+        so key guessing is bounded whether the keys are right or not."""
+        refusal = await self._check("console_logins", self.console_login, "console-login", source_key(source))
+        if refusal is not None:
+            self.refused["console_login"] += 1
+            self.console_sign_ins_refused["rate_limited"] += 1
         return refusal
 
     async def may_log_rejection(self, psp: str, reason: str) -> bool:

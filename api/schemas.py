@@ -12,6 +12,7 @@ from pydantic import (
 )
 
 from api.card_numbers import NoCardNumber
+from incidents.models import INCIDENT_CLASSES
 
 # A player id, wherever one is taken (bodies and paths): 1-64 of letters, digits, "_", "-", "." — but not "." or
 # "..", which are path segments URL resolution removes or climbs with (in clients, proxies, caches), so a request
@@ -684,16 +685,20 @@ class RiskCaseDetailView(RiskCaseView):
 
 # --- ops corrections (README: Corrections) ----------------------------------------------------------------------
 
-# An incident's id as the monitor makes it: the action's audit entry names it, so the incident's report lists it.
-INCIDENT_ID_PATTERN = r"^inc_[a-z0-9]{1,36}$"
+# An incident's id as the monitor makes it (incidents/store.py new_incident_id): the ops routes' paths and the
+# corrections' `incident_id`, whose audit entry names it so the incident's report lists it.
+INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
+INCIDENT_ID_EXAMPLE = "inc_3f9a1c0e5b7d4e2fa86c1d0b9e4f7a21"
 IncidentId = Annotated[str, StringConstraints(pattern=INCIDENT_ID_PATTERN),
-                       Field(examples=["inc_01jf3k2m9x"], description="the incident this correction is taken for")]
+                       Field(examples=[INCIDENT_ID_EXAMPLE],
+                             description="the incident this correction is taken for (422 unknown_incident if none "
+                                         "has this id)")]
 
 
 class OpsActionRequest(BaseModel):
     """The body every correction takes (optional where there is nothing else to say)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"incident_id": "inc_01jf3k2m9x"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"incident_id": INCIDENT_ID_EXAMPLE}]})
 
     incident_id: IncidentId | None = None
 
@@ -722,7 +727,7 @@ class WebhookBulkReplayResult(BaseModel):
 
 class CircuitForceRequest(OpsActionRequest):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"state": "open", "incident_id": "inc_01jf3k2m9x"}, {"state": "auto"}]})
+        {"state": "open", "incident_id": INCIDENT_ID_EXAMPLE}, {"state": "auto"}]})
 
     state: Literal["open", "closed", "auto"] = Field(
         description="open: no traffic unless every candidate is open; closed: failures never open it; auto: back "
@@ -744,3 +749,81 @@ class MethodSwitchView(BaseModel):
 
 class MethodSwitchList(BaseModel):
     methods: list[MethodSwitchView]
+
+
+# --- incidents and alerts (api/routes/incidents.py) -------------------------------------------------------------
+
+
+class IncidentView(BaseModel):
+    incident_id: str
+    incident_class: str = Field(description=" | ".join(INCIDENT_CLASSES))
+    scope: str = Field(description='what it is about: "psp=card,method=card", "psp=card" or "all"')
+    state: str = Field(description="open | resolved")
+    diagnosis: str
+    opened_at: str
+    updated_at: str
+    resolved_at: str | None
+    resolved_by: str | None = Field(description='"monitor" (its cause cleared) or the ops client')
+    first_seen_at: str | None = Field(description="the oldest sign of the cause the monitor saw")
+    figures_at_open: dict[str, Any]
+    figures_now: dict[str, Any]
+
+
+class IncidentPage(BaseModel):
+    incidents: list[IncidentView]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
+
+
+class IncidentEventView(BaseModel):
+    kind: str = Field(description="opened | reopened | updated | resolved")
+    at: str
+    actor: str
+    details: dict[str, Any]
+
+
+class AffectedView(BaseModel):
+    kind: str = Field(description="payment | payout")
+    id: str
+    status: str = Field(description="its status now (one not yet in its table: its workflow's, or running when "
+                                     "the workflow cannot say now)")
+    final: bool = Field(description="settled: a deposit in_review waits for a person, so it is not")
+    deferred_until: str | None = Field(default=None, description="a running payout deferred until its PSP is "
+                                                                 "back: when it tries again by itself")
+    temporal_ui_url: str
+
+
+class CorrectionView(BaseModel):
+    at: str
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+
+
+class IncidentDetailView(IncidentView):
+    timeline: list[IncidentEventView]
+    affected: list[AffectedView]
+    corrections: list[CorrectionView] = Field(description="the ops actions taken for this incident (audit log)")
+
+
+class IncidentResolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=500)
+
+
+class AlertView(BaseModel):
+    id: int
+    kind: str
+    at: str
+    reference: str
+    payment_id: str | None
+    payout_id: str | None
+    refund_id: str | None
+    recon_run: str | None
+    details: dict[str, str]
+
+
+class AlertPage(BaseModel):
+    alerts: list[AlertView]
+    next_before: int | None = Field(description="pass as `before` for the next (older) page; null on the last")

@@ -58,6 +58,8 @@ class GatewayDowntime(_Model):
 class Thresholds(_Model):
     window_seconds: Seconds = 300
     affected_ids_max: StrictInt = Field(default=200, ge=1, le=10_000)
+    affected_ids_kept_max: StrictInt = Field(default=1000, ge=1, le=10_000)
+    timeline_update_seconds: Seconds = 900
     failed_deposits: FailedDeposits = FailedDeposits()
     delayed_withdrawals: DelayedWithdrawals = DelayedWithdrawals()
     callback_errors: CallbackErrors = CallbackErrors()

@@ -3,8 +3,9 @@
 A pass (`apply`) converges the open incidents on the conditions that hold now:
 - a condition of a (class, scope) with no open incident opens one (`reopened` on its timeline when ops resolved the
   previous one of that class and scope while its cause still held);
-- an open incident whose condition still holds gets its figures and newly affected ids (a timeline entry only when
-  its figures changed);
+- an open incident whose condition still holds gets its figures and newly affected ids, up to
+  `affected_ids_kept_max` in all (its figures say how many are kept and whether it is full); a timeline entry only
+  when its figures differ from the last ones on its timeline and the last entry is `timeline_update_seconds` old;
 - an open incident whose condition is gone is resolved by "monitor".
 The partial unique index allows one open incident per (class, scope), so the same pass applied again (a retried
 activity, a second monitor) finds everything already as it would make it and changes nothing.
@@ -15,18 +16,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from incidents.config import Thresholds
 from incidents.detection import Condition
 from incidents.models import incident_events, incident_payments, incidents
 from ledger.errors import RecordNotFound
 from payloop.db import insert_if_missing
 
 MONITOR = "monitor"
+# The figures the store adds to a condition's own: how many affected ids the incident keeps, and whether it is full.
+AFFECTED_KEPT = "affected_ids_kept"
+AFFECTED_FULL = "affected_ids_full"
+DEFAULTS = Thresholds()
 LIST_LIMIT_MAX = 500
 R = TypeVar("R")
 
@@ -83,7 +89,8 @@ def new_incident_id() -> str:
     return f"inc_{uuid.uuid4().hex}"
 
 
-async def apply(engine: AsyncEngine, conditions: Sequence[Condition], now: datetime) -> PassResult:
+async def apply(engine: AsyncEngine, conditions: Sequence[Condition], now: datetime,
+                thresholds: Thresholds = DEFAULTS) -> PassResult:
     """Open, update and resolve so the open incidents match `conditions` (see the module's docstring)."""
     result = PassResult()
     wanted = {(c.incident_class, c.scope): c for c in conditions}
@@ -93,9 +100,9 @@ async def apply(engine: AsyncEngine, conditions: Sequence[Condition], now: datet
         for key, condition in wanted.items():
             incident = open_now.get(key)
             if incident is None:
-                if await _open(conn, condition, now):
+                if await _open(conn, condition, now, thresholds):
                     result.opened.append(condition.incident_class)
-            elif await _update(conn, incident, condition, now):
+            elif await _update(conn, incident, condition, now, thresholds):
                 result.updated.append(condition.incident_class)
         for key, incident in open_now.items():
             if key not in wanted and await _close(conn, incident.incident_id, MONITOR, now, {"cause": "cleared"}):
@@ -120,13 +127,16 @@ async def resolve(engine: AsyncEngine, incident_id: str, actor: str, note: str, 
     return incident
 
 
-async def _open(conn: AsyncConnection, c: Condition, now: datetime) -> bool:
+async def _open(conn: AsyncConnection, c: Condition, now: datetime, thresholds: Thresholds) -> bool:
     incident_id = new_incident_id()
+    named = len(_affected_rows(incident_id, c))  # a new incident keeps none yet: it keeps what fits
+    figures = _with_affected(c.figures, min(named, thresholds.affected_ids_kept_max),
+                             named > thresholds.affected_ids_kept_max)
     inserted = await insert_if_missing(conn, incidents, {
         "incident_id": incident_id, "incident_class": c.incident_class, "scope": c.scope, "state": "open",
         "opened_at": now, "updated_at": now, "resolved_at": None, "resolved_by": None,
-        "first_seen_at": c.first_seen_at, "diagnosis": c.diagnosis[:500], "figures_at_open": c.figures,
-        "figures_now": c.figures})
+        "first_seen_at": c.first_seen_at, "diagnosis": c.diagnosis[:500], "figures_at_open": figures,
+        "figures_now": figures})
     if not inserted:  # another pass opened it first
         return False
     previous = (await conn.execute(
@@ -135,25 +145,36 @@ async def _open(conn: AsyncConnection, c: Condition, now: datetime) -> bool:
                incidents.c.state == "resolved")
         .order_by(incidents.c.resolved_at.desc(), incidents.c.incident_id.desc()).limit(1))).one_or_none()
     reopened = previous is not None and previous.resolved_by != MONITOR  # ops resolved it; the cause held
-    details = {"diagnosis": c.diagnosis, "figures": c.figures}
+    details = {"diagnosis": c.diagnosis, "figures": figures}
     if reopened:
         details["previous_incident_id"] = previous.incident_id
     await conn.execute(incident_events.insert().values(incident_id=incident_id, kind="reopened" if reopened
                                                        else "opened", at=now, actor=MONITOR, details=details))
-    await _add_affected(conn, incident_id, c)
+    await _add_affected(conn, incident_id, c, thresholds.affected_ids_kept_max)
     return True
 
 
-async def _update(conn: AsyncConnection, incident: Incident, c: Condition, now: datetime) -> bool:
-    await _add_affected(conn, incident.incident_id, c)
-    if incident.figures_now == c.figures:
+async def _update(conn: AsyncConnection, incident: Incident, c: Condition, now: datetime,
+                  thresholds: Thresholds) -> bool:
+    kept, full = await _add_affected(conn, incident.incident_id, c, thresholds.affected_ids_kept_max)
+    figures = _with_affected(c.figures, kept, full or bool(incident.figures_now.get(AFFECTED_FULL)))
+    if incident.figures_now == figures:
         return False
     await conn.execute(incidents.update().where(incidents.c.incident_id == incident.incident_id).values(
-        figures_now=c.figures, diagnosis=c.diagnosis[:500], updated_at=now))
-    await conn.execute(incident_events.insert().values(
-        incident_id=incident.incident_id, kind="updated", at=now, actor=MONITOR,
-        details={"diagnosis": c.diagnosis, "figures": c.figures}))
+        figures_now=figures, diagnosis=c.diagnosis[:500], updated_at=now))
+    e = incident_events.c
+    last = (await conn.execute(sa.select(e.at, e.details).where(e.incident_id == incident.incident_id)
+                               .order_by(e.event_id.desc()).limit(1))).one()
+    logged_long_ago = now - last.at >= timedelta(seconds=thresholds.timeline_update_seconds)
+    if last.details.get("figures") != figures and logged_long_ago:
+        await conn.execute(incident_events.insert().values(
+            incident_id=incident.incident_id, kind="updated", at=now, actor=MONITOR,
+            details={"diagnosis": c.diagnosis, "figures": figures}))
     return True
+
+
+def _with_affected(figures: dict[str, Any], kept: int, full: bool) -> dict[str, Any]:
+    return {**figures, AFFECTED_KEPT: kept, AFFECTED_FULL: full}
 
 
 async def _close(conn: AsyncConnection, incident_id: str, actor: str, now: datetime, details: dict[str, Any]) -> bool:
@@ -168,11 +189,29 @@ async def _close(conn: AsyncConnection, incident_id: str, actor: str, now: datet
     return True
 
 
-async def _add_affected(conn: AsyncConnection, incident_id: str, c: Condition) -> None:
+async def _add_affected(conn: AsyncConnection, incident_id: str, c: Condition, kept_max: int) -> tuple[int, bool]:
+    """Keeps the ids the condition names, up to `kept_max` for the incident in all: (how many it keeps now, whether
+    some named were left out because it was full)."""
+    ip = incident_payments.c
+    kept = (await conn.execute(sa.select(sa.func.count()).select_from(incident_payments)
+                               .where(ip.incident_id == incident_id))).scalar_one()
+    beyond: dict[str, list[str]] = {}  # named once it was full: left out unless kept by an earlier pass
+    for row in _affected_rows(incident_id, c):
+        if kept >= kept_max:
+            beyond.setdefault(row["kind"], []).append(row["object_id"])
+        elif await insert_if_missing(conn, incident_payments, row):
+            kept += 1
+    for kind, ids in beyond.items():  # at most affected_ids_max ids: one bounded IN list
+        present = (await conn.execute(sa.select(sa.func.count()).select_from(incident_payments).where(
+            ip.incident_id == incident_id, ip.kind == kind, ip.object_id.in_(ids)))).scalar_one()
+        if present < len(ids):
+            return kept, True
+    return kept, False
+
+
+def _affected_rows(incident_id: str, c: Condition) -> list[dict[str, str]]:
     rows = [{"incident_id": incident_id, "kind": "payment", "object_id": i} for i in c.payment_ids]
-    rows += [{"incident_id": incident_id, "kind": "payout", "object_id": i} for i in c.payout_ids]
-    for row in rows:
-        await insert_if_missing(conn, incident_payments, row)
+    return rows + [{"incident_id": incident_id, "kind": "payout", "object_id": i} for i in c.payout_ids]
 
 
 # --- reads ----------------------------------------------------------------------------------------------------

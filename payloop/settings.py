@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     rate_limit_payments: str = "300/second"
     rate_limit_webhooks: str = "200/second"
     rate_limit_webhook_rejection_log: str = "10/minute"
+    # Sign-in attempts at the ops console per source address: the one unauthenticated form that tests API keys.
+    rate_limit_console_login: str = "10/minute;50/hour"
     # Empty: every API process counts on its own (in memory). Set (redis://host:6379/0): all processes share
     # the counts, under keys starting with the prefix (so environments can share one Redis).
     redis_url: str = ""
@@ -180,7 +182,8 @@ class Settings(BaseSettings):
     init_update_timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
-    @field_validator("rate_limit_payments", "rate_limit_webhooks", "rate_limit_webhook_rejection_log")
+    @field_validator("rate_limit_payments", "rate_limit_webhooks", "rate_limit_webhook_rejection_log",
+                     "rate_limit_console_login")
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
         # Refused at start-up, not at the first request it would have limited.

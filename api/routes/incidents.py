@@ -13,18 +13,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api import engine
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses, validation_problem
+from api.schemas import (
+    INCIDENT_ID_PATTERN, AffectedView, AlertPage, AlertView, CorrectionView, IncidentDetailView, IncidentEventView,
+    IncidentPage, IncidentResolveRequest, IncidentView,
+)
 from incidents import report as reports
 from incidents import store
 from incidents.models import INCIDENT_CLASSES
@@ -32,11 +36,14 @@ from ledger.errors import RecordNotFound
 from payloop.alerts import alerts
 from players import audit
 from workflows.deposit import DepositWorkflow
+from workflows.types import DepositState, WithdrawalState
 from workflows.withdrawal import WithdrawalWorkflow
 
 ops_router = APIRouter(prefix="/v1/ops", tags=["ops"], responses=problem_responses(503))
 
-INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
+# An incident's running payments and payouts are asked of their workflows this many at a time (a page view's
+# queries).
+RUNNING_QUERIES_AT_ONCE = 8
 IncidentId = Annotated[str, Path(pattern=INCIDENT_ID_PATTERN)]
 IncidentClass = Literal["failed_deposits", "delayed_withdrawals", "callback_errors", "currency_mismatch",
                         "transaction_timeout", "gateway_downtime"]
@@ -46,76 +53,6 @@ ALERT_KIND_PATTERN = r"^[a-z_]{1,20}\.[a-z_]{1,40}$"
 ALERT_SUBJECTS = {"deposit": "payment_id", "dispute": "payment_id", "payout": "payout_id", "withdrawal": "payout_id",
                   "refund": "refund_id", "recon": "recon_run"}
 assert set(IncidentClass.__args__) == set(INCIDENT_CLASSES)  # type: ignore[attr-defined]
-
-
-class IncidentView(BaseModel):
-    incident_id: str
-    incident_class: str = Field(description=" | ".join(INCIDENT_CLASSES))
-    scope: str = Field(description='what it is about: "psp=card,method=card", "psp=card" or "all"')
-    state: str = Field(description="open | resolved")
-    diagnosis: str
-    opened_at: str
-    updated_at: str
-    resolved_at: str | None
-    resolved_by: str | None = Field(description='"monitor" (its cause cleared) or the ops client')
-    first_seen_at: str | None = Field(description="the oldest sign of the cause the monitor saw")
-    figures_at_open: dict[str, Any]
-    figures_now: dict[str, Any]
-
-
-class IncidentPage(BaseModel):
-    incidents: list[IncidentView]
-    next_before: str | None = Field(description="pass as `before` for the next (older) page; null on the last")
-
-
-class IncidentEventView(BaseModel):
-    kind: str = Field(description="opened | reopened | updated | resolved")
-    at: str
-    actor: str
-    details: dict[str, Any]
-
-
-class AffectedView(BaseModel):
-    kind: str = Field(description="payment | payout")
-    id: str
-    status: str = Field(description="its status now (a payout still running: running)")
-    final: bool
-    temporal_ui_url: str
-
-
-class CorrectionView(BaseModel):
-    at: str
-    actor: str
-    action: str
-    subject: str
-    details: dict[str, Any]
-
-
-class IncidentDetailView(IncidentView):
-    timeline: list[IncidentEventView]
-    affected: list[AffectedView]
-    corrections: list[CorrectionView] = Field(description="the ops actions taken for this incident (audit log)")
-
-
-class IncidentResolveRequest(BaseModel):
-    note: str = Field(min_length=1, max_length=500)
-
-
-class AlertView(BaseModel):
-    id: int
-    kind: str
-    at: str
-    reference: str
-    payment_id: str | None
-    payout_id: str | None
-    refund_id: str | None
-    recon_run: str | None
-    details: dict[str, str]
-
-
-class AlertPage(BaseModel):
-    alerts: list[AlertView]
-    next_before: int | None = Field(description="pass as `before` for the next (older) page; null on the last")
 
 
 def incident_not_found() -> Problem:
@@ -168,12 +105,24 @@ async def incident_detail(request: Request, incident_id: str) -> IncidentDetailV
                        else WithdrawalWorkflow.workflow_id(object_id))
         return engine.ui_url(settings, workflow_id)
 
+    running = await _running_states(request, [a for a in found.affected if a.status == reports.RUNNING])
+
+    def affected_view(a: reports.AffectedNow) -> AffectedView:
+        state = running.get((a.kind, a.object_id))
+        if state is None:
+            return AffectedView(kind=a.kind, id=a.object_id, status=a.status, final=a.final,
+                                temporal_ui_url=link(a.kind, a.object_id))
+        return AffectedView(kind=a.kind, id=a.object_id, status=state.status,
+                            final=state.status in (reports.DEPOSIT_FINAL if a.kind == "payment" else
+                                                   reports.PAYOUT_FINAL),
+                            deferred_until=getattr(state, "deferred_until", None),
+                            temporal_ui_url=link(a.kind, a.object_id))
+
     return IncidentDetailView(
         **_fields(found.incident),
         timeline=[IncidentEventView(kind=e.kind, at=e.at.isoformat(), actor=e.actor, details=e.details)
                   for e in found.timeline],
-        affected=[AffectedView(kind=a.kind, id=a.object_id, status=a.status, final=a.final,
-                               temporal_ui_url=link(a.kind, a.object_id)) for a in found.affected],
+        affected=[affected_view(a) for a in found.affected],
         corrections=[CorrectionView(**c) for c in await _corrections(db, incident_id)],
     )
 
@@ -224,10 +173,12 @@ async def incident_report(incident_id: IncidentId, request: Request, _principal:
     return JSONResponse(document)
 
 
-async def report_document(request: Request, incident_id: str) -> dict[str, Any]:
-    """The incident's report as a JSON-able dict (incidents/report.py; reports.report_markdown renders it)."""
+async def report_document(request: Request, incident_id: str, *, ledger_check: bool = True) -> dict[str, Any]:
+    """The incident's report as a JSON-able dict (incidents/report.py; reports.report_markdown renders it);
+    `ledger_check=False` (a console page view) leaves out the ledger's invariants, which scan the whole ledger."""
     db: AsyncEngine = request.app.state.engine
-    document = await reports.report(db, incident_id, await _corrections(db, incident_id), datetime.now(timezone.utc))
+    document = await reports.report(db, incident_id, await _corrections(db, incident_id), datetime.now(timezone.utc),
+                                    ledger_check=ledger_check)
     if document is None:
         raise incident_not_found()
     return document
@@ -266,6 +217,30 @@ def _alert_view(row: Any) -> AlertView:
         about[subject] = row.reference
     return AlertView(id=row.id, kind=row.kind, at=row.at.isoformat(), reference=row.reference,
                      details={str(k): str(v) for k, v in row.details.items()}, **about)
+
+
+async def _running_states(request: Request,
+                          running: list[reports.AffectedNow]) -> dict[tuple[str, str], DepositState | WithdrawalState]:
+    """Each running payment's or payout's state, asked of its workflow (the payments and payouts tables have one
+    only once it ended or went to review): its status and, for a payout, whether it is deferred. One whose workflow
+    cannot answer now is left out (it shows as running)."""
+    if not running:
+        return {}
+    client = request.app.state.temporal
+    gate = asyncio.Semaphore(RUNNING_QUERIES_AT_ONCE)
+
+    async def ask(a: reports.AffectedNow) -> DepositState | WithdrawalState | None:
+        workflow_id, query, result_type = (
+            (DepositWorkflow.workflow_id(a.object_id), DepositWorkflow.status, DepositState) if a.kind == "payment"
+            else (WithdrawalWorkflow.workflow_id(a.object_id), WithdrawalWorkflow.status, WithdrawalState))
+        async with gate:
+            try:
+                return await engine.state(client, workflow_id, query, result_type, not_found=incident_not_found())
+            except Problem:
+                return None
+
+    states = await asyncio.gather(*(ask(a) for a in running))
+    return {(a.kind, a.object_id): state for a, state in zip(running, states) if state is not None}
 
 
 async def _corrections(db: AsyncEngine, incident_id: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from api.errors import Problem, problem_responses, validation_problem
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
 from api.inputs import amount_in_minor_units, check_sandbox_card, check_sandbox_scenario
 from api.risk_decisions import risk_views
+from api.routes.routing import disabled_methods
 from api.schemas import (
     PLAYER_ID_PATTERN,
     DepositReviewRequest,
@@ -36,7 +37,6 @@ from ledger.payments import PaymentFilter, PaymentMoney, PaymentRow, list_paymen
 from ledger.refunds import payment_refunds
 from payloop.money import MoneyError, to_decimal_string
 from payloop.settings import Settings
-from psp.routing import switches
 from psp.scenarios import SANDBOX_CARDS, SCENARIOS
 from workflows.deposit import DepositWorkflow
 from workflows.types import DepositInput, DepositState, DepositStatus, InitAnswer, PspPaymentView, ReviewDecision
@@ -80,17 +80,24 @@ async def init_payment(
     if body.method not in methods:
         raise Problem(422, "unsupported_method", "Unsupported method", f"method must be one of {sorted(methods)}",
                       errors=[{"field": "method", "code": "unsupported", "message": "unknown payment method"}])
-    if body.method in await switches.disabled_methods(request.app.state.engine):
-        # Before the Idempotency-Key is claimed: nothing is started or stored (a retry once it is on goes through).
-        raise Problem(422, "method_disabled", "Method disabled",
-                      f"{body.method} payments are switched off for now; offer the methods of GET /v1/payment-methods",
-                      errors=[{"field": "method", "code": "disabled", "message": "switched off by operations"}])
     check_sandbox_scenario(body.meta.sandbox_scenario, SCENARIOS)
     check_sandbox_card(body.meta.sandbox_card, SANDBOX_CARDS)
+
+    async def start_unless_switched_off(payment_id: str) -> tuple[int, dict]:
+        # Only a new request is refused: a retried key got its stored answer from run_once before this, and one
+        # whose first attempt started the deposit without storing its answer re-attaches to it. The refusal
+        # releases the key (nothing started), so the same key goes through once the method is on again.
+        if body.method in await disabled_methods(request).get() and not await engine.exists(
+                request.app.state.temporal, DepositWorkflow.workflow_id(payment_id)):
+            raise Problem(422, "method_disabled", "Method disabled",
+                          f"{body.method} payments are switched off for now; offer the methods of "
+                          "GET /v1/payment-methods",
+                          errors=[{"field": "method", "code": "disabled", "message": "switched off by operations"}])
+        return await _start_deposit(request, principal, payment_id, body, amount_minor)
+
     return await run_once(
         request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
-        body.model_dump(exclude={"idempotency_key"}), "pay",
-        lambda resource_id: _start_deposit(request, principal, resource_id, body, amount_minor),
+        body.model_dump(exclude={"idempotency_key"}), "pay", start_unless_switched_off,
     )
 
 
@@ -329,7 +336,8 @@ async def resync_payment(
     payment_id: str, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
     body: OpsActionRequest | None = None,
 ) -> PaymentView:
-    """Re-syncs a running deposit with its PSP: the workflow asks the PSP for the payment's status (signal
+    """Re-syncs a deposit waiting on its PSP (pending, requires_action, authorized; else 409 `not_at_psp`, or
+    `already_final`) with its PSP: the workflow asks the PSP for the payment's status (signal
     `status_recheck`) and only the PSP's answer moves money. Accepted, not done: the answer is the payment as it
     is now; read it again for the outcome. A workflow that asked its PSP in the last 30 s does not ask again."""
     return await resync(request, principal, payment_id, body)
@@ -337,7 +345,8 @@ async def resync_payment(
 
 async def resync(request: Request, principal: Principal, payment_id: str,
                  body: OpsActionRequest | None) -> PaymentView:
-    """The deposit's re-sync (the route and the ops console): 404, or 409 already_final."""
+    """The deposit's re-sync (the route and the ops console): 404, 409 already_final, or 409 not_at_psp (a
+    deposit not waiting on its PSP: kyc_required, captured)."""
     if not PAYMENT_ID_RE.fullmatch(payment_id):
         raise payment_not_found()
     client: Client = request.app.state.temporal
@@ -345,6 +354,9 @@ async def resync(request: Request, principal: Principal, payment_id: str,
     state = await _query_state(client, workflow_id)
     if state.status in DepositStatus.FINAL:
         raise corrections.already_final("payment", state.status)
+    if state.status not in DepositStatus.AT_PSP:
+        raise corrections.not_at_psp("payment", state.status)
+    await corrections.check_incident(request.app.state.engine, body)
     await engine.signal(client, workflow_id, DepositWorkflow.status_recheck, not_found=payment_not_found(),
                         finished=corrections.already_final("payment", "finished"))
     now = datetime.now(timezone.utc)

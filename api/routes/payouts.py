@@ -204,17 +204,22 @@ async def resync_payout(
     payout_id: str, request: Request, principal: Annotated[Principal, Depends(require_scope("ops"))],
     body: OpsActionRequest | None = None,
 ) -> PayoutView:
-    """Re-syncs a running payout with its PSP, as `POST /v1/ops/payments/{id}/resync` does a deposit: the
-    workflow asks the PSP (signal `status_recheck`), and only the PSP's answer posts or voids the hold."""
+    """Re-syncs a payout processing at its PSP (else 409 `not_at_psp`, or `already_final`) with its PSP, as
+    `POST /v1/ops/payments/{id}/resync` does a deposit: the workflow asks the PSP (signal `status_recheck`), and
+    only the PSP's answer posts or voids the hold."""
     return await resync(request, principal, payout_id, body)
 
 
 async def resync(request: Request, principal: Principal, payout_id: str,
                  body: OpsActionRequest | None) -> PayoutView:
-    """The payout's re-sync (the route and the ops console): 404, or 409 already_final."""
+    """The payout's re-sync (the route and the ops console): 404, 409 already_final, or 409 not_at_psp (a payout
+    not processing at its PSP: pending, kyc_required, in_review)."""
     state = await _ops_state(request, payout_id)
     if state.status in PayoutStatus.FINAL:
         raise corrections.already_final("payout", state.status)
+    if state.status not in PayoutStatus.AT_PSP:
+        raise corrections.not_at_psp("payout", state.status)
+    await corrections.check_incident(request.app.state.engine, body)
     await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
                         WithdrawalWorkflow.status_recheck, not_found=payout_not_found(),
                         finished=corrections.already_final("payout", "finished"))
@@ -243,6 +248,7 @@ async def send_now(request: Request, principal: Principal, payout_id: str,
         raise Problem(409, "not_deferred", "Payout is not deferred",
                       f"the payout is {state.status} and not waiting for its PSP to come back",
                       current_status=state.status)
+    await corrections.check_incident(request.app.state.engine, body)
     await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
                         WithdrawalWorkflow.send_now, not_found=payout_not_found(),
                         finished=Problem(409, "not_deferred", "Payout is not deferred", "the payout has finished"))

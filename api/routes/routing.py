@@ -47,6 +47,10 @@ def health_store(request: Request) -> HealthStore:
     return store
 
 
+def disabled_methods(request: Request) -> switches.DisabledMethods:
+    return request.app.state.disabled_methods
+
+
 def available_psps() -> frozenset[str]:
     return frozenset(p.name for p in PROVIDERS)
 
@@ -80,7 +84,7 @@ async def payment_methods(
     config = routing_config(request)
     available = available_psps()
     states = await health_store(request).states()
-    switched_off = await switches.disabled_methods(request.app.state.engine)
+    switched_off = await disabled_methods(request).get()
     methods: list[dict[str, str]] = []
     for method in sorted({m for p in config.psps if p.name in available for m in p.methods} - switched_off):
         candidates = route(config, method=method, currency=currency, amount_minor=amount_minor, country=country,
@@ -156,8 +160,10 @@ async def switch(request: Request, principal: Principal, method: str, body: Meth
         await corrections.record(conn, principal, "method.switch", f"method:{method}", {"enabled": body.enabled},
                                  body, now)
 
-    return _switch_view(await switches.switch(request.app.state.engine, method, body.enabled, principal.client_id,
-                                              now, on_switched=audited))
+    switched = await switches.switch(request.app.state.engine, method, body.enabled, principal.client_id, now,
+                                     on_switched=audited)
+    disabled_methods(request).forget()  # this process honours it at once; the others within their cache's TTL
+    return _switch_view(switched)
 
 
 def _switch_view(switch: switches.MethodSwitch) -> MethodSwitchView:

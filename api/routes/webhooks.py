@@ -128,7 +128,11 @@ async def receive_webhook(psp: str, request: Request) -> WebhookAck:
 async def deliver(client: Client, task_queue: str, inbox: WebhookInbox, event: WebhookEvent, now: datetime) -> str:
     """Signals a stored event to its workflow, chosen by the event's kind; "accepted", "dead_letter" or
     "retry_later" (kept as a dead letter that the PSP's redelivery or ops' replay retries)."""
-    reason = await deliver_or_refuse(client, task_queue, inbox, event, now)
+    return delivery_outcome(await deliver_or_refuse(client, task_queue, inbox, event, now))
+
+
+def delivery_outcome(reason: str | None) -> str:
+    """What a delivery came to, from why it was not signalled (None: it was)."""
     if reason is None:
         return "accepted"
     return "retry_later" if reason == "signal_failed" else "dead_letter"
@@ -320,6 +324,7 @@ async def replay_in_bulk(request: Request, principal: Principal,
     """The bulk replay (the route and the ops console's dead letters and incident pages)."""
     if wanted.received_from and wanted.received_to and wanted.received_from >= wanted.received_to:
         raise validation_problem([{"field": "from", "code": "range", "message": "from must be before to"}])
+    await corrections.check_incident(request.app.state.engine, wanted)
     inbox: WebhookInbox = request.app.state.webhook_inbox
     dead_letters = await inbox.dead_letters(psp=wanted.psp, received_from=wanted.received_from,
                                             received_to=wanted.received_to, limit=wanted.limit)
@@ -375,6 +380,7 @@ async def replay_dead_letter(request: Request, principal: Principal, event_row_i
         raise Problem(404, "webhook_not_found", "Webhook not found", "no stored webhook has this id")
     if stored["state"] != "dead_letter":
         raise Problem(409, "not_a_dead_letter", "Not a dead letter", f"the webhook is {stored['state']}")
+    await corrections.check_incident(request.app.state.engine, body)
     reason = await _replay(request, principal, stored, body, bulk=False)
     if reason is not None:
         engine_down = reason == "signal_failed"
@@ -392,8 +398,7 @@ async def _replay(request: Request, principal: Principal, stored: dict[str, Any]
     inbox: WebhookInbox = request.app.state.webhook_inbox
     reason = await deliver_or_refuse(request.app.state.temporal, request.app.state.settings.task_queue, inbox,
                                      _stored_event(stored), now)
-    outcome = "accepted" if reason is None else "retry_later" if reason == "signal_failed" else "dead_letter"
-    details = {"outcome": outcome, **({"reason": reason} if reason else {}), **({"bulk": True} if bulk else {})}
+    details = {"outcome": delivery_outcome(reason), **({"reason": reason} if reason else {}), **({"bulk": True} if bulk else {})}
     await corrections.record_alone(request.app.state.engine, principal, "webhook.replay",
                                    f"webhook:{stored['id']}", details, body, now)
     return reason

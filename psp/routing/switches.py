@@ -4,6 +4,7 @@ Kept in the database, so every API process honours a switch at once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,10 @@ method_switches = sa.Table(
 )
 
 
+# How long an API process may go on using the switches it read (DisabledMethods).
+DISABLED_METHODS_TTL_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class MethodSwitch:
     method: str
@@ -36,6 +41,28 @@ async def disabled_methods(engine: AsyncEngine) -> frozenset[str]:
     async with engine.connect() as conn:
         rows = await conn.execute(sa.select(method_switches.c.method).where(method_switches.c.enabled.is_(False)))
         return frozenset(row.method for row in rows)
+
+
+class DisabledMethods:
+    """The methods switched off, read from the database at most once per `ttl_seconds` in this process:
+    `POST /v1/payments/init` asks on every deposit (the hot path), and switches are rare. A switch made through
+    this process takes effect here at once (`forget`); one made through another process within `ttl_seconds`."""
+
+    def __init__(self, engine: AsyncEngine, ttl_seconds: float = DISABLED_METHODS_TTL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._engine = engine
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._read: tuple[float, frozenset[str]] | None = None  # (read at, by the clock; the methods off)
+
+    async def get(self) -> frozenset[str]:
+        now = self._clock()
+        if self._read is None or now - self._read[0] >= self._ttl_seconds:
+            self._read = (now, await disabled_methods(self._engine))
+        return self._read[1]
+
+    def forget(self) -> None:
+        self._read = None
 
 
 async def switches(engine: AsyncEngine, methods: frozenset[str]) -> list[MethodSwitch]:

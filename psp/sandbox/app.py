@@ -127,14 +127,14 @@ REFUND_FAILURE_CODES = {psp: _FAMILY_REFUND_FAILURE_CODES[family] for psp, famil
 ERROR_SCENARIO_STATUS = {"soft_decline": 402, "issuer_unavailable": 503, "rate_limited": 429}
 FLAKY_FAILURES = 2
 WRONG_AMOUNT_EXTRA_MINOR = 100
+RECEIVED_PERCENT = {"underpaid": 90, "overpaid": 110}
+BANKS = ("Sandbox Bank", "Demo Sparkasse", "Example Credit Union")
+Mode = Literal["up", "down", "slow", "error"]
 
 
 def wrong_currency(currency: str) -> str:
     """The currency a `wrong_currency` record settles in: not the one asked for."""
     return "USD" if currency == "EUR" else "EUR"
-RECEIVED_PERCENT = {"underpaid": 90, "overpaid": 110}
-BANKS = ("Sandbox Bank", "Demo Sparkasse", "Example Credit Union")
-Mode = Literal["up", "down", "slow", "error"]
 
 
 class ControlError(Exception):

@@ -246,6 +246,9 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
         payout_psp_down_first_retry_seconds=1.0,
         # The stack serves plain http on loopback; tests/e2e/test_console.py checks the flag's default separately.
         console_cookie_secure=False,
+        # The console tests sign in many times a minute, all from loopback (tests/test_console_login_limit.py
+        # checks the limit itself).
+        rate_limit_console_login="1000/minute",
     )
     return Settings(**(values | overrides))
 

@@ -1,6 +1,7 @@
 """The ops corrections taken from the console in a real browser (the system's Chromium, Playwright) against the
-real stack: a gateway_downtime incident the monitor's own workflow opened while the sandbox's card PSP is down, its
-circuit forced open from the incident's page (audited with the incident's id, listed among its corrections taken),
+real stack: a gateway_downtime incident the monitor's own workflow opened while the sandbox's card PSP is down (its
+breaker's open circuit not offered for forcing), the circuit held open by ops handed back to its breaker from the
+incident's page (audited with the incident's id, listed among its corrections taken),
 a correction from a page left open after the incident was resolved refused as a message on that page; the Methods
 page switching ewallet off (hidden, refused at init) and on; forged correction forms refused. SQLite only: the JSON
 routes these share are tested on both backends (tests/e2e/test_ops_actions.py). Screenshots: test-artifacts/console/."""
@@ -52,10 +53,16 @@ async def test_an_incidents_correction_is_taken_from_its_page_and_a_stale_one_re
         stale = await context.new_page()  # the same page, left open in another tab
         await stale.goto(f"{stack.settings.api_url}/ops/incidents/{incident_id}")
 
+        # Its breaker opened it: forcing it open would only pin it (no half-open probes), so it is not offered.
         correction = page.locator("tr.correction[data-action='psp.circuit.force']")
+        assert await correction.count() == 0
+        # Held open by ops meanwhile (the PSP health page, the API): the page offers handing it back.
+        await stack.api.post("/v1/ops/psps/card/circuit", json={"state": "open"})
+        await page.reload()
+        await stale.reload()
         await correction.get_by_role("button").click()
         await page.get_by_role("heading", name=f"Incident {incident_id}").wait_for()
-        assert await message(page).inner_text() == "Circuit of card held open: it is open now."
+        assert await message(page).inner_text() == "Circuit of card back to its circuit breaker: it is closed now."
         assert await message(page).get_attribute("class") == "flash done"
         taken = page.locator("section[aria-labelledby=corrections-heading] tbody tr")
         assert [await cell.inner_text() for cell in await taken.first.locator("td").all()][1:4] == [
@@ -63,13 +70,13 @@ async def test_an_incidents_correction_is_taken_from_its_page_and_a_stale_one_re
         await shot(page, stack, "incident-correction-taken")
         [entry] = [e for e in await audit.entries(stack.engine, "psp:card") if e["incident_id"] == incident_id]
         assert (entry["action"], entry["actor"], entry["details"]) == (
-            "psp.circuit.force", "casino-a (console)", {"state": "open"})
+            "psp.circuit.force", "casino-a (console)", {"state": "auto"})
         health = {p["psp"]: p for p in (await stack.api.get("/v1/ops/psp-health")).json()["psps"]}
-        assert (health["card"]["circuit"], health["card"]["forced"]) == ("open", "open")
+        assert health["card"]["forced"] is None
         await page.reload()
         assert await message(page).count() == 0  # shown once
 
-        await page.get_by_label("Resolution note").fill("card back; circuit held open meanwhile")
+        await page.get_by_label("Resolution note").fill("card back; its breaker closes it again")
         await page.get_by_role("button", name="Resolve").click()
         await page.locator("dd.state", has_text="resolved").wait_for()
         # The tab left open still offers the correction; the incident no longer calls for it.
@@ -83,7 +90,8 @@ async def test_an_incidents_correction_is_taken_from_its_page_and_a_stale_one_re
         resolved = (await stack.api.get(f"/v1/ops/incidents/{incident_id}")).json()
         assert [c["action"] for c in resolved["corrections"]] == ["psp.circuit.force", "incident.resolve"]
 
-        # The PSP health page hands the circuit back to its breaker.
+        # The PSP health page hands a held circuit back to its breaker.
+        await stack.api.post("/v1/ops/psps/card/circuit", json={"state": "open"})
         await page.get_by_role("link", name="PSP health").click()
         row = page.locator("tr.force[data-psp='card']")
         assert await row.locator("td.forced").inner_text() == "open"

@@ -85,10 +85,10 @@ async def test_an_incident_the_monitor_opened_is_shown_with_its_payment_and_reso
     history = row.get_by_role("link", name="Temporal UI history")
     assert await history.get_attribute("href") == payment["temporal_ui_url"]
     assert payment["temporal_ui_url"].endswith(f"/workflows/deposit-{payment_id}")
-    # The corrections its class calls for, on this payment: its review (taken on its page) and a re-sync.
+    # The correction its class calls for, on this payment: its review, taken on its page (a re-sync would be
+    # refused: it waits for a person, not for its PSP).
     corrections = page.locator("tr.correction").filter(has_text=payment_id)
-    assert sorted([await c.get_attribute("data-action") for c in await corrections.all()]) == [
-        "payment.resync", "payment.review"]
+    assert [await c.get_attribute("data-action") for c in await corrections.all()] == ["payment.review"]
     review = corrections.filter(has=page.get_by_role("link", name="Open its page"))
     assert await review.get_by_role("link").get_attribute("href") == f"/ops/payments/{payment_id}"
     assert f"# Incident {incident_id}: currency_mismatch (psp=card)" in await page.locator("pre.report").inner_text()

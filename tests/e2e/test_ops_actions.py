@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from temporalio.testing import WorkflowEnvironment
 
 from api.models import idempotency_keys
+from incidents.models import incident_payments, incidents
+from incidents.store import new_incident_id
 from players.audit import audit_log
 from psp.inbox import webhook_events
 from psp.routing.health import psp_attempts
@@ -43,8 +45,19 @@ async def ops_stack(
         yield stack
 
 
-def incident() -> str:
-    return f"inc_{uuid.uuid4().hex[:12]}"
+async def incident(stack: Stack, payout_ids: tuple[str, ...] = ()) -> str:
+    """An incident the corrections can name (one that exists: an unknown id is refused), resolved so the monitor's
+    passes leave it alone; about `payout_ids`."""
+    incident_id, now = new_incident_id(), datetime.now(timezone.utc)
+    async with stack.engine.begin() as conn:
+        await conn.execute(incidents.insert().values(
+            incident_id=incident_id, incident_class="delayed_withdrawals", scope=f"psp=test-{incident_id}",
+            state="resolved", opened_at=now, updated_at=now, resolved_at=now, resolved_by="test", first_seen_at=None,
+            diagnosis="made by the test", figures_at_open={}, figures_now={}))
+        for payout_id in payout_ids:
+            await conn.execute(incident_payments.insert().values(incident_id=incident_id, kind="payout",
+                                                                 object_id=payout_id))
+    return incident_id
 
 
 async def audit_entries(stack: Stack, incident_id: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -61,7 +74,8 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> None:
 
 
 async def test_resync_makes_a_deposit_whose_webhook_never_comes_ask_its_psp(ops_stack: Stack) -> None:
-    stack, inc = ops_stack, incident()
+    stack = ops_stack
+    inc = await incident(stack)
     player = new_player()
     init = await stack.deposit(method="card", scenario="no_webhook", player_id=player)
     payment_id = init["payment_id"]
@@ -86,7 +100,8 @@ async def test_resync_makes_a_deposit_whose_webhook_never_comes_ask_its_psp(ops_
 
 
 async def test_resync_makes_a_payout_whose_webhook_never_comes_ask_its_psp(ops_stack: Stack) -> None:
-    stack, inc = ops_stack, incident()
+    stack = ops_stack
+    inc = await incident(stack)
     player = await funded_player(stack, method="card")  # paid back closed loop, at card
     started = await payout(stack, player, scenario="no_webhook")
     payout_id = started["payout_id"]
@@ -104,7 +119,8 @@ async def test_resync_makes_a_payout_whose_webhook_never_comes_ask_its_psp(ops_s
 
 
 async def test_send_now_sends_a_deferred_payout_once_its_psp_is_back(ops_stack: Stack) -> None:
-    stack, inc = ops_stack, incident()
+    stack = ops_stack
+    inc = await incident(stack)
     player = await funded_player(stack)
     await stack.psp_mode("ewallet", "down")
     try:
@@ -115,6 +131,11 @@ async def test_send_now_sends_a_deferred_payout_once_its_psp_is_back(ops_stack: 
         assert (deferred["status"], deferred["hold"]) == ("processing", "held")
     finally:
         await stack.psp_mode("ewallet", "up")
+    # An incident about it shows it as its workflow does (the payouts table has it only at its end): deferred.
+    about = await incident(stack, (payout_id,))
+    [shown] = (await stack.api.get(f"/v1/ops/incidents/{about}")).json()["affected"]
+    assert (shown["status"], shown["final"], shown["deferred_until"]) == ("processing", False,
+                                                                          deferred["deferred_until"])
     response = await stack.api.post(f"/v1/ops/payouts/{payout_id}/send-now", json={"incident_id": inc})
     assert response.status_code == 202, response.text
     assert response.json()["deferred_until"] == deferred["deferred_until"]
@@ -128,12 +149,18 @@ async def test_send_now_sends_a_deferred_payout_once_its_psp_is_back(ops_stack: 
     await stack.check_invariants()
 
 
-async def test_send_now_refuses_a_payout_that_is_not_deferred(ops_stack: Stack) -> None:
+async def test_send_now_and_resync_refuse_a_payout_waiting_for_kyc(ops_stack: Stack) -> None:
     stack = ops_stack
+    inc = await incident(stack)
     player = await funded_player(stack, kyc=None)
     started = await payout(stack, player)
     await wait_payout(stack, started["payout_id"], {"kyc_required"})
     assert_problem(await stack.api.post(f"/v1/ops/payouts/{started['payout_id']}/send-now"), 409, "not_deferred")
+    # Nor is a re-sync of use: it waits for the player's KYC, not for its PSP (and nothing is audited).
+    refused = await stack.api.post(f"/v1/ops/payouts/{started['payout_id']}/resync", json={"incident_id": inc})
+    assert_problem(refused, 409, "not_at_psp")
+    assert refused.json()["current_status"] == "kyc_required"
+    assert await audit_entries(stack, inc) == []
     await stack.client.get_workflow_handle(f"withdrawal-{started['payout_id']}").cancel()
     await wait_payout(stack, started["payout_id"], {"cancelled"})
 
@@ -150,7 +177,8 @@ async def dead_letter(stack: Stack, payment_id: str, reference: str) -> int:
 
 
 async def test_bulk_replay_delivers_the_dead_letters_it_can_and_says_why_not_the_others(ops_stack: Stack) -> None:
-    stack, inc = ops_stack, incident()
+    stack = ops_stack
+    inc = await incident(stack)
     since = datetime.now(timezone.utc).isoformat()
     players = [new_player(), new_player()]
     waiting = [await waiting_payment(stack, player) for player in players]
@@ -194,7 +222,8 @@ async def card_health(stack: Stack) -> dict[str, Any]:
 
 
 async def test_a_forced_circuit_holds_until_auto(ops_stack: Stack) -> None:
-    stack, inc = ops_stack, incident()
+    stack = ops_stack
+    inc = await incident(stack)
     await stack.psp_mode("card", "up")
     try:
         forced = await stack.api.post("/v1/ops/psps/card/circuit", json={"state": "open", "incident_id": inc})
@@ -233,7 +262,18 @@ async def test_a_forced_circuit_holds_until_auto(ops_stack: Stack) -> None:
     assert [(action, subject, details["state"]) for action, subject, details in await audit_entries(stack, inc)] == [
         ("psp.circuit.force", "psp:card", state) for state in ("open", "closed", "auto")]
     assert_problem(await stack.api.post("/v1/ops/psps/nopsp/circuit", json={"state": "open"}), 404, "unknown_psp")
-    for body in ({"state": "half_open"}, {}, {"state": "open", "incident_id": "inc_"}):
+    # An incident id of the monitor's shape that names no incident: refused, nothing forced nor audited.
+    unknown = new_incident_id()
+    refused = await stack.api.post("/v1/ops/psps/card/circuit", json={"state": "open", "incident_id": unknown})
+    assert_problem(refused, 422, "unknown_incident")
+    assert refused.json()["errors"][0]["field"] == "incident_id"
+    assert (await card_health(stack))["forced"] is None and await audit_entries(stack, unknown) == []
+    assert_problem(await stack.api.post(f"/v1/ops/payouts/po_{'0' * 24}/resync", json={"incident_id": unknown}),
+                   404, "payout_not_found")
+    assert_problem(await stack.api.post("/v1/ops/webhooks/replay", json={"incident_id": unknown}), 422,
+                   "unknown_incident")
+    for body in ({"state": "half_open"}, {}, {"state": "open", "incident_id": "inc_"},
+                 {"state": "open", "incident_id": "inc_01jf3k2m9x"}):  # not an id the monitor makes
         assert_problem(await stack.api.post("/v1/ops/psps/card/circuit", json=body), 422, "validation_error")
     await stack.check_invariants()
 
@@ -245,8 +285,12 @@ async def listed_methods(stack: Stack) -> list[str]:
 
 
 async def test_a_method_switched_off_is_hidden_and_refused_until_switched_on(ops_stack: Stack) -> None:
-    stack, inc = ops_stack, incident()
+    stack = ops_stack
+    inc = await incident(stack)
     assert "ewallet" in await listed_methods(stack)
+    # A deposit started before the switch: its answer got lost, the client resends the same key afterwards.
+    started_key, started_player = uuid.uuid4().hex, new_player()
+    started = await stack.deposit(method="ewallet", player_id=started_player, key=started_key)
     try:
         off = await stack.api.post("/v1/ops/methods/ewallet", json={"enabled": False, "incident_id": inc})
         assert off.status_code == 200, off.text
@@ -257,12 +301,15 @@ async def test_a_method_switched_off_is_hidden_and_refused_until_switched_on(ops
         assert switches["ewallet"]["enabled"] is False and switches["card"] == {
             "method": "card", "enabled": True, "updated_at": None, "updated_by": None}
 
+        # The same key again gets the first answer (DESIGN: the same id again returns the first result).
+        assert await stack.deposit(method="ewallet", player_id=started_player, key=started_key) == started
+
         key, player = uuid.uuid4().hex, new_player()
         refused = await stack.deposit(method="ewallet", player_id=player, key=key, expect=422)
         assert refused["code"] == "method_disabled" and refused["errors"][0]["field"] == "method"
-        async with stack.engine.connect() as conn:  # nothing stored: not even the Idempotency-Key
-            stored = await conn.execute(sa.select(idempotency_keys).where(idempotency_keys.c.key == key))
-            assert stored.all() == []
+        async with stack.engine.connect() as conn:  # nothing started: the key is released, its answer not kept
+            stored = await conn.execute(sa.select(idempotency_keys.c.state).where(idempotency_keys.c.key == key))
+            assert stored.scalars().all() == ["released"]
         assert (await stack.api.get("/v1/ops/payments", params={"player_id": player})).json()["payments"] == []
     finally:
         on = await stack.api.post("/v1/ops/methods/ewallet", json={"enabled": True, "incident_id": inc})

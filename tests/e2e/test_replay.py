@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from payloop.codec import ENCODING, data_converter
-from tests.e2e.conftest import CODEC_KEYS
+from tests.e2e.conftest import CODEC_KEYS, stack_settings
 from workers.payments import WORKFLOWS
 
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -64,3 +64,30 @@ async def test_recorded_histories_replay() -> None:
     assert files, f"no recorded histories in {HISTORIES}"
     histories = [WorkflowHistory.from_json(file.stem, file.read_text()) for file in files]
     assert await replay_failures(histories) == {}
+
+
+def deferrals(history: WorkflowHistory, deferral_seconds: float) -> int:
+    """A payout's deferral while its PSP is down: create_psp_payout failed, routing named no other PSP, then the
+    deferral's one timer (`WithdrawalWorkflow`'s wait for `deferred_until`, which `send_now` ends early)."""
+    steps: list[tuple[str, str]] = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            steps.append(("scheduled", event.activity_task_scheduled_event_attributes.activity_type.name))
+        elif event.HasField("activity_task_failed_event_attributes"):
+            steps.append(("failed", ""))
+        elif event.HasField("timer_started_event_attributes"):
+            timeout = event.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+            steps.append(("timer", str(timeout)))
+    pattern = [("scheduled", "create_psp_payout"), ("failed", ""), ("scheduled", "route_payout"),
+               ("timer", str(deferral_seconds))]
+    return sum(steps[i:i + len(pattern)] == pattern for i in range(len(steps)))
+
+
+def test_the_recordings_hold_payout_deferrals_from_before_send_now() -> None:
+    """The deferral became a wait that `send_now` can end (workflows/withdrawal.py), kept to the one timer the
+    sleep was: recordings from before that change must keep exercising it (a deliberately added timer there fails
+    their replay), so a re-recording that loses them fails here."""
+    first_retry = stack_settings("sqlite://", "q").payout_psp_down_first_retry_seconds
+    found = [file.stem for file in sorted(HISTORIES.glob("withdrawal-*.json"))
+             if deferrals(WorkflowHistory.from_json(file.stem, file.read_text()), first_retry)]
+    assert len(found) >= 2, found

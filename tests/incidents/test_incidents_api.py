@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from incidents import detection, store
+from incidents import report as reports
 from payloop.settings import Settings
 from tests.incidents.helpers import NOW, alert, deposits, detect, seconds
 
@@ -67,6 +68,9 @@ async def test_list_detail_resolve_and_report(client: httpx.AsyncClient, engine:
 
     assert_problem(await client.post(f"/v1/ops/incidents/{incident_id}/resolve", json={"note": ""}), 422,
                    "validation_error")
+    # A field it does not take is refused, not silently dropped (like every other request body).
+    assert_problem(await client.post(f"/v1/ops/incidents/{incident_id}/resolve",
+                                     json={"note": "x", "incident_id": incident_id}), 422, "validation_error")
     resolved = await client.post(f"/v1/ops/incidents/{incident_id}/resolve", json={"note": "card_b took over"})
     assert resolved.status_code == 200 and resolved.json()["resolved_by"] == "back-office"
     assert_problem(await client.post(f"/v1/ops/incidents/{incident_id}/resolve", json={"note": "again"}), 409,
@@ -85,6 +89,36 @@ async def test_list_detail_resolve_and_report(client: httpx.AsyncClient, engine:
     assert f"# Incident {incident_id}: failed_deposits" in markdown.text
     assert "- ledger invariants: green" in markdown.text and "incident.resolve on incident:" in markdown.text
     assert (await client.get(f"/v1/ops/incidents/{incident_id}/report", params={"format": "md"})).text == markdown.text
+
+
+async def test_a_deposit_waiting_in_review_is_not_final_so_its_incident_has_not_passed(
+        client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    [in_review] = await deposits(engine, "in_review", 1, psp="card")
+    await alert(engine, "deposit.currency_mismatch", in_review)
+    await store.apply(engine, await detect(engine), NOW)
+    [incident] = await store.list_incidents(engine, incident_class="currency_mismatch")
+    detail = (await client.get(f"/v1/ops/incidents/{incident.incident_id}")).json()
+    assert [(a["id"], a["status"], a["final"]) for a in detail["affected"]] == [(in_review, "in_review", False)]
+    await client.post(f"/v1/ops/incidents/{incident.incident_id}/resolve", json={"note": "looked at it"})
+    validation = (await client.get(f"/v1/ops/incidents/{incident.incident_id}/report")).json()["validation"]
+    assert (validation["affected_final"], validation["not_final"], validation["passed"]) == (
+        0, [f"payment:{in_review}"], False)
+
+
+async def test_a_console_view_of_the_report_skips_the_ledger_scan(engine: AsyncEngine,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    incident_id, _failed = await failed_deposits_incident(engine)
+
+    async def no_scan(_engine: AsyncEngine) -> None:
+        raise AssertionError("the ledger's invariants were checked")
+
+    monkeypatch.setattr(reports, "check_invariants", no_scan)
+    document = await reports.report(engine, incident_id, [], NOW, ledger_check=False)
+    assert document is not None
+    assert (document["validation"]["ledger_invariants_ok"], document["validation"]["passed"]) == (None, None)
+    markdown = reports.report_markdown(document)
+    assert "- ledger invariants: not checked here (the downloaded report checks them)" in markdown
+    assert "- passed: not judged here" in markdown
 
 
 async def test_the_open_gauge_counts_open_incidents(client: httpx.AsyncClient, engine: AsyncEngine) -> None:

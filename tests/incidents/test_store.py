@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from incidents import store
+from incidents.config import Thresholds
 from incidents.detection import Condition
 from incidents.models import incident_events
 from ledger.errors import RecordNotFound
@@ -18,6 +19,10 @@ from tests.incidents.helpers import NOW, seconds
 def failing(failed: int, ids: list[str], scope: str = "psp=card,method=card") -> Condition:
     return Condition("failed_deposits", scope, f"{failed} of 10 failed", {"failed": failed, "ended": 10},
                      payment_ids=ids, first_seen_at=NOW - seconds(60))
+
+
+def kept(count: int, full: bool = False) -> dict[str, object]:
+    return {store.AFFECTED_KEPT: count, store.AFFECTED_FULL: full}
 
 
 async def events(engine: AsyncEngine) -> list[tuple[str, str]]:
@@ -32,7 +37,7 @@ async def test_a_pass_opens_dedupes_updates_and_resolves(engine: AsyncEngine) ->
     assert first.opened == ["failed_deposits", "failed_deposits"]
     [card_b, card] = await store.list_incidents(engine, state="open")  # newest first; same time: id descending
     card = card if card.scope == "psp=card,method=card" else card_b
-    assert card.figures_at_open == card.figures_now == {"failed": 6, "ended": 10}
+    assert card.figures_at_open == card.figures_now == {"failed": 6, "ended": 10, **kept(1)}
     assert card.first_seen_at == NOW - seconds(60)
 
     same = await store.apply(engine, [failing(6, ["pay_1"]), failing(9, ["pay_9"], "psp=card_b,method=card")],
@@ -43,8 +48,8 @@ async def test_a_pass_opens_dedupes_updates_and_resolves(engine: AsyncEngine) ->
                               NOW + seconds(120))
     assert worse.updated == ["failed_deposits"]
     now = await store.get(engine, card.incident_id)
-    assert now is not None and now.figures_at_open == {"failed": 6, "ended": 10}
-    assert now.figures_now == {"failed": 8, "ended": 10} and now.updated_at == NOW + seconds(120)
+    assert now is not None and now.figures_at_open == {"failed": 6, "ended": 10, **kept(1)}
+    assert now.figures_now == {"failed": 8, "ended": 10, **kept(2)} and now.updated_at == NOW + seconds(120)
     assert [(a.kind, a.object_id) for a in await store.affected(engine, card.incident_id)] == [
         ("payment", "pay_1"), ("payment", "pay_2")]
 
@@ -52,7 +57,8 @@ async def test_a_pass_opens_dedupes_updates_and_resolves(engine: AsyncEngine) ->
     assert cleared.resolved == ["failed_deposits"]
     resolved = await store.get(engine, card.incident_id)
     assert resolved is not None and (resolved.state, resolved.resolved_by) == ("resolved", "monitor")
-    assert [e.kind for e in await store.timeline(engine, card.incident_id)] == ["opened", "updated", "resolved"]
+    # Its figures changed within timeline_update_seconds of its opening: kept current, not on its timeline.
+    assert [e.kind for e in await store.timeline(engine, card.incident_id)] == ["opened", "resolved"]
     assert len(await store.list_incidents(engine, state="open")) == 1
 
 
@@ -103,3 +109,40 @@ async def test_keyset_pages_and_filters(engine: AsyncEngine) -> None:
         await store.list_incidents(engine, before="inc_" + "0" * 32)
     async with engine.connect() as conn:
         assert await store.open_counts(conn) == {"failed_deposits": 3}
+
+
+async def test_timeline_updates_are_coalesced_to_one_per_interval_with_the_figures_then(engine: AsyncEngine) -> None:
+    every = store.DEFAULTS.timeline_update_seconds
+    await store.apply(engine, [failing(6, ["pay_1"])], NOW)
+    [incident] = await store.list_incidents(engine)
+    for minute in range(1, 4):  # a pass a minute, its failure count changing each time
+        assert (await store.apply(engine, [failing(6 + minute, ["pay_1"])], NOW + seconds(60 * minute))).updated
+    assert [e.kind for e in await store.timeline(engine, incident.incident_id)] == ["opened"]
+    assert (await store.get(engine, incident.incident_id)).figures_now["failed"] == 9  # type: ignore[union-attr]
+
+    await store.apply(engine, [failing(9, ["pay_1"])], NOW + seconds(every))  # unchanged since the last pass ...
+    timeline = await store.timeline(engine, incident.incident_id)
+    assert [e.kind for e in timeline] == ["opened"]  # ... so no pass writes (figures_now is already 9)
+    await store.apply(engine, [failing(10, ["pay_1"])], NOW + seconds(every + 60))
+    timeline = await store.timeline(engine, incident.incident_id)
+    assert [e.kind for e in timeline] == ["opened", "updated"] and timeline[-1].details["figures"]["failed"] == 10
+    await store.apply(engine, [failing(11, ["pay_1"])], NOW + seconds(every + 120))  # too soon after that one
+    assert len(await store.timeline(engine, incident.incident_id)) == 2
+
+
+async def test_the_affected_ids_kept_stop_at_the_cap_and_the_figures_say_so(engine: AsyncEngine) -> None:
+    capped = Thresholds(affected_ids_kept_max=3)
+    await store.apply(engine, [failing(6, ["pay_1", "pay_2"])], NOW, capped)
+    [incident] = await store.list_incidents(engine)
+    assert incident.figures_now == {"failed": 6, "ended": 10, **kept(2)}
+    await store.apply(engine, [failing(7, ["pay_1", "pay_3", "pay_4", "pay_5"])], NOW + seconds(60), capped)
+    now = await store.get(engine, incident.incident_id)
+    assert now is not None and now.figures_now == {"failed": 7, "ended": 10, **kept(3, full=True)}
+    assert [a.object_id for a in await store.affected(engine, incident.incident_id)] == ["pay_1", "pay_2", "pay_3"]
+    # Naming only ids it keeps changes nothing; it stays marked full.
+    assert not (await store.apply(engine, [failing(7, ["pay_1"])], NOW + seconds(120), capped)).updated
+
+    await store.apply(engine, [failing(6, [f"pay_{n}" for n in range(5)], "psp=card_b,method=card")], NOW, capped)
+    [opened_full] = await store.list_incidents(engine, state="open", incident_class="failed_deposits", limit=1)
+    assert opened_full.figures_at_open == {"failed": 6, "ended": 10, **kept(3, full=True)}
+    assert len(await store.affected(engine, opened_full.incident_id)) == 3

@@ -16,14 +16,17 @@ from api.console import actions, flash
 from api.console.guard import ActionForm, Session, actor
 from api.console.rendering import ConsoleRoute, refusal, render
 from api.routes import incidents as incident_routes
-from api.routes.incidents import IncidentDetailView, IncidentResolveRequest, IncidentView
+from api.routes.routing import psp_health_now
+from api.schemas import IncidentDetailView, IncidentResolveRequest, IncidentView
 from incidents.detection import NO_PSP
 from incidents.report import report_markdown
 from payloop.db import utcnow
+from workflows.types import DepositStatus, PayoutStatus
 
 router = APIRouter(prefix="/ops", route_class=ConsoleRoute, include_in_schema=False)
 
 PAGE_SIZE = 50
+CIRCUIT_CLASSES = ("failed_deposits", "gateway_downtime")  # their corrections depend on the PSP's circuit
 STATES = ("open", "resolved")
 CLASSES = get_args(incident_routes.IncidentClass)
 
@@ -43,31 +46,45 @@ class Correction:
     console_path: str | None = None
 
 
-def corrections_for(incident: IncidentDetailView) -> list[Correction]:
-    """The corrections an open incident calls for, one entry per target (none once it is resolved)."""
+@dataclass(frozen=True)
+class CircuitNow:
+    """The circuit of the PSP an incident names, as PSP health shows it now."""
+
+    state: str  # closed | open | half_open
+    forced: str | None  # held open or closed by ops; None: the breaker's
+
+
+def corrections_for(incident: IncidentDetailView, circuit: CircuitNow | None = None) -> list[Correction]:
+    """The corrections an open incident calls for, one entry per target (none once it is resolved): only those
+    that can do something now — a re-sync only for what waits on its PSP, send-now only for a deferred payout, a
+    circuit forced open only while its breaker has not opened it. `circuit`: the named PSP's, when it has one."""
     if incident.state != "open":
         return []
     scope = dict(part.split("=", 1) for part in incident.scope.split(",") if "=" in part)
     psp, method = scope.get("psp", ""), scope.get("method", "")
-    payments_under_way = [a.id for a in incident.affected if a.kind == "payment" and not a.final]
-    payouts_under_way = [a.id for a in incident.affected if a.kind == "payout" and not a.final]
-    in_review = [a.id for a in incident.affected if a.kind == "payment" and a.status == "in_review"]
+    payments_at_psp = [a.id for a in incident.affected if a.kind == "payment" and a.status in DepositStatus.AT_PSP]
+    in_review = [a.id for a in incident.affected if a.kind == "payment" and a.status == DepositStatus.IN_REVIEW]
 
-    def resync(payment_id: str) -> Correction:
-        return Correction("payment.resync", "Re-sync with its PSP", payment_id,
-                          f"POST /v1/ops/payments/{payment_id}/resync")
+    def resync(kind: str, object_id: str) -> Correction:
+        return Correction(f"{kind}.resync", "Re-sync with its PSP", object_id,
+                          f"POST /v1/ops/{kind}s/{object_id}/resync")
+
+    def switch_method_off(label: str) -> Correction:
+        return Correction("method.switch", label, method, f"POST /v1/ops/methods/{method} {{enabled: false}}",
+                          {"enabled": "false"})
 
     match incident.incident_class:
         case "failed_deposits":
-            # Deposits that failed before any PSP took them (psp=none) have no circuit to force.
-            circuit = [] if psp == NO_PSP else [Correction(
-                "psp.circuit.force", "Force the PSP's circuit open: the method's other PSPs take it (auto after)",
-                psp, f"POST /v1/ops/psps/{psp}/circuit {{state: open}}", {"state": "open"})]
-            return circuit + [Correction("method.switch", "Switch the method off while it fails everywhere", method,
-                                         f"POST /v1/ops/methods/{method} {{enabled: false}}", {"enabled": "false"})]
+            if psp == NO_PSP:  # failing before any PSP took them: the method itself
+                return [switch_method_off("Switch the method off while it lasts")]
+            # The PSP's circuit first: the router fails over to the method's other PSPs, which may be fine.
+            return [*_circuit_corrections(psp, circuit),
+                    switch_method_off("Switch the method off at every PSP (if its other PSPs fail too)")]
         case "delayed_withdrawals":
-            return [Correction("payout.send_now", "Send the deferred payout now", payout_id,
-                               f"POST /v1/ops/payouts/{payout_id}/send-now") for payout_id in payouts_under_way]
+            return [Correction("payout.send_now", "Send the deferred payout now", a.id,
+                               f"POST /v1/ops/payouts/{a.id}/send-now") if a.deferred_until else resync("payout", a.id)
+                    for a in incident.affected
+                    if a.kind == "payout" and (a.deferred_until or a.status in PayoutStatus.AT_PSP)]
         case "callback_errors":
             return [Correction("webhook.replay", "Replay the PSP's dead letters", psp,
                                "POST /v1/ops/webhooks/replay {psp}", {"psp": psp})]
@@ -75,13 +92,33 @@ def corrections_for(incident: IncidentDetailView) -> list[Correction]:
             return [Correction("payment.review", "Decide the deposit's review", payment_id,
                                f"POST /v1/ops/payments/{payment_id}/review",
                                console_path=f"/ops/payments/{payment_id}") for payment_id in in_review] \
-                + [resync(payment_id) for payment_id in in_review + payments_under_way]
+                + [resync("payment", payment_id) for payment_id in payments_at_psp]
         case "transaction_timeout":
-            return [resync(payment_id) for payment_id in payments_under_way]
+            return [resync("payment", payment_id) for payment_id in payments_at_psp]
         case "gateway_downtime":
-            return [Correction("psp.circuit.force", "Force its circuit open (back to auto once it recovers)", psp,
-                               f"POST /v1/ops/psps/{psp}/circuit {{state: open}}", {"state": "open"})]
+            return _circuit_corrections(psp, circuit or CircuitNow(str(incident.figures_now.get("circuit")), None))
     return []
+
+
+def _circuit_corrections(psp: str, circuit: CircuitNow | None) -> list[Correction]:
+    """Back to auto when ops hold it; forced open only when its breaker has not opened it (forcing pins it: no
+    half-open probes, so it could not recover by itself, and the incident could not clear)."""
+    if circuit is not None and circuit.forced is not None:
+        return [Correction("psp.circuit.force", f"Hand its circuit back to its breaker (held {circuit.forced} now)",
+                           psp, f"POST /v1/ops/psps/{psp}/circuit {{state: auto}}", {"state": "auto"})]
+    if circuit is not None and circuit.state == "open":
+        return []
+    return [Correction("psp.circuit.force", "Force its circuit open (back to auto once it recovers)", psp,
+                       f"POST /v1/ops/psps/{psp}/circuit {{state: open}}", {"state": "open"})]
+
+
+async def circuit_now(request: Request, incident: IncidentDetailView) -> CircuitNow | None:
+    """The circuit of the PSP the incident names, for the classes whose corrections depend on it."""
+    psp = dict(part.split("=", 1) for part in incident.scope.split(",") if "=" in part).get("psp")
+    if incident.state != "open" or incident.incident_class not in CIRCUIT_CLASSES or psp in (None, NO_PSP):
+        return None
+    found = next((h for h in await psp_health_now(request) if h["psp"] == psp), None)
+    return CircuitNow(found["circuit"], found["forced"]) if found is not None else None
 
 
 @router.get("/incidents")
@@ -107,10 +144,12 @@ async def incident_list(request: Request, session: Session) -> Response:
 async def incident_page(incident_id: str, request: Request, session: Session) -> HTMLResponse:
     incident_id = _known_shape(incident_id)
     incident = await incident_routes.incident_detail(request, incident_id)
-    report = report_markdown(await incident_routes.report_document(request, incident_id))
+    # Without the ledger's invariants (a scan of the whole ledger): the report's downloads run them.
+    report = report_markdown(await incident_routes.report_document(request, incident_id, ledger_check=False))
     figure_names = list(dict.fromkeys([*incident.figures_at_open, *incident.figures_now]))
     return render(request, "incident.html", session=session, incident=incident, report=report,
-                  corrections=corrections_for(incident), duration=duration_text(incident, utcnow()),
+                  corrections=corrections_for(incident, await circuit_now(request, incident)),
+                  duration=duration_text(incident, utcnow()),
                   figure_names=figure_names)
 
 
@@ -143,7 +182,8 @@ async def take_correction(incident_id: str, request: Request, session: Session, 
     incident_id = _known_shape(incident_id)
     incident = await incident_routes.incident_detail(request, incident_id)
     back_to = f"/ops/incidents/{incident_id}"
-    offered = next((c for c in corrections_for(incident) if c.console_path is None
+    offered = next((c for c in corrections_for(incident, await circuit_now(request, incident))
+                    if c.console_path is None
                     and (c.action, c.target) == (form.get("action"), form.get("target"))), None)
     if offered is None:
         not_now = flash.Flash("refused", "Refused — not called for: the incident does not call for that correction "

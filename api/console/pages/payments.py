@@ -54,7 +54,8 @@ async def search(request: Request, session: Session) -> Response:
 @router.get("/{payment_id}")
 async def payment_page(payment_id: str, request: Request, session: Session) -> HTMLResponse:
     view = await payments.ops_payment(request, payment_id)
-    return render(request, "payment.html", session=session, payment=view, final=view.status in DepositStatus.FINAL,
+    return render(request, "payment.html", session=session, payment=view,
+                  at_psp=view.status in DepositStatus.AT_PSP,
                   audit_entries=await audit.entries(request.app.state.engine, f"payment:{payment_id}"),
                   webhook_events=await request.app.state.webhook_inbox.events_about(payment_id))
 
