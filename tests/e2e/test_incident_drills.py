@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from entrypoints.schedules import AML_SCHEDULE_ID, MONITOR_SCHEDULE_ID, ensure_schedules
 from tests.conftest import BACKENDS
 from tests.e2e.console_helpers import signed_in_http
-from tests.e2e.conftest import Stack, eventually, new_player, running_stack, temporal_env  # noqa: F401 (fixture)
+from tests.e2e.conftest import Stack, eventually, new_player, running_stack
 from tests.e2e.test_payouts import funded_player, get_payout, payout, wait_payout
 
 pytestmark = pytest.mark.drill
@@ -278,7 +278,8 @@ async def test_delayed_withdrawals(backend: str, temporal_env: WorkflowEnvironme
         incident_id = incident["incident_id"]
         detail = await incident_detail(stack, incident_id)
         assert_lists(detail, "payout", {payout_id}, stack)
-        assert {a["status"] for a in detail["affected"]} == {"running"}, detail["affected"]
+        [affected] = detail["affected"]  # its status asked of its running workflow: deferred at its PSP
+        assert (affected["status"], affected["final"]) == ("processing", False) and affected["deferred_until"], affected
         await assert_console_shows(stack, incident, {payout_id})
 
         response = await stack.sandbox.post("/control/ewallet", json={"mode": "up"})
