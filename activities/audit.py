@@ -20,4 +20,4 @@ class AuditActivities:
     async def record_audit(self, entry: AuditEntry) -> None:
         await audit.record_once(self.engine, idempotency_key=entry.idempotency_key, actor=entry.actor,
                                 action=entry.action, subject=entry.subject, details=entry.details,
-                                now=datetime.now(timezone.utc))
+                                now=datetime.now(timezone.utc), incident_id=entry.incident_id)

@@ -20,22 +20,23 @@ async def record(conn: AsyncConnection, principal: Principal, action: str, subje
                  body: OpsActionRequest | None, now: datetime) -> None:
     """The action's audit entry, in the transaction of the change it made: 422 unknown_incident (and nothing
     changed) when the incident it names does not exist, else the correction would be listed on no incident."""
-    await _check_incident(conn, body)
+    await _check_incident(conn, body.incident_id if body else None)
     await audit.record(conn, actor=principal.client_id, action=action, subject=subject, details=details, now=now,
                        incident_id=body.incident_id if body else None)
 
 
-async def check_incident(engine: AsyncEngine, body: OpsActionRequest | None) -> None:
-    """Before a correction whose change is not ours to write (a signal): 422 unknown_incident, nothing signalled."""
-    if body is not None and body.incident_id is not None:
+async def check_incident(engine: AsyncEngine, incident_id: str | None) -> None:
+    """Before a correction whose change is not ours to write (a signal, a review decision the workflow audits):
+    422 unknown_incident, nothing sent."""
+    if incident_id is not None:
         async with engine.connect() as conn:
-            await _check_incident(conn, body)
+            await _check_incident(conn, incident_id)
 
 
-async def _check_incident(conn: AsyncConnection, body: OpsActionRequest | None) -> None:
-    if body is None or body.incident_id is None:
+async def _check_incident(conn: AsyncConnection, incident_id: str | None) -> None:
+    if incident_id is None:
         return
-    found = await conn.execute(sa.select(incidents.c.incident_id).where(incidents.c.incident_id == body.incident_id))
+    found = await conn.execute(sa.select(incidents.c.incident_id).where(incidents.c.incident_id == incident_id))
     if found.one_or_none() is None:
         raise Problem(422, "unknown_incident", "Unknown incident", "no incident has this id",
                       errors=[{"field": "incident_id", "code": "unknown", "message": "no incident has this id"}])

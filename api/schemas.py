@@ -327,6 +327,14 @@ class CancelPayoutRequest(BaseModel):
     reason: Annotated[str, Field(max_length=200), NoCardNumber] | None = None
 
 
+INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
+INCIDENT_ID_EXAMPLE = "inc_3f9a1c0e5b7d4e2fa86c1d0b9e4f7a21"
+IncidentId = Annotated[str, StringConstraints(pattern=INCIDENT_ID_PATTERN),
+                       Field(examples=[INCIDENT_ID_EXAMPLE],
+                             description="the incident this correction is taken for (422 unknown_incident if none "
+                                         "has this id)")]
+
+
 class ReviewDecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"decision": "approve", "reviewer": "jane.doe", "reason": "documents checked"}]})
@@ -334,6 +342,8 @@ class ReviewDecisionRequest(BaseModel):
     decision: Literal["approve", "reject"]
     reviewer: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,100}$"), NoCardNumber]
     reason: Annotated[str, Field(max_length=500), Printable, NoCardNumber] | None = None
+    # A decision taken for an incident (a currency mismatch's review, say): its report lists it.
+    incident_id: IncidentId | None = None
 
 
 class DepositReviewRequest(ReviewDecisionRequest):
@@ -687,13 +697,6 @@ class RiskCaseDetailView(RiskCaseView):
 
 # An incident's id as the monitor makes it (incidents/store.py new_incident_id): the ops routes' paths and the
 # corrections' `incident_id`, whose audit entry names it so the incident's report lists it.
-INCIDENT_ID_PATTERN = r"^inc_[0-9a-f]{32}$"
-INCIDENT_ID_EXAMPLE = "inc_3f9a1c0e5b7d4e2fa86c1d0b9e4f7a21"
-IncidentId = Annotated[str, StringConstraints(pattern=INCIDENT_ID_PATTERN),
-                       Field(examples=[INCIDENT_ID_EXAMPLE],
-                             description="the incident this correction is taken for (422 unknown_incident if none "
-                                         "has this id)")]
-
 
 class OpsActionRequest(BaseModel):
     """The body every correction takes (optional where there is nothing else to say)."""

@@ -39,12 +39,13 @@ async def record(
 
 async def record_once(
     engine: AsyncEngine, *, idempotency_key: str, actor: str, action: str, subject: str, details: dict[str, Any],
-    now: datetime,
+    now: datetime, incident_id: str | None = None,
 ) -> None:
     """An entry written at most once per key, however often the writer is retried."""
     async with engine.begin() as conn:
         await insert_if_missing(conn, audit_log, {"idempotency_key": idempotency_key, "at": now, "actor": actor,
-                                                  "action": action, "subject": subject, "details": details})
+                                                  "action": action, "subject": subject, "details": details,
+                                                  "incident_id": incident_id})
 
 
 async def entries(engine: AsyncEngine, subject: str, limit: int = 100) -> list[dict[str, Any]]:

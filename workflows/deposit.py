@@ -695,6 +695,6 @@ class DepositWorkflow(PspSignals):
         await workflow.execute_activity(ActivityName.RECORD_AUDIT, AuditEntry(
             idempotency_key=f"{workflow.info().workflow_id}:review:{self._review_update_id}",
             actor=decision.reviewer, action=f"payment.review.{decision.decision}",
-            subject=f"payment:{self._state.payment_id}", details=details,
+            subject=f"payment:{self._state.payment_id}", details=details, incident_id=decision.incident_id,
         ), start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
 

@@ -118,6 +118,7 @@ class RefundWorkflow(PspSignals):
             action=f"refund.review.{decision.decision}", subject=f"refund:{self._state.refund_id}",
             details={"review_reason": self._state.review_reason or "",
                      **({"reason": decision.reason} if decision.reason else {})},
+            incident_id=decision.incident_id,
         ), start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
         if decision.decision == "approve":
             return await self._settle("succeeded")

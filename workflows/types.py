@@ -215,6 +215,7 @@ class ReviewDecision:
     reviewer: str
     reason: str | None = None
     amount_minor: int | None = None  # deposits: credit less than the PSP captured (the rest is refunded)
+    incident_id: str | None = None  # taken for this incident (its report lists the decision)
 
 
 @dataclass
@@ -721,6 +722,7 @@ class AuditEntry:
     action: str  # e.g. "payout.review.approve"
     subject: str  # e.g. "payout:po_…"
     details: dict[str, str]
+    incident_id: str | None = None
 
 
 @dataclass

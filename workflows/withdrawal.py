@@ -302,6 +302,7 @@ class WithdrawalWorkflow(PspSignals):
             idempotency_key=f"{workflow.info().workflow_id}:review:{self._review_update_id}", actor=review.reviewer,
             action=f"payout.review.{review.decision}", subject=f"payout:{self._state.payout_id}",
             details={"review_reason": review_reason, **({"reason": review.reason} if review.reason else {})},
+            incident_id=review.incident_id,
         ), start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE)
 
     # --- endings ---------------------------------------------------------------------------------------

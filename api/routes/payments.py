@@ -294,8 +294,9 @@ async def decide_review(
     amount_minor = None
     if body.amount is not None:  # in the deposit's currency: its precision decides what is valid
         amount_minor = amount_in_minor_units(body.amount, (await _query_state(client, workflow_id)).currency)
+    await corrections.check_incident(request.app.state.engine, body.incident_id)
     decision = ReviewDecision(decision=body.decision, reviewer=f"{principal.client_id}/{body.reviewer}",
-                              reason=body.reason, amount_minor=amount_minor)
+                              reason=body.reason, amount_minor=amount_minor, incident_id=body.incident_id)
     done = await engine.update_briefly(client, workflow_id, DepositWorkflow.review, decision,
                                        wait_seconds=REVIEW_WAIT_SECONDS, not_found=payment_not_found(),
                                        rejected=review_refused)
@@ -356,7 +357,7 @@ async def resync(request: Request, principal: Principal, payment_id: str,
         raise corrections.already_final("payment", state.status)
     if state.status not in DepositStatus.AT_PSP:
         raise corrections.not_at_psp("payment", state.status)
-    await corrections.check_incident(request.app.state.engine, body)
+    await corrections.check_incident(request.app.state.engine, body.incident_id if body else None)
     await engine.signal(client, workflow_id, DepositWorkflow.status_recheck, not_found=payment_not_found(),
                         finished=corrections.already_final("payment", "finished"))
     now = datetime.now(timezone.utc)

@@ -164,9 +164,10 @@ async def decide_review(request: Request, principal: Principal, payout_id: str,
     if not PAYOUT_ID_RE.fullmatch(payout_id):
         raise payout_not_found()
     reviewer = f"{principal.client_id}/{body.reviewer}"
+    await corrections.check_incident(request.app.state.engine, body.incident_id)
     state = await engine.update(
         request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id), WithdrawalWorkflow.review,
-        ReviewDecision(decision=body.decision, reviewer=reviewer, reason=body.reason),
+        ReviewDecision(decision=body.decision, reviewer=reviewer, reason=body.reason, incident_id=body.incident_id),
         not_found=payout_not_found(),
         rejected=_review_refused,
     )
@@ -219,7 +220,7 @@ async def resync(request: Request, principal: Principal, payout_id: str,
         raise corrections.already_final("payout", state.status)
     if state.status not in PayoutStatus.AT_PSP:
         raise corrections.not_at_psp("payout", state.status)
-    await corrections.check_incident(request.app.state.engine, body)
+    await corrections.check_incident(request.app.state.engine, body.incident_id if body else None)
     await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
                         WithdrawalWorkflow.status_recheck, not_found=payout_not_found(),
                         finished=corrections.already_final("payout", "finished"))
@@ -248,7 +249,7 @@ async def send_now(request: Request, principal: Principal, payout_id: str,
         raise Problem(409, "not_deferred", "Payout is not deferred",
                       f"the payout is {state.status} and not waiting for its PSP to come back",
                       current_status=state.status)
-    await corrections.check_incident(request.app.state.engine, body)
+    await corrections.check_incident(request.app.state.engine, body.incident_id if body else None)
     await engine.signal(request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id),
                         WithdrawalWorkflow.send_now, not_found=payout_not_found(),
                         finished=Problem(409, "not_deferred", "Payout is not deferred", "the payout has finished"))

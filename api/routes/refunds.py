@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from api import engine
+from api import corrections, engine
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses
 from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
@@ -164,8 +164,9 @@ async def review_refund(
     money is released). The workflow writes the audit entry `refund:<id>` itself."""
     if not REFUND_ID_RE.fullmatch(refund_id):
         raise refund_not_found()
+    await corrections.check_incident(request.app.state.engine, body.incident_id)
     decision = ReviewDecision(decision=body.decision, reviewer=f"{principal.client_id}/{body.reviewer}",
-                              reason=body.reason)
+                              reason=body.reason, incident_id=body.incident_id)
     state = await engine.update(request.app.state.temporal, RefundWorkflow.workflow_id(refund_id),
                                 RefundWorkflow.review, decision, not_found=refund_not_found(),
                                 rejected=review_refused)

@@ -324,7 +324,7 @@ async def replay_in_bulk(request: Request, principal: Principal,
     """The bulk replay (the route and the ops console's dead letters and incident pages)."""
     if wanted.received_from and wanted.received_to and wanted.received_from >= wanted.received_to:
         raise validation_problem([{"field": "from", "code": "range", "message": "from must be before to"}])
-    await corrections.check_incident(request.app.state.engine, wanted)
+    await corrections.check_incident(request.app.state.engine, wanted.incident_id)
     inbox: WebhookInbox = request.app.state.webhook_inbox
     dead_letters = await inbox.dead_letters(psp=wanted.psp, received_from=wanted.received_from,
                                             received_to=wanted.received_to, limit=wanted.limit)
@@ -380,7 +380,7 @@ async def replay_dead_letter(request: Request, principal: Principal, event_row_i
         raise Problem(404, "webhook_not_found", "Webhook not found", "no stored webhook has this id")
     if stored["state"] != "dead_letter":
         raise Problem(409, "not_a_dead_letter", "Not a dead letter", f"the webhook is {stored['state']}")
-    await corrections.check_incident(request.app.state.engine, body)
+    await corrections.check_incident(request.app.state.engine, body.incident_id if body else None)
     reason = await _replay(request, principal, stored, body, bulk=False)
     if reason is not None:
         engine_down = reason == "signal_failed"

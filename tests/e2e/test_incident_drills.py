@@ -193,17 +193,20 @@ async def test_currency_mismatch(backend: str, temporal_env: WorkflowEnvironment
         assert_lists(detail, "payment", {init["payment_id"]}, stack)
         await assert_console_shows(stack, incident, {init["payment_id"]})
 
-        # Correction: ops decide the review — reject: the capture in the wrong currency is refunded at the PSP.
-        # (A review decision takes no incident id: the workflow audits it as `payment.review.reject`.)
+        # Correction: ops decide the review for the incident — reject: the capture in the wrong currency is
+        # refunded at the PSP. The workflow audits it as `payment.review.reject`, with the incident's id.
         corrected = time.monotonic()
         response = await stack.api.post(f"/v1/ops/payments/{init['payment_id']}/review", json={
-            "decision": "reject", "reviewer": "drill", "reason": "captured in the wrong currency"})
+            "decision": "reject", "reviewer": "drill", "reason": "captured in the wrong currency",
+            "incident_id": incident["incident_id"]})
         assert response.status_code in (200, 202), response.text
         await eventually(lambda: stack.payment(init["payment_id"]), lambda p: p["status"] == "refunded", timeout=30)
         timed(corrected, "currency_mismatch: refunded")
 
         await resolved_by_monitor(stack, incident["incident_id"])
-        await assert_report_passes(stack, incident["incident_id"])
+        report = await assert_report_passes(stack, incident["incident_id"])
+        assert_corrections_listed(report, [("payment.review.reject", f"payment:{init['payment_id']}",
+                                            {"review_reason": "currency_mismatch"})])
     print(f"currency_mismatch drill on {backend}: {time.monotonic() - started:.0f} s")
 
 

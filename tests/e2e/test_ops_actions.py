@@ -272,6 +272,10 @@ async def test_a_forced_circuit_holds_until_auto(ops_stack: Stack) -> None:
                    404, "payout_not_found")
     assert_problem(await stack.api.post("/v1/ops/webhooks/replay", json={"incident_id": unknown}), 422,
                    "unknown_incident")
+    # A review decision taken for an incident names a real one too (before the workflow is asked anything).
+    review = {"decision": "reject", "reviewer": "jane.doe", "incident_id": unknown}
+    assert_problem(await stack.api.post(f"/v1/ops/payments/pay_{'0' * 24}/review", json=review), 422,
+                   "unknown_incident")
     for body in ({"state": "half_open"}, {}, {"state": "open", "incident_id": "inc_"},
                  {"state": "open", "incident_id": "inc_01jf3k2m9x"}):  # not an id the monitor makes
         assert_problem(await stack.api.post("/v1/ops/psps/card/circuit", json=body), 422, "validation_error")
