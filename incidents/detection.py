@@ -10,7 +10,7 @@ the breaker's own window).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -131,18 +131,13 @@ async def failed_deposits(conn: AsyncConnection, th: Thresholds, now: datetime) 
 def delayed_withdrawals(th: Thresholds, now: datetime, running: Iterable[RunningWorkflow]) -> list[Condition]:
     """Per PSP: payouts pending or processing longer than their SLA (the running ones are given)."""
     sla = th.delayed_withdrawals.sla_seconds
-    late: dict[str, list[RunningWorkflow]] = defaultdict(list)
-    for payout in running:
-        if payout.status in PAYOUT_UNDER_WAY and now - payout.started_at > timedelta(seconds=sla):
-            late[payout.psp or NO_PSP].append(payout)
     found = []
-    for psp, delayed in sorted(late.items()):
-        delayed.sort(key=lambda payout: (payout.started_at, payout.object_id))
-        statuses = Counter(payout.status or "unknown" for payout in delayed)
+    for psp, delayed in _past_sla(running, PAYOUT_UNDER_WAY, sla, now).items():
+        statuses = _by_status(delayed)
         found.append(Condition(
             "delayed_withdrawals", f"psp={psp}",
             f"{len(delayed)} payouts via {psp} not final after their {sla} s SLA, the oldest {delayed[0].object_id}",
-            {"delayed": len(delayed), "by_status": dict(sorted(statuses.items())), "sla_seconds": sla},
+            {"delayed": len(delayed), "by_status": statuses, "sla_seconds": sla},
             payout_ids=[payout.object_id for payout in delayed[:th.affected_ids_max]],
             first_seen_at=delayed[0].started_at + timedelta(seconds=sla)))
     return found
@@ -224,22 +219,31 @@ def transaction_timeout(th: Thresholds, now: datetime, running: Iterable[Running
     """Per PSP: deposits under way (not waiting for KYC, not in review) longer than their SLA after their start. The
     running deposit workflows are given: a deposit's payments row is written only at its end or review."""
     sla = th.transaction_timeout.sla_seconds
-    stuck: dict[str, list[RunningWorkflow]] = defaultdict(list)
-    for deposit in running:
-        if deposit.status in DEPOSIT_UNDER_WAY and now - deposit.started_at > timedelta(seconds=sla):
-            stuck[deposit.psp or NO_PSP].append(deposit)
     found = []
-    for psp, late in sorted(stuck.items()):
-        late.sort(key=lambda deposit: (deposit.started_at, deposit.object_id))
-        statuses = Counter(deposit.status or "unknown" for deposit in late)
+    for psp, late in _past_sla(running, DEPOSIT_UNDER_WAY, sla, now).items():
+        statuses = _by_status(late)
         found.append(Condition(
             "transaction_timeout", f"psp={psp}",
             f"{len(late)} deposits via {psp} not final {sla} s after their start ("
-            + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) + ")",
-            {"stuck": len(late), "by_status": dict(sorted(statuses.items())), "sla_seconds": sla},
+            + ", ".join(f"{n} {status}" for status, n in statuses.items()) + ")",
+            {"stuck": len(late), "by_status": statuses, "sla_seconds": sla},
             payment_ids=[deposit.object_id for deposit in late[:th.affected_ids_max]],
             first_seen_at=late[0].started_at + timedelta(seconds=sla)))
     return found
+
+
+def _past_sla(running: Iterable[RunningWorkflow], under_way: Collection[str], sla_seconds: int,
+              now: datetime) -> dict[str, list[RunningWorkflow]]:
+    """The running workflows in an under-way status longer than the SLA, per PSP (sorted), oldest first."""
+    late: dict[str, list[RunningWorkflow]] = defaultdict(list)
+    for workflow in running:
+        if workflow.status in under_way and now - workflow.started_at > timedelta(seconds=sla_seconds):
+            late[workflow.psp or NO_PSP].append(workflow)
+    return {psp: sorted(found, key=lambda w: (w.started_at, w.object_id)) for psp, found in sorted(late.items())}
+
+
+def _by_status(workflows: Iterable[RunningWorkflow]) -> dict[str, int]:
+    return dict(sorted(Counter(w.status or "unknown" for w in workflows).items()))
 
 
 async def gateway_downtime(conn: AsyncConnection, th: Thresholds, now: datetime, health: Mapping[str, PspHealth],
