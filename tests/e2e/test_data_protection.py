@@ -106,12 +106,18 @@ async def test_temporal_stores_a_deposit_encrypted_and_the_api_still_reads_it(st
     plain = await Client.connect(target, namespace=stack.settings.temporal_namespace)
     history = await plain.get_workflow_handle(f"deposit-{payment_id}").fetch_history()
     payloads = [p for event in history.events for p in _payloads(event)]
-    # The SDK core's own bookkeeping of each local activity (sequence number, attempt, activity type, times) is
-    # not a payload of ours and is stored plain; the activity's result beside it is ours, and encrypted.
-    bookkeeping = [e.marker_recorded_event_attributes.details["data"].payloads[0] for e in history.events
-                   if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    markers = [json.loads(p.data) for p in bookkeeping]
+    # The SDK core's own bookkeeping is not a payload of ours and is stored plain: of each local activity (sequence
+    # number, attempt, activity type, times; the activity's result beside it is ours, and encrypted) and of each
+    # patch (its id).
+    recorded = [e.marker_recorded_event_attributes for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    local_activities = [m.details["data"].payloads[0] for m in recorded if m.marker_name == "core_local_activity"]
+    patches = [m.details["patch-data"].payloads[0] for m in recorded if m.marker_name == "core_patch"]
+    assert len(local_activities) + len(patches) == len(recorded), [m.marker_name for m in recorded]
+    bookkeeping = local_activities + patches
+    markers = [json.loads(p.data) for p in local_activities]
     assert all({"seq", "attempt", "activity_type"} <= marker.keys() for marker in markers)
+    assert {json.loads(p.data)["id"] for p in patches} == {"deposit-psp-search-attribute"}
     assert {"screen_deposit", "route_deposit", "credit_deposit"} <= {marker["activity_type"] for marker in markers}
     ours = [p for p in payloads if p not in bookkeeping]
     assert len(ours) >= 8, "inputs, activity results, update answer, memo, result"
