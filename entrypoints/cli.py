@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
         from psp.sandbox.app import config_from_settings, create_app
 
+        # Idle connections kept 75 s, as a PSP's load balancer does: longer than the connectors' httpx pools keep
+        # theirs (5 s), so a PSP call never goes out on a connection the sandbox has just closed.
         uvicorn.run(create_app(config_from_settings(settings)), host=settings.sandbox_psp_host,
-                    port=settings.sandbox_psp_port, **_UVICORN_LOGS, log_level="warning")
+                    port=settings.sandbox_psp_port, timeout_keep_alive=75, **_UVICORN_LOGS, log_level="warning")
         return 0
     if args.command == "codec-server":
         import uvicorn

@@ -68,8 +68,14 @@ def metric_value(text: str, name: str, **labels: str) -> float:
                if sample.name == name and labels.items() <= sample.labels.items())
 
 
+# The test servers keep an idle connection longer than an httpx client does (5 s): with both at 5 s, a client could
+# send on a pooled connection just as the server closed it (httpx.ReadError, seen under the full suite's load).
+TEST_SERVER_KEEP_ALIVE_SECONDS = 75
+
+
 @contextlib.asynccontextmanager
 async def serve(app: ASGIApp, port: int, **uvicorn_options: Any) -> AsyncIterator[None]:
+    uvicorn_options.setdefault("timeout_keep_alive", TEST_SERVER_KEEP_ALIVE_SECONDS)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options))
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -116,8 +116,9 @@ def bound_socket() -> tuple[socket.socket, str]:
 
 @asynccontextmanager
 async def serve(app: FastAPI, sock: socket.socket) -> AsyncIterator[None]:
-    """Run `app` with uvicorn on `sock` as a task of the current loop, until the block exits."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    """Run `app` with uvicorn on `sock` as a task of the current loop, until the block exits. It keeps an idle
+    connection longer than an httpx client does (5 s), so a client never sends on one the server just closed."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=75))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await eventually(lambda: server.started or task.done(), timeout=10)
