@@ -200,7 +200,5 @@ def test_the_incident_metrics_the_rules_read_are_the_ones_the_monitor_defines() 
     assert {selector.metric for selector in referenced_selectors()} & set(INCIDENT_METRICS) == {
         "payloop_incidents_open"}
     definitions = {name: metric_definitions(name.removesuffix("_total")) for name in INCIDENT_METRICS}
-    if not any(definitions.values()):
-        pytest.skip("the monitor's metrics are not on this branch yet")
     assert all(definitions.values()), definitions
     assert all('"incident_class"' in path.read_text() for path in definitions["payloop_incidents_open"])
