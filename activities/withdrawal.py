@@ -29,7 +29,7 @@ from ledger.payouts import PayoutRecord, record_payout
 from payloop.settings import Settings
 from players import PlayerStore, notifications
 from psp.base import CreatePayoutRequest, PspConnector, PspPayout
-from psp.routing import RoutingConfig, closed_loop_method, payout_route
+from psp.routing import RoutingConfig, payout_choice
 from psp.routing.health import HealthStore
 from risk import aml
 from risk.types import RiskSubject
@@ -166,18 +166,15 @@ class WithdrawalActivities:
         fallback PSP's method. Asked again whenever the chosen PSP did not take the payout."""
         last_deposit = await self.ledger.last_credit(player_account(payout.player_id, payout.currency), "deposit")
         deposit_psp = parse_account(last_deposit.debit_account)[1] if last_deposit is not None else None
-        methods = [closed_loop_method(self.routing, deposit_psp)] if deposit_psp else []
-        methods += sorted(connector_for(self.connectors, self.settings.payout_fallback_psp).payout_methods)
         states = await self.health.states(self.clock())
-        for method in filter(None, methods):
-            candidates = payout_route(
-                self.routing, method=method, currency=payout.currency, amount_minor=payout.amount_minor,
-                country=payout.country, deposit_psp=deposit_psp, available=set(self.connectors), health=states,
-            )
-            if candidates:
-                psp = candidates[0].psp
-                return PayoutRoute(psp, method, closed_loop=psp == deposit_psp,
-                                   status_poll=status_poll_plan(self.routing, psp))
+        fallback = connector_for(self.connectors, self.settings.payout_fallback_psp).payout_methods
+        choice = payout_choice(self.routing, deposit_psp=deposit_psp, fallback_methods=fallback,
+                               currency=payout.currency, amount_minor=payout.amount_minor, country=payout.country,
+                               available=set(self.connectors), health=states)
+        if choice is not None:
+            method, candidate = choice
+            return PayoutRoute(candidate.psp, method, closed_loop=candidate.psp == deposit_psp,
+                               status_poll=status_poll_plan(self.routing, candidate.psp))
         raise ApplicationError("no PSP pays this out", "no_payout_route", type=ErrorType.NO_PAYOUT_ROUTE,
                                non_retryable=True)
 

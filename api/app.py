@@ -11,14 +11,16 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api import console, errors, http_guards, outages
+from api import checkout, console, errors, http_guards, outages
 from api.auth import parse_api_keys
+from api.checkout.sessions import CheckoutSessions
 from api.console.sessions import SessionStore
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics, CountersOf
 from api.rate_limits import RateLimits
 from api.retention import DeliveryLogPruner
 from api.routes import (
+    checkout as checkout_routes,
     disputes,
     games,
     health,
@@ -66,6 +68,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
         state.disabled_methods = switches.DisabledMethods(db)  # read on every deposit init: cached a few seconds
         state.console_sessions = SessionStore(db, idle_seconds=settings.console_session_idle_seconds,
                                               absolute_seconds=settings.console_session_absolute_seconds)
+        state.checkout_sessions = CheckoutSessions(
+            db, settings.checkout_signing_keys, lifetime=timedelta(minutes=settings.checkout_session_minutes),
+            status_grace=timedelta(minutes=settings.checkout_status_grace_minutes))
 
         async def on_kyc_changed(player_id: str, _status: str) -> None:
             await payouts.nudge_kyc_waiting(state.temporal, player_id)
@@ -96,9 +101,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     errors.install(app)
     outages.install(app)  # the database out of reach: 503 with Retry-After, not 500
     console.install(app)  # /ops: the ops console's pages (README: Ops console)
+    checkout.install(app)  # /checkout: the players' pages (README: Checkout)
     # Last, so outermost: every request (a rate-limited or timed-out one too) has its trace id and access line.
     app.add_middleware(AccessLogMiddleware, logger_name="payloop.api.access")
-    for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing):
+    for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing, checkout_routes):
         app.include_router(module.router)
     for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk, routing, incidents):
         app.include_router(module.ops_router)

@@ -139,8 +139,23 @@ async def run_once(
     action: Callable[[str], Awaitable[tuple[int, dict[str, Any]]]],
     present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    """Runs `action(resource_id)` once per key: a retry gets the stored response; a failure of ours frees
-    the key (keeping the resource id, so the retry reaches what the failed attempt may have started).
+    """`answer_once` as a route's JSON response."""
+    return answer_json(*await answer_once(store, client_id, endpoint, key, body, id_prefix, action, present))
+
+
+async def answer_once(
+    store: IdempotencyStore,
+    client_id: str,
+    endpoint: str,
+    key: str,
+    body: dict[str, Any],
+    id_prefix: str,
+    action: Callable[[str], Awaitable[tuple[int, dict[str, Any]]]],
+    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> tuple[int, dict[str, Any], bool]:
+    """Runs `action(resource_id)` once per key: a retry gets the stored answer (status, body, replayed=True); a
+    failure of ours frees the key (keeping the resource id, so the retry reaches what the failed attempt may have
+    started).
 
     `present(body)` shapes the stored answer for this request's caller, first time and replays alike: the key is
     the client's, but what each of its API keys may see (its scopes) is the request's."""
@@ -148,16 +163,18 @@ async def run_once(
                               new_resource_id(id_prefix))
     shown = present or (lambda stored: stored)
     if claim.stored is not None:
-        return _json(claim.stored.status, shown(claim.stored.body), {"Idempotent-Replayed": "true"})
+        return claim.stored.status, shown(claim.stored.body), True
     try:
         status, payload = await action(claim.resource_id)
     except BaseException:
         await store.release(client_id, endpoint, key)
         raise
     await store.complete(client_id, endpoint, key, status, payload)
-    return _json(status, shown(payload), {})
+    return status, shown(payload), False
 
 
-def _json(status: int, body: Any, headers: dict[str, str]) -> JSONResponse:
+def answer_json(status: int, body: Any, replayed: bool) -> JSONResponse:
+    """An `answer_once` answer as a route's response; a replayed answer says so (`Idempotent-Replayed`)."""
     media_type = "application/problem+json" if status >= 400 else None
-    return JSONResponse(body, status_code=status, media_type=media_type, headers=headers)
+    return JSONResponse(body, status_code=status, media_type=media_type,
+                        headers={"Idempotent-Replayed": "true"} if replayed else {})

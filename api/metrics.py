@@ -118,7 +118,7 @@ class CountersOf(Collector):
         limits = self.state.rate_limits
         refused = CounterMetricFamily("payloop_rate_limited", "Requests refused with 429 by this process, by limit.",
                                       labels=["limit"])
-        for kind in ("payments", "webhooks", "console_login"):
+        for kind in ("payments", "webhooks", "console_login", "checkout"):
             refused.add_metric([kind], limits.refused[kind])
         yield refused
         sign_ins = CounterMetricFamily("payloop_console_sign_ins_refused", "Ops console sign-ins this process "

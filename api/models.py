@@ -1,5 +1,6 @@
 """The API's own tables: the Idempotency-Key store, the webhook delivery log (the inbox of verified events is
-`psp/inbox.py`: the workflows' activities read their evidence from it) and the ops console's sessions."""
+`psp/inbox.py`: the workflows' activities read their evidence from it), the ops console's sessions and the
+players' checkout sessions."""
 
 import sqlalchemy as sa
 
@@ -46,4 +47,33 @@ ops_sessions = sa.Table(
     sa.Column("csrf_token", sa.String(64), nullable=False),  # every console form carries it
     sa.Column("created_at", UtcDateTime, nullable=False),  # the absolute expiry counts from here
     sa.Column("last_seen_at", UtcDateTime, nullable=False, index=True),  # the idle expiry from here
+)
+
+checkout_sessions = sa.Table(
+    "checkout_sessions",
+    metadata,
+    # A checkout a platform opened for one of its players (api/checkout/sessions.py). Its URL carries the id with a
+    # signature and the expiry; what the player may do is read from here, never from the URL.
+    sa.Column("session_id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False),  # the platform's: its payments are started as it
+    sa.Column("player_id", sa.String(64), nullable=False),
+    sa.Column("currency", sa.String(3)),  # preselected; null = the player chooses
+    sa.Column("amount_minor", sa.BigInteger),  # preselected, in currency; null = the player enters it
+    sa.Column("country", sa.String(2)),
+    sa.Column("locale", sa.String(10)),  # null = from the browser's Accept-Language
+    sa.Column("return_url", sa.String(2000), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+checkout_attempts = sa.Table(
+    "checkout_attempts",
+    metadata,
+    # One submitted checkout form: its attempt id is in the form, so a double click or a resubmitted form is the
+    # same attempt, hence the same Idempotency-Key and the same payment or payout.
+    sa.Column("session_id", sa.String(40), primary_key=True),
+    sa.Column("attempt_id", sa.String(40), primary_key=True),
+    sa.Column("kind", sa.String(10), nullable=False),  # deposit | payout
+    sa.Column("resource_id", sa.String(40), nullable=False),  # pay_… / po_…
+    sa.Column("created_at", UtcDateTime, nullable=False),
 )

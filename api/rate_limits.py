@@ -92,11 +92,12 @@ class RateLimits:
         self.webhooks = _parse(settings.rate_limit_webhooks)
         self.rejection_log = _parse(settings.rate_limit_webhook_rejection_log)
         self.console_login = _parse(settings.rate_limit_console_login)
+        self.checkout = _parse(settings.rate_limit_checkout)
         self.recheck = RateLimitItemPerSecond(1, settings.status_recheck_interval_seconds)
         # In memory, one storage per kind of key, so the many keys an attacker can make (a re-check key per
         # payment id it invents, a webhook key per source) never weigh on the per-client check of every request.
         self._local = {kind: _Limiters(SweptMemoryStorage())
-                       for kind in ("clients", "webhooks", "rechecks", "console_logins")}
+                       for kind in ("clients", "webhooks", "rechecks", "console_logins", "checkouts")}
         self._pool: redis_asyncio.ConnectionPool | None = None
         self._shared: _Limiters | None = None
         if settings.redis_url:
@@ -140,6 +141,14 @@ class RateLimits:
         if refusal is not None:
             self.refused["console_login"] += 1
             self.console_sign_ins_refused["rate_limited"] += 1
+        return refusal
+
+    async def check_checkout(self, session_id: str) -> Refusal | None:
+        """A request of one checkout session (a page, a form, a status poll): a leaked checkout URL cannot start
+        payments or poll without bound, and one session cannot use up its platform's client limit."""
+        refusal = await self._check("checkouts", self.checkout, "checkout", session_id)
+        if refusal is not None:
+            self.refused["checkout"] += 1
         return refusal
 
     async def may_log_rejection(self, psp: str, reason: str) -> bool:

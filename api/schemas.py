@@ -63,6 +63,11 @@ class PaymentMeta(BaseModel):
     sandbox_card: SandboxCard | None = None
 
 
+# Where the player is sent back: no whitespace or control characters (a PSP and a browser follow it).
+ReturnUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$"),
+                     Field(examples=["https://casino.example/cashier/return"]), NoCardNumber]
+
+
 class PaymentInitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "amount": "50.00", "currency": "EUR", "method": "card", "player_id": "alice",
@@ -72,11 +77,33 @@ class PaymentInitRequest(BaseModel):
     currency: Currency
     method: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,30}$"), Field(examples=["card"])]
     player_id: PlayerId
-    # No whitespace or control characters: the PSP sends the player there.
-    return_url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$"),
-                          Field(examples=["https://casino.example/return"]), NoCardNumber]
+    return_url: ReturnUrl
     idempotency_key: IdempotencyKey | None = None
     meta: PaymentMeta = Field(default_factory=PaymentMeta)
+
+
+class CheckoutSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "player_id": "alice", "currency": "EUR", "amount": "50.00", "country": "DE",
+        "return_url": "https://casino.example/cashier/return", "locale": "de"}]})
+
+    player_id: PlayerId
+    currency: Currency | None = Field(default=None, description="preselected; the player chooses when absent")
+    amount: Amount | None = Field(default=None, description="preselected (needs currency); the player enters it "
+                                                            "when absent")
+    country: Country | None = Field(default=None, description="the player's country, for the methods offered; "
+                                                              "else from the browser's language")
+    return_url: ReturnUrl
+    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}$"),
+                      Field(examples=["de-DE"], description="BCP 47; the page follows the browser's "
+                                                            "Accept-Language when absent or not supported")] | None = None
+
+
+class CheckoutSessionResponse(BaseModel):
+    session_id: str
+    url: str = Field(description="absolute; give it to the player's browser (redirect or iframe)")
+    expires_at: str = Field(description="ISO 8601; the URL's forms close then")
+    locale: str | None = Field(description="the page's language (en, de, fi, es); null: the browser's")
 
 
 class PaymentInitResponse(BaseModel):

@@ -21,7 +21,7 @@ from typing import Literal
 from api.auth import parse_api_keys
 from api.codec_server import parse_tokens
 from payloop.codec import CodecKeyError, KeyRing, uses_builtin_keys
-from payloop.settings import DEV_CODEC_SERVER_TOKEN, Settings
+from payloop.settings import DEV_CHECKOUT_SIGNING_KEY, DEV_CODEC_SERVER_TOKEN, Settings
 from payloop.temporal import TemporalSettingsError, connection_options
 from psp.registry import webhook_secret_names
 from psp.routing import RoutingConfig, load_routing
@@ -71,7 +71,22 @@ def startup_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:
     if role == "api":
         problems += _api_key_problems(settings)
         problems += _webhook_secret_problems(settings, load_routing(settings))
+        problems += _checkout_key_problems(settings)
     return problems
+
+
+def _checkout_key_problems(settings: Settings) -> list[tuple[str, str]]:
+    """The checkout URLs' signing keys: with the built-in one (in this repository) anyone could sign a checkout
+    session for any player of any client."""
+    keys = [key.strip() for key in settings.checkout_signing_keys.split(",") if key.strip()]
+    if not keys:
+        return [("PAYLOOP_CHECKOUT_SIGNING_KEYS", "no key is set (32 or more random characters; \"new,old\" "
+                                                 "while rotating)")]
+    if DEV_CHECKOUT_SIGNING_KEY in keys:
+        return [("PAYLOOP_CHECKOUT_SIGNING_KEYS", "holds the built-in key: anyone could sign checkout URLs")]
+    if any(len(key) < 32 for key in keys):
+        return [("PAYLOOP_CHECKOUT_SIGNING_KEYS", "a key shorter than 32 characters is guessable")]
+    return []
 
 
 def _codec_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:

@@ -20,6 +20,8 @@ DEV_CODEC_KEY = "cGF5bG9vcC1kZXYtY29kZWMta2V5LW5vdC1zZWNyZXQ="
 DEV_CODEC_KEYS = f"dev:{DEV_CODEC_KEY}"
 # The codec server's built-in bearer token (`payloop codec-server`), for the embedded stack only.
 DEV_CODEC_SERVER_TOKEN = "dev-codec-token-change-me"
+# The built-in key of the checkout URLs' signatures (dev stacks and tests only).
+DEV_CHECKOUT_SIGNING_KEY = "dev-checkout-key-change-me"
 MONITOR_INTERVAL_MIN_SECONDS = 10
 
 
@@ -75,6 +77,8 @@ class Settings(BaseSettings):
     rate_limit_webhook_rejection_log: str = "10/minute"
     # Sign-in attempts at the ops console per source address: the one unauthenticated form that tests API keys.
     rate_limit_console_login: str = "10/minute;50/hour"
+    # Per checkout session: its pages, forms and live status polls (one a second while a payment is open).
+    rate_limit_checkout: str = "120/minute;1000/hour"
     # Empty: every API process counts on its own (in memory). Set (redis://host:6379/0): all processes share
     # the counts, under keys starting with the prefix (so environments can share one Redis).
     redis_url: str = ""
@@ -92,6 +96,21 @@ class Settings(BaseSettings):
     # A session ends after this long without a request, and this long after sign-in whatever happens.
     console_session_idle_seconds: int = Field(default=8 * 3600, ge=60)
     console_session_absolute_seconds: int = Field(default=12 * 3600, ge=60)
+
+    # -- the player's checkout (/checkout, api/checkout/) ---------------------------------------------------------
+    # Where players' browsers reach the API (the checkout URLs handed out start with it); empty = api_url.
+    checkout_public_url: str = ""
+    # Signs checkout URLs (HMAC-SHA256): "new,old" while rotating, the first signs. The default is built in and
+    # refused outside dev mode.
+    checkout_signing_keys: str = DEV_CHECKOUT_SIGNING_KEY
+    # A checkout URL opens its forms for this long; at most 30 minutes, so a URL that leaks (a browser history, a
+    # proxy's log) soon opens nothing.
+    checkout_session_minutes: int = Field(default=30, ge=1, le=30)
+    # The status pages of the payments a session started stay readable this long after the session expired (a
+    # player back from a slow 3-D Secure or bank page still sees the outcome).
+    checkout_status_grace_minutes: int = Field(default=120, ge=0, le=24 * 60)
+    # Offers the sandbox PSPs' test scenarios (challenge, decline …) on the checkout's forms: dev stacks and tests.
+    checkout_sandbox_scenarios: bool = False
 
     # -- dev mode ---------------------------------------------------------------------------------------------
     # Allows the built-in API key and webhook secret and the default SQLite ledger. Only the embedded stack
@@ -183,7 +202,7 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
     @field_validator("rate_limit_payments", "rate_limit_webhooks", "rate_limit_webhook_rejection_log",
-                     "rate_limit_console_login")
+                     "rate_limit_console_login", "rate_limit_checkout")
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
         # Refused at start-up, not at the first request it would have limited.
@@ -219,6 +238,10 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def checkout_url(self) -> str:
+        return self.checkout_public_url.rstrip("/") or self.api_url
 
     @property
     def codec_server_url(self) -> str:

@@ -217,6 +217,16 @@ class LimitUsage:
                    for currency, minor in self.used_minor.items())
 
 
+@dataclass(frozen=True)
+class LimitHeadroom:
+    """What a deposit limit in force still allows in its window, in the limit's currency."""
+
+    currency: str
+    period: LimitPeriod
+    limit_minor: int
+    remaining_minor: int | None  # None: a currency deposited in the window has no rate, so it cannot be told
+
+
 def screen_deposit(
     controls: PlayerControls,
     amount_minor: int,
@@ -354,6 +364,20 @@ class PlayerStore:
             closed=controls.closed,
             deposit_limits=in_force,
         )
+
+    async def deposit_headroom(self, player_id: str, now: datetime) -> list[LimitHeadroom]:
+        """Every deposit limit in force, shortest period first, with what is left of it now (the checkout shows it
+        before the player pays; screening decides, under its lock, what a deposit may take)."""
+        async with self.engine.connect() as conn:
+            usages = await _limit_usages(conn, player_id, await _limit_rows(conn, player_id), now)
+        headroom = []
+        for usage in sorted(usages, key=lambda u: (_PERIOD_ORDER[u.period], u.currency)):
+            try:
+                remaining: int | None = max(usage.limit_minor - usage.used_in_limit_currency(self.rates), 0)
+            except MoneyError:
+                remaining = None
+            headroom.append(LimitHeadroom(usage.currency, usage.period, usage.limit_minor, remaining))
+        return headroom
 
     async def kyc_status(self, player_id: str) -> str:
         async with self.engine.connect() as conn:

@@ -17,7 +17,7 @@ from api import corrections, engine
 from api.auth import Principal, require_scope
 from api.client_address import player_address
 from api.errors import Problem, problem_responses, validation_problem
-from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
+from api.idempotency import IDEMPOTENCY_KEY_DOC, answer_json, answer_once, resolve_key
 from api.inputs import amount_in_minor_units, check_sandbox_card, check_sandbox_scenario
 from api.risk_decisions import risk_views
 from api.routes.routing import disabled_methods
@@ -75,6 +75,14 @@ async def init_payment(
                                                   description=IDEMPOTENCY_KEY_DOC)] = None,
 ) -> JSONResponse:
     key = resolve_key(idempotency_key, body.idempotency_key)
+    return answer_json(*await initiate_deposit(request, principal, body, key))
+
+
+async def initiate_deposit(
+    request: Request, principal: Principal, body: PaymentInitRequest, key: str
+) -> tuple[int, dict[str, Any], bool]:
+    """A deposit started once per Idempotency-Key (the route and the checkout): (status, answer, replayed); a
+    Problem for a request refused before anything started."""
     amount_minor = amount_in_minor_units(body.amount, body.currency)
     methods = request.app.state.methods
     if body.method not in methods:
@@ -84,8 +92,8 @@ async def init_payment(
     check_sandbox_card(body.meta.sandbox_card, SANDBOX_CARDS)
 
     async def start_unless_switched_off(payment_id: str) -> tuple[int, dict]:
-        # Only a new request is refused: a retried key got its stored answer from run_once before this, and one
-        # whose first attempt started the deposit without storing its answer re-attaches to it. The refusal
+        # Only a new request is refused: a retried key got its stored answer from answer_once before this, and
+        # one whose first attempt started the deposit without storing its answer re-attaches to it. The refusal
         # releases the key (nothing started), so the same key goes through once the method is on again.
         if body.method in await disabled_methods(request).get() and not await engine.exists(
                 request.app.state.temporal, DepositWorkflow.workflow_id(payment_id)):
@@ -95,7 +103,7 @@ async def init_payment(
                           errors=[{"field": "method", "code": "disabled", "message": "switched off by operations"}])
         return await _start_deposit(request, principal, payment_id, body, amount_minor)
 
-    return await run_once(
+    return await answer_once(
         request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
         body.model_dump(exclude={"idempotency_key"}), "pay", start_unless_switched_off,
     )

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +18,7 @@ from api import corrections, engine
 from api.auth import Principal, require_scope
 from api.client_address import player_address
 from api.errors import Problem, problem_responses
-from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
+from api.idempotency import IDEMPOTENCY_KEY_DOC, answer_json, answer_once, resolve_key
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.risk_decisions import risk_views
 from api.schemas import (
@@ -56,9 +56,17 @@ async def init_payout(
                                                   description=IDEMPOTENCY_KEY_DOC)] = None,
 ) -> JSONResponse:
     key = resolve_key(idempotency_key, body.idempotency_key)
+    return answer_json(*await initiate_withdrawal(request, principal, body, key))
+
+
+async def initiate_withdrawal(
+    request: Request, principal: Principal, body: PayoutInitRequest, key: str
+) -> tuple[int, dict[str, Any], bool]:
+    """A withdrawal started once per Idempotency-Key (the route and the checkout): (status, answer, replayed); a
+    Problem for a request refused before anything started."""
     amount_minor = amount_in_minor_units(body.amount, body.currency)
     check_sandbox_scenario(body.meta.sandbox_scenario, PAYOUT_SCENARIOS)
-    return await run_once(
+    return await answer_once(
         request.app.state.idempotency, principal.client_id, INIT_ENDPOINT, key,
         body.model_dump(exclude={"idempotency_key"}), "po",
         lambda resource_id: _start_withdrawal(request, principal, resource_id, body, amount_minor),
@@ -122,7 +130,7 @@ async def get_payout(
     request: Request,
     principal: Annotated[Principal, Depends(require_scope("payments"))],
 ) -> PayoutView:
-    state = await _owned_state(request, principal, payout_id)
+    state = await owned_payout(request, principal, payout_id)
     view = _view(request, state)
     if "ops" in principal.scopes:
         view.risk = await risk_views(request.app.state.engine, "payout", payout_id)
@@ -136,7 +144,7 @@ async def cancel_payout(
     principal: Annotated[Principal, Depends(require_scope("payments"))],
     body: CancelPayoutRequest | None = None,
 ) -> PayoutView:
-    await _owned_state(request, principal, payout_id)
+    await owned_payout(request, principal, payout_id)
     state = await engine.update(
         request.app.state.temporal, WithdrawalWorkflow.workflow_id(payout_id), WithdrawalWorkflow.cancel,
         CancelRequest(requested_by=principal.client_id, reason=body.reason if body else None),
@@ -276,7 +284,8 @@ async def _state(client: Client, payout_id: str) -> WithdrawalState:
                               not_found=payout_not_found())
 
 
-async def _owned_state(request: Request, principal: Principal, payout_id: str) -> WithdrawalState:
+async def owned_payout(request: Request, principal: Principal, payout_id: str) -> WithdrawalState:
+    """The payout's state: 404 for an id that names none, 403 for another client's."""
     if not PAYOUT_ID_RE.fullmatch(payout_id):
         raise payout_not_found()
     state = await _state(request.app.state.temporal, payout_id)

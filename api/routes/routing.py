@@ -81,11 +81,18 @@ async def payment_methods(
     it would most likely be routed to. A method whose PSPs all have an open circuit, or that ops switched off,
     is left out."""
     amount_minor = amount_in_minor_units(amount, currency)
+    return {"currency": currency, "amount": to_decimal_string(amount_minor, currency), "country": country,
+            "methods": await methods_now(request, currency, amount_minor, country)}
+
+
+async def methods_now(request: Request, currency: str, amount_minor: int, country: str | None) -> list[dict[str, Any]]:
+    """The methods a deposit can use now, each with its likeliest PSP, its fee (minor units and decimal string)
+    and ETA (the route and the checkout)."""
     config = routing_config(request)
     available = available_psps()
     states = await health_store(request).states()
     switched_off = await disabled_methods(request).get()
-    methods: list[dict[str, str]] = []
+    methods: list[dict[str, Any]] = []
     for method in sorted({m for p in config.psps if p.name in available for m in p.methods} - switched_off):
         candidates = route(config, method=method, currency=currency, amount_minor=amount_minor, country=country,
                            risk=None, payment_id=LISTING_SEED, available=available, health=states)
@@ -94,9 +101,8 @@ async def payment_methods(
         top = candidates[0]
         psp = config.psp(top.psp)
         methods.append({"method": method, "fee": to_decimal_string(top.fee_minor, currency),
-                        "eta": psp.eta if psp is not None else ""})
-    return {"currency": currency, "amount": to_decimal_string(amount_minor, currency), "country": country,
-            "methods": methods}
+                        "fee_minor": top.fee_minor, "eta": psp.eta if psp is not None else ""})
+    return methods
 
 
 # --- ops: forced circuits, method switches -----------------------------------------------------------------------

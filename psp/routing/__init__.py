@@ -21,6 +21,7 @@ from psp.routing.router import (
     Candidate,
     CircuitState,
     closed_loop_method,
+    payout_choice,
     payout_route,
     route,
 )
@@ -28,5 +29,5 @@ from psp.routing.router import (
 __all__ = [
     "Candidate", "CircuitState", "Cost", "HealthThresholds", "Issue", "PspConfig", "RoutingConfig",
     "RoutingConfigError", "Rule", "closed_loop_method", "default_routing_path", "load_routing", "load_routing_file",
-    "parse_routing", "payout_route", "route",
+    "parse_routing", "payout_choice", "payout_route", "route",
 ]

@@ -21,7 +21,7 @@ closed loop puts the player's deposit PSP first when it qualifies and its circui
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -97,6 +97,30 @@ def payout_route(
         ordered.remove(loop)
         ordered.insert(0, loop._replace(reason="closed loop: the PSP the player deposited with"))
     return _apply_health(ordered, health)
+
+
+def payout_choice(
+    config: RoutingConfig,
+    *,
+    deposit_psp: str | None,
+    fallback_methods: Iterable[str],
+    currency: str,
+    amount_minor: int,
+    country: str | None,
+    available: set[str] | frozenset[str],
+    health: Mapping[str, CircuitState],
+) -> tuple[str, Candidate] | None:
+    """Where a payout goes, as (method, first candidate): closed loop — back to the method the player last deposited
+    with (`deposit_psp`), through that PSP unless its circuit is open, then the other PSPs paying out to that method
+    by fee; with no such deposit or route, the fallback PSP's methods. None when no PSP pays it out."""
+    methods = [closed_loop_method(config, deposit_psp)] if deposit_psp else []
+    methods += sorted(fallback_methods)
+    for method in filter(None, methods):
+        candidates = payout_route(config, method=method, currency=currency, amount_minor=amount_minor,
+                                  country=country, deposit_psp=deposit_psp, available=available, health=health)
+        if candidates:
+            return method, candidates[0]
+    return None
 
 
 def closed_loop_method(config: RoutingConfig, deposit_psp: str, deposit_method: str | None = None) -> str | None:

@@ -255,6 +255,8 @@ def stack_settings(database_url: str, task_queue: str, **overrides: Any) -> Sett
         # The console tests sign in many times a minute, all from loopback (tests/test_console_login_limit.py
         # checks the limit itself).
         rate_limit_console_login="1000/minute",
+        # The checkout's forms offer the sandbox's scenarios (challenge, decline …) to the browser tests.
+        checkout_sandbox_scenarios=True,
     )
     return Settings(**(values | overrides))
 

@@ -1,0 +1,38 @@
+"""The players' checkout under /checkout (README: Checkout): the deposit and withdrawal pages a platform sends its
+player to with a signed, short-lived URL from `POST /v1/checkout/sessions` (api/routes/checkout.py).
+
+sessions.py keeps the sessions and signs their URLs; pages.py serves the pages through the same functions as the
+JSON API's routes; messages.py says what each status and refusal means to a player; i18n.py picks the language and
+formats money (Babel); rendering.py renders, turns refusals into pages and sets the headers. Templates, the
+stylesheet, one small script and the translation catalogs sit beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import FileResponse
+
+from api.checkout import pages
+from api.checkout.rendering import CheckoutHeaders
+
+STATIC = Path(__file__).parent / "static"
+_static = APIRouter(prefix="/checkout/static", include_in_schema=False)
+
+
+@_static.get("/checkout.css")
+async def stylesheet() -> FileResponse:
+    return FileResponse(STATIC / "checkout.css", media_type="text/css")
+
+
+@_static.get("/checkout.js")
+async def script() -> FileResponse:
+    return FileResponse(STATIC / "checkout.js", media_type="text/javascript")
+
+
+def install(app: FastAPI) -> None:
+    """The pages, their static files and their headers (the sessions' store is made at start-up: api/app.py)."""
+    app.add_middleware(CheckoutHeaders)
+    app.include_router(_static)  # before the pages, whose /checkout/{token} would take /checkout/static
+    app.include_router(pages.router)

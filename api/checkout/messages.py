@@ -1,0 +1,222 @@
+"""What the checkout tells a player about each status and each refusal: a title, what happened and what to do
+next, never a raw code. English source texts, marked with `N_` for `pybabel extract` and translated at render time
+(i18n.py); a code not listed here gets its status's general message, so a new decline code never shows as a code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+def N_(text: str) -> str:  # noqa: N802 - gettext's conventional no-op marker, a keyword pybabel extracts
+    return text
+
+
+class Next(str, Enum):
+    """The one thing the page offers next."""
+
+    WAIT = "wait"  # nothing: the page follows the payment
+    CONTINUE = "continue"  # to the PSP's page (3-D Secure, the bank)
+    RETRY = "retry"  # the same method again
+    OTHER_METHOD = "other_method"
+    CONTACT_SUPPORT = "contact_support"
+    DONE = "done"  # back to the casino
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tone: str  # success | progress | problem: the status panel's style and its role
+    title: str
+    detail: str
+    next: Next
+    final: bool
+
+
+def _done(title: str, detail: str) -> Outcome:
+    return Outcome("success", title, detail, Next.DONE, True)
+
+
+def _waiting(title: str, detail: str, next_: Next = Next.WAIT) -> Outcome:
+    return Outcome("progress", title, detail, next_, False)
+
+
+def _problem(title: str, detail: str, next_: Next) -> Outcome:
+    return Outcome("problem", title, detail, next_, True)
+
+
+_PROCESSING = _waiting(N_("Payment in progress"),
+                       N_("We are waiting for the payment provider's confirmation. This page updates by itself; you "
+                          "do not need to pay again."))
+_DECLINED = _problem(N_("Payment declined"),
+                     N_("The payment provider declined the payment. Nothing was charged. Try again or choose "
+                        "another method."), Next.OTHER_METHOD)
+
+DEPOSIT_STATUSES: dict[str, Outcome] = {
+    "pending": _PROCESSING,
+    "authorized": _PROCESSING,
+    "captured": _PROCESSING,
+    "requires_action": _waiting(N_("Confirm your payment"),
+                                N_("Your bank or card issuer asks you to confirm this payment on its page."),
+                                Next.CONTINUE),
+    "kyc_required": _waiting(N_("Identity check needed"),
+                             N_("Before this deposit can go ahead, we must verify your identity. Upload your "
+                                "documents in your casino account; the deposit waits for the check and continues by "
+                                "itself."), Next.CONTACT_SUPPORT),
+    "credited": _done(N_("Deposit successful"), N_("The money is in your balance. You can go back and play.")),
+    "in_review": Outcome("progress", N_("Deposit being checked"),
+                         N_("Our team is checking this payment. Your balance is updated as soon as it is approved; "
+                            "do not pay again."), Next.CONTACT_SUPPORT, True),
+    "refunded": _problem(N_("Deposit refunded"),
+                         N_("This deposit could not be accepted and the money was sent back to you."),
+                         Next.CONTACT_SUPPORT),
+    "expired": _problem(N_("Payment not confirmed"),
+                        N_("The payment was not confirmed in time, so nothing was charged. You can try again."),
+                        Next.RETRY),
+    "failed": _DECLINED,
+    "rejected": _problem(N_("Deposit not accepted"),
+                         N_("We cannot accept this deposit. Please contact support."), Next.CONTACT_SUPPORT),
+}
+
+# Why a deposit failed or was refused, by its code; a code not here gets its status's message above.
+DEPOSIT_CODES: dict[str, Outcome] = {
+    "card_declined": _problem(N_("Card declined"),
+                              N_("Your card issuer declined the payment. Nothing was charged. Check the card's "
+                                 "details and limits, or choose another method."), Next.OTHER_METHOD),
+    "insufficient_funds": _problem(N_("Not enough funds"),
+                                   N_("Your account with the provider does not have enough money for this payment. "
+                                      "Nothing was charged. Choose a smaller amount or another method."),
+                                   Next.OTHER_METHOD),
+    "3ds_failed": _problem(N_("Authentication failed"),
+                           N_("The card's security check (3-D Secure) was not passed, so nothing was charged. Try "
+                              "again, or choose another method."), Next.RETRY),
+    "authorisation_rejected": _problem(N_("Cancelled at your bank"),
+                                       N_("The payment was not authorised at your bank. Nothing was charged. Try "
+                                          "again or choose another method."), Next.RETRY),
+    "bank_rejected": _problem(N_("Bank declined"),
+                              N_("Your bank declined the payment. Nothing was charged. Choose another method."),
+                              Next.OTHER_METHOD),
+    "address_screening_failed": _problem(N_("Payment not accepted"),
+                                         N_("The provider could not accept a payment from this wallet address. "
+                                            "Choose another method."), Next.OTHER_METHOD),
+    "psp_unavailable": _problem(N_("Provider unavailable"),
+                                N_("The payment provider cannot be reached right now. Nothing was charged. Try "
+                                   "another method, or try again in a few minutes."), Next.OTHER_METHOD),
+    "no_route": _problem(N_("Method unavailable"),
+                         N_("This method cannot take this payment right now. Nothing was charged. Choose another "
+                            "method."), Next.OTHER_METHOD),
+    "method_unavailable": _problem(N_("Method unavailable"),
+                                   N_("This method cannot take this payment right now. Nothing was charged. Choose "
+                                      "another method."), Next.OTHER_METHOD),
+    "screening_unavailable": _problem(N_("Please try again"),
+                                      N_("We could not check the payment just now. Nothing was charged. Try again "
+                                         "in a moment."), Next.RETRY),
+    "routing_unavailable": _problem(N_("Please try again"),
+                                    N_("We could not check the payment just now. Nothing was charged. Try again in "
+                                       "a moment."), Next.RETRY),
+    "psp_timeout": _problem(N_("Payment not confirmed"),
+                            N_("The payment was not confirmed in time, so nothing was charged. You can try again."),
+                            Next.RETRY),
+    "deposit_limit_exceeded": _problem(N_("Deposit limit reached"),
+                                       N_("This deposit would go over the deposit limit you set. Choose a smaller "
+                                          "amount, or wait until your limit period starts again."), Next.RETRY),
+    "self_excluded": _problem(N_("Deposits paused"),
+                              N_("You have excluded yourself from playing, so deposits are not possible until the "
+                                 "exclusion ends. If you need help, contact support or a player-support "
+                                 "organisation."), Next.CONTACT_SUPPORT),
+    "account_closed": _problem(N_("Account closed"),
+                               N_("Your account is closed, so deposits are not possible. Please contact support."),
+                               Next.CONTACT_SUPPORT),
+    "kyc_rejected": _problem(N_("Identity check not passed"),
+                             N_("We could not verify your identity, so deposits are not possible. Please contact "
+                                "support."), Next.CONTACT_SUPPORT),
+    "kyc_timeout": _problem(N_("Identity check not completed"),
+                            N_("Your identity was not verified in time, so this deposit was cancelled and nothing was "
+                               "charged. Complete the check in your account, then try again."), Next.CONTACT_SUPPORT),
+}
+
+PAYOUT_STATUSES: dict[str, Outcome] = {
+    "pending": _waiting(N_("Withdrawal requested"),
+                        N_("Your withdrawal is being checked. The amount is reserved from your balance.")),
+    "processing": _waiting(N_("Withdrawal on its way"),
+                           N_("The payment provider is sending the money. This page updates by itself.")),
+    "kyc_required": _waiting(N_("Identity check needed"),
+                             N_("Before we can pay out, we must verify your identity. Upload your documents in your "
+                                "casino account; the withdrawal continues by itself once you are verified."),
+                             Next.CONTACT_SUPPORT),
+    "in_review": _waiting(N_("Withdrawal being checked"),
+                          N_("Our team is checking this withdrawal. The amount stays reserved; you do not need to do "
+                             "anything."), Next.CONTACT_SUPPORT),
+    "paid": _done(N_("Withdrawal sent"), N_("The money was sent to your payment method.")),
+    "failed": _problem(N_("Withdrawal failed"),
+                       N_("The provider could not pay out. The amount is back in your balance. Please contact "
+                          "support."), Next.CONTACT_SUPPORT),
+    "rejected": _problem(N_("Withdrawal not possible"),
+                         N_("We cannot pay out this withdrawal. The amount is back in your balance. Please contact "
+                            "support."), Next.CONTACT_SUPPORT),
+    "cancelled": _problem(N_("Withdrawal cancelled"),
+                          N_("The withdrawal was cancelled and the amount is back in your balance."), Next.RETRY),
+}
+
+PAYOUT_CODES: dict[str, Outcome] = {
+    "insufficient_funds": _problem(N_("Not enough balance"),
+                                   N_("Your available balance does not cover this withdrawal. Choose a smaller "
+                                      "amount."), Next.RETRY),
+    "self_excluded": _problem(N_("Withdrawal on hold"),
+                              N_("Withdrawals during a self-exclusion are handled by our support team. Please "
+                                 "contact support."), Next.CONTACT_SUPPORT),
+    "account_closed": _problem(N_("Account closed"),
+                               N_("Your account is closed. Please contact support about your balance."),
+                               Next.CONTACT_SUPPORT),
+    "kyc_timeout": _problem(N_("Identity check not completed"),
+                            N_("Your identity was not verified in time, so the withdrawal was cancelled and the "
+                               "amount is back in your balance. Complete the check, then try again."),
+                            Next.CONTACT_SUPPORT),
+}
+
+# The checkout's own refusals of a form or a URL.
+FORM_ERRORS: dict[str, str] = {
+    "amount_required": N_("Enter an amount."),
+    "invalid_amount": N_("Enter an amount as a number, for example 50.00."),
+    "amount_precision": N_("This currency has fewer decimal places; round the amount."),
+    "amount_too_large": N_("The amount is too large."),
+    "amount_not_positive": N_("Enter an amount above zero."),
+    "unsupported_currency": N_("This currency is not available."),
+    "method_required": N_("Choose a payment method."),
+    "method_disabled": N_("This method is not available right now. Choose another one."),
+    "unsupported_method": N_("This method is not available right now. Choose another one."),
+    "form_expired": N_("This form is out of date. Check the details and send it again."),
+}
+FORM_ERROR_FALLBACK = N_("This value cannot be used. Check it and try again.")
+
+METHOD_NAMES = {"card": N_("Card"), "ewallet": N_("E-wallet"), "bank_transfer": N_("Pay by bank"),
+                "crypto": N_("Crypto")}
+# The shipped routing file's ETAs, so that they are translated too (the catalog test keeps them complete).
+ETA_TEXTS = (N_("instant"), N_("1-3 business days"), N_("same business day"),
+             N_("10-60 minutes (network confirmations)"), N_("within 1 hour"))
+PERIOD_NAMES = {"day": N_("Daily limit"), "week": N_("Weekly limit"), "month": N_("Monthly limit")}
+# The sandbox PSPs' behaviours offered on the forms when PAYLOOP_CHECKOUT_SANDBOX_SCENARIOS is on.
+SANDBOX_DEPOSIT_CHOICES = (("approve", N_("Approve (frictionless)")), ("challenge", N_("3-D Secure challenge")),
+                           ("3ds_fail", N_("3-D Secure fails")), ("decline", N_("Decline")))
+SANDBOX_PAYOUT_CHOICES = (("approve", N_("Pay out")), ("decline", N_("Decline")), ("fail", N_("Fail after acceptance")))
+
+
+def method_name(method: str) -> str:
+    """A method's name to translate; a method added to the routing file without one shows its own name."""
+    return METHOD_NAMES.get(method, method)
+
+
+def deposit_outcome(status: str, failure_code: str | None) -> Outcome:
+    if failure_code and status in ("failed", "rejected", "expired") and failure_code in DEPOSIT_CODES:
+        return DEPOSIT_CODES[failure_code]
+    return DEPOSIT_STATUSES.get(status, _PROCESSING)
+
+
+def payout_outcome(status: str, failure_code: str | None) -> Outcome:
+    if failure_code and status in ("failed", "rejected", "cancelled") and failure_code in PAYOUT_CODES:
+        return PAYOUT_CODES[failure_code]
+    return PAYOUT_STATUSES.get(status, PAYOUT_STATUSES["pending"])
+
+
+def form_error(code: str) -> str:
+    return FORM_ERRORS.get(code, FORM_ERROR_FALLBACK)

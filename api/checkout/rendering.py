@@ -1,0 +1,128 @@
+"""The checkout's responses: its pages rendered in their language, the route class that turns a refused URL or a
+Problem into a page (never problem+json, never a stack trace), and the headers of every /checkout response."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.checkout import i18n
+from api.checkout.messages import N_, form_error, method_name
+from payloop.money import to_decimal_string
+from api.checkout.sessions import CheckoutRefused, CheckoutSession
+from api.problems import Problem
+
+PREFIX = "/checkout"
+LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fi": "Suomi", "es": "Español"}  # each in its own language
+HEADERS = {
+    "x-content-type-options": "nosniff",
+    # The URL holds the session's token: no page may send it on (to a PSP's page, in a Referer).
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",  # balances and payments stay out of shared and back-button caches
+}
+# Scripts and styles are the checkout's own files only (no inline code, no CDN). Forms post to the checkout only;
+# the redirect that follows a deposit form goes to the PSP's page, which `form-action` would block in Chromium, so
+# the directive is left out. Who may frame a page: itself and the platform that opened the session (its
+# return URL's origin), nobody for a page without a session.
+CSP = "default-src 'self'; img-src 'self' data:; base-uri 'none'; object-src 'none'; frame-ancestors {ancestors}"
+REFUSALS = {
+    403: (N_("This link is not valid"),
+          N_("This payment link was changed or is not ours. Go back to the casino and open the cashier again.")),
+    410: (N_("This link has expired"),
+          N_("Payment links are valid for a short time only. Go back to the casino and open the cashier again.")),
+    429: (N_("Too many requests"),
+          N_("Please wait a minute, then reload this page.")),
+}
+PROBLEM_PAGES = {
+    404: (N_("Page not found"), N_("This checkout has no such page. Go back to the casino and open the cashier "
+                                   "again.")),
+}
+SERVICE_PROBLEM = (N_("Something went wrong"),
+                   N_("We could not complete this step. Nothing was charged by it. Please try again in a moment."))
+
+
+def frame_ancestors(session: CheckoutSession | None) -> str:
+    if session is None:
+        return "'none'"
+    parts = urlsplit(session.return_url)
+    return f"'self' {parts.scheme}://{parts.netloc}"
+
+
+def _context(lang: i18n.Language, **context: Any) -> dict[str, Any]:
+    return {"lang": lang, "languages": LANGUAGE_NAMES, "form_error": form_error, "to_decimal_string": to_decimal_string,
+            "method_name": lambda method: lang.gettext(method_name(method)), **context}
+
+
+def render(request: Request, template: str, lang: i18n.Language, *, status_code: int = 200,
+           session: CheckoutSession | None = None, **context: Any) -> HTMLResponse:
+    page = i18n.environment(lang.code).get_template(template).render(_context(lang, **context))
+    headers = {"content-security-policy": CSP.format(ancestors=frame_ancestors(session)),
+               "content-language": lang.code}
+    return HTMLResponse(page, status_code=status_code, headers=headers)
+
+
+def render_fragment(template: str, lang: i18n.Language, **context: Any) -> str:
+    return i18n.environment(lang.code).get_template(template).render(_context(lang, **context))
+
+
+def _language_of(request: Request) -> i18n.Language:
+    code = (i18n.supported(request.query_params.get("lang"))
+            or i18n.from_accept_language(request.headers.get("accept-language")) or i18n.DEFAULT_LOCALE)
+    return i18n.language(code)
+
+
+def message_page(request: Request, status_code: int, title: str, detail: str) -> HTMLResponse:
+    return render(request, "message.html", _language_of(request), status_code=status_code, title=title,
+                  detail=detail)
+
+
+class CheckoutRoute(APIRoute):
+    """A checkout page: a URL that opens nothing (tampered 403, expired 410, 429) or a Problem of the shared code
+    becomes a page in the player's language with the same status."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def checkout_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except CheckoutRefused as refused:
+                title, detail = REFUSALS[refused.status]
+                response = message_page(request, refused.status, title, detail)
+                if refused.status == 429:
+                    response.headers["retry-after"] = "60"
+                return response
+            except Problem as problem:
+                title, detail = PROBLEM_PAGES.get(problem.status, SERVICE_PROBLEM)
+                return message_page(request, problem.status, title, detail)
+
+        return checkout_handler
+
+
+class CheckoutHeaders:
+    """HEADERS on every response under /checkout, and a CSP that frames nothing where the page set none."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == PREFIX or path.startswith(PREFIX + "/")):
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.decode("latin-1").lower() not in HEADERS]
+                headers += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                    headers.append((b"content-security-policy", CSP.format(ancestors="'none'").encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

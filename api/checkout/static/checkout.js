@@ -1,0 +1,58 @@
+// The checkout's only script, and the pages work without it: it sends a form once and follows a payment's status
+// live, announcing each change to screen readers (the page without it reloads itself every few seconds).
+(function () {
+  "use strict";
+
+  // A second click or Enter while the first submission is on its way does nothing (the server would answer it with
+  // the same payment anyway: the form's attempt id is its Idempotency-Key).
+  document.querySelectorAll("form[data-once]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.dataset.sent) {
+        event.preventDefault();
+        return;
+      }
+      form.dataset.sent = "true";
+      var button = form.querySelector("button[type=submit]");
+      if (button) button.setAttribute("aria-disabled", "true");
+      var note = form.querySelector("[data-sending]");
+      if (note) note.textContent = note.dataset.sending;
+    });
+  });
+
+  // The error summary of a refused form takes focus, so a keyboard or screen-reader user starts there.
+  var summary = document.querySelector(".error-summary");
+  if (summary) summary.focus();
+
+  var panel = document.getElementById("status-panel");
+  var live = document.getElementById("live");
+  if (!panel || !live || panel.dataset.final === "true") return;
+  var started = Date.now();
+
+  function schedule() {
+    // Every second while a player is likely watching, then every three.
+    setTimeout(poll, Date.now() - started < 30000 ? 1000 : 3000);
+  }
+
+  function poll() {
+    fetch(panel.dataset.poll, { headers: { Accept: "application/json" }, credentials: "omit", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("status " + response.status);
+        return response.json();
+      })
+      .then(function (status) {
+        if (status.state !== panel.dataset.state) {
+          panel.innerHTML = status.html;
+          panel.dataset.state = status.state;
+          live.textContent = status.announce;
+        }
+        if (status.final) {
+          panel.dataset.final = "true";
+        } else {
+          schedule();
+        }
+      })
+      .catch(schedule);
+  }
+
+  schedule();
+})();
