@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("codec-server", help="serve the codec endpoint the Temporal UI and CLI decrypt payloads with")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("schedules", help="create or update the Temporal Schedules (the daily reconciliation per PSP)")
-    commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, stop")
+    demo = commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, print a checkout "
+                                            "URL, stop (or keep running for the checkout)")
+    demo.add_argument("--keep-running", action=argparse.BooleanOptionalAction, default=None,
+                      help="keep the stack up after the demo (Ctrl-C stops it), to pay at the printed checkout URL "
+                           "(default: when run from a terminal)")
     bench_cli.add_arguments(commands.add_parser("bench", help="load, latency and memory figures; ledger vs pgbench"))
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger.add_subparsers(dest="ledger_command", required=True).add_parser(
@@ -97,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from entrypoints.demo import run_demo
 
-        return run_demo(settings)
+        signal.signal(signal.SIGTERM, _interrupt)
+        keep_running = sys.stdin.isatty() if args.keep_running is None else args.keep_running
+        return run_demo(settings, keep_running=keep_running)
     if args.command == "ledger":
         return asyncio.run(_ledger_check(settings))
     if args.command == "bench":
@@ -127,6 +133,7 @@ def _run(settings) -> int:  # noqa: ANN001
   API          {settings.api_url}   (docs: {settings.api_url}/docs)
   Temporal UI  {settings.temporal_ui_url}
   Sandbox PSP  {settings.sandbox_psp_url}
+  Checkout     POST /v1/checkout/sessions gives a player's checkout URL (README: Checkout)
   Codec server {settings.codec_server_url}   (sign in at /login to read payloads in the UI; README: Payload encryption)
   Codec token  {settings.codec_server_token.split(',')[0]}
   Dev API key  {settings.api_keys.split(';')[0].split(':')[0]}

@@ -13,7 +13,8 @@ from entrypoints.stack import EmbeddedStack
 FINAL = {"credited", "failed", "rejected", "expired", "in_review"}
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Settings, *, keep_running: bool = False) -> int:
+    """The demo; with `keep_running`, the stack stays up afterwards (until Ctrl-C) for the printed checkout URL."""
     stack = EmbeddedStack(settings)
     started = time.monotonic()
     try:
@@ -33,7 +34,19 @@ def run_demo(settings: Settings) -> int:
             found = ", ".join(f"{name} {total['count']}" for name, total in run["classes"].items())
             print(f"reconciled today's ewallet settlement report: {found}  (run {run['run_id']}; daily runs: "
                   f"Temporal UI → Schedules)")
+            checkout = _open_checkout(api, settings)
         print(f"demo finished in {time.monotonic() - started:.1f} s")
+        print(f"checkout for player {checkout['player_id']}, every sandbox method, valid until {checkout['expires_at']}:"
+              f"\n  {checkout['url']}")
+        if not keep_running:
+            print("(the stack stops now: `payloop demo --keep-running` keeps it up to pay there)")
+            return 0
+        print("The stack stays up for the checkout; Ctrl-C stops it.", flush=True)
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
         return 0
     except (RuntimeError, httpx.HTTPError) as err:
         print(f"demo failed: {err}")
@@ -56,6 +69,22 @@ def _reconcile_today(api: httpx.Client, psp: str) -> dict:
         if run["state"] != "running" or time.monotonic() > deadline:
             return run
         time.sleep(0.2)
+
+
+def _open_checkout(api: httpx.Client, settings: Settings) -> dict:
+    """A checkout session for a new demo player (as a casino opens one for its player), checked to open. Back from
+    it, the player lands on the Temporal UI's list of workflows: every payment made there is one of them."""
+    player_id = f"demo-{uuid.uuid4().hex[:8]}"
+    response = api.post("/v1/checkout/sessions", json={
+        "player_id": player_id, "currency": "EUR", "country": "DE",
+        "return_url": f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows"})
+    if response.status_code != 201:
+        raise RuntimeError(f"checkout session answered {response.status_code}: {response.text}")
+    session = response.json()
+    page = httpx.get(session["url"], timeout=30)
+    if page.status_code != 200:
+        raise RuntimeError(f"the checkout page answered {page.status_code}")
+    return session | {"player_id": player_id}
 
 
 def _deposit(api: httpx.Client, player_id: str, method: str, amount: str) -> dict:

@@ -156,9 +156,13 @@ def _webhook_secret_problems(settings: Settings, routing: RoutingConfig) -> list
 
 def dev_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of the embedded stack's processes: dev mode on, and for every PSP without a secret of its
-    own, a fresh random one (the sandbox signs and the API verifies with it), distinct per PSP and per run."""
+    own, a fresh random one (the sandbox signs and the API verifies with it), distinct per PSP and per run; the
+    same for the checkout's signing key."""
     env = dict(environ)
     env[DEV_MODE_SETTING] = "true"
+    # The checkout of a dev stack: URLs signed with a key of this run, and the sandbox's scenarios on its forms.
+    env.setdefault("PAYLOOP_CHECKOUT_SIGNING_KEYS", secrets.token_urlsafe(32))
+    env.setdefault("PAYLOOP_CHECKOUT_SANDBOX_SCENARIOS", "true")
     for name in webhook_secret_names(load_routing(settings)).values():
         if name != SHARED_SECRET_SETTING and not setting_value(settings, name).strip(" ,"):
             # Standard Webhooks form (whsec_ + base64), which every sandbox scheme accepts.

@@ -52,6 +52,9 @@ def test_demo_makes_two_deposits_and_stops_everything(tmp_path: Path) -> None:
     # The e-wallet deposit, settled in today's report: matched by a reconciliation the stack's worker runs.
     assert "reconciled today's ewallet settlement report: matched 1" in result.stdout, result.stdout
     assert f"{env['PAYLOOP_TEMPORAL_UI_URL']}/namespaces/default/workflows/deposit-pay_" in result.stdout
+    # A checkout URL for a demo player, which the demo opened once; not run from a terminal, the stack then stops.
+    assert f"  http://127.0.0.1:{env['PAYLOOP_API_PORT']}/checkout/" in result.stdout, result.stdout
+    assert "payloop demo --keep-running" in result.stdout
     # Everything it started is gone: nothing listens on the API, codec server or Temporal ports any more.
     temporal_port = env["PAYLOOP_TEMPORAL_ADDRESS"].rsplit(":", 1)[1]
     for port in (env["PAYLOOP_API_PORT"], env["PAYLOOP_CODEC_SERVER_PORT"], temporal_port):
@@ -80,6 +83,7 @@ def production_env(data_dir: Path) -> dict[str, str]:
     env["PAYLOOP_API_KEYS"] = "k_3f9a1c2e7b:cashier:payments,wallet"
     env.update({name: f"whsec_{name.lower()}_7c1e" for name in SECRET_SETTINGS})
     env["PAYLOOP_CODEC_KEYS"] = "prod1:" + base64.b64encode(b"k" * 32).decode()
+    env["PAYLOOP_CHECKOUT_SIGNING_KEYS"] = "ck_" + "7e2b9d4f" * 5
     return env
 
 
@@ -87,7 +91,8 @@ def test_api_outside_dev_mode_refuses_built_in_settings_and_names_every_one(tmp_
     result = payloop("api", env=isolated_env(tmp_path / "data"), timeout=60)
 
     assert result.returncode == 78, result.stdout + result.stderr
-    for name in ("PAYLOOP_DATABASE_URL", "PAYLOOP_API_KEYS", "PAYLOOP_CODEC_KEYS", *SECRET_SETTINGS):
+    for name in ("PAYLOOP_DATABASE_URL", "PAYLOOP_API_KEYS", "PAYLOOP_CODEC_KEYS", *SECRET_SETTINGS,
+                 "PAYLOOP_CHECKOUT_SIGNING_KEYS"):
         assert f"  {name}: " in result.stderr, (name, result.stderr)
     assert "dev-key-change-me" in result.stderr  # which value is the problem, not only where
 

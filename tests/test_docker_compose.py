@@ -136,6 +136,15 @@ def test_payloads_are_encrypted_with_a_ring_compose_will_not_start_without() -> 
         assert "PAYLOOP_CODEC_KEYS" not in SERVICES[name]["environment"], name
 
 
+def test_only_the_api_signs_checkout_urls_with_a_key_compose_will_not_start_without() -> None:
+    api = SERVICES["api"]["environment"]
+    assert api["PAYLOOP_CHECKOUT_SIGNING_KEYS"].startswith("${PAYLOOP_CHECKOUT_SIGNING_KEYS:?")
+    assert api["PAYLOOP_CHECKOUT_PUBLIC_URL"] == "http://localhost:8000"  # the URL published for port 8000
+    for name, service in SERVICES.items():
+        if name != "api":
+            assert "PAYLOOP_CHECKOUT_SIGNING_KEYS" not in service.get("environment", {}), name
+
+
 def test_the_ui_decodes_payloads_through_the_codec_server() -> None:
     codec, ui = SERVICES["codec-server"], SERVICES["temporal-ui"]
     env = codec["environment"]
