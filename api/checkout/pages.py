@@ -197,7 +197,10 @@ async def _deposit_in_progress(here: Visit) -> str | None:
     if latest is None:
         return None
     attempt_id, payment_id = latest
-    state = await owned_payment(here.request, here.principal, payment_id)
+    try:
+        state = await owned_payment(here.request, here.principal, payment_id)
+    except Problem:  # not started after all (a start that timed out), or unreadable now: the form is what matters
+        return None
     return None if messages.deposit_outcome(state.status, state.failure_code).final else here.url(
         f"/attempts/{attempt_id}")
 
@@ -242,14 +245,24 @@ async def start_deposit(request: Request, token: str) -> Response:
         status, answer, _replayed = await initiate_deposit(request, here.principal, body,
                                                            _attempt_key(session, attempt_id))
     except Problem as problem:
+        if problem.status != 422:
+            return await _started_without_answer(here, attempt_id, "deposit", problem)
         errors[_field_of(problem)] = _form_code(problem)
         return await again()
-    payment_id = answer.get("payment_id")
-    if not payment_id:  # every answer of a deposit that started names it; one that did not is a refusal above
-        raise Problem(status, str(answer.get("code", "rejected")), "Deposit refused", str(answer.get("detail", "")))
-    await sessions_of(request).record_attempt(session, attempt_id, Attempt("deposit", payment_id), utcnow())
+    # Every answer names the payment, declines and refusals too: its status page tells the player what happened.
+    await sessions_of(request).record_attempt(session, attempt_id, Attempt("deposit", answer["payment_id"]), utcnow())
     redirect_url = answer.get("redirect_url") if status == 201 else None
     return RedirectResponse(redirect_url or here.url(f"/attempts/{attempt_id}"), status_code=303)
+
+
+async def _started_without_answer(here: Visit, attempt_id: str, kind: str, problem: Problem) -> Response:
+    """A deposit or payout that may have started but gave no answer in time (504 names it): its status page finds
+    out, so the player is not asked to pay again. Any other problem is the service's: a page says so."""
+    resource_id = problem.extensions.get("payment_id" if kind == "deposit" else "payout_id")
+    if problem.status != 504 or not resource_id:
+        raise problem
+    await sessions_of(here.request).record_attempt(here.session, attempt_id, Attempt(kind, resource_id), utcnow())
+    return RedirectResponse(here.url(f"/attempts/{attempt_id}"), status_code=303)
 
 
 def _scenario(request: Request, form: FormData, allowed: frozenset[str]) -> str | None:
@@ -354,6 +367,8 @@ async def start_payout(request: Request, token: str) -> Response:
         _status, answer, _replayed = await initiate_withdrawal(request, here.principal, body,
                                                                _attempt_key(session, attempt_id))
     except Problem as problem:
+        if problem.status != 422:
+            return await _started_without_answer(here, attempt_id, "payout", problem)
         errors[_field_of(problem)] = _form_code(problem)
         return await _withdrawal_form(here, currency=currency, typed_amount=typed, errors=errors, status_code=422)
     await sessions_of(request).record_attempt(session, attempt_id, Attempt("payout", answer["payout_id"]), utcnow())
