@@ -31,6 +31,7 @@ CATALOGS = Path(__file__).parent / "locales"
 TEMPLATES = Path(__file__).parent / "templates"
 # More preferences than this in one Accept-Language header are not read (a header is the client's to make long).
 MAX_LANGUAGE_PREFERENCES = 20
+MAX_TYPED_CHARS = 32  # an amount the player typed; longer is not an amount
 
 
 def supported(tag: str | None) -> str | None:
@@ -97,17 +98,18 @@ class Language:
     def parse_amount(self, text: str) -> Decimal | None:
         """A typed amount, in this locale's notation (50,00 in German) or with a point; None when it is neither."""
         text = text.strip().replace("\u00a0", " ")
-        if not text or len(text) > 32:
+        if not text or len(text) > MAX_TYPED_CHARS:
             return None
         try:
-            return parse_decimal(text, locale=self.code, strict=True)
+            value = parse_decimal(text, locale=self.code, strict=True)
         except NumberFormatError:
-            pass
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            return None
-        return value if value.is_finite() else None
+            try:
+                value = Decimal(text)
+            except InvalidOperation:
+                return None
+        # Both parsers take NaN (which no comparison takes) and exponents: 1e999999999 would be a gigabyte of
+        # digits once written out. A typed amount of at most 32 characters has fewer than 33 digits either side.
+        return value if value.is_finite() and abs(value.adjusted()) <= MAX_TYPED_CHARS else None
 
 
 @cache

@@ -88,7 +88,9 @@ def sessions_of(request: Request) -> CheckoutSessions:
 
 async def visit(request: Request, token: str, *, for_status: bool = False, form: FormData | None = None) -> Visit:
     """The session the token opens (CheckoutRefused otherwise), counted against its rate limit."""
-    chosen = i18n.supported((form.get("lang") if form is not None else None) or request.query_params.get("lang"))
+    posted = form.get("lang") if form is not None else None
+    # A multipart form may carry a file under any name: only text is a language.
+    chosen = i18n.supported((posted if isinstance(posted, str) else None) or request.query_params.get("lang"))
     session = await sessions_of(request).open(token, utcnow(), for_status=for_status)
     if await request.app.state.rate_limits.check_checkout(session.session_id) is not None:
         raise CheckoutRefused(429, "rate_limited")
