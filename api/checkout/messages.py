@@ -182,6 +182,7 @@ FORM_ERRORS: dict[str, str] = {
     "amount_too_large": N_("The amount is too large."),
     "amount_not_positive": N_("Enter an amount above zero."),
     "unsupported_currency": N_("This currency is not available."),
+    "over_balance": N_("The amount is more than your available balance."),
     "method_required": N_("Choose a payment method."),
     "method_disabled": N_("This method is not available right now. Choose another one."),
     "unsupported_method": N_("This method is not available right now. Choose another one."),

@@ -92,8 +92,8 @@ async def visit(request: Request, token: str, *, for_status: bool = False, form:
     # A multipart form may carry a file under any name: only text is a language.
     chosen = i18n.supported((posted if isinstance(posted, str) else None) or request.query_params.get("lang"))
     session = await sessions_of(request).open(token, utcnow(), for_status=for_status)
-    if await request.app.state.rate_limits.check_checkout(session.session_id) is not None:
-        raise CheckoutRefused(429, "rate_limited")
+    if (refusal := await request.app.state.rate_limits.check_checkout(session.session_id)) is not None:
+        raise CheckoutRefused(429, "rate_limited", refusal.retry_after_seconds)
     code = (chosen or session.locale or i18n.from_accept_language(request.headers.get("accept-language"))
             or i18n.DEFAULT_LOCALE)
     return Visit(request, token, session, i18n.language(code), chosen)
@@ -355,6 +355,11 @@ async def start_payout(request: Request, token: str) -> Response:
         amount_minor, error = _typed_amount(here.lang, typed, currency)
         if error:
             errors["amount"] = error
+    if amount_minor is not None and not errors:
+        balance = await request.app.state.ledger.account_balance(player_account(session.player_id, currency))
+        if amount_minor > (balance.available if balance else 0):
+            # Told before anything starts; the payout's hold still decides when two withdrawals race.
+            errors["amount"] = "over_balance"
     attempt_id = str(form.get("attempt", ""))
     if not ATTEMPT_ID.fullmatch(attempt_id):
         errors["form"] = "form_expired"
@@ -436,3 +441,8 @@ async def attempt_status(request: Request, token: str, attempt_id: str) -> JSONR
                          "announce": f"{here.lang.gettext(outcome.title)}. {here.lang.gettext(outcome.detail)}"},
                         headers={"cache-control": "no-store"})
 
+
+@router.get("/{token}/{rest:path}")
+async def no_such_page(request: Request, token: str, rest: str) -> Response:
+    """Any other address under a checkout URL: a page saying so, not the API's problem+json."""
+    raise Problem(404, "not_found", "Not found", "no checkout page has this address")

@@ -3,6 +3,7 @@ Problem into a page (never problem+json, never a stack trace), and the headers o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,11 +48,23 @@ SERVICE_PROBLEM = (N_("Something went wrong"),
                    N_("We could not complete this step. Nothing was charged by it. Please try again in a moment."))
 
 
+# A host as CSP source expressions take it (a name or IPv4 address; an optional port is added apart).
+_CSP_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
+
+
 def frame_ancestors(session: CheckoutSession | None) -> str:
+    """Who may frame the page: itself and the origin of the session's return URL — rebuilt from its scheme, host and
+    port only, so nothing else of the URL (credentials, a `;`) reaches the header."""
     if session is None:
         return "'none'"
     parts = urlsplit(session.return_url)
-    return f"'self' {parts.scheme}://{parts.netloc}"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _CSP_HOST.fullmatch(parts.hostname):
+        return "'self'"
+    return f"'self' {parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
 
 
 def _context(lang: i18n.Language, **context: Any) -> dict[str, Any]:
@@ -95,8 +108,8 @@ class CheckoutRoute(APIRoute):
             except CheckoutRefused as refused:
                 title, detail = REFUSALS[refused.status]
                 response = message_page(request, refused.status, title, detail)
-                if refused.status == 429:
-                    response.headers["retry-after"] = "60"
+                if refused.retry_after_seconds is not None:
+                    response.headers["retry-after"] = str(refused.retry_after_seconds)
                 return response
             except Problem as problem:
                 title, detail = PROBLEM_PAGES.get(problem.status, SERVICE_PROBLEM)

@@ -28,13 +28,14 @@ KEEP_AFTER_CLOSE = timedelta(days=1)
 
 
 class CheckoutRefused(Exception):
-    """A checkout URL that opens nothing: `status` 403 (not ours: tampered, or signed with a retired key) or 410
-    (expired, or its session is gone)."""
+    """A checkout URL that opens nothing: `status` 403 (not ours: tampered, or signed with a retired key), 410
+    (expired, or its session is gone) or 429 (the session's rate limit)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after_seconds: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after_seconds = retry_after_seconds  # a 429's
 
 
 @dataclass(frozen=True)

@@ -398,6 +398,13 @@ async def test_every_checkout_response_has_the_headers_and_only_session_pages_ma
                      await browser.get("/checkout/static/checkout.js")):
         assert_checkout_headers(response, FRAMED_BY_NOBODY)
 
+    # Only the return URL's scheme, host and port reach the header: not its credentials, nor a smuggled directive.
+    for return_url, ancestors in (("https://user:pw@casino.example:8443/r", "'self' https://casino.example:8443"),
+                                  ("https://casino.example;sandbox/r", "'self'")):
+        odd = await open_session(stack, player, return_url=return_url)
+        header = (await browser.get(odd.path)).headers["content-security-policy"]
+        assert header.endswith(f"frame-ancestors {ancestors}"), header
+
     token = session.path.removeprefix("/checkout/")
     errors = {
         403: await browser.get(f"/checkout/{_changed(token, len(token) // 2)}"),
@@ -422,7 +429,8 @@ async def test_a_withdrawal_amount_typed_wrong_is_a_422_page_and_starts_nothing(
     english = await open_session(stack, player)
     german = await open_session(stack, player, locale="de")  # there "50,001" is fifty and a thousandth
     cases = [(english, "abc", "invalid_amount", "en"), (english, "0", "amount_not_positive", "en"),
-             (english, "", "amount_required", "en"), (german, "50,001", "amount_precision", "de")]
+             (english, "", "amount_required", "en"), (german, "50,001", "amount_precision", "de"),
+             (english, "80.01", "over_balance", "en")]
     for session, typed, code, lang in cases:
         form = await withdrawal_form(browser, session, typed)
         page = assert_form_refused(await browser.post(f"{session.path}/payouts", data=form), "amount", code, lang)
@@ -599,6 +607,8 @@ async def test_unknown_attempts_odd_paths_and_odd_values_are_never_a_500(
     for odd in odd_gets:
         response = await browser.get(odd, headers={"Accept-Language": "de-AT;q=x, *;q=0.5, " + "fi," * 50})
         assert response.status_code < 500, (odd, response.status_code, response.text[:300])
+    for unknown in (f"{path}/nope", f"{path}/withdraw/extra"):  # a page for the player, not the API's JSON
+        assert "Page not found" in html_page(await browser.get(unknown), 404).by_id("main").text
     form = await withdrawal_form(browser, session, "NaN")
     for amount in ("NaN", "sNaN", "Infinity", "1e999999999", "1E-999999", "50.00.00", "\x00"):
         response = await browser.post(f"{path}/payouts", data=form | {"amount": amount})
