@@ -100,13 +100,13 @@ class Language:
         if not text or len(text) > 32:
             return None
         try:
-            return parse_decimal(text, locale=self.code, strict=True)
+            value = parse_decimal(text, locale=self.code, strict=True)
         except NumberFormatError:
-            pass
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            return None
+            try:
+                value = Decimal(text)
+            except InvalidOperation:
+                return None
+        # Both parsers accept NaN and Infinity; a NaN cannot even be compared with zero.
         return value if value.is_finite() else None
 
 
