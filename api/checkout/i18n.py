@@ -37,7 +37,9 @@ def supported(tag: str | None) -> str | None:
     """The supported locale a language tag (de, de-AT, es_MX) asks for, or None."""
     if not tag:
         return None
-    return negotiate_locale([tag.replace("-", "_")], list(LOCALES), sep="_")
+    match = negotiate_locale([tag.replace("-", "_")], list(LOCALES), sep="_")
+    # negotiate_locale answers in the tag's own case (FI, DE-AT → DE); the catalogs are named in lower case.
+    return match.lower() if match else None
 
 
 def from_accept_language(header: str | None) -> str | None:
