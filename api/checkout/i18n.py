@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
@@ -38,7 +38,9 @@ def supported(tag: str | None) -> str | None:
     """The supported locale a language tag (de, de-AT, es_MX) asks for, or None."""
     if not tag:
         return None
-    return negotiate_locale([tag.replace("-", "_")], list(LOCALES), sep="_")
+    match = negotiate_locale([tag.replace("-", "_")], list(LOCALES), sep="_")
+    # negotiate_locale answers in the tag's own case (FI, DE-AT → DE); the catalogs are named in lower case.
+    return match.lower() if match else None
 
 
 def from_accept_language(header: str | None) -> str | None:
@@ -93,7 +95,8 @@ class Language:
         return value.replace(".", Locale.parse(self.code).number_symbols["latn"]["decimal"])
 
     def moment(self, when: datetime) -> str:
-        return format_datetime(when, format="medium", locale=self.code)
+        """A moment in this locale's way, in UTC and saying so (the player's own time zone is not known)."""
+        return f"{format_datetime(when, format='medium', tzinfo=timezone.utc, locale=self.code)} UTC"
 
     def parse_amount(self, text: str) -> Decimal | None:
         """A typed amount, in this locale's notation (50,00 in German) or with a point; None when it is neither."""

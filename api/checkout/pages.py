@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -394,6 +395,7 @@ class Progress:
     status: str
     outcome: Outcome
     amount: str
+    started: str  # when, in the page's language
     method: str | None
     continue_url: str | None
     links: dict[str, str]  # retry / other_method / back: where each next step goes
@@ -412,14 +414,16 @@ async def _progress(here: Visit, attempt_id: str) -> Progress:
         links = {"retry": here.url("", **again), "other_method": here.url("", **again),
                  "back": _back_to_platform(here.session, payment_id=deposit.payment_id, status=deposit.status)}
         continue_url = deposit.redirect_url if deposit.status == "requires_action" else None
-        return Progress("deposit", deposit.payment_id, deposit.status, outcome, amount, deposit.method,
-                        continue_url, links)
+        return Progress("deposit", deposit.payment_id, deposit.status, outcome, amount,
+                        here.lang.moment(datetime.fromisoformat(deposit.created_at)), deposit.method, continue_url,
+                        links)
     payout = await owned_payout(here.request, here.principal, attempt.resource_id)
     outcome = messages.payout_outcome(payout.status, payout.failure_code)
     links = {"retry": here.url("/withdraw", currency=payout.currency),
              "back": _back_to_platform(here.session, payout_id=payout.payout_id, status=payout.status)}
     return Progress("payout", payout.payout_id, payout.status, outcome,
-                    here.lang.money(payout.amount_minor, payout.currency), None, None, links)
+                    here.lang.money(payout.amount_minor, payout.currency),
+                    here.lang.moment(datetime.fromisoformat(payout.created_at)), None, None, links)
 
 
 @router.get("/{token}/attempts/{attempt_id}")
