@@ -112,13 +112,16 @@ class ReceivedWebhook:
     body: bytes
 
 
-def recording_webhooks(app: FastAPI, received: list[ReceivedWebhook]) -> ASGIApp:
+def recording_webhooks(app: FastAPI, received: list[ReceivedWebhook], door: asyncio.Event | None = None) -> ASGIApp:
     """The API app, keeping a copy of every webhook request it is sent, so a test can re-post a PSP's genuine
-    delivery (its signature included) elsewhere. It only watches: the app reads the same messages."""
+    delivery (its signature included) elsewhere. It only watches: the app reads the same messages. While `door` is
+    cleared, webhook requests wait at it (Stack.webhooks_held)."""
 
     async def recording(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/webhooks/"):
             return await app(scope, receive, send)
+        if door is not None:
+            await door.wait()
         chunks: list[bytes] = []
 
         async def tapped() -> Message:
@@ -151,6 +154,22 @@ class Stack:
     sandbox_signing_secrets: dict[str, str] = field(default_factory=dict)
     # The API server, for a test that changes a setting the way a deployment does: a restart with it.
     api_server: ApiServer | None = None
+    # Open (set) but inside webhooks_held: the PSPs' webhooks wait at it before the API reads them (running_stack's
+    # stacks have one).
+    webhook_door: asyncio.Event | None = None
+
+    @contextlib.asynccontextmanager
+    async def webhooks_held(self) -> AsyncIterator[None]:
+        """The PSPs' webhooks wait at the API's door until the block ends, then go in: a test sees a payment (a
+        browser its status page) before the PSP's outcome arrives. Keep it shorter than the workflows' webhook
+        waits (2 s), after which they ask the PSP instead."""
+        door = self.webhook_door
+        assert door is not None, "this stack's API has no webhook door"
+        door.clear()
+        try:
+            yield
+        finally:
+            door.set()
 
     async def deposit(
         self, *, method: str = "card", amount: str = "50.00", currency: str = "EUR", scenario: str | None = None,
@@ -266,9 +285,10 @@ class ApiServer:
     as deploying a changed setting does (clients and the sandbox's webhooks reach it at the same address)."""
 
     def __init__(self, settings: Settings, engine: AsyncEngine, client: Client,
-                 webhooks_received: list[ReceivedWebhook]) -> None:
+                 webhooks_received: list[ReceivedWebhook], webhook_door: asyncio.Event | None = None) -> None:
         self.settings = settings
         self._engine, self._client, self._webhooks_received = engine, client, webhooks_received
+        self._webhook_door = webhook_door
         self._serving = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
@@ -276,7 +296,7 @@ class ApiServer:
         # Loopback is a trusted proxy (the default): the tests speak for players through X-Forwarded-For, as a
         # cashier would.
         await self._serving.enter_async_context(
-            serve(recording_webhooks(app, self._webhooks_received), self.settings.api_port,
+            serve(recording_webhooks(app, self._webhooks_received, self._webhook_door), self.settings.api_port,
                   forwarded_allow_ips=self.settings.trusted_proxy_cidrs))
 
     async def stop(self) -> None:
@@ -337,7 +357,9 @@ async def running_stack(
         engine = db.engine()
         webhooks_received: list[ReceivedWebhook] = []
         signing_secrets: dict[str, str] = {}
-        api_server = ApiServer(settings, engine, client, webhooks_received)
+        webhook_door = asyncio.Event()
+        webhook_door.set()
+        api_server = ApiServer(settings, engine, client, webhooks_received, webhook_door)
         async with (
             payments_worker(client, settings, schema=db.schema),
             api_and_sandbox(settings, engine, client, slow_seconds=slow_seconds, webhooks_received=webhooks_received,
@@ -345,7 +367,7 @@ async def running_stack(
                             webhook_retry_delays=webhook_retry_delays) as (api, sandbox),
         ):
             yield Stack(backend, settings, engine, client, api, sandbox, webhooks_received, signing_secrets,
-                        api_server)
+                        api_server, webhook_door)
         await engine.dispose()
 
 
