@@ -1,0 +1,96 @@
+"""What the checkout's browser tests share (tests/e2e/test_checkout_browser.py): a session opened through the API,
+its page in Chromium, the steps of a deposit, and every page state checked with axe and kept as a screenshot in
+test-artifacts/checkout/ (CI keeps them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import BrowserContext, Locator, Page, expect
+
+from api.checkout import i18n
+from tests.e2e.a11y import assert_accessible
+from tests.e2e.conftest import Stack, new_player
+
+SCREENSHOTS = Path(__file__).parent.parent.parent / "test-artifacts" / "checkout"
+RETURN_URL = "https://casino.example/cashier?x=1"
+# The size the docs' screenshots are taken at (docs/checkout/*.png): small files, a phone-to-tablet width.
+VIEWPORT = {"width": 800, "height": 900}
+# A payment's way to its final status through the sandbox, the worker and the page's one-second polls.
+SETTLE_MS = 20_000
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A checkout session as the platform got it from POST /v1/checkout/sessions."""
+
+    player_id: str
+    url: str
+    session_id: str
+
+
+async def open_session(stack: Stack, *, player_id: str | None = None, currency: str | None = "EUR",
+                       amount: str | None = None, locale: str | None = None) -> Checkout:
+    body: dict[str, Any] = {"player_id": player_id or new_player(), "country": "DE", "return_url": RETURN_URL}
+    body |= {name: value for name, value in (("currency", currency), ("amount", amount), ("locale", locale)) if value}
+    response = await stack.api.post("/v1/checkout/sessions", json=body)
+    assert response.status_code == 201, response.text
+    answer = response.json()
+    return Checkout(body["player_id"], answer["url"], answer["session_id"])
+
+
+async def new_page(context: BrowserContext) -> Page:
+    page = await context.new_page()
+    await page.set_viewport_size(VIEWPORT)
+    return page
+
+
+async def look(page: Page, name: str) -> None:
+    """The page as it is now: no serious or critical axe violation, and its screenshot `<name>.png`."""
+    await assert_accessible(page, name)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / f"{name}.png")
+
+
+async def open_checkout(context: BrowserContext, checkout: Checkout, name: str, path: str = "", *,
+                        expect_status: int = 200) -> Page:
+    """A new page at the checkout's URL (`path` after it), answered `expect_status`, then `look`ed at."""
+    page = await new_page(context)
+    response = await page.goto(checkout.url + path)
+    assert response is not None and response.status == expect_status, (response and response.status, page.url)
+    await look(page, name)
+    return page
+
+
+async def enter_amount(page: Page, typed: str, lang: i18n.Language) -> None:
+    """The first step: the amount as the player types it, then Continue to the methods."""
+    await page.get_by_label(lang.gettext("Amount"), exact=True).fill(typed)
+    await page.get_by_role("button", name=lang.gettext("Continue")).click()
+    await page.get_by_role("group", name=lang.gettext("Payment method")).wait_for()
+
+
+async def choose(page: Page, lang: i18n.Language, *, method: str, scenario: str | None = None) -> None:
+    """The method (its translated name) and, on the sandbox, the PSP's behaviour (its option's label)."""
+    await page.get_by_role("radio", name=lang.gettext(method), exact=True).check()
+    if scenario is not None:
+        await page.get_by_label(lang.gettext("Sandbox test scenario")).select_option(label=lang.gettext(scenario))
+
+
+def deposit_button(page: Page, lang: i18n.Language, amount_minor: int = 5000, currency: str = "EUR") -> Locator:
+    """The method step's submit button, named with the amount ("Deposit €50.00")."""
+    name = lang.gettext("Deposit %(amount)s") % {"amount": lang.money(amount_minor, currency)}
+    return page.get_by_role("button", name=name, exact=True)
+
+
+async def expect_outcome(page: Page, lang: i18n.Language, title: str, timeout_ms: int = SETTLE_MS) -> None:
+    """The status panel's title, once the payment gets there (the page's script swaps the panel in)."""
+    await expect(page.locator("#outcome-title")).to_contain_text(lang.gettext(title), timeout=timeout_ms)
+
+
+async def deposits_of(stack: Stack, player_id: str) -> list[dict[str, Any]]:
+    """The player's deposits in the ops list (written with their credit or final status)."""
+    response = await stack.api.get("/v1/ops/payments", params={"player_id": player_id})
+    assert response.status_code == 200, response.text
+    return response.json()["payments"]

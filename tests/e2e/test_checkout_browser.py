@@ -1,0 +1,485 @@
+"""The players' checkout (/checkout) in a real browser — the system's Chromium driven by Playwright — against the
+real stack (API, sandbox PSPs, worker, Temporal): deposits by every method to their final status page, a decline, a
+double submit, a withdrawal, responsible-gaming limits and blocks, the four languages, keyboard only, refused URLs,
+no cookies and a small first page, a right-to-left layout. Every page is checked with axe and kept as a screenshot
+(test-artifacts/checkout/); every test checks the API and the ledger, not only the page.
+
+SQLite only to keep CI short, but for the frictionless card deposit, which runs on PostgreSQL too."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, Request, Response, expect
+
+from api.checkout import i18n, messages
+from api.checkout.sessions import CheckoutSessions
+from payloop.db import utcnow
+from tests.conftest import BACKENDS
+from tests.e2e.a11y import focused_description, has_visible_focus, tab_until
+from tests.e2e.checkout_helpers import (
+    RETURN_URL, Checkout, choose, deposit_button, deposits_of, enter_amount, expect_outcome, look, new_page,
+    open_checkout, open_session,
+)
+from tests.e2e.conftest import Stack, new_player
+from tests.e2e.test_payouts import assert_settled, funded_player, get_payout
+
+SQLITE = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+
+EN = i18n.language("en")
+DE = i18n.language("de")
+CREDITED = messages.DEPOSIT_STATUSES["credited"]
+
+
+def announcement(lang: i18n.Language, outcome: messages.Outcome) -> str:
+    """What the status page's live region says when the payment gets to `outcome`."""
+    return f"{lang.gettext(outcome.title)}. {lang.gettext(outcome.detail)}"
+
+
+async def reference_on(page: Page) -> str:
+    """The payment's or payout's id, as the status page shows it."""
+    return (await page.locator(".facts code").inner_text()).strip()
+
+
+async def deposit_on_checkout(page: Page, lang: i18n.Language, *, method: str, scenario: str | None = None,
+                              amount_minor: int = 5000) -> None:
+    """From the first step to the form's submission: the amount as the player types it in `lang`, the method (and
+    the sandbox's scenario), submit."""
+    await enter_amount(page, lang.decimal_input(amount_minor, "EUR"), lang)
+    await choose(page, lang, method=method, scenario=scenario)
+    await deposit_button(page, lang, amount_minor).click()
+
+
+@pytest.mark.parametrize("stack", BACKENDS, indirect=True)
+async def test_card_frictionless_deposit_updates_the_status_page_live(stack: Stack, context: BrowserContext) -> None:
+    checkout = await open_session(stack, locale="de")
+    name = f"card-{stack.backend}"
+    page = await open_checkout(context, checkout, f"{name}-amount")
+    assert await page.locator("html").get_attribute("lang") == "de"
+    await enter_amount(page, "50,00", DE)  # typed the German way
+    assert await page.locator(".amount-line strong").inner_text() == DE.money(5000, "EUR")
+    await look(page, f"{name}-methods")
+    await choose(page, DE, method="Card", scenario="Approve (frictionless)")
+    # The card PSP's webhook waits until the status page shows the payment in progress: what follows is the
+    # page's own polling, not a page rendered after the credit.
+    async with stack.webhooks_held():
+        await deposit_button(page, DE).click()
+        await page.wait_for_url("**/attempts/**")
+        await expect_outcome(page, DE, "Payment in progress")
+        await page.evaluate("window.sameDocument = true")  # a reload would lose it
+    await expect_outcome(page, DE, "Deposit successful")
+    assert await page.evaluate("window.sameDocument") is True
+    await expect(page.get_by_role("status")).to_have_text(announcement(DE, CREDITED))
+    await look(page, f"{name}-credited")
+
+    payment_id = await reference_on(page)
+    assert await stack.balance(checkout.player_id) == "50.00"
+    [listed] = await deposits_of(stack, checkout.player_id)
+    assert (listed["payment_id"], listed["status"], listed["method"]) == (payment_id, "credited", "card")
+    back = urlsplit(await page.get_by_role("link", name=DE.gettext("Back to the casino")).get_attribute("href"))
+    assert back._replace(query="").geturl() == "https://casino.example/cashier"
+    assert parse_qs(back.query) == {"x": ["1"], "payment_id": [payment_id], "status": ["credited"]}
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_card_challenge_is_credited_and_a_failed_one_offers_to_try_again(
+    stack: Stack, context: BrowserContext
+) -> None:
+    checkout = await open_session(stack)
+    page = await open_checkout(context, checkout, "challenge-amount")
+    await deposit_on_checkout(page, EN, method="Card", scenario="3-D Secure challenge")
+    await page.get_by_role("button", name="Authenticate").wait_for()  # the sandbox's 3-D Secure page
+    assert page.url.startswith(stack.settings.sandbox_psp_url)
+    await look(page, "challenge-3ds-page")
+    await page.get_by_role("button", name="Authenticate").click()
+    await page.wait_for_url(f"{checkout.url}/attempts/**")
+    await expect_outcome(page, EN, "Deposit successful")
+    await look(page, "challenge-credited")
+    credited_id = await reference_on(page)
+    assert (await stack.payment(credited_id))["status"] == "credited"
+
+    await page.goto(checkout.url)
+    await deposit_on_checkout(page, EN, method="Card", scenario="3-D Secure fails")
+    await page.get_by_role("button", name="Authenticate").click()  # the scenario fails it all the same
+    await expect_outcome(page, EN, "Authentication failed")
+    await expect(page.locator("#status-panel")).to_contain_text(
+        EN.gettext(messages.DEPOSIT_CODES["3ds_failed"].detail))
+    await look(page, "challenge-3ds-failed")
+    failed = await stack.payment(await reference_on(page))
+    assert (failed["status"], failed["failure_code"]) == ("failed", "3ds_failed")
+    # Try again: the methods for the same amount, a fresh form.
+    await page.get_by_role("link", name=EN.gettext("Try again")).click()
+    await expect(page.locator(".amount-line strong")).to_have_text(EN.money(5000, "EUR"))
+    await page.get_by_role("radio", name=EN.gettext("Card")).wait_for()
+    assert await stack.balance(checkout.player_id) == "50.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_ewallet_deposit_is_credited(stack: Stack, context: BrowserContext) -> None:
+    checkout = await open_session(stack)
+    page = await open_checkout(context, checkout, "ewallet-amount")
+    await deposit_on_checkout(page, EN, method="E-wallet", scenario="Approve (frictionless)", amount_minor=2500)
+    await expect_outcome(page, EN, "Deposit successful")
+    await look(page, "ewallet-credited")
+    payment = await stack.payment(await reference_on(page))
+    assert (payment["status"], payment["method"], payment["amount"]) == ("credited", "ewallet", "25.00")
+    assert await stack.balance(checkout.player_id) == "25.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_pay_by_bank_deposit_goes_through_the_banks_page(stack: Stack, context: BrowserContext) -> None:
+    checkout = await open_session(stack)
+    page = await open_checkout(context, checkout, "bank-amount")
+    await deposit_on_checkout(page, EN, method="Pay by bank")
+    await page.get_by_role("button", name="Authorise payment").wait_for()  # the sandbox bank's page
+    assert page.url.startswith(stack.settings.sandbox_psp_url)
+    await look(page, "bank-page")
+    await page.get_by_label("Bank").select_option("Demo Sparkasse")
+    await page.get_by_role("button", name="Authorise payment").click()
+    await page.wait_for_url(f"{checkout.url}/attempts/**")
+    await expect_outcome(page, EN, "Deposit successful")
+    await look(page, "bank-credited")
+    payment = await stack.payment(await reference_on(page))
+    assert (payment["status"], payment["method"], payment["psp"]) == ("credited", "bank_transfer", "paybybank")
+    assert await stack.balance(checkout.player_id) == "50.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_crypto_deposit_status_page_follows_the_confirmations(stack: Stack, context: BrowserContext) -> None:
+    checkout = await open_session(stack)
+    page = await open_checkout(context, checkout, "crypto-amount")
+    async with stack.webhooks_held():  # the chain's confirmations come once the page shows the payment waiting
+        await deposit_on_checkout(page, EN, method="Crypto", scenario="Approve (frictionless)")
+        await page.wait_for_url("**/attempts/**")
+        await expect_outcome(page, EN, "Payment in progress")
+        await look(page, "crypto-in-progress")
+        await page.evaluate("window.sameDocument = true")
+    await expect_outcome(page, EN, "Deposit successful")
+    assert await page.evaluate("window.sameDocument") is True
+    await expect(page.get_by_role("status")).to_have_text(announcement(EN, CREDITED))
+    await look(page, "crypto-credited")
+    payment = await stack.payment(await reference_on(page))
+    assert (payment["status"], payment["psp"]) == ("credited", "crypto")
+    assert await stack.balance(checkout.player_id) == "50.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_a_declined_card_says_what_to_do_and_moves_no_money(stack: Stack, context: BrowserContext) -> None:
+    checkout = await open_session(stack)
+    page = await open_checkout(context, checkout, "decline-amount")
+    await deposit_on_checkout(page, EN, method="Card", scenario="Decline")
+    await expect_outcome(page, EN, "Card declined")
+    declined = messages.DEPOSIT_CODES["card_declined"]
+    await expect(page.locator("#status-panel")).to_contain_text(EN.gettext(declined.detail))
+    await look(page, "decline-status")
+    # What happened in words, never the PSP's code.
+    assert "card_declined" not in await page.locator("body").inner_text()
+    assert "card_declined" not in await page.content()
+    payment = await stack.payment(await reference_on(page))
+    assert (payment["status"], payment["failure_code"]) == ("failed", "card_declined")
+    # What to do: another method, for the same amount.
+    await page.get_by_role("link", name=EN.gettext("Choose another method")).click()
+    await expect(page.locator(".amount-line strong")).to_have_text(EN.money(5000, "EUR"))
+    await look(page, "decline-other-method")
+    assert await stack.balance(checkout.player_id) == "0.00"
+    await stack.check_invariants()
+
+
+async def _one_credited_deposit(stack: Stack, page: Page, player_id: str) -> None:
+    """The page reaches the credited status and the player has exactly one deposit, credited once."""
+    await expect_outcome(page, EN, "Deposit successful")
+    payment_id = await reference_on(page)
+    assert [p["payment_id"] for p in await deposits_of(stack, player_id)] == [payment_id]
+    assert [w.id async for w in stack.client.list_workflows(f"PlayerId = '{player_id}'")] == [
+        f"deposit-{payment_id}"]
+    assert await stack.balance(player_id) == "50.00"
+
+
+# Two POSTs of the form's data at once, as a browser resending it or a script of the player's would: the page's own
+# script is not asked. Each answer's status and the URL it ended at (its redirect followed).
+POST_TWICE = """async () => {
+    const form = document.querySelector("form[data-once]");
+    const body = new URLSearchParams(new FormData(form));
+    const send = () => fetch(form.action, {method: "POST", body});
+    return (await Promise.all([send(), send()])).map(answer => [answer.status, answer.url]);
+}"""
+# Two submit events in a row, as a second click or Enter while the first is on its way gives: whether each was
+# cancelled by the time a listener after the page's script sees it, and the button's state.
+SUBMIT_TWICE = """() => {
+    const form = document.querySelector("form[data-once]");
+    const cancelled = [];
+    form.addEventListener("submit", event => cancelled.push(event.defaultPrevented));
+    form.requestSubmit();
+    form.requestSubmit();
+    return [cancelled, form.querySelector("button[type=submit]").getAttribute("aria-disabled")];
+}"""
+
+
+@SQLITE
+async def test_a_double_submitted_deposit_pays_once(stack: Stack, context: BrowserContext) -> None:
+    clicked = await open_session(stack)
+    page = await open_checkout(context, clicked, "double-click-amount")
+    await enter_amount(page, "50.00", EN)
+    await choose(page, EN, method="Card", scenario="Approve (frictionless)")
+    posts: list[Request] = []
+    page.on("request", lambda request: posts.append(request) if request.method == "POST" else None)
+    await deposit_button(page, EN).dblclick()  # a real double click: one request reaches the server
+    await page.wait_for_url("**/attempts/**")
+    await _one_credited_deposit(stack, page, clicked.player_id)
+    assert len(posts) == 1, [p.url for p in posts]
+
+    # The same form posted twice at once past the page's script, then submitted by the page as well: three
+    # requests of one attempt, one payment.
+    sent_thrice = await open_session(stack)
+    page = await open_checkout(context, sent_thrice, "double-post-amount")
+    await enter_amount(page, "50.00", EN)
+    await choose(page, EN, method="Card", scenario="Approve (frictionless)")
+    [(first_status, first_url), (second_status, second_url)] = await page.evaluate(POST_TWICE)
+    assert first_status == second_status == 200 and first_url == second_url, (first_url, second_url)
+    assert first_url.startswith(f"{sent_thrice.url}/attempts/")
+    # The page's script sends its form once: the second submit event is cancelled, the button marked busy.
+    assert await page.evaluate(SUBMIT_TWICE) == [[False, True], "true"]
+    await page.wait_for_url(first_url)
+    await _one_credited_deposit(stack, page, sent_thrice.player_id)
+    await look(page, "double-post-credited")
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_a_withdrawal_goes_back_to_the_deposits_method(stack: Stack, context: BrowserContext) -> None:
+    # A credited card deposit, played through once (money passed straight back out would go to AML review).
+    player = await funded_player(stack, "50.00", method="card")
+    checkout = await open_session(stack, player_id=player, locale="de")
+    page = await open_checkout(context, checkout, "withdraw-from-deposit-page")
+    await page.get_by_role("link", name=DE.gettext("Withdraw"), exact=True).click()
+    await expect(page.locator(".balance strong")).to_have_text(DE.money(5000, "EUR"))
+    destination = page.get_by_role("region", name=DE.gettext("Paid to"))
+    await expect(destination.locator("strong")).to_have_text(DE.gettext("Card"))
+    await look(page, "withdraw-form-de")
+    await page.get_by_label(DE.gettext("Amount"), exact=True).fill("10,00")
+    await page.get_by_label(DE.gettext("Sandbox test scenario")).select_option(label=DE.gettext("Pay out"))
+    await page.get_by_role("button", name=DE.gettext("Withdraw")).click()
+    await page.wait_for_url(f"{checkout.url}/attempts/**")
+    await expect_outcome(page, DE, "Withdrawal sent")
+    await look(page, "withdraw-sent-de")
+    payout = await get_payout(stack, await reference_on(page))
+    assert (payout["status"], payout["amount"], payout["method"]) == ("paid", "10.00", "card")
+    await assert_settled(stack, payout)
+    assert await stack.balance(player) == "40.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_deposit_limits_and_self_exclusion_are_explained(stack: Stack, context: BrowserContext) -> None:
+    player = new_player()
+    limit = await stack.api.put(f"/v1/players/{player}/deposit-limits",
+                                json={"currency": "EUR", "period": "day", "amount": "100.00"})
+    assert limit.status_code == 200, limit.text
+    first = await stack.deposit(method="ewallet", amount="30.00", player_id=player)
+    assert (await stack.wait_final(first["payment_id"]))["status"] == "credited"
+    checkout = await open_session(stack, player_id=player)
+    page = await open_checkout(context, checkout, "limits-amount")
+    limits = page.get_by_role("region", name=EN.gettext("Your deposit limits"))
+    await expect(limits).to_contain_text(EN.gettext("Daily limit"))
+    await expect(limits).to_contain_text(EN.gettext("%(amount)s left") % {"amount": EN.money(7000, "EUR")})
+    await deposit_on_checkout(page, EN, method="E-wallet", amount_minor=8000)
+    await expect_outcome(page, EN, "Deposit limit reached")
+    await expect(page.locator("#status-panel")).to_contain_text(
+        EN.gettext(messages.DEPOSIT_CODES["deposit_limit_exceeded"].detail))
+    await look(page, "limits-reached")
+    refused = await stack.payment(await reference_on(page))
+    assert (refused["status"], refused["failure_code"]) == ("rejected", "deposit_limit_exceeded")
+    assert await stack.balance(player) == "30.00"
+
+    excluded = new_player()
+    response = await stack.api.post(f"/v1/players/{excluded}/self-exclusion", json={"until": None})
+    assert response.status_code == 200, response.text
+    blocked = await open_checkout(context, await open_session(stack, player_id=excluded), "self-excluded",
+                                  expect_status=403)
+    paused = messages.DEPOSIT_CODES["self_excluded"]
+    await expect(blocked.get_by_role("heading", level=1)).to_have_text(EN.gettext(paused.title))
+    await expect(blocked.locator("main")).to_contain_text(EN.gettext(paused.detail))
+    assert await blocked.locator("form").count() == 0
+    assert await blocked.get_by_role("link", name=EN.gettext("Back to the casino")).get_attribute("href") == RETURN_URL
+    await stack.check_invariants()
+
+
+async def _locale_page(page: Page, lang: i18n.Language, name: str) -> None:
+    """The methods step in `lang`: its <html lang>, money the locale's way, a text from its catalog."""
+    await expect(page.locator("html")).to_have_attribute("lang", lang.code)
+    assert await page.title() == f"{lang.gettext('Deposit')} · {lang.gettext('Cashier')}"
+    await expect(page.get_by_role("heading", level=1)).to_have_text(lang.gettext("Deposit"))
+    await expect(page.locator(".amount-line strong")).to_have_text(lang.money(5000, "EUR"))
+    await look(page, name)
+
+
+@SQLITE
+async def test_each_language_by_session_browser_and_link(stack: Stack, browser: Browser) -> None:
+    # Babel's formats, whatever the catalogs hold: the page must show exactly these.
+    assert [i18n.language(code).money(5000, "EUR") for code in ("en", "de", "fi", "es")] == [
+        "€50.00", "50,00\xa0€", "50,00\xa0€", "50,00\xa0€"]
+    english = await browser.new_context(locale="en-GB")
+    finnish = await browser.new_context(locale="fi-FI")  # its Accept-Language: fi-FI
+    try:
+        # en: the browser's language, nothing set.
+        page = await open_checkout(english, await open_session(stack), "locale-en-amount")
+        await enter_amount(page, "50.00", EN)
+        await _locale_page(page, EN, "locale-en")
+        # es: the language link, reached and followed with the keyboard alone; the choice stays on the page.
+        await tab_until(page, 'a[hreflang="es"]')
+        await page.keyboard.press("Enter")
+        await page.wait_for_url("**lang=es**")
+        await _locale_page(page, i18n.language("es"), "locale-es")
+        await expect(page.locator('form input[name="lang"]')).to_have_value("es")
+        # de: the session's locale, though the browser asks for English.
+        page = await open_checkout(english, await open_session(stack, locale="de"), "locale-de-amount")
+        await enter_amount(page, "50,00", DE)
+        await _locale_page(page, DE, "locale-de")
+        # fi: the browser's Accept-Language.
+        page = await open_checkout(finnish, await open_session(stack), "locale-fi-amount")
+        fi = i18n.language("fi")
+        await enter_amount(page, "50,00", fi)
+        await _locale_page(page, fi, "locale-fi")
+    finally:
+        await english.close()
+        await finnish.close()
+
+
+@SQLITE
+async def test_a_deposit_by_keyboard_alone(stack: Stack, context: BrowserContext) -> None:
+    checkout = await open_session(stack)
+    page = await open_checkout(context, checkout, "keyboard-amount")
+    await page.keyboard.press("Tab")
+    assert await focused_description(page) == f'a "{EN.gettext("Skip to content")}"'
+    await look(page, "keyboard-skip-link")
+    await page.keyboard.press("Enter")  # to the main content: the next Tab is its first field
+    await page.keyboard.press("Tab")
+    assert (await focused_description(page)).startswith("input#amount")
+    # Sent empty: the refused form's error summary takes focus, and its link leads back to the field.
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".error-summary")).to_be_focused()
+    await expect(page.locator(".error-summary")).to_contain_text(EN.gettext("Enter an amount."))
+    await look(page, "keyboard-amount-refused")
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    assert (await focused_description(page)).startswith("input#amount")
+    assert await has_visible_focus(page)
+    await page.keyboard.type("50.00")
+    await page.keyboard.press("Enter")
+    await page.get_by_role("group", name=EN.gettext("Payment method")).wait_for()
+    await tab_until(page, "input[type=radio]")  # the group's checked radio takes the Tab
+    assert await has_visible_focus(page)
+    for _ in range(4):  # the arrows move through the group (and check what they reach) until Card
+        if await page.locator("#method-card:focus").count():
+            break
+        await page.keyboard.press("ArrowDown")
+    await expect(page.locator("#method-card")).to_be_checked()
+    await look(page, "keyboard-card-chosen")
+    await tab_until(page, "button[type=submit]")
+    assert await has_visible_focus(page)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/attempts/**")
+    await expect_outcome(page, EN, "Deposit successful")
+    await look(page, "keyboard-credited")
+    payment = await stack.payment(await reference_on(page))
+    assert (payment["status"], payment["method"]) == ("credited", "card")
+    assert await stack.balance(checkout.player_id) == "50.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_a_changed_or_expired_link_opens_no_form(stack: Stack, context: BrowserContext) -> None:
+    checkout = await open_session(stack)
+    token = checkout.url.rsplit("/", 1)[1]
+    # One character of the signed payload changed (the payload's characters all count; a signature's last one
+    # may carry only padding bits).
+    changed = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
+    page = await open_checkout(context, Checkout(checkout.player_id, checkout.url.replace(token, changed),
+                                                 checkout.session_id), "link-changed", expect_status=403)
+    await expect(page.get_by_role("heading", level=1)).to_have_text(EN.gettext("This link is not valid"))
+    assert await page.locator("form").count() == 0
+
+    settings = stack.settings
+    sessions = CheckoutSessions(stack.engine, settings.checkout_signing_keys,
+                                lifetime=timedelta(minutes=settings.checkout_session_minutes),
+                                status_grace=timedelta(minutes=settings.checkout_status_grace_minutes))
+    token, _ = await sessions.create(client_id="casino-a", player_id=new_player(), currency="EUR", amount_minor=None,
+                                     country="DE", locale=None, return_url=RETURN_URL,
+                                     now=utcnow() - timedelta(minutes=31))
+    expired = Checkout("", f"{stack.settings.checkout_url}/checkout/{token}", "")
+    page = await open_checkout(context, expired, "link-expired", expect_status=410)
+    await expect(page.get_by_role("heading", level=1)).to_have_text(EN.gettext("This link has expired"))
+    assert await page.locator("form").count() == 0
+    # Its withdrawal page likewise.
+    page = await open_checkout(context, expired, "link-expired-withdraw", path="/withdraw", expect_status=410)
+    assert await page.locator("form").count() == 0
+
+
+@SQLITE
+async def test_no_cookies_a_small_first_page_and_no_third_party_requests(
+    stack: Stack, context: BrowserContext
+) -> None:
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    checkout = await open_session(stack)
+    page = await new_page(context)
+    first_page: list[Response] = []
+
+    def keep(response: Response) -> None:
+        first_page.append(response)
+
+    page.on("response", keep)
+    await page.goto(checkout.url, wait_until="load")
+    page.remove_listener("response", keep)
+    kinds = {response.request.resource_type for response in first_page}
+    assert {"document", "stylesheet", "script"} <= kinds, kinds
+    first_page_bytes = sum([len(await response.body()) for response in first_page
+                            if response.request.resource_type in ("document", "stylesheet", "script")])
+    assert first_page_bytes <= 100 * 1024, first_page_bytes
+    await look(page, "small-amount")
+
+    await deposit_on_checkout(page, EN, method="Card", scenario="3-D Secure challenge")
+    await page.get_by_role("button", name="Authenticate").click()
+    await expect_outcome(page, EN, "Deposit successful")
+    await look(page, "small-credited")
+    assert await stack.balance(checkout.player_id) == "50.00"
+
+    assert await context.cookies(stack.settings.api_url) == []
+    origins = {f"{urlsplit(url).scheme}://{urlsplit(url).netloc}" for url in requested}
+    assert origins == {stack.settings.api_url, stack.settings.sandbox_psp_url}, origins
+    await stack.check_invariants()
+
+
+# Where the Card option's parts sit across the page (left and right edges, in CSS pixels).
+CARD_OPTION_EDGES = """() => Object.fromEntries([
+    ["radio", "#method-card"], ["label", 'label[for="method-card"]'], ["hint", "#method-card-info"],
+    ["option", "#method-card"],
+].map(([part, selector]) => {
+    const element = document.querySelector(selector);
+    const box = (part === "option" ? element.parentElement : element).getBoundingClientRect();
+    return [part, [box.left, box.right]];
+}))"""
+
+
+@SQLITE
+async def test_a_right_to_left_page_mirrors(stack: Stack, context: BrowserContext) -> None:
+    page = await open_checkout(context, await open_session(stack), "rtl-amount")
+    await enter_amount(page, "50.00", EN)
+    ltr = await page.evaluate(CARD_OPTION_EDGES)
+    # Left to right: the radio, then its label; the hint indented from the left.
+    assert ltr["radio"][1] <= ltr["label"][0]
+    indent = ltr["hint"][0] - ltr["option"][0]
+    assert indent > 0
+    await page.evaluate('document.documentElement.dir = "rtl"')
+    rtl = await page.evaluate(CARD_OPTION_EDGES)
+    # Right to left: the radio on the right of its label, the hint indented as much from the right.
+    assert rtl["radio"][0] >= rtl["label"][1]
+    assert abs((rtl["option"][1] - rtl["hint"][1]) - indent) < 1
+    await look(page, "rtl-methods")
