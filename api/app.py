@@ -103,7 +103,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     console.install(app)  # /ops: the ops console's pages (README: Ops console)
     checkout.install(app)  # /checkout: the players' pages (README: Checkout)
     # Last, so outermost: every request (a rate-limited or timed-out one too) has its trace id and access line.
-    app.add_middleware(AccessLogMiddleware, logger_name="payloop.api.access")
+    app.add_middleware(AccessLogMiddleware, logger_name="payloop.api.access", loggable_path=checkout.loggable_path)
     for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing, checkout_routes):
         app.include_router(module.router)
     for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk, routing, incidents):

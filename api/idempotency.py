@@ -72,7 +72,7 @@ class IdempotencyStore:
         """Claims the key for this request (with `resource_id`, or the id an earlier, dead claim chose), or
         returns the stored response of the first one.
 
-        Raises 422 when the key was used with another body. A key in flight is shared: the actions run_once
+        Raises 422 when the key was used with another body. A key in flight is shared: the actions answer_once
         guards are keyed by the resource id (a workflow id), so running one twice reaches the same workflow.
         """
         where = sa.and_(
@@ -129,20 +129,6 @@ class IdempotencyStore:
 
 
 
-async def run_once(
-    store: IdempotencyStore,
-    client_id: str,
-    endpoint: str,
-    key: str,
-    body: dict[str, Any],
-    id_prefix: str,
-    action: Callable[[str], Awaitable[tuple[int, dict[str, Any]]]],
-    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> JSONResponse:
-    """`answer_once` as a route's JSON response."""
-    return answer_json(*await answer_once(store, client_id, endpoint, key, body, id_prefix, action, present))
-
-
 async def answer_once(
     store: IdempotencyStore,
     client_id: str,
@@ -166,8 +152,10 @@ async def answer_once(
         return claim.stored.status, shown(claim.stored.body), True
     try:
         status, payload = await action(claim.resource_id)
-    except BaseException:
+    except BaseException as err:
         await store.release(client_id, endpoint, key)
+        if isinstance(err, Problem) and err.status >= 500:
+            err.resource_id = claim.resource_id  # it may have started: a caller can follow it
         raise
     await store.complete(client_id, endpoint, key, status, payload)
     return status, shown(payload), False

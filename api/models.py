@@ -62,6 +62,8 @@ checkout_sessions = sa.Table(
     sa.Column("country", sa.String(2)),
     sa.Column("locale", sa.String(10)),  # null = from the browser's Accept-Language
     sa.Column("return_url", sa.String(2000), nullable=False),
+    # Whether the key that opened it had the `wallet` scope: only then does the checkout show the balance and pay out.
+    sa.Column("may_withdraw", sa.Boolean, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False, index=True),
 )

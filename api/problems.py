@@ -38,6 +38,9 @@ class Problem(Exception):
         self.errors = errors or []
         self.headers = headers or {}
         self.extensions = extensions
+        # The payment or payout a failed request may have started (set by api.idempotency.answer_once on a 5xx):
+        # for the checkout to follow it, never shown in the body.
+        self.resource_id: str | None = None
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {

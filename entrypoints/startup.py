@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from api.auth import parse_api_keys
+from api.checkout.sessions import signing_keys
 from api.codec_server import parse_tokens
 from payloop.codec import CodecKeyError, KeyRing, uses_builtin_keys
 from payloop.settings import DEV_CHECKOUT_SIGNING_KEY, DEV_CODEC_SERVER_TOKEN, Settings
@@ -71,22 +72,25 @@ def startup_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:
     if role == "api":
         problems += _api_key_problems(settings)
         problems += _webhook_secret_problems(settings, load_routing(settings))
-        problems += _checkout_key_problems(settings)
+        problems += _checkout_problems(settings)
     return problems
 
 
-def _checkout_key_problems(settings: Settings) -> list[tuple[str, str]]:
-    """The checkout URLs' signing keys: with the built-in one (in this repository) anyone could sign a checkout
-    session for any player of any client."""
-    keys = [key.strip() for key in settings.checkout_signing_keys.split(",") if key.strip()]
+def _checkout_problems(settings: Settings) -> list[tuple[str, str]]:
+    """The checkout URLs' signing keys — with the built-in one (in this repository) anyone could sign a checkout
+    session for any player of any client — and the sandbox's scenarios, which are for dev stacks and tests."""
+    keys = signing_keys(settings.checkout_signing_keys)
+    problems: list[tuple[str, str]] = []
+    if settings.checkout_sandbox_scenarios:
+        problems.append(("PAYLOOP_CHECKOUT_SANDBOX_SCENARIOS", "on: players would choose how the sandbox PSPs behave"))
     if not keys:
-        return [("PAYLOOP_CHECKOUT_SIGNING_KEYS", "no key is set (32 or more random characters; \"new,old\" "
-                                                 "while rotating)")]
-    if DEV_CHECKOUT_SIGNING_KEY in keys:
-        return [("PAYLOOP_CHECKOUT_SIGNING_KEYS", "holds the built-in key: anyone could sign checkout URLs")]
-    if any(len(key) < 32 for key in keys):
-        return [("PAYLOOP_CHECKOUT_SIGNING_KEYS", "a key shorter than 32 characters is guessable")]
-    return []
+        problems.append(("PAYLOOP_CHECKOUT_SIGNING_KEYS", "no key is set (32 or more random characters; "
+                         "\"new,old\" while rotating)"))
+    elif DEV_CHECKOUT_SIGNING_KEY in keys:
+        problems.append(("PAYLOOP_CHECKOUT_SIGNING_KEYS", "holds the built-in key: anyone could sign checkout URLs"))
+    elif any(len(key) < 32 for key in keys):
+        problems.append(("PAYLOOP_CHECKOUT_SIGNING_KEYS", "a key shorter than 32 characters is guessable"))
+    return problems
 
 
 def _codec_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:

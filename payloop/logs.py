@@ -145,11 +145,14 @@ Send = Callable[[Message], Awaitable[None]]
 class AccessLogMiddleware:
     """ASGI middleware: gives each HTTP request a trace id (its `traceparent`'s, else a new one) for every line
     logged while it runs, returns it as `X-Trace-Id`, and logs one line once the response is sent: method, path
-    (never the query string), status, duration_ms."""
+    (never the query string), status, duration_ms. `loggable_path` rewrites a path that holds a credential (a
+    checkout URL's token) before it is logged."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], logger_name: str) -> None:
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], logger_name: str,
+                 loggable_path: Callable[[str], str] = lambda path: path) -> None:
         self.app = app
         self.log = logging.getLogger(logger_name)
+        self.loggable_path = loggable_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,8 +173,9 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_with_trace_id)
         finally:
             duration_ms = int((time.monotonic() - started) * 1000)
-            self.log.info("%s %s %s %d ms", scope["method"], scope["path"], status, duration_ms,
-                          extra={"method": scope["method"], "path": scope["path"], "status": status,
+            path = self.loggable_path(scope["path"])
+            self.log.info("%s %s %s %d ms", scope["method"], path, status, duration_ms,
+                          extra={"method": scope["method"], "path": path, "status": status,
                                  "duration_ms": duration_ms})
             trace_id_var.reset(token)
 

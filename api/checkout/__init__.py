@@ -9,12 +9,13 @@ stylesheet, one small script and the translation catalogs sit beside them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
-from api.checkout import pages
+from api.checkout import i18n, pages
 from api.checkout.rendering import CheckoutHeaders
 
 STATIC = Path(__file__).parent / "static"
@@ -31,8 +32,19 @@ async def script() -> FileResponse:
     return FileResponse(STATIC / "checkout.js", media_type="text/javascript")
 
 
+# A checkout URL's token is a credential for 30 minutes: logs show where it was, never what it was.
+_TOKEN_IN_PATH = re.compile(r"^/checkout/(return/)?(?!static/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """The path as the access log may show it: the checkout token replaced by `{token}`."""
+    return _TOKEN_IN_PATH.sub(lambda m: f"/checkout/{m.group(1) or ''}{{token}}", path)
+
+
 def install(app: FastAPI) -> None:
     """The pages, their static files and their headers (the sessions' store is made at start-up: api/app.py)."""
+    for code in i18n.LOCALES:  # the catalogs are compiled now, not on a player's first page in each language
+        i18n.environment(code)
     app.add_middleware(CheckoutHeaders)
     app.include_router(_static)  # before the pages, whose /checkout/{token} would take /checkout/static
     app.include_router(pages.router)

@@ -67,7 +67,7 @@ def region_of(header: str | None) -> str | None:
     for part in (header or "").split(",")[:MAX_LANGUAGE_PREFERENCES]:
         tag = part.strip().partition(";")[0]
         _, _, region = tag.replace("_", "-").partition("-")
-        if len(region) == 2 and region.isalpha():
+        if len(region) == 2 and region.isascii() and region.isalpha():
             return region.upper()
     return None
 

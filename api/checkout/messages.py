@@ -52,6 +52,10 @@ _DECLINED = _problem(N_("Payment declined"),
                      N_("The payment provider declined the payment. Nothing was charged. Try again or choose "
                         "another method."), Next.OTHER_METHOD)
 
+# A payment whose start failed before it existed (its form's answer was a service error).
+NOT_STARTED = _problem(N_("Payment not started"), N_("We could not start this payment, so nothing was charged. Try "
+                                                     "again."), Next.RETRY)
+
 DEPOSIT_STATUSES: dict[str, Outcome] = {
     "pending": _PROCESSING,
     "authorized": _PROCESSING,

@@ -12,9 +12,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from babel.numbers import get_territory_currencies
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
@@ -22,16 +24,16 @@ from starlette.datastructures import FormData
 from api.auth import Principal
 from api.checkout import i18n, messages
 from api.checkout.messages import Outcome
-from api.checkout.rendering import CheckoutRoute, render, render_fragment
-from api.checkout.sessions import Attempt, CheckoutRefused, CheckoutSession, CheckoutSessions
-from api.errors import Problem
+from api.checkout.rendering import CheckoutRoute, GoTo, render, render_fragment
+from api.checkout.sessions import Attempt, AttemptKind, CheckoutRefused, CheckoutSession, CheckoutSessions
+from api.problems import Problem
 from api.routes.payments import initiate_deposit, owned_payment
 from api.routes.payouts import initiate_withdrawal, owned_payout
 from api.routes.routing import available_psps, health_store, methods_now
 from api.schemas import PaymentInitRequest, PaymentMeta, PayoutInitRequest, PayoutMeta
 from ledger import parse_account, player_account
 from payloop.db import utcnow
-from payloop.money import CURRENCY_EXPONENTS, MoneyError, to_decimal_string, to_minor_units
+from payloop.money import CURRENCY_EXPONENTS, MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from players import PlayerStore
 from psp.routing import payout_choice
 from psp.scenarios import PAYOUT_SCENARIOS, SCENARIOS
@@ -39,10 +41,10 @@ from psp.scenarios import PAYOUT_SCENARIOS, SCENARIOS
 router = APIRouter(prefix="/checkout", include_in_schema=False, route_class=CheckoutRoute)
 
 ATTEMPT_ID = re.compile(r"^[A-Za-z0-9_-]{16,40}$")
-# The checkout's payments run as the session's client; `wallet`, because the player sees its own balance.
-SCOPES = frozenset({"payments", "wallet"})
-
 DEFAULT_CURRENCY = "EUR"
+# What a checkout form may hold: a few short text fields (attempt, amount, currency, method, scenario, lang).
+FORM_LIMITS = {"max_files": 0, "max_fields": 16, "max_part_size": 1024}
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,14 @@ class Visit:
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.session.client_id, SCOPES)
+        """The session's client as the payment routes know it: `wallet` only when the key that opened the session
+        had it."""
+        return Principal(self.session.client_id,
+                         frozenset({"payments", "wallet"} if self.session.may_withdraw else {"payments"}))
+
+    @property
+    def withdrawals(self) -> bool:
+        return self.session.may_withdraw
 
     def page(self, template: str, *, status_code: int = 200, **context: Any) -> Response:
         return render(self.request, template, self.lang, status_code=status_code, session=self.session,
@@ -87,17 +96,33 @@ def sessions_of(request: Request) -> CheckoutSessions:
     return request.app.state.checkout_sessions
 
 
-async def visit(request: Request, token: str, *, for_status: bool = False, form: FormData | None = None) -> Visit:
+async def visit(request: Request, token: str, *, for_status: bool = False) -> Visit:
     """The session the token opens (CheckoutRefused otherwise), counted against its rate limit."""
-    posted = form.get("lang") if form is not None else None
-    # A multipart form may carry a file under any name: only text is a language.
-    chosen = i18n.supported((posted if isinstance(posted, str) else None) or request.query_params.get("lang"))
     session = await sessions_of(request).open(token, utcnow(), for_status=for_status)
     if (refusal := await request.app.state.rate_limits.check_checkout(session.session_id)) is not None:
-        raise CheckoutRefused(429, "rate_limited", refusal.retry_after_seconds)
+        raise CheckoutRefused(429, refusal.retry_after_seconds)
+    return _in_language(request, token, session, request.query_params.get("lang"))
+
+
+def _in_language(request: Request, token: str, session: CheckoutSession, asked: str | None) -> Visit:
+    chosen = i18n.supported(asked)
     code = (chosen or session.locale or i18n.from_accept_language(request.headers.get("accept-language"))
             or i18n.DEFAULT_LOCALE)
     return Visit(request, token, session, i18n.language(code), chosen)
+
+
+async def posted_form(request: Request, token: str) -> tuple[Visit, FormData]:
+    """A form post's session (opened before the body is read) and its few short fields, in the language it asks
+    for; a body of another kind or size is refused unread."""
+    here = await visit(request, token)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
+        raise Problem(415, "unsupported_media_type", "Unsupported form", "a checkout form is posted url-encoded")
+    if (refusal := await request.app.state.rate_limits.check_client(here.session.client_id)) is not None:
+        # A payment started from a checkout counts against its platform's limit, as one started by its API would.
+        raise CheckoutRefused(429, refusal.retry_after_seconds)
+    form = await request.form(**FORM_LIMITS)
+    asked = form.get("lang")
+    return _in_language(request, token, here.session, asked if isinstance(asked, str) else None), form
 
 
 def _store(request: Request) -> PlayerStore:
@@ -133,6 +158,17 @@ def _currency(value: str | None) -> str | None:
     return value if value in CURRENCY_EXPONENTS else None
 
 
+async def _preselected_currency(here: Visit) -> str:
+    """The deposit's currency when the session names none: the one the player already holds money in, else their
+    country's (from the session, else the browser's language region), else EUR."""
+    request = here.request
+    held = [b.currency for b in await request.app.state.ledger.player_balances(here.session.player_id)
+            if b.available > 0]
+    country = _country(request, here.session)
+    local = [cur for cur in (get_territory_currencies(country) if country else []) if cur in CURRENCY_EXPONENTS]
+    return next(iter(held + local), DEFAULT_CURRENCY)
+
+
 def _new_attempt() -> str:
     return secrets.token_urlsafe(18)
 
@@ -156,7 +192,8 @@ async def deposit_page(request: Request, token: str) -> Response:
     """The deposit form: first the amount (unless the session fixes it), then the methods for that amount."""
     here = await visit(request, token)
     session, lang = here.session, here.lang
-    currency = session.currency or _currency(request.query_params.get("currency")) or DEFAULT_CURRENCY
+    currency = (session.currency or _currency(request.query_params.get("currency"))
+                or await _preselected_currency(here))
     amount_minor, error = session.amount_minor, None
     typed = request.query_params.get("amount")
     if amount_minor is None and typed is not None:
@@ -185,6 +222,7 @@ async def _deposit_form(here: Visit, *, currency: str, amount_minor: int | None,
         currency=currency, currency_fixed=session.currency is not None, currencies=sorted(CURRENCY_EXPONENTS),
         amount_minor=None if errors.get("amount") else amount_minor, amount_fixed=session.amount_minor is not None,
         typed_amount=typed_amount or "", methods=methods, chosen_method=chosen_method,
+        amount_example=here.lang.decimal_input(50 * 10 ** currency_exponent(currency), currency),
         errors=errors, attempt=_new_attempt(),
         limits=await store.deposit_headroom(session.player_id, now), period_names=messages.PERIOD_NAMES,
         in_progress=in_progress,
@@ -196,7 +234,7 @@ async def _deposit_in_progress(here: Visit) -> str | None:
     """The attempt page of the session's latest deposit while it is not final (a reloaded or re-opened form says
     so rather than only offering to pay again)."""
     sessions = sessions_of(here.request)
-    latest = await sessions.latest(here.session, "deposit")
+    latest = await sessions.latest(here.session, AttemptKind.DEPOSIT)
     if latest is None:
         return None
     attempt_id, payment_id = latest
@@ -210,11 +248,8 @@ async def _deposit_in_progress(here: Visit) -> str | None:
 
 @router.post("/{token}/deposits")
 async def start_deposit(request: Request, token: str) -> Response:
-    form = await request.form()
-    here = await visit(request, token, form=form)
-    session, lang = here.session, here.lang
-    if not session.open_at(utcnow()):
-        raise CheckoutRefused(410, "expired")
+    here, form = await posted_form(request, token)
+    session = here.session
     currency = session.currency or _currency(str(form.get("currency", ""))) or DEFAULT_CURRENCY
     amount_minor = session.amount_minor
     errors: dict[str, str] = {}
@@ -226,46 +261,71 @@ async def start_deposit(request: Request, token: str) -> Response:
     method = str(form.get("method", ""))
     if method not in request.app.state.methods:
         errors["method"] = "method_required"
-    attempt_id = str(form.get("attempt", ""))
-    if not ATTEMPT_ID.fullmatch(attempt_id):
-        errors["form"] = "form_expired"
-    scenario = _scenario(request, form, SCENARIOS)
+    attempt_id = _attempt_id(form, errors)
 
-    async def again(status_code: int = 422) -> Response:
+    async def again() -> Response:
         return await _deposit_form(here, currency=currency, amount_minor=amount_minor, typed_amount=None,
-                                   errors=errors, chosen_method=method or None, status_code=status_code)
+                                   errors=errors, chosen_method=method or None, status_code=422)
 
     if errors:
         return await again()
     assert amount_minor is not None
+    return_token = sessions_of(request).return_token(session, attempt_id)
+    lang = f"?{urlencode({'lang': here.chosen_lang})}" if here.chosen_lang else ""
     body = PaymentInitRequest(
         amount=to_decimal_string(amount_minor, currency), currency=currency, method=method,
-        player_id=session.player_id, return_url=f"{request.app.state.settings.checkout_url}"
-                                                f"{here.url(f'/attempts/{attempt_id}')}",
+        player_id=session.player_id,
+        return_url=f"{request.app.state.settings.checkout_url}/checkout/return/{return_token}{lang}",
         meta=PaymentMeta(country=_country(request, session), device_class=_device_class(request),
-                         sandbox_scenario=scenario))
-    try:
-        status, answer, _replayed = await initiate_deposit(request, here.principal, body,
-                                                           _attempt_key(session, attempt_id))
-    except Problem as problem:
-        if problem.status != 422:
-            return await _started_without_answer(here, attempt_id, "deposit", problem)
-        errors[_field_of(problem)] = _form_code(problem)
+                         sandbox_scenario=_scenario(request, form, SCENARIOS)))
+    started = await _start(here, attempt_id, AttemptKind.DEPOSIT,
+                           lambda key: initiate_deposit(request, here.principal, body, key))
+    if isinstance(started, Problem):
+        errors[_field_of(started)] = _form_code(started)
         return await again()
-    # Every answer names the payment, declines and refusals too: its status page tells the player what happened.
-    await sessions_of(request).record_attempt(session, attempt_id, Attempt("deposit", answer["payment_id"]), utcnow())
+    status, answer = started
     redirect_url = answer.get("redirect_url") if status == 201 else None
+    if not _web_address(redirect_url):  # a PSP's page; anything else is not followed
+        redirect_url = None
     return RedirectResponse(redirect_url or here.url(f"/attempts/{attempt_id}"), status_code=303)
 
 
-async def _started_without_answer(here: Visit, attempt_id: str, kind: str, problem: Problem) -> Response:
-    """A deposit or payout that may have started but gave no answer in time (504 names it): its status page finds
-    out, so the player is not asked to pay again. Any other problem is the service's: a page says so."""
-    resource_id = problem.extensions.get("payment_id" if kind == "deposit" else "payout_id")
-    if problem.status != 504 or not resource_id:
-        raise problem
-    await sessions_of(here.request).record_attempt(here.session, attempt_id, Attempt(kind, resource_id), utcnow())
-    return RedirectResponse(here.url(f"/attempts/{attempt_id}"), status_code=303)
+def _attempt_id(form: FormData, errors: dict[str, str]) -> str:
+    attempt_id = str(form.get("attempt", ""))
+    if not ATTEMPT_ID.fullmatch(attempt_id):
+        errors["form"] = "form_expired"
+    return attempt_id
+
+
+def _web_address(url: str | None) -> bool:
+    return bool(url) and urlsplit(url or "").scheme in ("https", "http")
+
+
+async def _start(
+    here: Visit, attempt_id: str, kind: AttemptKind,
+    initiate: Callable[[str], Awaitable[tuple[int, dict[str, Any], bool]]],
+) -> tuple[int, dict[str, Any]] | Problem:
+    """Starts the deposit or payout of a form once per attempt and records it: (status, answer) — a decline or a
+    refusal included: its status page tells the player what happened — or the Problem of a form the API refused
+    (4xx), for the form to show. A failure that may have come after the start (5xx) goes to the status page, which
+    finds out whether anything started: the player is never told "nothing happened" and asked to pay again."""
+    try:
+        status, answer, _replayed = await initiate(f"checkout:{here.session.session_id}:{attempt_id}")
+    except Problem as problem:
+        if problem.status < 500:
+            return problem
+        if problem.resource_id is None:
+            raise
+        await _record(here, attempt_id, Attempt(kind, problem.resource_id))
+        raise GoTo(here.url(f"/attempts/{attempt_id}")) from None
+    await _record(here, attempt_id, Attempt(kind, answer["payment_id" if kind is AttemptKind.DEPOSIT else "payout_id"]))
+    return status, answer
+
+
+async def _record(here: Visit, attempt_id: str, attempt: Attempt) -> None:
+    recorded = await sessions_of(here.request).record_attempt(here.session, attempt_id, attempt, utcnow())
+    if recorded != attempt:  # an attempt id of this session reused for another payment (a crafted form)
+        raise Problem(409, "attempt_reused", "Form already used", "this form's attempt started another payment")
 
 
 def _scenario(request: Request, form: FormData, allowed: frozenset[str]) -> str | None:
@@ -293,6 +353,8 @@ def _form_code(problem: Problem) -> str:
 @router.get("/{token}/withdraw")
 async def withdrawal_page(request: Request, token: str) -> Response:
     here = await visit(request, token)
+    if not here.withdrawals:
+        raise Problem(404, "not_found", "Not found", "this checkout offers no withdrawals")
     currency = here.session.currency or _currency(request.query_params.get("currency"))
     return await _withdrawal_form(here, currency=currency, typed_amount=None, errors={})
 
@@ -343,11 +405,10 @@ async def _payout_destination(request: Request, session: CheckoutSession, curren
 
 @router.post("/{token}/payouts")
 async def start_payout(request: Request, token: str) -> Response:
-    form = await request.form()
-    here = await visit(request, token, form=form)
+    here, form = await posted_form(request, token)
     session = here.session
-    if not session.open_at(utcnow()):
-        raise CheckoutRefused(410, "expired")
+    if not here.withdrawals:
+        raise Problem(404, "not_found", "Not found", "this checkout offers no withdrawals")
     currency = session.currency or _currency(str(form.get("currency", ""))) or DEFAULT_CURRENCY
     typed = str(form.get("amount", ""))
     errors: dict[str, str] = {}
@@ -361,9 +422,7 @@ async def start_payout(request: Request, token: str) -> Response:
         if amount_minor > (balance.available if balance else 0):
             # Told before anything starts; the payout's hold still decides when two withdrawals race.
             errors["amount"] = "over_balance"
-    attempt_id = str(form.get("attempt", ""))
-    if not ATTEMPT_ID.fullmatch(attempt_id):
-        errors["form"] = "form_expired"
+    attempt_id = _attempt_id(form, errors)
     if errors:
         return await _withdrawal_form(here, currency=currency, typed_amount=typed, errors=errors, status_code=422)
     assert amount_minor is not None
@@ -371,15 +430,11 @@ async def start_payout(request: Request, token: str) -> Response:
         amount=to_decimal_string(amount_minor, currency), currency=currency, player_id=session.player_id,
         meta=PayoutMeta(country=_country(request, session),
                         sandbox_scenario=_scenario(request, form, PAYOUT_SCENARIOS)))
-    try:
-        _status, answer, _replayed = await initiate_withdrawal(request, here.principal, body,
-                                                               _attempt_key(session, attempt_id))
-    except Problem as problem:
-        if problem.status != 422:
-            return await _started_without_answer(here, attempt_id, "payout", problem)
-        errors[_field_of(problem)] = _form_code(problem)
+    started = await _start(here, attempt_id, AttemptKind.PAYOUT,
+                           lambda key: initiate_withdrawal(request, here.principal, body, key))
+    if isinstance(started, Problem):
+        errors[_field_of(started)] = _form_code(started)
         return await _withdrawal_form(here, currency=currency, typed_amount=typed, errors=errors, status_code=422)
-    await sessions_of(request).record_attempt(session, attempt_id, Attempt("payout", answer["payout_id"]), utcnow())
     return RedirectResponse(here.url(f"/attempts/{attempt_id}"), status_code=303)
 
 
@@ -390,12 +445,12 @@ async def start_payout(request: Request, token: str) -> Response:
 class Progress:
     """What the status page shows of one attempt."""
 
-    kind: str
+    kind: AttemptKind
     resource_id: str
     status: str
     outcome: Outcome
-    amount: str
-    started: str  # when, in the page's language
+    amount: str | None  # None: it never started
+    started: str | None  # when, in the page's language
     method: str | None
     continue_url: str | None
     links: dict[str, str]  # retry / other_method / back: where each next step goes
@@ -406,7 +461,19 @@ async def _progress(here: Visit, attempt_id: str) -> Progress:
         attempt_id) else None
     if attempt is None:
         raise Problem(404, "attempt_not_found", "Not found", "no payment of this checkout has this address")
-    if attempt.kind == "deposit":
+    try:
+        return await _progress_of(here, attempt)
+    except Problem as problem:
+        if problem.code not in ("payment_not_found", "payout_not_found"):
+            raise
+    # Its start failed before the workflow existed (the form's answer was a 5xx): nothing was charged.
+    retry = here.url("" if attempt.kind is AttemptKind.DEPOSIT else "/withdraw")
+    return Progress(attempt.kind, attempt.resource_id, "not_started", messages.NOT_STARTED, None, None, None, None,
+                    {"retry": retry, "back": _back_to_platform(here.session)})
+
+
+async def _progress_of(here: Visit, attempt: Attempt) -> Progress:
+    if attempt.kind is AttemptKind.DEPOSIT:
         deposit = await owned_payment(here.request, here.principal, attempt.resource_id)
         outcome = messages.deposit_outcome(deposit.status, deposit.failure_code)
         amount = here.lang.money(deposit.amount_minor, deposit.currency)
@@ -414,14 +481,15 @@ async def _progress(here: Visit, attempt_id: str) -> Progress:
         links = {"retry": here.url("", **again), "other_method": here.url("", **again),
                  "back": _back_to_platform(here.session, payment_id=deposit.payment_id, status=deposit.status)}
         continue_url = deposit.redirect_url if deposit.status == "requires_action" else None
-        return Progress("deposit", deposit.payment_id, deposit.status, outcome, amount,
-                        here.lang.moment(datetime.fromisoformat(deposit.created_at)), deposit.method, continue_url,
+        return Progress(AttemptKind.DEPOSIT, deposit.payment_id, deposit.status, outcome, amount,
+                        here.lang.moment(datetime.fromisoformat(deposit.created_at)), deposit.method,
+                        continue_url if _web_address(continue_url) else None,
                         links)
     payout = await owned_payout(here.request, here.principal, attempt.resource_id)
     outcome = messages.payout_outcome(payout.status, payout.failure_code)
     links = {"retry": here.url("/withdraw", currency=payout.currency),
              "back": _back_to_platform(here.session, payout_id=payout.payout_id, status=payout.status)}
-    return Progress("payout", payout.payout_id, payout.status, outcome,
+    return Progress(AttemptKind.PAYOUT, payout.payout_id, payout.status, outcome,
                     here.lang.money(payout.amount_minor, payout.currency),
                     here.lang.moment(datetime.fromisoformat(payout.created_at)), None, None, links)
 
@@ -444,6 +512,15 @@ async def attempt_status(request: Request, token: str, attempt_id: str) -> JSONR
     return JSONResponse({"state": f"{progress.status}:{outcome.title}", "final": outcome.final, "html": html,
                          "announce": f"{here.lang.gettext(outcome.title)}. {here.lang.gettext(outcome.detail)}"},
                         headers={"cache-control": "no-store"})
+
+
+@router.get("/return/{return_token}")
+async def back_from_psp(request: Request, return_token: str) -> Response:
+    """Where a PSP sends the player back: its token opens one attempt's status page, which this redirects to."""
+    session, attempt_id = await sessions_of(request).open_return(return_token, utcnow())
+    token = sessions_of(request).token(session)
+    here = _in_language(request, token, session, request.query_params.get("lang"))
+    return RedirectResponse(here.url(f"/attempts/{attempt_id}"), status_code=303)
 
 
 @router.get("/{token}/{rest:path}")

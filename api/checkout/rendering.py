@@ -3,14 +3,16 @@ Problem into a page (never problem+json, never a stack trace), and the headers o
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.checkout import i18n
@@ -19,7 +21,9 @@ from payloop.money import to_decimal_string
 from api.checkout.sessions import CheckoutRefused, CheckoutSession
 from api.problems import Problem
 
+log = logging.getLogger("payloop.api.checkout")
 PREFIX = "/checkout"
+STATIC_PREFIX = "/checkout/static/"
 LANGUAGE_NAMES = {"en": "English", "de": "Deutsch", "fi": "Suomi", "es": "Español"}  # each in its own language
 HEADERS = {
     "x-content-type-options": "nosniff",
@@ -27,6 +31,8 @@ HEADERS = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",  # balances and payments stay out of shared and back-button caches
 }
+# The stylesheet and script hold nothing of anyone's: cached for an hour (and revalidated after).
+STATIC_HEADERS = HEADERS | {"cache-control": "public, max-age=3600"}
 # Scripts and styles are the checkout's own files only (no inline code, no CDN). Forms post to the checkout only;
 # the redirect that follows a deposit form goes to the PSP's page, which `form-action` would block in Chromium, so
 # the directive is left out. Who may frame a page: itself and the platform that opened the session (its
@@ -44,8 +50,8 @@ PROBLEM_PAGES = {
     404: (N_("Page not found"), N_("This checkout has no such page. Go back to the casino and open the cashier "
                                    "again.")),
 }
-SERVICE_PROBLEM = (N_("Something went wrong"),
-                   N_("We could not complete this step. Nothing was charged by it. Please try again in a moment."))
+# Said where the checkout cannot tell more; a form whose payment may have started never ends here (pages._start).
+SERVICE_PROBLEM = (N_("Something went wrong"), N_("We could not complete this step. Please try again in a moment."))
 
 
 # A host as CSP source expressions take it (a name or IPv4 address; an optional port is added apart).
@@ -54,9 +60,10 @@ _CSP_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 
 def frame_ancestors(session: CheckoutSession | None) -> str:
     """Who may frame the page: itself and the origin of the session's return URL — rebuilt from its scheme, host and
-    port only, so nothing else of the URL (credentials, a `;`) reaches the header."""
+    port only, so nothing else of the URL (credentials, a `;`) reaches the header. A page without a session (a
+    refused link, an error) has no control to click, so any casino's frame may show it."""
     if session is None:
-        return "'none'"
+        return "*"
     parts = urlsplit(session.return_url)
     try:
         port = parts.port
@@ -95,9 +102,17 @@ def message_page(request: Request, status_code: int, title: str, detail: str) ->
                   detail=detail)
 
 
+class GoTo(Exception):
+    """Ends a request with a redirect to `url` from deep in a page's code (see CheckoutRoute)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
 class CheckoutRoute(APIRoute):
-    """A checkout page: a URL that opens nothing (tampered 403, expired 410, 429) or a Problem of the shared code
-    becomes a page in the player's language with the same status."""
+    """A checkout page: a URL that opens nothing (tampered 403, expired 410, 429), a Problem of the shared code or
+    any failure becomes a page in the player's language with its status — never problem+json, never a trace."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
@@ -111,9 +126,17 @@ class CheckoutRoute(APIRoute):
                 if refused.retry_after_seconds is not None:
                     response.headers["retry-after"] = str(refused.retry_after_seconds)
                 return response
+            except GoTo as go:
+                return RedirectResponse(go.url, status_code=303)
             except Problem as problem:
                 title, detail = PROBLEM_PAGES.get(problem.status, SERVICE_PROBLEM)
                 return message_page(request, problem.status, title, detail)
+            except HTTPException as refused:  # Starlette's own, e.g. a form over its limits (400)
+                title, detail = PROBLEM_PAGES.get(refused.status_code, SERVICE_PROBLEM)
+                return message_page(request, refused.status_code, title, detail)
+            except Exception:
+                log.exception("checkout page failed")
+                return message_page(request, 500, *SERVICE_PROBLEM)
 
         return checkout_handler
 
@@ -131,8 +154,9 @@ class CheckoutHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.decode("latin-1").lower() not in HEADERS]
-                headers += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+                wanted = STATIC_HEADERS if path.startswith(STATIC_PREFIX) else HEADERS
+                headers = [(k, v) for k, v in message.get("headers", []) if k.decode("latin-1").lower() not in wanted]
+                headers += [(k.encode(), v.encode()) for k, v in wanted.items()]
                 if not any(k.lower() == b"content-security-policy" for k, _ in headers):
                     headers.append((b"content-security-policy", CSP.format(ancestors="'none'").encode()))
                 message = {**message, "headers": headers}

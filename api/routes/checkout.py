@@ -27,8 +27,9 @@ async def create_checkout_session(
 ) -> CheckoutSessionResponse:
     """A checkout URL for `player_id`, valid `PAYLOOP_CHECKOUT_SESSION_MINUTES` (at most 30): send the player's
     browser there (a redirect, or an iframe). The payments it starts are this client's, for this player only; the
-    player comes back to `return_url` with `payment_id` / `payout_id` and `status` added to its query. Creating a
-    session starts nothing, so no Idempotency-Key is needed."""
+    player comes back to `return_url` with `payment_id` / `payout_id` and `status` added to its query. The
+    withdrawal page (and the balance) is offered only when the key also has the `wallet` scope. Creating a session
+    starts nothing, so no Idempotency-Key is needed."""
     amount_minor = None
     if body.amount is not None:
         if body.currency is None:
@@ -45,7 +46,8 @@ async def create_checkout_session(
     locale = i18n.supported(body.locale)
     token, session = await sessions.create(
         client_id=principal.client_id, player_id=body.player_id, currency=body.currency, amount_minor=amount_minor,
-        country=body.country, locale=locale, return_url=body.return_url, now=utcnow())
+        country=body.country, locale=locale, return_url=body.return_url,
+        may_withdraw="wallet" in principal.scopes, now=utcnow())
     base = request.app.state.settings.checkout_url
     return CheckoutSessionResponse(session_id=session.session_id, url=f"{base}/checkout/{token}",
                                    expires_at=session.expires_at.isoformat(), locale=locale)

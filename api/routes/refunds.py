@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from api import corrections, engine
 from api.auth import Principal, require_scope
 from api.errors import Problem, problem_responses
-from api.idempotency import IDEMPOTENCY_KEY_DOC, resolve_key, run_once
+from api.idempotency import IDEMPOTENCY_KEY_DOC, answer_json, answer_once, resolve_key
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.routes.payments import owned_payment, review_refused
 from api.schemas import RefundCreated, RefundList, RefundRequest, RefundView, ReviewDecisionRequest
@@ -67,11 +67,11 @@ async def create_refund(
     check_sandbox_scenario(body.meta.sandbox_scenario, REFUND_SCENARIOS)
     payment = await owned_payment(request, principal, payment_id)
     amount_minor = amount_in_minor_units(body.amount, payment.currency)
-    return await run_once(
+    return answer_json(*await answer_once(
         request.app.state.idempotency, principal.client_id, REFUND_ENDPOINT, key,
         {"payment_id": payment_id, **body.model_dump(exclude={"idempotency_key"})}, "ref",
         lambda refund_id: _refund(request, payment, refund_id, body, amount_minor),
-    )
+    ))
 
 
 async def _refund(

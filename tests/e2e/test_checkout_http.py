@@ -36,6 +36,8 @@ PROBLEM_JSON = "application/problem+json"
 RETURN_URL = "https://casino.example/cashier/return"
 FRAMED_BY_CASINO = "frame-ancestors 'self' https://casino.example"
 FRAMED_BY_NOBODY = "frame-ancestors 'none'"
+# A page with no session behind it (a refused link, an error) has nothing to click: any casino's frame may show it.
+FRAMED_BY_ANYONE = "frame-ancestors *"
 # Elements without an end tag: never open, so text after them is not theirs.
 VOID_ELEMENTS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
                            "track", "wbr"})
@@ -303,7 +305,8 @@ async def test_an_expired_session_refuses_its_forms_but_shows_its_status_within_
     store = session_store(stack)
     opened_at = utcnow() - timedelta(minutes=stack.settings.checkout_session_minutes + 1)
     token, session = await store.create(client_id="casino-a", player_id=player, currency=None, amount_minor=None,
-                                        country=None, locale=None, return_url=RETURN_URL, now=opened_at)
+                                        country=None, locale=None, return_url=RETURN_URL, may_withdraw=True,
+                                        now=opened_at)
     deposit = await stack.deposit(player_id=player)  # what a form of the session started while it was open
     attempt_id = secrets.token_urlsafe(18)
     await store.record_attempt(session, attempt_id, Attempt("deposit", deposit["payment_id"]), opened_at)
@@ -325,7 +328,8 @@ async def test_an_expired_session_refuses_its_forms_but_shows_its_status_within_
     grace = timedelta(minutes=stack.settings.checkout_status_grace_minutes)
     long_ago = utcnow() - timedelta(minutes=stack.settings.checkout_session_minutes) - grace - timedelta(minutes=1)
     old_token, old = await store.create(client_id="casino-a", player_id=player, currency=None, amount_minor=None,
-                                        country=None, locale=None, return_url=RETURN_URL, now=long_ago)
+                                        country=None, locale=None, return_url=RETURN_URL, may_withdraw=True,
+                                        now=long_ago)
     await store.record_attempt(old, attempt_id, Attempt("deposit", deposit["payment_id"]), long_ago)
     html_page(await browser.get(f"/checkout/{old_token}/attempts/{attempt_id}"), 410)
     await stack.wait_final(deposit["payment_id"])
@@ -348,7 +352,8 @@ async def test_a_session_signed_with_the_old_key_opens_while_rotating_and_not_af
     after = session_store(stack, new_key)
     now = utcnow()
     fields: dict[str, Any] = {"client_id": "casino-a", "player_id": new_player(), "currency": "EUR",
-                              "amount_minor": 5000, "country": None, "locale": None, "return_url": RETURN_URL}
+                              "amount_minor": 5000, "country": None, "locale": None, "return_url": RETURN_URL,
+                              "may_withdraw": True}
 
     old_token, made = await before.create(**fields, now=now)
     assert (await rotating.open(old_token, now)).session_id == made.session_id
@@ -366,10 +371,10 @@ async def test_a_session_signed_with_the_old_key_opens_while_rotating_and_not_af
 # --- 3. headers ------------------------------------------------------------------------------------------------
 
 
-def assert_checkout_headers(response: httpx.Response, frame_ancestors: str) -> None:
+def assert_checkout_headers(response: httpx.Response, frame_ancestors: str, cache: str = "no-store") -> None:
     headers = response.headers
     assert headers["referrer-policy"] == "no-referrer", response.url
-    assert headers["cache-control"] == "no-store", response.url
+    assert headers["cache-control"] == cache, response.url
     assert headers["x-content-type-options"] == "nosniff", response.url
     assert "set-cookie" not in headers, response.url
     assert headers["content-security-policy"].endswith(frame_ancestors), (response.url, headers)
@@ -394,9 +399,11 @@ async def test_every_checkout_response_has_the_headers_and_only_session_pages_ma
         assert_checkout_headers(response, FRAMED_BY_CASINO)
         assert response.headers["content-security-policy"].startswith("default-src 'self';")
     assert status_poll.status_code == 200 and status_poll.headers["content-type"] == "application/json"
-    for response in (started, status_poll, await browser.get("/checkout/static/checkout.css"),
-                     await browser.get("/checkout/static/checkout.js")):
+    for response in (started, status_poll):
         assert_checkout_headers(response, FRAMED_BY_NOBODY)
+    for asset in ("checkout.css", "checkout.js"):  # nobody's data: cached
+        assert_checkout_headers(await browser.get(f"/checkout/static/{asset}"), FRAMED_BY_NOBODY,
+                                "public, max-age=3600")
 
     # Only the return URL's scheme, host and port reach the header: not its credentials, nor a smuggled directive.
     for return_url, ancestors in (("https://user:pw@casino.example:8443/r", "'self' https://casino.example:8443"),
@@ -413,7 +420,7 @@ async def test_every_checkout_response_has_the_headers_and_only_session_pages_ma
     }
     for status, response in errors.items():
         assert response.status_code == status, response.text
-        assert_checkout_headers(response, FRAMED_BY_NOBODY)
+        assert_checkout_headers(response, FRAMED_BY_NOBODY if status == 405 else FRAMED_BY_ANYONE)
     [payout_id] = [resource for _, kind, resource in await attempts_of(stack, session.session_id) if kind == "payout"]
     await assert_settled(stack, await wait_payout(stack, payout_id))
     await stack.check_invariants()

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("country", sa.String(2)),
         sa.Column("locale", sa.String(10)),
         sa.Column("return_url", sa.String(2000), nullable=False),
+        sa.Column("may_withdraw", sa.Boolean, nullable=False),
         sa.Column("created_at", UtcDateTime, nullable=False),
         sa.Column("expires_at", UtcDateTime, nullable=False),
     )
