@@ -16,7 +16,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
 from api.checkout import i18n, pages
-from api.checkout.rendering import CheckoutHeaders
+from api.checkout.rendering import DEFAULT_HEADERS, PREFIX, response_headers
+from api.response_headers import PrefixHeaders
 
 STATIC = Path(__file__).parent / "static"
 _static = APIRouter(prefix="/checkout/static", include_in_schema=False)
@@ -45,6 +46,6 @@ def install(app: FastAPI) -> None:
     """The pages, their static files and their headers (the sessions' store is made at start-up: api/app.py)."""
     for code in i18n.LOCALES:  # the catalogs are compiled now, not on a player's first page in each language
         i18n.environment(code)
-    app.add_middleware(CheckoutHeaders)
+    app.add_middleware(PrefixHeaders, prefix=PREFIX, headers=response_headers, defaults=DEFAULT_HEADERS)
     app.include_router(_static)  # before the pages, whose /checkout/{token} would take /checkout/static
     app.include_router(pages.router)

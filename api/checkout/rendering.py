@@ -13,7 +13,6 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.checkout import i18n
 from api.checkout.messages import N_, form_error, method_name
@@ -141,25 +140,10 @@ class CheckoutRoute(APIRoute):
         return checkout_handler
 
 
-class CheckoutHeaders:
-    """HEADERS on every response under /checkout, and a CSP that frames nothing where the page set none."""
+def response_headers(path: str) -> dict[str, str]:
+    """HEADERS on every /checkout response; the static files' let them be cached."""
+    return STATIC_HEADERS if path.startswith(STATIC_PREFIX) else HEADERS
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path == PREFIX or path.startswith(PREFIX + "/")):
-            return await self.app(scope, receive, send)
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                wanted = STATIC_HEADERS if path.startswith(STATIC_PREFIX) else HEADERS
-                headers = [(k, v) for k, v in message.get("headers", []) if k.decode("latin-1").lower() not in wanted]
-                headers += [(k.encode(), v.encode()) for k, v in wanted.items()]
-                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
-                    headers.append((b"content-security-policy", CSP.format(ancestors="'none'").encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+# Where a response set no CSP of its own (a redirect, the JSON status, a 404 of the framework): it frames nothing.
+DEFAULT_HEADERS = {"content-security-policy": CSP.format(ancestors="'none'")}

@@ -12,7 +12,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
 from api.console.pages import alerts, dead_letters, incidents, login, overview, payments, psps, recon, reviews
-from api.console.rendering import STATIC, SecurityHeaders
+from api.console.rendering import PREFIX, SECURITY_HEADERS, STATIC
+from api.response_headers import PrefixHeaders
 
 _static = APIRouter(prefix="/ops/static", include_in_schema=False)
 
@@ -25,7 +26,7 @@ async def stylesheet() -> FileResponse:
 def install(app: FastAPI) -> None:
     """The console's routes and the security headers of its responses (the sessions' store is made at start-up,
     with the database: api/app.py)."""
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(PrefixHeaders, prefix=PREFIX, headers=lambda _path: SECURITY_HEADERS)
     for module in (login, overview, incidents, alerts, payments, reviews, dead_letters, recon, psps):
         app.include_router(module.router)
     app.include_router(_static)

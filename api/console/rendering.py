@@ -12,7 +12,6 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.console import flash
 from api.console.guard import FormRefused, SignInRequired
@@ -91,25 +90,3 @@ class ConsoleRoute(APIRoute):
 def signed_in(request: Request) -> ConsoleSession | None:
     """The session the guard found for this request, if it got that far (a refusal page then keeps the menu)."""
     return getattr(request.state, "console_session", None)
-
-
-class SecurityHeaders:
-    """Adds SECURITY_HEADERS to every response under /ops (pages, redirects, the stylesheet, 404s)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path == PREFIX or path.startswith(PREFIX + "/")):
-            return await self.app(scope, receive, send)
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.decode("latin-1").lower() not in SECURITY_HEADERS]
-                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
