@@ -35,6 +35,7 @@ from ledger import parse_account, player_account
 from payloop.db import utcnow
 from payloop.money import CURRENCY_EXPONENTS, MoneyError, currency_exponent, to_decimal_string, to_minor_units
 from players import PlayerStore
+from psp.registry import PROVIDERS
 from psp.routing import payout_choice
 from psp.scenarios import PAYOUT_SCENARIOS, SCENARIOS
 
@@ -392,8 +393,9 @@ async def _payout_destination(request: Request, session: CheckoutSession, curren
     settings = request.app.state.settings
     last_deposit = await request.app.state.ledger.last_credit(player_account(session.player_id, currency), "deposit")
     deposit_psp = parse_account(last_deposit.debit_account)[1] if last_deposit is not None else None
-    fallback = config.psp(settings.payout_fallback_psp)
-    choice = payout_choice(config, deposit_psp=deposit_psp, fallback_methods=fallback.payout_methods if fallback else (),
+    # The fallback PSP's methods as its connector states them (psp.registry), as the routing step reads them.
+    fallback = next((p.payout_methods for p in PROVIDERS if p.name == settings.payout_fallback_psp), frozenset())
+    choice = payout_choice(config, deposit_psp=deposit_psp, fallback_methods=fallback,
                            currency=currency, amount_minor=amount_minor, country=_country(request, session),
                            available=available_psps(), health=await health_store(request).states())
     if choice is None:
