@@ -106,6 +106,9 @@ def assert_form_refused(response: httpx.Response, field_name: str, code: str, la
     message = i18n.language(lang).gettext(form_error(code))
     [summary] = page.find(role="alert")
     assert message in summary.text, summary.text
+    for link in page.find("a"):  # the summary's links (and the skip link) lead to an element of this page
+        if link.attrs["href"].startswith("#"):
+            page.by_id(link.attrs["href"][1:])
     if field_name == "form":  # the whole form, no field to tie it to
         return page
     error = page.by_id(f"{field_name}-error")

@@ -1,5 +1,5 @@
 // The checkout's only script, and the pages work without it: it sends a form once and follows a payment's status
-// live, announcing each change to screen readers (the page without it reloads itself every few seconds).
+// live, announcing each change to screen readers (the page without it offers a link to reload it).
 (function () {
   "use strict";
 
@@ -41,9 +41,13 @@
       })
       .then(function (status) {
         if (status.state !== panel.dataset.state) {
+          // Swapping the panel drops the focus of a control inside it (a link, a button) to the page: it goes to
+          // the new panel's title instead, so a keyboard or screen-reader user stays where they were.
+          var hadFocus = panel.contains(document.activeElement);
           panel.innerHTML = status.html;
           panel.dataset.state = status.state;
           live.textContent = status.announce;
+          if (hadFocus) document.getElementById("outcome-title").focus();
         }
         if (status.final) {
           panel.dataset.final = "true";
