@@ -4,15 +4,19 @@ test-artifacts/checkout/ (CI keeps them)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.async_api import BrowserContext, Locator, Page, expect
 
+from api.app import create_app
 from api.checkout import i18n
 from tests.e2e.a11y import assert_accessible
-from tests.e2e.conftest import Stack, new_player
+from tests.e2e.conftest import API_KEY, Stack, free_port, new_player, serve
 
 SCREENSHOTS = Path(__file__).parent.parent.parent / "test-artifacts" / "checkout"
 RETURN_URL = "https://casino.example/cashier?x=1"
@@ -20,6 +24,11 @@ RETURN_URL = "https://casino.example/cashier?x=1"
 VIEWPORT = {"width": 800, "height": 900}
 # A payment's way to its final status through the sandbox, the worker and the page's one-second polls.
 SETTLE_MS = 20_000
+# The workflows' waits for a PSP's webhook and for the player's KYC, long enough that a test decides when the payment
+# moves on (Stack.webhooks_held, a KYC set by the test) — not the stack's 2-8 s, after which a deposit would ask the
+# PSP or give up by itself, however busy the machine.
+PATIENT = {"deposit_webhook_timeout_seconds": 30.0, "payout_webhook_timeout_seconds": 30.0,
+           "deposit_kyc_wait_timeout_seconds": 30.0, "kyc_wait_timeout_seconds": 30.0}
 
 
 @dataclass(frozen=True)
@@ -32,10 +41,12 @@ class Checkout:
 
 
 async def open_session(stack: Stack, *, player_id: str | None = None, currency: str | None = "EUR",
-                       amount: str | None = None, locale: str | None = None) -> Checkout:
-    body: dict[str, Any] = {"player_id": player_id or new_player(), "country": "DE", "return_url": RETURN_URL}
+                       amount: str | None = None, locale: str | None = None, country: str = "DE",
+                       return_url: str = RETURN_URL, api: httpx.AsyncClient | None = None) -> Checkout:
+    """A session opened through the stack's API, or through `api` (checkout_api), whose pages it then serves."""
+    body: dict[str, Any] = {"player_id": player_id or new_player(), "country": country, "return_url": return_url}
     body |= {name: value for name, value in (("currency", currency), ("amount", amount), ("locale", locale)) if value}
-    response = await stack.api.post("/v1/checkout/sessions", json=body)
+    response = await (api or stack.api).post("/v1/checkout/sessions", json=body)
     assert response.status_code == 201, response.text
     answer = response.json()
     return Checkout(body["player_id"], answer["url"], answer["session_id"])
@@ -94,3 +105,17 @@ async def deposits_of(stack: Stack, player_id: str) -> list[dict[str, Any]]:
     response = await stack.api.get("/v1/ops/payments", params={"player_id": player_id})
     assert response.status_code == 200, response.text
     return response.json()["payments"]
+
+
+@contextlib.asynccontextmanager
+async def checkout_api(stack: Stack, **setting_overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The stack's API once more, on a port of its own with `setting_overrides` (the stack's own API keeps its
+    settings for the other tests): the platform's client. The sessions opened through it send the player's browser
+    to it, and the payments they start take its settings; the PSPs' webhooks still go to the stack's API."""
+    settings = stack.settings.model_copy(update={"api_port": free_port(), **setting_overrides})
+    async with (
+        serve(create_app(settings, engine=stack.engine, temporal=stack.client), settings.api_port),
+        httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {API_KEY}"},
+                          timeout=30) as platform,
+    ):
+        yield platform

@@ -8,20 +8,23 @@ SQLite only to keep CI short, but for the frictionless card deposit, which runs 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 from playwright.async_api import Browser, BrowserContext, Page, Request, Response, expect
 
 from api.checkout import i18n, messages
 from api.checkout.sessions import CheckoutSessions
+from api.models import checkout_sessions
 from payloop.db import utcnow
 from tests.conftest import BACKENDS
 from tests.e2e.a11y import focused_description, has_visible_focus, tab_until
 from tests.e2e.checkout_helpers import (
-    RETURN_URL, Checkout, choose, deposit_button, deposits_of, enter_amount, expect_outcome, look, new_page,
-    open_checkout, open_session,
+    PATIENT, RETURN_URL, Checkout, checkout_api, choose, deposit_button, deposits_of, enter_amount, expect_outcome,
+    look, new_page, open_checkout, open_session,
 )
 from tests.e2e.conftest import Stack, new_player
 from tests.e2e.test_payouts import assert_settled, funded_player, get_payout
@@ -167,6 +170,93 @@ async def test_crypto_deposit_status_page_follows_the_confirmations(stack: Stack
     payment = await stack.payment(await reference_on(page))
     assert (payment["status"], payment["psp"]) == ("credited", "crypto")
     assert await stack.balance(checkout.player_id) == "50.00"
+    await stack.check_invariants()
+
+
+# Under Playwright's clock, what the status page's script does: each wait it asks setTimeout for, each look at the
+# payment (a fetch) and each answer's status. Added after the clock's own init scripts, so the setTimeout it records
+# is the clock's (`clocked` says so); Playwright's injected scripts keep the real one.
+RECORD_POLLING = """(() => {
+    window.__polling = {clocked: Boolean(window.__pwClock), waits: [], looks: 0, answers: []};
+    const record = window.__polling;
+    const setTimeoutOfClock = window.setTimeout;
+    window.setTimeout = (callback, ms, ...rest) => {
+        record.waits.push(ms);
+        return setTimeoutOfClock(callback, ms, ...rest);
+    };
+    const fetchOfPage = window.fetch;
+    window.fetch = (...args) => {
+        record.looks += 1;
+        return fetchOfPage(...args).then(answer => { record.answers.push(answer.status); return answer; });
+    };
+})()"""
+
+
+async def polling(page: Page) -> dict[str, Any]:
+    return await page.evaluate("window.__polling")
+
+
+async def waits_become(page: Page, waits: list[int]) -> None:
+    """The script has asked for exactly `waits` so far (each asked once its look's answer is read)."""
+    await page.wait_for_function("n => window.__polling.waits.length >= n", arg=len(waits), polling=20)
+    assert (await polling(page))["waits"] == waits
+
+
+@SQLITE
+async def test_the_status_page_looks_less_often_over_time_waits_out_a_429_and_stops_once_the_link_is_gone(
+    stack: Stack, browser: Browser
+) -> None:
+    clocked = await browser.new_context()
+    plain = await browser.new_context()  # axe runs on the page's own timers: not under a paused clock
+    try:
+        start = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+        await clocked.clock.install(time=start)
+        await clocked.clock.pause_at(start + timedelta(seconds=1))  # time moves only when the test moves it
+        await clocked.add_init_script(RECORD_POLLING)
+        # Six requests an hour: the form (1), its post (2), the status page (3) and three looks; the fourth is 429.
+        async with checkout_api(stack, rate_limit_checkout="6/hour", **PATIENT) as api:
+            checkout = await open_session(stack, api=api, amount="50.00")
+            page = await new_page(clocked)
+            await page.goto(checkout.url)
+            await choose(page, EN, method="E-wallet", scenario="Approve (frictionless)")
+            async with stack.webhooks_held():  # the payment stays in progress until the block ends
+                await deposit_button(page, EN).click()
+                await page.wait_for_url("**/attempts/**")
+                await expect_outcome(page, EN, "Payment in progress")
+                assert (await polling(page))["clocked"]
+                await waits_become(page, [1000])
+                await clocked.clock.run_for(1000)
+                await waits_become(page, [1000, 1000])  # every second for the first 30 s
+                await clocked.clock.fast_forward(29_000)
+                await waits_become(page, [1000, 1000, 3000])  # then every 3 s
+                await clocked.clock.fast_forward(90_000)
+                await waits_become(page, [1000, 1000, 3000, 15_000])  # after two minutes, every 15 s
+
+                async with page.expect_response("**/status") as limited:
+                    await clocked.clock.run_for(15_000)
+                retry_after_seconds = int((await limited.value).headers["retry-after"])
+                await waits_become(page, [1000, 1000, 3000, 15_000, retry_after_seconds * 1000])
+                await clocked.clock.run_for(retry_after_seconds * 1000 - 1)
+                assert (await polling(page))["looks"] == 4  # none before the Retry-After
+                await open_checkout(plain, checkout, "rate-limited", expect_status=429)
+
+                # The session's row gone, its link answers 410: the script stops looking.
+                async with stack.engine.begin() as conn:
+                    await conn.execute(checkout_sessions.delete().where(
+                        checkout_sessions.c.session_id == checkout.session_id))
+                await clocked.clock.run_for(1)
+                await page.wait_for_function("() => window.__polling.answers.length === 5", polling=20)
+                await clocked.clock.run_for(3_600_000)
+                record = await polling(page)
+                assert (record["answers"], record["looks"]) == ([200, 200, 200, 429, 410], 5)
+                assert len(record["waits"]) == 5  # nothing asked after the 410
+            await expect_outcome(page, EN, "Payment in progress")  # what the page last knew
+        payment = await stack.wait_final(await reference_on(page))
+        assert payment["status"] == "credited"
+        assert await stack.balance(checkout.player_id) == "50.00"
+    finally:
+        await clocked.close()
+        await plain.close()
     await stack.check_invariants()
 
 
