@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.async_api import BrowserContext, Locator, Page, expect
+from playwright.async_api import BrowserContext, FrameLocator, Locator, Page, expect
 
 from api.app import create_app
 from api.checkout import i18n
@@ -75,27 +75,29 @@ async def open_checkout(context: BrowserContext, checkout: Checkout, name: str, 
     return page
 
 
-async def enter_amount(page: Page, typed: str, lang: i18n.Language) -> None:
+async def enter_amount(page: Page | FrameLocator, typed: str, lang: i18n.Language) -> None:
     """The first step: the amount as the player types it, then Continue to the methods."""
     await page.get_by_label(lang.gettext("Amount"), exact=True).fill(typed)
     await page.get_by_role("button", name=lang.gettext("Continue")).click()
     await page.get_by_role("group", name=lang.gettext("Payment method")).wait_for()
 
 
-async def choose(page: Page, lang: i18n.Language, *, method: str, scenario: str | None = None) -> None:
+async def choose(page: Page | FrameLocator, lang: i18n.Language, *, method: str, scenario: str | None = None) -> None:
     """The method (its translated name) and, on the sandbox, the PSP's behaviour (its option's label)."""
     await page.get_by_role("radio", name=lang.gettext(method), exact=True).check()
     if scenario is not None:
         await page.get_by_label(lang.gettext("Sandbox test scenario")).select_option(label=lang.gettext(scenario))
 
 
-def deposit_button(page: Page, lang: i18n.Language, amount_minor: int = 5000, currency: str = "EUR") -> Locator:
+def deposit_button(page: Page | FrameLocator, lang: i18n.Language, amount_minor: int = 5000,
+                   currency: str = "EUR") -> Locator:
     """The method step's submit button, named with the amount ("Deposit €50.00")."""
     name = lang.gettext("Deposit %(amount)s") % {"amount": lang.money(amount_minor, currency)}
     return page.get_by_role("button", name=name, exact=True)
 
 
-async def expect_outcome(page: Page, lang: i18n.Language, title: str, timeout_ms: int = SETTLE_MS) -> None:
+async def expect_outcome(page: Page | FrameLocator, lang: i18n.Language, title: str,
+                         timeout_ms: int = SETTLE_MS) -> None:
     """The status panel's title, once the payment gets there (the page's script swaps the panel in)."""
     await expect(page.locator("#outcome-title")).to_contain_text(lang.gettext(title), timeout=timeout_ms)
 

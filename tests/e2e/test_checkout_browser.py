@@ -8,6 +8,7 @@ SQLite only to keep CI short, but for the frictionless card deposit, which runs 
 
 from __future__ import annotations
 
+import html
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 from playwright.async_api import Browser, BrowserContext, Page, Request, Response, expect
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from api.checkout import i18n, messages
 from api.checkout.sessions import CheckoutSessions
@@ -26,7 +31,7 @@ from tests.e2e.checkout_helpers import (
     PATIENT, RETURN_URL, Checkout, checkout_api, choose, deposit_button, deposits_of, enter_amount, expect_outcome,
     look, new_page, open_checkout, open_session,
 )
-from tests.e2e.conftest import Stack, new_player
+from tests.e2e.conftest import Stack, free_port, new_player, serve
 from tests.e2e.test_payouts import assert_settled, funded_player, get_payout
 
 SQLITE = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
@@ -260,6 +265,51 @@ async def test_the_status_page_looks_less_often_over_time_waits_out_a_429_and_st
     await stack.check_invariants()
 
 
+def casino_site(checkout_url: str) -> Starlette:
+    """A casino's two pages: /casino holds the checkout in an iframe, /casino/return is where the player comes back."""
+
+    async def cashier(_request: HttpRequest) -> HTMLResponse:
+        return HTMLResponse(f'<!doctype html><html lang="en"><head><title>Casino</title></head><body><main>'
+                            f'<h1>Casino</h1><iframe src="{html.escape(checkout_url)}" title="Cashier" width="760" '
+                            f'height="800"></iframe></main></body></html>')
+
+    async def back(_request: HttpRequest) -> HTMLResponse:
+        return HTMLResponse('<!doctype html><html lang="en"><head><title>Casino</title></head><body><main>'
+                            '<h1>Welcome back</h1></main></body></html>')
+
+    return Starlette(routes=[Route("/casino", cashier), Route("/casino/return", back)])
+
+
+@SQLITE
+async def test_an_embedded_checkout_pays_in_the_casino_s_frame_and_goes_back_to_the_whole_casino_page(
+    stack: Stack, context: BrowserContext
+) -> None:
+    # The casino at localhost, the checkout at 127.0.0.1: another site, so the frame is a third party's.
+    port = free_port()
+    casino = f"http://localhost:{port}"
+    checkout = await open_session(stack, return_url=f"{casino}/casino/return")
+    assert urlsplit(checkout.url).hostname == "127.0.0.1"
+    async with serve(casino_site(checkout.url), port):
+        page = await new_page(context)
+        await page.goto(f"{casino}/casino")
+        frame = page.frame_locator('iframe[title="Cashier"]')
+        await enter_amount(frame, "50.00", EN)
+        await choose(frame, EN, method="E-wallet", scenario="Approve (frictionless)")
+        await deposit_button(frame, EN).click()
+        await expect_outcome(frame, EN, "Deposit successful")
+        await look(page, "embedded-credited")
+        payment_id = (await frame.locator(".facts code").inner_text()).strip()
+        await frame.get_by_role("link", name=EN.gettext("Back to the casino")).click()
+        await page.wait_for_url(f"{casino}/casino/return?**")  # the whole page, not the frame
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Welcome back")
+        assert await page.locator("iframe").count() == 0
+    assert parse_qs(urlsplit(page.url).query) == {"payment_id": [payment_id], "status": ["credited"]}
+    assert await context.cookies() == []
+    assert (await stack.payment(payment_id))["status"] == "credited"
+    assert await stack.balance(checkout.player_id) == "50.00"
+    await stack.check_invariants()
+
+
 @SQLITE
 async def test_a_declined_card_says_what_to_do_and_moves_no_money(stack: Stack, context: BrowserContext) -> None:
     checkout = await open_session(stack)
@@ -397,7 +447,8 @@ async def test_deposit_limits_and_self_exclusion_are_explained(stack: Stack, con
     await expect(blocked.get_by_role("heading", level=1)).to_have_text(EN.gettext(paused.title))
     await expect(blocked.locator("main")).to_contain_text(EN.gettext(paused.detail))
     assert await blocked.locator("form").count() == 0
-    assert await blocked.get_by_role("link", name=EN.gettext("Back to the casino")).get_attribute("href") == RETURN_URL
+    back = blocked.get_by_role("link", name=EN.gettext("Back to the casino"))
+    assert (await back.get_attribute("href"), await back.get_attribute("target")) == (RETURN_URL, "_top")
     await stack.check_invariants()
 
 
