@@ -432,6 +432,16 @@ async def test_every_checkout_response_has_the_headers_and_only_session_pages_ma
 # --- 4. forms the player got wrong -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("currency", "locale", "example"), [("EUR", "de", "50,00"), ("JPY", "en", "50"),
+                                                             ("BHD", "en", "50.000")])
+async def test_the_amount_hint_is_typed_with_the_currency_s_decimal_places(
+    stack: Stack, browser: httpx.AsyncClient, currency: str, locale: str, example: str
+) -> None:
+    session = await open_session(stack, currency=currency, locale=locale)
+    hint = html_page(await browser.get(session.path), 200).by_id("amount-hint")
+    assert hint.text == i18n.language(locale).gettext("For example %(example)s") % {"example": example}
+
+
 async def test_a_withdrawal_amount_typed_wrong_is_a_422_page_and_starts_nothing(
     stack: Stack, browser: httpx.AsyncClient
 ) -> None:
