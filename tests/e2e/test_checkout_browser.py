@@ -552,7 +552,7 @@ async def test_a_changed_or_expired_link_opens_no_form(stack: Stack, context: Br
                                 lifetime=timedelta(minutes=settings.checkout_session_minutes),
                                 status_grace=timedelta(minutes=settings.checkout_status_grace_minutes))
     token, _ = await sessions.create(client_id="casino-a", player_id=new_player(), currency="EUR", amount_minor=None,
-                                     country="DE", locale=None, return_url=RETURN_URL,
+                                     country="DE", locale=None, return_url=RETURN_URL, may_withdraw=True,
                                      now=utcnow() - timedelta(minutes=31))
     expired = Checkout("", f"{stack.settings.checkout_url}/checkout/{token}", "")
     page = await open_checkout(context, expired, "link-expired", expect_status=410)

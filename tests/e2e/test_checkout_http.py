@@ -23,7 +23,7 @@ from itsdangerous import URLSafeSerializer
 from api.app import create_app
 from api.checkout import i18n
 from api.checkout.messages import form_error
-from api.checkout.sessions import Attempt, CheckoutRefused, CheckoutSessions
+from api.checkout.sessions import Attempt, AttemptKind, CheckoutRefused, CheckoutSessions
 from api.models import checkout_attempts, checkout_sessions
 from ledger import player_account
 from ledger.models import ledger_transfers
@@ -369,6 +369,31 @@ async def test_a_session_signed_with_the_old_key_opens_while_rotating_and_not_af
     with pytest.raises(CheckoutRefused) as unknown:
         await before.open(new_token, now)
     assert unknown.value.status == 403
+
+
+async def test_the_withdraw_tab_shows_only_where_the_session_may_withdraw(
+    stack: Stack, browser: httpx.AsyncClient
+) -> None:
+    for may_withdraw in (True, False):
+        token, _ = await session_store(stack).create(
+            client_id="casino-a", player_id=new_player(), currency="EUR", amount_minor=None, country=None,
+            locale=None, return_url=RETURN_URL, may_withdraw=may_withdraw, now=utcnow())
+        page = html_page(await browser.get(f"/checkout/{token}"), 200)
+        assert len(page.find("a", href=f"/checkout/{token}")) == 1  # the Deposit tab
+        assert len(page.find("a", href=f"/checkout/{token}/withdraw")) == int(may_withdraw)
+
+
+async def test_a_payment_that_never_started_shows_neither_an_amount_nor_a_date(
+    stack: Stack, browser: httpx.AsyncClient
+) -> None:
+    session = await open_session(stack, currency="EUR")
+    store = session_store(stack)
+    record = await store.open(session.path.removeprefix("/checkout/"), utcnow())
+    attempt_id, never = secrets.token_urlsafe(18), f"pay_{secrets.token_hex(12)}"
+    await store.record_attempt(record, attempt_id, Attempt(AttemptKind.DEPOSIT, never), utcnow())
+    page = html_page(await browser.get(f"{session.path}/attempts/{attempt_id}"), 200)
+    assert [term.text for term in page.find("dt")] == ["Reference"]
+    assert page.find("dd")[0].text == never and "None" not in page.by_id("status-panel").text
 
 
 # --- 3. headers ------------------------------------------------------------------------------------------------
