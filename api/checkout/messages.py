@@ -51,6 +51,44 @@ _PROCESSING = _waiting(N_("Payment in progress"),
 _DECLINED = _problem(N_("Payment declined"),
                      N_("The payment provider declined the payment. Nothing was charged. Try again or choose "
                         "another method."), Next.OTHER_METHOD)
+_NOT_CONFIRMED = _problem(N_("Payment not confirmed"),
+                          N_("The payment was not confirmed in time, so nothing was charged. You can try again."),
+                          Next.RETRY)
+_CANCELLED = _problem(N_("Payment cancelled"),
+                      N_("This payment was cancelled before it was completed, so nothing was charged. You can try "
+                         "again."), Next.RETRY)
+_CARD_DECLINED = _problem(N_("Card declined"),
+                          N_("Your card issuer declined the payment. Nothing was charged. Check the card's details and "
+                             "limits, or choose another method."), Next.OTHER_METHOD)
+_STEP_UP = _problem(N_("Extra check not completed"),
+                    N_("Your bank or the provider asked for an extra security check that this payment could not "
+                       "complete. Nothing was charged. Try again, or choose another method."), Next.OTHER_METHOD)
+_NOT_ACCEPTED = _problem(N_("Payment not accepted"),
+                         N_("The payment provider did not accept this payment. Nothing was charged. Choose another "
+                            "method."), Next.OTHER_METHOD)
+_METHOD_UNAVAILABLE = _problem(N_("Method unavailable"),
+                               N_("This method cannot take this payment right now. Nothing was charged. Choose "
+                                  "another method."), Next.OTHER_METHOD)
+_CHECK_UNAVAILABLE = _problem(N_("Please try again"),
+                              N_("We could not check the payment just now. Nothing was charged. Try again in a "
+                                 "moment."), Next.RETRY)
+_PROVIDER_UNAVAILABLE = _problem(N_("Provider unavailable"),
+                                 N_("The payment provider cannot be reached right now. Nothing was charged. Try "
+                                    "another method, or try again in a few minutes."), Next.OTHER_METHOD)
+_BANK_UNAVAILABLE = _problem(N_("Bank unavailable"),
+                             N_("Your bank or card issuer cannot be reached right now. Nothing was charged. Try "
+                                "another method, or try again in a few minutes."), Next.OTHER_METHOD)
+
+# A PSP's codes (psp.registry.error_tables(), and its status answers') for "not now": its own outage or load, or
+# that of the bank, card issuer or network behind it. Retried and failed over by the workflow; a deposit that runs
+# out of PSPs ends `psp_unavailable`, but a PSP's status answer may name one of these.
+_PROVIDER_OUTAGES = ("psp_unavailable", "psp_internal_error", "processing_error", "acquirer_unavailable",
+                     "wallet_backend_unavailable", "node_unavailable", "rate_limited", "rate_limit",
+                     "rate_limit_exceeded", "too_many_requests")
+_BANK_OUTAGES = ("issuer_unavailable", "bank_unavailable")
+# A PSP's codes asking for strong customer authentication the payment did not get (a deposit ends
+# `step_up_required`; a status answer may name the PSP's own code).
+_STEP_UP_CODES = ("step_up_required", "authentication_required", "sca_required", "consent_required")
 
 # A payment whose start failed before it existed (its form's answer was a service error).
 NOT_STARTED = _problem(N_("Payment not started"), N_("We could not start this payment, so nothing was charged. Try "
@@ -74,19 +112,22 @@ DEPOSIT_STATUSES: dict[str, Outcome] = {
     "refunded": _problem(N_("Deposit refunded"),
                          N_("This deposit could not be accepted and the money was sent back to you."),
                          Next.CONTACT_SUPPORT),
-    "expired": _problem(N_("Payment not confirmed"),
-                        N_("The payment was not confirmed in time, so nothing was charged. You can try again."),
-                        Next.RETRY),
+    "expired": _NOT_CONFIRMED,
     "failed": _DECLINED,
     "rejected": _problem(N_("Deposit not accepted"),
                          N_("We cannot accept this deposit. Please contact support."), Next.CONTACT_SUPPORT),
 }
 
-# Why a deposit failed or was refused, by its code; a code not here gets its status's message above.
-DEPOSIT_CODES: dict[str, Outcome] = {
-    "card_declined": _problem(N_("Card declined"),
-                              N_("Your card issuer declined the payment. Nothing was charged. Check the card's "
-                                 "details and limits, or choose another method."), Next.OTHER_METHOD),
+# Why a deposit failed (status `failed`), by its code: a PSP's decline or outage, or a step of ours that could not
+# be done (workflows/deposit.py). A code not here gets the failed status's message.
+DEPOSIT_FAILURES: dict[str, Outcome] = {
+    "card_declined": _CARD_DECLINED,
+    # The card's issuer suspects the card: the player is told what any decline says, not why.
+    "stolen_card": _CARD_DECLINED,
+    "fraud_suspected": _CARD_DECLINED,
+    "expired_card": _problem(N_("Card expired"),
+                             N_("This card has expired, so nothing was charged. Use another card or choose another "
+                                "method."), Next.OTHER_METHOD),
     "insufficient_funds": _problem(N_("Not enough funds"),
                                    N_("Your account with the provider does not have enough money for this payment. "
                                       "Nothing was charged. Choose a smaller amount or another method."),
@@ -100,27 +141,35 @@ DEPOSIT_CODES: dict[str, Outcome] = {
     "bank_rejected": _problem(N_("Bank declined"),
                               N_("Your bank declined the payment. Nothing was charged. Choose another method."),
                               Next.OTHER_METHOD),
+    "account_blocked": _problem(N_("Wallet declined"),
+                                N_("Your e-wallet account cannot make this payment. Nothing was charged. Check your "
+                                   "account with the e-wallet provider, or choose another method."),
+                                Next.OTHER_METHOD),
+    # The player's account at the PSP (an e-wallet, a bank), not the casino account (DEPOSIT_CODES).
+    "account_closed": _problem(N_("Provider account closed"),
+                               N_("Your account with the payment provider is closed, so nothing was charged. Choose "
+                                  "another method."), Next.OTHER_METHOD),
     "address_screening_failed": _problem(N_("Payment not accepted"),
                                          N_("The provider could not accept a payment from this wallet address. "
                                             "Choose another method."), Next.OTHER_METHOD),
-    "psp_unavailable": _problem(N_("Provider unavailable"),
-                                N_("The payment provider cannot be reached right now. Nothing was charged. Try "
-                                   "another method, or try again in a few minutes."), Next.OTHER_METHOD),
-    "no_route": _problem(N_("Method unavailable"),
-                         N_("This method cannot take this payment right now. Nothing was charged. Choose another "
-                            "method."), Next.OTHER_METHOD),
-    "method_unavailable": _problem(N_("Method unavailable"),
-                                   N_("This method cannot take this payment right now. Nothing was charged. Choose "
-                                      "another method."), Next.OTHER_METHOD),
-    "screening_unavailable": _problem(N_("Please try again"),
-                                      N_("We could not check the payment just now. Nothing was charged. Try again "
-                                         "in a moment."), Next.RETRY),
-    "routing_unavailable": _problem(N_("Please try again"),
-                                    N_("We could not check the payment just now. Nothing was charged. Try again in "
-                                       "a moment."), Next.RETRY),
-    "psp_timeout": _problem(N_("Payment not confirmed"),
-                            N_("The payment was not confirmed in time, so nothing was charged. You can try again."),
-                            Next.RETRY),
+    "psp_rejected": _NOT_ACCEPTED,
+    **dict.fromkeys(_STEP_UP_CODES, _STEP_UP),
+    **dict.fromkeys(_PROVIDER_OUTAGES, _PROVIDER_UNAVAILABLE),
+    **dict.fromkeys(_BANK_OUTAGES, _BANK_UNAVAILABLE),
+    "no_route": _METHOD_UNAVAILABLE,
+    "method_unavailable": _METHOD_UNAVAILABLE,
+    "screening_unavailable": _CHECK_UNAVAILABLE,
+    "routing_unavailable": _CHECK_UNAVAILABLE,
+    # Cancelled (from the Temporal UI or CLI) before a PSP answered; or cancelled at the PSP (the player left its
+    # page); or left to expire there.
+    "workflow_cancelled": _CANCELLED,
+    "psp_cancelled": _CANCELLED,
+    "psp_expired": _NOT_CONFIRMED,
+}
+
+# Why a deposit was refused (status `rejected`: our screening, a review) or expired, by its code; also the page of
+# a player who cannot deposit at all (pages.py). A code not here gets its status's message.
+DEPOSIT_CODES: dict[str, Outcome] = {
     "deposit_limit_exceeded": _problem(N_("Deposit limit reached"),
                                        N_("This deposit would go over the deposit limit you set. Choose a smaller "
                                           "amount, or wait until your limit period starts again."), Next.RETRY),
@@ -162,6 +211,24 @@ PAYOUT_STATUSES: dict[str, Outcome] = {
                           N_("The withdrawal was cancelled and the amount is back in your balance."), Next.RETRY),
 }
 
+_PAYOUT_PROVIDER_UNAVAILABLE = _problem(N_("Provider unavailable"),
+                                        N_("The payment provider cannot be reached right now. The amount is back in "
+                                           "your balance. Try again in a few minutes."), Next.RETRY)
+
+# Why a payout failed (status `failed`), by its code: a step of ours, or a PSP that could not be reached
+# (workflows/withdrawal.py). A PSP's refusal gets the failed status's message, whatever its code.
+PAYOUT_FAILURES: dict[str, Outcome] = {
+    "no_payout_route": _problem(N_("No payout method available"),
+                                N_("No payment method can take this withdrawal right now. The amount is back in your "
+                                   "balance. Try again later or contact support."), Next.CONTACT_SUPPORT),
+    "internal_error": _problem(N_("Withdrawal not completed"),
+                               N_("We could not complete this withdrawal. The amount is back in your balance. Please "
+                                  "try again later or contact support."), Next.CONTACT_SUPPORT),
+    **dict.fromkeys(_PROVIDER_OUTAGES + _BANK_OUTAGES, _PAYOUT_PROVIDER_UNAVAILABLE),
+}
+
+# Why a payout was refused (status `rejected`: its checks, the balance, a review) or cancelled, by its code. A code
+# not here gets its status's message.
 PAYOUT_CODES: dict[str, Outcome] = {
     "insufficient_funds": _problem(N_("Not enough balance"),
                                    N_("Your available balance does not cover this withdrawal. Choose a smaller "
@@ -172,6 +239,9 @@ PAYOUT_CODES: dict[str, Outcome] = {
     "account_closed": _problem(N_("Account closed"),
                                N_("Your account is closed. Please contact support about your balance."),
                                Next.CONTACT_SUPPORT),
+    "kyc_rejected": _problem(N_("Identity check not passed"),
+                             N_("We could not verify your identity, so withdrawals are not possible. Please contact "
+                                "support."), Next.CONTACT_SUPPORT),
     "kyc_timeout": _problem(N_("Identity check not completed"),
                             N_("Your identity was not verified in time, so the withdrawal was cancelled and the "
                                "amount is back in your balance. Complete the check, then try again."),
@@ -212,15 +282,15 @@ def method_name(method: str) -> str:
 
 
 def deposit_outcome(status: str, failure_code: str | None) -> Outcome:
-    if failure_code and status in ("failed", "rejected", "expired") and failure_code in DEPOSIT_CODES:
-        return DEPOSIT_CODES[failure_code]
-    return DEPOSIT_STATUSES.get(status, _PROCESSING)
+    """The code's outcome where it says more than the status: a failed deposit's code is a PSP's or a step's, a
+    refused or expired one's is ours (some codes are both, in two senses: `account_closed`)."""
+    codes = {"failed": DEPOSIT_FAILURES, "rejected": DEPOSIT_CODES, "expired": DEPOSIT_CODES}.get(status, {})
+    return codes.get(failure_code or "") or DEPOSIT_STATUSES.get(status, _PROCESSING)
 
 
 def payout_outcome(status: str, failure_code: str | None) -> Outcome:
-    if failure_code and status in ("failed", "rejected", "cancelled") and failure_code in PAYOUT_CODES:
-        return PAYOUT_CODES[failure_code]
-    return PAYOUT_STATUSES.get(status, PAYOUT_STATUSES["pending"])
+    codes = {"failed": PAYOUT_FAILURES, "rejected": PAYOUT_CODES, "cancelled": PAYOUT_CODES}.get(status, {})
+    return codes.get(failure_code or "") or PAYOUT_STATUSES.get(status, PAYOUT_STATUSES["pending"])
 
 
 def form_error(code: str) -> str:

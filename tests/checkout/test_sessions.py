@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.checkout import i18n
 from api.checkout.messages import (
     DEPOSIT_CODES,
+    DEPOSIT_FAILURES,
     DEPOSIT_STATUSES,
     FORM_ERRORS,
     PAYOUT_CODES,
+    PAYOUT_FAILURES,
     PAYOUT_STATUSES,
     Outcome,
     deposit_outcome,
@@ -275,8 +277,8 @@ def _statuses(vocabulary: type) -> list[str]:
 
 
 def _outcomes() -> list[tuple[str, Outcome]]:
-    tables = {"deposit status": DEPOSIT_STATUSES, "deposit code": DEPOSIT_CODES, "payout status": PAYOUT_STATUSES,
-              "payout code": PAYOUT_CODES}
+    tables = {"deposit status": DEPOSIT_STATUSES, "deposit failure": DEPOSIT_FAILURES, "deposit code": DEPOSIT_CODES,
+              "payout status": PAYOUT_STATUSES, "payout failure": PAYOUT_FAILURES, "payout code": PAYOUT_CODES}
     return [(f"{table} {key}", outcome) for table, entries in tables.items() for key, outcome in entries.items()]
 
 
@@ -297,8 +299,14 @@ def test_a_code_without_a_message_gets_its_status_s_message() -> None:
         assert deposit_outcome(status, None) == DEPOSIT_STATUSES[status]
     for status in ("failed", "rejected", "cancelled"):
         assert payout_outcome(status, "a_code_added_tomorrow") == PAYOUT_STATUSES[status]
-    assert deposit_outcome("failed", "card_declined") == DEPOSIT_CODES["card_declined"]
+    assert deposit_outcome("failed", "card_declined") == DEPOSIT_FAILURES["card_declined"]
     assert payout_outcome("rejected", "kyc_timeout") == PAYOUT_CODES["kyc_timeout"]
+    # A code in its status's sense: the player's account at the PSP (failed), or the casino account (refused).
+    assert deposit_outcome("failed", "account_closed") == DEPOSIT_FAILURES["account_closed"]
+    assert deposit_outcome("rejected", "account_closed") == DEPOSIT_CODES["account_closed"]
+    assert DEPOSIT_FAILURES["account_closed"] != DEPOSIT_CODES["account_closed"]
+    assert payout_outcome("failed", "insufficient_funds") == PAYOUT_STATUSES["failed"]  # the PSP's, not our balance
+    assert payout_outcome("rejected", "insufficient_funds") == PAYOUT_CODES["insufficient_funds"]
     # A code says why a payment failed; on one that did not, the status speaks.
     assert deposit_outcome("credited", "card_declined") == DEPOSIT_STATUSES["credited"]
     assert payout_outcome("paid", "insufficient_funds") == PAYOUT_STATUSES["paid"]

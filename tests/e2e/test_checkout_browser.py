@@ -114,7 +114,7 @@ async def test_card_challenge_is_credited_and_a_failed_one_offers_to_try_again(
     await page.get_by_role("button", name="Authenticate").click()  # the scenario fails it all the same
     await expect_outcome(page, EN, "Authentication failed")
     await expect(page.locator("#status-panel")).to_contain_text(
-        EN.gettext(messages.DEPOSIT_CODES["3ds_failed"].detail))
+        EN.gettext(messages.DEPOSIT_FAILURES["3ds_failed"].detail))
     await look(page, "challenge-3ds-failed")
     failed = await stack.payment(await reference_on(page))
     assert (failed["status"], failed["failure_code"]) == ("failed", "3ds_failed")
@@ -316,7 +316,7 @@ async def test_a_declined_card_says_what_to_do_and_moves_no_money(stack: Stack, 
     page = await open_checkout(context, checkout, "decline-amount")
     await deposit_on_checkout(page, EN, method="Card", scenario="Decline")
     await expect_outcome(page, EN, "Card declined")
-    declined = messages.DEPOSIT_CODES["card_declined"]
+    declined = messages.DEPOSIT_FAILURES["card_declined"]
     await expect(page.locator("#status-panel")).to_contain_text(EN.gettext(declined.detail))
     await look(page, "decline-status")
     # What happened in words, never the PSP's code.
