@@ -1,8 +1,11 @@
 """The players' checkout (/checkout) in a real browser — the system's Chromium driven by Playwright — against the
 real stack (API, sandbox PSPs, worker, Temporal): deposits by every method to their final status page, a decline, a
-double submit, a withdrawal, responsible-gaming limits and blocks, the four languages, keyboard only, refused URLs,
-no cookies and a small first page, a right-to-left layout. Every page is checked with axe and kept as a screenshot
-(test-artifacts/checkout/); every test checks the API and the ledger, not only the page.
+double submit, a withdrawal, a deposit and a withdrawal waiting for the player's identity check, responsible-gaming
+limits and blocks, the four languages, keyboard only, refused forms and URLs, the status page's polling (slower
+over time, a 429 waited out, a gone link left alone), the checkout in another site's iframe, no cookies and a small
+first page, a right-to-left layout. Every page is checked with axe and kept as a screenshot
+(test-artifacts/checkout/); every test checks the API and the ledger, not only the page. A test that must see a
+payment before its outcome opens its session on the stack's API served again with long waits (PATIENT).
 
 SQLite only to keep CI short, but for the frictionless card deposit, which runs on PostgreSQL too."""
 
@@ -32,7 +35,7 @@ from tests.e2e.checkout_helpers import (
     look, new_page, open_checkout, open_session,
 )
 from tests.e2e.conftest import Stack, free_port, new_player, serve
-from tests.e2e.test_payouts import assert_settled, funded_player, get_payout
+from tests.e2e.test_payouts import assert_settled, funded_player, get_payout, set_kyc
 
 SQLITE = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 
@@ -62,34 +65,36 @@ async def deposit_on_checkout(page: Page, lang: i18n.Language, *, method: str, s
 
 @pytest.mark.parametrize("stack", BACKENDS, indirect=True)
 async def test_card_frictionless_deposit_updates_the_status_page_live(stack: Stack, context: BrowserContext) -> None:
-    checkout = await open_session(stack, locale="de")
-    name = f"card-{stack.backend}"
-    page = await open_checkout(context, checkout, f"{name}-amount")
-    assert await page.locator("html").get_attribute("lang") == "de"
-    await enter_amount(page, "50,00", DE)  # typed the German way
-    assert await page.locator(".amount-line strong").inner_text() == DE.money(5000, "EUR")
-    await look(page, f"{name}-methods")
-    await choose(page, DE, method="Card", scenario="Approve (frictionless)")
-    # The card PSP's webhook waits until the status page shows the payment in progress: what follows is the
-    # page's own polling, not a page rendered after the credit.
-    async with stack.webhooks_held():
-        await deposit_button(page, DE).click()
-        await page.wait_for_url("**/attempts/**")
-        await expect_outcome(page, DE, "Payment in progress")
-        await page.evaluate("window.sameDocument = true")  # a reload would lose it
-    await expect_outcome(page, DE, "Deposit successful")
-    assert await page.evaluate("window.sameDocument") is True
-    await expect(page.get_by_role("status")).to_have_text(announcement(DE, CREDITED))
-    await look(page, f"{name}-credited")
+    # The webhook is held until the status page shows the payment in progress, and the deposit waits for it
+    # (PATIENT) rather than asking the card PSP after 2 s: what follows is the page's own polling, not a page
+    # rendered after the credit, however slow the machine.
+    async with checkout_api(stack, **PATIENT) as api:
+        checkout = await open_session(stack, api=api, locale="de")
+        name = f"card-{stack.backend}"
+        page = await open_checkout(context, checkout, f"{name}-amount")
+        assert await page.locator("html").get_attribute("lang") == "de"
+        await enter_amount(page, "50,00", DE)  # typed the German way
+        assert await page.locator(".amount-line strong").inner_text() == DE.money(5000, "EUR")
+        await look(page, f"{name}-methods")
+        await choose(page, DE, method="Card", scenario="Approve (frictionless)")
+        async with stack.webhooks_held():
+            await deposit_button(page, DE).click()
+            await page.wait_for_url("**/attempts/**")
+            await expect_outcome(page, DE, "Payment in progress")
+            await page.evaluate("window.sameDocument = true")  # a reload would lose it
+        await expect_outcome(page, DE, "Deposit successful")
+        assert await page.evaluate("window.sameDocument") is True
+        await expect(page.get_by_role("status")).to_have_text(announcement(DE, CREDITED))
+        await look(page, f"{name}-credited")
 
-    payment_id = await reference_on(page)
-    assert await stack.balance(checkout.player_id) == "50.00"
-    [listed] = await deposits_of(stack, checkout.player_id)
-    assert (listed["payment_id"], listed["status"], listed["method"]) == (payment_id, "credited", "card")
-    back = urlsplit(await page.get_by_role("link", name=DE.gettext("Back to the casino")).get_attribute("href"))
-    assert back._replace(query="").geturl() == "https://casino.example/cashier"
-    assert parse_qs(back.query) == {"x": ["1"], "payment_id": [payment_id], "status": ["credited"]}
-    await stack.check_invariants()
+        payment_id = await reference_on(page)
+        assert await stack.balance(checkout.player_id) == "50.00"
+        [listed] = await deposits_of(stack, checkout.player_id)
+        assert (listed["payment_id"], listed["status"], listed["method"]) == (payment_id, "credited", "card")
+        back = urlsplit(await page.get_by_role("link", name=DE.gettext("Back to the casino")).get_attribute("href"))
+        assert back._replace(query="").geturl() == "https://casino.example/cashier"
+        assert parse_qs(back.query) == {"x": ["1"], "payment_id": [payment_id], "status": ["credited"]}
+        await stack.check_invariants()
 
 
 @SQLITE
@@ -160,22 +165,23 @@ async def test_pay_by_bank_deposit_goes_through_the_banks_page(stack: Stack, con
 
 @SQLITE
 async def test_crypto_deposit_status_page_follows_the_confirmations(stack: Stack, context: BrowserContext) -> None:
-    checkout = await open_session(stack)
-    page = await open_checkout(context, checkout, "crypto-amount")
-    async with stack.webhooks_held():  # the chain's confirmations come once the page shows the payment waiting
-        await deposit_on_checkout(page, EN, method="Crypto", scenario="Approve (frictionless)")
-        await page.wait_for_url("**/attempts/**")
-        await expect_outcome(page, EN, "Payment in progress")
-        await look(page, "crypto-in-progress")
-        await page.evaluate("window.sameDocument = true")
-    await expect_outcome(page, EN, "Deposit successful")
-    assert await page.evaluate("window.sameDocument") is True
-    await expect(page.get_by_role("status")).to_have_text(announcement(EN, CREDITED))
-    await look(page, "crypto-credited")
-    payment = await stack.payment(await reference_on(page))
-    assert (payment["status"], payment["psp"]) == ("credited", "crypto")
-    assert await stack.balance(checkout.player_id) == "50.00"
-    await stack.check_invariants()
+    async with checkout_api(stack, **PATIENT) as api:  # the deposit waits for the held confirmations
+        checkout = await open_session(stack, api=api)
+        page = await open_checkout(context, checkout, "crypto-amount")
+        async with stack.webhooks_held():  # the chain's confirmations come once the page shows the payment waiting
+            await deposit_on_checkout(page, EN, method="Crypto", scenario="Approve (frictionless)")
+            await page.wait_for_url("**/attempts/**")
+            await expect_outcome(page, EN, "Payment in progress")
+            await look(page, "crypto-in-progress")
+            await page.evaluate("window.sameDocument = true")
+        await expect_outcome(page, EN, "Deposit successful")
+        assert await page.evaluate("window.sameDocument") is True
+        await expect(page.get_by_role("status")).to_have_text(announcement(EN, CREDITED))
+        await look(page, "crypto-credited")
+        payment = await stack.payment(await reference_on(page))
+        assert (payment["status"], payment["psp"]) == ("credited", "crypto")
+        assert await stack.balance(checkout.player_id) == "50.00"
+        await stack.check_invariants()
 
 
 # Under Playwright's clock, what the status page's script does: each wait it asks setTimeout for, each look at the
@@ -413,6 +419,122 @@ async def test_a_withdrawal_goes_back_to_the_deposits_method(stack: Stack, conte
     assert (payout["status"], payout["amount"], payout["method"]) == ("paid", "10.00", "card")
     await assert_settled(stack, payout)
     assert await stack.balance(player) == "40.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_a_deposit_waits_for_the_identity_check_and_its_page_follows_it_to_the_credit(
+    stack: Stack, browser: Browser, context: BrowserContext
+) -> None:
+    waiting = messages.DEPOSIT_STATUSES["kyc_required"]
+    without_script = await browser.new_context(java_script_enabled=False)
+    try:
+        # GB asks for a verified identity before the first deposit (risk/rules.yaml, markets); the deposit waits
+        # for it (PATIENT: as long as the test needs, not the stack's 8 s).
+        async with checkout_api(stack, **PATIENT) as api:
+            checkout = await open_session(stack, api=api, country="GB")
+            page = await open_checkout(context, checkout, "kyc-deposit-amount")
+            await deposit_on_checkout(page, EN, method="E-wallet", scenario="Approve (frictionless)")
+            await page.wait_for_url("**/attempts/**")
+            await expect_outcome(page, EN, waiting.title)
+            await expect(page.locator("#status-panel")).to_contain_text(EN.gettext(waiting.detail))
+            await look(page, "kyc-deposit-waiting")
+            payment_id = await reference_on(page)
+            assert (await stack.payment(payment_id))["status"] == "kyc_required"
+
+            # Without script the page does not reload itself: a link does, when the player wants.
+            still = await without_script.new_page()
+            await still.goto(page.url)
+            assert await still.locator('meta[http-equiv="refresh"]').count() == 0
+            refresh = still.get_by_role("link", name=EN.gettext("Refresh status"))
+            assert await refresh.get_attribute("href") == urlsplit(page.url).path
+            await refresh.click()
+            await expect(still.locator("#outcome-title")).to_contain_text(EN.gettext(waiting.title))
+
+            # Verified by the ops API: the page follows the deposit to its credit, and the focus the player had in
+            # the panel (its title) moves to the new panel's title.
+            await page.locator("#outcome-title").focus()
+            await page.evaluate("window.sameDocument = true")
+            await set_kyc(stack, checkout.player_id, "verified")
+            await expect_outcome(page, EN, "Deposit successful")
+            await expect(page.locator("#outcome-title")).to_be_focused()
+            assert await page.evaluate("window.sameDocument") is True
+            await look(page, "kyc-deposit-credited")
+    finally:
+        await without_script.close()
+    assert (await stack.payment(payment_id))["status"] == "credited"
+    assert await stack.balance(checkout.player_id) == "50.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_a_withdrawal_waits_for_the_identity_check_where_the_market_asks_for_it(
+    stack: Stack, context: BrowserContext
+) -> None:
+    waiting = messages.PAYOUT_STATUSES["kyc_required"]
+    player = await funded_player(stack, "50.00", kyc=None)  # deposited in DE, where that needs no identity check
+    async with checkout_api(stack, **PATIENT) as api:  # the payout waits as long as the test needs
+        checkout = await open_session(stack, api=api, player_id=player, country="GB")  # GB: kyc_before_payout
+        page = await open_checkout(context, checkout, "kyc-withdraw-form", path="/withdraw")
+        await page.get_by_label(EN.gettext("Amount"), exact=True).fill("10.00")
+        await page.get_by_label(EN.gettext("Sandbox test scenario")).select_option(label=EN.gettext("Pay out"))
+        await page.get_by_role("button", name=EN.gettext("Withdraw")).click()
+        await page.wait_for_url(f"{checkout.url}/attempts/**")
+        await expect_outcome(page, EN, waiting.title)
+        await expect(page.locator("#status-panel")).to_contain_text(EN.gettext(waiting.detail))
+        await look(page, "kyc-withdraw-waiting")  # a payout's status page that is not final
+        payout_id = await reference_on(page)
+        assert (await get_payout(stack, payout_id))["status"] == "kyc_required"
+        await set_kyc(stack, player, "verified")
+        await expect_outcome(page, EN, "Withdrawal sent")
+    payout = await get_payout(stack, payout_id)
+    assert (payout["status"], payout["amount"]) == ("paid", "10.00")
+    await assert_settled(stack, payout)
+    assert await stack.balance(player) == "40.00"
+    await stack.check_invariants()
+
+
+@SQLITE
+async def test_refused_forms_and_pages_without_a_form_pass_axe(stack: Stack, context: BrowserContext) -> None:
+    # A deposit form sent without a method (its radios unchecked behind the page's back): a 422 page whose error
+    # summary leads to the methods and whose error each radio is described by.
+    checkout = await open_session(stack)
+    page = await open_checkout(context, checkout, "refused-amount")
+    await enter_amount(page, "50.00", EN)
+    await page.evaluate("() => document.querySelectorAll('input[name=method]').forEach(r => { r.checked = false; })")
+    async with page.expect_response(f"{checkout.url}/deposits") as answer:
+        await deposit_button(page, EN).click()
+    assert (await answer.value).status == 422
+    await expect(page.locator(".error-summary")).to_be_focused()
+    await expect(page.locator(".error-summary a")).to_have_attribute("href", "#method-options")
+    for radio in await page.locator("input[name=method]").all():
+        assert "method-error" in (await radio.get_attribute("aria-describedby") or "").split()
+    await look(page, "refused-deposit-method")
+    # Nothing to withdraw: the new player has no balance.
+    await page.get_by_role("link", name=EN.gettext("Withdraw"), exact=True).click()
+    await expect(page.locator(".notice")).to_have_text(
+        EN.gettext("There is nothing to withdraw in %(currency)s.") % {"currency": "EUR"})
+    await look(page, "nothing-to-withdraw")
+    # No such page.
+    await open_checkout(context, checkout, "not-found", path="/nope", expect_status=404)
+
+    # A withdrawal over the balance: a 422 page with the amount refused.
+    player = await funded_player(stack, "20.00")
+    page = await open_checkout(context, await open_session(stack, player_id=player), "over-balance-form",
+                               path="/withdraw")
+    await page.get_by_label(EN.gettext("Amount"), exact=True).fill("20.01")
+    async with page.expect_response("**/payouts") as answer:
+        await page.get_by_role("button", name=EN.gettext("Withdraw")).click()
+    assert (await answer.value).status == 422
+    await expect(page.locator(".error-summary")).to_contain_text(EN.gettext(messages.form_error("over_balance")))
+    await expect(page.locator("#amount")).to_have_attribute("aria-invalid", "true")
+    await look(page, "refused-withdrawal-amount")
+    # An amount the session fixes is text: no label names a control that is not there.
+    page = await open_checkout(context, await open_session(stack, player_id=player, amount="10.00"),
+                               "withdraw-fixed-amount", path="/withdraw")
+    await expect(page.locator(".amount-line")).to_have_text(f"{EN.gettext('Amount')}: {EN.money(1000, 'EUR')}")
+    assert await page.locator('label[for="amount"]').count() == 0
+    assert await stack.balance(player) == "20.00"
     await stack.check_invariants()
 
 
