@@ -36,8 +36,8 @@ def run_demo(settings: Settings, *, keep_running: bool = False) -> int:
                   f"Temporal UI → Schedules)")
             checkout = _open_checkout(api, settings)
         print(f"demo finished in {time.monotonic() - started:.1f} s")
-        print(f"checkout for player {checkout['player_id']}, every sandbox method, valid until {checkout['expires_at']}:"
-              f"\n  {checkout['url']}")
+        print(f"checkout for player {checkout['player_id']}, every sandbox method, valid until "
+              f"{checkout['expires_at']}:\n  {checkout['url']}")
         if not keep_running:
             print("(the stack stops now: `payloop demo --keep-running` keeps it up to pay there)")
             return 0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -311,7 +311,7 @@ async def _start(
     (4xx), for the form to show. A failure that may have come after the start (5xx) goes to the status page, which
     finds out whether anything started: the player is never told "nothing happened" and asked to pay again."""
     try:
-        status, answer, _replayed = await initiate(f"checkout:{here.session.session_id}:{attempt_id}")
+        status, answer, _replayed = await initiate(_attempt_key(here.session, attempt_id))
     except Problem as problem:
         if problem.status < 500:
             return problem
@@ -319,7 +319,8 @@ async def _start(
             raise
         await _record(here, attempt_id, Attempt(kind, problem.resource_id))
         raise GoTo(here.url(f"/attempts/{attempt_id}")) from None
-    await _record(here, attempt_id, Attempt(kind, answer["payment_id" if kind is AttemptKind.DEPOSIT else "payout_id"]))
+    resource_id = answer["payment_id" if kind is AttemptKind.DEPOSIT else "payout_id"]
+    await _record(here, attempt_id, Attempt(kind, resource_id))
     return status, answer
 
 
