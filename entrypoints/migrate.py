@@ -12,6 +12,7 @@ from sqlalchemy import Connection, MetaData
 # metadata, which Alembic compares the migrations with (an entry point may import every package).
 import api.models  # noqa: F401
 import incidents.models  # noqa: F401
+import ledger.fx  # noqa: F401
 import ledger.games  # noqa: F401
 import ledger.models  # noqa: F401
 import payloop.alerts  # noqa: F401

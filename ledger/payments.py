@@ -31,6 +31,7 @@ from ledger import transfer_ids
 from ledger.accounts import player_account, psp_clearing_account
 from ledger.errors import CaptureConflict, InvalidTransfer, PaymentNotFound
 from ledger.fees import book_fee_transfer, fee_accounts
+from ledger.fx import FxConversion, deposit_legs, fx_account, leg_accounts, record_conversion
 from ledger.models import payments
 from ledger.service import Ledger, TransferRequest, check_minor_units
 from payloop.db import upsert_newer
@@ -138,6 +139,7 @@ async def payment_money(engine: AsyncEngine, payment_id: str) -> PaymentMoney | 
 async def credit_deposit(
     ledger: Ledger, *, payment_id: str, player_id: str, psp: str, method: str, currency: str, captured_minor: int,
     credit_minor: int, fee_minor: int | None, now: datetime, facts: PaymentRecord | None = None,
+    conversion: FxConversion | None = None,
 ) -> str | None:
     """Record the capture, credit `credit_minor` of it to the player and book the capture fee: one transaction.
 
@@ -145,12 +147,18 @@ async def credit_deposit(
     and returns the same id; other amounts (or another PSP) for a recorded capture are a CaptureConflict. The
     payment must have been recorded (PaymentNotFound) — or its `facts` are given, and recorded in the same
     transaction (one write where a deposit's credit is also its first row).
+
+    With a `conversion` (a deposit in another currency than the player's wallet, ledger/fx.py) the credit goes
+    into house:fx:<currency> and the conversion's wallet-currency legs and row are booked in the same transaction.
     """
     _check_capture(captured_minor, credit_minor)
+    if conversion is not None and (conversion.reference, conversion.from_minor, conversion.from_currency) != (
+            payment_id, credit_minor, currency):
+        raise InvalidTransfer(f"the conversion of {conversion.reference} is not of this credit")
     credit = TransferRequest(
         id=transfer_ids.deposit_credit(payment_id),
         debit_account=psp_clearing_account(psp, currency),
-        credit_account=player_account(player_id, currency),
+        credit_account=fx_account(currency) if conversion else player_account(player_id, currency),
         amount=credit_minor,
         currency=currency,
         kind=DEPOSIT,
@@ -163,9 +171,14 @@ async def credit_deposit(
         await _record_capture(conn, payment_id, psp=psp, currency=currency, player_id=player_id,
                               captured_minor=captured_minor, credit=credit, now=now)
         credit_accounts = [credit.debit_account, credit.credit_account] if credit else []
-        await ledger.lock_accounts_in(conn, credit_accounts + fee_accounts(psp, currency, fee_minor))
+        fx_legs = deposit_legs(conversion) if conversion and credit else []
+        await ledger.lock_accounts_in(conn, credit_accounts + leg_accounts(fx_legs)
+                                      + fee_accounts(psp, currency, fee_minor))
         if credit:
             await ledger.post_transfer_in(conn, credit)
+        if conversion and credit:
+            await ledger.post_transfers_in(conn, fx_legs)
+            await record_conversion(conn, conversion, now)
         await add_payment_fee(ledger, conn, payment_id, operation="capture", reference=payment_id, psp=psp,
                               method=method, currency=currency, fee_minor=fee_minor, now=now)
         return credit.id if credit else None

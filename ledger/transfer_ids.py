@@ -82,3 +82,13 @@ def recon(case_id: str, step: str) -> str:
 
 SETTLEMENT_STEPS = ("fee_difference", "paid_out")
 RECON_STEPS = ("settlement", "item_settlement", "adjustment", "write_off", "write_off_ledger")
+
+
+FX_LEGS = ("wallet", "margin", "paid")
+
+
+def fx(kind: str, reference: str, leg: str) -> str:
+    """A conversion's leg (ledger/fx.py): `kind` deposit or payout, `reference` its id, `leg` one of FX_LEGS."""
+    if leg not in FX_LEGS:
+        raise ValueError(f"unknown FX leg {leg!r}")
+    return f"fx:{kind}:{reference}:{leg}"

@@ -175,6 +175,13 @@ class Settings(BaseSettings):
     # Euro value of one unit of each other currency (AML and KYC thresholds, cross-currency deposit limits, the
     # risk rules' euro amounts): "USD=0.92,GBP=1.17".
     fx_rates_to_eur: str = "USD=0.92,GBP=1.17,CHF=1.05,SEK=0.088,NOK=0.086,DKK=0.134,PLN=0.23,CAD=0.68"
+    # -- currency conversion (fx/) ---------------------------------------------------------------------------
+    # The rate source a deposit or payout in another currency than the player's wallet is quoted by (fx/sources.py
+    # names them), and where it answers (empty: the sandbox PSP service, which serves the sandbox FX rates).
+    fx_rate_source: str = "sandbox"
+    fx_rate_source_url: str = ""
+    # The house's spread on a conversion, in basis points of the mid rate (50 = 0.5 %), in the house's favour.
+    fx_spread_bps: int = Field(default=50, ge=0, le=1000)
     # Where payouts go when the player's deposit PSP cannot pay out (closed loop impossible).
     payout_fallback_psp: str = "ewallet"
     # The PSP routing file (YAML); None = the shipped psp/routing.yaml.

@@ -43,6 +43,8 @@ players = sa.Table(
     # When payloop first saw the player (the risk rules' account age); rows from before migration 0014 have their
     # updated_at then.
     sa.Column("created_at", UtcDateTime, nullable=True),
+    # The currency the player's balance is kept in (players/wallets.py); None until set or first deposited in.
+    sa.Column("wallet_currency", sa.String(3), nullable=True),
 )
 
 player_deposit_limits = sa.Table(
@@ -179,6 +181,7 @@ class PlayerProfile:
     self_excluded_until: datetime | None  # None while excluded = indefinitely
     closed: bool
     deposit_limits: list[DepositLimit]
+    wallet_currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,7 @@ class PlayerStore:
             self_excluded_until=controls.self_excluded_until if excluded else None,
             closed=controls.closed,
             deposit_limits=in_force,
+            wallet_currency=None if row is None else row.wallet_currency,
         )
 
     async def deposit_headroom(self, player_id: str, now: datetime) -> list[LimitHeadroom]:

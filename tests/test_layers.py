@@ -21,7 +21,7 @@ NOT_PRODUCT = {"tests", "docs", "build", "dist"}
 
 # Which project modules each top-level package may import. A name allows that module and everything under it
 # ("payloop" allows payloop.db; "workflows.types" allows only workflows.types and its submodules).
-EVERYTHING = ("payloop", "ledger", "psp", "players", "risk", "incidents", "workflows", "activities", "api",
+EVERYTHING = ("payloop", "ledger", "psp", "players", "risk", "incidents", "fx", "workflows", "activities", "api",
               "workers", "entrypoints")
 ALLOWED: dict[str, tuple[str, ...]] = {
     # The foundation: settings, money, database engine, Temporal client helpers, alerts, the PSP decision words.
@@ -33,13 +33,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "risk": ("risk", "payloop", "ledger"),
     # The monitor's detection reads payments (ledger), alerts (payloop) and PSP health and webhooks (psp).
     "incidents": ("incidents", "payloop", "ledger", "psp"),
+    # Currency conversion: the rate source protocol, its providers, the conversion arithmetic (foundation only).
+    "fx": ("fx", "payloop"),
     # Deterministic workflow code: its own modules, and of the foundation only the pure vocabulary module.
     "workflows": ("workflows", "payloop.psp_decision"),
-    "activities": ("activities", "ledger", "psp", "players", "risk", "incidents", "payloop", "workflows.types"),
-    "api": ("api", "payloop", "ledger", "psp", "players", "risk", "incidents", "workflows"),
+    "activities": ("activities", "ledger", "psp", "players", "risk", "incidents", "fx", "payloop",
+                   "workflows.types"),
+    "api": ("api", "payloop", "ledger", "psp", "players", "risk", "incidents", "fx", "workflows"),
     # The worker wires workflows to activities and builds what the activities are given (ledger, PSP
     # connectors, routing, player store); it serves no HTTP, so no api.
-    "workers": ("workers", "workflows", "activities", "payloop", "ledger", "psp", "players", "risk", "incidents"),
+    "workers": ("workers", "workflows", "activities", "payloop", "ledger", "psp", "players", "risk", "incidents",
+                "fx"),
     # CLI, embedded stack, demo, migrations, benchmark: the top.
     "entrypoints": EVERYTHING,
 }

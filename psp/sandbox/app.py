@@ -73,6 +73,7 @@ from psp.sandbox.formats import (
     WireFormat,
 )
 from psp.sandbox.cards import Card, card_of
+from psp.sandbox import fx
 from psp.sandbox.fees import fee_minor, settlement_fee_minor
 from psp.sandbox.settlement import REPORTS, SettlementBook, SettlementControlBody, Settled, parse_day
 from psp.sandbox.webhooks import Outgoing, WebhookSender, utc_now_iso
@@ -736,6 +737,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
 
     app = FastAPI(title="payloop sandbox PSPs", lifespan=lifespan)
     app.state.sandbox = sandbox
+    app.include_router(fx.router())  # before the /control/{psp} routes, which would take /control/fx
 
     def wire_of(request: Request, psp: str | None = None) -> WireFormat:
         return FORMATS.get(psp or request.path_params.get("psp", ""), DEFAULT_FORMAT)
