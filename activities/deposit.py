@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fees import count_fee, fee_minor
+from activities.fx import deposit_conversion
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from activities.screening import RiskScreening, assessment_of, deposit_subject
 from ledger import Ledger
@@ -154,21 +155,24 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.CREDIT_DEPOSIT)
     async def credit_deposit(self, input: CreditDepositInput) -> LedgerPosting:
-        """Credits the player and books the PSP's capture fee, with the payment's money record, at once."""
+        """Credits the player and books the PSP's capture fee, with the payment's money record, at once; a deposit
+        with a locked rate credits the wallet currency through the FX accounts (ledger/fx.py)."""
         captured_minor = input.captured_minor if input.captured_minor is not None else input.amount_minor
         fee = fee_minor(self.routing, input.psp, "capture", captured_minor, input.currency, input.fee_minor)
+        conversion = deposit_conversion(input.payment_id, input.player_id, input.fx, input.amount_minor,
+                                        input.method, input.psp) if input.fx else None
         try:
             transfer_id = await credit_deposit(
                 self.ledger, payment_id=input.payment_id, player_id=input.player_id, psp=input.psp,
                 method=input.method, currency=input.currency, captured_minor=captured_minor,
                 credit_minor=input.amount_minor, fee_minor=fee, now=self.clock(),
-                facts=_record(input.facts) if input.facts else None,
+                facts=_record(input.facts) if input.facts else None, conversion=conversion,
             )
         except LedgerError as err:
             # A conflict means the same id was posted with another body: a bug to look at, never to retry.
             raise ApplicationError(str(err), err.code, type=ErrorType.LEDGER_CONFLICT, non_retryable=True) from err
         count_fee(input.psp, "capture", input.currency, fee)
-        return LedgerPosting(transfer_id or "", False)
+        return LedgerPosting(transfer_id or "", False, conversion.to_minor if conversion else None)
 
     @activity.defn(name=ActivityName.RECORD_UNCREDITED_CAPTURE)
     async def record_uncredited_capture(self, capture: UncreditedCapture) -> None:

@@ -11,6 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fees import count_fee, fee_minor
+from activities.fx import payout_conversion
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from activities.screening import RiskScreening, assessment_of
 from ledger import (
@@ -25,6 +26,7 @@ from ledger import (
     transfer_ids,
 )
 from ledger.fees import book_fee
+from ledger.fx import payout_hold
 from ledger.payouts import PayoutRecord, record_payout
 from payloop.settings import Settings
 from players import PlayerStore, notifications
@@ -90,15 +92,19 @@ class WithdrawalActivities:
 
     @activity.defn(name=ActivityName.HOLD_PAYOUT)
     async def hold_payout(self, payout: PayoutSubject) -> HoldResult:
-        request = TransferRequest(
-            id=transfer_ids.payout_hold(payout.payout_id),
-            debit_account=player_account(payout.player_id, payout.currency),
-            credit_account=house_account(PAYOUTS_ACCOUNT, payout.currency),
-            amount=payout.amount_minor,
-            currency=payout.currency,
-            kind="payout",
-            reference=payout.payout_id,
-        )
+        """Holds the payout's amount, or with a locked rate its wallet-currency amount (through house:fx)."""
+        if payout.fx is not None:
+            request = payout_hold(payout_conversion(payout.payout_id, payout.player_id, payout.fx))
+        else:
+            request = TransferRequest(
+                id=transfer_ids.payout_hold(payout.payout_id),
+                debit_account=player_account(payout.player_id, payout.currency),
+                credit_account=house_account(PAYOUTS_ACCOUNT, payout.currency),
+                amount=payout.amount_minor,
+                currency=payout.currency,
+                kind="payout",
+                reference=payout.payout_id,
+            )
         try:
             transfer = await self.ledger.hold(request)
         except InsufficientFunds as err:

@@ -18,12 +18,14 @@ from activities.alerts import AlertActivities
 from activities.audit import AuditActivities
 from activities.deposit import DepositActivities
 from activities.disputes import DisputeActivities
+from activities.fx import FxActivities
 from activities.inbox import InboxActivities
 from activities.monitor import MonitorActivities
 from activities.reconciliation import ReconciliationActivities
 from activities.refunds import RefundActivities
 from activities.screening import RiskScreening
 from activities.withdrawal import WithdrawalActivities
+from fx.sources import rate_source
 from incidents.config import load_thresholds
 from ledger import Ledger
 from payloop.db import create_engine
@@ -76,6 +78,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
             *DepositActivities(ledger, players, risk, connectors, routing, health).all(),
             *WithdrawalActivities(engine, ledger, players, risk, connectors, settings, routing, health).all(),
             *risk.all(),
+            *FxActivities(engine, ledger, rate_source(settings, http), settings.fx_spread_bps).all(),
             *RefundActivities(ledger, connectors, routing, health).all(),
             *DisputeActivities(ledger, routing).all(),
             *ReconciliationActivities(ledger, connectors).all(),

@@ -35,7 +35,9 @@ from workflows.psp_step import (
     PAYMENT_CALLS, Created, Ending, PollSchedule, PspAnswer, PspOutcome, PspSignals, PspStep,
 )
 from workflows.refund import RefundWorkflow
-from workflows.retry_policies import DATABASE_STEP, DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, UNTIL_DONE
+from workflows.retry_policies import (
+    DATABASE_STEP, DATABASE_STEP_TIMEOUT, FX_QUOTE, KYC_RECHECK_SECONDS, UNTIL_DONE,
+)
 from workflows.types import (
     ActivityName,
     AmlTrigger,
@@ -52,6 +54,7 @@ from workflows.types import (
     PaymentFacts,
     PspEvent,
     PspPaymentView,
+    QuoteConversionInput,
     RefundInput,
     RefundState,
     RefundStatus,
@@ -62,6 +65,7 @@ from workflows.types import (
     ScreeningResult,
     StatusPollPlan,
     UncreditedCapture,
+    WalletConversion,
 )
 
 # Order of a payment's life at the PSP; an event never moves a payment back to an earlier rank.
@@ -183,6 +187,8 @@ class DepositWorkflow(PspSignals):
     async def run(self, input: DepositInput) -> DepositState:
         publish_search_attributes(self._state)
         try:
+            if workflow.patched("fx-conversion"):
+                await self._lock_rate()
             route = await self._screen_and_route()
             created = await self._create_at_first_taker(route.candidates)
         except Finish as ending:
@@ -224,6 +230,25 @@ class DepositWorkflow(PspSignals):
         assert outcome.answer is not None
         ending = await self._settle(outcome.answer)
         return await self._finish(ending.status, failure_code=ending.failure_code, review_reason=ending.review_reason)
+
+    async def _lock_rate(self) -> None:
+        """The player's wallet currency (a first deposit claims it) and, for a deposit in another currency, the
+        rate: locked here, once, before the PSP step. Its result is in the history, so the credit converts at this
+        rate however the source's rates move meanwhile, and a retry or a replay finds the same."""
+        input = self._input
+        try:
+            conversion = await workflow.execute_local_activity(
+                ActivityName.QUOTE_CONVERSION,
+                QuoteConversionInput(input.payment_id, input.player_id, input.currency, input.amount_minor, "credit"),
+                result_type=WalletConversion, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=FX_QUOTE,
+            )
+        except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
+            if is_cancelled_exception(err):
+                raise asyncio.CancelledError() from err
+            # Nothing has moved or been counted yet: without a rate the deposit cannot be credited, so it ends.
+            workflow.logger.error("deposit %s got no FX quote: %s", input.payment_id, activity_cause(err))
+            raise Finish(DepositStatus.FAILED, "fx_unavailable") from None
+        self._state.fx = conversion.lock
 
     async def _screen_and_route(self) -> DepositRoute:
         """Screening and routing at once, routing for a low risk (what most deposits score), so the init answer waits
@@ -398,7 +423,7 @@ class DepositWorkflow(PspSignals):
                 ActivityName.CREDIT_DEPOSIT,
                 CreditDepositInput(s.payment_id, s.player_id, capture.psp, credit_minor, capture.currency, s.method,
                                    captured_minor=capture.amount_minor, fee_minor=capture.fee_minor,
-                                   facts=credited),
+                                   facts=credited, fx=s.fx),
                 result_type=LedgerPosting, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=UNTIL_DONE,
             )
         except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
@@ -406,6 +431,8 @@ class DepositWorkflow(PspSignals):
             return error_code(err) or "ledger_error"
         s.credit_transfer_id = posting.transfer_id
         s.captured_amount_minor = capture.amount_minor
+        if s.fx is not None and posting.wallet_amount_minor is not None:  # less than asked, on a review's word
+            s.fx.amount_minor, s.fx.wallet_amount_minor = credit_minor, posting.wallet_amount_minor
         self._row_written = (credited.status, credited.review_reason, credited.failure_code)
         return None
 

@@ -64,6 +64,44 @@ class PayoutStatus:
 
 
 @dataclass
+class FxLock:
+    """A conversion's rate, locked once, early in the workflow (the quote activity's result is in the history, so a
+    retry or a replay uses the same rate). `rate` is the source's mid rate (wallet units per payment unit, a
+    decimal string); `wallet_amount_minor` what `amount_minor` converts to at it with `spread_bps` in the house's
+    favour, `margin_minor` the house's part. The lock holds for the payment's life: `expires_at` is the source's
+    word, kept for audit."""
+
+    payment_currency: str
+    wallet_currency: str
+    rate: str
+    spread_bps: int
+    source: str
+    rate_id: str
+    quoted_at: str
+    expires_at: str
+    amount_minor: int
+    wallet_amount_minor: int
+    margin_minor: int
+
+
+@dataclass
+class QuoteConversionInput:
+    """A deposit (`credit`: claims the wallet currency when the player has none) or a payout (`debit`)."""
+
+    reference: str  # the payment or payout id
+    player_id: str
+    currency: str
+    amount_minor: int
+    direction: str  # credit | debit
+
+
+@dataclass
+class WalletConversion:
+    wallet_currency: str | None  # None: a payout of a player without one (nothing to convert from)
+    lock: FxLock | None = None  # None: the payment is in the wallet currency
+
+
+@dataclass
 class DepositInput:
     payment_id: str
     client_id: str
@@ -125,6 +163,7 @@ class DepositState:
     reviewed_by: str | None = None
     refund_ids: list[str] = field(default_factory=list)
     risk_level: str | None = None  # low | medium | high: the risk rules' verdict (the highest of its stages)
+    fx: FxLock | None = None  # set when the deposit converts into the player's wallet currency
 
     @classmethod
     def started(cls, input: DepositInput, now: str) -> DepositState:
@@ -201,6 +240,7 @@ class WithdrawalState:
     reviewed_by: str | None = None
     available_after_hold_minor: int | None = None
     risk_level: str | None = None  # low | medium | high: the risk rules' verdict
+    fx: FxLock | None = None  # set when the payout converts from the player's wallet currency
 
     @classmethod
     def started(cls, input: WithdrawalInput, now: str) -> WithdrawalState:
@@ -534,6 +574,7 @@ class CreditDepositInput:
     captured_minor: int | None = None  # what the PSP captured (None: amount_minor)
     fee_minor: int | None = None  # the PSP's reported capture fee; None: the routing file's cost model
     facts: PaymentFacts | None = None  # the payments row as credited, written in the credit's transaction
+    fx: FxLock | None = None  # credits the wallet currency at this locked rate (ledger/fx.py)
 
 
 @dataclass
@@ -552,6 +593,7 @@ class UncreditedCapture:
 class LedgerPosting:
     transfer_id: str
     replayed: bool
+    wallet_amount_minor: int | None = None  # a converted credit: what the wallet got
 
 
 class ActivityName:
@@ -576,6 +618,8 @@ class ActivityName:
     SWEEP_AML = "sweep_aml"
     RELEASE_DEPOSIT_LIMIT = "release_deposit_limit"
     ROUTE_DEPOSIT = "route_deposit"
+    QUOTE_CONVERSION = "quote_conversion"
+    POST_CONVERTED_PAYOUT = "post_converted_payout"
     CREATE_PSP_PAYMENT = "create_psp_payment"
     GET_PSP_PAYMENT = "get_psp_payment"
     CANCEL_PSP_PAYMENT = "cancel_psp_payment"
@@ -611,7 +655,8 @@ class ErrorType:
     INSUFFICIENT_FUNDS = "InsufficientFunds"
     REFUND_REFUSED = "RefundRefused"  # details[0]: the ledger's code (e.g. refund_exceeds_refundable)
     DISPUTE_REFUSED = "DisputeRefused"  # details[0]: payment_not_found | currency_mismatch
-    REPORT_UNREADABLE = "ReportUnreadable"  # a PSP's settlement report that does not parse: no retry can help
+    REPORT_UNREADABLE = "ReportUnreadable"
+    FX_UNAVAILABLE = "FxUnavailable"  # no usable quote from the rate source  # a PSP's settlement report that does not parse: no retry can help
 
 
 @dataclass
@@ -625,6 +670,18 @@ class PayoutSubject:
     country: str | None = None
     device_id: str | None = None
     ip_address: str | None = None
+    fx: FxLock | None = None  # the hold is in the wallet currency, at this locked rate
+
+
+@dataclass
+class ConvertedPayout:
+    """A paid payout that converted: its hold is posted and its payout-currency leg and margin booked."""
+
+    payout_id: str
+    player_id: str
+    fx: FxLock
+    method: str | None = None
+    psp: str | None = None
 
 
 @dataclass

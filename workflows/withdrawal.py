@@ -22,12 +22,12 @@ from workflows.common import (
 )
 from workflows.psp_step import PAYOUT_CALLS, Created, Ending, PollSchedule, PspOutcome, PspSignals, PspStep
 from workflows.retry_policies import (
-    DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
+    DATABASE_STEP_TIMEOUT, FX_QUOTE, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
 )
 from workflows.types import (
-    ActivityName, AmlTrigger, AuditEntry, CancelRequest, CreatePspPayoutInput, ErrorType, HoldResult, PayoutCheckResult,
-    PayoutFacts, PayoutRoute, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent, ReviewDecision,
-    StatusPollPlan, WithdrawalInput, WithdrawalState,
+    ActivityName, AmlTrigger, AuditEntry, CancelRequest, ConvertedPayout, CreatePspPayoutInput, ErrorType, HoldResult,
+    PayoutCheckResult, PayoutFacts, PayoutRoute, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent,
+    QuoteConversionInput, ReviewDecision, StatusPollPlan, WalletConversion, WithdrawalInput, WithdrawalState,
 )
 
 # Endings without money paid out: a refused payout is a rule's or a person's word (INFO), a failed one may be an
@@ -113,6 +113,11 @@ class WithdrawalWorkflow(PspSignals):
     async def run(self, input: WithdrawalInput) -> WithdrawalState:
         publish_search_attributes(self._state)
         s = self._state
+        if workflow.patched("fx-conversion"):
+            try:
+                await self._lock_rate()
+            except Finish as ending:
+                return await self._finish(ending.status, ending.failure_code, hold_placed=False)
         try:
             hold = await workflow.execute_activity(
                 ActivityName.HOLD_PAYOUT, self._subject(), result_type=HoldResult,
@@ -157,6 +162,24 @@ class WithdrawalWorkflow(PspSignals):
                     raise
                 workflow.logger.warning("cancel of %s ignored: the PSP may already have it", input.payout_id)
                 outcome = None
+
+    async def _lock_rate(self) -> None:
+        """A payout in another currency than the player's wallet: its rate, locked once before the hold, so the
+        hold and the posting charge the wallet the same amount however the source's rates move meanwhile."""
+        i = self._input
+        try:
+            conversion = await workflow.execute_activity(
+                ActivityName.QUOTE_CONVERSION,
+                QuoteConversionInput(i.payout_id, i.player_id, i.currency, i.amount_minor, "debit"),
+                result_type=WalletConversion, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=FX_QUOTE,
+            )
+        except ActivityError as err:
+            cancelled = is_cancelled_exception(err)
+            if not cancelled:
+                workflow.logger.error("payout %s got no FX quote: %s", i.payout_id, err.cause)
+            raise Finish(PayoutStatus.CANCELLED if cancelled else PayoutStatus.FAILED,
+                         "workflow_cancelled" if cancelled else "fx_unavailable") from None
+        self._state.fx = conversion.lock
 
     async def _pass_checks(self) -> None:
         """Account state, KYC, AML/risk — and the waits they may need (KYC signal, ops review)."""
@@ -314,7 +337,12 @@ class WithdrawalWorkflow(PspSignals):
         if hold_placed and s.hold_resolution is None:
             # By payout id: a hold whose placing was cancelled half-way is voided too (a no-op if it never was).
             posted = status == PayoutStatus.PAID
-            await self._must(ActivityName.POST_PAYOUT_HOLD if posted else ActivityName.VOID_PAYOUT_HOLD, s.payout_id)
+            if posted and s.fx is not None:  # the hold, its payout-currency leg and the margin, at once
+                await self._must(ActivityName.POST_CONVERTED_PAYOUT,
+                                 ConvertedPayout(s.payout_id, s.player_id, s.fx, s.method, s.psp))
+            else:
+                await self._must(ActivityName.POST_PAYOUT_HOLD if posted else ActivityName.VOID_PAYOUT_HOLD,
+                                 s.payout_id)
             s.hold_resolution = "posted" if posted else "voided"
         set_status(self._state, status)
         metrics.payout_ended(status=s.status, method=s.method, psp=s.psp, created_at=s.created_at,
@@ -366,7 +394,7 @@ class WithdrawalWorkflow(PspSignals):
     def _subject(self) -> PayoutSubject:
         i = self._input
         return PayoutSubject(i.payout_id, i.player_id, i.amount_minor, i.currency, i.country, i.device_id,
-                             i.ip_address)
+                             i.ip_address, self._state.fx)
 
     def _stop_if_cancelled(self) -> None:
         if self._cancel is not None:
