@@ -13,6 +13,8 @@ from pydantic import (
 
 from api.card_numbers import NoCardNumber
 from incidents.models import INCIDENT_CLASSES
+from payloop.money import to_decimal_string
+from workflows.types import FxLock
 
 # A player id, wherever one is taken (bodies and paths): 1-64 of letters, digits, "_", "-", "." — but not "." or
 # "..", which are path segments URL resolution removes or climbs with (in clients, proxies, caches), so a request
@@ -174,9 +176,34 @@ class RiskDecisionView(BaseModel):
     created_at: str
 
 
+class FxView(BaseModel):
+    """The conversion locked for a payment or payout in another currency than the player's wallet."""
+
+    wallet_currency: str
+    wallet_amount: str = Field(description="credited to (deposit) or charged from (payout) the wallet")
+    rate: str = Field(description="the source's mid rate: wallet currency units per payment currency unit")
+    spread_bps: int
+    margin: str = Field(description="the house's spread, in the wallet currency")
+    source: str
+    rate_id: str
+    quoted_at: str
+    expires_at: str = Field(description="the source's expiry, for audit: the lock holds for the payment's life")
+
+    @classmethod
+    def of(cls, lock: FxLock | None) -> FxView | None:
+        if lock is None:
+            return None
+        return cls(wallet_currency=lock.wallet_currency,
+                   wallet_amount=to_decimal_string(lock.wallet_amount_minor, lock.wallet_currency),
+                   rate=lock.rate, spread_bps=lock.spread_bps,
+                   margin=to_decimal_string(lock.margin_minor, lock.wallet_currency), source=lock.source,
+                   rate_id=lock.rate_id, quoted_at=lock.quoted_at, expires_at=lock.expires_at)
+
+
 class PaymentView(PaymentAmounts, DepositFacts):
     redirect_url: str | None = None
     refund_ids: list[str]
+    fx: FxView | None = None  # set when the deposit converts into the player's wallet currency
     risk_level: str | None = Field(default=None, description="low | medium | high: the risk rules' verdict")
     risk: list[RiskDecisionView] | None = Field(
         default=None, description="the risk decisions with their rule hits; only for keys with the ops scope")
@@ -231,6 +258,13 @@ class PlayerProfileView(BaseModel):
     self_excluded_until: str | None = None  # null while self_excluded = indefinitely
     closed: bool
     deposit_limits: list[DepositLimitView]
+    wallet_currency: str | None = None  # null until set, or until the player's first deposit
+
+
+class WalletCurrencyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"currency": "EUR"}]})
+
+    currency: Currency
 
 
 class DepositLimitRequest(BaseModel):
@@ -340,6 +374,7 @@ class PayoutView(BaseModel):
     reviewed_by: str | None = None
     deferred_until: str | None = None  # while the payout waits for its PSP to come back
     hold: str | None = None  # "held" | "posted" | "voided"
+    fx: FxView | None = None  # set when the payout converts from the player's wallet currency
     risk_level: str | None = None  # low | medium | high: the risk rules' verdict
     risk: list[RiskDecisionView] | None = Field(
         default=None, description="the risk decisions with their rule hits; only for keys with the ops scope")
@@ -469,7 +504,8 @@ class MarginRowView(BaseModel):
     fees: str
     payouts_count: int
     payouts: str
-    net_margin: str  # deposits - refunds - chargebacks - fees - payouts
+    fx_margin: str  # the spread kept on conversions into or out of this currency's wallets
+    net_margin: str  # deposits - refunds - chargebacks - fees - payouts + fx_margin
     chargeback_rate: str | None  # lost disputes / credited deposits; null without deposits
     cost_per_deposit: str | None  # fees / credited deposits; null without deposits
 

@@ -46,6 +46,7 @@ def _row(r: MarginRow) -> MarginRowView:
         refunds_count=r.refunds_count, refunds=decimal(r.refunds_minor),
         chargebacks_count=r.chargebacks_count, chargebacks=decimal(r.chargebacks_minor),
         fees=decimal(r.fees_minor), payouts_count=r.payouts_count, payouts=decimal(r.payouts_minor),
+        fx_margin=decimal(r.fx_margin_minor),
         net_margin=decimal(r.net_margin_minor), chargeback_rate=r.chargeback_rate,
         cost_per_deposit=decimal(r.cost_per_deposit_minor) if r.cost_per_deposit_minor is not None else None,
     )

@@ -24,6 +24,7 @@ from api.routes.routing import disabled_methods
 from api.schemas import (
     PLAYER_ID_PATTERN,
     DepositReviewRequest,
+    FxView,
     OpsActionRequest,
     OpsPaymentItem,
     OpsPaymentPage,
@@ -225,6 +226,7 @@ async def payment_view(request: Request, state: DepositState, *, ops: bool) -> P
         redirect_url=state.redirect_url,
         **amounts(money, state.currency),
         refund_ids=refund_ids,
+        fx=FxView.of(state.fx),
         risk_level=state.risk_level,
         risk=await risk_views(db, "deposit", state.payment_id) if ops else None,
         review_psp_view=_psp_summary(state.review_psp_view) if ops else None,

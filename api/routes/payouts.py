@@ -22,7 +22,8 @@ from api.idempotency import IDEMPOTENCY_KEY_DOC, answer_json, answer_once, resol
 from api.inputs import amount_in_minor_units, check_sandbox_scenario
 from api.risk_decisions import risk_views
 from api.schemas import (
-    CancelPayoutRequest, OpsActionRequest, PayoutInitRequest, PayoutInitResponse, PayoutView, ReviewDecisionRequest,
+    CancelPayoutRequest, FxView, OpsActionRequest, PayoutInitRequest, PayoutInitResponse, PayoutView,
+    ReviewDecisionRequest,
 )
 from ledger import player_account
 from payloop.money import to_decimal_string
@@ -318,6 +319,7 @@ def _view(request: Request, s: WithdrawalState) -> PayoutView:
         reviewed_by=s.reviewed_by,
         deferred_until=s.deferred_until,
         hold=hold,
+        fx=FxView.of(s.fx),
         risk_level=s.risk_level,
         created_at=s.created_at,
         updated_at=s.updated_at,

@@ -1,4 +1,5 @@
-"""Player profiles: KYC status, self-exclusion, closed accounts and deposit limits; the audit log for operators.
+"""Player profiles: KYC status, self-exclusion, closed accounts, deposit limits and the wallet currency; the audit
+log for operators.
 
 Every change is a plain "set this value", so a retry is harmless: the Idempotency-Key header is accepted and ignored.
 """
@@ -21,10 +22,11 @@ from api.schemas import (
     PlayerIdPath,
     PlayerProfileView,
     SelfExclusionRequest,
+    WalletCurrencyRequest,
 )
 from payloop.db import utcnow
 from payloop.money import MoneyError, currency_exponent, to_decimal_string, to_minor_units
-from players import KycStatus, LimitPeriod, PlayerProfile, PlayerRuleError, PlayerStore, audit
+from players import KycStatus, LimitPeriod, PlayerProfile, PlayerRuleError, PlayerStore, audit, wallets
 
 router = APIRouter(tags=["players"], responses=problem_responses(503))
 
@@ -66,6 +68,23 @@ async def set_deposit_limit(
                       errors=[{"field": field, "code": err.code, "message": str(err)}]) from None
     await store.set_deposit_limit(player_id, body.currency, LimitPeriod(body.period), amount_minor,
                                   now=utcnow(), actor=principal.client_id)
+    return await _profile(store, player_id)
+
+
+@router.put("/v1/players/{player_id}/wallet-currency", response_model=PlayerProfileView,
+            responses=problem_responses(409))
+async def set_wallet_currency(
+    player_id: PlayerIdPath, body: WalletCurrencyRequest, request: Request, store: Store, principal: Payments
+) -> PlayerProfileView:
+    """The currency the player's balance is kept in; deposits and payouts in another one convert (README
+    "Currencies and conversion"). 409 while the player holds money or a hold in the current one."""
+    try:
+        await wallets.set_wallet_currency(request.app.state.engine, player_id, body.currency, now=utcnow(),
+                                          actor=principal.client_id)
+    except MoneyError as err:
+        raise _field_problem("currency", err.code, str(err)) from None
+    except PlayerRuleError as err:
+        raise Problem(409, err.code, "Wallet currency in use", str(err)) from None
     return await _profile(store, player_id)
 
 
@@ -155,6 +174,7 @@ def _view(profile: PlayerProfile) -> PlayerProfileView:
         self_excluded_until=_iso(profile.self_excluded_until),
         closed=profile.closed,
         deposit_limits=limits,
+        wallet_currency=profile.wallet_currency,
     )
 
 
