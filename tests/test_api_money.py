@@ -466,7 +466,8 @@ async def test_ops_margin(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     async def report(_engine: Any, *, created_from: datetime, created_to: datetime) -> list[MarginRow]:
         return [MarginRow(method="card", psp="card", currency="EUR", deposits_count=2, deposits_minor=10000,
                           refunds_count=1, refunds_minor=1000, chargebacks_count=0, chargebacks_minor=0,
-                          fees_minor=150, payouts_count=1, payouts_minor=2000, fx_margin_minor=0, net_margin_minor=6850,
+                          fees_minor=150, payouts_count=1, payouts_minor=2000, fx_margin_minor=0,
+                          net_margin_minor=6850,
                           chargeback_rate="0.000000", cost_per_deposit_minor=75)]
 
     monkeypatch.setattr(margin, "margin", report)
