@@ -49,7 +49,7 @@ async def test_an_unknown_player_has_the_default_profile(stack: Stack) -> None:
     player = new_player()
     assert ok(await stack.api.get(f"/v1/players/{player}")) == {
         "player_id": player, "kyc_status": "unverified", "self_excluded": False, "self_excluded_until": None,
-        "closed": False, "deposit_limits": [],
+        "closed": False, "deposit_limits": [], "wallet_currency": None,
     }
 
 
