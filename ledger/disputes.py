@@ -12,6 +12,11 @@ For a dispute of D on a payment at PSP P (transfer ids `dispute:<P>:<dispute_id>
 - won: void the hold; post `psp:P → house:disputes` D ("returned": the PSP gives it back); post
   `house:chargebacks → house:player_receivables` S ("shortfall_reversal"). disputed_minor -= D.
 
+A converted deposit's dispute (ledger/fx.py, FxReturn) takes its share from the player in the wallet currency
+(hold, receivable and the margin's share, pending into house:fx; posted when lost, voided when won); its hold and
+shortfall above run from (and the shortfall's reversal back to) house:fx in the payment's currency, split as the
+wallet share is.
+
 After either outcome house:disputes nets zero for the dispute, so its balance is minus the open disputes' amounts:
 each dispute's money is in exactly one place (ledger/invariants.py checks it). A fee the PSP reports on a won
 dispute is booked too (it kept it). Every call is idempotent on (psp, dispute_id); the same key with another
@@ -38,6 +43,8 @@ from ledger.accounts import (
 )
 from ledger.errors import AlreadyFinal, InvalidTransfer, RecordConflict, RecordNotFound
 from ledger.fees import fee_accounts
+from ledger.fx import DISPUTE as FX_DISPUTE
+from ledger.fx import FxConversion, deposit_conversion_in, fx_account, plan_return, resolve_return_in, return_accounts
 from ledger.models import disputes, payments
 from ledger.payments import add_payment_fee, from_row
 from ledger.service import Ledger, TransferRequest, check_minor_units
@@ -110,16 +117,26 @@ async def open_dispute(
         await conn.execute(update(payments).where(payments.c.payment_id == payment_id)
                            .values(disputed_minor=payments.c.disputed_minor + amount_minor))
         dispute = await _get_one(conn, psp, dispute_id)
-        player = player_account(dispute.player_id, currency)
-        balances = await ledger.lock_accounts_in(conn, _accounts(dispute))
-        held = min(amount_minor, max(0, balances[player].available))
+        conversion = await deposit_conversion_in(conn, payment_id)
+        payer, receivables = (fx_account(currency), fx_account(currency)) if conversion else (
+            player_account(dispute.player_id, currency), player_receivables_account(currency))
+        if conversion is not None:
+            returned = await plan_return(ledger, conn, conversion, operation=FX_DISPUTE, key=dispute.key,
+                                         amount_minor=amount_minor, allow_shortfall=True,
+                                         lock_also=_accounts(dispute, conversion))
+            for leg in returned.legs():
+                await ledger.hold_in(conn, leg)
+            held, _ = returned.payment_split()
+        else:
+            balances = await ledger.lock_accounts_in(conn, _accounts(dispute, conversion))
+            held = min(amount_minor, max(0, balances[payer].available))
         dispute = replace(dispute, held_minor=held, shortfall_minor=amount_minor - held)
         await ledger.post_transfer_in(conn, _move(dispute, "pulled", disputes_account(currency),
                                                   psp_clearing_account(psp, currency), amount_minor))
         if held:
-            await ledger.hold_in(conn, _move(dispute, "hold", player, chargebacks_account(currency), held))
+            await ledger.hold_in(conn, _move(dispute, "hold", payer, chargebacks_account(currency), held))
         if dispute.shortfall_minor:
-            await ledger.post_transfer_in(conn, _move(dispute, "shortfall", player_receivables_account(currency),
+            await ledger.post_transfer_in(conn, _move(dispute, "shortfall", receivables,
                                                       chargebacks_account(currency), dispute.shortfall_minor))
             await conn.execute(update(disputes).where(*_pk(psp, dispute_id))
                                .values(held_minor=held, shortfall_minor=dispute.shortfall_minor))
@@ -155,12 +172,16 @@ async def resolve_dispute(
         if outcome == LOST:
             money["charged_back_minor"] = payments.c.charged_back_minor + amount
         await conn.execute(update(payments).where(payments.c.payment_id == dispute.payment_id).values(money))
-        await ledger.lock_accounts_in(conn, _accounts(dispute) + fee_accounts(psp, dispute.currency, fee_minor))
+        conversion = await deposit_conversion_in(conn, dispute.payment_id)
+        await ledger.lock_accounts_in(conn, _accounts(dispute, conversion)
+                                      + fee_accounts(psp, dispute.currency, fee_minor))
         if dispute.held_minor:
             resolve = ledger.post_hold_in if outcome == LOST else ledger.void_hold_in
             await resolve(conn, transfer_ids.dispute(psp, dispute_id, "hold"))
-        for req in _resolution(dispute):
+        for req in _resolution(dispute, conversion):
             await ledger.post_transfer_in(conn, req)
+        if conversion is not None:
+            await resolve_return_in(ledger, conn, FX_DISPUTE, dispute.key, post=outcome == LOST)
         await add_payment_fee(ledger, conn, dispute.payment_id, operation="chargeback", reference=dispute.key,
                               psp=psp, method=method, currency=dispute.currency, fee_minor=fee_minor, now=now)
         return dispute
@@ -202,23 +223,27 @@ def _move(dispute: DisputeRecord, step: str, debit: str, credit: str, amount: in
                            dispute.currency, f"dispute_{step}", dispute.key)
 
 
-def _resolution(dispute: DisputeRecord) -> list[TransferRequest]:
-    """The postings of an outcome (besides the hold's post or void)."""
+def _resolution(dispute: DisputeRecord, conversion: FxConversion | None) -> list[TransferRequest]:
+    """The postings of an outcome (besides the hold's post or void). A converted deposit's shortfall came from
+    house:fx (its receivable is in the wallet currency: ledger/fx.py) and goes back there."""
     currency, amount = dispute.currency, dispute.amount_minor
+    receivables = fx_account(currency) if conversion else player_receivables_account(currency)
     if dispute.state == LOST:
         return [_move(dispute, "chargeback", chargebacks_account(currency), disputes_account(currency), amount)]
     returned = [_move(dispute, "returned", psp_clearing_account(dispute.psp, currency), disputes_account(currency),
                       amount)]
     if dispute.shortfall_minor:
-        returned.append(_move(dispute, "shortfall_reversal", chargebacks_account(currency),
-                              player_receivables_account(currency), dispute.shortfall_minor))
+        returned.append(_move(dispute, "shortfall_reversal", chargebacks_account(currency), receivables,
+                              dispute.shortfall_minor))
     return returned
 
 
-def _accounts(dispute: DisputeRecord) -> list[str]:
+def _accounts(dispute: DisputeRecord, conversion: FxConversion | None) -> list[str]:
     currency = dispute.currency
-    return [disputes_account(currency), chargebacks_account(currency), player_receivables_account(currency),
-            player_account(dispute.player_id, currency), psp_clearing_account(dispute.psp, currency)]
+    common = [disputes_account(currency), chargebacks_account(currency), psp_clearing_account(dispute.psp, currency)]
+    if conversion is not None:
+        return common + [fx_account(currency), *return_accounts(conversion)]
+    return common + [player_receivables_account(currency), player_account(dispute.player_id, currency)]
 
 
 def _pk(psp: str, dispute_id: str) -> tuple[Any, Any]:

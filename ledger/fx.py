@@ -9,6 +9,14 @@ A EUR wallet's USD 100.00 payout at the same lock: the hold `payout:<id>:hold` p
 (rate plus the spread, rounded up); when it is posted, `fx:payout:<id>:paid` house:fx:USD → house:payouts:USD
 100.00 and `fx:payout:<id>:margin` house:fx:EUR → house:fx_margin:EUR 0.47; a voided hold books nothing else.
 
+A refund or chargeback of a converted deposit gives back its share of the conversion at the deposit's locked rate
+(`FxReturn`, legs `fx:<refund|dispute>:<id>:<wallet|shortfall|margin>`, kinds fx_*_return, referencing the
+deposit): the player's wallet currency is debited, the payment currency is paid out of house:fx, and the house
+gives up the margin's share too (it keeps no margin on money it hands back), so a deposit refunded in full leaves
+house:fx and house:fx_margin where they were before it. Shares are proportional to the amount, rounded up (the
+player never keeps more than was credited for what comes back), never more than what is left of the credit and
+the margin, and the one that takes the last of the credit takes exactly what is left.
+
 house:fx:<CUR> is the house's open position per currency (what treasury trades away); house:fx_margin:<CUR> the
 spread earned, read by the margin report. Each conversion's row in `fx_conversions` (written in the transaction
 that books its legs) records the locked quote for audit: rate, spread, source, rate id and expiry.
@@ -23,12 +31,21 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import transfer_ids
-from ledger.accounts import house_account, payouts_account, player_account
+from ledger.accounts import house_account, payouts_account, player_account, player_receivables_account
+from ledger.models import ledger_transfers as transfers
+from ledger.models import payments
 from ledger.service import Ledger, TransferRequest
 from payloop.db import UtcDateTime, insert_if_missing, metadata
 
 DEPOSIT, PAYOUT = "deposit", "payout"
+REFUND, DISPUTE = "refund", "dispute"  # what gives a converted deposit back (FxReturn.operation)
 WALLET_KIND, MARGIN_KIND, PAID_KIND = "fx_wallet", "fx_margin", "fx_paid"  # transfer kinds of the legs
+# A return's legs (reference: the deposit's payment id): the player's wallet share, the part of it the balance
+# lacked (a receivable), the margin's share.
+WALLET_RETURN_KIND, SHORTFALL_RETURN_KIND, MARGIN_RETURN_KIND = "fx_wallet_return", "fx_shortfall_return", \
+    "fx_margin_return"
+RETURN_KINDS = (WALLET_RETURN_KIND, SHORTFALL_RETURN_KIND, MARGIN_RETURN_KIND)
+_RETURN_LEGS = ((WALLET_RETURN_KIND, "wallet"), (SHORTFALL_RETURN_KIND, "shortfall"), (MARGIN_RETURN_KIND, "margin"))
 
 fx_conversions = sa.Table(
     "fx_conversions",
@@ -154,3 +171,98 @@ def _margin_leg(c: FxConversion) -> TransferRequest:
 def _nonzero(legs: list[TransferRequest]) -> list[TransferRequest]:
     # A tiny amount can convert to nothing (or at no margin): a transfer of zero is no transfer.
     return [leg for leg in legs if leg.amount > 0]
+
+
+# ---- refunds and chargebacks of a converted deposit -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FxReturn:
+    """A refund's or dispute's share of a converted deposit (`conversion`), the wallet side in its currency."""
+
+    conversion: FxConversion
+    operation: str  # refund | dispute
+    key: str  # the refund id or the dispute key
+    amount_minor: int  # in the payment currency
+    held_minor: int  # taken from the player's wallet balance
+    shortfall_minor: int  # what the balance lacked: a player receivable
+    margin_minor: int  # the margin the house gives up
+
+    def payment_split(self) -> tuple[int, int]:
+        """`amount_minor` split like the wallet share (held, shortfall): the refund's or dispute's row."""
+        wallet_minor = self.held_minor + self.shortfall_minor
+        if not self.shortfall_minor:
+            return self.amount_minor, 0
+        held = self.amount_minor * self.held_minor // wallet_minor
+        return held, self.amount_minor - held
+
+    def legs(self) -> list[TransferRequest]:
+        """Wallet currency → house:fx (pending until the refund or dispute is final); the payment-currency side is
+        the refund's or dispute's own moves, out of house:fx."""
+        c, to = self.conversion, self.conversion.to_currency
+        debits = {WALLET_RETURN_KIND: (player_account(c.player_id, to), self.held_minor),
+                  SHORTFALL_RETURN_KIND: (player_receivables_account(to), self.shortfall_minor),
+                  MARGIN_RETURN_KIND: (fx_margin_account(to), self.margin_minor)}
+        return _nonzero([TransferRequest(transfer_ids.fx(self.operation, self.key, leg), debits[kind][0],
+                                         fx_account(to), debits[kind][1], to, kind, c.reference)
+                         for kind, leg in _RETURN_LEGS])
+
+
+def return_accounts(c: FxConversion) -> list[str]:
+    """Every account a return of `c` may touch in the wallet currency (lock them before moving any)."""
+    to = c.to_currency
+    return [player_account(c.player_id, to), player_receivables_account(to), fx_account(to), fx_margin_account(to)]
+
+
+async def deposit_conversion_in(conn: AsyncConnection, payment_id: str) -> FxConversion | None:
+    row = (await conn.execute(sa.select(fx_conversions).where(
+        fx_conversions.c.kind == DEPOSIT, fx_conversions.c.reference == payment_id))).one_or_none()
+    if row is None:
+        return None
+    values = row._asdict()
+    values.pop("booked_at")
+    return FxConversion(**values)
+
+
+async def plan_return(ledger: Ledger, conn: AsyncConnection, c: FxConversion, *, operation: str, key: str,
+                      amount_minor: int, allow_shortfall: bool, lock_also: list[str]) -> FxReturn:
+    """The share of `c` that `amount_minor` (already reserved on the payment row) gives back, split between the
+    player's available balance and, when `allow_shortfall`, a receivable. Locks the return's accounts and
+    `lock_also` in one sorted batch. Without a shortfall the whole share is asked of the balance (the hold then
+    raises InsufficientFunds when it is short)."""
+    t = transfers.c
+    live = (t.reference == c.reference) & t.status.in_(("pending", "posted"))
+    wallet_taken, margin_taken = (await conn.execute(sa.select(
+        sa.func.coalesce(sa.func.sum(sa.case((t.kind.in_((WALLET_RETURN_KIND, SHORTFALL_RETURN_KIND)), t.amount),
+                                             else_=0)), 0),
+        sa.func.coalesce(sa.func.sum(sa.case((t.kind == MARGIN_RETURN_KIND, t.amount), else_=0)), 0),
+    ).where(live))).one()
+    p = payments.c
+    by_player = p.refunded_minor + p.refund_pending_minor + p.disputed_minor + p.charged_back_minor \
+        - p.uncredited_refunds_minor
+    last = (await conn.execute(sa.select(p.credited_minor <= by_player).where(p.payment_id == c.reference))
+            ).scalar_one()
+    wallet = _share(amount_minor, c.from_minor, c.to_minor, int(wallet_taken), last=bool(last))
+    margin = _share(amount_minor, c.from_minor, c.margin_minor, int(margin_taken), last=bool(last))
+    player = player_account(c.player_id, c.to_currency)
+    balances = await ledger.lock_accounts_in(conn, return_accounts(c) + lock_also)
+    held = min(wallet, max(0, balances[player].available)) if allow_shortfall else wallet
+    return FxReturn(c, operation, key, amount_minor, held, wallet - held, margin)
+
+
+async def resolve_return_in(ledger: Ledger, conn: AsyncConnection, operation: str, key: str, *, post: bool) -> None:
+    """Post (the refund succeeded, the chargeback was lost) or void a return's legs; its accounts are locked."""
+    ids = [transfer_ids.fx(operation, key, leg) for _, leg in _RETURN_LEGS]
+    pending = (await conn.execute(sa.select(transfers.c.id).where(
+        transfers.c.id.in_(ids), transfers.c.status == "pending").order_by(transfers.c.id))).scalars().all()
+    for transfer_id in pending:
+        await (ledger.post_hold_in if post else ledger.void_hold_in)(conn, transfer_id)
+
+
+def _share(amount_minor: int, whole_minor: int, total_minor: int, taken_minor: int, *, last: bool) -> int:
+    """`amount_minor`/`whole_minor` of `total_minor`, rounded up, within what is left of it; all that is left
+    when this is the `last` share."""
+    left = max(0, total_minor - taken_minor)
+    if last:
+        return left
+    return min(left, -(-amount_minor * total_minor // whole_minor))

@@ -10,6 +10,9 @@
    - 'player': the player gives back what they were credited. A hold `player → psp:<psp>` (pending) for what the
      player has available; with `allow_shortfall`, a second hold `house:player_receivables → psp:<psp>` for what
      the balance lacks (the player then owes it to the house). Without it, a short balance is InsufficientFunds.
+     A deposit converted into the wallet's currency is given back at its locked rate (ledger/fx.py, FxReturn):
+     the holds are in the wallet currency into house:fx (with the margin's share), and the refund's own holds
+     (same ids, split as the wallet share is) run from house:fx in the payment's currency.
    - 'uncredited': money the player never got (a deposit rejected in review after capture, the part of a capture
      ops did not approve, a stray capture at a PSP the deposit failed over from). Nothing to hold; only the
      refund's fee will be booked. A stray capture at another PSP than the payment's was never part of its
@@ -38,6 +41,8 @@ from ledger import transfer_ids
 from ledger.accounts import player_account, player_receivables_account, psp_clearing_account
 from ledger.errors import AlreadyFinal, InvalidTransfer, RecordConflict, RecordNotFound
 from ledger.fees import fee_accounts
+from ledger.fx import REFUND as FX_REFUND
+from ledger.fx import FxConversion, deposit_conversion_in, fx_account, plan_return, resolve_return_in, return_accounts
 from ledger.models import payments, refunds
 from ledger.payments import PaymentMoney, add_payment_fee, from_row
 from ledger.service import Ledger, TransferRequest, check_minor_units
@@ -140,12 +145,16 @@ async def settle_refund(
             return stored
         refund = from_row(RefundRecord, settled)
         await _release(conn, refund, succeeded=outcome == SUCCEEDED)
-        await ledger.lock_accounts_in(conn, _hold_accounts(refund) + fee_accounts(refund.psp, refund.currency,
-                                                                                 fee_minor))
+        conversion = await deposit_conversion_in(conn, refund.payment_id) if refund.funding == PLAYER_FUNDED \
+            else None
+        await ledger.lock_accounts_in(conn, _hold_accounts(refund, conversion)
+                                      + fee_accounts(refund.psp, refund.currency, fee_minor))
         resolve = ledger.post_hold_in if outcome == SUCCEEDED else ledger.void_hold_in
         for transfer_id, amount in _holds(refund):
             if amount:
                 await resolve(conn, transfer_id)
+        if conversion is not None:
+            await resolve_return_in(ledger, conn, FX_REFUND, refund_id, post=outcome == SUCCEEDED)
         await add_payment_fee(ledger, conn, refund.payment_id, operation="refund", reference=refund_id,
                               psp=refund.psp, method=method, currency=refund.currency, fee_minor=fee_minor, now=now)
         return refund
@@ -259,20 +268,44 @@ async def _reserve(conn: AsyncConnection, payment_id: str, amount_minor: int, fu
 
 async def _hold(ledger: Ledger, conn: AsyncConnection, row: dict[str, Any], allow_shortfall: bool) -> tuple[int, int]:
     """Hold the player's part (all of it, or what is available when a shortfall is allowed) and the shortfall."""
+    if (conversion := await deposit_conversion_in(conn, row["payment_id"])) is not None:
+        return await _hold_converted(ledger, conn, row, conversion, allow_shortfall)
     player = player_account(row["player_id"], row["currency"])
     receivables = player_receivables_account(row["currency"])
     clearing = psp_clearing_account(row["psp"], row["currency"])
     balances = await ledger.lock_accounts_in(conn, [player, clearing] + ([receivables] if allow_shortfall else []))
     amount = row["amount_minor"]
     held = min(amount, max(0, balances[player].available)) if allow_shortfall else amount
-    for transfer_id, debit, kind, value in (
-        (transfer_ids.refund_hold(row["refund_id"]), player, HOLD_KIND, held),
-        (transfer_ids.refund_shortfall(row["refund_id"]), receivables, SHORTFALL_KIND, amount - held),
+    await _hold_payment_side(ledger, conn, row, (player, held), (receivables, amount - held))
+    return held, amount - held
+
+
+async def _hold_converted(ledger: Ledger, conn: AsyncConnection, row: dict[str, Any], conversion: FxConversion,
+                          allow_shortfall: bool) -> tuple[int, int]:
+    """A converted deposit's refund (ledger/fx.py): the player gives back the credit's share in the wallet
+    currency, the refund's own holds are paid out of house:fx in the payment's, split as the wallet share is."""
+    position = fx_account(row["currency"])
+    returned = await plan_return(ledger, conn, conversion, operation=FX_REFUND, key=row["refund_id"],
+                                 amount_minor=row["amount_minor"], allow_shortfall=allow_shortfall,
+                                 lock_also=[position, psp_clearing_account(row["psp"], row["currency"])])
+    for leg in returned.legs():
+        await ledger.hold_in(conn, leg)
+    held, shortfall = returned.payment_split()
+    await _hold_payment_side(ledger, conn, row, (position, held), (position, shortfall))
+    return held, shortfall
+
+
+async def _hold_payment_side(ledger: Ledger, conn: AsyncConnection, row: dict[str, Any], held: tuple[str, int],
+                             shortfall: tuple[str, int]) -> None:
+    """The refund's holds → PSP clearing: (debit account, amount) of its held part and of its shortfall."""
+    clearing = psp_clearing_account(row["psp"], row["currency"])
+    for transfer_id, (debit, value), kind in (
+        (transfer_ids.refund_hold(row["refund_id"]), held, HOLD_KIND),
+        (transfer_ids.refund_shortfall(row["refund_id"]), shortfall, SHORTFALL_KIND),
     ):
         if value:
             await ledger.hold_in(conn, TransferRequest(transfer_id, debit, clearing, value, row["currency"], kind,
                                                        row["refund_id"]))
-    return held, amount - held
 
 
 async def _release(conn: AsyncConnection, refund: RefundRecord, *, succeeded: bool) -> None:
@@ -293,9 +326,12 @@ def _holds(refund: RefundRecord) -> list[tuple[str, int]]:
             (transfer_ids.refund_shortfall(refund.refund_id), refund.shortfall_minor)]
 
 
-def _hold_accounts(refund: RefundRecord) -> list[str]:
+def _hold_accounts(refund: RefundRecord, conversion: FxConversion | None) -> list[str]:
     if refund.funding != PLAYER_FUNDED:
         return []
+    if conversion is not None:
+        return [fx_account(refund.currency), psp_clearing_account(refund.psp, refund.currency),
+                *return_accounts(conversion)]
     return [player_account(refund.player_id, refund.currency), psp_clearing_account(refund.psp, refund.currency)] + (
         [player_receivables_account(refund.currency)] if refund.shortfall_minor else [])
 

@@ -84,11 +84,12 @@ SETTLEMENT_STEPS = ("fee_difference", "paid_out")
 RECON_STEPS = ("settlement", "item_settlement", "adjustment", "write_off", "write_off_ledger")
 
 
-FX_LEGS = ("wallet", "margin", "paid")
+FX_LEGS = ("wallet", "margin", "paid", "shortfall")
 
 
 def fx(kind: str, reference: str, leg: str) -> str:
-    """A conversion's leg (ledger/fx.py): `kind` deposit or payout, `reference` its id, `leg` one of FX_LEGS."""
+    """A conversion's leg (ledger/fx.py): `kind` deposit or payout, `reference` its id, `leg` one of FX_LEGS; or
+    a return of a converted deposit's: `kind` refund or dispute, `reference` the refund id or dispute key."""
     if leg not in FX_LEGS:
         raise ValueError(f"unknown FX leg {leg!r}")
     return f"fx:{kind}:{reference}:{leg}"
