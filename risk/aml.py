@@ -7,6 +7,7 @@ joins the player's active one (risk/cases.py reviews them).
   the threshold (within `structuring_margin_percent` of it): amounts kept under the line on purpose.
 - rapid_in_out: a payout within `rapid_in_out_window_hours` of the last credited deposit, with the turnover staked
   since that deposit below `rapid_in_out_min_turnover_percent` of it: money passed through the casino, not played.
+  Measured in the wallet currency: a deposit converted into it counts as what it credited there.
 - unusual_route: a payout paid (or sent to the PSP) by a method the player never deposited with.
 - shared_instrument: a device or instrument the player used seen with `shared_instrument_min_players` players or
   more (this one included).
@@ -26,9 +27,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import select, union, update
+from sqlalchemy import func, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ledger.fx import fx_conversions
 from ledger.games import turnover_since
 from ledger.models import payments, payouts
 from payloop.db import insert_if_missing
@@ -246,9 +248,15 @@ async def _recent_deposits(conn: AsyncConnection, player_id: str, since: datetim
 
 
 async def _last_credited_deposit(conn: AsyncConnection, player_id: str, now: datetime) -> _Op | None:
-    p = payments.c
-    row = (await conn.execute(select(p.payment_id, p.currency, p.credited_minor, p.method, p.created_at).where(
-        p.player_id == player_id, p.credited_minor > 0, p.created_at <= now)
+    """The player's last credited deposit, in the currency and amount its credit reached the wallet: a deposit
+    converted into the wallet's currency (ledger/fx.py) is measured as what was credited there, where the player
+    plays it."""
+    p, fx = payments.c, fx_conversions.c
+    row = (await conn.execute(
+        select(p.payment_id, p.method, p.created_at, func.coalesce(fx.to_currency, p.currency).label("currency"),
+               func.coalesce(fx.to_minor, p.credited_minor).label("credited_minor"))
+        .outerjoin(fx_conversions, (fx.reference == p.payment_id) & (fx.kind == DEPOSIT))
+        .where(p.player_id == player_id, p.credited_minor > 0, p.created_at <= now)
         .order_by(p.created_at.desc(), p.payment_id.desc()).limit(1))).one_or_none()
     if row is None:
         return None

@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.fx import FxConversion, record_conversion
 from risk import aml, decisions
 from risk.facts import gather_facts
 from risk.models import risk_case_events, risk_cases
@@ -95,6 +96,22 @@ async def test_rapid_in_out_fires_on_a_payout_soon_after_a_deposit_barely_played
     assert "rapid_in_out" not in await kinds(engine, "p2")
     await observe(engine, RiskSubject("payout", "po_9", "p2", 80_000, "EUR"))
     assert (await kinds(engine, "p2"))["rapid_in_out"].subject_ids == ("pay_2", "po_9")
+
+
+async def test_rapid_in_out_measures_a_converted_deposit_in_the_wallet_currency(engine: AsyncEngine) -> None:
+    # A USD 100.00 deposit credited to a EUR wallet as 89.55, then played in EUR.
+    await deposit(engine, "pay_fx", "p1", 10_000, currency="USD", at=NOW - hours(5))
+    async with engine.begin() as conn:
+        await record_conversion(conn, FxConversion(
+            reference="pay_fx", kind="deposit", player_id="p1", from_currency="USD", from_minor=10_000,
+            to_currency="EUR", to_minor=8_955, mid_minor=9_000, margin_minor=45, rate="0.9000", spread_bps=50,
+            source="sandbox-fx", rate_id="fxq_1", expires_at="2026-12-01T12:01:00+00:00"), NOW - hours(5))
+    await bet(engine, "b_1", "p1", 8_954, at=NOW - hours(4))
+    await payout(engine, "po_1", "p1", 5_000, currency="USD", at=NOW - hours(1), status="processing")
+    hit = (await kinds(engine, "p1"))["rapid_in_out"]  # 8954 of 8955 EUR staked: just under
+    assert (hit.facts["currency"], hit.facts["deposit_minor"], hit.facts["turnover_minor"]) == ("EUR", 8_955, 8_954)
+    await bet(engine, "b_2", "p1", 1, at=NOW - hours(3))
+    assert "rapid_in_out" not in await kinds(engine, "p1")
 
 
 async def test_unusual_route_fires_on_a_payout_by_a_method_never_deposited_with(engine: AsyncEngine) -> None:
