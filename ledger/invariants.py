@@ -2,8 +2,8 @@
 
 Two groups: the ledger's own (double entry, floors, stored balances equal their transfers, currencies, one credit
 per payment), and the money records held against the transfers that moved their money (payments, refunds,
-disputes, PSP fees, reconciliation's settlements and resolved cases: see ledger/payments.py, refunds.py,
-disputes.py, fees.py, reconciliation.py). Each check reports at most
+disputes, PSP fees, reconciliation's settlements and resolved cases, currency conversions: see ledger/payments.py,
+refunds.py, disputes.py, fees.py, reconciliation.py, fx.py). Each check reports at most
 _MAX_ROWS offenders.
 """
 
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger import transfer_ids
 from ledger.accounts import FEES
 from ledger.fees import FEE
+from ledger.fx import MARGIN_RETURN_KIND, RETURN_KINDS, SHORTFALL_RETURN_KIND, WALLET_RETURN_KIND, fx_conversions
 from ledger.models import (
     disputes,
     payments,
@@ -184,7 +185,7 @@ async def check_invariants(engine: AsyncEngine) -> InvariantReport:
             violations.append(f"payment {reference}: credited {count} times (posted deposit transfers)")
 
         for check in (_payment_violations, _refund_violations, _dispute_violations, _fee_violations,
-                      _settlement_violations, _bank_violations, _case_violations):
+                      _settlement_violations, _bank_violations, _case_violations, _fx_violations):
             violations.extend(await check(conn))
 
     return InvariantReport(ok=not violations, violations=violations, accounts=n_accounts, transfers=n_transfers)
@@ -441,4 +442,124 @@ async def _case_violations(conn: AsyncConnection) -> list[str]:
         select(t.id).where(t.kind.in_((ADJUSTMENT, WRITE_OFF_KIND)), ~exists().where(
             recon_cases.c.case_id == t.reference, recon_cases.c.state == "resolved")).limit(_MAX_ROWS))
     violations += [f"transfer {transfer_id}: a reconciliation move of no resolved case" for (transfer_id,) in strays]
+    return violations
+
+
+# ---- currency conversions ---------------------------------------------------------------------------------------
+
+
+async def _fx_violations(conn: AsyncConnection) -> list[str]:
+    """Each fx_conversions row has its legs, posted, of its amounts, between its accounts (ledger/fx.py), its mid
+    value its wallet amount and margin; the returns of a converted deposit never give back more than it credited
+    and earned, and all of it once the deposit is given back in full; and house:fx / house:fx_margin hold what the
+    conversions and their returns explain (_fx_position_violations)."""
+    return (await _fx_leg_violations(conn) + await _fx_return_violations(conn)
+            + await _fx_position_violations(conn))
+
+
+def _fx_legs(kind: str) -> dict[str, tuple[Any, Any, Any, Any]]:
+    """A conversion's legs by name: (transfer id, debit account, credit account, amount) as SQL expressions."""
+    c = fx_conversions.c
+
+    def account(*parts: Any) -> Any:
+        expression = literal(parts[0])
+        for part in parts[1:]:
+            expression = expression + (literal(part) if isinstance(part, str) else part)
+        return expression
+
+    fx_from, fx_to = account("house:fx:", c.from_currency), account("house:fx:", c.to_currency)
+    player = account("player:", c.player_id, ":", c.to_currency)
+    margin = ("margin", account("fx:", c.kind, ":", c.reference, ":margin"), fx_to,
+              account("house:fx_margin:", c.to_currency), c.margin_minor)
+    if kind == "deposit":
+        legs = [("credit", account("deposit:", c.reference, ":credit"), None, fx_from, c.from_minor),
+                ("wallet", account("fx:deposit:", c.reference, ":wallet"), fx_to, player, c.to_minor), margin]
+    else:
+        legs = [("hold", account("payout:", c.reference, ":hold"), player, fx_to, c.to_minor),
+                ("paid", account("fx:payout:", c.reference, ":paid"), fx_from,
+                 account("house:payouts:", c.from_currency), c.from_minor), margin]
+    return {name: (transfer_id, debit, credit, amount) for name, transfer_id, debit, credit, amount in legs}
+
+
+async def _fx_leg_violations(conn: AsyncConnection) -> list[str]:
+    c = fx_conversions.c
+    violations = []
+    for kind, mid in (("deposit", c.to_minor + c.margin_minor), ("payout", c.to_minor - c.margin_minor)):
+        query = select(c.kind, c.reference).select_from(fx_conversions)
+        broken = [c.mid_minor != mid]
+        for name, (transfer_id, debit, credit, amount) in _fx_legs(kind).items():
+            t = transfers.alias(f"fx_{name}")
+            query = query.outerjoin(t, t.c.id == transfer_id)
+            wrong = or_(t.c.id.is_(None), t.c.status != _POSTED, t.c.amount != amount, t.c.credit_account_id != credit)
+            if debit is not None:  # a deposit's credit comes from whichever PSP captured it
+                wrong = or_(wrong, t.c.debit_account_id != debit)
+            broken += [and_(amount > 0, wrong), and_(amount == 0, t.c.id.is_not(None))]
+        rows = await conn.execute(query.where(c.kind == kind, or_(*broken)).limit(_MAX_ROWS))
+        violations += [f"fx conversion {kind} {reference}: its legs differ from it" for kind, reference in rows]
+    return violations
+
+
+async def _fx_return_violations(conn: AsyncConnection) -> list[str]:
+    """Live (pending or posted) returns of a converted deposit within its wallet amount and margin; a deposit whose
+    credit was all refunded or charged back has had exactly both back."""
+    c, t, p = fx_conversions.c, transfers.c, payments.c
+    live = t.status.in_((_PENDING, _POSTED))
+    wallet = _amount(and_(live, t.kind.in_((WALLET_RETURN_KIND, SHORTFALL_RETURN_KIND))))
+    margin = _amount(and_(live, t.kind == MARGIN_RETURN_KIND))
+    given_back = p.refunded_minor - p.uncredited_refunds_minor + p.charged_back_minor >= p.credited_minor
+    rows = await conn.execute(
+        select(c.reference)
+        .join(payments, p.payment_id == c.reference)
+        .outerjoin(transfers, and_(t.reference == c.reference, t.kind.in_(RETURN_KINDS)))
+        .where(c.kind == "deposit")
+        .group_by(c.reference, c.to_minor, c.margin_minor, p.refunded_minor, p.uncredited_refunds_minor,
+                  p.charged_back_minor, p.credited_minor, p.refund_pending_minor, p.disputed_minor)
+        .having(or_(wallet > c.to_minor, margin > c.margin_minor,
+                    and_(given_back, p.refund_pending_minor == 0, p.disputed_minor == 0,
+                         or_(wallet != c.to_minor, margin != c.margin_minor))))
+        .limit(_MAX_ROWS)
+    )
+    return [f"fx conversion deposit {reference}: its refunds and chargebacks gave back other than its share"
+            for (reference,) in rows]
+
+
+async def _fx_position_violations(conn: AsyncConnection) -> list[str]:
+    """The rule: house:fx:<CUR> = the conversions (a deposit: + its payment amount in the payment currency, − its
+    mid value in the wallet's; a payout: − its payment amount, + its mid value) − what converted deposits gave back
+    in the payment currency (succeeded refunds, lost disputes, the shortfall of open ones: from their rows) + what
+    came back in the wallet currency (posted returns); house:fx_margin:<CUR> = the conversions' margins − the
+    posted margin returns."""
+    c, r, d, t = fx_conversions.c, refunds.c, disputes.c, transfers.c
+    expected: dict[str, int] = {}
+    margins: dict[str, int] = {}
+
+    def add(into: dict[str, int], rows: Any) -> None:
+        for currency, amount in rows:
+            into[currency] = into.get(currency, 0) + int(amount or 0)
+
+    sign = case((c.kind == "deposit", 1), else_=-1)
+    add(expected, await conn.execute(select(c.from_currency, func.sum(sign * c.from_minor)).group_by(c.from_currency)))
+    add(expected, await conn.execute(select(c.to_currency, func.sum(-sign * c.mid_minor)).group_by(c.to_currency)))
+    add(margins, await conn.execute(select(c.to_currency, func.sum(c.margin_minor)).group_by(c.to_currency)))
+    converted = and_(c.kind == "deposit", c.reference == r.payment_id)
+    add(expected, await conn.execute(select(r.currency, func.sum(-r.amount_minor)).join(fx_conversions, converted)
+                                     .where(r.status == "succeeded", r.funding == "player").group_by(r.currency)))
+    out = case((d.state == "lost", d.amount_minor), (d.state == "opened", d.shortfall_minor), else_=0)
+    add(expected, await conn.execute(
+        select(d.currency, func.sum(-out)).join(fx_conversions, and_(c.kind == "deposit", c.reference == d.payment_id))
+        .group_by(d.currency)))
+    returned = and_(t.kind.in_(RETURN_KINDS), t.status == _POSTED)
+    add(expected, await conn.execute(select(t.currency, func.sum(t.amount)).where(returned).group_by(t.currency)))
+    add(margins, await conn.execute(select(t.currency, func.sum(-t.amount))
+                                    .where(returned, t.kind == MARGIN_RETURN_KIND).group_by(t.currency)))
+    held = dict((await conn.execute(select(accounts.c.currency, accounts.c.posted_balance).where(
+        accounts.c.kind == "house", accounts.c.owner == "fx"))).all())
+    earned = dict((await conn.execute(select(accounts.c.currency, accounts.c.posted_balance).where(
+        accounts.c.kind == "house", accounts.c.owner == "fx_margin"))).all())
+    violations = [f"house:fx:{currency}: posted {held.get(currency, 0)}, its conversions and returns explain "
+                  f"{expected.get(currency, 0)}" for currency in sorted(set(held) | set(expected))
+                  if held.get(currency, 0) != expected.get(currency, 0)]
+    violations += [f"house:fx_margin:{currency}: posted {earned.get(currency, 0)}, its conversions and returns "
+                   f"explain {margins.get(currency, 0)}" for currency in sorted(set(earned) | set(margins))
+                   if earned.get(currency, 0) != margins.get(currency, 0)]
     return violations

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger import (
@@ -16,6 +17,7 @@ from ledger import (
     RefundRefused,
     TransferRequest,
     assert_invariants,
+    check_invariants,
     credit_deposit,
     house_account,
     open_dispute,
@@ -24,7 +26,7 @@ from ledger import (
     resolve_dispute,
     settle_refund,
 )
-from ledger.fx import FxConversion, fx_account, fx_margin_account
+from ledger.fx import SHORTFALL_RETURN_KIND, FxConversion, fx_account, fx_conversions, fx_margin_account
 from tests.fx.test_ledger_legs import DEPOSIT
 from tests.ledger.money_helpers import T0, balance, payment, snapshot
 
@@ -140,3 +142,37 @@ async def test_a_lost_chargeback_takes_the_share_and_a_won_one_gives_it_back(eng
     for account in ("house:disputes:USD", "house:chargebacks:USD", "house:chargebacks:EUR"):
         assert (await balance(ledger, account))[0] == 0, account
     await assert_invariants(engine)
+
+
+async def test_the_fx_invariant_finds_a_tampered_conversion_a_stray_move_and_an_excess_return(
+        engine: AsyncEngine) -> None:
+    ledger = Ledger(engine)
+    await converted(ledger, engine)
+    await refund(ledger, "r1", 3000)
+    await settle(ledger, "r1", "succeeded")
+    await assert_invariants(engine)
+
+    async def violations() -> list[str]:
+        return (await check_invariants(engine)).violations
+
+    conversion = fx_conversions.c
+    tampered = conversion.reference == "pay_fx"
+    async with engine.begin() as conn:  # the same mid value, split otherwise than booked
+        await conn.execute(update(fx_conversions).where(tampered).values(
+            to_minor=conversion.to_minor - 1, margin_minor=conversion.margin_minor + 1))
+    assert await violations() == ["fx conversion deposit pay_fx: its legs differ from it",
+                                  "house:fx_margin:EUR: posted 32, its conversions and returns explain 33"]
+    async with engine.begin() as conn:
+        await conn.execute(update(fx_conversions).where(tampered).values(
+            to_minor=conversion.to_minor + 1, margin_minor=conversion.margin_minor - 1))
+    await assert_invariants(engine)
+
+    await ledger.post_transfer(TransferRequest("stray", fx_account("EUR"), house_account("games", "EUR"), 100, "EUR",
+                                               "bet", "round"))
+    assert await violations() == ["house:fx:EUR: posted -6546, its conversions and returns explain -6446"]
+    await ledger.post_transfer(TransferRequest("stray-back", house_account("games", "EUR"), fx_account("EUR"), 100,
+                                               "EUR", "bet", "round"))
+    await ledger.post_transfer(TransferRequest("fx:refund:forged:shortfall", RECEIVABLES, fx_account("EUR"), 6415,
+                                               "EUR", SHORTFALL_RETURN_KIND, "pay_fx"))  # 1 more than is left
+    assert await violations() == ["fx conversion deposit pay_fx: its refunds and chargebacks gave back other than "
+                                  "its share"]
