@@ -1,9 +1,11 @@
 """Currency conversion end to end: a USD deposit into a EUR wallet credits at the rate it locked although the rate
 source changes while it waits for its PSP; a USD payout from that wallet; the FX legs, margin and invariants per
-currency; the wallet currency's API; a capture in the wrong currency stays a review, conversion or not."""
+currency; refunds and chargebacks of a converted deposit given back at its locked rate; the wallet currency's API;
+a capture in the wrong currency stays a review, conversion or not."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ import sqlalchemy as sa
 from ledger.models import ledger_accounts
 from payloop.codec import data_converter
 from tests.e2e.conftest import CODEC_KEYS, Stack, new_player
+from tests.e2e.test_money_after_payment import open_dispute, refund, resolve_dispute, wait_dispute, wait_refund
 from tests.e2e.test_payouts import set_kyc, wait_payout
 from workflows.types import ActivityName, WalletConversion
 
@@ -83,13 +86,11 @@ async def test_usd_deposit_into_eur_wallet_keeps_its_locked_rate_then_pays_out_i
     assert (await put_wallet_currency(stack, player, "EUR")).status_code == 200  # the same again: a no-op
 
     # A USD payout at the source's rate now (0.5000): 20.00 USD charges the wallet 10.05 EUR (plus 50 bps, up).
-    # AML's rapid in-and-out rule measures turnover in the last deposit's currency, so a EUR deposit comes last
-    # (README "Currencies and conversion": AML keeps its own FX table), and the wallet is played through once.
-    euro = await stack.deposit(method="ewallet", amount="10.00", currency="EUR", player_id=player)
-    assert (await stack.wait_final(euro["payment_id"]))["fx"] is None
+    # The wallet is played through once in EUR: AML's rapid in-and-out rule measures the USD deposit as the
+    # 89.55 EUR it credited, so the payout is not flagged.
     for path, kind in (("debit", "bet"), ("credit", "win")):
         response = await stack.api.post(f"/v1/wallet/{path}", json={
-            "player_id": player, "currency": "EUR", "amount": "99.55", "round_id": f"r-{player}",
+            "player_id": player, "currency": "EUR", "amount": "89.55", "round_id": f"r-{player}",
             "game_id": "slots-1", "transaction_id": f"{kind}-{player}"})
         assert response.status_code == 200, response.text
     response = await stack.api.post("/v1/payouts/init", json={
@@ -99,7 +100,7 @@ async def test_usd_deposit_into_eur_wallet_keeps_its_locked_rate_then_pays_out_i
     paid = await wait_payout(stack, response.json()["payout_id"])
     assert paid["status"] == "paid" and paid["hold"] == "posted", (paid["failure_code"], paid["review_reason"])
     assert (paid["fx"]["rate"], paid["fx"]["wallet_amount"], paid["fx"]["margin"]) == ("0.5000", "10.05", "0.05")
-    assert await stack.balance(player, "EUR") == "89.50"
+    assert await stack.balance(player, "EUR") == "79.50"
     await stack.check_invariants()
 
     report = (await stack.api.get("/v1/ops/margin", params={
@@ -127,4 +128,48 @@ async def test_first_deposit_sets_the_wallet_currency_and_a_wrong_currency_captu
     assert payment["fx"]["wallet_currency"] == "GBP" and payment["credited_amount"] == "0.00"
     assert await stack.balance(player, "GBP") == "10.00"
     assert await posted(stack, f"player:{player}:EUR") == 0 and await posted(stack, f"player:{player}:USD") == 0
+    await stack.check_invariants()
+
+
+async def test_refunds_and_chargebacks_of_converted_deposits_give_back_their_share_at_the_locked_rate(
+        stack: Stack) -> None:
+    player = new_player()
+    assert (await put_wallet_currency(stack, player, "EUR")).status_code == 200
+    await set_rates(stack, {"USD/EUR": "0.9000"})
+    fx_before = {account: await posted(stack, account)
+                 for account in ("house:fx:USD", "house:fx:EUR", "house:fx_margin:EUR")}
+    started = [await stack.deposit(method="card", amount="100.00", currency="USD", player_id=player)
+               for _ in range(3)]
+    refunded, charged_back, won = [
+        p["payment_id"] for p in await asyncio.gather(*(stack.wait_final(s["payment_id"]) for s in started))]
+    assert await stack.balance(player, "EUR") == "268.65"  # 3 × 89.55
+
+    # 30.00 of 100.00 USD takes 26.87 EUR (26.865 rounded up), the last 70.00 takes the rest of the 89.55.
+    first = await refund(stack, refunded, "30.00")
+    assert (await wait_refund(stack, first["refund_id"]))["status"] == "succeeded"
+    assert await stack.balance(player, "EUR") == "241.78"
+    rest = await refund(stack, refunded, "70.00")
+    assert (await wait_refund(stack, rest["refund_id"]))["status"] == "succeeded"
+    assert await stack.balance(player, "EUR") == "179.10"
+    assert (await stack.payment(refunded))["refundable_amount"] == "0.00"
+
+    lost = await open_dispute(stack, charged_back, "100.00")
+    opened = await wait_dispute(stack, lost, "opened")
+    assert (opened["currency"], opened["held"], opened["shortfall"]) == ("USD", "100.00", "0.00"), opened
+    assert await stack.balance(player, "EUR") == "89.55"
+    await resolve_dispute(stack, lost, "lost")
+    await wait_dispute(stack, lost, "lost")
+    assert await stack.balance(player, "EUR") == "89.55"
+
+    kept = await open_dispute(stack, won, "40.00")  # 35.82 EUR held while it is open
+    await wait_dispute(stack, kept, "opened")
+    assert await stack.balance(player, "EUR") == "53.73"
+    await resolve_dispute(stack, kept, "won")
+    await wait_dispute(stack, kept, "won")
+    assert await stack.balance(player, "EUR") == "89.55"
+    assert await stack.balance(player, "USD") == "0.00"
+
+    # Only the deposit still held converted moves the FX accounts: the others gave their margin back too.
+    moved = {account: await posted(stack, account) - before for account, before in fx_before.items()}
+    assert moved == {"house:fx:USD": 10000, "house:fx:EUR": -9000, "house:fx_margin:EUR": 45}, moved
     await stack.check_invariants()
