@@ -160,6 +160,10 @@ DEPOSIT_FAILURES: dict[str, Outcome] = {
     "method_unavailable": _METHOD_UNAVAILABLE,
     "screening_unavailable": _CHECK_UNAVAILABLE,
     "routing_unavailable": _CHECK_UNAVAILABLE,
+    # No exchange rate for a deposit in another currency than the player's wallet (the rate source is down).
+    "fx_unavailable": _problem(N_("Currency conversion unavailable"),
+                               N_("We could not get an exchange rate for this payment just now. Nothing was charged. "
+                                  "Try again in a moment, or pay in your account's currency."), Next.RETRY),
     # Cancelled (from the Temporal UI or CLI) before a PSP answered; or cancelled at the PSP (the player left its
     # page); or left to expire there.
     "workflow_cancelled": _CANCELLED,
@@ -225,6 +229,10 @@ PAYOUT_FAILURES: dict[str, Outcome] = {
                                N_("We could not complete this withdrawal. The amount is back in your balance. Please "
                                   "try again later or contact support."), Next.CONTACT_SUPPORT),
     **dict.fromkeys(_PROVIDER_OUTAGES + _BANK_OUTAGES, _PAYOUT_PROVIDER_UNAVAILABLE),
+    # No exchange rate for a withdrawal in another currency than the wallet's: it ended before any hold.
+    "fx_unavailable": _problem(N_("Currency conversion unavailable"),
+                               N_("We could not get an exchange rate for this withdrawal just now. Your balance is "
+                                  "unchanged. Try again in a moment."), Next.RETRY),
 }
 
 # Why a payout was refused (status `rejected`: its checks, the balance, a review) or cancelled, by its code. A code

@@ -44,6 +44,7 @@ DEPOSIT_ENDINGS: dict[str, set[str]] = {
         # took it; a PSP's refusal without a code, a step-up request, a refused request.
         "workflow_cancelled", "no_route", "method_unavailable", "routing_unavailable", "screening_unavailable",
         "psp_unavailable", "declined", *_REFUSAL_CODES.values(),
+        "fx_unavailable",  # no exchange rate for a deposit in another currency than the wallet's
         # A PSP's final status without a code (f"psp_{status}").
         *(f"psp_{status}" for status in PAYMENT_CALLS.final_statuses - {"captured"}),
         # A PSP's hard decline by its code, or the code of its status answer.
@@ -83,6 +84,7 @@ PAYOUT_ENDINGS: dict[str, set[str]] = {
         # workflows/withdrawal.py: a step that cannot succeed, no payout route, no PSP took it; a PSP's refusal
         # without a code, its final status without a code.
         "internal_error", "no_payout_route", "psp_unavailable", "declined",
+        "fx_unavailable",  # no exchange rate for a payout in another currency than the wallet's
         *(f"psp_{status}" for status in PAYOUT_CALLS.final_statuses - {"paid"}),
         *PSP_CODES, *SANDBOX_PAYOUT_FAILURES,
     },
