@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,8 +43,27 @@ def redis_url() -> str:
     return url
 
 
+# SQLite: the migrations run once per session, into this template, and each fresh database is a copy of it (a
+# copy takes about a millisecond, the migrations about 0.15 s, and over 250 tests open a fresh SQLite database).
+_SQLITE_TEMPLATE_DIR = tempfile.TemporaryDirectory(prefix="payloop-sqlite-template-")
+_SQLITE_TEMPLATE = Path(_SQLITE_TEMPLATE_DIR.name) / "migrated.db"
+
+
+async def _copy_of_migrated_sqlite(target: Path) -> None:
+    if not _SQLITE_TEMPLATE.exists():
+        # Built aside and renamed into place, so a copy never sees a half-migrated template.
+        building = _SQLITE_TEMPLATE.with_name(f"building-{uuid.uuid4().hex[:8]}.db")
+        await upgrade(f"sqlite+aiosqlite:///{building}")
+        os.replace(building, _SQLITE_TEMPLATE)
+    # SQLite's backup API: a consistent copy whatever the template's journal (WAL) holds.
+    with contextlib.closing(sqlite3.connect(_SQLITE_TEMPLATE)) as source, \
+            contextlib.closing(sqlite3.connect(target)) as copy:
+        source.backup(copy)
+
+
 class FreshDatabase:
-    """A migrated database of its own: a SQLite file, or a PostgreSQL schema that is dropped afterwards."""
+    """A migrated database of its own: a SQLite file (a copy of the session's migrated template), or a PostgreSQL
+    schema that is dropped afterwards."""
 
     def __init__(self, backend: str, workdir: Path) -> None:
         self.backend = backend
@@ -51,14 +73,16 @@ class FreshDatabase:
 
     async def __aenter__(self) -> "FreshDatabase":
         if self.backend == "sqlite":
-            self.url = f"sqlite+aiosqlite:///{self.workdir / f'ledger-{uuid.uuid4().hex[:8]}.db'}"
-        else:
-            self.url = postgres_url()
-            self.schema = f"t_{uuid.uuid4().hex[:12]}"
-            admin = create_engine(self.url, pool_size=1)
-            async with admin.begin() as conn:
-                await conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
-            await admin.dispose()
+            path = self.workdir / f"ledger-{uuid.uuid4().hex[:8]}.db"
+            self.url = f"sqlite+aiosqlite:///{path}"
+            await _copy_of_migrated_sqlite(path)
+            return self
+        self.url = postgres_url()
+        self.schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(self.url, pool_size=1)
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        await admin.dispose()
         await upgrade(self.url, schema=self.schema)
         return self
 

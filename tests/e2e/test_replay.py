@@ -11,10 +11,11 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from payloop.codec import ENCODING, data_converter
 from tests.e2e.conftest import CODEC_KEYS, stack_settings
-from workers.payments import WORKFLOWS
+from workers.payments import SHARED_WORKFLOW_MODULES, WORKFLOWS
 
 HISTORIES = Path(__file__).parent.parent / "histories"
 pytestmark = pytest.mark.replay
@@ -45,7 +46,12 @@ async def replay_failures(histories: list[WorkflowHistory]) -> dict[str, str]:
     # The workers' codec: this session's histories are encrypted; recorded ones from before it pass through.
     # debug_mode: no deadlock detector — this checks determinism, not time, and a garbage collection under the full
     # suite's load once held an activation past its 2 s (the sandbox and the non-determinism checks stay).
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(CODEC_KEYS), debug_mode=True)
+    # The workers' sandbox too (workers/payments.py): the workflows' helper modules imported once, not once per
+    # history — that re-import was most of the replay's time.
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SHARED_WORKFLOW_MODULES))
+    replayer = Replayer(workflows=WORKFLOWS, workflow_runner=runner, data_converter=data_converter(CODEC_KEYS),
+                        debug_mode=True)
     result = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     return {run_id: repr(failure) for run_id, failure in result.replay_failures.items()}
 
