@@ -21,8 +21,8 @@ NOT_PRODUCT = {"tests", "docs", "build", "dist"}
 
 # Which project modules each top-level package may import. A name allows that module and everything under it
 # ("payloop" allows payloop.db; "workflows.types" allows only workflows.types and its submodules).
-EVERYTHING = ("payloop", "ledger", "psp", "players", "risk", "incidents", "workflows", "activities", "api",
-              "workers", "entrypoints")
+EVERYTHING = ("payloop", "ledger", "psp", "players", "risk", "incidents", "events", "workflows", "activities",
+              "api", "workers", "entrypoints")
 ALLOWED: dict[str, tuple[str, ...]] = {
     # The foundation: settings, money, database engine, Temporal client helpers, alerts, the PSP decision words.
     "payloop": ("payloop",),
@@ -33,13 +33,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "risk": ("risk", "payloop", "ledger"),
     # The monitor's detection reads payments (ledger), alerts (payloop) and PSP health and webhooks (psp).
     "incidents": ("incidents", "payloop", "ledger", "psp"),
+    # Outbound events: the outbox is written in the ledger's transactions (its records are the events' data).
+    "events": ("events", "payloop", "ledger"),
     # Deterministic workflow code: its own modules, and of the foundation only the pure vocabulary module.
     "workflows": ("workflows", "payloop.psp_decision"),
-    "activities": ("activities", "ledger", "psp", "players", "risk", "incidents", "payloop", "workflows.types"),
-    "api": ("api", "payloop", "ledger", "psp", "players", "risk", "incidents", "workflows"),
+    "activities": ("activities", "ledger", "psp", "players", "risk", "incidents", "events", "payloop",
+                   "workflows.types"),
+    "api": ("api", "payloop", "ledger", "psp", "players", "risk", "incidents", "events", "workflows"),
     # The worker wires workflows to activities and builds what the activities are given (ledger, PSP
     # connectors, routing, player store); it serves no HTTP, so no api.
-    "workers": ("workers", "workflows", "activities", "payloop", "ledger", "psp", "players", "risk", "incidents"),
+    "workers": ("workers", "workflows", "activities", "payloop", "ledger", "psp", "players", "risk", "incidents",
+                "events"),
     # CLI, embedded stack, demo, migrations, benchmark: the top.
     "entrypoints": EVERYTHING,
 }

@@ -421,6 +421,7 @@ class ScreenDepositInput:
     ip_address: str | None = None
     instrument: str | None = None
     bin_country: str | None = None
+    client_id: str = ""  # whose outbound event says the deposit waits for KYC ("": started before it was passed)
 
 
 @dataclass
@@ -625,6 +626,7 @@ class PayoutSubject:
     country: str | None = None
     device_id: str | None = None
     ip_address: str | None = None
+    client_id: str = ""  # whose outbound event says the payout waits for KYC ("": started before it was passed)
 
 
 @dataclass
@@ -702,6 +704,7 @@ class PlayerNotification:
     kind: str  # e.g. "payout.paid", "payout.failed"
     reference: str  # the payout id: with kind, the notification's idempotency key
     details: dict[str, str]
+    client_id: str = ""  # the platform its event goes to ("": a payout started before it was passed)
 
 
 @dataclass
