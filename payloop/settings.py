@@ -190,6 +190,8 @@ class Settings(BaseSettings):
     # The waits after each failed attempt, comma-separated seconds (each stretched by up to 25 % of jitter); when
     # they run out the delivery is `failed` (ops can replay it). The default retries for about 29 hours.
     events_retry_schedule_seconds: str = "5,30,120,600,1800,3600,10800,21600,21600,21600,21600"
+    # `payloop run`'s demo receiver (entrypoints/event_receiver.py) listens here, on loopback.
+    events_demo_receiver_port: int = 8090
     # -- risk (risk/) ------------------------------------------------------------------------------------------
     # The risk rules file (YAML, read once at start-up); None = the shipped risk/rules.yaml.
     risk_file: Path | None = None
