@@ -137,7 +137,7 @@ async def open_dispute(
 
 async def resolve_dispute(
     ledger: Ledger, *, psp: str, dispute_id: str, outcome: str, fee_minor: int | None, method: str | None,
-    now: datetime,
+    now: datetime, on_status: DisputeHook | None = None,
 ) -> DisputeRecord:
     """Book the dispute's outcome (module docstring). The same outcome again returns the record; another outcome
     (or another fee) of a resolved dispute raises AlreadyFinal / RecordConflict."""
