@@ -18,6 +18,7 @@ from activities.fees import count_fee, fee_minor
 from activities.fx import deposit_conversion
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from activities.screening import RiskScreening, assessment_of, deposit_subject
+from events.outbox import emit_kyc_required, emit_payment
 from ledger import Ledger
 from ledger.errors import LedgerError
 from ledger.payments import PaymentRecord, credit_deposit, record_payment, record_uncredited_capture
@@ -102,6 +103,9 @@ class DepositActivities:
 
         decision = await self.players.screen_deposit(input.player_id, input.currency, input.payment_id,
                                                      input.amount_minor, now, gate=risk_gate)
+        if decision.outcome == "kyc_required" and input.client_id:  # started before client_id was passed: no event
+            await emit_kyc_required(self.ledger.engine, client_id=input.client_id, player_id=input.player_id,
+                                    subject="payment", subject_id=input.payment_id, reason=decision.code)
         return ScreeningResult(decision.outcome, decision.code, decision.reason, assessment_of(assessed[-1]))
 
     @activity.defn(name=ActivityName.RELEASE_DEPOSIT_LIMIT)
@@ -167,6 +171,7 @@ class DepositActivities:
                 method=input.method, currency=input.currency, captured_minor=captured_minor,
                 credit_minor=input.amount_minor, fee_minor=fee, now=self.clock(),
                 facts=_record(input.facts) if input.facts else None, conversion=conversion,
+                on_status=emit_payment,
             )
         except LedgerError as err:
             # A conflict means the same id was posted with another body: a bug to look at, never to retry.
@@ -186,7 +191,8 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.RECORD_PAYMENT)
     async def record_payment(self, facts: PaymentFacts) -> None:
-        await record_payment(self.ledger.engine, _record(facts))
+        """The row, and its event when the status is one a platform hears of (events/payloads.py), at once."""
+        await record_payment(self.ledger.engine, _record(facts), on_status=emit_payment)
 
     def _connector(self, psp: str) -> PspConnector:
         return connector_for(self.connectors, psp)

@@ -10,6 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fees import count_fee, fee_minor
+from events.outbox import emit_dispute
 from ledger import Ledger
 from ledger.disputes import DisputeRefused, open_dispute, resolve_dispute
 from ledger.payments import payment_facts
@@ -33,7 +34,7 @@ class DisputeActivities:
             record = await open_dispute(
                 self.ledger, psp=input.psp, dispute_id=input.dispute_id, payment_id=input.payment_id,
                 amount_minor=input.amount_minor, currency=input.currency, reason_code=input.reason_code,
-                now=self.clock(),
+                now=self.clock(), on_status=emit_dispute,
             )
         except DisputeRefused as err:
             raise ApplicationError(str(err), err.code, type=ErrorType.DISPUTE_REFUSED, non_retryable=True) from err
@@ -47,5 +48,5 @@ class DisputeActivities:
         if input.outcome == "lost":
             fee = fee_minor(self.routing, input.psp, "chargeback", input.amount_minor, input.currency, input.fee_minor)
         await resolve_dispute(self.ledger, psp=input.psp, dispute_id=input.dispute_id, outcome=input.outcome,
-                              fee_minor=fee, method=input.method, now=self.clock())
+                              fee_minor=fee, method=input.method, now=self.clock(), on_status=emit_dispute)
         count_fee(input.psp, "chargeback", input.currency, fee)

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.fees import count_fee, fee_minor
 from activities.psp_calls import call_and_record, call_psp, connector_for
+from events.outbox import emit_refund
 from ledger import Ledger
 from ledger.errors import InsufficientFunds
 from ledger.payments import payment_facts
@@ -93,12 +94,13 @@ class RefundActivities:
             fee = fee_minor(self.routing, input.psp, "refund", input.amount_minor, input.currency, input.fee_minor)
         await settle_refund(self.ledger, input.refund_id, outcome=input.outcome,
                             psp_refund_reference=input.psp_refund_reference, failure_code=input.failure_code,
-                            fee_minor=fee, method=input.method, now=self.clock())
+                            fee_minor=fee, method=input.method, now=self.clock(), on_status=emit_refund)
         count_fee(input.psp, "refund", input.currency, fee or 0)
 
     @activity.defn(name=ActivityName.MARK_REFUND_IN_REVIEW)
     async def mark_refund_in_review(self, input: RefundInReview) -> None:
-        await mark_refund_in_review(self.ledger, input.refund_id, review_reason=input.review_reason, now=self.clock())
+        await mark_refund_in_review(self.ledger, input.refund_id, review_reason=input.review_reason, now=self.clock(),
+                                    on_status=emit_refund)
 
 
 def _view(refund: PspRefund) -> PspRefundView:

@@ -14,6 +14,7 @@ from activities.fees import count_fee, fee_minor
 from activities.fx import payout_conversion
 from activities.psp_calls import call_and_record, call_psp, cancel_or_look_up, connector_for, status_poll_plan
 from activities.screening import RiskScreening, assessment_of
+from events.outbox import emit_kyc_required, emit_notification, emit_payout
 from ledger import (
     InsufficientFunds,
     Ledger,
@@ -156,6 +157,9 @@ class WithdrawalActivities:
         if risk.action == "deny":
             return PayoutCheckResult("reject", "risk_denied", "the payout breaks the risk rules", risk)
         if (why := self.risk.kyc_required(stored, await self.risk.market(stored), controls.kyc_status)) is not None:
+            if payout.client_id:  # a payout started before client_id was passed: no event
+                await emit_kyc_required(self.engine, client_id=payout.client_id, player_id=payout.player_id,
+                                        subject="payout", subject_id=payout.payout_id, reason=why)
             return PayoutCheckResult("kyc_required", why, "the player's identity is not verified yet", risk)
         # The scenarios see this payout as asked for; a hit opens a case, and a case open sends it to review.
         await self.risk.check_player(payout.player_id)
@@ -213,10 +217,16 @@ class WithdrawalActivities:
 
     @activity.defn(name=ActivityName.NOTIFY_PLAYER)
     async def notify_player(self, notification: PlayerNotification) -> None:
-        await notifications.enqueue(
-            self.engine, player_id=notification.player_id, kind=notification.kind,
-            reference=notification.reference, details=notification.details, now=self.clock(),
-        )
+        """The outbox row, and its event (delivered to the platform, which messages the player), at once."""
+        async with self.engine.begin() as conn:
+            await notifications.enqueue_in(
+                conn, player_id=notification.player_id, kind=notification.kind,
+                reference=notification.reference, details=notification.details, now=self.clock(),
+            )
+            if notification.client_id:  # a payout started before client_id was passed: the row only
+                await emit_notification(conn, client_id=notification.client_id, player_id=notification.player_id,
+                                        kind=notification.kind, reference=notification.reference,
+                                        details=notification.details)
 
     @activity.defn(name=ActivityName.RECORD_PAYOUT)
     async def record_payout(self, facts: PayoutFacts) -> None:
@@ -234,7 +244,7 @@ class WithdrawalActivities:
             psp=facts.psp, currency=facts.currency, amount_minor=facts.amount_minor, status=facts.status,
             fee_minor=fee, created_at=datetime.fromisoformat(facts.created_at),
             updated_at=datetime.fromisoformat(facts.updated_at),
-        ))
+        ), on_status=emit_payout)
 
 
 def _view(payout: PspPayout) -> PspPayoutView:

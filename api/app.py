@@ -22,6 +22,7 @@ from api.retention import DeliveryLogPruner
 from api.routes import (
     checkout as checkout_routes,
     disputes,
+    events,
     games,
     health,
     incidents,
@@ -104,8 +105,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, tempora
     checkout.install(app)  # /checkout: the players' pages (README: Checkout)
     # Last, so outermost: every request (a rate-limited or timed-out one too) has its trace id and access line.
     app.add_middleware(AccessLogMiddleware, logger_name="payloop.api.access", loggable_path=checkout.loggable_path)
-    for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing, checkout_routes):
+    for module in (health, payments, refunds, payouts, webhooks, wallet, players, games, routing, checkout_routes,
+                   events):
         app.include_router(module.router)
-    for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk, routing, incidents):
+    for module in (payments, refunds, payouts, webhooks, disputes, margin, recon, risk, routing, incidents, events):
         app.include_router(module.ops_router)
     return app

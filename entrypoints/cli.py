@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="run a payments worker")
     commands.add_parser("sandbox-psp", help="serve the sandbox PSPs")
     commands.add_parser("codec-server", help="serve the codec endpoint the Temporal UI and CLI decrypt payloads with")
+    commands.add_parser("event-receiver", help="the embedded stack's demo receiver of outbound events (dev mode)")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("schedules", help="create or update the Temporal Schedules (the daily reconciliation per PSP)")
     demo = commands.add_parser("demo", help="start the stack, make a card and an e-wallet deposit, print a checkout "
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
         uvicorn.run(create_codec_app(settings), host=settings.codec_server_host, port=settings.codec_server_port,
                     **_UVICORN_LOGS, log_level="info")
+        return 0
+    if args.command == "event-receiver":
+        from entrypoints.event_receiver import serve
+
+        serve(settings)
         return 0
     if args.command == "migrate":
         from entrypoints.migrate import upgrade
@@ -137,6 +143,7 @@ def _run(settings) -> int:  # noqa: ANN001
   Codec server {settings.codec_server_url}   (sign in at /login to read payloads in the UI; README: Payload encryption)
   Codec token  {settings.codec_server_token.split(',')[0]}
   Dev API key  {settings.api_keys.split(';')[0].split(':')[0]}
+  Events       a demo receiver logs every outbound event it verifies: {settings.data_dir / 'logs' / 'event-receiver.log'}
   Logs         {settings.data_dir / 'logs'}
 Ctrl-C stops everything.""", flush=True)
         while True:

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, MetaData
 # Every module that defines tables of the one database: importing them registers their tables on payloop.db's
 # metadata, which Alembic compares the migrations with (an entry point may import every package).
 import api.models  # noqa: F401
+import events.models  # noqa: F401
 import incidents.models  # noqa: F401
 import ledger.fx  # noqa: F401
 import ledger.games  # noqa: F401

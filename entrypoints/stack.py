@@ -55,6 +55,8 @@ class EmbeddedStack:
         _wait_for_http(f"{s.api_url}/readyz", "API", self)
         _wait_for_http(f"{s.sandbox_psp_url}/healthz", "sandbox PSP", self)
         _wait_for_http(f"http://{s.codec_server_host}:{s.codec_server_port}/healthz", "codec server", self)
+        # Registers itself with the API (ready by now) as an event endpoint, then logs what it verifies.
+        self._spawn("event-receiver", [sys.executable, "-m", "entrypoints.cli", "event-receiver"], logs)
 
     def _spawn(self, name: str, argv: list[str], logs) -> None:  # noqa: ANN001
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
@@ -72,7 +74,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         # API first (no new work), then the worker, then the servers it talks to.
-        for name in ("api", "worker", "codec-server", "sandbox-psp", "temporal"):
+        for name in ("event-receiver", "api", "worker", "codec-server", "sandbox-psp", "temporal"):
             proc = self.processes.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue

@@ -26,6 +26,7 @@ the accounts in sorted-id order.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -77,6 +78,10 @@ class DisputeRecord:
         return transfer_ids.dispute_key(self.psp, self.dispute_id)
 
 
+# Called last in the transaction that opened or resolved a dispute, with its record (the outbox).
+DisputeHook = Callable[[AsyncConnection, "DisputeRecord"], Awaitable[None]]
+
+
 class DisputeRefused(Exception):
     """The dispute names no payment of ours (`payment_not_found`) or another currency (`currency_mismatch`);
     nothing was written."""
@@ -88,7 +93,7 @@ class DisputeRefused(Exception):
 
 async def open_dispute(
     ledger: Ledger, *, psp: str, dispute_id: str, payment_id: str, amount_minor: int, currency: str,
-    reason_code: str | None, now: datetime,
+    reason_code: str | None, now: datetime, on_status: DisputeHook | None = None,
 ) -> DisputeRecord:
     """Book an opened dispute (module docstring); the stored record if it was booked with the same payment and
     amount, RecordConflict if with others."""
@@ -140,6 +145,8 @@ async def open_dispute(
                                                       chargebacks_account(currency), dispute.shortfall_minor))
             await conn.execute(update(disputes).where(*_pk(psp, dispute_id))
                                .values(held_minor=held, shortfall_minor=dispute.shortfall_minor))
+        if on_status is not None:
+            await on_status(conn, dispute)
         return dispute
 
     return await ledger.transaction(tx)
@@ -147,7 +154,7 @@ async def open_dispute(
 
 async def resolve_dispute(
     ledger: Ledger, *, psp: str, dispute_id: str, outcome: str, fee_minor: int | None, method: str | None,
-    now: datetime,
+    now: datetime, on_status: DisputeHook | None = None,
 ) -> DisputeRecord:
     """Book the dispute's outcome (module docstring). The same outcome again returns the record; another outcome
     (or another fee) of a resolved dispute raises AlreadyFinal / RecordConflict."""
@@ -184,6 +191,8 @@ async def resolve_dispute(
             await resolve_return_in(ledger, conn, FX_DISPUTE, dispute.key, post=outcome == LOST)
         await add_payment_fee(ledger, conn, dispute.payment_id, operation="chargeback", reference=dispute.key,
                               psp=psp, method=method, currency=dispute.currency, fee_minor=fee_minor, now=now)
+        if on_status is not None:
+            await on_status(conn, dispute)
         return dispute
 
     return await ledger.transaction(tx)

@@ -20,6 +20,7 @@ reference's, which names one payment (or the few a PSP reused it for) and is fou
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
@@ -106,12 +107,26 @@ class PaymentFilter:
 
 
 _EQUALITY_FILTERS = ("status", "player_id", "psp", "method", "review_reason", "psp_reference")
+# Called last in the transaction that wrote a payment's facts, when the row holds their status (the outbox).
+PaymentHook = Callable[[AsyncConnection, PaymentRecord], Awaitable[None]]
 
 
-async def record_payment(engine: AsyncEngine, record: PaymentRecord) -> None:
+async def record_payment(engine: AsyncEngine, record: PaymentRecord, *, on_status: PaymentHook | None = None
+                         ) -> None:
     """Upsert the payment's facts (never its money); a write older than the stored one changes nothing."""
     async with engine.begin() as conn:
         await _upsert_facts(conn, record)
+        await _status_written(conn, record, on_status)
+
+
+async def _status_written(conn: AsyncConnection, record: PaymentRecord, on_status: PaymentHook | None) -> None:
+    """`on_status(conn, record)` unless a newer write holds another status (then this one changed nothing)."""
+    if on_status is None:
+        return
+    stored = (await conn.execute(select(payments.c.status)
+                                 .where(payments.c.payment_id == record.payment_id))).scalar_one()
+    if stored == record.status:
+        await on_status(conn, record)
 
 
 async def _upsert_facts(conn: AsyncConnection, record: PaymentRecord) -> None:
@@ -140,13 +155,14 @@ async def credit_deposit(
     ledger: Ledger, *, payment_id: str, player_id: str, psp: str, method: str, currency: str, captured_minor: int,
     credit_minor: int, fee_minor: int | None, now: datetime, facts: PaymentRecord | None = None,
     conversion: FxConversion | None = None,
+    on_status: PaymentHook | None = None,
 ) -> str | None:
     """Record the capture, credit `credit_minor` of it to the player and book the capture fee: one transaction.
 
     Returns the credit's transfer id (None when nothing is credited). Idempotent: the same call again moves nothing
     and returns the same id; other amounts (or another PSP) for a recorded capture are a CaptureConflict. The
     payment must have been recorded (PaymentNotFound) — or its `facts` are given, and recorded in the same
-    transaction (one write where a deposit's credit is also its first row).
+    transaction (one write where a deposit's credit is also its first row), and `on_status` with them, last.
 
     With a `conversion` (a deposit in another currency than the player's wallet, ledger/fx.py) the credit goes
     into house:fx:<currency> and the conversion's wallet-currency legs and row are booked in the same transaction.
@@ -181,6 +197,8 @@ async def credit_deposit(
             await record_conversion(conn, conversion, now)
         await add_payment_fee(ledger, conn, payment_id, operation="capture", reference=payment_id, psp=psp,
                               method=method, currency=currency, fee_minor=fee_minor, now=now)
+        if facts is not None:
+            await _status_written(conn, facts, on_status)
         return credit.id if credit else None
 
     return await ledger.transaction(tx)

@@ -30,6 +30,7 @@ Lock order, as in disputes.py: the refund's row, then the payment's, then the ac
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,6 +80,10 @@ class RefundRecord:
     updated_at: datetime
 
 
+# Called last in the transaction that changed a refund's status, with the changed record (the outbox).
+RefundHook = Callable[[AsyncConnection, "RefundRecord"], Awaitable[None]]
+
+
 class RefundRefused(Exception):
     """The refund cannot be made; nothing was written. `code`: payment_not_found, payment_not_refundable (nothing
     captured, or for a player-funded refund nothing credited), refund_exceeds_refundable, currency_mismatch."""
@@ -121,7 +126,7 @@ async def request_refund(
 
 async def settle_refund(
     ledger: Ledger, refund_id: str, *, outcome: str, psp_refund_reference: str | None, failure_code: str | None,
-    fee_minor: int | None, method: str | None, now: datetime,
+    fee_minor: int | None, method: str | None, now: datetime, on_status: RefundHook | None = None,
 ) -> RefundRecord:
     """The PSP's final word on a pending or in-review refund (module docstring). The same outcome again returns the
     record; another outcome, or another fee, of a final refund raises AlreadyFinal / RecordConflict."""
@@ -157,12 +162,15 @@ async def settle_refund(
             await resolve_return_in(ledger, conn, FX_REFUND, refund_id, post=outcome == SUCCEEDED)
         await add_payment_fee(ledger, conn, refund.payment_id, operation="refund", reference=refund_id,
                               psp=refund.psp, method=method, currency=refund.currency, fee_minor=fee_minor, now=now)
+        if on_status is not None:
+            await on_status(conn, refund)
         return refund
 
     return await ledger.transaction(tx)
 
 
-async def mark_refund_in_review(ledger: Ledger, refund_id: str, *, review_reason: str, now: datetime) -> RefundRecord:
+async def mark_refund_in_review(ledger: Ledger, refund_id: str, *, review_reason: str, now: datetime,
+                                on_status: RefundHook | None = None) -> RefundRecord:
     """The PSP's outcome is unknown: a person decides; the money stays held and reserved. Idempotent; a final
     refund raises AlreadyFinal."""
 
@@ -174,7 +182,10 @@ async def mark_refund_in_review(ledger: Ledger, refund_id: str, *, review_reason
             .returning(*refunds.c)
         )).one_or_none()
         if marked is not None:
-            return from_row(RefundRecord, marked)
+            refund = from_row(RefundRecord, marked)
+            if on_status is not None:
+                await on_status(conn, refund)
+            return refund
         stored = await _get_one(conn, refund_id)
         if stored.status != IN_REVIEW:
             raise AlreadyFinal("refund", refund_id, stored.status)

@@ -186,6 +186,19 @@ class Settings(BaseSettings):
     payout_fallback_psp: str = "ewallet"
     # The PSP routing file (YAML); None = the shipped psp/routing.yaml.
     routing_file: Path | None = None
+    # -- outbound events (events/) ------------------------------------------------------------------------------
+    # The worker's dispatcher sends due deliveries every interval (at once again while a batch was full); off: the
+    # events are still written (GET /v1/events lists them), nothing is sent from this worker.
+    events_dispatch_enabled: bool = True
+    events_dispatch_interval_seconds: float = Field(default=1.0, gt=0)
+    events_dispatch_batch_size: int = Field(default=50, ge=1, le=500)
+    # One POST's whole budget; no redirect is followed (the endpoint's own URL is what was checked).
+    events_delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # The waits after each failed attempt, comma-separated seconds (each stretched by up to 25 % of jitter); when
+    # they run out the delivery is `failed` (ops can replay it). The default retries for about 29 hours.
+    events_retry_schedule_seconds: str = "5,30,120,600,1800,3600,10800,21600,21600,21600,21600"
+    # `payloop run`'s demo receiver (entrypoints/event_receiver.py) listens here, on loopback.
+    events_demo_receiver_port: int = 8090
     # -- risk (risk/) ------------------------------------------------------------------------------------------
     # The risk rules file (YAML, read once at start-up); None = the shipped risk/rules.yaml.
     risk_file: Path | None = None
@@ -216,6 +229,13 @@ class Settings(BaseSettings):
         if value.strip():
             parse_many(value)  # ValueError: "couldn't parse rate limit string …"
         return value.strip()
+
+    @field_validator("events_retry_schedule_seconds")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        # Refused at start-up, not at the first failed delivery.
+        parse_retry_schedule(value)
+        return value
 
     @field_validator("monitor_interval_seconds")
     @classmethod
@@ -263,6 +283,14 @@ class Settings(BaseSettings):
     @property
     def sandbox_psp_browser_url(self) -> str:
         return self.sandbox_psp_public_url or self.sandbox_psp_url
+
+
+def parse_retry_schedule(value: str) -> tuple[float, ...]:
+    """"5,30,120" → (5.0, 30.0, 120.0): at least one wait, each positive."""
+    waits = tuple(float(part) for part in value.split(",") if part.strip())
+    if not waits or not all(0 < wait < float("inf") for wait in waits):  # NaN compares false: refused too
+        raise ValueError("one or more positive numbers of seconds, comma-separated")
+    return waits
 
 
 def _split_cidrs(value: str) -> list[str]:

@@ -1,6 +1,8 @@
-"""Player notifications outbox: one row per (kind, reference), for the messaging service to deliver.
+"""Player notifications outbox: one row per (kind, reference), for the platform to message the player.
 
-Written by the workflows' notify activity; a retried activity finds its row and adds nothing.
+Written by the workflows' notify activity, with its `player.notification` event in the same transaction (the event
+is what reaches the platform, through the outbound events' delivery); a retried activity finds its row and adds
+nothing. `delivered_at` is set when the event first reaches one of the platform's endpoints.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payloop.db import UtcDateTime, insert_if_missing, metadata
 
@@ -26,12 +28,20 @@ player_notifications = sa.Table(
 )
 
 
-async def enqueue(engine: AsyncEngine, *, player_id: str, kind: str, reference: str, details: dict[str, str],
-                  now: datetime) -> bool:
-    async with engine.begin() as conn:
-        return await insert_if_missing(conn, player_notifications, {
-            "player_id": player_id, "kind": kind, "reference": reference, "details": details, "created_at": now,
-        })
+async def enqueue_in(conn: AsyncConnection, *, player_id: str, kind: str, reference: str,
+                     details: dict[str, str], now: datetime) -> bool:
+    """The row, in the caller's transaction; False when it was there already."""
+    return await insert_if_missing(conn, player_notifications, {
+        "player_id": player_id, "kind": kind, "reference": reference, "details": details, "created_at": now,
+    })
+
+
+async def mark_delivered_in(conn: AsyncConnection, *, kind: str, reference: str, now: datetime) -> None:
+    """The first delivery of the notification's event sets delivered_at; later ones keep it."""
+    n = player_notifications.c
+    await conn.execute(player_notifications.update()
+                       .where(n.kind == kind, n.reference == reference, n.delivered_at.is_(None))
+                       .values(delivered_at=now))
 
 
 async def for_player(engine: AsyncEngine, player_id: str) -> list[dict]:

@@ -4,9 +4,10 @@ Four schemes, one per sandbox provider:
 
 - card (DESIGN.md): `X-Timestamp: <unix s>`, `X-Signature: sha256=<hex HMAC-SHA256(secret, "<ts>.<raw body>")>`;
   the module-level `sign` / `signed_headers` / `verify` are this scheme.
-- paybybank, Standard Webhooks (standardwebhooks.com): `webhook-id`, `webhook-timestamp: <unix s>`,
-  `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<ts>.<raw body>")>`, several space-separated
-  signatures allowed. The secret is `whsec_<base64 key>`; a secret not in that form is used as its UTF-8 bytes.
+- paybybank, Standard Webhooks (standardwebhooks.com, signed with the `standardwebhooks` library): `webhook-id`,
+  `webhook-timestamp: <unix s>`, `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<ts>.<raw body>")>`, several
+  space-separated signatures allowed. The secret is `whsec_<base64 key>`; a secret not in that form is used as its
+  UTF-8 bytes.
 - crypto, Stripe-like: `X-Crypto-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<ts>.<raw body>")>`,
   several `v1=` entries allowed.
 - ewallet, its own: `X-Wallet-Timestamp: <unix ms>`,
@@ -29,7 +30,10 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Protocol
+
+from standardwebhooks import Webhook
 
 from psp.base import InvalidWebhook
 
@@ -177,7 +181,8 @@ _MAX_WEBHOOK_ID_CHARS = 255
 
 
 def standard_webhooks_key(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret; any other secret is used as its UTF-8 bytes."""
+    """The HMAC key of a `whsec_<base64>` secret; any other secret is used as its UTF-8 bytes (the library would
+    base64-decode it, so the key is handed to it as bytes)."""
     if secret.startswith(_WHSEC_PREFIX):
         try:
             return base64.b64decode(secret[len(_WHSEC_PREFIX) :], validate=True)
@@ -187,10 +192,8 @@ def standard_webhooks_key(secret: str) -> bytes:
 
 
 def standard_webhooks_sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """One `v1,<base64>` signature."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(standard_webhooks_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    """One `v1,<base64>` signature, made by the `standardwebhooks` library."""
+    return Webhook(standard_webhooks_key(secret)).sign(message_id, datetime.fromtimestamp(timestamp, UTC), body)
 
 
 class StandardWebhooksScheme:
@@ -218,6 +221,8 @@ class StandardWebhooksScheme:
         if len(message_id) > _MAX_WEBHOOK_ID_CHARS or len(signature_header) > _MAX_SIGNATURE_HEADER_CHARS:
             raise InvalidWebhook("bad_signature", "webhook-id or webhook-signature is too long")
         sent_at = _unix(timestamp)
+        # The library's own verify() checks the timestamp first and has one error for everything; signing with it
+        # and comparing here keeps this module's order (signature, then freshness) and its three refusals.
         given = [sig for sig in signature_header.split(" ") if sig.startswith("v1,")]
         expected = [standard_webhooks_sign(s, message_id, sent_at, body) for s in parse_secrets(secrets)]
         if not any(_same(e, g) for e in expected for g in given):

@@ -21,8 +21,8 @@ NOT_PRODUCT = {"tests", "docs", "build", "dist"}
 
 # Which project modules each top-level package may import. A name allows that module and everything under it
 # ("payloop" allows payloop.db; "workflows.types" allows only workflows.types and its submodules).
-EVERYTHING = ("payloop", "ledger", "psp", "players", "risk", "incidents", "fx", "workflows", "activities", "api",
-              "workers", "entrypoints")
+EVERYTHING = ("payloop", "ledger", "psp", "players", "risk", "incidents", "fx", "events", "workflows",
+              "activities", "api", "workers", "entrypoints")
 ALLOWED: dict[str, tuple[str, ...]] = {
     # The foundation: settings, money, database engine, Temporal client helpers, alerts, the PSP decision words.
     "payloop": ("payloop",),
@@ -35,15 +35,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "incidents": ("incidents", "payloop", "ledger", "psp"),
     # Currency conversion: the rate source protocol, its providers, the conversion arithmetic (foundation only).
     "fx": ("fx", "payloop"),
+    # Outbound events: the outbox is written in the ledger's transactions (its records are the events' data).
+    "events": ("events", "payloop", "ledger"),
     # Deterministic workflow code: its own modules, and of the foundation only the pure vocabulary module.
     "workflows": ("workflows", "payloop.psp_decision"),
-    "activities": ("activities", "ledger", "psp", "players", "risk", "incidents", "fx", "payloop",
+    "activities": ("activities", "ledger", "psp", "players", "risk", "incidents", "fx", "events", "payloop",
                    "workflows.types"),
-    "api": ("api", "payloop", "ledger", "psp", "players", "risk", "incidents", "fx", "workflows"),
+    "api": ("api", "payloop", "ledger", "psp", "players", "risk", "incidents", "fx", "events", "workflows"),
     # The worker wires workflows to activities and builds what the activities are given (ledger, PSP
     # connectors, routing, player store); it serves no HTTP, so no api.
     "workers": ("workers", "workflows", "activities", "payloop", "ledger", "psp", "players", "risk", "incidents",
-                "fx"),
+                "fx", "events"),
     # CLI, embedded stack, demo, migrations, benchmark: the top.
     "entrypoints": EVERYTHING,
 }

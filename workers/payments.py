@@ -1,5 +1,5 @@
 """The payments worker: deposit, withdrawal, refund, dispute, reconciliation, AML re-check and monitor workflows
-and their activities on one task queue."""
+and their activities on one task queue, and the outbound events' dispatcher beside them."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from psp.routing.health import HealthStore
 from risk.config import load_risk
 from risk.geo import IpCountries
 from workers.bytecode import cache_workflow_bytecode
+from workers.events import event_dispatcher
 from workers.metrics import worker_runtime
 from workflows.aml import AmlSweepWorkflow
 from workflows.deposit import DepositWorkflow
@@ -102,7 +103,7 @@ async def payments_worker(client: Client, settings: Settings, *, schema: str | N
             # On SIGTERM, let running activities finish instead of abandoning them to a timeout and retry.
             graceful_shutdown_timeout=timedelta(seconds=10),
         )
-        async with worker:
+        async with worker, event_dispatcher(client, engine, settings):
             yield worker
     await engine.dispose()
 

@@ -343,7 +343,7 @@ class DepositWorkflow(PspSignals):
     def _screening_input(self) -> ScreenDepositInput:
         i = self._input
         return ScreenDepositInput(i.payment_id, i.player_id, i.amount_minor, i.currency, i.method, i.country,
-                                  i.device_id, i.ip_address)
+                                  i.device_id, i.ip_address, client_id=i.client_id)
 
     def _risk_holds_the_capture(self) -> bool:
         """The rules asked for a person; or, on the card, for KYC the player has not passed (the assessing

@@ -461,6 +461,7 @@ class ScreenDepositInput:
     ip_address: str | None = None
     instrument: str | None = None
     bin_country: str | None = None
+    client_id: str = ""  # whose outbound event says the deposit waits for KYC ("": started before it was passed)
 
 
 @dataclass
@@ -671,6 +672,7 @@ class PayoutSubject:
     device_id: str | None = None
     ip_address: str | None = None
     fx: FxLock | None = None  # the hold is in the wallet currency, at this locked rate
+    client_id: str = ""  # whose outbound event says the payout waits for KYC ("": started before it was passed)
 
 
 @dataclass
@@ -759,6 +761,7 @@ class PlayerNotification:
     kind: str  # e.g. "payout.paid", "payout.failed"
     reference: str  # the payout id: with kind, the notification's idempotency key
     details: dict[str, str]
+    client_id: str = ""  # the platform its event goes to ("": a payout started before it was passed)
 
 
 @dataclass

@@ -355,7 +355,7 @@ class WithdrawalWorkflow(PspSignals):
             details = {"amount_minor": str(s.amount_minor), "currency": s.currency}
             await self._must(ActivityName.NOTIFY_PLAYER, PlayerNotification(
                 s.player_id, f"payout.{status}", s.payout_id,
-                details | ({"reason": s.failure_code} if s.failure_code else {}),
+                details | ({"reason": s.failure_code} if s.failure_code else {}), client_id=s.client_id,
             ))
         # The payouts table (the margin report); a paid payout's PSP fee is booked with it.
         await self._must(ActivityName.RECORD_PAYOUT, PayoutFacts(
@@ -394,7 +394,8 @@ class WithdrawalWorkflow(PspSignals):
     def _subject(self) -> PayoutSubject:
         i = self._input
         return PayoutSubject(i.payout_id, i.player_id, i.amount_minor, i.currency, i.country, i.device_id,
-                             i.ip_address, self._state.fx)
+                             i.ip_address, self._state.fx,
+                             client_id=i.client_id)
 
     def _stop_if_cancelled(self) -> None:
         if self._cancel is not None:

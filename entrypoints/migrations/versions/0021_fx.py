@@ -1,7 +1,7 @@
 """Currency conversion: the players' wallet currency, and each conversion's locked quote and amounts.
 
 Revision ID: 0021_fx
-Revises: 0019_checkout
+Revises: 0020_events
 Create Date: 2026-12-06
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from payloop.db import UtcDateTime
 
 revision: str = "0021_fx"
-down_revision: str | None = "0019_checkout"
+down_revision: str | None = "0020_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
