@@ -49,7 +49,13 @@ from psp.http_connector import (
     req_obj,
     req_str,
 )
-from psp.settlement_parsing import CsvLineParser, checked_net, report_currency, signed_decimal_minor, unsigned_decimal_minor
+from psp.settlement_parsing import (
+    CsvLineParser,
+    checked_net,
+    report_currency,
+    signed_decimal_minor,
+    unsigned_decimal_minor,
+)
 
 NAME = "ewallet_b"
 METHODS = frozenset({"ewallet"})
@@ -102,7 +108,9 @@ def _state(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
     }
 
 
-def _create_body(req: CreatePaymentRequest | CreatePayoutRequest, merchant_reference: str, party: str) -> dict[str, Any]:
+def _create_body(
+    req: CreatePaymentRequest | CreatePayoutRequest, merchant_reference: str, party: str
+) -> dict[str, Any]:
     account: dict[str, Any] = {"account_ref": req.player_id}
     if req.country:
         account["country"] = req.country

@@ -146,7 +146,8 @@ class DetachedJwsScheme:
         try:
             header = jwt.get_unverified_header(token)
             secret = _secret_for(secrets, header.get("kid"))
-            verified = jwt.api_jws.decode_complete(token, jws_key(secret), algorithms=[_JWS_ALGORITHM], detached_payload=body)
+            verified = jwt.api_jws.decode_complete(token, jws_key(secret), algorithms=[_JWS_ALGORITHM],
+                                                   detached_payload=body)
         except jwt.PyJWTError:
             raise InvalidWebhook("bad_signature", "the JWS does not verify over the body") from None
         issued_at = verified["header"].get("iat")

@@ -975,8 +975,8 @@ def create_app(config: SandboxConfig) -> FastAPI:
 
     @app.post("/control/{psp}/disputes", status_code=201)
     async def open_dispute(request: Request, psp: str = Depends(control_psp)) -> dict[str, str]:
-        """Open a chargeback on a payment captured at `psp` (card, card_b, ewallet, ewallet_b). Pay-by-bank and crypto are push
-        payments, which the payer authorised at their bank or sent from their wallet: no card scheme or wallet
+        """Open a chargeback on a payment captured at `psp` (card, card_b, ewallet, ewallet_b). Pay-by-bank and crypto
+        are push payments, which the payer authorised at their bank or sent from their wallet: no card scheme or wallet
         stands behind them to claw the money back, so there they answer 409 `disputes_not_supported`."""
         if not FORMATS[psp].supports_disputes:
             raise ControlError(409, "disputes_not_supported", f"{psp} payments carry no chargeback right")

@@ -49,7 +49,7 @@ async def test_psp_health_lists_every_psp_with_its_circuit(stack: Stack) -> None
     body = response.json()
     assert body.keys() == {"psps"}
     by_name = {entry["psp"]: entry for entry in body["psps"]}
-    assert {"card", "ewallet", "paybybank", "crypto"} <= by_name.keys()
+    assert {"card", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto", "crypto_b"} <= by_name.keys()
     for entry in body["psps"]:
         assert entry.keys() == HEALTH_KEYS
         assert entry["circuit"] in {"closed", "open", "half_open"}

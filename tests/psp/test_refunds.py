@@ -35,7 +35,8 @@ REFUND_FEE_MINOR = {"card": 10, "card_b": 15, "ewallet": 20, "ewallet_b": 25, "p
 REFUND_FAILURE_CODE = {
     "card": "refund_declined", "card_b": "refund_declined", "ewallet": "wallet_closed",
     "ewallet_b": "payer_wallet_closed", "paybybank": "beneficiary_account_closed",
-    "paybybank_b": "creditor_account_closed", "crypto": "refund_address_rejected", "crypto_b": "refund_address_rejected",
+    "paybybank_b": "creditor_account_closed", "crypto": "refund_address_rejected",
+    "crypto_b": "refund_address_rejected",
 }
 # Each PSP's raw webhook for a succeeded refund: (where the refund's status sits in the body, its word there).
 RAW_SUCCEEDED = {

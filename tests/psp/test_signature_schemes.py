@@ -396,8 +396,8 @@ def test_detached_jws_is_an_unencoded_hs256_jws_over_the_body() -> None:
     header_part, payload_part, _ = token.split(".")
     assert payload_part == ""  # detached: the body is the payload
     header = json.loads(base64.urlsafe_b64decode(header_part + "=" * (-len(header_part) % 4)))
-    assert header | {"typ": None} == {"alg": "HS256", "b64": False, "crit": ["b64"], "kid": signature_schemes.key_id(NEW),
-                                      "iat": NOW, "typ": None}
+    assert header | {"typ": None} == {"alg": "HS256", "b64": False, "crit": ["b64"],
+                                      "kid": signature_schemes.key_id(NEW), "iat": NOW, "typ": None}
     jwt.api_jws.decode_complete(token, signature_schemes.jws_key(NEW), algorithms=["HS256"], detached_payload=body)
 
 
