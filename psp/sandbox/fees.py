@@ -38,10 +38,10 @@ FEE_SCHEDULES: dict[str, dict[str, Cost]] = {
         "refund": Cost(fixed={"*": "0.20", "JPY": "30", "KRW": "300", "CLP": "200", "ISK": "30"}),
         "dispute": Cost(fixed=_CHARGEBACK_FIXED),
     },
-    # Dearer on deposits, cheaper on payouts than ewallet.
+    # A little dearer than ewallet, so ewallet goes first.
     "ewallet_b": {
         "payment": Cost(fixed={"*": "0.10", "JPY": "15", "KRW": "150", "CLP": "100", "ISK": "15"}, percentage="2.6"),
-        "payout": Cost(percentage="0.8"),
+        "payout": Cost(percentage="1.2"),
         "refund": Cost(fixed={"*": "0.25", "JPY": "35", "KRW": "350", "CLP": "240", "ISK": "35"}),
         "dispute": Cost(fixed={"*": "12.00", "JPY": "1600", "KRW": "16000", "CLP": "11000", "ISK": "1750"}),
     },

@@ -95,8 +95,12 @@ async def test_a_method_whose_psps_are_all_down_is_hidden(stack: Stack) -> None:
     before = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
     assert {"card", "ewallet"} <= before
     async with psp_down(stack, "ewallet"):
-        during = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
-        assert during == before - {"ewallet"}
+        # One of its two PSPs down: the method stays, at the other's fee (ewallet_b: 0.10 + 2.6 % of 50.00).
+        during = {m["method"]: m for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
+        assert during.keys() == before and during["ewallet"]["fee"] == "1.40"
+        async with psp_down(stack, "ewallet_b"):
+            both = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
+            assert both == before - {"ewallet"}
     after = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
     assert after == before
 

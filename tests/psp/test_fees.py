@@ -31,10 +31,10 @@ from tests.psp.psp_testkit import (
 )
 
 # For 50.00 EUR: card 1.4 % + 0.25, card_b 1.5 % + 0.30, e-wallet 2.5 %, ewallet_b 2.6 % + 0.10; payouts card 0.50,
-# card_b 0.60, e-wallet 1 %, ewallet_b 0.8 %.
+# card_b 0.60, e-wallet 1 %, ewallet_b 1.2 %.
 CAPTURE_FEE_MINOR = {"card": 95, "card_b": 105, "ewallet": 125, "ewallet_b": 140, "paybybank": None,
                      "paybybank_b": None, "crypto": None, "crypto_b": None}
-PAYOUT_FEE_MINOR = {"card": 50, "card_b": 60, "ewallet": 50, "ewallet_b": 40, "paybybank": None, "paybybank_b": None,
+PAYOUT_FEE_MINOR = {"card": 50, "card_b": 60, "ewallet": 50, "ewallet_b": 60, "paybybank": None, "paybybank_b": None,
                     "crypto": None, "crypto_b": None}
 
 
