@@ -114,12 +114,13 @@ class DepositActivities:
 
     @activity.defn(name=ActivityName.ROUTE_DEPOSIT)
     async def route_deposit(self, input: RouteInput) -> DepositRoute:
-        """The PSPs to try, in order: the routing file's rules, fees, A/B weights and live circuit states."""
+        """The PSPs to try, in order: the routing file's rules, fees, A/B weights (sticky per player) and live circuit
+        states."""
         states = await self.health.states(self.clock())
         candidates = route(
             self.routing, method=input.method, currency=input.currency, amount_minor=input.amount_minor,
             country=input.country, risk=input.risk_level, payment_id=input.payment_id, available=set(self.connectors),
-            health=states,
+            health=states, player_id=input.player_id,
         )
         if candidates and all(states.get(c.psp) == CircuitState.OPEN for c in candidates):
             # Every PSP for the method is down: refuse now rather than after a round of timeouts.

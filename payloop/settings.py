@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     webhook_secret_ewallet: str = ""
     webhook_secret_paybybank: str = ""
     webhook_secret_crypto: str = ""
+    # The second PSP of the e-wallet, pay-by-bank and crypto methods (failover peers).
+    webhook_secret_ewallet_b: str = ""
+    webhook_secret_paybybank_b: str = ""
+    webhook_secret_crypto_b: str = ""
 
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
     # The webhook delivery log (`webhook_deliveries`) keeps this many days; the API prunes older rows.

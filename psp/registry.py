@@ -21,7 +21,15 @@ import httpx
 from payloop.psp_decision import PspDecision
 from payloop.settings import Settings
 from payloop.settlement import SettlementTerms
-from psp import crypto_connector, ewallet_connector, paybybank_connector, sandbox_connector, signatures
+from psp import (
+    crypto_connector,
+    ewallet_b_connector,
+    ewallet_connector,
+    paybybank_b_connector,
+    paybybank_connector,
+    sandbox_connector,
+    signatures,
+)
 from psp.base import InvalidWebhook, PspConnector, WebhookVerifier
 from psp.http_connector import HttpPspConnector, SignedWebhookVerifier
 from psp.routing import RoutingConfig, load_routing
@@ -82,10 +90,25 @@ PROVIDERS: tuple[Provider, ...] = (
         sandbox_connector.SandboxWebhookVerifier,
     ),
     _from_module(ewallet_connector, ewallet_connector.EwalletConnector, ewallet_connector.EwalletWebhookVerifier),
+    # The second e-wallet: a provider of its own (its own wire format, HTTP Signatures, error table and report).
+    _from_module(
+        ewallet_b_connector, ewallet_b_connector.EwalletBConnector, ewallet_b_connector.EwalletBWebhookVerifier
+    ),
     _from_module(
         paybybank_connector, paybybank_connector.PayByBankConnector, paybybank_connector.PayByBankWebhookVerifier
     ),
+    # The second pay-by-bank provider: Open Banking shapes, a detached JWS, its own error table and statement.
+    _from_module(
+        paybybank_b_connector, paybybank_b_connector.PayByBankBConnector,
+        paybybank_b_connector.PayByBankBWebhookVerifier,
+    ),
     _from_module(crypto_connector, crypto_connector.CryptoConnector, crypto_connector.CryptoWebhookVerifier),
+    # A second crypto processor, as card_b is to card: the crypto format, signature and error table, served by the
+    # sandbox under /crypto_b with its own state, references, secret and webhook URL.
+    sandbox_provider(
+        "crypto_b", crypto_connector.METHODS, crypto_connector.PAYOUT_METHODS, crypto_connector.CryptoConnector,
+        crypto_connector.CryptoWebhookVerifier,
+    ),
 )
 
 

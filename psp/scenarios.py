@@ -8,15 +8,26 @@ the sandbox server. tests/psp/test_scenarios.py checks that these sets are exact
 
 from __future__ import annotations
 
-# Each sandbox PSP's family: PSPs of one family (two card acquirers) share a wire format, signature scheme,
-# scenarios and error codes, but are separate PSPs (own state, control mode, references and webhook URL).
+# Each sandbox PSP's family: PSPs of one family (two card acquirers, two crypto processors) share a wire format,
+# signature scheme, scenarios and error codes, but are separate PSPs (own state, control mode, references and
+# webhook URL). `ewallet_b` and `paybybank_b` are providers of their own, each with its own format and signature.
 FAMILIES: dict[str, str] = {
     "card": "card",
     "card_b": "card",
     "ewallet": "ewallet",
+    "ewallet_b": "ewallet_b",
     "paybybank": "paybybank",
+    "paybybank_b": "paybybank_b",
     "crypto": "crypto",
+    "crypto_b": "crypto",
 }
+# What each family's PSPs take payments with and pay out to; the method decides the flow (3DS for cards, a bank
+# redirect for bank transfers, on-chain confirmations for crypto, instant for e-wallets).
+FAMILY_METHODS: dict[str, str] = {
+    "card": "card", "ewallet": "ewallet", "ewallet_b": "ewallet", "paybybank": "bank_transfer",
+    "paybybank_b": "bank_transfer", "crypto": "crypto",
+}
+METHOD_OF: dict[str, str] = {psp: FAMILY_METHODS[family] for psp, family in FAMILIES.items()}
 PSPS: tuple[str, ...] = tuple(FAMILIES)
 
 # Scenarios that answer the create with one of the PSP's own error codes (see each connector's ERROR_TABLE):
@@ -27,7 +38,10 @@ _FAMILY_ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
              "rate_limited": "rate_limited"},
     "ewallet": {"soft_decline": "sca_required", "issuer_unavailable": "wallet_backend_unavailable",
                 "rate_limited": "too_many_requests"},
+    "ewallet_b": {"soft_decline": "strong_auth_needed", "issuer_unavailable": "wallet_network_down",
+                  "rate_limited": "throttled"},
     "paybybank": {"issuer_unavailable": "bank_unavailable", "rate_limited": "rate_limit_exceeded"},
+    "paybybank_b": {"issuer_unavailable": "aspsp_unavailable", "rate_limited": "quota_exceeded"},
     "crypto": {"issuer_unavailable": "node_unavailable", "rate_limited": "rate_limit"},
 }
 ERROR_SCENARIO_CODES: dict[str, dict[str, str]] = {
@@ -55,7 +69,7 @@ PAYMENT_SCENARIOS_BY_PSP: dict[str, frozenset[str]] = {
     psp: COMMON_SCENARIOS
     | CHALLENGE_SCENARIOS  # only the card family has 3DS: elsewhere they behave as approve
     | frozenset(ERROR_SCENARIO_CODES[psp])
-    | (AMOUNT_SCENARIOS if FAMILIES[psp] == "crypto" else frozenset())
+    | (AMOUNT_SCENARIOS if METHOD_OF[psp] == "crypto" else frozenset())
     | SETTLEMENT_SCENARIOS
     for psp in PSPS
 }

@@ -85,15 +85,17 @@ class LineParser:
 @dataclass
 class CsvLineParser(LineParser):
     """A CSV report: a header line naming the columns (at least `COLUMNS`, in any order; others are ignored),
-    then one row per line (a field holding a line break is refused: reports here never write one)."""
+    then one row per line (a field holding a line break is refused: reports here never write one). `DELIMITER`: a
+    comma, or the report's own (a tab, a semicolon)."""
 
     COLUMNS: ClassVar[tuple[str, ...]]
+    DELIMITER: ClassVar[str] = ","
     _index: dict[str, int] | None = None
     _width: int = 0
 
     def feed(self, text: str) -> SettlementLine | None:
         try:
-            [cells] = csv.reader([text], strict=True)
+            [cells] = csv.reader([text], strict=True, delimiter=self.DELIMITER)
         except (csv.Error, ValueError):
             raise ValueError("not one CSV row") from None
         if self._index is None:

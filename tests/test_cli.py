@@ -72,7 +72,7 @@ def test_demo_makes_two_deposits_and_stops_everything(tmp_path: Path) -> None:
 
 # -- dev mode versus production start-up -------------------------------------------------------------------------
 
-PSPS = ("card", "card_b", "ewallet", "paybybank", "crypto")
+PSPS = ("card", "card_b", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto", "crypto_b")
 SECRET_SETTINGS = [f"PAYLOOP_WEBHOOK_SECRET_{psp.upper()}" for psp in PSPS]
 
 
@@ -177,7 +177,7 @@ def test_the_embedded_stack_starts_its_processes_in_dev_mode_with_a_secret_per_p
     assert env["PATH"] == "/usr/bin" and env["PAYLOOP_DEV_MODE"] == "true"
     assert "PAYLOOP_WEBHOOK_SECRET_EWALLET" not in env  # its own is kept
     generated = [env[name] for name in SECRET_SETTINGS if name != "PAYLOOP_WEBHOOK_SECRET_EWALLET"]
-    assert len(set(generated)) == 4 and not set(generated) & set(again.values())
+    assert len(set(generated)) == len(PSPS) - 1 and not set(generated) & set(again.values())
     child = Settings(webhook_secret_ewallet="whsec_mine",
                      **{name.removeprefix("PAYLOOP_").lower(): value for name, value in env.items()
                         if name.startswith("PAYLOOP_")})

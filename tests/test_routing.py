@@ -120,10 +120,11 @@ def names(candidates: list[Candidate]) -> list[str]:
 # --- the routing file ------------------------------------------------------------------------------------------
 
 
-def test_the_shipped_file_loads_and_describes_the_four_psps() -> None:
+def test_the_shipped_file_loads_and_describes_two_psps_per_method() -> None:
     config = load_routing(Settings())
     assert config.source == str(default_routing_path())
-    assert [p.name for p in config.psps] == ["card", "card_b", "ewallet", "paybybank", "crypto"]
+    assert [p.name for p in config.psps] == ["card", "card_b", "ewallet", "ewallet_b", "paybybank", "paybybank_b",
+                                             "crypto", "crypto_b"]
     assert config.psp("paybybank").methods == ["bank_transfer"]
     assert config.psp("crypto").methods == ["crypto"]
     # Each PSP its own secret setting, so one PSP's signature never verifies as another's.
@@ -176,8 +177,8 @@ def test_the_shipped_file_prices_refunds_and_chargebacks() -> None:
     config = load_routing(Settings())
     fees = {p.name: (p.refund_fee_minor(5000, "EUR"), p.chargeback_fee_minor(5000, "EUR")) for p in config.psps}
     # Pay-by-bank and crypto payments carry no chargeback right: no chargeback cost there.
-    assert fees == {"card": (10, 1500), "card_b": (15, 2000), "ewallet": (20, 1500), "paybybank": (20, 0),
-                    "crypto": (125, 0)}
+    assert fees == {"card": (10, 1500), "card_b": (15, 2000), "ewallet": (20, 1500), "ewallet_b": (25, 1200),
+                    "paybybank": (20, 0), "paybybank_b": (25, 0), "crypto": (125, 0), "crypto_b": (145, 0)}
 
 
 def _marked(text: str) -> tuple[str, int]:
@@ -644,3 +645,89 @@ async def test_concurrent_records_keep_one_consistent_state(engine: AsyncEngine,
     assert row.state in ("closed", "open") and row.probes_in_flight == 0
     assert (row.opened_at is None) == (row.state == "closed")
     assert HALF_OPEN not in after
+
+
+# --- sticky A/B per player, and a second PSP for every method ----------------------------------------------------
+
+
+def shipped_with_card_split_text() -> str:
+    """The shipped file with the EUR card split its header shows (`eu-cards-ab`, card 70 / card_b 30) as its first
+    rule, read from the header itself (without its hypothetical third acquirer, card_c)."""
+    text = default_routing_path().read_text()
+    header = text.split("\npsps:")[0].splitlines()
+    start = header.index("#     - name: eu-cards-ab")
+    example = [line[4:] for line in header[start:] if line.startswith("#     ") and "card_c" not in line]
+    return text.replace("\nrules:\n", "\nrules:\n" + "\n".join(example) + "\n", 1)
+
+
+def shipped_with_card_split() -> RoutingConfig:
+    return parse_routing(shipped_with_card_split_text())
+
+
+SHIPPED_PSPS = frozenset({"card", "card_b", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto", "crypto_b"})
+
+
+def card_deposit(config: RoutingConfig, player_id: str, payment_id: str,
+                 health: dict[str, CircuitState] | None = None) -> list[str]:
+    return names(route(config, method="card", currency="EUR", amount_minor=5000, country="DE", risk="low",
+                       payment_id=payment_id, available=SHIPPED_PSPS, health=health or {}, player_id=player_id))
+
+
+def test_a_player_stays_on_one_acquirer_across_deposits_and_3ds_retries() -> None:
+    config = shipped_with_card_split()
+    for i in range(40):
+        player_id = f"player_{i}"
+        # Consecutive deposits, and the 3-D Secure retry of a soft decline (a new payment id), alike.
+        routes = {tuple(card_deposit(config, player_id, f"pay_{i}_{n}")) for n in range(10)}
+        assert len(routes) == 1 and sorted(routes.pop()) == ["card", "card_b"]
+
+
+def test_players_spread_over_the_acquirers_by_weight() -> None:
+    # As in test_ab_weights_split_traffic_by_weight: X ~ Binomial(1000, 0.7), ±50 is about 3.45 σ.
+    config = shipped_with_card_split()
+    first = [card_deposit(config, f"player_{uuid.uuid5(uuid.NAMESPACE_OID, str(i)).hex[:12]}", "pay_same")[0]
+             for i in range(1000)]
+    assert abs(first.count("card") - 700) <= 50 and first.count("card") + first.count("card_b") == 1000
+
+
+def test_a_player_moves_only_while_their_acquirer_is_down() -> None:
+    config = shipped_with_card_split()
+    player_id = next(f"player_{i}" for i in range(100) if card_deposit(config, f"player_{i}", "p")[0] == "card_b")
+    assert card_deposit(config, player_id, "pay_1", health={"card_b": OPEN}) == ["card"]
+    assert card_deposit(config, player_id, "pay_2", health={"card_b": HALF_OPEN})[0] == "card_b"  # its probe
+    assert card_deposit(config, player_id, "pay_3")[0] == "card_b"  # back once it recovered
+
+
+def test_new_weights_move_only_the_players_between_the_old_and_new_boundary() -> None:
+    config = shipped_with_card_split()
+    players = [f"player_{i}" for i in range(1000)]
+    before = {p: card_deposit(config, p, "p")[0] for p in players}
+    reweighted = parse_routing(shipped_with_card_split_text().replace("weight: 70", "weight: 60")
+                               .replace("weight: 30", "weight: 40"))
+    after = {p: card_deposit(reweighted, p, "p")[0] for p in players}
+    moved = [p for p in players if before[p] != after[p]]
+    # Only card → card_b, about a seventh of card's players (a tenth of all): the boundary moved from 0.7 to 0.6.
+    assert all(before[p] == "card" and after[p] == "card_b" for p in moved)
+    assert 50 <= len(moved) <= 150
+
+
+@pytest.mark.parametrize(("method", "first", "second"), [
+    ("card", "card", "card_b"), ("ewallet", "ewallet", "ewallet_b"), ("bank_transfer", "paybybank", "paybybank_b"),
+    ("crypto", "crypto", "crypto_b"),
+])
+def test_every_shipped_method_has_a_second_psp_for_deposits_and_payouts(method: str, first: str, second: str) -> None:
+    config = load_routing(Settings())
+    for risk in ("low", "high") if method != "card" else ("low",):  # high-risk cards stay on card (3DS)
+        got = route(config, method=method, currency="EUR", amount_minor=5000, country="DE", risk=risk,
+                    payment_id="pay_1", available=SHIPPED_PSPS, health={}, player_id="player_1")
+        assert names(got) == [first, second]
+        got = route(config, method=method, currency="EUR", amount_minor=5000, country="DE", risk=risk,
+                    payment_id="pay_1", available=SHIPPED_PSPS, health={first: OPEN}, player_id="player_1")
+        assert names(got) == [second]
+    payouts = payout_route(config, method=method, currency="EUR", amount_minor=5000, country="DE",
+                           deposit_psp=first, available=SHIPPED_PSPS, health={})
+    assert names(payouts)[0] == first and set(names(payouts)) == {first, second}
+    # Closed loop to a method whose deposit PSP is down: the method's other PSP pays.
+    payouts = payout_route(config, method=method, currency="EUR", amount_minor=5000, country="DE",
+                           deposit_psp=first, available=SHIPPED_PSPS, health={first: OPEN})
+    assert names(payouts) == [second]

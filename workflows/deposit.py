@@ -270,7 +270,7 @@ class DepositWorkflow(PspSignals):
             route = await workflow.execute_local_activity(
                 ActivityName.ROUTE_DEPOSIT,
                 RouteInput(input.method, input.currency, input.amount_minor, input.country, input.payment_id,
-                           risk_level),
+                           risk_level, player_id=input.player_id),
                 result_type=DepositRoute, **_LOCAL_STEP,
             )
         except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause

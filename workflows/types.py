@@ -524,8 +524,10 @@ class RouteInput:
     currency: str
     amount_minor: int
     country: str | None = None
-    payment_id: str = ""  # seeds the A/B split, so a retried routing gives the same answer
+    payment_id: str = ""  # seeds the A/B split when no player_id is given (histories recorded before it)
     risk_level: str | None = None  # the routing file's `risk:` conditions read it
+    # Seeds the A/B split: one player stays on one PSP across deposits and 3-D Secure retries.
+    player_id: str | None = None
 
 
 @dataclass

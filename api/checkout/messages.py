@@ -83,12 +83,22 @@ _BANK_UNAVAILABLE = _problem(N_("Bank unavailable"),
 # that of the bank, card issuer or network behind it. Retried and failed over by the workflow; a deposit that runs
 # out of PSPs ends `psp_unavailable`, but a PSP's status answer may name one of these.
 _PROVIDER_OUTAGES = ("psp_unavailable", "psp_internal_error", "processing_error", "acquirer_unavailable",
-                     "wallet_backend_unavailable", "node_unavailable", "rate_limited", "rate_limit",
-                     "rate_limit_exceeded", "too_many_requests")
-_BANK_OUTAGES = ("issuer_unavailable", "bank_unavailable")
+                     "wallet_backend_unavailable", "wallet_network_down", "node_unavailable", "rate_limited",
+                     "rate_limit", "rate_limit_exceeded", "too_many_requests", "throttled", "quota_exceeded")
+_BANK_OUTAGES = ("issuer_unavailable", "bank_unavailable", "aspsp_unavailable")
 # A PSP's codes asking for strong customer authentication the payment did not get (a deposit ends
 # `step_up_required`; a status answer may name the PSP's own code).
-_STEP_UP_CODES = ("step_up_required", "authentication_required", "sca_required", "consent_required")
+_STEP_UP_CODES = ("step_up_required", "authentication_required", "sca_required", "consent_required",
+                  "strong_auth_needed", "reauthorisation_required")
+_NOT_ENOUGH_FUNDS = _problem(N_("Not enough funds"),
+                             N_("Your account with the provider does not have enough money for this payment. "
+                                "Nothing was charged. Choose a smaller amount or another method."), Next.OTHER_METHOD)
+_WALLET_DECLINED = _problem(N_("Wallet declined"),
+                            N_("Your e-wallet account cannot make this payment. Nothing was charged. Check your "
+                               "account with the e-wallet provider, or choose another method."), Next.OTHER_METHOD)
+_BANK_DECLINED = _problem(N_("Bank declined"),
+                          N_("Your bank declined the payment. Nothing was charged. Choose another method."),
+                          Next.OTHER_METHOD)
 
 # A payment whose start failed before it existed (its form's answer was a service error).
 NOT_STARTED = _problem(N_("Payment not started"), N_("We could not start this payment, so nothing was charged. Try "
@@ -128,23 +138,18 @@ DEPOSIT_FAILURES: dict[str, Outcome] = {
     "expired_card": _problem(N_("Card expired"),
                              N_("This card has expired, so nothing was charged. Use another card or choose another "
                                 "method."), Next.OTHER_METHOD),
-    "insufficient_funds": _problem(N_("Not enough funds"),
-                                   N_("Your account with the provider does not have enough money for this payment. "
-                                      "Nothing was charged. Choose a smaller amount or another method."),
-                                   Next.OTHER_METHOD),
+    "insufficient_funds": _NOT_ENOUGH_FUNDS,
+    "funds_unavailable": _NOT_ENOUGH_FUNDS,  # ewallet_b's word
     "3ds_failed": _problem(N_("Authentication failed"),
                            N_("The card's security check (3-D Secure) was not passed, so nothing was charged. Try "
                               "again, or choose another method."), Next.RETRY),
     "authorisation_rejected": _problem(N_("Cancelled at your bank"),
                                        N_("The payment was not authorised at your bank. Nothing was charged. Try "
                                           "again or choose another method."), Next.RETRY),
-    "bank_rejected": _problem(N_("Bank declined"),
-                              N_("Your bank declined the payment. Nothing was charged. Choose another method."),
-                              Next.OTHER_METHOD),
-    "account_blocked": _problem(N_("Wallet declined"),
-                                N_("Your e-wallet account cannot make this payment. Nothing was charged. Check your "
-                                   "account with the e-wallet provider, or choose another method."),
-                                Next.OTHER_METHOD),
+    "bank_rejected": _BANK_DECLINED,
+    "payment_rejected_by_aspsp": _BANK_DECLINED,  # paybybank_b's word
+    "account_blocked": _WALLET_DECLINED,
+    "wallet_suspended": _WALLET_DECLINED,  # ewallet_b's word
     # The player's account at the PSP (an e-wallet, a bank), not the casino account (DEPOSIT_CODES).
     "account_closed": _problem(N_("Provider account closed"),
                                N_("Your account with the payment provider is closed, so nothing was charged. Choose "

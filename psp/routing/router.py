@@ -1,4 +1,4 @@
-"""The PSP router: pure and deterministic — the same inputs (including the payment id) give the same list.
+"""The PSP router: pure and deterministic — the same inputs (including the player id) give the same list.
 
 Deposits (`route`):
 1. Eligible PSPs: in the routing file, available at runtime (a provider exists), and taking the method, currency,
@@ -6,8 +6,13 @@ Deposits (`route`):
 2. The first rule whose conditions match AND which names at least one eligible PSP wins (a rule whose PSPs are
    all unavailable — e.g. not deployed — is passed over rather than leaving the payment without a route).
    Its candidates are ordered by rank; within a rank, weighted candidates are drawn by weight from a hash of
-   the payment id (weighted draw without replacement, so failover order is weighted too); unweighted ones are
-   ordered by fee (lowest first), then name. Candidates that are not eligible are dropped.
+   the player id (the payment id when none is given), so the A/B assignment is sticky per player: the same player
+   gets the same order on every deposit, a 3-D Secure retry (a new payment) included, and moves only when their
+   PSP fails (its circuit open, or the call failing over within the payment). The draw is without replacement, so
+   the failover order is weighted too. Each draw places the player at a fixed point in [0, 1) and picks the
+   candidate whose share of the weights covers it, so a change of weights moves only the players between the old
+   and the new boundary (70/30 → 60/40 moves a seventh of the first PSP's players), not everyone. Unweighted
+   candidates are ordered by fee (lowest first), then name. Candidates that are not eligible are dropped.
 3. No rule → every eligible PSP, by fee then name.
 4. Health: OPEN circuits are skipped — unless every candidate is open, in which case all are returned in the
    order above (a last resort: trying a PSP that is probably down beats failing the payment without trying;
@@ -51,8 +56,11 @@ def route(
     payment_id: str,
     available: set[str] | frozenset[str],
     health: Mapping[str, CircuitState],
+    player_id: str | None = None,
 ) -> list[Candidate]:
-    """Ordered PSP candidates for a deposit; [] when no PSP can take it."""
+    """Ordered PSP candidates for a deposit; [] when no PSP can take it. `player_id` seeds the A/B draws (sticky per
+    player); without one, the payment id does."""
+    draw_seed = player_id or payment_id
     eligible = {p.name: p for p in config.psps
                 if p.name in available and p.accepts(method, currency, country, amount_minor)}
     if not eligible:
@@ -67,8 +75,9 @@ def route(
         ordered: list[Candidate] = []
         for rank in sorted({rank for rank, _ in ranked}):
             group = [spec for r, spec in ranked if r == rank]
-            ordered += _order_rank(group, eligible, amount_minor, currency, f"{payment_id}|{index}|{rank}",
-                                   f"{label}, rank {rank}")
+            # The rule's name (not its place in the file) in the seed: adding a rule above moves no one.
+            ordered += _order_rank(group, eligible, amount_minor, currency,
+                                   f"{draw_seed}|{rule.name or index}|{rank}", f"{label}, rank {rank}")
         return _apply_health(ordered, health)
     by_cost = sorted(eligible.values(), key=lambda p: (p.fee_minor(amount_minor, currency), p.name))
     return _apply_health([Candidate(p.name, p.fee_minor(amount_minor, currency), "no rule matched: lowest fee")
@@ -160,13 +169,20 @@ def bucket(seed: str, modulus: int) -> int:
     return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % modulus
 
 
+_POINTS = 2**64
+
+
 def _weighted_pick(specs: list[CandidateSpec], seed: str) -> CandidateSpec:
-    point = bucket(seed, sum(s.weight or 0 for s in specs))
+    """The candidate whose share of the weights covers the seed's point in [0, 1) (point / 2**64, compared in
+    integers): the point does not depend on the weights, so new weights move only the players they must."""
+    point = bucket(seed, _POINTS)
+    total = sum(s.weight or 0 for s in specs)
+    covered = 0
     for spec in specs:
-        point -= spec.weight or 0
-        if point < 0:
+        covered += spec.weight or 0
+        if point * total < covered * _POINTS:
             return spec
-    return specs[-1]  # unreachable
+    return specs[-1]  # unreachable: the last candidate covers up to 1
 
 
 def _apply_health(ordered: list[Candidate], health: Mapping[str, CircuitState]) -> list[Candidate]:

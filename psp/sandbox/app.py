@@ -1,16 +1,19 @@
-"""The sandbox PSP service: five providers of four families taking payments, making payouts and refunds, each with
+"""The sandbox PSP service: eight providers of six families taking payments, making payouts and refunds, each with
 its family's wire format (psp/sandbox/formats.py) and webhook signature, each behaving per
-`metadata.sandbox_scenario`.
+`metadata.sandbox_scenario`. Every method has two: card / card_b, ewallet / ewallet_b, paybybank / paybybank_b,
+crypto / crypto_b.
 
 - `card` and `card_b` (two card acquirers, family `card`): 3DS (frictionless by default; a challenge page under
   `/{psp}/challenge/{reference}` for `challenge` / `3ds_fail`). Same wire format, scenarios and error codes; each
   has its own state, control mode, references (`card_…` / `card_b_…`) and webhook URL. Their payments tell the
   card's BIN country and fingerprint: a test card named by `metadata.sandbox_card`, else the player's own
   (psp/sandbox/cards.py).
-- `ewallet`: settles instantly.
-- `paybybank`: a redirect to a bank-selection page; `authorised` once the player confirms, `settled` later.
-- `crypto`: an invoice with a deposit address; the transfer is seen, then confirmed after 3 confirmations
-  (one per settle delay), with a webhook per confirmation; `underpaid` / `overpaid` receive 90 % / 110 %.
+- `ewallet`, `ewallet_b` (two e-wallets, each its own format and signature): settle instantly.
+- `paybybank`, `paybybank_b` (two pay-by-bank providers, each its own format and signature): a redirect to a
+  bank-selection page (`/{psp}/banks/{reference}`); `authorised` once the player confirms, `settled` later.
+- `crypto` and `crypto_b` (two crypto processors, family `crypto`): an invoice with a deposit address; the transfer
+  is seen, then confirmed after 3 confirmations (one per settle delay), with a webhook per confirmation;
+  `underpaid` / `overpaid` receive 90 % / 110 %.
 
 Payments and payouts can be cancelled (`POST /{psp}/v1/payments|payouts/{merchant_reference}/cancel`) until they
 end; a cancelled one never settles afterwards.
@@ -20,7 +23,7 @@ there, named by its reference, in its currency, for at most what is captured and
 succeeded) nor disputed (a dispute the merchant has not won); `pending` at once, `succeeded` (or `failed`) after the
 settle delay. Disputes (chargebacks) are opened and resolved through the control API (`POST /control/{psp}/disputes`,
 `POST /control/{psp}/disputes/{dispute_id}/resolve`), at the PSPs whose payments carry a chargeback right (card,
-card_b, ewallet). The card acquirers and the e-wallet report their fee of each settled operation
+card_b, ewallet, ewallet_b). The card acquirers and the e-wallets report their fee of each settled operation
 (psp/sandbox/fees.py). Every PSP reports what it settled each day (`GET /reports/{psp}/settlement?date=`,
 `POST /control/{psp}/settlement`): psp/sandbox/settlement.py, fed by `Sandbox.changed`.
 
@@ -81,6 +84,7 @@ from psp.scenarios import (
     CHALLENGE_SCENARIOS,
     ERROR_SCENARIO_CODES,
     FAMILIES,
+    METHOD_OF,
     NEVER_SETTLING_SCENARIOS,
     PAYMENT_SCENARIOS_BY_PSP,
     PAYOUT_SCENARIOS_BY_PSP,
@@ -94,33 +98,31 @@ from psp.scenarios import (
 logger = logging.getLogger("psp.sandbox")
 
 # The scenario names, which PSP takes which, and the error scenarios' codes: psp/scenarios.py (pure data, which the
-# product API reads too). PSPS = ("card", "card_b", "ewallet", "paybybank", "crypto"); FAMILIES maps each to its
-# family.
-# Per family: what its PSPs take payments with (and pay out to), and their decline code.
-_FAMILY_METHODS: dict[str, frozenset[str]] = {
-    "card": frozenset({"card"}),
-    "ewallet": frozenset({"ewallet"}),
-    "paybybank": frozenset({"bank_transfer"}),
-    "crypto": frozenset({"crypto"}),
-}
+# product API reads too). PSPS lists the sandbox PSPs; FAMILIES maps each to its family, METHOD_OF to its method
+# (which decides its flow: 3DS, bank redirect, on-chain confirmations or none).
+# Per family: its decline code.
 _FAMILY_DECLINE_CODES = {
     "card": "card_declined",
     "ewallet": "insufficient_funds",
+    "ewallet_b": "funds_unavailable",
     "paybybank": "bank_rejected",
+    "paybybank_b": "payment_rejected_by_aspsp",
     "crypto": "address_screening_failed",
 }
 # Why a refund of the `decline` scenario fails after it was accepted, in each family's words.
 _FAMILY_REFUND_FAILURE_CODES = {
     "card": "refund_declined",
     "ewallet": "wallet_closed",
+    "ewallet_b": "payer_wallet_closed",
     "paybybank": "beneficiary_account_closed",
+    "paybybank_b": "creditor_account_closed",
     "crypto": "refund_address_rejected",
 }
 PAYOUT_DECLINE_CODE = "payout_declined"
 PAYOUT_FAILURE_CODE = "beneficiary_rejected"  # the `fail` scenario: accepted, then refused downstream
 BANK_REJECTED_CODE = "authorisation_rejected"  # the player refused (or failed) at the bank
 # The same, per sandbox PSP.
-METHODS: dict[str, frozenset[str]] = {psp: _FAMILY_METHODS[family] for psp, family in FAMILIES.items()}
+METHODS: dict[str, frozenset[str]] = {psp: frozenset({method}) for psp, method in METHOD_OF.items()}
 PAYOUT_METHODS: dict[str, frozenset[str]] = dict(METHODS)
 DECLINE_CODES = {psp: _FAMILY_DECLINE_CODES[family] for psp, family in FAMILIES.items()}
 REFUND_FAILURE_CODES = {psp: _FAMILY_REFUND_FAILURE_CODES[family] for psp, family in FAMILIES.items()}
@@ -425,7 +427,7 @@ class Sandbox:
 
     def behaviour(self, psp: str, scenario: str) -> str:
         # Only the card family has 3DS: the challenge scenarios behave as approve elsewhere.
-        if FAMILIES[psp] != "card" and scenario in CHALLENGE_SCENARIOS:
+        if METHOD_OF[psp] != "card" and scenario in CHALLENGE_SCENARIOS:
             return "approve"
         # A settlement discrepancy shows in the report only (SettlementBook.book).
         if scenario in SETTLEMENT_SCENARIOS:
@@ -436,20 +438,20 @@ class Sandbox:
         return f"{self.config.public_url.rstrip('/')}{path}"
 
     def create_payment(self, psp: str, order: Order, scenario: str) -> tuple[int, Snapshot | dict[str, str]]:
-        family = FAMILIES[psp]
-        card = card_of(order.metadata, order.customer_id, order.country) if family == "card" else None
+        method = METHOD_OF[psp]
+        card = card_of(order.metadata, order.customer_id, order.country) if method == "card" else None
         payment = _new_record(Payment, psp, order, scenario, return_url=order.return_url or "", card=card)
         self.by_reference[payment.reference] = payment
         behaviour = self.behaviour(psp, scenario)
         if behaviour in ("decline", "soft_decline"):
             pass  # no redirect and no address for a payment refused at once
-        elif family == "card" and behaviour in CHALLENGE_SCENARIOS:
+        elif method == "card" and behaviour in CHALLENGE_SCENARIOS:
             payment.status = "requires_action"
             payment.redirect_url = self.redirect_url(f"/{psp}/challenge/{payment.reference}")
-        elif family == "paybybank":
+        elif method == "bank_transfer":
             payment.status = "requires_action"
-            payment.redirect_url = self.redirect_url(f"/paybybank/banks/{payment.reference}")
-        elif family == "crypto":
+            payment.redirect_url = self.redirect_url(f"/{psp}/banks/{payment.reference}")
+        elif method == "crypto":
             payment.deposit_address = f"tb1q{secrets.token_hex(19)}"
         return self.start(self.payments, payment, behaviour, DECLINE_CODES[psp])
 
@@ -527,7 +529,7 @@ class Sandbox:
 
         `from_status` is the status when the settlement was scheduled (not when this task first runs: a cancel may
         come in between), so a record cancelled at any point before the settle delay ends stays cancelled."""
-        if FAMILIES[record.psp] == "crypto" and isinstance(record, Payment):
+        if METHOD_OF[record.psp] == "crypto" and isinstance(record, Payment):
             await self.confirm_on_chain(record)
             return
         await asyncio.sleep(self.config.settle_delay_seconds)
@@ -541,7 +543,7 @@ class Sandbox:
             elif record.scenario == "wrong_currency":
                 record.currency = wrong_currency(record.currency)
             record.status = record.settled_status
-            if FAMILIES[record.psp] == "crypto":
+            if METHOD_OF[record.psp] == "crypto":
                 record.confirmations = CONFIRMATIONS_REQUIRED
         self.changed(record)
 
@@ -822,7 +824,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
             methods = METHODS if book.kind == "payment" else PAYOUT_METHODS
             if order.method not in methods[psp]:
                 raise SandboxError(422, "unsupported_method", f"{psp} does not take method {order.method!r}")
-            if book.kind == "payment" and FAMILIES[psp] == "card":
+            if book.kind == "payment" and METHOD_OF[psp] == "card":
                 card_of(order.metadata, order.customer_id, order.country)  # an unknown test card: 422 here
 
         key = (psp, idempotency_key) if idempotency_key else None
@@ -910,14 +912,20 @@ def create_app(config: SandboxConfig) -> FastAPI:
     def redirected_payment(psp: str, reference: str) -> Payment:
         payment = sandbox.by_reference.get(reference)
         if payment is None or payment.psp != psp or payment.redirect_url is None:
-            code = "challenge_not_found" if FAMILIES[psp] == "card" else "authorisation_not_found"
+            code = "challenge_not_found" if METHOD_OF[psp] == "card" else "authorisation_not_found"
             raise SandboxError(404, code, f"no such {psp} authorisation page", psp=psp)
         return payment
 
     def card_psp(psp: str) -> str:
         """A PSP of the card family (the 3DS challenge pages are theirs)."""
-        if FAMILIES.get(psp) != "card":
+        if METHOD_OF.get(psp) != "card":
             raise SandboxError(404, "not_found", f"no challenge pages at {psp!r}")
+        return psp
+
+    def bank_psp(psp: str) -> str:
+        """A pay-by-bank PSP (the bank-selection pages are theirs)."""
+        if METHOD_OF.get(psp) != "bank_transfer":
+            raise SandboxError(404, "not_found", f"no bank pages at {psp!r}")
         return psp
 
     @app.get("/{psp}/challenge/{reference}", response_class=HTMLResponse)
@@ -932,15 +940,16 @@ def create_app(config: SandboxConfig) -> FastAPI:
         sandbox.complete_challenge(payment, outcome)
         return RedirectResponse(payment.return_url, status_code=303)
 
-    @app.get("/paybybank/banks/{reference}", response_class=HTMLResponse)
-    async def bank_page(reference: str) -> HTMLResponse:
-        return HTMLResponse(_bank_page(redirected_payment("paybybank", reference)))
+    @app.get("/{psp}/banks/{reference}", response_class=HTMLResponse)
+    async def bank_page(reference: str, psp: str = Depends(bank_psp)) -> HTMLResponse:
+        return HTMLResponse(_bank_page(redirected_payment(psp, reference)))
 
-    @app.post("/paybybank/banks/{reference}")
+    @app.post("/{psp}/banks/{reference}")
     async def bank_submit(
-        reference: str, outcome: Literal["success", "fail"] = Form(), bank: str | None = Form(default=None)
+        reference: str, outcome: Literal["success", "fail"] = Form(), bank: str | None = Form(default=None),
+        psp: str = Depends(bank_psp),
     ) -> RedirectResponse:
-        payment = redirected_payment("paybybank", reference)
+        payment = redirected_payment(psp, reference)
         sandbox.complete_bank_authorisation(payment, outcome)
         return RedirectResponse(payment.return_url, status_code=303)
 
@@ -968,8 +977,8 @@ def create_app(config: SandboxConfig) -> FastAPI:
 
     @app.post("/control/{psp}/disputes", status_code=201)
     async def open_dispute(request: Request, psp: str = Depends(control_psp)) -> dict[str, str]:
-        """Open a chargeback on a payment captured at `psp` (card, card_b, ewallet). Pay-by-bank and crypto are push
-        payments, which the payer authorised at their bank or sent from their wallet: no card scheme or wallet
+        """Open a chargeback on a payment captured at `psp` (card, card_b, ewallet, ewallet_b). Pay-by-bank and crypto
+        are push payments, which the payer authorised at their bank or sent from their wallet: no card scheme or wallet
         stands behind them to claw the money back, so there they answer 409 `disputes_not_supported`."""
         if not FORMATS[psp].supports_disputes:
             raise ControlError(409, "disputes_not_supported", f"{psp} payments carry no chargeback right")

@@ -3,9 +3,9 @@
 A price list per PSP and operation (the record kinds: a captured `payment`, a paid `payout`, a succeeded `refund`,
 a lost `dispute` = the chargeback fee): fixed + amount × percentage, in the operation's currency, computed in
 integer minor units (psp.routing.Cost: Decimal, rounded half-up, never floats). The card acquirers and the
-e-wallet report their fees; pay-by-bank and crypto report none (a merchant learns those from the settlement), so
-our ledger prices them with the routing file's cost model. Every PSP deducts its fees in its settlement report
-(psp/sandbox/settlement.py): the reported ones, and pay-by-bank's and crypto's from price lists of their own
+e-wallets report their fees; pay-by-bank and crypto PSPs report none (a merchant learns those from the settlement),
+so our ledger prices them with the routing file's cost model. Every PSP deducts its fees in its settlement report
+(psp/sandbox/settlement.py): the reported ones, and the pay-by-bank and crypto PSPs' from price lists of their own
 (SETTLEMENT_FEE_SCHEDULES). The shipped routing file (psp/routing.yaml) quotes all these same price lists
 (tests/psp/test_fees.py holds the two together).
 """
@@ -38,6 +38,13 @@ FEE_SCHEDULES: dict[str, dict[str, Cost]] = {
         "refund": Cost(fixed={"*": "0.20", "JPY": "30", "KRW": "300", "CLP": "200", "ISK": "30"}),
         "dispute": Cost(fixed=_CHARGEBACK_FIXED),
     },
+    # A little dearer than ewallet, so ewallet goes first.
+    "ewallet_b": {
+        "payment": Cost(fixed={"*": "0.10", "JPY": "15", "KRW": "150", "CLP": "100", "ISK": "15"}, percentage="2.6"),
+        "payout": Cost(percentage="1.2"),
+        "refund": Cost(fixed={"*": "0.25", "JPY": "35", "KRW": "350", "CLP": "240", "ISK": "35"}),
+        "dispute": Cost(fixed={"*": "12.00", "JPY": "1600", "KRW": "16000", "CLP": "11000", "ISK": "1750"}),
+    },
 }
 
 
@@ -54,10 +61,20 @@ _SETTLEMENT_ONLY: dict[str, dict[str, Cost]] = {
         "payout": Cost(fixed={"*": "0.20"}),
         "refund": Cost(fixed={"*": "0.20"}),  # a credit transfer back, priced like a payout
     },
+    "paybybank_b": {
+        "payment": Cost(fixed={"*": "0.25"}, percentage="0.35"),
+        "payout": Cost(fixed={"*": "0.25"}),
+        "refund": Cost(fixed={"*": "0.25"}),
+    },
     "crypto": {
         "payment": Cost(percentage="1.0"),
         "payout": Cost(fixed={"*": "1.00"}, percentage="0.5"),
         "refund": Cost(fixed={"*": "1.00"}, percentage="0.5"),  # coins sent back: the network fee, as for a payout
+    },
+    "crypto_b": {
+        "payment": Cost(percentage="1.2"),
+        "payout": Cost(fixed={"*": "1.20"}, percentage="0.5"),
+        "refund": Cost(fixed={"*": "1.20"}, percentage="0.5"),
     },
 }
 # What each PSP deducts in its settlement: the reported fees, and the settlement-only price lists.

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from payloop.money import MAX_MINOR_UNITS, MoneyError, currency_exponent, to_decimal_string, to_minor_units
-from psp import signatures
+from psp import signature_schemes, signatures
 from psp.scenarios import FAMILIES
 
 CONFIRMATIONS_REQUIRED = 3
@@ -139,9 +139,14 @@ class WireFormat:
 
     def parse_refund(self, raw: Any) -> RefundOrder:
         def order(body: Any) -> RefundOrder:
-            return RefundOrder(*self.refund_terms(body), metadata=body.metadata, fingerprint=body.model_dump_json())
+            return RefundOrder(*self.refund_terms(body), metadata=self.refund_metadata(body),
+                               fingerprint=body.model_dump_json())
 
         return _parsed(self.refund_model, raw, order)
+
+    def refund_metadata(self, body: Any) -> dict[str, str]:
+        """A refund request's merchant metadata."""
+        return dict(body.metadata)
 
     def order(self, body: Any) -> Order:
         raise NotImplementedError
@@ -588,9 +593,252 @@ class CryptoFormat(WireFormat):
         return body
 
 
+# -- ewallet_b: short snake_case, operations and states, notification envelope, HTTP Signatures ---------------
+# A second e-wallet, unlike the first in every word: an operation (`op`: debit = a payment, credit = a payout,
+# reversal = a refund, claim = a dispute) with a `state`, amounts as `value` + `ccy`, the wallet's id `txn_id`, ours
+# `txn_ref`; a refund or claim names the payment by `original_txn_id`. A settled operation carries its `charge` (the
+# fee, a decimal string). Webhooks: {notification: {id, topic: "<op>.<state>", sent_at}, txn: <resource>}, the id
+# also in the signed `X-EWB-Event-Id` header. Errors: {result: "ERROR", errors: [{code, text}]}.
+
+_EWB_OPS = {"payment": "debit", "payout": "credit", "refund": "reversal", "dispute": "claim"}
+_EWB_STATES = {
+    "payment": {
+        "pending": "open", "requires_action": "approval_pending", "authorized": "approved", "captured": "completed",
+        "failed": "declined", "cancelled": "voided", "expired": "timed_out",
+    },
+    "payout": {"pending": "open", "paid": "completed", "failed": "declined", "cancelled": "voided"},
+    "refund": {"pending": "open", "succeeded": "completed", "failed": "declined"},
+    "dispute": {"opened": "claim_open", "won": "claim_rejected", "lost": "claim_accepted"},
+}
+
+
+class EwbParty(_Body):
+    account_ref: Customer
+    country: Country | None = None
+
+
+class EwbPayout(_Body):
+    txn_ref: Reference
+    value: str = Field(max_length=32)
+    ccy: Currency
+    wallet: str
+    payee: EwbParty
+    extras: Metadata = Field(default_factory=dict)
+
+
+class EwbPayment(_Body):
+    txn_ref: Reference
+    value: str = Field(max_length=32)
+    ccy: Currency
+    wallet: str
+    payer: EwbParty
+    return_link: Url
+    extras: Metadata = Field(default_factory=dict)
+
+
+class EwbRefund(_Body):
+    txn_ref: Reference
+    original_txn_id: Reference
+    value: str = Field(max_length=32)
+    ccy: Currency
+    extras: Metadata = Field(default_factory=dict)
+
+
+class EwalletBFormat(WireFormat):
+    name = "ewallet_b"
+    scheme = signature_schemes.HTTP_SIGNATURE
+    payment_model = EwbPayment
+    payout_model = EwbPayout
+    refund_model = EwbRefund
+    event_id_prefix = "ntf_"
+    supports_disputes = True
+
+    def order(self, body: Any) -> Order:
+        party = body.payer if isinstance(body, EwbPayment) else body.payee
+        return Order(
+            merchant_reference=body.txn_ref,
+            amount_minor=to_minor_units(body.value, body.ccy),
+            currency=body.ccy,
+            method=body.wallet,
+            customer_id=party.account_ref,
+            country=party.country,
+            metadata=body.extras,
+            return_url=getattr(body, "return_link", None),
+            fingerprint=body.model_dump_json(),
+        )
+
+    def refund_terms(self, body: Any) -> tuple[str, str, int, str]:
+        return body.txn_ref, body.original_txn_id, to_minor_units(body.value, body.ccy), body.ccy
+
+    def refund_metadata(self, body: Any) -> dict[str, str]:
+        return dict(body.extras)
+
+    def resource(self, snap: Snapshot) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "txn_id": snap.reference,
+            "txn_ref": snap.merchant_reference,
+            "op": _EWB_OPS[snap.kind],
+            "state": _EWB_STATES[snap.kind][snap.status],
+            "value": to_decimal_string(snap.amount_minor, snap.currency),
+            "ccy": snap.currency,
+        }
+        if snap.payment_reference:
+            body["original_txn_id"] = snap.payment_reference
+        if snap.reason_code:
+            body["claim_reason"] = snap.reason_code
+        if snap.failure_code:
+            body["decline_reason"] = snap.failure_code
+        if snap.redirect_url:
+            body["approval_link"] = snap.redirect_url
+        if snap.fee_minor is not None:
+            body["charge"] = to_decimal_string(snap.fee_minor, snap.currency)
+        return body
+
+    def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        txn = self.resource(snap)
+        return {"notification": {"id": event_id, "topic": f"{txn['op']}.{txn['state']}", "sent_at": occurred_at},
+                "txn": txn}
+
+    def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": code, "text": message}
+        if fields is not None:
+            error["fields"] = fields
+        return {"result": "ERROR", "errors": [error]}
+
+
+# -- paybybank_b: Open Banking style, PascalCase `Data` envelope, decimal strings, detached JWS -----------------
+# A second pay-by-bank provider (UK Open Banking's shapes): requests and answers wrapped in `Data`, the amount as
+# `InstructedAmount` {Amount: "50.00", Currency}, our id the `EndToEndIdentification`, theirs the `ResourceId`, the
+# resource's `Type` DomesticPayment / DomesticPayout / Refund, Open Banking status words, the bank's page under
+# `Links.Authorisation`; a refund names the payment's `OriginalResourceId`. Merchant metadata: `SupplementaryData`.
+# Webhooks: {Data: {EventNotificationId, EventTime, Resource: <answer's Data>}}. Errors: {Code, Message, Errors:
+# [{ErrorCode, Message}]}. No fees reported, no disputes.
+
+_OB_TYPES = {"payment": "DomesticPayment", "payout": "DomesticPayout", "refund": "Refund"}
+_OB_STATUS = {
+    "payment": {
+        "pending": "Pending", "requires_action": "AwaitingAuthorisation", "authorized": "AcceptedSettlementInProcess",
+        "captured": "AcceptedSettlementCompleted", "failed": "Rejected", "cancelled": "Cancelled",
+        "expired": "Expired",
+    },
+    "payout": {"pending": "Pending", "paid": "AcceptedCreditSettlementCompleted", "failed": "Rejected",
+               "cancelled": "Cancelled"},
+    "refund": {"pending": "Pending", "succeeded": "AcceptedSettlementCompleted", "failed": "Rejected"},
+}
+
+
+class ObAmount(_Body):
+    Amount: str = Field(max_length=32)
+    Currency: Currency
+
+
+class ObInitiation(_Body):
+    EndToEndIdentification: Reference
+    InstructedAmount: ObAmount
+    LocalInstrument: str
+
+
+class ObPayoutData(_Body):
+    Initiation: ObInitiation
+    PsuId: Customer
+    PsuCountry: Country | None = None
+
+
+class ObPaymentData(ObPayoutData):
+    RedirectUri: Url
+
+
+class ObRefundInitiation(_Body):
+    EndToEndIdentification: Reference
+    InstructedAmount: ObAmount
+
+
+class ObRefundData(_Body):
+    Initiation: ObRefundInitiation
+    OriginalResourceId: Reference
+
+
+class ObPayout(_Body):
+    Data: ObPayoutData
+    SupplementaryData: Metadata = Field(default_factory=dict)
+
+
+class ObPayment(_Body):
+    Data: ObPaymentData
+    SupplementaryData: Metadata = Field(default_factory=dict)
+
+
+class ObRefund(_Body):
+    Data: ObRefundData
+    SupplementaryData: Metadata = Field(default_factory=dict)
+
+
+class PayByBankBFormat(WireFormat):
+    name = "paybybank_b"
+    scheme = signature_schemes.DETACHED_JWS
+    payment_model = ObPayment
+    payout_model = ObPayout
+    refund_model = ObRefund
+    event_id_prefix = "ob_evt_"
+
+    def order(self, body: Any) -> Order:
+        data = body.Data
+        amount = data.Initiation.InstructedAmount
+        return Order(
+            merchant_reference=data.Initiation.EndToEndIdentification,
+            amount_minor=to_minor_units(amount.Amount, amount.Currency),
+            currency=amount.Currency,
+            method=data.Initiation.LocalInstrument,
+            customer_id=data.PsuId,
+            country=data.PsuCountry,
+            metadata=body.SupplementaryData,
+            return_url=getattr(data, "RedirectUri", None),
+            fingerprint=body.model_dump_json(),
+        )
+
+    def refund_terms(self, body: Any) -> tuple[str, str, int, str]:
+        initiation = body.Data.Initiation
+        amount = initiation.InstructedAmount
+        return (initiation.EndToEndIdentification, body.Data.OriginalResourceId,
+                to_minor_units(amount.Amount, amount.Currency), amount.Currency)
+
+    def refund_metadata(self, body: Any) -> dict[str, str]:
+        return dict(body.SupplementaryData)
+
+    def _data(self, snap: Snapshot) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "ResourceId": snap.reference,
+            "EndToEndIdentification": snap.merchant_reference,
+            "Type": _OB_TYPES[snap.kind],
+            "Status": _OB_STATUS[snap.kind][snap.status],
+            "InstructedAmount": {"Amount": to_decimal_string(snap.amount_minor, snap.currency),
+                                 "Currency": snap.currency},
+        }
+        if snap.payment_reference:
+            data["OriginalResourceId"] = snap.payment_reference
+        if snap.failure_code:
+            data["StatusReason"] = snap.failure_code
+        if snap.redirect_url:
+            data["Links"] = {"Authorisation": snap.redirect_url}
+        return data
+
+    def resource(self, snap: Snapshot) -> dict[str, Any]:
+        return {"Data": self._data(snap)}
+
+    def event(self, event_id: str, snap: Snapshot, occurred_at: str) -> dict[str, Any]:
+        return {"Data": {"EventNotificationId": event_id, "EventTime": occurred_at, "Resource": self._data(snap)}}
+
+    def error(self, status: int, code: str, message: str, fields: list[Any] | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"ErrorCode": code, "Message": message}
+        if fields is not None:
+            error["Fields"] = fields
+        return {"Code": str(status), "Message": message, "Errors": [error]}
+
+
 # Each sandbox PSP's format is its family's (FAMILIES, in psp/scenarios.py).
 _FORMATS_BY_FAMILY: dict[str, WireFormat] = {
-    f.name: f for f in (CardFormat(), EwalletFormat(), PayByBankFormat(), CryptoFormat())
+    f.name: f for f in (CardFormat(), EwalletFormat(), EwalletBFormat(), PayByBankFormat(), PayByBankBFormat(),
+                        CryptoFormat())
 }
 FORMATS: dict[str, WireFormat] = {psp: _FORMATS_BY_FAMILY[family] for psp, family in FAMILIES.items()}
 DEFAULT_FORMAT = FORMATS["card"]

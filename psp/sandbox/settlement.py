@@ -295,9 +295,72 @@ class CryptoLedgerReport(ReportFormat):
         return f"ent_syn{spec_no}_{index}"
 
 
+class WalletPayoutReport(ReportFormat):
+    """ewallet_b: a tab-separated settlement report: per line its `line_ref`, `booked_on`, the wallet's `txn_id`,
+    our `txn_ref` (empty when unknown), the operation (`op`: debit, credit, reversal, claim, claim_reversal,
+    claim_fee), `direction` IN (to us) or OUT with the unsigned `amount`, the `charge` kept, the signed `net`."""
+
+    media_type = "text/tab-separated-values; charset=utf-8"
+    COLUMNS = ("line_ref", "booked_on", "txn_id", "txn_ref", "op", "ccy", "direction", "amount", "charge", "net")
+    OPS: ClassVar[dict[str, str]] = {
+        CAPTURE: "debit", PAYOUT: "credit", REFUND: "reversal", CHARGEBACK: "claim",
+        CHARGEBACK_REVERSAL: "claim_reversal", CHARGEBACK_FEE: "claim_fee",
+    }
+
+    def header(self) -> str:
+        return "\t".join(self.COLUMNS) + "\n"
+
+    def row(self, psp: str, entry: Entry) -> str:
+        currency = entry.currency
+        return "\t".join((
+            entry.line_id, entry.booked_on.isoformat(), entry.psp_reference, entry.merchant_reference or "",
+            self.OPS[entry.kind], currency, "IN" if entry.gross_minor > 0 else "OUT",
+            _decimal(abs(entry.gross_minor), currency), _decimal(entry.fee_minor, currency),
+            _decimal(entry.net_minor, currency),
+        )) + "\n"
+
+    def new_line_id(self) -> str:
+        return f"sl_{secrets.token_hex(10)}"
+
+    def synthetic_line_id(self, spec_no: int, index: int) -> str:
+        return f"sl_syn{spec_no}_{index}"
+
+
+class ContinentalStatementReport(ReportFormat):
+    """paybybank_b: a continental bank's statement export: semicolon-separated, decimal comma ("-50,00"), a signed
+    `Amount`, the bank's `Fee`, `TransactionType` (PaymentReceived, PayoutSent, RefundSent), our `EndToEndId` (empty
+    when none) and their `ResourceId`."""
+
+    COLUMNS = ("BookingDate", "ValueDate", "EntryId", "TransactionType", "Amount", "Fee", "Currency", "EndToEndId",
+               "ResourceId")
+    TYPES: ClassVar[dict[str, str]] = {CAPTURE: "PaymentReceived", PAYOUT: "PayoutSent", REFUND: "RefundSent"}
+
+    def header(self) -> str:
+        return ";".join(self.COLUMNS) + "\n"
+
+    def row(self, psp: str, entry: Entry) -> str:
+        currency = entry.currency
+        return ";".join((
+            entry.booked_on.isoformat(), entry.occurred_at.date().isoformat(), entry.line_id, self.TYPES[entry.kind],
+            _decimal_comma(entry.gross_minor, currency), _decimal_comma(entry.fee_minor, currency), currency,
+            entry.merchant_reference or "", entry.psp_reference,
+        )) + "\n"
+
+    def new_line_id(self) -> str:
+        return f"ST{secrets.token_hex(8).upper()}"
+
+    def synthetic_line_id(self, spec_no: int, index: int) -> str:
+        return f"STSYN{spec_no}X{index}"
+
+
+def _decimal_comma(minor: int, currency: str) -> str:
+    sign = "-" if minor < 0 else ""
+    return sign + _decimal(abs(minor), currency).replace(".", ",")
+
+
 _REPORTS_BY_FAMILY: dict[str, ReportFormat] = {
-    "card": AdyenLikeReport(), "ewallet": StripeLikeReport(), "paybybank": BankStatementReport(),
-    "crypto": CryptoLedgerReport(),
+    "card": AdyenLikeReport(), "ewallet": StripeLikeReport(), "ewallet_b": WalletPayoutReport(),
+    "paybybank": BankStatementReport(), "paybybank_b": ContinentalStatementReport(), "crypto": CryptoLedgerReport(),
 }
 REPORTS: dict[str, ReportFormat] = {psp: _REPORTS_BY_FAMILY[family] for psp, family in FAMILIES.items()}
 

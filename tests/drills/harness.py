@@ -957,8 +957,10 @@ class Workload:
             return
         answer = response.json()
         d.payment_id = answer["payment_id"]
-        if response.status_code == 201 and answer.get("redirect_url") and d.scenario == "challenge":
-            # The player passes 3-D Secure on the PSP's page (a form post; its 303 leads back to the casino).
+        if response.status_code == 201 and answer.get("redirect_url") and (
+                d.scenario == "challenge" or d.method == "bank_transfer"):
+            # The player passes 3-D Secure, or authorises at the bank, on the PSP's page (a form post; its 303
+            # leads back to the casino).
             async with httpx.AsyncClient(timeout=30) as browser:
                 for _ in range(60):
                     page = await browser.post(answer["redirect_url"], data={"outcome": "success"})

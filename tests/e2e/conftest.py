@@ -45,7 +45,9 @@ WALLET_ONLY_KEY = "wallet-only-key"
 WEBHOOK_SECRET = "whsec_test"
 # Each PSP its own webhook secret, as in production (card keeps WEBHOOK_SECRET, which tests sign card events with).
 WEBHOOK_SECRETS = {"card": WEBHOOK_SECRET, "card_b": "whsec_test_card_b", "ewallet": "whsec_test_ewallet",
-                   "paybybank": "whsec_test_paybybank", "crypto": "whsec_test_crypto"}
+                   "paybybank": "whsec_test_paybybank", "crypto": "whsec_test_crypto",
+                   "ewallet_b": "whsec_test_ewallet_b", "paybybank_b": "whsec_test_paybybank_b",
+                   "crypto_b": "whsec_test_crypto_b"}
 # The tests' payload codec ring (not the built-in dev one): the client, the API and every worker, in process or not,
 # encrypt with the first key. Keep both keys while recorded histories in tests/histories may be sealed with them.
 CODEC_KEYS = "e2e-2:HZXYDpR+QEqNLKCfKHpsCp1eMvpNcA5XuKnxXY/jpHg=,e2e-1:Se+/VcNK56u56nFCjpbt1KqLqKqQkBJyCN2wAo/2ONc="

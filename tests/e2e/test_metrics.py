@@ -84,7 +84,7 @@ async def test_the_metrics_count_what_happened(stack: Stack) -> None:
     assert await stack.api_metric("payloop_deposit_init_seconds_count", method="ewallet") == api_inits + 2
     assert await stack.api_metric("payloop_kyc_time_to_verify_seconds_count") == kyc_timed + 1
     assert await stack.api_metric("payloop_webhook_deliveries_total", psp="ewallet", outcome="verified") >= 2
-    for psp in ("card", "card_b", "ewallet", "paybybank", "crypto"):
+    for psp in ("card", "card_b", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto", "crypto_b"):
         assert await stack.api_metric("payloop_psp_circuit_state", psp=psp) == 1  # exactly one state is on
     assert await stack.api_metric("payloop_reviews_open", queue="deposits") >= 0
 

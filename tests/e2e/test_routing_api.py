@@ -49,7 +49,7 @@ async def test_psp_health_lists_every_psp_with_its_circuit(stack: Stack) -> None
     body = response.json()
     assert body.keys() == {"psps"}
     by_name = {entry["psp"]: entry for entry in body["psps"]}
-    assert {"card", "ewallet", "paybybank", "crypto"} <= by_name.keys()
+    assert {"card", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto", "crypto_b"} <= by_name.keys()
     for entry in body["psps"]:
         assert entry.keys() == HEALTH_KEYS
         assert entry["circuit"] in {"closed", "open", "half_open"}
@@ -95,8 +95,12 @@ async def test_a_method_whose_psps_are_all_down_is_hidden(stack: Stack) -> None:
     before = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
     assert {"card", "ewallet"} <= before
     async with psp_down(stack, "ewallet"):
-        during = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
-        assert during == before - {"ewallet"}
+        # One of its two PSPs down: the method stays, at the other's fee (ewallet_b: 0.10 + 2.6 % of 50.00).
+        during = {m["method"]: m for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
+        assert during.keys() == before and during["ewallet"]["fee"] == "1.40"
+        async with psp_down(stack, "ewallet_b"):
+            both = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
+            assert both == before - {"ewallet"}
     after = {m["method"] for m in (await methods(stack, currency="EUR", amount="50.00"))["methods"]}
     assert after == before
 

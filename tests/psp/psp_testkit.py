@@ -26,10 +26,13 @@ from psp.base import (
     WebhookEvent,
 )
 from psp.crypto_connector import CryptoConnector, CryptoWebhookVerifier
+from psp.ewallet_b_connector import EwalletBConnector, EwalletBWebhookVerifier
 from psp.ewallet_connector import EwalletConnector, EwalletWebhookVerifier
 from psp.http_connector import HttpPspConnector, SignedWebhookVerifier
+from psp.paybybank_b_connector import PayByBankBConnector, PayByBankBWebhookVerifier
 from psp.paybybank_connector import PayByBankConnector, PayByBankWebhookVerifier
 from psp.sandbox import SandboxConfig
+from psp.scenarios import METHOD_OF
 from psp.sandbox_connector import SandboxConnector, SandboxWebhookVerifier
 
 T = TypeVar("T")
@@ -42,25 +45,26 @@ RETURN_URL = "https://casino.example/cashier/return"
 # Per sandbox PSP: its connector and verifier classes, and the method it takes and pays out to.
 CONNECTOR_CLASSES: dict[str, type[HttpPspConnector]] = {
     "card": SandboxConnector, "card_b": SandboxConnector, "ewallet": EwalletConnector,
-    "paybybank": PayByBankConnector, "crypto": CryptoConnector,
+    "ewallet_b": EwalletBConnector, "paybybank": PayByBankConnector, "paybybank_b": PayByBankBConnector,
+    "crypto": CryptoConnector, "crypto_b": CryptoConnector,
 }
 VERIFIER_CLASSES: dict[str, type[SignedWebhookVerifier]] = {
     "card": SandboxWebhookVerifier, "card_b": SandboxWebhookVerifier, "ewallet": EwalletWebhookVerifier,
-    "paybybank": PayByBankWebhookVerifier, "crypto": CryptoWebhookVerifier,
+    "ewallet_b": EwalletBWebhookVerifier, "paybybank": PayByBankWebhookVerifier,
+    "paybybank_b": PayByBankBWebhookVerifier, "crypto": CryptoWebhookVerifier, "crypto_b": CryptoWebhookVerifier,
 }
-PSP_METHOD = {
-    "card": "card", "card_b": "card", "ewallet": "ewallet", "paybybank": "bank_transfer", "crypto": "crypto",
-}
+PSP_METHOD = METHOD_OF
 
 
 def merchant_reference_of(body: Any) -> str:
     """Our reference in any sandbox PSP's webhook body (each has its own wire format)."""
     if not isinstance(body, dict):
         return ""
-    for key in ("merchant_reference", "merchantReference", "external_id", "order_id"):
+    for key in ("merchant_reference", "merchantReference", "external_id", "order_id", "txn_ref",
+                "EndToEndIdentification"):
         if isinstance(body.get(key), str):
             return str(body[key])
-    for nested in ("resource", "data", "invoice", "refund"):
+    for nested in ("resource", "data", "invoice", "refund", "txn", "Data", "Resource"):
         if isinstance(body.get(nested), dict):
             return merchant_reference_of(body[nested])
     return ""
@@ -208,7 +212,7 @@ async def start_payment(
     """Create a payment and, at pay-by-bank, authorise it at the bank as the player would."""
     req = payment_request(scenario, method=PSP_METHOD[psp], **kw)  # type: ignore[arg-type]
     created = await connector.create_payment(req)
-    if psp == "paybybank":
+    if PSP_METHOD[psp] == "bank_transfer":
         assert created.status == "requires_action" and created.redirect_url
         submitted = await http.post(created.redirect_url, data={"bank": "Sandbox Bank", "outcome": "success"})
         assert submitted.status_code == 303 and submitted.headers["location"] == RETURN_URL

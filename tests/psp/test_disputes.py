@@ -20,15 +20,17 @@ from tests.psp.psp_testkit import (
     wait_for_webhooks,
 )
 
-DISPUTING_PSPS = ["card", "card_b", "ewallet"]
+DISPUTING_PSPS = ["card", "card_b", "ewallet", "ewallet_b"]
 # The chargeback fee each charges when a dispute is lost (psp/sandbox/fees.py), for EUR.
-CHARGEBACK_FEE_MINOR = {"card": 1500, "card_b": 2000, "ewallet": 1500}
+CHARGEBACK_FEE_MINOR = {"card": 1500, "card_b": 2000, "ewallet": 1500, "ewallet_b": 1200}
 # Each family's word for each stage, where its webhook says it.
 RAW_WORDS = {
     "card": ("type", {"opened": "dispute.opened", "won": "dispute.won", "lost": "dispute.lost"}),
     "card_b": ("type", {"opened": "dispute.opened", "won": "dispute.won", "lost": "dispute.lost"}),
     "ewallet": ("eventType", {"opened": "NOTIFICATION_OF_CHARGEBACK", "won": "CHARGEBACK_REVERSED",
                               "lost": "SECOND_CHARGEBACK"}),
+    "ewallet_b": ("notification", {"opened": {"topic": "claim.claim_open"}, "won": {"topic": "claim.claim_rejected"},
+                                   "lost": {"topic": "claim.claim_accepted"}}),
 }
 
 
@@ -82,6 +84,8 @@ async def test_a_dispute_opens_and_resolves_with_webhooks_in_the_psps_words(
                                 fee_minor=fee_minor)
     where, words = RAW_WORDS[psp]
     raw = [r.json[where] for r in receiver.for_payment(payment.payment_id)][1:]
+    if psp == "ewallet_b":  # the topic inside the notification envelope
+        raw = [{"topic": r["topic"]} for r in raw]
     assert raw == [words["opened"], words[outcome]]
 
 
@@ -101,7 +105,7 @@ async def test_resolving_twice_is_a_conflict_and_sends_nothing_more(
         assert again.json()["error"] == "dispute_already_resolved"
 
 
-@pytest.mark.parametrize("psp", ["paybybank", "crypto"])
+@pytest.mark.parametrize("psp", ["paybybank", "paybybank_b", "crypto", "crypto_b"])
 async def test_push_payments_have_no_disputes(
     psp: str, every_psp: dict[str, HttpPspConnector], http: httpx.AsyncClient, sandbox: RunningSandbox,
     receiver: WebhookReceiver,

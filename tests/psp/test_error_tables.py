@@ -37,7 +37,8 @@ SCENARIO_DECISION = {
 def test_error_tables_cover_every_provider_with_known_decisions() -> None:
     tables = error_tables()
 
-    assert set(tables) == {p.name for p in PROVIDERS} == {"card", "card_b", "ewallet", "paybybank", "crypto"}
+    assert set(tables) == {p.name for p in PROVIDERS} == {
+        "card", "card_b", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto", "crypto_b"}
     for psp, table in tables.items():
         assert table and set(table.values()) <= PspDecision.table_decisions(), psp
         assert all(type(decision) is PspDecision for decision in table.values()), psp
@@ -104,7 +105,7 @@ async def test_each_connector_raises_per_its_table(psp: str, code: str, decision
     assert type(raised.value) is EXCEPTION_FOR[decision] and raised.value.code == code
 
 
-@pytest.mark.parametrize("psp", ["card", "ewallet", "paybybank", "crypto"])
+@pytest.mark.parametrize("psp", ["card", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto"])
 @pytest.mark.parametrize(
     ("status", "code", "error", "expected_code"),
     [
@@ -125,7 +126,7 @@ async def test_unknown_codes_fall_back_on_the_status(
     assert type(raised.value) is error and raised.value.code == expected_code
 
 
-@pytest.mark.parametrize("psp", ["ewallet", "paybybank", "crypto"])
+@pytest.mark.parametrize("psp", ["ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto"])
 async def test_a_404_on_a_lookup_is_not_found_in_every_shape(psp: str) -> None:
     connector = _connector(psp, 404, "payment_not_found")
     with pytest.raises(PspNotFound):

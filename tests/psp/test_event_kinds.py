@@ -19,8 +19,8 @@ from tests.psp.psp_testkit import VERIFIER_CLASSES
 NOW = 1_700_000_000
 OCCURRED_AT = "2023-11-14T22:13:20.000Z"
 SECRET = "whsec_kinds"
-PSPS = ["card", "card_b", "ewallet", "paybybank", "crypto"]
-DISPUTING_PSPS = ["card", "card_b", "ewallet"]
+PSPS = ["card", "card_b", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto", "crypto_b"]
+DISPUTING_PSPS = ["card", "card_b", "ewallet", "ewallet_b"]
 FEE_REPORTING = {"card", "card_b", "ewallet"}  # the others' wire formats have no fee field at all
 
 

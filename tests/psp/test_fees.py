@@ -30,9 +30,12 @@ from tests.psp.psp_testkit import (
     wait_for_webhooks,
 )
 
-# For 50.00 EUR: card 1.4 % + 0.25, card_b 1.5 % + 0.30, e-wallet 2.5 %; payouts card 0.50, card_b 0.60, e-wallet 1 %.
-CAPTURE_FEE_MINOR = {"card": 95, "card_b": 105, "ewallet": 125, "paybybank": None, "crypto": None}
-PAYOUT_FEE_MINOR = {"card": 50, "card_b": 60, "ewallet": 50, "paybybank": None, "crypto": None}
+# For 50.00 EUR: card 1.4 % + 0.25, card_b 1.5 % + 0.30, e-wallet 2.5 %, ewallet_b 2.6 % + 0.10; payouts card 0.50,
+# card_b 0.60, e-wallet 1 %, ewallet_b 1.2 %.
+CAPTURE_FEE_MINOR = {"card": 95, "card_b": 105, "ewallet": 125, "ewallet_b": 140, "paybybank": None,
+                     "paybybank_b": None, "crypto": None, "crypto_b": None}
+PAYOUT_FEE_MINOR = {"card": 50, "card_b": 60, "ewallet": 50, "ewallet_b": 60, "paybybank": None, "paybybank_b": None,
+                    "crypto": None, "crypto_b": None}
 
 
 @pytest.mark.parametrize("psp", PSPS)
@@ -106,7 +109,7 @@ def test_the_shipped_routing_file_quotes_the_psps_own_price_lists() -> None:
         "payment": lambda p: p.fee_minor, "payout": lambda p: p.payout_fee_minor,
         "refund": lambda p: p.refund_fee_minor, "dispute": lambda p: p.chargeback_fee_minor,
     }
-    assert set(FEE_SCHEDULES) == {"card", "card_b", "ewallet"}
+    assert set(FEE_SCHEDULES) == {"card", "card_b", "ewallet", "ewallet_b"}
     assert set(SETTLEMENT_FEE_SCHEDULES) == set(PSPS)
     for psp, schedule in SETTLEMENT_FEE_SCHEDULES.items():
         config = routing.psp(psp)
@@ -119,9 +122,10 @@ def test_the_shipped_routing_file_quotes_the_psps_own_price_lists() -> None:
                     if psp in FEE_SCHEDULES:
                         assert fee_minor(psp, operation, amount_minor, currency) == settlement_fee_minor(
                             psp, operation, amount_minor, currency)
-    assert all(fee_minor(psp, "payment", 5000, "EUR") is None for psp in ("paybybank", "crypto"))
+    push_psps = ("paybybank", "paybybank_b", "crypto", "crypto_b")
+    assert all(fee_minor(psp, "payment", 5000, "EUR") is None for psp in push_psps)
     # No chargebacks there, so no chargeback price either side.
-    assert all("dispute" not in SETTLEMENT_FEE_SCHEDULES[psp] for psp in ("paybybank", "crypto"))
+    assert all("dispute" not in SETTLEMENT_FEE_SCHEDULES[psp] for psp in push_psps)
     # Refunds there: what a pay-by-bank credit transfer and a crypto send cost.
     assert (settlement_fee_minor("paybybank", "refund", 5000, "EUR"),
             settlement_fee_minor("crypto", "refund", 5000, "EUR")) == (20, 125)

@@ -43,7 +43,7 @@ async def test_a_payment_answers_like_lost_and_refuses_every_cancel(
         lost_created.status, lost_created.amount_minor, lost_created.failure_code,
     )
     assert (created.redirect_url is None) == (lost_created.redirect_url is None)
-    assert created.status == ("requires_action" if psp == "paybybank" else "pending")
+    assert created.status == ("requires_action" if PSP_METHOD[psp] == "bank_transfer" else "pending")
     for _ in range(2):
         with pytest.raises(PspRequestRejected) as refused:
             await connector.cancel_payment(uncancellable.payment_id)

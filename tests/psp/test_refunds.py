@@ -3,6 +3,9 @@ refund webhook → our verifier; the scenarios, partial and repeated refunds, ov
 
 from __future__ import annotations
 
+import functools
+import operator
+
 from dataclasses import replace
 
 import httpx
@@ -26,17 +29,22 @@ from tests.psp.psp_testkit import (
 
 # What each PSP reports as its fee for refunding (any amount of) a EUR payment (psp/sandbox/fees.py): pay-by-bank
 # and crypto report none.
-REFUND_FEE_MINOR = {"card": 10, "card_b": 15, "ewallet": 20, "paybybank": None, "crypto": None}
+REFUND_FEE_MINOR = {"card": 10, "card_b": 15, "ewallet": 20, "ewallet_b": 25, "paybybank": None,
+                    "paybybank_b": None, "crypto": None, "crypto_b": None}
 # Why a `decline` refund fails, in each family's words.
 REFUND_FAILURE_CODE = {
     "card": "refund_declined", "card_b": "refund_declined", "ewallet": "wallet_closed",
-    "paybybank": "beneficiary_account_closed", "crypto": "refund_address_rejected",
+    "ewallet_b": "payer_wallet_closed", "paybybank": "beneficiary_account_closed",
+    "paybybank_b": "creditor_account_closed", "crypto": "refund_address_rejected",
+    "crypto_b": "refund_address_rejected",
 }
-# Each PSP's raw webhook for a succeeded refund: (where the refund sits in the body, its status word there).
+# Each PSP's raw webhook for a succeeded refund: (where the refund's status sits in the body, its word there).
 RAW_SUCCEEDED = {
-    "card": ("type", "refund.succeeded"), "card_b": ("type", "refund.succeeded"),
-    "ewallet": ("eventType", "REFUND_STATUS"), "paybybank": ("type", "refund.executed"),
-    "crypto": ("event", "refund.updated"),
+    "card": (("type",), "refund.succeeded"), "card_b": (("type",), "refund.succeeded"),
+    "ewallet": (("eventType",), "REFUND_STATUS"), "ewallet_b": (("notification", "topic"), "reversal.completed"),
+    "paybybank": (("type",), "refund.executed"),
+    "paybybank_b": (("Data", "Resource", "Status"), "AcceptedSettlementCompleted"),
+    "crypto": (("event",), "refund.updated"), "crypto_b": (("event",), "refund.updated"),
 }
 
 
@@ -80,8 +88,8 @@ async def test_a_refund_is_pending_then_succeeds_with_a_signed_webhook_and_the_f
     )
     assert (event.amount_minor, event.currency, event.fee_minor) == (2000, "EUR", REFUND_FEE_MINOR[psp])
     assert (event.dispute_id, event.reason_code, event.failure_code) == (None, None, None)
-    where, word = RAW_SUCCEEDED[psp]
-    assert receiver.for_payment(req.refund_id)[0].json[where] == word
+    path, word = RAW_SUCCEEDED[psp]
+    assert functools.reduce(operator.getitem, path, receiver.for_payment(req.refund_id)[0].json) == word
     looked_up = await connector.get_refund(req.refund_id)
     assert looked_up == PspRefund(
         psp=psp, refund_id=req.refund_id, psp_reference=created.psp_reference, status="succeeded",

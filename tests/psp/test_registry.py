@@ -23,6 +23,7 @@ from psp.registry import (
 )
 from psp.base import InvalidWebhook
 from psp.sandbox import SandboxConfig, config_from_settings, create_app
+from psp.scenarios import PSPS
 from tests.psp.psp_testkit import (
     PSP_METHOD,
     VERIFIER_CLASSES,
@@ -41,7 +42,8 @@ from tests.psp.psp_testkit import (
 
 ALL_METHODS = {
     "card": frozenset({"card"}), "card_b": frozenset({"card"}), "ewallet": frozenset({"ewallet"}),
-    "paybybank": frozenset({"bank_transfer"}), "crypto": frozenset({"crypto"}),
+    "ewallet_b": frozenset({"ewallet"}), "paybybank": frozenset({"bank_transfer"}),
+    "paybybank_b": frozenset({"bank_transfer"}), "crypto": frozenset({"crypto"}), "crypto_b": frozenset({"crypto"}),
 }
 
 
@@ -49,7 +51,9 @@ def _is_final(delivery: object, psp: str) -> bool:
     body = delivery.json  # type: ignore[attr-defined]
     if psp == "paybybank":
         return bool(body["type"] == "payment.settled")
-    if psp == "crypto":
+    if psp == "paybybank_b":
+        return bool(body["Data"]["Resource"]["Status"] == "AcceptedSettlementCompleted")
+    if psp in ("crypto", "crypto_b"):
         return bool(body["invoice"]["state"] == "confirmed")
     return True
 
@@ -78,7 +82,7 @@ async def test_connectors_and_verifiers_per_provider(
         method = next(iter(ALL_METHODS[name]))
         req = payment_request(method=method)
         created = await connectors[name].create_payment(req)
-        if name == "paybybank":  # a redirect: the player authorises at the bank first
+        if method == "bank_transfer":  # a redirect: the player authorises at the bank first
             assert created.status == "requires_action" and created.redirect_url
             await http.post(created.redirect_url, data={"outcome": "success"})
         final = await eventually(lambda: [d for d in receiver.for_payment(req.payment_id) if _is_final(d, name)])
@@ -99,7 +103,8 @@ def test_sandbox_config_from_settings() -> None:
 def test_methods_across_providers() -> None:
     assert payment_methods() == frozenset({"card", "ewallet", "bank_transfer", "crypto"})
     assert payout_methods() == frozenset({"card", "ewallet", "bank_transfer", "crypto"})
-    assert [p.name for p in PROVIDERS] == ["card", "card_b", "ewallet", "paybybank", "crypto"]
+    assert [p.name for p in PROVIDERS] == ["card", "card_b", "ewallet", "ewallet_b", "paybybank", "paybybank_b",
+                                           "crypto", "crypto_b"]
 
 
 async def test_connectors_pay_out_to_their_own_method(
@@ -142,7 +147,7 @@ def test_build_verifiers_accepts_comma_separated_secrets_for_rotation() -> None:
         assert refused.value.code == "bad_signature"
 
 
-PER_PSP_SECRETS = {psp: f"whsec_{psp}_only" for psp in ("card", "card_b", "ewallet", "paybybank", "crypto")}
+PER_PSP_SECRETS = {psp: f"whsec_{psp}_only" for psp in PSPS}
 
 
 def test_each_psp_verifies_with_its_own_secret_and_rotates_on_its_own() -> None:
@@ -204,7 +209,7 @@ async def test_the_sandbox_signs_each_psp_with_its_own_secret(
         for psp in PER_PSP_SECRETS:
             req = payment_request(method=PSP_METHOD[psp])
             created = await make_connector(psp, url, http).create_payment(req)
-            if psp == "paybybank":  # a redirect: the player authorises at the bank first
+            if PSP_METHOD[psp] == "bank_transfer":  # a redirect: the player authorises at the bank first
                 await http.post(created.redirect_url, data={"outcome": "success"})
             [delivery, *_] = await eventually(lambda: receiver.for_payment(req.payment_id))
             assert verifiers[psp](delivery.headers, delivery.body, time.time()).payment_id == req.payment_id

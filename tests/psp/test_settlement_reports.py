@@ -197,7 +197,10 @@ def test_each_psp_says_its_settlement_terms() -> None:
     assert terms == {"card": SettlementTerms(sla_days=2, fee_tolerance_minor=0),
                      "card_b": SettlementTerms(sla_days=2, fee_tolerance_minor=0),
                      "ewallet": SettlementTerms(sla_days=1, fee_tolerance_minor=0),
+                     "ewallet_b": SettlementTerms(sla_days=1, fee_tolerance_minor=0),
                      "paybybank": SettlementTerms(sla_days=1, fee_tolerance_minor=0),
+                     "paybybank_b": SettlementTerms(sla_days=1, fee_tolerance_minor=0),
+                     "crypto_b": SettlementTerms(sla_days=1, fee_tolerance_minor=0),
                      "crypto": SettlementTerms(sla_days=1, fee_tolerance_minor=0)}
 
 

@@ -10,10 +10,11 @@ import json
 import random
 from typing import Any
 
+import jwt
 import pytest
 
 from payloop.money import MAX_MINOR_UNITS
-from psp import signatures
+from psp import signature_schemes, signatures
 from psp.base import InvalidWebhook, WebhookEvent
 from psp.http_connector import SignedWebhookVerifier
 from psp.sandbox.formats import FORMATS, Snapshot
@@ -22,11 +23,13 @@ from tests.psp.psp_testkit import VERIFIER_CLASSES
 NOW = 1_700_000_000
 OCCURRED_AT = "2023-11-14T22:13:20.000Z"
 NEW, OLD, OTHER = "whsec_new", "whsec_old", "whsec_other"
-PSPS = ["card", "ewallet", "paybybank", "crypto"]
+PSPS = ["card", "ewallet", "ewallet_b", "paybybank", "paybybank_b", "crypto"]
 HEADERS = {  # the headers each scheme needs, all of them
     "card": ["X-Signature", "X-Timestamp"],
     "ewallet": ["X-Wallet-Signature", "X-Wallet-Timestamp"],
+    "ewallet_b": ["Signature", "Digest", "X-EWB-Event-Id", "X-EWB-Timestamp"],
     "paybybank": ["webhook-id", "webhook-timestamp", "webhook-signature"],
+    "paybybank_b": ["X-JWS-Signature"],
     "crypto": ["X-Crypto-Signature"],
 }
 SNAPSHOT = Snapshot(
@@ -145,6 +148,10 @@ def test_timestamps_that_are_not_unix_time_are_refused(psp: str, timestamp: str)
     headers = signed(psp, body)
     if psp == "crypto":
         headers["X-Crypto-Signature"] = headers["X-Crypto-Signature"].replace(f"t={NOW}", f"t={timestamp}")
+    elif psp == "paybybank_b":  # the time is the JWS header's `iat`: signed, but not unix seconds
+        headers["X-JWS-Signature"] = jwt.api_jws.encode(
+            body, signature_schemes.jws_key(NEW), algorithm="HS256", is_payload_detached=True,
+            headers={"kid": signature_schemes.key_id(NEW), "iat": timestamp})
     else:
         name = next(h for h in HEADERS[psp] if "imestamp" in h)
         headers[name] = timestamp
@@ -236,11 +243,11 @@ def test_ewallet_signature_is_base64_hmac_sha512_over_millisecond_timestamp() ->
     assert refusal("ewallet", late, body) == "stale_timestamp"
 
 
-def test_the_four_schemes_are_different() -> None:
+def test_the_six_schemes_are_different() -> None:
     body = b"{}"
     made = {psp: FORMATS[psp].scheme.headers(NEW, NOW, body, "evt_1") for psp in PSPS}
-    assert len({frozenset(h) for h in made.values()}) == 4
-    assert len({FORMATS[psp].scheme.name for psp in PSPS}) == 4
+    assert len({frozenset(h) for h in made.values()}) == len(PSPS)
+    assert len({FORMATS[psp].scheme.name for psp in PSPS}) == len(PSPS)
     for psp in PSPS:  # a webhook signed in one PSP's scheme is refused by every other PSP's verifier
         for other in PSPS:
             if other != psp:
@@ -273,7 +280,8 @@ def test_every_status_round_trips(psp: str, snapshot: Snapshot, status: str) -> 
 def _mutations(psp: str) -> list[bytes]:
     """Correctly shaped events with one thing wrong."""
     event: dict[str, Any] = json.loads(body_for(psp))
-    nested = {"card": None, "ewallet": "resource", "paybybank": "data", "crypto": "invoice"}[psp]
+    nested = {"card": None, "ewallet": "resource", "ewallet_b": "txn", "paybybank": "data", "paybybank_b": "Data",
+              "crypto": "invoice"}[psp]
     inner = event[nested] if nested else event
     bad: list[dict[str, Any]] = []
     for key in list(inner):
@@ -328,6 +336,13 @@ def test_correctly_signed_malformed_bodies_are_only_ever_malformed_payload(psp: 
         ("crypto", lambda e: e.update(event="invoice.created")),
         ("crypto", lambda e: e["invoice"].update(type="refund")),
         ("card", lambda e: e.update(amount={"value": "50.00", "currency": "EUR"})),
+        ("ewallet_b", lambda e: e["txn"].update(state="SUCCEEDED")),  # ewallet's word, not theirs
+        ("ewallet_b", lambda e: e["notification"].update(topic="credit.completed")),  # a debit in a credit's topic
+        ("ewallet_b", lambda e: e["notification"].update(id="evt_2")),  # not the signed X-EWB-Event-Id
+        ("ewallet_b", lambda e: e["txn"].update(value=5000)),
+        ("paybybank_b", lambda e: e["Data"]["Resource"].update(Type="payment")),
+        ("paybybank_b", lambda e: e["Data"]["Resource"].update(Status="settled")),  # paybybank's word
+        ("paybybank_b", lambda e: e["Data"]["Resource"].update(InstructedAmount={"value": 5000, "currency": "EUR"})),
     ],
 )
 def test_a_field_in_another_providers_shape_is_malformed(psp: str, change: Any) -> None:
@@ -341,3 +356,55 @@ def test_paybybank_needs_a_webhook_id() -> None:
     body = body_for("paybybank")
     with pytest.raises(InvalidWebhook):
         verifier("paybybank")(signed("paybybank", body, message_id=""), body, NOW)
+
+
+# -- HTTP Signatures (ewallet_b) and the detached JWS (paybybank_b) ---------------------------------
+
+
+def test_http_signature_covers_the_event_id_timestamp_and_digest() -> None:
+    body = body_for("ewallet_b")
+    headers = signed("ewallet_b", body)
+    assert headers["Digest"] == "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+    signing_string = f"x-ewb-event-id: evt_1\nx-ewb-timestamp: {NOW}\ndigest: {headers['Digest']}".encode()
+    expected = base64.b64encode(hmac.new(NEW.encode(), signing_string, hashlib.sha256).digest()).decode()
+    assert headers["Signature"] == (f'keyId="{signature_schemes.key_id(NEW)}",algorithm="hmac-sha256",'
+                                    f'headers="x-ewb-event-id x-ewb-timestamp digest",signature="{expected}"')
+    # Another event id, time or digest under the same signature: refused.
+    for name, value in (("X-EWB-Event-Id", "evt_2"), ("X-EWB-Timestamp", str(NOW + 1)), ("Digest", "SHA-256=AA==")):
+        assert refusal("ewallet_b", headers | {name: value}, body) == "bad_signature"
+
+
+@pytest.mark.parametrize("change", [
+    lambda h: h.replace('headers="x-ewb-event-id x-ewb-timestamp digest"', 'headers="digest"'),
+    lambda h: h.replace('headers="x-ewb-event-id x-ewb-timestamp digest"',
+                        'headers="digest digest x-ewb-event-id x-ewb-timestamp"'),
+    lambda h: h.replace("hmac-sha256", "hs2019"),
+    lambda h: h.replace(f'keyId="{signature_schemes.key_id(NEW)}"', 'keyId="someone-else"'),
+    lambda h: h + ',keyId="twice"',
+    lambda h: h.replace('"', ""),
+])
+def test_http_signature_parameters_must_be_the_schemes(change: Any) -> None:
+    body = body_for("ewallet_b")
+    headers = signed("ewallet_b", body)
+    headers["Signature"] = change(headers["Signature"])
+    assert refusal("ewallet_b", headers, body) == "bad_signature"
+
+
+def test_detached_jws_is_an_unencoded_hs256_jws_over_the_body() -> None:
+    body = body_for("paybybank_b")
+    token = signed("paybybank_b", body)["X-JWS-Signature"]
+    header_part, payload_part, _ = token.split(".")
+    assert payload_part == ""  # detached: the body is the payload
+    header = json.loads(base64.urlsafe_b64decode(header_part + "=" * (-len(header_part) % 4)))
+    assert header | {"typ": None} == {"alg": "HS256", "b64": False, "crit": ["b64"],
+                                      "kid": signature_schemes.key_id(NEW), "iat": NOW, "typ": None}
+    jwt.api_jws.decode_complete(token, signature_schemes.jws_key(NEW), algorithms=["HS256"], detached_payload=body)
+
+
+@pytest.mark.parametrize("algorithm", ["none", "HS512"])
+def test_detached_jws_accepts_hs256_only(algorithm: str) -> None:
+    body = body_for("paybybank_b")
+    key = signature_schemes.jws_key(NEW) * 2 if algorithm != "none" else None  # 64 bytes, as HS512 wants
+    token = jwt.api_jws.encode(body, key, algorithm=algorithm, is_payload_detached=True,
+                               headers={"kid": signature_schemes.key_id(NEW), "iat": NOW})
+    assert refusal("paybybank_b", {"X-JWS-Signature": token}, body) == "bad_signature"
