@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import jwt
 
 from psp.base import InvalidWebhook
-from psp.signatures import _fresh, _lowered, _same, _unix, parse_secrets
+from psp.signatures import lowered_headers, parse_secrets, require_fresh, same_signature, unix_seconds
 
 _MAX_HEADER_CHARS = 2048
 _MAX_EVENT_ID_CHARS = 255
@@ -41,7 +41,7 @@ def key_id(secret: str) -> str:
 
 def _secret_for(secrets: Sequence[str], kid: object) -> str:
     for secret in parse_secrets(secrets):
-        if isinstance(kid, str) and _same(key_id(secret), kid):
+        if isinstance(kid, str) and same_signature(key_id(secret), kid):
             return secret
     raise InvalidWebhook("bad_signature", "signed with a key this PSP's secrets do not hold")
 
@@ -98,7 +98,7 @@ class HttpSignatureScheme:
     def verify(
         self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
     ) -> str | None:
-        lowered = _lowered(headers)
+        lowered = lowered_headers(headers)
         header = lowered.get(HTTP_SIGNATURE_HEADER.lower())
         if not header or any(not lowered.get(name) for name in _COVERED):
             raise InvalidWebhook("missing_signature", "Signature, Digest, X-EWB-Event-Id and X-EWB-Timestamp "
@@ -111,9 +111,10 @@ class HttpSignatureScheme:
             raise InvalidWebhook("bad_signature", f"expected {_HTTP_SIGNATURE_ALGORITHM} over {' '.join(_COVERED)}")
         secret = _secret_for(secrets, params.get("keyId"))
         expected = _http_signature(secret, _signing_string(covered, lowered))
-        if not _same(expected, params.get("signature", "")) or not _same(body_digest(body), lowered["digest"]):
+        if not (same_signature(expected, params.get("signature", ""))
+                and same_signature(body_digest(body), lowered["digest"])):
             raise InvalidWebhook("bad_signature", "the signature or the digest does not match the body")
-        _fresh(_unix(lowered["x-ewb-timestamp"]), now, tolerance)
+        require_fresh(unix_seconds(lowered["x-ewb-timestamp"]), now, tolerance)
         return lowered["x-ewb-event-id"]
 
 
@@ -138,7 +139,7 @@ class DetachedJwsScheme:
     def verify(
         self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
     ) -> str | None:
-        token = _lowered(headers).get(JWS_SIGNATURE_HEADER.lower())
+        token = lowered_headers(headers).get(JWS_SIGNATURE_HEADER.lower())
         if not token:
             raise InvalidWebhook("missing_signature", f"the {JWS_SIGNATURE_HEADER} header is required")
         if len(token) > _MAX_HEADER_CHARS or not token.isascii():
@@ -153,7 +154,7 @@ class DetachedJwsScheme:
         issued_at = verified["header"].get("iat")
         if type(issued_at) is not int:
             raise InvalidWebhook("bad_signature", "the protected header needs iat, unix seconds")
-        _fresh(issued_at, now, tolerance)
+        require_fresh(issued_at, now, tolerance)
         return None
 
 

@@ -1,6 +1,6 @@
 """Webhook signature schemes, shared by the signers (the sandbox PSPs) and the verifiers (the API).
 
-Four schemes, one per sandbox provider:
+Four schemes, one per sandbox provider family (ewallet_b's and paybybank_b's own are in psp/signature_schemes.py):
 
 - card (DESIGN.md): `X-Timestamp: <unix s>`, `X-Signature: sha256=<hex HMAC-SHA256(secret, "<ts>.<raw body>")>`;
   the module-level `sign` / `signed_headers` / `verify` are this scheme.
@@ -89,23 +89,23 @@ def signing_secret(secrets: str | Sequence[str]) -> str:
     return parse_secrets(secrets)[0]
 
 
-def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+def lowered_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
 
-def _unix(value: str, max_chars: int = _MAX_TIMESTAMP_CHARS) -> int:
+def unix_seconds(value: str, max_chars: int = _MAX_TIMESTAMP_CHARS) -> int:
     """ASCII digits only, bounded length; anything else is a bad_signature (the header is part of what is signed)."""
     if len(value) > max_chars or not (value.isascii() and value.isdigit()):
         raise InvalidWebhook("bad_signature", "the timestamp must be unix time in ASCII digits")
     return int(value)
 
 
-def _same(expected: str, given: str) -> bool:
+def same_signature(expected: str, given: str) -> bool:
     # Constant-time, on bytes: a non-ASCII header must not raise (compare_digest refuses non-ASCII str).
     return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
 
 
-def _fresh(sent_at: float, now: float, tolerance: float) -> None:
+def require_fresh(sent_at: float, now: float, tolerance: float) -> None:
     if abs(now - sent_at) > tolerance:
         raise InvalidWebhook("stale_timestamp", f"timestamp is more than {tolerance:g} s from now")
 
@@ -147,15 +147,15 @@ def verify(
 ) -> None:
     """Raise InvalidWebhook unless `body` carries a valid, fresh signature made with one of the secrets.
     Header names are case-insensitive."""
-    lowered = _lowered(headers)
+    lowered = lowered_headers(headers)
     signature = lowered.get(SIGNATURE_HEADER.lower())
     timestamp = lowered.get(TIMESTAMP_HEADER.lower())
     if not signature or not timestamp:
         raise InvalidWebhook("missing_signature", "X-Signature and X-Timestamp headers are required")
-    sent_at = _unix(timestamp)
-    if not any(_same(sign(s, sent_at, body), signature) for s in parse_secrets(secret)):
+    sent_at = unix_seconds(timestamp)
+    if not any(same_signature(sign(s, sent_at, body), signature) for s in parse_secrets(secret)):
         raise InvalidWebhook("bad_signature", "signature does not match the body")
-    _fresh(sent_at, now, tolerance)
+    require_fresh(sent_at, now, tolerance)
 
 
 class DesignHmacScheme:
@@ -210,7 +210,7 @@ class StandardWebhooksScheme:
     def verify(
         self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
     ) -> str | None:
-        lowered = _lowered(headers)
+        lowered = lowered_headers(headers)
         message_id = lowered.get(WEBHOOK_ID_HEADER)
         timestamp = lowered.get(WEBHOOK_TIMESTAMP_HEADER)
         signature_header = lowered.get(WEBHOOK_SIGNATURE_HEADER)
@@ -220,14 +220,14 @@ class StandardWebhooksScheme:
             )
         if len(message_id) > _MAX_WEBHOOK_ID_CHARS or len(signature_header) > _MAX_SIGNATURE_HEADER_CHARS:
             raise InvalidWebhook("bad_signature", "webhook-id or webhook-signature is too long")
-        sent_at = _unix(timestamp)
+        sent_at = unix_seconds(timestamp)
         # The library's own verify() checks the timestamp first and has one error for everything; signing with it
         # and comparing here keeps this module's order (signature, then freshness) and its three refusals.
         given = [sig for sig in signature_header.split(" ") if sig.startswith("v1,")]
         expected = [standard_webhooks_sign(s, message_id, sent_at, body) for s in parse_secrets(secrets)]
-        if not any(_same(e, g) for e in expected for g in given):
+        if not any(same_signature(e, g) for e in expected for g in given):
             raise InvalidWebhook("bad_signature", "no webhook-signature matches the body")
-        _fresh(sent_at, now, tolerance)
+        require_fresh(sent_at, now, tolerance)
         return message_id
 
 
@@ -253,7 +253,7 @@ class StripeLikeScheme:
     def verify(
         self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
     ) -> str | None:
-        header = _lowered(headers).get(CRYPTO_SIGNATURE_HEADER.lower())
+        header = lowered_headers(headers).get(CRYPTO_SIGNATURE_HEADER.lower())
         if not header:
             raise InvalidWebhook("missing_signature", f"the {CRYPTO_SIGNATURE_HEADER} header is required")
         if len(header) > _MAX_SIGNATURE_HEADER_CHARS:
@@ -268,11 +268,11 @@ class StripeLikeScheme:
                 given.append(value)
         if len(timestamps) != 1 or not given:
             raise InvalidWebhook("bad_signature", "expected one t= and at least one v1= entry")
-        sent_at = _unix(timestamps[0])
+        sent_at = unix_seconds(timestamps[0])
         expected = [crypto_sign(s, sent_at, body) for s in parse_secrets(secrets)]
-        if not any(_same(e, g) for e in expected for g in given):
+        if not any(same_signature(e, g) for e in expected for g in given):
             raise InvalidWebhook("bad_signature", "no v1 signature matches the body")
-        _fresh(sent_at, now, tolerance)
+        require_fresh(sent_at, now, tolerance)
         return None
 
 
@@ -301,17 +301,17 @@ class WalletScheme:
     def verify(
         self, secrets: Sequence[str], headers: Mapping[str, str], body: bytes, now: float, tolerance: float
     ) -> str | None:
-        lowered = _lowered(headers)
+        lowered = lowered_headers(headers)
         signature = lowered.get(WALLET_SIGNATURE_HEADER.lower())
         timestamp = lowered.get(WALLET_TIMESTAMP_HEADER.lower())
         if not signature or not timestamp:
             raise InvalidWebhook(
                 "missing_signature", f"{WALLET_SIGNATURE_HEADER} and {WALLET_TIMESTAMP_HEADER} headers are required"
             )
-        sent_at_ms = _unix(timestamp, _MAX_TIMESTAMP_CHARS + 3)
-        if not any(_same(wallet_sign(s, sent_at_ms, body), signature) for s in parse_secrets(secrets)):
+        sent_at_ms = unix_seconds(timestamp, _MAX_TIMESTAMP_CHARS + 3)
+        if not any(same_signature(wallet_sign(s, sent_at_ms, body), signature) for s in parse_secrets(secrets)):
             raise InvalidWebhook("bad_signature", "signature does not match the body")
-        _fresh(sent_at_ms / 1000, now, tolerance)
+        require_fresh(sent_at_ms / 1000, now, tolerance)
         return None
 
 
