@@ -87,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "event-receiver":
         from entrypoints.event_receiver import serve
+        from entrypoints.startup import DEV_MODE_SETTING, EXIT_CONFIG
 
+        if not settings.dev_mode:  # plain http on loopback, the first API key's client: a demo, not a service
+            print(f"payloop event-receiver: a demo for dev stacks; refusing to start without {DEV_MODE_SETTING}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
         serve(settings)
         return 0
     if args.command == "migrate":

@@ -22,7 +22,7 @@ from api.auth import parse_api_keys
 from api.checkout.sessions import signing_keys
 from api.codec_server import parse_tokens
 from payloop.codec import CodecKeyError, KeyRing, uses_builtin_keys
-from payloop.settings import DEV_CHECKOUT_SIGNING_KEY, DEV_CODEC_SERVER_TOKEN, Settings
+from payloop.settings import DEV_CHECKOUT_SIGNING_KEY, DEV_CODEC_SERVER_TOKEN, Settings, parse_retry_schedule
 from payloop.temporal import TemporalSettingsError, connection_options
 from psp.registry import webhook_secret_names
 from psp.routing import RoutingConfig, load_routing
@@ -32,6 +32,7 @@ Role = Literal["api", "worker", "codec-server"]
 DEV_MODE_SETTING = "PAYLOOP_DEV_MODE"
 # sysexits.h EX_CONFIG: the process refused its configuration (not a crash; restarting will not help).
 EXIT_CONFIG = 78
+EVENT_RETRY_MIN_SECONDS = 24 * 3600
 BUILT_IN_API_KEYS = frozenset(parse_api_keys(str(Settings.model_fields["api_keys"].default)))
 BUILT_IN_WEBHOOK_SECRETS = frozenset(parse_secrets(str(Settings.model_fields["sandbox_webhook_secret"].default)))
 
@@ -69,11 +70,23 @@ def startup_problems(settings: Settings, role: Role) -> list[tuple[str, str]]:
     if not settings.database_url:
         problems.append(("PAYLOOP_DATABASE_URL", "unset, the ledger would be a SQLite file in "
                          f"{settings.data_dir.resolve()} on this machine only"))
+    if role == "worker":
+        problems += _event_delivery_problems(settings)
     if role == "api":
         problems += _api_key_problems(settings)
         problems += _webhook_secret_problems(settings, load_routing(settings))
         problems += _checkout_problems(settings)
     return problems
+
+
+def _event_delivery_problems(settings: Settings) -> list[tuple[str, str]]:
+    """Outbound events are retried for at least a day (a platform down over a night still gets them); a shorter
+    schedule is for tests and dev stacks."""
+    retried_seconds = sum(parse_retry_schedule(settings.events_retry_schedule_seconds))
+    if retried_seconds < EVENT_RETRY_MIN_SECONDS:
+        return [("PAYLOOP_EVENTS_RETRY_SCHEDULE_SECONDS", f"retries for {retried_seconds / 3600:.1f} h in all; at "
+                 f"least {EVENT_RETRY_MIN_SECONDS // 3600} h are needed")]
+    return []
 
 
 def _checkout_problems(settings: Settings) -> list[tuple[str, str]]:

@@ -34,7 +34,7 @@ from payloop.settings import Settings, parse_retry_schedule
 log = logging.getLogger(__name__)
 JITTER = 0.25  # each wait is stretched by up to this share, so endpoints that failed together retry apart
 CLAIM_MARGIN_SECONDS = 30.0  # a claim outlives the send's timeout by this before another worker may take it
-OUTCOMES = ("delivered", "retrying", "failed")
+CLAIM_LAPSED = "claim lapsed"  # the last attempt's outcome was never recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,12 @@ class Dispatcher:
         claims = await self._claim(self.clock())
         if claims:
             targets = await endpoint_urls(self.engine, {claim.endpoint_id for claim in claims})
-            await asyncio.gather(*(self._send(claim, *targets[claim.endpoint_id]) for claim in claims))
+            # One send's failure to record (the database away) must not cut the others short: its claim lapses
+            # and is taken again.
+            recorded = await asyncio.gather(*(self._send(claim, *targets[claim.endpoint_id]) for claim in claims),
+                                            return_exceptions=True)
+            for failure in (r for r in recorded if isinstance(r, BaseException)):
+                log.error("event delivery outcome not recorded: %s", type(failure).__name__)
         return len(claims)
 
     async def _claim(self, now: datetime) -> list[_Claim]:
@@ -129,6 +134,13 @@ class Dispatcher:
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = (await conn.execute(query)).all()
+            # A claim that lapsed on the last attempt of the schedule (its worker died mid-send, every time) ends.
+            last_attempt = len(self.policy.retry_schedule_seconds) + 1
+            spent = [row.id for row in rows if row.attempts >= last_attempt]
+            if spent:
+                await conn.execute(d.update().where(d.c.id.in_(spent))
+                                   .values(state=FAILED, last_error=CLAIM_LAPSED))
+            rows = [row for row in rows if row.attempts < last_attempt]
             if not rows:
                 return []
             await conn.execute(d.update().where(d.c.id.in_([row.id for row in rows]))
@@ -148,8 +160,9 @@ class Dispatcher:
                 error = f"HTTP {status_code}"
         except UrlRefused as refused:
             error = refused.code
-        except httpx.HTTPError as failed:
-            error = type(failed).__name__  # ConnectError, ReadTimeout …: never the body or the URL's secrets
+        except Exception as failed:  # noqa: BLE001 — every failure is an attempt on the schedule, never a stuck claim
+            # httpx's ConnectError, ReadTimeout, InvalidURL …: the type only, never the body or the URL's secrets.
+            error = type(failed).__name__
         await self._record(claim, status_code, error)
 
     async def _record(self, claim: _Claim, status_code: int | None, error: str | None) -> None:

@@ -35,8 +35,8 @@ class Endpoint:
 
 
 class UrlRefused(Exception):
-    """`code`: url_scheme (not http(s), or plain http outside dev mode), url_not_public (a private, loopback,
-    link-local or otherwise non-global address), url_unresolvable."""
+    """`code`: url_invalid (no URL: a bad port, a broken IPv6 host), url_scheme (not http(s), or plain http outside
+    dev mode), url_not_public (a private, loopback, link-local or otherwise non-global address), url_unresolvable."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -52,14 +52,18 @@ async def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse a URL that is not http(s); outside dev mode (`allow_private` false) also plain http and any host
     that is or resolves to an address that is not global — so an endpoint cannot make the worker call into our own
     network (SSRF). Checked at registration and again before every send (a name may resolve elsewhere later)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port  # .port raises on a port out of range or not a number
+    except ValueError as err:  # also "[::1/x": an unclosed IPv6 host
+        raise UrlRefused("url_invalid", "the URL's host or port is not valid") from err
+    if parts.scheme not in ("http", "https") or not host:
         raise UrlRefused("url_scheme", "the URL must be http(s) with a host")
     if allow_private:
         return
     if parts.scheme != "https":
         raise UrlRefused("url_scheme", "the URL must be https")
-    for address in await _addresses(parts.hostname, parts.port or 443):
+    for address in await _addresses(host, port or 443):
         if not address.is_global:
             raise UrlRefused("url_not_public", "the URL's host is not a public address")
 
@@ -71,7 +75,7 @@ async def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipadd
         pass
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as err:
+    except (OSError, UnicodeError) as err:  # UnicodeError: a name IDNA refuses (a label over 63 characters)
         raise UrlRefused("url_unresolvable", "the URL's host does not resolve") from err
     # An IPv6 address may carry a zone ("fe80::1%eth0"); ip_address refuses it, and such an address is link-local.
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]

@@ -1,9 +1,11 @@
 """The outbox: an event is inserted in the transaction of the state change it describes, with one pending delivery
 per active endpoint of its client that wants its type; a second insert of the same change finds its dedupe key and
-adds nothing. Public ids (`evt_<zero-padded sequence>`) sort as the events were committed, so `GET /v1/events?after=`
-never skips one: on PostgreSQL the inserts take one transaction-scoped advisory lock, held to the commit, so a
-sequence number is never committed after a higher one (SQLite has one writer anyway). Every emitting transaction
-emits last, after its row and account locks, so that lock never waits inside another lock's queue."""
+adds nothing. Public ids (`evt_<zero-padded sequence>`) sort as a client's events were committed, so
+`GET /v1/events?after=` (one client's events) never skips one: on PostgreSQL a client's inserts take a
+transaction-scoped advisory lock of that client, held to the commit, so none of its sequence numbers is committed
+after a higher one (SQLite has one writer anyway); other clients' commits do not wait. Every emitting transaction
+emits last, after its row and account locks, so that lock never waits inside another lock's queue: a hook that
+takes a lock after `emit_in` could deadlock against an account lock."""
 
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ from payloop.db import utcnow
 EVENT_ID_PREFIX = "evt_"
 EVENT_ID_DIGITS = 16
 _EVENT_ID = re.compile(rf"^{EVENT_ID_PREFIX}(\d{{{EVENT_ID_DIGITS}}})$")
-# pg_advisory_xact_lock's key of the outbox's insert order (any constant no other lock of ours uses).
-_ORDER_LOCK_KEY = 0x7061796C6F6F70  # "payloop"
+# pg_advisory_xact_lock(namespace, key)'s namespace of the outbox's insert order per client (the key is a hash of
+# the client id); any int4 no other lock of ours uses.
+_ORDER_LOCK_NAMESPACE = 0x706C6F70  # "plop"
 PENDING, DELIVERING, DELIVERED, FAILED = "pending", "delivering", "delivered", "failed"
 LIST_LIMIT_MAX = 500
 
@@ -59,7 +62,8 @@ def wants(endpoint_types: list[str] | None, event_type: str) -> bool:
 async def emit_in(conn: AsyncConnection, draft: EventDraft) -> bool:
     """Insert the event and its deliveries in the caller's transaction; False when it was emitted before."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK_KEY})
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:client_id))"),
+                           {"namespace": _ORDER_LOCK_NAMESPACE, "client_id": draft.client_id})
     insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
     seq = (await conn.execute(insert_(events).values(

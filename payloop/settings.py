@@ -199,7 +199,8 @@ class Settings(BaseSettings):
     # One POST's whole budget; no redirect is followed (the endpoint's own URL is what was checked).
     events_delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     # The waits after each failed attempt, comma-separated seconds (each stretched by up to 25 % of jitter); when
-    # they run out the delivery is `failed` (ops can replay it). The default retries for about 29 hours.
+    # they run out the delivery is `failed` (ops can replay it). The default retries for about 29 hours; a worker
+    # outside dev mode refuses less than 24 hours in all.
     events_retry_schedule_seconds: str = "5,30,120,600,1800,3600,10800,21600,21600,21600,21600"
     # `payloop run`'s demo receiver (entrypoints/event_receiver.py) listens here, on loopback.
     events_demo_receiver_port: int = 8090

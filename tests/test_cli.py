@@ -120,6 +120,13 @@ def test_worker_outside_dev_mode_refuses_the_default_ledger_but_needs_no_api_sec
     assert named == ["PAYLOOP_CODEC_KEYS", "PAYLOOP_DATABASE_URL"], result.stderr
 
 
+def test_the_demo_event_receiver_refuses_to_start_outside_dev_mode(tmp_path: Path) -> None:
+    result = payloop("event-receiver", env=production_env(tmp_path / "data"), timeout=60)
+
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert "PAYLOOP_DEV_MODE" in result.stderr
+
+
 def test_codec_server_outside_dev_mode_refuses_the_built_in_keys_and_token(tmp_path: Path) -> None:
     result = payloop("codec-server", env=isolated_env(tmp_path / "data"), timeout=60)
 

@@ -16,6 +16,7 @@ from events.endpoints import UrlRefused, check_url, create_endpoint, delete_endp
 from events.models import event_deliveries
 from events.outbox import Event, client_events, emit_in, event_id, event_seq
 from events.payloads import EventDraft
+from entrypoints.startup import startup_problems
 from payloop.settings import Settings, parse_retry_schedule
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
@@ -71,6 +72,21 @@ async def test_scheme_rules_and_dev_mode() -> None:
     await check_url("http://127.0.0.1:9000/hooks", allow_private=True)
     with pytest.raises(UrlRefused):
         await check_url("file:///etc/passwd", allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["https://casino.example:99999/x", "https://casino.example:abc/x", "https://[::1/x",
+                                 "http://[fe80::1/x"])
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_a_url_with_a_bad_port_or_a_broken_ipv6_host_is_refused_not_raised(url: str, allow_private: bool) -> None:
+    with pytest.raises(UrlRefused) as refused:
+        await check_url(url, allow_private=allow_private)
+    assert refused.value.code == "url_invalid"
+
+
+async def test_a_host_idna_refuses_does_not_resolve() -> None:
+    with pytest.raises(UrlRefused) as refused:
+        await check_url(f"https://{'a' * 64}.casino.example/x", allow_private=False)
+    assert refused.value.code == "url_unresolvable"
 
 
 class _Endpoint:
@@ -152,3 +168,40 @@ async def test_a_spent_schedule_fails_the_delivery_and_a_deleted_endpoint_stops_
         errors = (await conn.execute(sa.select(event_deliveries.c.last_error))).scalars().all()
     assert errors == ["endpoint deleted", "endpoint deleted"]
     assert not await delete_endpoint(engine, "casino-b", "we_c", T0)  # not casino-b's
+
+
+async def test_a_send_failing_oddly_is_an_attempt_and_a_claim_lapsing_on_its_last_attempt_ends(
+        engine: AsyncEngine) -> None:
+    now = [T0]
+    await create_endpoint(engine, endpoint_id="we_a", client_id="casino-a", url="https://hooks.example/a",
+                          event_types=None, now=T0)
+    async with engine.begin() as conn:
+        await emit_in(conn, _draft("pay_1", 1))
+        await emit_in(conn, _draft("pay_2", 1))
+    first, second = (e.seq for e in await client_events(engine, "casino-a", after_seq=0, limit=10))
+
+    def odd_failure(request: httpx.Request) -> httpx.Response:
+        if request.headers["webhook-id"] == event_id(first):
+            raise RuntimeError("not an httpx error")
+        return httpx.Response(200)
+
+    policy = DeliveryPolicy((1.0,), timeout_seconds=5, batch_size=10, interval_seconds=1, allow_private_urls=True)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(odd_failure)) as http:
+        dispatcher = Dispatcher(engine, http, policy, clock=lambda: now[0], jitter=lambda: 0.0)
+        assert await dispatcher.dispatch_once() == 2  # the other send is recorded all the same
+        assert await _states(engine) == {first: ("pending", 1), second: ("delivered", 1)}
+        # Its last attempt is claimed, and its worker dies before recording it: the claim lapses.
+        now[0] = T0 + timedelta(seconds=2)
+        async with engine.begin() as conn:
+            await conn.execute(event_deliveries.update().where(event_deliveries.c.event_seq == first)
+                               .values(state="delivering", attempts=2, next_attempt_at=now[0]))
+        assert await dispatcher.dispatch_once() == 0  # not sent a third time
+    assert await _states(engine) == {first: ("failed", 2), second: ("delivered", 1)}
+
+
+def test_a_worker_outside_dev_mode_refuses_a_retry_schedule_shorter_than_a_day() -> None:
+    short = Settings(events_retry_schedule_seconds="5,30,3600", database_url="sqlite+aiosqlite:///x.db")
+    assert ("PAYLOOP_EVENTS_RETRY_SCHEDULE_SECONDS", "retries for 1.0 h in all; at least 24 h are needed") in \
+        startup_problems(short, "worker")
+    assert not any(name == "PAYLOOP_EVENTS_RETRY_SCHEDULE_SECONDS"
+                   for name, _ in startup_problems(Settings(database_url="sqlite+aiosqlite:///x.db"), "worker"))
