@@ -144,8 +144,14 @@ class DetachedJwsScheme:
             raise InvalidWebhook("missing_signature", f"the {JWS_SIGNATURE_HEADER} header is required")
         if len(token) > _MAX_HEADER_CHARS or not token.isascii():
             raise InvalidWebhook("bad_signature", f"{JWS_SIGNATURE_HEADER} is too long or not ASCII")
+        if token.count(".") != 2 or token.split(".")[1]:
+            raise InvalidWebhook("bad_signature", "the JWS must be detached: <header>..<signature>")
         try:
             header = jwt.get_unverified_header(token)
+            # Unencoded and detached (RFC 7797), said and made critical: never a payload of its own verified in
+            # place of the body.
+            if header.get("b64") is not False or "b64" not in (header.get("crit") or ()):
+                raise InvalidWebhook("bad_signature", "the JWS header must say b64: false, and crit b64")
             secret = _secret_for(secrets, header.get("kid"))
             verified = jwt.api_jws.decode_complete(token, jws_key(secret), algorithms=[_JWS_ALGORITHM],
                                                    detached_payload=body)

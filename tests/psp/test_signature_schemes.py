@@ -408,3 +408,15 @@ def test_detached_jws_accepts_hs256_only(algorithm: str) -> None:
     token = jwt.api_jws.encode(body, key, algorithm=algorithm, is_payload_detached=True,
                                headers={"kid": signature_schemes.key_id(NEW), "iat": NOW})
     assert refusal("paybybank_b", {"X-JWS-Signature": token}, body) == "bad_signature"
+
+
+def test_a_jws_with_a_payload_of_its_own_or_base64url_payload_is_refused() -> None:
+    """Genuinely signed by the secret, but not over this body: an attached payload, or b64 left true (the signature
+    then covers the body's base64url, a different input)."""
+    body = body_for("paybybank_b")
+    key, headers = signature_schemes.jws_key(NEW), {"kid": signature_schemes.key_id(NEW), "iat": NOW}
+    attached = jwt.api_jws.encode(body, key, algorithm="HS256", headers=headers)
+    b64_true = jwt.api_jws.encode(body, key, algorithm="HS256", headers=headers | {"b64": True})
+    b64_true_detached = ".".join((b64_true.split(".")[0], "", b64_true.split(".")[2]))
+    for token in (attached, b64_true_detached):
+        assert refusal("paybybank_b", {"X-JWS-Signature": token}, body) == "bad_signature"
