@@ -282,7 +282,10 @@ async def test_bad_endpoint_requests_are_problems_and_change_nothing(events_stac
     api = events_stack.api
     before = (await api.get("/v1/event-endpoints")).json()["endpoints"]
     for body in ({"url": "ftp://casino.example/x"}, {"url": "https://casino.example/x", "events": ["nope"]},
-                 {"url": "https://casino.example/x", "events": []}, {"url": "x" * 3000}):
+                 {"url": "https://casino.example/x", "events": []}, {"url": "x" * 3000},
+                 # A port out of range or not a number, an unclosed IPv6 host: refused, not a 500.
+                 {"url": "https://casino.example:99999/x"}, {"url": "https://casino.example:abc/x"},
+                 {"url": "https://[::1/x"}):
         response = await api.post("/v1/event-endpoints", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
         assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
     assert (await api.post("/v1/event-endpoints", json={"url": "https://casino.example/x"})).status_code == 422
