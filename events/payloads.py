@@ -25,7 +25,10 @@ PAYMENT_TYPES = {
     "refunded": "payment.failed",
     "in_review": "payment.in_review",
 }
-PAYOUT_TYPES = {"paid": "payout.paid", "failed": "payout.failed", "rejected": "payout.failed"}
+# A payout cancelled before it was sent (by the client, or from the Temporal UI) is payout.cancelled: its money is
+# back in the wallet, and the platform shows the player why the withdrawal is gone.
+PAYOUT_TYPES = {"paid": "payout.paid", "failed": "payout.failed", "rejected": "payout.failed",
+                "cancelled": "payout.cancelled"}
 REFUND_TYPES = {"succeeded": "refund.succeeded", "failed": "refund.failed", "in_review": "refund.in_review"}
 DISPUTE_TYPES = {"opened": "dispute.opened", "won": "dispute.won", "lost": "dispute.lost"}
 KYC_REQUIRED = "player.kyc_required"

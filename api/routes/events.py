@@ -126,7 +126,8 @@ async def register_endpoint(
                                                   description=IDEMPOTENCY_KEY_DOC)] = None,
 ) -> JSONResponse:
     """Registers an endpoint for the client's events. Outside dev mode the URL must be https and reach a public
-    address. The answer holds the signing secret, once (a retry with the same Idempotency-Key repeats it)."""
+    address. The answer holds the signing secret (a retry with the same Idempotency-Key repeats it while the endpoint
+    exists; 409 `endpoint_deleted` after it was deleted)."""
     key = resolve_key(idempotency_key, body.idempotency_key)
     try:
         await check_url(body.url, allow_private=request.app.state.settings.dev_mode)
@@ -139,11 +140,23 @@ async def register_endpoint(
         endpoint = await create_endpoint(request.app.state.engine, endpoint_id=endpoint_id,
                                          client_id=principal.client_id, url=body.url, event_types=event_types,
                                          now=datetime.now(timezone.utc))
-        return 201, _endpoint_view(endpoint) | {"secret": endpoint.secret}
+        return 201, _endpoint_view(endpoint)  # stored for retries: the secret stays in event_endpoints alone
 
-    return answer_json(*await answer_once(
+    status, stored, replayed = await answer_once(
         request.app.state.idempotency, principal.client_id, ENDPOINT, key,
-        body.model_dump(exclude={"idempotency_key"}), "we", create))
+        body.model_dump(exclude={"idempotency_key"}), "we", create)
+    return answer_json(status, stored | {"secret": await _secret(request, principal.client_id, stored["id"])},
+                       replayed)
+
+
+async def _secret(request: Request, client_id: str, endpoint_id: str) -> str:
+    """The endpoint's signing secret, read where it lives (answer_once's `present` is synchronous, so the answer is
+    completed here); 409 when the endpoint the Idempotency-Key created has been deleted since."""
+    for endpoint in await client_endpoints(request.app.state.engine, client_id):
+        if endpoint.id == endpoint_id:
+            return endpoint.secret
+    raise Problem(409, "endpoint_deleted", "Endpoint deleted",
+                  "the endpoint this Idempotency-Key registered has been deleted; register again with a new key")
 
 
 @router.get("/v1/event-endpoints", response_model=EndpointList)

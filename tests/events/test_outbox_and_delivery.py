@@ -11,12 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
+from entrypoints.startup import startup_problems
 from events.delivery import DeliveryPolicy, Dispatcher, retry_wait_seconds, signed_request
 from events.endpoints import UrlRefused, check_url, create_endpoint, delete_endpoint, new_secret
 from events.models import event_deliveries
 from events.outbox import Event, client_events, emit_in, event_id, event_seq
-from events.payloads import EventDraft
-from entrypoints.startup import startup_problems
+from events.payloads import EVENT_TYPES, EventDraft, payout_event
+from ledger.payouts import PayoutRecord
 from payloop.settings import Settings, parse_retry_schedule
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
@@ -51,6 +52,19 @@ def test_event_ids_sort_as_their_sequence_and_only_they_parse() -> None:
     assert event_seq(event_id(123)) == 123
     for bad in ("evt_1", "evt_00000000000000x1", "pay_0000000000000001", "evt_00000000000000001"):
         assert event_seq(bad) is None
+
+
+def test_a_payout_cancelled_before_it_was_sent_is_an_event_and_one_still_on_its_way_is_none() -> None:
+    def record(status: str) -> PayoutRecord:
+        return PayoutRecord(payout_id="po_1", client_id="casino-a", player_id="p-1", currency="EUR",
+                            amount_minor=1000, status=status, created_at=T0, updated_at=T0, method="ewallet")
+
+    cancelled = payout_event(record("cancelled"))
+    assert cancelled is not None and cancelled.type == "payout.cancelled" in EVENT_TYPES
+    assert (cancelled.ordering_key, cancelled.dedupe_key) == ("po_1", "payout.cancelled:po_1:cancelled")
+    assert cancelled.data == {"payout_id": "po_1", "player_id": "p-1", "status": "cancelled", "amount": "10.00",
+                              "currency": "EUR", "method": "ewallet", "psp": None}
+    assert payout_event(record("kyc_required")) is None
 
 
 @pytest.mark.parametrize("url", ["https://127.0.0.1/x", "https://10.1.2.3/x", "https://169.254.169.254/latest",
