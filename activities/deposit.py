@@ -178,7 +178,9 @@ class DepositActivities:
             # A conflict means the same id was posted with another body: a bug to look at, never to retry.
             raise ApplicationError(str(err), err.code, type=ErrorType.LEDGER_CONFLICT, non_retryable=True) from err
         count_fee(input.psp, "capture", input.currency, fee)
-        return LedgerPosting(transfer_id or "", False, conversion.to_minor if conversion else None)
+        if conversion is None:
+            return LedgerPosting(transfer_id or "", False)
+        return LedgerPosting(transfer_id or "", False, conversion.to_minor, conversion.margin_minor)
 
     @activity.defn(name=ActivityName.RECORD_UNCREDITED_CAPTURE)
     async def record_uncredited_capture(self, capture: UncreditedCapture) -> None:

@@ -20,6 +20,7 @@ import payloop.alerts  # noqa: F401
 import players.audit  # noqa: F401
 import players.controls  # noqa: F401
 import players.notifications  # noqa: F401
+import players.wallets  # noqa: F401
 import psp.inbox  # noqa: F401
 import psp.routing.health  # noqa: F401
 import psp.routing.switches  # noqa: F401

@@ -297,7 +297,7 @@ class PlayerStore:
         returns what it decided the first time)."""
         usage = deposit_limit_usage.c
         async with self.engine.begin() as conn:
-            await _lock_player(conn, player_id, now)
+            await lock_player_in(conn, player_id, now)
             counted = (await conn.execute(sa.select(usage.payment_id).where(usage.payment_id == payment_id))).first()
             row = await _player_row(conn, player_id)
             limit_rows = await _limit_rows(conn, player_id)
@@ -404,7 +404,7 @@ class PlayerStore:
         key = {"player_id": player_id, "currency": currency, "period": period.value}
         for _ in range(_CAS_ATTEMPTS):
             async with self.engine.begin() as conn:
-                await _lock_player(conn, player_id, now)
+                await lock_player_in(conn, player_id, now)
                 row = (await conn.execute(sa.select(player_deposit_limits).filter_by(**key))).first()
                 before = LimitState() if row is None else _limit_state(row)
                 after = change_limit(before, amount_minor, now)
@@ -582,7 +582,7 @@ async def _write_limit(
     return result.rowcount == 1
 
 
-async def _lock_player(conn: AsyncConnection, player_id: str, now: datetime) -> None:
+async def lock_player_in(conn: AsyncConnection, player_id: str, now: datetime) -> None:
     """Serializes changes and screenings of one player: PostgreSQL locks the player's row; SQLite transactions
     already take the write lock up front. Even a change that writes nothing then has its place in the order."""
     await _ensure_player(conn, player_id, now)

@@ -36,7 +36,7 @@ from workflows.psp_step import (
 )
 from workflows.refund import RefundWorkflow
 from workflows.retry_policies import (
-    DATABASE_STEP, DATABASE_STEP_TIMEOUT, FX_QUOTE, KYC_RECHECK_SECONDS, UNTIL_DONE,
+    DATABASE_STEP, DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, UNTIL_DONE,
 )
 from workflows.types import (
     ActivityName,
@@ -49,6 +49,7 @@ from workflows.types import (
     DepositState,
     DepositStatus,
     ErrorType,
+    FxDirection,
     InitAnswer,
     LedgerPosting,
     PaymentFacts,
@@ -232,22 +233,28 @@ class DepositWorkflow(PspSignals):
         return await self._finish(ending.status, failure_code=ending.failure_code, review_reason=ending.review_reason)
 
     async def _lock_rate(self) -> None:
-        """The player's wallet currency (a first deposit claims it) and, for a deposit in another currency, the
-        rate: locked here, once, before the PSP step. Its result is in the history, so the credit converts at this
-        rate however the source's rates move meanwhile, and a retry or a replay finds the same."""
+        """The player's wallet currency (a deposit claims it when the player has none) and, for a deposit in another
+        currency, the rate: locked here, once, before the PSP step. Its result is in the history, so the credit
+        converts at this rate however the source's rates move meanwhile, and a retry or a replay finds the same.
+        A database step like screening: retried through a hiccup; the activity asks the rate source itself and
+        answers FX_UNAVAILABLE, not retried, when it has no quote."""
         input = self._input
         try:
             conversion = await workflow.execute_local_activity(
                 ActivityName.QUOTE_CONVERSION,
-                QuoteConversionInput(input.payment_id, input.player_id, input.currency, input.amount_minor, "credit"),
-                result_type=WalletConversion, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=FX_QUOTE,
+                QuoteConversionInput(input.payment_id, input.player_id, input.currency, input.amount_minor,
+                                     FxDirection.CREDIT),
+                result_type=WalletConversion, **_LOCAL_STEP,
             )
         except (ActivityError, ApplicationError) as err:  # a local activity: see activity_cause
             if is_cancelled_exception(err):
                 raise asyncio.CancelledError() from err
-            # Nothing has moved or been counted yet: without a rate the deposit cannot be credited, so it ends.
-            workflow.logger.error("deposit %s got no FX quote: %s", input.payment_id, activity_cause(err))
-            raise Finish(DepositStatus.FAILED, "fx_unavailable") from None
+            # Nothing has moved or been counted yet: without a rate (or a wallet currency) the deposit cannot be
+            # credited, so it ends.
+            workflow.logger.error("deposit %s got no wallet currency or FX quote: %s", input.payment_id,
+                                  activity_cause(err))
+            no_quote = error_type(err) == ErrorType.FX_UNAVAILABLE
+            raise Finish(DepositStatus.FAILED, "fx_unavailable" if no_quote else "screening_unavailable") from None
         self._state.fx = conversion.lock
 
     async def _screen_and_route(self) -> DepositRoute:
@@ -431,8 +438,11 @@ class DepositWorkflow(PspSignals):
             return error_code(err) or "ledger_error"
         s.credit_transfer_id = posting.transfer_id
         s.captured_amount_minor = capture.amount_minor
-        if s.fx is not None and posting.wallet_amount_minor is not None:  # less than asked, on a review's word
+        if s.fx is not None and posting.wallet_amount_minor is not None:
+            # The lock's figures as the credit booked them: all of the capture, or less on a review's word.
             s.fx.amount_minor, s.fx.wallet_amount_minor = credit_minor, posting.wallet_amount_minor
+            if posting.margin_minor is not None:  # a credit recorded before the margin was returned has none
+                s.fx.margin_minor = posting.margin_minor
         self._row_written = (credited.status, credited.review_reason, credited.failure_code)
         return None
 

@@ -26,10 +26,6 @@ UNTIL_DONE = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=[ErrorType.LEDGER_CONFLICT],
 )
-# A rate quote, before any money moves: a few quick tries, then the payment ends (the player may try again).
-FX_QUOTE = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=2), maximum_attempts=4,
-)
 # A PSP create is one try per activity: the PSP step makes the tries itself, so it sees every try's error.
 ONE_TRY = RetryPolicy(maximum_attempts=1)
 # Status look-ups and cancels: a few quick tries; "not found" and a refused request are answers, not failures.

@@ -84,15 +84,21 @@ class FxLock:
     margin_minor: int
 
 
+class FxDirection:
+    """Which way a payment moves the wallet: a deposit credits it (and claims the wallet currency when the player
+    has none), a payout debits it."""
+
+    CREDIT = "credit"
+    DEBIT = "debit"
+
+
 @dataclass
 class QuoteConversionInput:
-    """A deposit (`credit`: claims the wallet currency when the player has none) or a payout (`debit`)."""
-
     reference: str  # the payment or payout id
     player_id: str
     currency: str
     amount_minor: int
-    direction: str  # credit | debit
+    direction: str  # FxDirection
 
 
 @dataclass
@@ -597,6 +603,7 @@ class LedgerPosting:
     transfer_id: str
     replayed: bool
     wallet_amount_minor: int | None = None  # a converted credit: what the wallet got
+    margin_minor: int | None = None  # a converted credit: the house's margin on it
 
 
 class ActivityName:

@@ -22,11 +22,11 @@ from workflows.common import (
 )
 from workflows.psp_step import PAYOUT_CALLS, Created, Ending, PollSchedule, PspOutcome, PspSignals, PspStep
 from workflows.retry_policies import (
-    DATABASE_STEP_TIMEOUT, FX_QUOTE, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
+    DATABASE_STEP_TIMEOUT, KYC_RECHECK_SECONDS, PAYOUT_DEFER_MAX_WAIT_SECONDS, UNTIL_DONE,
 )
 from workflows.types import (
-    ActivityName, AmlTrigger, AuditEntry, CancelRequest, ConvertedPayout, CreatePspPayoutInput, ErrorType, HoldResult,
-    PayoutCheckResult, PayoutFacts, PayoutRoute, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent,
+    ActivityName, AmlTrigger, AuditEntry, CancelRequest, ConvertedPayout, CreatePspPayoutInput, ErrorType, FxDirection,
+    HoldResult, PayoutCheckResult, PayoutFacts, PayoutRoute, PayoutStatus, PayoutSubject, PlayerNotification, PspEvent,
     QuoteConversionInput, ReviewDecision, StatusPollPlan, WalletConversion, WithdrawalInput, WithdrawalState,
 )
 
@@ -165,13 +165,15 @@ class WithdrawalWorkflow(PspSignals):
 
     async def _lock_rate(self) -> None:
         """A payout in another currency than the player's wallet: its rate, locked once before the hold, so the
-        hold and the posting charge the wallet the same amount however the source's rates move meanwhile."""
+        hold and the posting charge the wallet the same amount however the source's rates move meanwhile. Its
+        database read is retried until it answers, like the checks; the activity asks the rate source itself and
+        answers FX_UNAVAILABLE, not retried, when it has no quote."""
         i = self._input
         try:
-            conversion = await workflow.execute_activity(
+            conversion = await self._database_step(
                 ActivityName.QUOTE_CONVERSION,
-                QuoteConversionInput(i.payout_id, i.player_id, i.currency, i.amount_minor, "debit"),
-                result_type=WalletConversion, start_to_close_timeout=DATABASE_STEP_TIMEOUT, retry_policy=FX_QUOTE,
+                QuoteConversionInput(i.payout_id, i.player_id, i.currency, i.amount_minor, FxDirection.DEBIT),
+                WalletConversion,
             )
         except ActivityError as err:
             cancelled = is_cancelled_exception(err)
