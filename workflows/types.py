@@ -665,8 +665,8 @@ class ErrorType:
     INSUFFICIENT_FUNDS = "InsufficientFunds"
     REFUND_REFUSED = "RefundRefused"  # details[0]: the ledger's code (e.g. refund_exceeds_refundable)
     DISPUTE_REFUSED = "DisputeRefused"  # details[0]: payment_not_found | currency_mismatch
-    REPORT_UNREADABLE = "ReportUnreadable"
-    FX_UNAVAILABLE = "FxUnavailable"  # no usable quote from the rate source  # a PSP's settlement report that does not parse: no retry can help
+    REPORT_UNREADABLE = "ReportUnreadable"  # a PSP's settlement report that does not parse: no retry can help
+    FX_UNAVAILABLE = "FxUnavailable"  # no usable quote from the rate source
 
 
 @dataclass

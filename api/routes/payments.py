@@ -171,6 +171,10 @@ def _init_outcome(answer: InitAnswer) -> tuple[int, dict]:
             return 502, Problem(502, answer.failure_code, "Deposit could not be started",
                                 "the deposit could not be checked right now; nothing was charged", retryable=True,
                                 payment_id=answer.payment_id).body()
+        if answer.failure_code == "fx_unavailable":
+            return 502, Problem(502, "fx_unavailable", "No exchange rate",
+                                "no exchange rate into the player's wallet currency could be had right now; nothing "
+                                "was charged", retryable=True, payment_id=answer.payment_id).body()
         if answer.failure_code in ("psp_unavailable", "no_route", "method_unavailable"):
             return 502, Problem(502, answer.failure_code, "No PSP available",
                                 "no payment provider could take the payment", retryable=True,

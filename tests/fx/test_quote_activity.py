@@ -11,13 +11,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.fx import FxActivities
+from api.routes.payments import _init_outcome
 from fx import FxQuote, FxUnavailable
 from ledger import Ledger
 from ledger.fx import fx_conversions
 from ledger.models import ledger_transfers
 from players.wallets import set_wallet_currency
 from tests.ledger.money_helpers import T0
-from workflows.types import ErrorType, FxDirection, QuoteConversionInput
+from workflows.types import DepositStatus, ErrorType, FxDirection, InitAnswer, QuoteConversionInput
 
 QUOTE = FxQuote("USD", "EUR", "0.9210", "fx-x", "q_1", "2026-12-01T12:01:00+00:00")
 
@@ -83,3 +84,15 @@ async def test_a_database_error_is_retryable_and_the_wallet_currency_never_asks_
         await conn.execute(sa.text("ALTER TABLE players_away RENAME TO players"))
     retried = await ActivityEnvironment().run(activities(engine, source).quote_conversion, deposit("p2", "EUR"))
     assert (retried.wallet_currency, retried.lock, source.asked) == ("EUR", None, 0)
+
+
+@pytest.mark.parametrize(("failure_code", "status", "code"), [
+    ("fx_unavailable", 502, "fx_unavailable"),  # our rate source, not the player's bank: retryable, not a decline
+    ("screening_unavailable", 502, "screening_unavailable"),
+    ("card_declined", 402, "payment_declined"),
+])
+def test_the_init_answer_of_a_deposit_without_an_exchange_rate_is_a_retryable_502(
+        failure_code: str, status: int, code: str) -> None:
+    answered_status, body = _init_outcome(InitAnswer("pay_1", DepositStatus.FAILED, failure_code=failure_code))
+    assert (answered_status, body["code"], body["payment_id"]) == (status, code, "pay_1")
+    assert body["retryable"] is (status == 502)
