@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.models import event_deliveries, event_endpoints
+from payloop.db import insert_if_missing
 from events.outbox import DELIVERING, FAILED, PENDING
 
 SECRET_BYTES = 32
@@ -87,12 +88,14 @@ def _endpoint(row: Any) -> Endpoint:
 
 async def create_endpoint(engine: AsyncEngine, *, endpoint_id: str, client_id: str, url: str,
                           event_types: list[str] | None, now: datetime) -> Endpoint:
-    """Register the endpoint; events from now on are delivered to it (earlier ones: `GET /v1/events`)."""
+    """Register the endpoint; events from now on are delivered to it (earlier ones: `GET /v1/events`). Idempotent by
+    id: a registration retried after its answer was lost (the Idempotency-Key keeps the id) finds the first one."""
     row = {"id": endpoint_id, "client_id": client_id, "url": url, "event_types": event_types,
            "secret": new_secret(), "created_at": now}
     async with engine.begin() as conn:
-        await conn.execute(event_endpoints.insert().values(**row))
-    return Endpoint(**{k: v for k, v in row.items()})
+        await insert_if_missing(conn, event_endpoints, row)
+        stored = (await conn.execute(sa.select(event_endpoints).where(event_endpoints.c.id == endpoint_id))).one()
+    return _endpoint(stored)
 
 
 async def client_endpoints(engine: AsyncEngine, client_id: str) -> list[Endpoint]:

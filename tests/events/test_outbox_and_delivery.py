@@ -219,3 +219,11 @@ def test_a_worker_outside_dev_mode_refuses_a_retry_schedule_shorter_than_a_day()
         startup_problems(short, "worker")
     assert not any(name == "PAYLOOP_EVENTS_RETRY_SCHEDULE_SECONDS"
                    for name, _ in startup_problems(Settings(database_url="sqlite+aiosqlite:///x.db"), "worker"))
+
+
+async def test_a_registration_retried_after_its_answer_was_lost_finds_the_first(engine: AsyncEngine) -> None:
+    first = await create_endpoint(engine, endpoint_id="we_r", client_id="casino-a", url="https://hooks.example/a",
+                                  event_types=None, now=T0)
+    again = await create_endpoint(engine, endpoint_id="we_r", client_id="casino-a", url="https://hooks.example/a",
+                                  event_types=None, now=T0 + timedelta(seconds=5))
+    assert again == first
