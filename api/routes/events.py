@@ -39,10 +39,12 @@ router = APIRouter(tags=["events"], responses=problem_responses(503))
 ops_router = APIRouter(prefix="/v1/ops/event-deliveries", tags=["ops"], responses=problem_responses(503))
 ENDPOINT = "event_endpoints.create"
 EventType = Literal[tuple(sorted(EVENT_TYPES))]  # type: ignore[valid-type]
-EndpointUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$"),
+# A URL is ASCII (RFC 3986): an international host in its punycode form (xn--…).
+EndpointUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[\x21-\x7e]+$"),
                         Field(examples=["https://casino.example/payloop/events"])]
 Payments = Annotated[Principal, Depends(require_scope("payments"))]
 Ops = Annotated[Principal, Depends(require_scope("ops"))]
+ROW_ID_MAX = 2**63 - 1  # a delivery id is a BIGINT: past it, a 422 rather than the database's overflow
 
 
 class EndpointRequest(BaseModel):
@@ -197,7 +199,7 @@ async def ops_deliveries(
     request: Request, _: Ops,
     state: Literal["pending", "delivering", "delivered", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="the previous page's next_before")] = None,
+    before: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX, description="the previous page's next_before")] = None,
 ) -> dict[str, Any]:
     """Deliveries of every client, newest first; `state=failed` is what ran out of retries."""
     page, next_before = await list_deliveries(request.app.state.engine, state=state, limit=limit, before=before)
@@ -206,7 +208,8 @@ async def ops_deliveries(
 
 @ops_router.post("/{delivery_id}/replay", response_model=DeliveryView, responses=problem_responses(404, 409, 422))
 async def replay_delivery(
-    delivery_id: Annotated[int, Path(ge=1)], request: Request, principal: Ops, body: OpsActionRequest | None = None,
+    delivery_id: Annotated[int, Path(ge=1, le=ROW_ID_MAX)], request: Request, principal: Ops,
+    body: OpsActionRequest | None = None,
 ) -> dict[str, Any]:
     """Sends a failed (or delivered) delivery again from now, with a fresh retry schedule; audited
     (`event_delivery.replay`)."""
