@@ -117,7 +117,7 @@ async def test_temporal_stores_a_deposit_encrypted_and_the_api_still_reads_it(st
     bookkeeping = local_activities + patches
     markers = [json.loads(p.data) for p in local_activities]
     assert all({"seq", "attempt", "activity_type"} <= marker.keys() for marker in markers)
-    assert {json.loads(p.data)["id"] for p in patches} == {"deposit-psp-search-attribute"}
+    assert {json.loads(p.data)["id"] for p in patches} == {"deposit-psp-search-attribute", "fx-conversion"}
     assert {"screen_deposit", "route_deposit", "credit_deposit"} <= {marker["activity_type"] for marker in markers}
     ours = [p for p in payloads if p not in bookkeeping]
     assert len(ours) >= 8, "inputs, activity results, update answer, memo, result"
